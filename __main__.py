@@ -1,0 +1,50 @@
+"""trainstack: a cluster, the GPU Operator, Kubeflow Trainer, access, the trainer image and a TrainJob.
+
+Reads the stack's config (validated before anything is declared) and composes the components.
+"""
+
+import pulumi
+
+from components.access import Access
+from components.cluster import Cluster
+from components.gpu_operator import GpuOperator
+from components.kubeflow_trainer import KubeflowTrainer
+from components.settings import load_settings
+from components.trainer_image import TrainerImage
+from components.training_job import TrainingJob
+
+settings = load_settings()
+
+cluster = Cluster("cluster", settings.cluster)
+on_cluster = pulumi.ResourceOptions(providers=[cluster.provider])
+
+gpu_operator = (
+    GpuOperator("gpu-operator", settings.gpu_operator, on_cluster) if settings.gpu_operator else None
+)
+trainer = KubeflowTrainer(
+    "kubeflow-trainer", settings.trainer, kubeconfig=cluster.kubeconfig, opts=on_cluster
+)
+access = Access("access", settings.access, on_cluster)
+image = TrainerImage("trainer-image", settings.image, pulumi.ResourceOptions(depends_on=[cluster]))
+
+job = TrainingJob(
+    "training",
+    settings.job,
+    namespace=access.namespace,
+    service_account=access.service_account,
+    image=image.reference,
+    hf_token_secret=access.hf_token_secret,
+    image_pull_secret=access.image_pull_secret,
+    kubeconfig=cluster.kubeconfig,
+    start_after=[trainer, image, *([gpu_operator] if gpu_operator else [])],
+    opts=on_cluster,
+)
+
+pulumi.export("kubeconfig", cluster.kubeconfig)
+pulumi.export("clusterName", settings.cluster.name)
+pulumi.export("namespace", access.namespace)
+pulumi.export("trainJobName", job.job_name)
+pulumi.export("podNames", job.pod_names)
+pulumi.export("checkpointLocation", job.checkpoint_location)
+pulumi.export("image", image.pinned)
+pulumi.export("logsCommand", job.logs_command)

@@ -1,0 +1,125 @@
+"""Who the training pods are and what they may read: namespace, ServiceAccount, Role and the secrets they use."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+HF_TOKEN_SECRET = "hf-token"
+HF_TOKEN_KEY = "token"
+REGISTRY_SECRET = "registry-credentials"
+
+
+@dataclass(frozen=True)
+class RegistryCredentials:
+    """A private registry login."""
+
+    # Registry host, e.g. ghcr.io.
+    server: str
+    # User name.
+    username: str
+    # Password or token (a Pulumi secret).
+    password: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
+class AccessArgs:
+    """The namespace and identity of the training pods."""
+
+    # Namespace of the job and everything it uses.
+    namespace: str
+    # ServiceAccount the training pods run as.
+    service_account: str
+    # ConfigMap holding the training config, the one object the pods may read through the API.
+    config_map: str
+    # Hugging Face token (a Pulumi secret); None creates no Secret.
+    hf_token: pulumi.Input[str] | None = None
+    # Private registry login; None creates no image pull secret.
+    registry: RegistryCredentials | None = None
+
+
+def docker_config_json(server: str, username: str, password: str) -> str:
+    """The .dockerconfigjson payload of a kubernetes.io/dockerconfigjson Secret."""
+    auth = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return json.dumps({"auths": {server: {"username": username, "password": password, "auth": auth}}})
+
+
+class Access(pulumi.ComponentResource):
+    """Namespace, ServiceAccount, a read-only Role bound to it, the Hugging Face token and the pull secret."""
+
+    namespace: pulumi.Output[str]
+    service_account: pulumi.Output[str]
+    hf_token_secret: pulumi.Output[str] | None
+    image_pull_secret: pulumi.Output[str] | None
+
+    def __init__(self, name: str, args: AccessArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("trainstack:index:Access", name, None, opts)
+        namespace = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata={"name": args.namespace},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
+        self.namespace = namespace.metadata.name
+        account = k8s.core.v1.ServiceAccount(
+            f"{name}-service-account",
+            metadata={"name": args.service_account, "namespace": args.namespace},
+            opts=in_namespace,
+        )
+        self.service_account = account.metadata.name
+
+        self.hf_token_secret = None
+        if args.hf_token is not None:
+            token = k8s.core.v1.Secret(
+                f"{name}-hf-token",
+                metadata={"name": HF_TOKEN_SECRET, "namespace": args.namespace},
+                type="Opaque",
+                string_data={HF_TOKEN_KEY: pulumi.Output.secret(args.hf_token)},
+                opts=in_namespace,
+            )
+            self.hf_token_secret = token.metadata.name
+
+        self.image_pull_secret = None
+        if args.registry is not None:
+            registry = args.registry
+            payload: pulumi.Output[str] = pulumi.Output.from_input(registry.password).apply(
+                lambda password: docker_config_json(registry.server, registry.username, password)
+            )
+            secret_payload: pulumi.Output[str] = pulumi.Output.secret(payload)
+            pull = k8s.core.v1.Secret(
+                f"{name}-registry",
+                metadata={"name": REGISTRY_SECRET, "namespace": args.namespace},
+                type="kubernetes.io/dockerconfigjson",
+                string_data={".dockerconfigjson": secret_payload},
+                opts=in_namespace,
+            )
+            self.image_pull_secret = pull.metadata.name
+
+        # Least privilege: read its own config and token by name, nothing cluster-scoped, no wildcards.
+        readable = [("configmaps", args.config_map)]
+        if args.hf_token is not None:
+            readable.append(("secrets", HF_TOKEN_SECRET))
+        rules = [
+            k8s.rbac.v1.PolicyRuleArgs(
+                api_groups=[""], resources=[kind], resource_names=[name], verbs=["get"]
+            )
+            for kind, name in readable
+        ]
+        role = k8s.rbac.v1.Role(
+            f"{name}-role",
+            metadata={"name": args.service_account, "namespace": args.namespace},
+            rules=rules,
+            opts=in_namespace,
+        )
+        k8s.rbac.v1.RoleBinding(
+            f"{name}-role-binding",
+            metadata={"name": args.service_account, "namespace": args.namespace},
+            role_ref={"api_group": "rbac.authorization.k8s.io", "kind": "Role", "name": args.service_account},
+            subjects=[{"kind": "ServiceAccount", "name": args.service_account, "namespace": args.namespace}],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[role, account]),
+        )
+        self.register_outputs({"namespace": self.namespace, "serviceAccount": self.service_account})

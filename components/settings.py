@@ -1,0 +1,336 @@
+"""The stack's configuration, parsed and validated before any resource is declared.
+
+Pulumi.yaml's `config:` block is the one list of keys, types and defaults; this module reads it, applies the
+stack's values on top, checks every rule and turns the result into the components' Args. A bad value raises
+one StackConfigError naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+
+from components.access import AccessArgs, RegistryCredentials
+from components.cluster import ClusterArgs, RemoteHosts
+from components.gpu_operator import GpuOperatorArgs
+from components.kubeflow_trainer import KubeflowTrainerArgs
+from components.trainer_image import K3sImport, KindLoad, TrainerImageArgs
+from components.training_job import TrainingJobArgs, job_paths
+from trainer.config import ConfigError, load_config
+
+PROJECT = "trainstack"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PRESETS_DIR = REPO_ROOT / "trainer" / "configs"
+# Secrets the program reads but Pulumi.yaml cannot declare (a declared key needs a default).
+SECRET_KEYS = ("hfToken", "registryPassword")
+TRAINING_SERVICE_ACCOUNT = "trainer"
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_K3S_VERSION = re.compile(r"^v[0-9]+\.[0-9]+\.[0-9]+\+k3s[0-9]+$")
+
+
+class StackConfigError(pulumi.RunError):
+    """A stack config value that cannot be used; Pulumi prints the message alone, without a traceback."""
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    """One key of Pulumi.yaml's config block."""
+
+    # Declared type: string, integer, boolean or array (of strings).
+    type: str
+    # Value used when the stack sets none.
+    default: Any
+    # What the key means.
+    description: str
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """Everything the program declares, as the components' Args."""
+
+    cluster: ClusterArgs
+    # None on a CPU-only stack.
+    gpu_operator: GpuOperatorArgs | None
+    trainer: KubeflowTrainerArgs
+    access: AccessArgs
+    image: TrainerImageArgs
+    job: TrainingJobArgs
+
+
+@cache
+def declared_keys() -> dict[str, ConfigKey]:
+    """The keys of Pulumi.yaml's config block."""
+    project = yaml.safe_load((REPO_ROOT / "Pulumi.yaml").read_text())
+    return {
+        key: ConfigKey(spec["type"], spec.get("default"), spec.get("description", ""))
+        for key, spec in project["config"].items()
+    }
+
+
+def available_presets() -> list[str]:
+    """Training presets: the files under trainer/configs."""
+    return sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
+
+
+def _error(key: str, problem: str) -> StackConfigError:
+    return StackConfigError(f"{PROJECT}:{key}: {problem}")
+
+
+def _coerce(key: str, spec: ConfigKey, raw: Any) -> Any:
+    """A stack value in its declared type. Pulumi hands every value over as a string (arrays as JSON)."""
+    if spec.type == "string":
+        return str(raw)
+    if spec.type == "integer":
+        if isinstance(raw, bool):
+            raise _error(key, f"must be an integer, got {raw!r}")
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise _error(key, f"must be an integer, got {raw!r}") from None
+    if spec.type == "boolean":
+        text = str(raw).lower()
+        if text not in ("true", "false"):
+            raise _error(key, f"must be true or false, got {raw!r}")
+        return text == "true"
+    values = json.loads(raw) if isinstance(raw, str) else raw
+    if not isinstance(values, list) or not all(isinstance(item, str) for item in values):
+        raise _error(key, f"must be a list of strings, got {raw!r}")
+    return values
+
+
+def resolve_values(stack_values: Mapping[str, Any]) -> dict[str, Any]:
+    """Declared defaults with the stack's values on top, each in its declared type; unknown keys are errors."""
+    keys = declared_keys()
+    unknown = sorted(set(stack_values) - set(keys) - set(SECRET_KEYS))
+    if unknown:
+        allowed = ", ".join(sorted([*keys, *SECRET_KEYS]))
+        raise _error(unknown[0], f"unknown key; allowed keys: {allowed}")
+    return {
+        key: _coerce(key, spec, stack_values[key]) if key in stack_values else spec.default
+        for key, spec in keys.items()
+    }
+
+
+def _one_of(values: Mapping[str, Any], key: str, allowed: list[str]) -> str:
+    value = str(values[key])
+    if value not in allowed:
+        raise _error(key, f"must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _at_least(values: Mapping[str, Any], key: str, minimum: int) -> int:
+    value = int(values[key])
+    if value < minimum:
+        raise _error(key, f"must be an integer >= {minimum}, got {value}")
+    return value
+
+
+def _matching(values: Mapping[str, Any], key: str, pattern: re.Pattern[str], what: str) -> str:
+    value = str(values[key])
+    if not pattern.match(value):
+        raise _error(key, f"must be {what}, got {value!r}")
+    return value
+
+
+def _remote_hosts(values: Mapping[str, Any], node_count: int) -> RemoteHosts:
+    server = str(values["k3sServerHost"]).strip()
+    if not server:
+        raise _error(
+            "k3sServerHost",
+            "must name the k3s server's address when k3sMode is remote (allowed: a host name or IP)",
+        )
+    agents = tuple(values["k3sAgentHosts"])
+    if node_count > 1 + len(agents):
+        raise _error(
+            "nodeCount",
+            f"must be at most the number of remote hosts (k3sServerHost + k3sAgentHosts = {1 + len(agents)}), got {node_count}",
+        )
+    key_path = Path(str(values["sshPrivateKeyPath"])).expanduser()
+    if not key_path.is_file():
+        raise _error("sshPrivateKeyPath", f"must be an existing private key file, {key_path} does not exist")
+    port = _at_least(values, "sshPort", 1)
+    if port > 65535:
+        raise _error("sshPort", f"must be a port number between 1 and 65535, got {port}")
+    return RemoteHosts(server, agents, str(values["sshUser"]), port, key_path)
+
+
+def _cluster(values: Mapping[str, Any]) -> ClusterArgs:
+    kind = _one_of(values, "clusterKind", ["kind", "k3s"])
+    node_count = _at_least(values, "nodeCount", 1)
+    remote: RemoteHosts | None = None
+    if kind == "k3s":
+        _matching(values, "k3sVersion", _K3S_VERSION, "a k3s release such as v1.33.6+k3s1")
+        mode = _one_of(values, "k3sMode", ["local", "remote"])
+        if mode == "remote":
+            remote = _remote_hosts(values, node_count)
+        elif node_count != 1:
+            raise _error(
+                "nodeCount",
+                f"must be 1 when k3sMode is local (one machine), got {node_count}; use k3sMode remote for more nodes",
+            )
+    return ClusterArgs(
+        kind=kind,
+        name=_matching(
+            values, "clusterName", _DNS_LABEL, "a DNS-1123 label (lowercase letters, digits, '-')"
+        ),
+        node_count=node_count,
+        gpus_per_node=_at_least(values, "gpusPerNode", 0),
+        kind_node_image=str(values["kindNodeImage"]),
+        k3s_version=str(values["k3sVersion"]),
+        remote=remote,
+    )
+
+
+def _registry(values: Mapping[str, Any], password: pulumi.Input[str] | None) -> RegistryCredentials | None:
+    server, username = str(values["registryServer"]), str(values["registryUsername"])
+    if password is None:
+        if username:
+            raise _error(
+                "registryPassword",
+                "must be set (pulumi config set --secret registryPassword ...) when registryUsername is set",
+            )
+        return None
+    if not server or not username:
+        raise _error(
+            "registryServer",
+            "registryServer and registryUsername must both be set when registryPassword is set",
+        )
+    return RegistryCredentials(server, username, password)
+
+
+def _train_config(values: Mapping[str, Any], job_name: str) -> str:
+    """The preset with the overrides and the stack's in-cluster paths, validated by the trainer's own loader."""
+    preset = _one_of(values, "trainingPreset", available_presets())
+    overrides = list(values["trainingOverrides"])
+    paths = job_paths(job_name)
+    for override in overrides:
+        key = override.partition("=")[0].strip()
+        if key in paths:
+            raise _error(
+                "trainingOverrides",
+                f"may not set {key}: the stack puts it on the checkpoint volume ({paths[key]})",
+            )
+    try:
+        config = load_config(
+            PRESETS_DIR / f"{preset}.yaml", [*overrides, *(f"{k}={v}" for k, v in paths.items())]
+        )
+    except ConfigError as error:
+        raise _error("trainingOverrides", f"invalid training config for preset {preset!r}: {error}") from None
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def parse_settings(
+    stack_values: Mapping[str, Any],
+    *,
+    hf_token: pulumi.Input[str] | None = None,
+    registry_password: pulumi.Input[str] | None = None,
+) -> StackSettings:
+    """Validated settings from the stack's config values (keys without the project prefix) and its secrets."""
+    values = resolve_values(stack_values)
+    cluster = _cluster(values)
+    namespace = _matching(
+        values, "namespace", _DNS_LABEL, "a DNS-1123 label (lowercase letters, digits, '-')"
+    )
+    job_name = _matching(
+        values, "trainJobName", _DNS_LABEL, "a DNS-1123 label (lowercase letters, digits, '-')"
+    )
+    quantities = {
+        key: _matching(values, key, _QUANTITY, "a Kubernetes quantity such as 2, 500m, 8Gi")
+        for key in ("cpuPerNode", "memoryPerNode", "shmSize", "checkpointStorageSize")
+    }
+    if cluster.node_count > 1 and not values["checkpointStorageClass"]:
+        raise _error(
+            "checkpointStorageClass",
+            f"must name a ReadWriteMany StorageClass (e.g. nfs-client) when nodeCount is {cluster.node_count}: every node reads and writes the checkpoints",
+        )
+    replicas = _at_least(values, "gpuTimeSlicingReplicas", 0)
+    if replicas == 1:
+        raise _error("gpuTimeSlicingReplicas", "must be 0 (off) or >= 2, got 1")
+    registry = _registry(values, registry_password)
+    push = bool(values["imagePush"])
+    repository = str(values["imageRepository"])
+    if push and "." not in repository.split("/")[0] and ":" not in repository.split("/")[0]:
+        raise _error(
+            "imageRepository",
+            f"must start with a registry host (e.g. ghcr.io/acme/trainer) when imagePush is true, got {repository!r}",
+        )
+
+    delivery: KindLoad | K3sImport | None = None
+    if not push:
+        delivery = KindLoad(cluster.name) if cluster.kind == "kind" else K3sImport(cluster.remote)
+    train_config = _train_config(values, job_name)
+    job = TrainingJobArgs(
+        job_name=job_name,
+        num_nodes=cluster.node_count,
+        gpus_per_node=cluster.gpus_per_node,
+        cpu_per_node=quantities["cpuPerNode"],
+        memory_per_node=quantities["memoryPerNode"],
+        shm_size=quantities["shmSize"],
+        max_restarts=_at_least(values, "maxRestarts", 0),
+        checkpoint_size=quantities["checkpointStorageSize"],
+        checkpoint_storage_class=str(values["checkpointStorageClass"]),
+        train_config=train_config,
+        pod_names_timeout_seconds=_at_least(values, "podNamesTimeoutSeconds", 0),
+    )
+    gpu_operator = None
+    if cluster.gpus_per_node:
+        gpu_operator = GpuOperatorArgs(
+            version=str(values["gpuOperatorVersion"]),
+            on_k3s=cluster.kind == "k3s",
+            install_driver=not values["hostHasGpuDriver"],
+            time_slicing_replicas=replicas,
+        )
+    return StackSettings(
+        cluster=cluster,
+        gpu_operator=gpu_operator,
+        trainer=KubeflowTrainerArgs(
+            version=str(values["trainerVersion"]), ignore_webhook_failures=cluster.kind == "k3s"
+        ),
+        access=AccessArgs(
+            namespace=namespace,
+            service_account=TRAINING_SERVICE_ACCOUNT,
+            config_map=job.config_map,
+            hf_token=hf_token,
+            registry=registry,
+        ),
+        image=TrainerImageArgs(
+            repository=repository,
+            context=REPO_ROOT,
+            platform=str(values["imagePlatform"]),
+            base_image=str(values["baseImage"]),
+            push=push,
+            registry=registry,
+            delivery=delivery,
+        ),
+        job=job,
+    )
+
+
+def stack_values() -> dict[str, Any]:
+    """The stack's config values under the project's namespace, as the engine passed them."""
+    from pulumi.runtime import config as runtime_config
+
+    prefix = f"{PROJECT}:"
+    merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    return {key[len(prefix) :]: value for key, value in merged.items() if key.startswith(prefix)}
+
+
+def load_settings() -> StackSettings:
+    """Settings for the running stack: its config values and its two optional secrets."""
+    config = pulumi.Config(PROJECT)
+    values = {key: value for key, value in stack_values().items() if key not in SECRET_KEYS}
+    return parse_settings(
+        values,
+        hf_token=config.get_secret("hfToken"),
+        registry_password=config.get_secret("registryPassword"),
+    )

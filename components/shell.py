@@ -1,0 +1,48 @@
+"""Shell snippets shared by the components' commands: quoting and running kubectl against the stack's cluster."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pulumi
+from pulumi_command import local
+
+# Commands run by bash so that a failing stage of a pipeline fails the command (pipefail).
+BASH = ["/bin/bash", "-c"]
+
+# The kubeconfig reaches kubectl through a secret environment variable and a private temporary file,
+# never through the command line or a file that outlives the command.
+_KUBECONFIG_PRELUDE = """set -euo pipefail
+umask 077
+KUBECONFIG="$(mktemp)"
+export KUBECONFIG
+trap 'rm -f "$KUBECONFIG"' EXIT
+printf '%s' "$TRAINSTACK_KUBECONFIG" > "$KUBECONFIG"
+"""
+
+
+def assign(name: str, value: str | int) -> str:
+    """A shell assignment of a quoted literal, e.g. `NAMESPACE='trainstack'`."""
+    return f"{name}={shlex.quote(str(value))}"
+
+
+def kubectl_command(
+    resource_name: str,
+    *,
+    kubeconfig: pulumi.Input[str],
+    script: str,
+    triggers: Sequence[Any] | None = None,
+    environment: Mapping[str, pulumi.Input[str]] | None = None,
+    opts: pulumi.ResourceOptions,
+) -> local.Command:
+    """A local command whose script runs with kubectl pointed at the stack's cluster."""
+    return local.Command(
+        resource_name,
+        create=_KUBECONFIG_PRELUDE + script,
+        interpreter=BASH,
+        environment={"TRAINSTACK_KUBECONFIG": kubeconfig, **(environment or {})},
+        triggers=list(triggers or []),
+        opts=opts,
+    )

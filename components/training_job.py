@@ -1,0 +1,388 @@
+"""The training job: checkpoint claim, training config, a TrainingRuntime and the TrainJob that runs on it."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.access import HF_TOKEN_KEY
+from components.shell import kubectl_command
+from trainer import PREEMPTED_EXIT_CODE
+
+TRAINER_API_VERSION = "trainer.kubeflow.org/v1alpha1"
+# Where the contract puts things inside a training pod.
+CONFIG_DIR = "/etc/trainstack"
+CONFIG_FILE = "train.yaml"
+CHECKPOINT_MOUNT = "/mnt/checkpoints"
+SHM_MOUNT = "/dev/shm"
+TRAINER_UID = 1000
+TRAINER_COMMAND = ["python", "-m", "trainer"]
+TRAINER_ARGS = ["launch", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"]
+# The torch runtime's replicated job and container, which Trainer fills from TrainJob.spec.trainer.
+NODE = "node"
+RUNTIME_NAME = "trainstack-torch"
+RUNTIME_PATCH_MANAGER = "trainstack.dev/pulumi"
+JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
+ANCESTOR_LABEL = "trainer.kubeflow.org/trainjob-ancestor-step"
+
+
+def job_paths(job_name: str) -> dict[str, str]:
+    """The training config's storage keys, all on the checkpoint volume under the job's own directory."""
+    root = f"{CHECKPOINT_MOUNT}/{job_name}"
+    return {
+        "checkpoint.dir": f"{root}/checkpoints",
+        "output.dir": f"{root}/output",
+        "data.cache_dir": f"{root}/cache",
+    }
+
+
+def config_map_name(job_name: str, train_config: str) -> str:
+    """A content-addressed ConfigMap name: a new config is a new ConfigMap, so the TrainJob is replaced."""
+    return f"{job_name}-config-{hashlib.sha256(train_config.encode()).hexdigest()[:10]}"
+
+
+@dataclass(frozen=True)
+class TrainingJobArgs:
+    """The TrainJob and what it runs with."""
+
+    # Name of the TrainJob, and of the JobSet and pods Trainer creates for it.
+    job_name: str
+    # Training nodes: one pod per node, spread over distinct Kubernetes nodes.
+    num_nodes: int
+    # GPUs per node (nvidia.com/gpu); 0 trains on CPU with one process per node.
+    gpus_per_node: int
+    # CPU request per node.
+    cpu_per_node: str
+    # Memory request and limit per node.
+    memory_per_node: str
+    # Size of the in-memory /dev/shm.
+    shm_size: str
+    # JobSet restarts after failures before the job fails (preemptions do not count).
+    max_restarts: int
+    # Size of the checkpoint claim.
+    checkpoint_size: str
+    # StorageClass of the checkpoint claim; empty means the cluster default.
+    checkpoint_storage_class: str
+    # The resolved training config (YAML), mounted at /etc/trainstack/train.yaml.
+    train_config: str
+    # How long to wait for the job's pods to exist (podNames).
+    pod_names_timeout_seconds: int
+
+    @property
+    def config_map(self) -> str:
+        """Name of the ConfigMap that carries the training config."""
+        return config_map_name(self.job_name, self.train_config)
+
+    @property
+    def checkpoint_claim(self) -> str:
+        """Name of the checkpoint PersistentVolumeClaim."""
+        return f"{self.job_name}-checkpoints"
+
+    @property
+    def processes_per_node(self) -> int:
+        """One process per GPU, or one on CPU."""
+        return max(self.gpus_per_node, 1)
+
+
+def training_runtime_spec(args: TrainingJobArgs, image: pulumi.Input[str]) -> dict[str, Any]:
+    """A torch TrainingRuntime that the default torch-distributed one cannot express.
+
+    JobSet's failurePolicy (restart everything when a node fails, at most max_restarts times, and without
+    counting preemptions) is a runtime field that TrainJob.runtimePatches cannot set. Each pod failure fails
+    its Job at once (backoffLimit 0, restartPolicy Never) so the whole JobSet restarts together and every
+    rank resumes from the shared checkpoint. The pods run as uid 1000 without privilege escalation and get
+    an in-memory /dev/shm for NCCL.
+    """
+    pod_security = {
+        "runAsNonRoot": True,
+        "runAsUser": TRAINER_UID,
+        "runAsGroup": TRAINER_UID,
+        "fsGroup": TRAINER_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    container_security = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+    }
+    node_job = {
+        "name": NODE,
+        "template": {
+            "metadata": {"labels": {ANCESTOR_LABEL: "trainer"}},
+            "spec": {
+                "backoffLimit": 0,
+                "podFailurePolicy": {
+                    "rules": [
+                        # Evicted or preempted pods, and a trainer that saved and exited on SIGTERM.
+                        {
+                            "action": "FailJob",
+                            "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                        },
+                        {
+                            "action": "FailJob",
+                            "onExitCodes": {
+                                "containerName": NODE,
+                                "operator": "In",
+                                "values": [PREEMPTED_EXIT_CODE],
+                            },
+                        },
+                    ]
+                },
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "securityContext": pod_security,
+                        "containers": [
+                            {
+                                "name": NODE,
+                                "image": image,
+                                "securityContext": container_security,
+                                "volumeMounts": [{"name": "dshm", "mountPath": SHM_MOUNT}],
+                            }
+                        ],
+                        "volumes": [
+                            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": args.shm_size}}
+                        ],
+                    }
+                },
+            },
+        },
+    }
+    return {
+        "mlPolicy": {"numNodes": 1, "torch": {}},
+        "template": {
+            "spec": {
+                "failurePolicy": {
+                    "maxRestarts": args.max_restarts,
+                    "rules": [
+                        {
+                            "name": "preemption",
+                            "action": "RestartJobSetAndIgnoreMaxRestarts",
+                            "onJobFailureReasons": ["PodFailurePolicy"],
+                        }
+                    ],
+                },
+                "replicatedJobs": [node_job],
+            }
+        },
+    }
+
+
+def train_job_spec(
+    args: TrainingJobArgs,
+    *,
+    image: pulumi.Input[str],
+    service_account: pulumi.Input[str],
+    hf_token_secret: pulumi.Input[str] | None,
+    image_pull_secret: pulumi.Input[str] | None,
+) -> dict[str, Any]:
+    """The TrainJob: trainer settings, plus runtimePatches for identity, volumes and placement."""
+    env: list[dict[str, Any]] = [{"name": "DS_ACCELERATOR", "value": "cuda" if args.gpus_per_node else "cpu"}]
+    if hf_token_secret is not None:
+        env.append(
+            {
+                "name": "HF_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": hf_token_secret, "key": HF_TOKEN_KEY}},
+            }
+        )
+    requests: dict[str, Any] = {"cpu": args.cpu_per_node, "memory": args.memory_per_node}
+    limits: dict[str, Any] = {"memory": args.memory_per_node}
+    if args.gpus_per_node:
+        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = args.gpus_per_node
+
+    pod: dict[str, Any] = {
+        "serviceAccountName": service_account,
+        # One training pod per Kubernetes node.
+        "affinity": {
+            "podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "labelSelector": {"matchLabels": {JOBSET_NAME_LABEL: args.job_name}},
+                        "topologyKey": "kubernetes.io/hostname",
+                    }
+                ]
+            }
+        },
+        "volumes": [
+            {"name": "checkpoints", "persistentVolumeClaim": {"claimName": args.checkpoint_claim}},
+            {"name": "train-config", "configMap": {"name": args.config_map}},
+        ],
+        "containers": [
+            {
+                "name": NODE,
+                "volumeMounts": [
+                    {"name": "checkpoints", "mountPath": CHECKPOINT_MOUNT},
+                    {"name": "train-config", "mountPath": CONFIG_DIR, "readOnly": True},
+                ],
+            }
+        ],
+    }
+    if args.gpus_per_node:
+        pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    if image_pull_secret is not None:
+        pod["imagePullSecrets"] = [{"name": image_pull_secret}]
+
+    return {
+        "runtimeRef": {"apiGroup": "trainer.kubeflow.org", "kind": "TrainingRuntime", "name": RUNTIME_NAME},
+        "trainer": {
+            "image": image,
+            "command": TRAINER_COMMAND,
+            "args": TRAINER_ARGS,
+            "env": env,
+            "numNodes": args.num_nodes,
+            "numProcPerNode": args.processes_per_node,
+            "resourcesPerNode": {"requests": requests, "limits": limits},
+        },
+        "runtimePatches": [
+            {
+                "manager": RUNTIME_PATCH_MANAGER,
+                "trainingRuntimeSpec": {
+                    "template": {
+                        "spec": {
+                            "replicatedJobs": [
+                                {"name": NODE, "template": {"spec": {"template": {"spec": pod}}}}
+                            ]
+                        }
+                    }
+                },
+            }
+        ],
+    }
+
+
+# Lists the TrainJob's pods once the controllers have created them (they may still be Pending), with a
+# bounded wait: a slow start leaves podNames short instead of failing the deployment.
+POD_NAMES_SCRIPT = """deadline=$(( $(date +%s) + TIMEOUT ))
+while :; do
+  pods="$(kubectl get pods -n "$NAMESPACE" -l "$SELECTOR" -o jsonpath='{.items[*].metadata.name}' 2>/dev/null || true)"
+  count=$(wc -w <<<"$pods")
+  if [ "$count" -ge "$WANT" ]; then break; fi
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    echo "warning: $count of $WANT pods of the TrainJob exist after ${TIMEOUT}s" >&2
+    break
+  fi
+  sleep 3
+done
+printf '%s\\n' $pods | sort
+"""
+
+
+class TrainingJob(pulumi.ComponentResource):
+    """Checkpoint claim, config ConfigMap, TrainingRuntime, TrainJob, and the list of its pods."""
+
+    job_name: pulumi.Output[str]
+    pod_names: pulumi.Output[list[str]]
+    checkpoint_location: pulumi.Output[str]
+    logs_command: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        args: TrainingJobArgs,
+        *,
+        namespace: pulumi.Input[str],
+        service_account: pulumi.Input[str],
+        image: pulumi.Input[str],
+        hf_token_secret: pulumi.Input[str] | None,
+        image_pull_secret: pulumi.Input[str] | None,
+        kubeconfig: pulumi.Input[str],
+        start_after: list[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        """namespace .. image_pull_secret: what Access and TrainerImage made; kubeconfig: for listing pods;
+        start_after: what must be ready before the TrainJob is created (Trainer, GPU Operator, image)."""
+        super().__init__("trainstack:index:TrainingJob", name, None, opts)
+        claim = k8s.core.v1.PersistentVolumeClaim(
+            f"{name}-checkpoints",
+            metadata={
+                "name": args.checkpoint_claim,
+                "namespace": namespace,
+                # Binding waits for the first pod on WaitForFirstConsumer classes (kind's, k3s's).
+                "annotations": {"pulumi.com/skipAwait": "true"},
+            },
+            spec={
+                "access_modes": ["ReadWriteMany" if args.num_nodes > 1 else "ReadWriteOnce"],
+                "resources": {"requests": {"storage": args.checkpoint_size}},
+                "storage_class_name": args.checkpoint_storage_class or None,
+            },
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        config = k8s.core.v1.ConfigMap(
+            f"{name}-config",
+            metadata={"name": args.config_map, "namespace": namespace},
+            data={CONFIG_FILE: args.train_config},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        runtime = k8s.apiextensions.CustomResource(
+            f"{name}-runtime",
+            api_version=TRAINER_API_VERSION,
+            kind="TrainingRuntime",
+            metadata={
+                "name": RUNTIME_NAME,
+                "namespace": namespace,
+                "labels": {"trainer.kubeflow.org/framework": "torch"},
+            },
+            spec=training_runtime_spec(args, image),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=start_after),
+        )
+        train_job = k8s.apiextensions.CustomResource(
+            f"{name}-trainjob",
+            api_version=TRAINER_API_VERSION,
+            kind="TrainJob",
+            metadata={"name": args.job_name, "namespace": namespace},
+            spec=train_job_spec(
+                args,
+                image=image,
+                service_account=service_account,
+                hf_token_secret=hf_token_secret,
+                image_pull_secret=image_pull_secret,
+            ),
+            # A TrainJob's spec is immutable once running: a new image or config replaces the job, which
+            # resumes from the checkpoints on the claim (same name, same directory).
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[claim, config, runtime, *start_after],
+                replace_on_changes=["spec"],
+                delete_before_replace=True,
+            ),
+        )
+        selector = f"{JOBSET_NAME_LABEL}={args.job_name}"
+        pods = kubectl_command(
+            f"{name}-pods",
+            kubeconfig=kubeconfig,
+            script=POD_NAMES_SCRIPT,
+            environment={
+                "NAMESPACE": namespace,
+                "SELECTOR": selector,
+                "WANT": str(args.num_nodes),
+                "TIMEOUT": str(args.pod_names_timeout_seconds),
+            },
+            triggers=[train_job.id, image],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[train_job]),
+        )
+        # Pod names are not sensitive, though the command that lists them carries the kubeconfig.
+        self.pod_names = pulumi.Output.unsecret(pods.stdout).apply(str.split)
+        self.job_name = train_job.id.apply(lambda _: args.job_name)
+        self.checkpoint_location = pulumi.Output.format(
+            "pvc://{0}/{1}/{2}/checkpoints", namespace, args.checkpoint_claim, args.job_name
+        )
+        self.logs_command = pulumi.Output.format(
+            "kubectl --kubeconfig <(pulumi stack output kubeconfig --show-secrets --stack {0}) logs -n {1} -l {2}"
+            " --all-containers --prefix --follow --max-log-requests {3}",
+            pulumi.get_stack(),
+            namespace,
+            selector,
+            max(args.num_nodes, 5),
+        )
+        self.register_outputs(
+            {
+                "trainJobName": self.job_name,
+                "podNames": self.pod_names,
+                "checkpointLocation": self.checkpoint_location,
+                "logsCommand": self.logs_command,
+            }
+        )

@@ -1,0 +1,39 @@
+"""The shared shell helpers: quoting, and kubectl commands that carry the kubeconfig as a secret."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pulumi
+
+from components.shell import BASH, assign, kubectl_command
+from tests.stack_helpers import contains_secret, evaluate
+
+
+def test_assign_quotes_for_the_shell() -> None:
+    assert assign("NAME", "plain") == "NAME=plain"
+    assert assign("NAME", "it's; rm -rf /") == "NAME='it'\"'\"'s; rm -rf /'"
+    result = subprocess.run(
+        ["bash", "-c", assign("X", "a b'c") + '\nprintf %s "$X"'], capture_output=True, text=True, check=True
+    )
+    assert result.stdout == "a b'c"
+
+
+def test_kubectl_command_writes_the_kubeconfig_to_a_private_temporary_file() -> None:
+    def program() -> None:
+        kubectl_command(
+            "probe",
+            kubeconfig=pulumi.Output.secret("apiVersion: v1"),
+            script='test "$(cat "$KUBECONFIG")" = "$EXPECTED"\n',
+            environment={"EXTRA": "1"},
+            triggers=["t"],
+            opts=pulumi.ResourceOptions(),
+        )
+
+    command = evaluate(program).one("command:local:Command")
+    assert command.inputs["interpreter"] == BASH
+    assert contains_secret(command.inputs["environment"])
+    assert "apiVersion: v1" not in command.inputs["create"]
+    # The script itself works: run it the way the provider would.
+    env = {"TRAINSTACK_KUBECONFIG": "apiVersion: v1", "EXPECTED": "apiVersion: v1", "PATH": "/usr/bin:/bin"}
+    assert subprocess.run([*BASH, command.inputs["create"]], env=env, check=False).returncode == 0

@@ -1,0 +1,183 @@
+"""The k3s webhook patch, on objects shaped like Trainer's and JobSet's webhook configurations."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+from typing import Any
+
+import yaml
+
+from components.kubeflow_trainer import K3S_WEBHOOK_POSTRENDER
+from components.webhook_patch import ignore_webhook_failures, is_webhook_configuration, patch_manifest_stream
+
+
+def webhook(
+    name: str, path: str, resources: list[str], failure_policy: str | None = "Fail"
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": name,
+        "admissionReviewVersions": ["v1"],
+        "clientConfig": {
+            "service": {
+                "name": "kubeflow-trainer-controller-manager",
+                "namespace": "kubeflow-system",
+                "path": path,
+            }
+        },
+        "sideEffects": "None",
+        "rules": [
+            {
+                "apiGroups": ["trainer.kubeflow.org"],
+                "apiVersions": ["v1alpha1"],
+                "resources": resources,
+                "operations": ["CREATE", "UPDATE"],
+            }
+        ],
+    }
+    if failure_policy is not None:
+        entry["failurePolicy"] = failure_policy
+    return entry
+
+
+def configuration(kind: str, name: str, webhooks: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": kind,
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "trainer"}},
+        "webhooks": webhooks,
+    }
+
+
+TRAINER_VALIDATOR = configuration(
+    "ValidatingWebhookConfiguration",
+    "validator.trainer.kubeflow.org",
+    [
+        webhook(
+            "validator.clustertrainingruntime.trainer.kubeflow.org",
+            "/validate-trainer-kubeflow-org-v1alpha1-clustertrainingruntime",
+            ["clustertrainingruntimes"],
+        ),
+        webhook(
+            "validator.trainingruntime.trainer.kubeflow.org",
+            "/validate-trainer-kubeflow-org-v1alpha1-trainingruntime",
+            ["trainingruntimes"],
+        ),
+        webhook(
+            "validator.trainjob.trainer.kubeflow.org",
+            "/validate-trainer-kubeflow-org-v1alpha1-trainjob",
+            ["trainjobs"],
+        ),
+    ],
+)
+TRAINER_DEFAULTER = configuration(
+    "MutatingWebhookConfiguration",
+    "defaulter.trainer.kubeflow.org",
+    [
+        webhook(
+            "defaulter.trainjob.trainer.kubeflow.org",
+            "/mutate-trainer-kubeflow-org-v1alpha1-trainjob",
+            ["trainjobs"],
+        )
+    ],
+)
+# JobSet leaves failurePolicy unset (the API default is Fail).
+JOBSET_MUTATING = configuration(
+    "MutatingWebhookConfiguration",
+    "jobset-mutating-webhook-configuration",
+    [
+        webhook("mjobset.kb.io", "/mutate-jobset-x-k8s-io-v1alpha2-jobset", ["jobsets"], None),
+        webhook("mpod.kb.io", "/mutate--v1-pod", ["pods"], None),
+    ],
+)
+JOBSET_VALIDATING = configuration(
+    "ValidatingWebhookConfiguration",
+    "jobset-validating-webhook-configuration",
+    [
+        webhook("vjobset.kb.io", "/validate-jobset-x-k8s-io-v1alpha2-jobset", ["jobsets"], None),
+        webhook("vpod.kb.io", "/validate--v1-pod", ["pods"], None),
+    ],
+)
+WEBHOOK_CONFIGURATIONS = [TRAINER_VALIDATOR, TRAINER_DEFAULTER, JOBSET_MUTATING, JOBSET_VALIDATING]
+DEPLOYMENT = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "kubeflow-trainer-controller-manager", "namespace": "kubeflow-system"},
+    "spec": {
+        "template": {
+            "spec": {
+                "containers": [
+                    {"name": "manager", "image": "ghcr.io/kubeflow/trainer/trainer-controller-manager:v2.3.0"}
+                ]
+            }
+        }
+    },
+}
+# Not an admission webhook configuration, although it has a `webhooks` list.
+LOOKALIKE = {
+    "apiVersion": "example.com/v1",
+    "kind": "ValidatingWebhookConfiguration",
+    "webhooks": [{"name": "x", "failurePolicy": "Fail"}],
+}
+
+
+def test_every_webhook_of_trainer_and_jobset_ignores_failures() -> None:
+    for config in WEBHOOK_CONFIGURATIONS:
+        patched = ignore_webhook_failures(config)
+        assert [hook["failurePolicy"] for hook in patched["webhooks"]] == ["Ignore"] * len(config["webhooks"])
+        # Nothing but failurePolicy changes.
+        for before, after in zip(config["webhooks"], patched["webhooks"], strict=True):
+            assert {k: v for k, v in after.items() if k != "failurePolicy"} == {
+                k: v for k, v in before.items() if k != "failurePolicy"
+            }
+        assert patched["metadata"] == config["metadata"]
+
+
+def test_the_input_is_not_modified() -> None:
+    original = copy.deepcopy(TRAINER_VALIDATOR)
+    ignore_webhook_failures(TRAINER_VALIDATOR)
+    assert original == TRAINER_VALIDATOR
+
+
+def test_other_objects_come_back_equal() -> None:
+    for other in (
+        DEPLOYMENT,
+        LOOKALIKE,
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}},
+    ):
+        assert ignore_webhook_failures(other) == other
+        assert not is_webhook_configuration(other)
+
+
+def test_a_configuration_without_webhooks_is_left_alone() -> None:
+    empty = configuration("MutatingWebhookConfiguration", "empty", [])
+    del empty["webhooks"]
+    assert ignore_webhook_failures(empty) == empty
+
+
+def test_manifest_stream_patches_webhooks_and_keeps_the_rest() -> None:
+    stream = (
+        yaml.safe_dump_all([DEPLOYMENT, *WEBHOOK_CONFIGURATIONS]) + "---\n"
+    )  # Helm leaves empty documents
+    documents = list(yaml.safe_load_all(patch_manifest_stream(stream)))
+    assert documents[0] == DEPLOYMENT
+    assert [doc["metadata"]["name"] for doc in documents[1:]] == [
+        c["metadata"]["name"] for c in WEBHOOK_CONFIGURATIONS
+    ]
+    assert all(hook["failurePolicy"] == "Ignore" for doc in documents[1:] for hook in doc["webhooks"])
+
+
+def test_helm_post_renderer_executable_patches_stdin(tmp_path: Any) -> None:
+    """Helm runs the file itself, from an arbitrary directory, with no arguments."""
+    result = subprocess.run(
+        [str(K3S_WEBHOOK_POSTRENDER)],
+        input=yaml.safe_dump_all([JOBSET_VALIDATING, DEPLOYMENT]),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+        timeout=60,
+    )
+    patched, deployment = yaml.safe_load_all(result.stdout)
+    assert {hook["failurePolicy"] for hook in patched["webhooks"]} == {"Ignore"}
+    assert deployment == DEPLOYMENT

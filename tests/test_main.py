@@ -1,0 +1,254 @@
+"""The whole Pulumi program under the mock engine, for every Pulumi.<stack>.yaml in the repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.settings import StackConfigError
+from tests.k8s_validation import (
+    is_plain_kubernetes_object,
+    validate_kubernetes_object,
+    validate_trainer_object,
+)
+from tests.stack_helpers import (
+    StackRun,
+    contains_secret,
+    reveal,
+    run_stack,
+    stack_config,
+    stack_files,
+    stack_name,
+)
+
+STACKS = [stack_name(path) for path in stack_files()]
+OUTPUTS = {
+    "kubeconfig",
+    "clusterName",
+    "namespace",
+    "trainJobName",
+    "podNames",
+    "checkpointLocation",
+    "image",
+    "logsCommand",
+}
+TRAIN_JOB = "kubernetes:trainer.kubeflow.org/v1alpha1:TrainJob"
+RELEASE = "kubernetes:helm.sh/v3:Release"
+LOCAL_COMMAND = "command:local:Command"
+REMOTE_COMMAND = "command:remote:Command"
+HF_TOKEN = "hf_do_not_leak_0123456789"
+REGISTRY_PASSWORD = "registry-password-do-not-leak"
+
+
+def remote_key_override(stack: str, tmp_path: Path) -> dict[str, Any]:
+    """Remote stacks name an SSH key on the user's machine; the test points them at a throwaway one."""
+    if stack_config(stack).get("k3sMode") != "remote":
+        return {}
+    key = tmp_path / f"{stack}_id_ed25519"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVATE KEY-----\n")
+    return {"sshPrivateKeyPath": str(key)}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, StackRun]:
+    keys = tmp_path_factory.mktemp("keys")
+    return {
+        stack: run_stack(stack, remote_key_override(stack, keys), secrets={"hfToken": HF_TOKEN})
+        for stack in STACKS
+    }
+
+
+def test_repository_has_the_three_kinds_of_stack() -> None:
+    configs = {stack: stack_config(stack) for stack in STACKS}
+    assert configs["dev"].get("clusterKind", "kind") == "kind"
+    assert configs["gpu"]["clusterKind"] == "k3s" and configs["gpu"]["k3sMode"] == "local"
+    assert any(config.get("k3sMode") == "remote" for config in configs.values())
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_outputs_have_the_contract_names_and_kubeconfig_is_secret(
+    runs: dict[str, StackRun], stack: str
+) -> None:
+    run = runs[stack]
+    assert set(run.outputs) == OUTPUTS
+    assert contains_secret(run.outputs["kubeconfig"])
+    assert "clusters:" in run.plain_output("kubeconfig")
+    for name in OUTPUTS - {"kubeconfig"}:
+        assert not contains_secret(run.outputs[name]), name
+    config = stack_config(stack)
+    assert run.plain_output("trainJobName") == "gpt-train"
+    assert len(run.plain_output("podNames")) == config["nodeCount"]
+    assert (
+        run.plain_output("checkpointLocation")
+        == "pvc://trainstack/gpt-train-checkpoints/gpt-train/checkpoints"
+    )
+    assert "@sha256:" in run.plain_output("image")
+    assert f"--stack {stack}" in run.plain_output("logsCommand")
+    assert "-l jobset.sigs.k8s.io/jobset-name=gpt-train" in run.plain_output("logsCommand")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_secrets_never_appear_in_plaintext(runs: dict[str, StackRun], stack: str) -> None:
+    run = runs[stack]
+    for resource in run.resources:
+        assert HF_TOKEN not in repr(_without_secrets(resource.inputs)), resource.name
+    assert HF_TOKEN not in repr(_without_secrets(run.outputs))
+    token = run.one("kubernetes:core/v1:Secret", "-hf-token")
+    assert contains_secret(token.inputs["stringData"])
+    assert reveal(token.inputs["stringData"]) == {"token": HF_TOKEN}
+
+
+def _without_secrets(value: Any) -> Any:
+    if contains_secret(value) and isinstance(value, dict) and "value" in value:
+        return "[secret]"
+    if isinstance(value, dict):
+        return {key: _without_secrets(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_secrets(item) for item in value]
+    return value
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_kubernetes_resource_uses_the_cluster_provider(runs: dict[str, StackRun], stack: str) -> None:
+    run = runs[stack]
+    provider = run.one("pulumi:providers:kubernetes")
+    assert contains_secret(provider.inputs["kubeconfig"])
+    kubernetes = [r for r in run.resources if r.custom and r.type.startswith("kubernetes:")]
+    assert kubernetes
+    for resource in kubernetes:
+        assert run.provider_urn(resource) == provider.urn, resource.name
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_train_job_waits_for_trainer_image_and_gpu_operator(runs: dict[str, StackRun], stack: str) -> None:
+    run = runs[stack]
+    job = run.one(TRAIN_JOB)
+    trainer = run.one(RELEASE, "kubeflow-trainer")
+    assert run.depends_on(job, trainer)
+    assert run.depends_on(job, run.one(LOCAL_COMMAND, "kubeflow-trainer-ready"))
+    assert run.depends_on(job, run.one("docker:index/image:Image"))
+    for delivery in [r for r in run.resources if "trainer-image-" in r.name and r.type == LOCAL_COMMAND]:
+        assert run.depends_on(job, delivery)
+    gpu_operators = [r for r in run.of_type(RELEASE) if r.name == "gpu-operator"]
+    if stack_config(stack).get("gpusPerNode", 0):
+        assert len(gpu_operators) == 1 and run.depends_on(job, gpu_operators[0])
+    else:
+        assert gpu_operators == []
+    pods = run.one(LOCAL_COMMAND, "training-pods")
+    assert run.depends_on(pods, job)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_cluster_matches_the_stack(runs: dict[str, StackRun], stack: str) -> None:
+    run = runs[stack]
+    config = stack_config(stack)
+    commands = {r.name: r for r in run.of_type(LOCAL_COMMAND) + run.of_type(REMOTE_COMMAND)}
+    provider = run.one("pulumi:providers:kubernetes")
+    if config.get("clusterKind", "kind") == "kind":
+        assert "kind create cluster" in commands["cluster-kind"].inputs["create"]
+        assert commands["cluster-kind"].inputs["delete"].startswith("kind delete cluster")
+        assert "trainer-image-kind-load" in commands
+        assert run.depends_on(provider, commands["cluster-kind"])
+    elif config["k3sMode"] == "local":
+        assert "INSTALL_K3S_VERSION=v1.33.6+k3s1" in commands["cluster-k3s-server"].inputs["create"]
+        assert "k3s-uninstall.sh" in commands["cluster-k3s-server"].inputs["delete"]
+        assert "trainer-image-k3s-import" in commands
+    else:
+        agents = [r for name, r in commands.items() if name.startswith("cluster-k3s-agent-")]
+        assert len(agents) == len(config["k3sAgentHosts"])
+        for agent in agents:
+            assert run.depends_on(agent, commands["cluster-k3s-token"])
+            assert contains_secret(agent.inputs["stdin"])
+            assert run.depends_on(provider, agent)
+        imports = [name for name in commands if name.startswith("trainer-image-k3s-import-")]
+        assert len(imports) == 1 + len(config["k3sAgentHosts"])
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_trainer_release_is_pinned_and_patched_only_on_k3s(runs: dict[str, StackRun], stack: str) -> None:
+    release = runs[stack].one(RELEASE, "kubeflow-trainer").plain
+    assert release["chart"] == "oci://ghcr.io/kubeflow/charts/kubeflow-trainer"
+    assert release["version"] == "2.3.0"
+    assert release["values"] == {"runtimes": {"defaultEnabled": True}}
+    on_k3s = stack_config(stack).get("clusterKind") == "k3s"
+    assert ("postrender" in release) == on_k3s
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_kubernetes_objects_pass_strict_openapi_validation(runs: dict[str, StackRun], stack: str) -> None:
+    objects = [r for r in runs[stack].resources if is_plain_kubernetes_object(r)]
+    assert {r.type.rsplit(":", 1)[1] for r in objects} >= {
+        "Namespace",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Secret",
+        "PersistentVolumeClaim",
+        "ConfigMap",
+    }
+    for registration in objects:
+        validate_kubernetes_object(registration)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_trainer_objects_match_the_kubeflow_api(runs: dict[str, StackRun], stack: str) -> None:
+    run = runs[stack]
+    job = validate_trainer_object(run.one(TRAIN_JOB))
+    runtime = validate_trainer_object(run.one("kubernetes:trainer.kubeflow.org/v1alpha1:TrainingRuntime"))
+    assert job["spec"]["runtimeRef"]["name"] == runtime["metadata"]["name"]
+    assert job["spec"]["trainer"]["numNodes"] == stack_config(stack)["nodeCount"]
+
+
+# Each bad value, the key its error must name, and a piece of the allowed values it must state.
+BAD_CONFIGS = [
+    ({"clusterKind": "eks"}, "trainstack:clusterKind", "kind, k3s"),
+    ({"nodeCount": 0}, "trainstack:nodeCount", ">= 1"),
+    ({"nodeCount": "two"}, "trainstack:nodeCount", "integer"),
+    ({"gpusPerNode": -1}, "trainstack:gpusPerNode", ">= 0"),
+    ({"clusterKind": "k3s", "k3sMode": "cloud"}, "trainstack:k3sMode", "local, remote"),
+    ({"clusterKind": "k3s", "k3sMode": "remote"}, "trainstack:k3sServerHost", "host name or IP"),
+    (
+        {
+            "clusterKind": "k3s",
+            "k3sMode": "remote",
+            "k3sServerHost": "192.0.2.1",
+            "sshPrivateKeyPath": "/nonexistent/key",
+        },
+        "trainstack:sshPrivateKeyPath",
+        "existing private key file",
+    ),
+    ({"clusterKind": "k3s", "nodeCount": 2}, "trainstack:nodeCount", "must be 1 when k3sMode is local"),
+    ({"nodeCount": 2}, "trainstack:checkpointStorageClass", "ReadWriteMany"),
+    ({"trainingPreset": "huge"}, "trainstack:trainingPreset", "gpt2-124m, tiny"),
+    (
+        {"trainingOverrides": ["train.max_steps=0"]},
+        "trainstack:trainingOverrides",
+        "train.max_steps: must be > 0",
+    ),
+    (
+        {"trainingOverrides": ["checkpoint.dir=/tmp"]},
+        "trainstack:trainingOverrides",
+        "may not set checkpoint.dir",
+    ),
+    ({"gpuTimeSlicingReplicas": 1}, "trainstack:gpuTimeSlicingReplicas", "0 (off) or >= 2"),
+    ({"memoryPerNode": "lots"}, "trainstack:memoryPerNode", "Kubernetes quantity"),
+    ({"trainJobName": "GPT_Train"}, "trainstack:trainJobName", "DNS-1123 label"),
+    ({"imagePush": True}, "trainstack:imageRepository", "registry host"),
+    ({"hostHasGpuDriver": "maybe"}, "trainstack:hostHasGpuDriver", "true or false"),
+    ({"clusterKnd": "kind"}, "trainstack:clusterKnd", "allowed keys: baseImage"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key", "allowed"), BAD_CONFIGS)
+def test_bad_config_fails_with_one_clear_error_before_any_resource(
+    overrides: dict[str, Any], key: str, allowed: str
+) -> None:
+    run = StackRun()
+    with pytest.raises(StackConfigError) as raised:
+        run_stack("dev", overrides, run=run)
+    message = str(raised.value)
+    assert message.startswith(f"{key}: ")
+    assert allowed in message
+    assert run.resources == []
