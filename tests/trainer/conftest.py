@@ -1,0 +1,97 @@
+"""Helpers for the trainer tests: tiny CPU runs of `python -m trainer` in subprocesses, offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_CONFIG = REPO / "trainer" / "configs" / "tiny.yaml"
+
+
+def trainer_env(**extra: str) -> dict[str, str]:
+    """The environment of a trainer subprocess: CPU DeepSpeed, one thread per process (2-core machine)."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PET_", "RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_"))
+    }
+    env.update(
+        DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="", **extra
+    )
+    return env
+
+
+def run_overrides(run_dir: Path, **settings: Any) -> list[str]:
+    """--set arguments putting a run's checkpoints, output and token cache under run_dir."""
+    values = {
+        "checkpoint.dir": run_dir / "checkpoints",
+        "output.dir": run_dir / "output",
+        "data.cache_dir": run_dir / "cache",
+        "data.path": REPO / "trainer" / "data",
+        "train.eval_every": 0,
+        "output.log_every": 5,
+        **{key.replace("__", "."): value for key, value in settings.items()},
+    }
+    return [arg for key, value in values.items() for arg in ("--set", f"{key}={value}")]
+
+
+def trainer_command(command: str, config: Path, overrides: list[str]) -> list[str]:
+    return [sys.executable, "-m", "trainer", command, "--config", str(config), *overrides]
+
+
+def run(args: list[str], timeout: float = 240, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, cwd=REPO, env=trainer_env(**env), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def torchrun_command(nproc: int, config: Path, overrides: list[str]) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "-m", "trainer", "train", "--config", str(config), *overrides]  # fmt: skip
+
+
+def stop_when(process: subprocess.Popen[str], ready: Path, timeout: float = 180) -> tuple[int, str, str]:
+    """SIGTERM the process once `ready` exists (a checkpoint mid-run); its exit code and output."""
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        if process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(f"exited ({process.returncode}) before {ready} appeared:\n{err[-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"{ready} did not appear within {timeout} s")
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def metrics(run_dir: Path) -> list[dict[str, Any]]:
+    lines = (run_dir / "output" / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    newest = sorted((run_dir / "checkpoints").glob("step_*"))[-1]
+    state = torch.load(newest / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+    return dict(state["module"])
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    """Exit 2, one line on stderr naming what is wrong, no traceback."""
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

@@ -1,0 +1,51 @@
+"""The command line: each bad config or bad data gives exit 2 and one clear line, no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import TINY_CONFIG, assert_clean_failure, run, run_overrides, trainer_command
+
+
+@pytest.mark.parametrize("command", ["train", "validate", "print-config", "launch"])
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (["--set", "train.max_steps=many"], ["train.max_steps: expected integer, got str 'many'"]),
+        (["--set", "train.warmup=5"], ["unknown key train.warmup", "warmup_steps"]),
+        (["--set", "model.preset=gpt5"], ["model.preset: must be one of", "gpt2-124m"]),
+    ],
+)
+def test_bad_config(command: str, overrides: list[str], fragments: list[str]) -> None:
+    assert_clean_failure(run(trainer_command(command, TINY_CONFIG, overrides)), *fragments)
+
+
+def test_missing_config_file() -> None:
+    assert_clean_failure(
+        run(trainer_command("train", Path("/nope.yaml"), [])), "config file not found: /nope.yaml"
+    )
+
+
+def test_launch_bad_kubeflow_variable() -> None:
+    result = run(trainer_command("launch", TINY_CONFIG, []), PET_NNODES="lots")
+    assert_clean_failure(result, "PET_NNODES: expected a node count N or a range MIN:MAX, got 'lots'")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("settings", "fragments"),
+    [
+        ({"data__path": "/no/such/dir"}, ["data.path: no such file or directory: /no/such/dir"]),
+        ({"data__encoding": "klingon"}, ["data.encoding: unknown encoding 'klingon'", "bytes"]),
+        ({"data__path": "SHORT"}, ["too short for model.block_size=64"]),
+    ],
+)
+def test_bad_data(tmp_path: Path, settings: dict[str, str], fragments: list[str]) -> None:
+    short = tmp_path / "short.txt"
+    short.write_text("Exeunt.")
+    settings = {k: str(short) if v == "SHORT" else v for k, v in settings.items()}
+    result = run(trainer_command("train", TINY_CONFIG, run_overrides(tmp_path, **settings)))
+    assert_clean_failure(result, *fragments)
+    assert not (tmp_path / "output").exists() and not (tmp_path / "checkpoints").exists()

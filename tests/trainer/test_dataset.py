@@ -1,0 +1,138 @@
+"""trainer.dataset: offline encoding, content-keyed atomic token cache, deterministic per-rank windows."""
+
+from __future__ import annotations
+
+import builtins
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from trainer.config import load_config
+from trainer.dataset import (
+    DataError,
+    TokenCache,
+    byte_encoding,
+    find_text_files,
+    get_encoding,
+    train_batch,
+    val_batch,
+)
+
+from .conftest import REPO, TINY_CONFIG
+
+SAMPLE = REPO / "trainer" / "data"
+
+
+def data_section(tmp_path: Path, **settings: Any) -> Any:
+    overrides = [f"data.cache_dir={tmp_path / 'cache'}", *(f"data.{k}={v}" for k, v in settings.items())]
+    return load_config(TINY_CONFIG, overrides).data
+
+
+def test_bytes_encoding_round_trips_any_text() -> None:
+    encoding = get_encoding("bytes")
+    text = "Hamlet — «to be», 生"
+    assert encoding.decode(encoding.encode_ordinary(text)) == text
+    assert encoding.n_vocab == 257 and encoding.eot_token == 256
+    assert max(encoding.encode_ordinary(text)) < 256
+
+
+def test_bundled_corpus_is_real_english_and_small() -> None:
+    files = find_text_files(str(SAMPLE))
+    assert len(files) >= 2
+    assert sum(f.stat().st_size for f in files) <= 1_000_000
+    text = " ".join(f.read_text() for f in files)
+    assert text.count(" the ") > 1000
+    assert "licence" in (SAMPLE / "README.md").read_text().lower()
+
+
+def test_cache_is_built_once_and_keyed_by_content(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("to be or not to be " * 50)
+    (corpus / "b.txt").write_text("that is the question " * 50)
+    section = data_section(tmp_path, path=corpus)
+    cache = TokenCache(section, block_size=16)
+    cache.prepare()
+    data = cache.open()
+    tokens = np.concatenate([data.train, data.val])
+    encoding = byte_encoding()
+    expected = [*encoding.encode_ordinary((corpus / "a.txt").read_text()), 256]
+    assert tokens[: len(expected)].tolist() == expected
+    assert int((tokens == 256).sum()) == 2  # one end-of-text after each document
+    assert len(data.val) == int(len(tokens) * 0.1)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [cache.path.name]  # no temporary left behind
+
+    mtime = cache.path.stat().st_mtime_ns
+    TokenCache(section, block_size=16).prepare()
+    assert cache.path.stat().st_mtime_ns == mtime  # reused, not rebuilt
+    (corpus / "b.txt").write_text("a different play " * 60)
+    assert TokenCache(section, block_size=16).path != cache.path
+
+
+def test_glob_selects_files(tmp_path: Path) -> None:
+    (tmp_path / "x.txt").write_text("x")
+    (tmp_path / "y.md").write_text("y")
+    assert [p.name for p in find_text_files(str(tmp_path / "*.md"))] == ["y.md"]
+    assert [p.name for p in find_text_files(str(tmp_path))] == ["x.txt"]
+
+
+def test_windows_are_deterministic_per_rank_and_step(tmp_path: Path) -> None:
+    cache = TokenCache(data_section(tmp_path, path=SAMPLE), block_size=32)
+    cache.prepare()
+    data = cache.open()
+    inputs, targets = train_batch(data, 4, 32, seed=1, rank=0, step=5, micro_step=0)
+    assert inputs.shape == targets.shape == (4, 32) and inputs.dtype == np.int64
+    assert np.array_equal(inputs[:, 1:], targets[:, :-1])  # targets are the next tokens
+    assert np.array_equal(inputs, train_batch(data, 4, 32, seed=1, rank=0, step=5, micro_step=0)[0])
+    for other in [
+        dict(rank=1, step=5, micro_step=0),
+        dict(rank=0, step=6, micro_step=0),
+        dict(rank=0, step=5, micro_step=1),
+    ]:
+        assert not np.array_equal(inputs, train_batch(data, 4, 32, seed=1, **other)[0])
+    val_inputs, _ = val_batch(data, 4, 32, seed=1, rank=0, index=0)
+    assert np.array_equal(val_inputs, val_batch(data, 4, 32, seed=1, rank=0, index=0)[0])
+    assert np.isin(val_inputs[0], data.val).all()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"path": "/no/such/corpus"}, "data.path: no such file or directory: /no/such/corpus"),
+        ({"path": "/no/such/*.txt"}, "data.path: glob '/no/such/*.txt' matches no files"),
+        ({"path": str(REPO / "trainer" / "configs")}, "holds no *.txt files"),
+        (
+            {"path": str(SAMPLE), "encoding": "klingon"},
+            "data.encoding: unknown encoding 'klingon'; allowed: bytes, ",
+        ),
+    ],
+)
+def test_unusable_data_is_one_clear_error(tmp_path: Path, settings: dict[str, str], message: str) -> None:
+    with pytest.raises(DataError) as error:
+        TokenCache(data_section(tmp_path, **settings), block_size=16).prepare()
+    assert message in str(error.value)
+
+
+def test_data_shorter_than_a_block_fails_before_writing(tmp_path: Path) -> None:
+    (tmp_path / "short.txt").write_text("too short")
+    cache = TokenCache(data_section(tmp_path, path=tmp_path / "short.txt"), block_size=64)
+    with pytest.raises(DataError, match=r"gives 10 tokens, too short for model\.block_size=64"):
+        cache.prepare()
+    assert not (tmp_path / "cache").exists()
+
+
+def test_hugging_face_without_datasets_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_import = builtins.__import__
+
+    def no_datasets(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "datasets":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_datasets)
+    with pytest.raises(
+        DataError, match=r"data\.hf_dataset needs the 'datasets' package: pip install datasets"
+    ):
+        TokenCache(data_section(tmp_path, hf_dataset="tiny_shakespeare"), block_size=16)

@@ -1,0 +1,72 @@
+"""trainer.metrics and trainer.plot: MFU against a real peak or none, JSON lines, the loss plot."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trainer.config import ConfigError
+from trainer.metrics import MetricsLog, mfu, peak_flops
+from trainer.plot import read_series
+
+from .conftest import REPO
+
+
+def test_peak_flops_by_device_name() -> None:
+    assert peak_flops("NVIDIA H100 80GB HBM3", None) == 989e12
+    assert peak_flops("NVIDIA H100 PCIe", None) == 756e12
+    assert peak_flops("NVIDIA A100-SXM4-80GB", None) == 312e12
+    assert peak_flops("cpu", None) is None  # no made-up CPU figure
+    assert peak_flops("cpu", 2.5) == 2.5e12  # unless the config gives one
+
+
+def test_mfu_matches_nanogpt_formula() -> None:
+    # nanoGPT: GPT-2 124M at 1 step/s of 491,520 tokens (batch 480 x 1024) on 8 A100s.
+    flops_per_token = 6 * 85_000_000 + 12 * 12 * 12 * 64 * 1024
+    assert mfu(491_520, flops_per_token, 312e12, 8) == pytest.approx(491_520 * flops_per_token / (8 * 312e12))
+    assert mfu(1000.0, flops_per_token, None, 1) is None
+
+
+def test_records_go_to_stdout_and_jsonl(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    log = MetricsLog(str(tmp_path), show_progress=False, max_steps=10, stream=stream)
+    log.record(event="train", step=1, loss=2.5, mfu=None, grad_norm=float("nan"))
+    log.summary(final_step=1, final_loss=2.5, val_loss=2.6, tokens_per_sec=10.0)
+    line = {"event": "train", "step": 1, "loss": 2.5, "mfu": None, "grad_norm": None}
+    assert json.loads(stream.getvalue()) == line
+    assert json.loads((tmp_path / "metrics.jsonl").read_text()) == line
+    assert json.loads((tmp_path / "summary.json").read_text())["val_loss"] == 2.6
+
+
+def test_progress_bar_is_redrawn_in_place(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    log = MetricsLog(str(tmp_path), show_progress=True, max_steps=10, stream=stream)
+    log.record(event="train", step=5, loss=1.25)
+    log.progress(5)
+    assert stream.getvalue().endswith("\r[###############---------------] 5/10 loss 1.2500")
+
+
+def test_plot_writes_png(tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics.jsonl"
+    records = [{"event": "start", "step": 0}, *({"event": "train", "step": s, "loss": 5.0 / s} for s in range(1, 20)),
+               {"event": "val", "step": 10, "val_loss": 0.6}, {"event": "train", "step": 19, "loss": 0.2}]  # fmt: skip
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
+    train, val = read_series(metrics)
+    assert train[-1] == (19, 0.2) and len(train) == 19  # a step logged again after a resume counts once
+    assert val == [(10, 0.6)]
+    out = tmp_path / "loss.png"
+    result = subprocess.run([sys.executable, "-m", "trainer", "plot", "--metrics", str(metrics), "--out", str(out)],
+                            cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_records(tmp_path: Path) -> None:
+    (tmp_path / "m.jsonl").write_text('{"event": "start"}\n')
+    with pytest.raises(ConfigError, match="holds no training loss records"):
+        read_series(tmp_path / "m.jsonl")

@@ -1,0 +1,129 @@
+"""End-to-end CPU runs of the trainer: learning, torchrun with 2 processes, preemption, exact resume,
+fallback from a corrupt checkpoint. Tiny model, bytes encoding, gloo: offline and quick."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainer import PREEMPTED_EXIT_CODE
+
+from .conftest import (
+    TINY_CONFIG,
+    final_weights,
+    metrics,
+    run,
+    run_overrides,
+    stop_when,
+    torchrun_command,
+    trainer_command,
+    trainer_env,
+)
+
+pytestmark = pytest.mark.slow
+STEPS = 100
+SETTINGS = {"train__max_steps": STEPS, "checkpoint__every_steps": 10, "checkpoint__keep_last": 2}
+
+
+def train_losses(run_dir: Path, after_step: int = 0) -> dict[int, float]:
+    return {
+        m["step"]: m["loss"] for m in metrics(run_dir) if m["event"] == "train" and m["step"] > after_step
+    }
+
+
+def start_event(result: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    return next(json.loads(line) for line in result.stdout.splitlines() if '"event": "start"' in line)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    result = run(trainer_command("train", TINY_CONFIG, run_overrides(run_dir, **SETTINGS)))
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+def test_loss_falls_on_real_text(uninterrupted: Path) -> None:
+    records = metrics(uninterrupted)
+    train = [r for r in records if r["event"] == "train"]
+    assert set(train[0]) >= {"step", "loss", "lr", "tokens_per_sec", "mfu", "grad_norm"}
+    assert train[0]["mfu"] is None  # CPU: no peak to compare with
+    assert train[0]["loss"] > 4.5 and train[-1]["loss"] < 3.0  # ln(257) = 5.55 at the start
+    summary = json.loads((uninterrupted / "output" / "summary.json").read_text())
+    assert summary["final_step"] == STEPS and summary["val_loss"] < 3.2 and summary["tokens_per_sec"] > 0
+    # keep_last=2 published checkpoints, each with its manifest; nothing half-written
+    checkpoints = sorted(p.name for p in (uninterrupted / "checkpoints").iterdir())
+    assert checkpoints == ["step_000090", "step_000100"]
+    assert (uninterrupted / "checkpoints" / "step_000100" / "manifest.json").is_file()
+
+
+def test_sigterm_saves_then_resume_is_bit_exact(uninterrupted: Path, tmp_path: Path) -> None:
+    args = trainer_command("train", TINY_CONFIG, run_overrides(tmp_path, **SETTINGS))
+    process = subprocess.Popen(args, cwd=uninterrupted.parents[1], env=trainer_env(), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    code, _, err = stop_when(process, tmp_path / "checkpoints" / "step_000020")
+    assert code == PREEMPTED_EXIT_CODE, err
+    stopped_at = next(m["step"] for m in metrics(tmp_path) if m["event"] == "preempted")
+    assert 20 <= stopped_at < STEPS
+    assert (tmp_path / "checkpoints" / f"step_{stopped_at:06d}" / "manifest.json").is_file()
+
+    resumed = run(args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert start_event(resumed)["resumed_from"] == f"step_{stopped_at:06d}"
+    assert train_losses(tmp_path, after_step=stopped_at) == train_losses(uninterrupted, after_step=stopped_at)
+    expected = final_weights(uninterrupted)
+    for name, tensor in final_weights(tmp_path).items():
+        assert torch.equal(tensor, expected[name]), name
+
+
+def test_corrupt_newest_checkpoint_falls_back(uninterrupted: Path, tmp_path: Path) -> None:
+    shutil.copytree(uninterrupted / "checkpoints", tmp_path / "checkpoints")
+    newest = tmp_path / "checkpoints" / "step_000100" / "mp_rank_00_model_states.pt"
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    (tmp_path / "checkpoints" / "step_000110.tmp").mkdir()  # a save interrupted by a crash
+
+    result = run(trainer_command("train", TINY_CONFIG, run_overrides(tmp_path, **SETTINGS)))
+    assert result.returncode == 0, result.stderr
+    assert "step_000100: mp_rank_00_model_states.pt does not match its checksum" in result.stderr
+    assert start_event(result)["resumed_from"] == "step_000090"
+    assert not (tmp_path / "checkpoints" / "step_000110.tmp").exists()
+    expected = final_weights(uninterrupted)
+    assert all(torch.equal(t, expected[n]) for n, t in final_weights(tmp_path).items())
+
+
+def test_two_processes_preempted_through_launch_resume_like_uninterrupted(tmp_path: Path) -> None:
+    """2 ranks, ZeRO-1 (optimizer state partitioned), gloo: torchrun directly, then `launch` from
+    Kubeflow's variables, stopped by SIGTERM to launch, restarted."""
+    settings = {**SETTINGS, "train__max_steps": 60, "train__zero_stage": 1}
+    reference = tmp_path / "reference"
+    result = run(torchrun_command(2, TINY_CONFIG, run_overrides(reference, **settings)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert start_event(result)["world_size"] == 2
+    assert {p.name for p in (reference / "checkpoints" / "step_000060").iterdir()} >= {
+        "rng_rank00000.pt", "rng_rank00001.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"}  # fmt: skip
+
+    preempted = tmp_path / "preempted"
+    args = trainer_command("launch", TINY_CONFIG, run_overrides(preempted, **settings))
+    env = trainer_env(PET_NNODES="1", PET_NPROC_PER_NODE="2", PET_NODE_RANK="0", PET_MASTER_ADDR="127.0.0.1")
+    process = subprocess.Popen(args, cwd=reference.parents[1], env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    code, _, err = stop_when(process, preempted / "checkpoints" / "step_000020")
+    assert code == PREEMPTED_EXIT_CODE, err[-3000:]
+    stopped_at = next(m["step"] for m in metrics(preempted) if m["event"] == "preempted")
+    assert (preempted / "checkpoints" / f"step_{stopped_at:06d}" / "manifest.json").is_file()
+
+    resumed = subprocess.run(
+        args, cwd=reference.parents[1], env=env, text=True, capture_output=True, timeout=240
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert start_event(resumed)["resumed_from"] == f"step_{stopped_at:06d}"
+    expected = final_weights(reference)
+    for name, tensor in final_weights(preempted).items():
+        torch.testing.assert_close(tensor, expected[name], atol=1e-4, rtol=0)

@@ -1,0 +1,93 @@
+"""Command line: train, validate, print-config, launch, plot. Bad input: one line on stderr, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from trainer import USAGE_EXIT_CODE
+from trainer.config import ConfigError, TrainConfig, load_config
+
+
+def _config(args: argparse.Namespace) -> TrainConfig:
+    return load_config(args.config, args.overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from trainer.train import report_exit_code, train  # heavy imports only for training
+
+    try:
+        code = train(config)
+    except ConfigError:
+        report_exit_code(USAGE_EXIT_CODE)
+        raise
+    report_exit_code(code)
+    return code
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from trainer.dataset import find_text_files, get_encoding
+
+    get_encoding(config.data.encoding)
+    source = f"Hugging Face dataset {config.data.hf_dataset}" if config.data.hf_dataset else None
+    if source is None:
+        source = f"{len(find_text_files(config.data.path))} text file(s) at {config.data.path}"
+    print(f"config {args.config} is valid: model {config.model.preset}, {source}")
+    return 0
+
+
+def cmd_print_config(args: argparse.Namespace) -> int:
+    print(yaml.safe_dump(_config(args).to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from trainer.launch import launch
+
+    return launch(args.config, args.overrides)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from trainer.plot import plot_loss
+
+    plot_loss(Path(args.metrics), Path(args.out))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description="GPT pre-training on DeepSpeed.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    configured = {
+        "train": (cmd_train, "train (or resume) until train.max_steps"),
+        "validate": (cmd_validate, "check a config and that its data and encoding exist"),
+        "print-config": (cmd_print_config, "print the resolved config, defaults included"),
+        "launch": (cmd_launch, "run train under torchrun from Kubeflow's PET_* variables"),
+    }
+    for name, (handler, help_text) in configured.items():
+        command = commands.add_parser(name, help=help_text, description=help_text)
+        command.add_argument("--config", required=True, help="the YAML config file")
+        command.add_argument(
+            "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+            help="override one dotted key, e.g. --set train.max_steps=100 (repeatable)",
+        )  # fmt: skip
+        command.set_defaults(handler=handler)
+    plot = commands.add_parser("plot", help="plot the loss curve of a metrics.jsonl to a PNG")
+    plot.add_argument("--metrics", required=True, help="a run's metrics.jsonl")
+    plot.add_argument("--out", required=True, help="the PNG to write")
+    plot.set_defaults(handler=cmd_plot)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return USAGE_EXIT_CODE

@@ -1,0 +1,294 @@
+"""Typed, strictly validated training configuration.
+
+This module imports only the standard library and PyYAML: the Pulumi program imports it to validate a
+training config before it declares any cluster resource.
+
+A config is a YAML mapping of sections (``model``, ``data``, ``train``, ``checkpoint``, ``output``); every
+key is declared below with its type and default. Unknown keys, wrong types and out-of-range values raise
+``ConfigError`` with one message naming the dotted key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message names the key and what is allowed."""
+
+
+# Transformer shapes by size. block_size, vocabulary and dropout are separate keys (model.*).
+MODEL_PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"n_layer": 2, "n_head": 2, "n_embd": 64},
+    "mini": {"n_layer": 4, "n_head": 4, "n_embd": 128},
+    "small": {"n_layer": 6, "n_head": 6, "n_embd": 384},
+    "gpt2-124m": {"n_layer": 12, "n_head": 12, "n_embd": 768},
+    "gpt2-350m": {"n_layer": 24, "n_head": 16, "n_embd": 1024},
+    "gpt2-774m": {"n_layer": 36, "n_head": 20, "n_embd": 1280},
+    "gpt2-1558m": {"n_layer": 48, "n_head": 25, "n_embd": 1600},
+}
+
+PRECISIONS = ("auto", "bf16", "fp32")
+SCIENTIFIC_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+PROGRESS_MODES = ("auto", "on", "off")
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be > 0"
+
+
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be >= 0"
+
+
+def _fraction(value: float) -> str | None:
+    return None if 0 < value < 1 else "must be between 0 and 1 (exclusive)"
+
+
+def _unit_interval(value: float) -> str | None:
+    return None if 0 <= value < 1 else "must be in [0, 1)"
+
+
+def _one_of(*allowed: object) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in allowed else f"must be one of {', '.join(map(str, allowed))}"
+
+    return check
+
+
+def _key(default: Any = dataclasses.MISSING, check: Callable[[Any], str | None] | None = None) -> Any:
+    """A config key: its default (none means required) and an optional range check."""
+    if isinstance(default, list | dict):
+        raise TypeError("mutable defaults are not supported")
+    return field(default=default, metadata={"check": check})
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    preset: str = _key(check=_one_of(*MODEL_PRESETS))
+    n_layer: int | None = _key(None, _positive)  # None: the preset's value
+    n_head: int | None = _key(None, _positive)
+    n_embd: int | None = _key(None, _positive)
+    block_size: int = _key(1024, _positive)  # context length T
+    dropout: float = _key(0.0, _unit_interval)
+    bias: bool = _key(True)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    path: str = _key()  # a text file, a directory of text files or a glob; ignored with hf_dataset
+    encoding: str = _key("gpt2")  # a tiktoken encoding name, or "bytes" (built in, no download)
+    cache_dir: str = _key("runs/cache")
+    val_fraction: float = _key(0.1, _fraction)
+    hf_dataset: str | None = _key(None)  # a Hugging Face dataset name, used instead of path when set
+    hf_config: str | None = _key(None)
+    hf_split: str = _key("train")
+    hf_text_field: str = _key("text")
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    max_steps: int = _key(check=_positive)
+    micro_batch_size: int = _key(8, _positive)  # sequences per rank per forward/backward
+    grad_accum_steps: int = _key(1, _positive)
+    lr: float = _key(6e-4, _positive)
+    min_lr: float = _key(6e-5, _non_negative)
+    warmup_steps: int = _key(100, _non_negative)
+    weight_decay: float = _key(0.1, _non_negative)
+    beta1: float = _key(0.9, _unit_interval)
+    beta2: float = _key(0.95, _unit_interval)
+    grad_clip: float = _key(1.0, _non_negative)  # 0 disables clipping
+    seed: int = _key(1337)
+    precision: str = _key("auto", _one_of(*PRECISIONS))  # auto: bf16 on GPU, fp32 on CPU
+    zero_stage: int = _key(0, _one_of(0, 1, 2, 3))
+    compile: bool = _key(False)  # torch.compile, GPU only
+    eval_every: int = _key(100, _non_negative)  # 0: only at the end
+    eval_batches: int = _key(10, _positive)
+
+
+@dataclass(frozen=True)
+class CheckpointSection:
+    dir: str = _key()
+    every_steps: int = _key(check=_positive)
+    keep_last: int = _key(3, _positive)
+
+
+@dataclass(frozen=True)
+class OutputSection:
+    dir: str = _key()
+    log_every: int = _key(10, _positive)
+    progress: str = _key("auto", _one_of(*PROGRESS_MODES))  # auto: a progress bar when stdout is a terminal
+    peak_tflops: float | None = _key(None, _positive)  # per-device peak for MFU; None: the GPU table
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelSection
+    data: DataSection
+    train: TrainSection
+    checkpoint: CheckpointSection
+    output: OutputSection
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved nested dict, preset shapes filled in."""
+        resolved = dataclasses.asdict(self)
+        resolved["model"].update(self.model_shape())
+        return resolved
+
+    def model_shape(self) -> dict[str, int]:
+        """n_layer, n_head, n_embd: the preset's, with any explicit model.* value on top."""
+        shape = dict(MODEL_PRESETS[self.model.preset])
+        for name in shape:
+            explicit = getattr(self.model, name)
+            if explicit is not None:
+                shape[name] = explicit
+        return shape
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelSection,
+    "data": DataSection,
+    "train": TrainSection,
+    "checkpoint": CheckpointSection,
+    "output": OutputSection,
+}
+
+
+def _type_name(annotation: Any) -> str:
+    names = {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "null"}
+    if isinstance(annotation, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in typing.get_args(annotation))
+    return names[annotation]
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """value if it has the declared type (an integer is accepted for a number); else ConfigError."""
+    allowed = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    for kind in allowed:
+        if kind is type(None) and value is None:
+            return None
+        # bool is a subclass of int in Python: never accept true/false for a number.
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        # PyYAML (YAML 1.1) reads 1e-3 (no dot) as a string: accept such a number.
+        if kind is float and isinstance(value, str) and SCIENTIFIC_NUMBER.fullmatch(value.strip()):
+            return float(value)
+        if kind is str and isinstance(value, str):
+            return value
+    shown = "null" if value is None else f"{type(value).__name__} {value!r}"
+    raise ConfigError(f"{key}: expected {_type_name(annotation)}, got {shown}")
+
+
+def _build_section(name: str, cls: type, values: Mapping[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {name}.{unknown[0]}; allowed keys in '{name}': {', '.join(sorted(fields))}"
+        )
+    kwargs: dict[str, Any] = {}
+    for key, spec in fields.items():
+        dotted = f"{name}.{key}"
+        if key not in values:
+            if spec.default is dataclasses.MISSING:
+                raise ConfigError(f"missing required key {dotted}")
+            continue
+        value = _coerce(dotted, values[key], hints[key])
+        check = spec.metadata.get("check")
+        problem = check(value) if check is not None and value is not None else None
+        if problem:
+            raise ConfigError(f"{dotted}: {problem}, got {value!r}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _check_consistency(config: TrainConfig) -> None:
+    shape = config.model_shape()
+    if shape["n_embd"] % shape["n_head"]:
+        raise ConfigError(
+            f"model.n_embd ({shape['n_embd']}) must be divisible by model.n_head ({shape['n_head']})"
+        )
+    if config.train.min_lr > config.train.lr:
+        raise ConfigError(
+            f"train.min_lr ({config.train.min_lr}) must not exceed train.lr ({config.train.lr})"
+        )
+    if not config.data.path and config.data.hf_dataset is None:
+        raise ConfigError("data.path: must name a text file, a directory or a glob (or set data.hf_dataset)")
+
+
+def _apply_override(tree: dict[str, Any], override: str) -> None:
+    """Set one 'section.key=value' override; the value is parsed as a YAML scalar."""
+    dotted, sep, raw = override.partition("=")
+    parts = dotted.strip().split(".")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise ConfigError(f"override {override!r}: expected section.key=value, e.g. train.max_steps=100")
+    section, key = parts
+    if section not in SECTIONS:
+        raise ConfigError(
+            f"override {override!r}: unknown section {section!r}; allowed: {', '.join(SECTIONS)}"
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw  # not a YAML scalar (e.g. a glob with brackets): keep the text
+    if isinstance(value, dict | list):
+        raise ConfigError(f"override {override!r}: the value must be a scalar")
+    tree.setdefault(section, {})
+    if not isinstance(tree[section], dict):
+        raise ConfigError(f"{section}: expected a mapping of keys, got {type(tree[section]).__name__}")
+    tree[section][key] = value
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{line}") from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of sections, got {type(tree).__name__}")
+    return tree
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read, override and validate a config. path None: start from the overrides alone."""
+    tree = _read_yaml(Path(path)) if path is not None else {}
+    for override in overrides or []:
+        _apply_override(tree, override)
+    unknown = sorted(set(tree) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown section {unknown[0]!r}; allowed sections: {', '.join(SECTIONS)}")
+    sections: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        values = tree.get(name, {})
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{name}: expected a mapping of keys, got {type(values).__name__}")
+        sections[name] = _build_section(name, cls, values)
+    config = TrainConfig(**sections)
+    _check_consistency(config)
+    return config

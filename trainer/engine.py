@@ -1,0 +1,130 @@
+"""The DeepSpeed engine for a GPT: ZeRO stage, precision, accumulation, clipping, AdamW, warmup + cosine LR."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from trainer.config import TrainConfig
+from trainer.model import GPT, GPTConfig
+
+
+def model_config(config: TrainConfig, vocab_size: int) -> GPTConfig:
+    shape = config.model_shape()
+    return GPTConfig(
+        vocab_size=vocab_size,
+        block_size=config.model.block_size,
+        n_layer=shape["n_layer"],
+        n_head=shape["n_head"],
+        n_embd=shape["n_embd"],
+        dropout=config.model.dropout,
+        bias=config.model.bias,
+    )
+
+
+def lr_multiplier(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
+    """Linear warmup to the peak over warmup_steps, then cosine decay to min_ratio x peak at max_steps."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def use_bf16(config: TrainConfig, device: torch.device) -> bool:
+    if config.train.precision == "auto":
+        return device.type == "cuda"
+    return config.train.precision == "bf16"
+
+
+def clips_itself(config: TrainConfig, bf16: bool) -> bool:
+    """Whether the training loop clips, not DeepSpeed. DeepSpeed's plain fp32 path without ZeRO clips
+    but throws the gradient norm away; its bf16 and ZeRO optimizers keep it (get_global_grad_norm)."""
+    return not bf16 and config.train.zero_stage == 0
+
+
+def deepspeed_config(config: TrainConfig, world_size: int, bf16: bool) -> dict[str, Any]:
+    train = config.train
+    return {
+        "train_micro_batch_size_per_gpu": train.micro_batch_size,
+        "gradient_accumulation_steps": train.grad_accum_steps,
+        "train_batch_size": train.micro_batch_size * train.grad_accum_steps * world_size,
+        "gradient_clipping": 0.0 if clips_itself(config, bf16) else train.grad_clip,
+        "bf16": {"enabled": bf16},
+        "zero_optimization": {"stage": train.zero_stage},
+        # The GPT is built whole on every rank before ZeRO-3 partitions it; fine for the presets here.
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 2**31 - 1,  # the trainer logs its own metrics
+        "wall_clock_breakdown": False,
+        # Our checkpoint tags differ from step to step but are the same on every rank by construction;
+        # DeepSpeed's cross-rank check of the tag costs two all-reduces per save.
+        "checkpoint": {"tag_validation": "IGNORE"},
+    }
+
+
+@dataclass
+class Engine:
+    """The DeepSpeed engine and one optimizer step over a list of micro-batches."""
+
+    engine: Any  # deepspeed.DeepSpeedEngine
+    model: GPT
+    device: torch.device
+    bf16: bool
+    clip_norm: float | None  # set when the loop clips (see clips_itself); 0 means measure only
+
+    def train_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, Any]:
+        """Forward/backward every micro-batch, then the optimizer step (DeepSpeed averages the gradients
+        over micro-batches and ranks). Returns the mean loss (a tensor: no host sync) and the gradient
+        norm before clipping (None where DeepSpeed does not report it)."""
+        engine = self.engine
+        loss_sum = torch.zeros((), device=self.device)
+        grad_norm: Any = None
+        for inputs, targets in micro_batches:
+            loss = engine(inputs, targets)
+            engine.backward(loss)
+            if self.clip_norm is not None and engine.is_gradient_accumulation_boundary():
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    self.model.parameters(), self.clip_norm or math.inf
+                )
+            engine.step()
+            loss_sum += loss.detach()
+        if self.clip_norm is None:
+            grad_norm = engine.get_global_grad_norm()
+        return loss_sum / len(micro_batches), grad_norm
+
+
+def build_engine(model: GPT, config: TrainConfig, device: torch.device, world_size: int) -> Engine:
+    import deepspeed  # heavy: only once the process group exists
+
+    train = config.train
+    model.to(device)
+    optimizer = torch.optim.AdamW(
+        model.optimizer_groups(train.weight_decay),
+        lr=train.lr,
+        betas=(train.beta1, train.beta2),
+        # fused kernels where PyTorch has them for this device (CUDA, and CPU since 2.4)
+        fused=device.type in ("cuda", "cpu"),
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: lr_multiplier(step, train.warmup_steps, train.max_steps, train.min_lr / train.lr),
+    )
+    bf16 = use_bf16(config, device)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=schedule,
+        config=deepspeed_config(config, world_size, bf16),
+    )
+    if train.compile and device.type == "cuda":
+        engine.compile()
+    clip_norm = train.grad_clip if clips_itself(config, bf16) else None
+    return Engine(engine, model, device, bf16, clip_norm)
+
+
+def enable_tf32() -> None:
+    """TF32 matmuls and convolutions on Ampere and newer: fp32 code paths run on tensor cores."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True

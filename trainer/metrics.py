@@ -1,0 +1,110 @@
+"""Training metrics: JSON lines, model FLOPs utilisation, a terminal progress bar, the run summary."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+# Dense bf16 tensor-core peak per device, TFLOP/s, from NVIDIA's datasheets; matched against the CUDA device
+# name in order (the first substring that occurs wins, so the specific names come first).
+BF16_PEAK_TFLOPS: list[tuple[str, float]] = [
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.0),  # SXM ("NVIDIA H100 80GB HBM3")
+    ("H200", 989.0),
+    ("GH200", 989.0),
+    ("B200", 2250.0),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("L4", 121.0),
+    ("A10", 125.0),
+]
+
+
+def peak_flops(device_name: str, configured_tflops: float | None) -> float | None:
+    """Peak FLOP/s of one device: output.peak_tflops when set, else the bf16 table for a known GPU,
+    else None (a CPU, or an unknown GPU): MFU is then reported as null rather than guessed."""
+    if configured_tflops is not None:
+        return configured_tflops * 1e12
+    for fragment, tflops in BF16_PEAK_TFLOPS:
+        if fragment in device_name:
+            return tflops * 1e12
+    return None
+
+
+def mfu(
+    tokens_per_sec: float, flops_per_token: int, peak_per_device: float | None, devices: int
+) -> float | None:
+    """Achieved model FLOP/s over the peak of all devices (nanoGPT's estimate_mfu, per token)."""
+    if peak_per_device is None:
+        return None
+    return tokens_per_sec * flops_per_token / (peak_per_device * devices)
+
+
+def clean(value: Any) -> Any:
+    """JSON has no NaN or infinity: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class ProgressBar:
+    """A one-line bar redrawn in place; only for a terminal (it would litter a log file)."""
+
+    def __init__(self, total: int, stream: TextIO, width: int = 30) -> None:
+        self.total = total
+        self.stream = stream
+        self.width = width
+
+    def draw(self, step: int, loss: float | None) -> None:
+        filled = self.width * step // self.total
+        loss_text = f" loss {loss:.4f}" if loss is not None else ""
+        bar = "#" * filled + "-" * (self.width - filled)
+        self.stream.write(f"\r[{bar}] {step}/{self.total}{loss_text}")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        self.stream.write("\r\033[K")
+        self.stream.flush()
+
+
+class MetricsLog:
+    """Rank 0's metrics: each record one JSON line on stdout and in output.dir/metrics.jsonl."""
+
+    def __init__(
+        self, output_dir: str, show_progress: bool, max_steps: int, stream: TextIO = sys.stdout
+    ) -> None:
+        self.dir = Path(output_dir).expanduser()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.stream = stream
+        self.path = self.dir / "metrics.jsonl"  # appended to across resumes
+        self.bar = ProgressBar(max_steps, stream) if show_progress else None
+        self.last_loss: float | None = None
+
+    def record(self, **fields: Any) -> None:
+        line = json.dumps({key: clean(value) for key, value in fields.items()})
+        if self.bar:
+            self.bar.clear()
+        self.stream.write(line + "\n")
+        self.stream.flush()
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+        if fields.get("loss") is not None:
+            self.last_loss = fields["loss"]
+
+    def progress(self, step: int) -> None:
+        if self.bar:
+            self.bar.draw(step, self.last_loss)
+
+    def summary(self, **fields: Any) -> None:
+        if self.bar:
+            self.bar.clear()
+        path = self.dir / "summary.json"
+        temporary = path.with_suffix(".json.tmp")
+        temporary.write_text(
+            json.dumps({k: clean(v) for k, v in fields.items()}, indent=2) + "\n", encoding="utf-8"
+        )
+        temporary.replace(path)
