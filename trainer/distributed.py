@@ -8,6 +8,7 @@ per local rank when CUDA is available, gloo on CPU.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import socket
 from dataclasses import dataclass
@@ -16,6 +17,12 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
+# Before any process group exists: torch.distributed.nn.functional gives ten collectives a
+# `group=group.WORLD` default, evaluated at import. Imported later (torch.optim's first use of dynamo does),
+# they would hold the default group, its gloo threads and its TCPStore daemon until interpreter teardown,
+# out of shutdown()'s reach; imported now, the defaults are None.
+import torch.distributed.nn.functional
 
 # Long enough for rank 0 to tokenize a corpus while the others wait in a collective.
 PROCESS_GROUP_TIMEOUT = timedelta(minutes=30)
@@ -55,7 +62,12 @@ def init_distributed() -> DistContext:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed reads it when first imported
         device = torch.device("cpu")
     import deepspeed
+    import deepspeed.ops
 
+    if device.type == "cpu":
+        # DeepSpeed JIT-compiles a shared-memory all-reduce op (deepspeed_shm_comm) for CPU ranks, which
+        # needs a C++ compiler at run time; the CUDA runtime images have none, and gloo does the same job.
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     # stdout carries only metrics: drop DeepSpeed's "op built successfully" print (warnings go to stderr)
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
         deepspeed.init_distributed(
@@ -68,9 +80,24 @@ def init_distributed() -> DistContext:
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, device, control_group)
 
 
-def shutdown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(context: DistContext | None = None) -> None:
+    """Destroy every process group and free them, while the interpreter is still whole.
+
+    A gloo group's threads (two pt_gloo_runloop workers, a gloo_tcp_loop) and the TCPStore's pt_tcpstore_uv
+    daemon are joined only by the C++ destructors, which run when the last Python reference goes;
+    destroy_process_group() alone leaves them running. deepspeed.comm's version also drops DeepSpeed's
+    cached groups (deepspeed.utils.groups: the WORLD group ZeRO creates), the engine's own references go
+    with the engine (Trainer.close), and the collection frees what is left in cycles: the destructors run
+    here and not during interpreter teardown. (On GPU the control group is freed with the context.)
+    """
+    if not dist.is_initialized():
+        return
+    import deepspeed.comm
+
+    if context is not None and context.control_group is not None:
+        deepspeed.comm.destroy_process_group(context.control_group)
+    deepspeed.comm.destroy_process_group()  # the default group and every other one left
+    gc.collect()
 
 
 def any_rank(flag: bool, context: DistContext) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,29 @@ def test_two_processes_preempted_through_launch_resume_like_uninterrupted(tmp_pa
     expected = final_weights(reference)
     for name, tensor in final_weights(preempted).items():
         torch.testing.assert_close(tensor, expected[name], atol=1e-4, rtol=0)
+
+
+# Runs the trainer in-process, then lists the threads still alive where the interpreter would start its
+# teardown (the last line of stdout).
+TRAIN_THEN_LIST_THREADS = """
+import sys
+from pathlib import Path
+from trainer.cli import main
+code = main(sys.argv[1:])
+print(" ".join(sorted(p.read_text().strip() for p in Path("/proc/self/task").glob("*/comm"))))
+sys.exit(code)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through Linux's /proc")
+def test_no_process_group_thread_outlives_the_run(tmp_path: Path) -> None:
+    """The C++ threads of the gloo groups and of the TCPStore are joined before the interpreter's teardown,
+    which __main__'s plain sys.exit runs: none is left there to be destroyed while still joinable."""
+    settings = {"train__max_steps": 4, "checkpoint__every_steps": 2, "train__zero_stage": 1}
+    overrides = run_overrides(tmp_path, **settings)
+    result = run(
+        [sys.executable, "-c", TRAIN_THEN_LIST_THREADS, "train", "--config", str(TINY_CONFIG), *overrides]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    threads = result.stdout.splitlines()[-1].split()
+    assert not {"pt_gloo_runloop", "gloo_tcp_loop", "pt_tcpstore_uv"} & set(threads), threads
