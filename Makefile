@@ -3,8 +3,27 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+STACK  ?= dev
+PULUMI ?= pulumi
 
-.PHONY: venv test lint typecheck
+# Pulumi state stays on this machine (~/.pulumi, the project's backend) unless you point it elsewhere,
+# e.g. `make up PULUMI_BACKEND_URL=s3://my-bucket`.
+export PULUMI_BACKEND_URL ?= file://~
+# Secrets of a local stack are encrypted with a passphrase. This default is public and protects nothing:
+# fine for a throwaway `dev` stack on your machine; set your own (or PULUMI_CONFIG_PASSPHRASE_FILE) for
+# anything shared.
+ifeq ($(origin PULUMI_CONFIG_PASSPHRASE_FILE),undefined)
+export PULUMI_CONFIG_PASSPHRASE ?= trainstack-dev-not-a-secret
+endif
+
+# What `make up` runs on this machine: the Pulumi CLI, Docker (image build, kind's nodes), kind, and
+# kubectl (the stack's own readiness checks use it, and so does watching the job).
+UP_TOOLS := pulumi docker kind kubectl
+
+# `make train-local` writes here (replaced on each run).
+LOCAL_RUN ?= runs/train-local
+
+.PHONY: venv lint typecheck test up down check-prereqs train-local
 
 # The virtualenv, with CPU PyTorch first (DeepSpeed builds against the torch it finds).
 $(STAMP): requirements.txt requirements-dev.txt trainer/requirements.txt
@@ -26,3 +45,31 @@ typecheck: $(STAMP)
 # The test command: lint, types, then every test (fast ones first, slow and docker ones last).
 test: lint typecheck
 	$(PY) -m pytest
+
+# Every tool `make up` needs, with how to get what is missing.
+check-prereqs:
+	$(PYTHON) scripts/check_prereqs.py $(UP_TOOLS)
+
+# Bring up the `dev` stack: the cluster, GPU operator, Kubeflow Trainer, the image and the TrainJob.
+# The prerequisite check comes first, so a missing tool stops it before anything is created.
+up: check-prereqs
+	$(MAKE) --no-print-directory venv
+	$(PULUMI) login "$(PULUMI_BACKEND_URL)"
+	$(PULUMI) stack select --create $(STACK)
+	$(PULUMI) up --stack $(STACK)
+
+# Tear the stack down again (the kind cluster with it).
+down:
+	$(PYTHON) scripts/check_prereqs.py pulumi
+	$(PULUMI) login "$(PULUMI_BACKEND_URL)"
+	$(PULUMI) destroy --stack $(STACK)
+
+# Just see training work: the tiny preset on the bundled Shakespeare sample, on this CPU, no cluster.
+train-local: $(STAMP)
+	rm -rf $(LOCAL_RUN)
+	$(PY) -m trainer train --config trainer/configs/tiny.yaml \
+		--set checkpoint.dir=$(LOCAL_RUN)/checkpoints \
+		--set output.dir=$(LOCAL_RUN)/output \
+		--set data.cache_dir=$(LOCAL_RUN)/cache
+	$(PY) -m trainer plot --metrics $(LOCAL_RUN)/output/metrics.jsonl --out $(LOCAL_RUN)/loss.png
+	@echo "checkpoints: $(LOCAL_RUN)/checkpoints  metrics: $(LOCAL_RUN)/output/metrics.jsonl  loss curve: $(LOCAL_RUN)/loss.png"

@@ -1,0 +1,50 @@
+# The trainer image: `python -m trainer ...` on a CUDA PyTorch base.
+# Layers go from rarely to often changed, so a code-only change rebuilds only the last one.
+#
+#   docker build -t trainstack-trainer .                                  # production (CUDA base, gpt2 baked in)
+#   docker build --build-arg BAKE_TOKENIZER=0 --build-arg BASE_IMAGE=... .  # offline: no tokenizer download
+
+# Pinned: torch 2.8.0, CUDA 12.8, cuDNN 9 (DeepSpeed 0.19 wants torch >= 2.6 or so). Any override must put
+# a `python` with torch and pip on PATH.
+ARG BASE_IMAGE=pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime
+FROM ${BASE_IMAGE}
+
+# 1 = download the production `gpt2` encoding now, so pods never fetch it; 0 for builds with no route to it.
+ARG BAKE_TOKENIZER=1
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    DS_BUILD_OPS=0 \
+    TIKTOKEN_CACHE_DIR=/opt/tiktoken
+
+# The pods run as uid 1000 (fsGroup 1000). Ubuntu 24.04 based images already have a uid 1000 user
+# ("ubuntu"); it is replaced so the uid has one name. /app/runs is the presets' default output place.
+RUN set -eu; \
+    existing="$(getent passwd 1000 | cut -d: -f1 || true)"; \
+    if [ -n "$existing" ]; then userdel --remove "$existing"; fi; \
+    groupadd --gid 1000 trainer; \
+    useradd --uid 1000 --gid 1000 --create-home --shell /bin/bash trainer; \
+    install -d -o trainer -g trainer /app/runs
+
+WORKDIR /app
+
+# Dependencies before code. --no-build-isolation: DeepSpeed builds against the base's torch instead of
+# pulling a second torch into an isolated build environment; DS_BUILD_OPS=0 leaves its CUDA ops to JIT.
+COPY trainer/requirements.txt /tmp/trainer-requirements.txt
+RUN python -m pip install --no-build-isolation -r /tmp/trainer-requirements.txt \
+    && rm /tmp/trainer-requirements.txt
+
+RUN if [ "$BAKE_TOKENIZER" = "1" ]; then \
+        python -c "import tiktoken; tiktoken.get_encoding('gpt2')" \
+        && chmod -R a+rX "$TIKTOKEN_CACHE_DIR"; \
+    else \
+        echo "BAKE_TOKENIZER=$BAKE_TOKENIZER: gpt2 encoding not baked; pods will need it from TIKTOKEN_CACHE_DIR"; \
+    fi
+
+# Root-owned and read-only for the trainer user: a run cannot change the code it runs.
+COPY trainer /app/trainer
+
+USER 1000:1000
+ENTRYPOINT ["python", "-m", "trainer"]
+CMD ["--help"]

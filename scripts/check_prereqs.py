@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Check the tools a make target needs before it changes anything; say what is missing and how to get it.
+
+    python3 scripts/check_prereqs.py pulumi docker kind   # exit 0 when all are usable, 1 otherwise
+
+Standard library only: it runs before the virtualenv exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+
+PROBE_TIMEOUT_S = 20
+
+
+@dataclass(frozen=True)
+class Tool:
+    probe: tuple[str, ...]  # a command that exits 0 only when the tool is usable
+    purpose: str
+    how_to_get: str
+
+
+TOOLS = {
+    "pulumi": Tool(
+        ("pulumi", "version"),
+        "the Pulumi CLI deploys and destroys the stack",
+        "curl -fsSL https://get.pulumi.com | sh  (then open a new shell; https://www.pulumi.com/docs/iac/download-install/)",
+    ),
+    "docker": Tool(
+        ("docker", "info", "--format", "{{.ServerVersion}}"),
+        "a running Docker engine builds the trainer image and hosts the kind cluster's nodes",
+        "https://docs.docker.com/engine/install/ (Debian/Ubuntu: apt-get install docker.io), then start it "
+        "(systemctl start docker, or dockerd & where there is no systemd) and make sure `docker info` works",
+    ),
+    "kind": Tool(
+        ("kind", "version"),
+        "kind creates the local Kubernetes cluster (clusterKind: kind, the default)",
+        "go install sigs.k8s.io/kind@v0.29.0, or a release binary: https://kind.sigs.k8s.io/docs/user/quick-start/#installation",
+    ),
+    "kubectl": Tool(
+        ("kubectl", "version", "--client"),
+        "the stack's readiness checks run kubectl, and it is how you watch the job's pods and logs",
+        "https://kubernetes.io/docs/tasks/tools/",
+    ),
+}
+
+
+def problem_with(tool: Tool) -> str | None:
+    """Why the tool is not usable here, or None."""
+    executable = tool.probe[0]
+    if shutil.which(executable) is None:
+        return f"`{executable}` is not on PATH"
+    try:
+        probe = subprocess.run(tool.probe, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return f"`{' '.join(tool.probe)}` did not answer within {PROBE_TIMEOUT_S} s"
+    if probe.returncode != 0:
+        detail = (probe.stderr or probe.stdout).strip().splitlines()
+        return f"`{' '.join(tool.probe)}` failed: {detail[-1] if detail else f'exit {probe.returncode}'}"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Check that the named tools are installed and usable.")
+    parser.add_argument(
+        "tools", nargs="+", choices=sorted(TOOLS), metavar="TOOL", help=f"one of {', '.join(TOOLS)}"
+    )
+    names = parser.parse_args(argv).tools
+    missing = 0
+    for name in names:
+        tool = TOOLS[name]
+        problem = problem_with(tool)
+        if problem is None:
+            print(f"ok       {name}")
+            continue
+        missing += 1
+        print(
+            f"MISSING  {name}: {problem}\n         needed because {tool.purpose}\n         get it: {tool.how_to_get}"
+        )
+    if missing:
+        print(
+            f"\n{missing} prerequisite(s) missing: nothing was changed. Install them and run the command again."
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
