@@ -204,7 +204,9 @@ class Cluster(pulumi.ComponentResource):
             stdin=config,
             interpreter=BASH,
             environment={"KIND_CLUSTER": args.name},
-            triggers=[config],
+            # A changed environment alone would only re-run create (an update), leaving the cluster of the
+            # old name behind: a new name, like a new config, replaces it.
+            triggers=[config, args.name],
             logging=local.Logging.STDERR,
             # A new config means a new cluster: delete the old one first, as both carry the same name.
             opts=pulumi.ResourceOptions(
@@ -231,13 +233,20 @@ class Cluster(pulumi.ComponentResource):
         def connection(host: str) -> remote.ConnectionArgs:
             return remote.ConnectionArgs(host=host, user=hosts.user, port=hosts.port, private_key=private_key)
 
+        # A changed connection alone is an update, which runs create on the new host and never the old
+        # one's uninstaller: the host is a trigger, so another host replaces the command (and uninstalls),
+        # deleting first so that a replacement never uninstalls what it has just installed on the same host.
+
         server = remote.Command(
             f"{name}-k3s-server",
             connection=connection(hosts.server),
             create=k3s_install_script(args.k3s_version, "server", k3s_server_flags(hosts.server)),
             delete=k3s_uninstall_script("server"),
+            triggers=[hosts.server],
             logging=remote.Logging.STDERR,
-            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["stdout"]),
+            opts=pulumi.ResourceOptions(
+                parent=self, additional_secret_outputs=["stdout"], delete_before_replace=True
+            ),
         )
         token = remote.Command(
             f"{name}-k3s-token",
@@ -256,8 +265,9 @@ class Cluster(pulumi.ComponentResource):
                 connection=connection(host),
                 create=k3s_install_script(args.k3s_version, "agent", [], join_url=join_url),
                 delete=k3s_uninstall_script("agent"),
+                triggers=[host],
                 stdin=node_token,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[token]),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[token], delete_before_replace=True),
             )
             for index, host in enumerate(hosts.agents)
         ]

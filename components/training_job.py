@@ -351,6 +351,8 @@ class TrainingJob(pulumi.ComponentResource):
             ),
         )
         selector = f"{JOBSET_NAME_LABEL}={args.job_name}"
+        # A replaced TrainJob keeps its id (namespace/name) but gets a new uid: list the new job's pods.
+        train_job_uid = train_job.metadata.apply(lambda meta: (meta or {}).get("uid", ""))  # type: ignore[attr-defined]
         pods = kubectl_command(
             f"{name}-pods",
             kubeconfig=kubeconfig,
@@ -361,7 +363,7 @@ class TrainingJob(pulumi.ComponentResource):
                 "WANT": str(args.num_nodes),
                 "TIMEOUT": str(args.pod_names_timeout_seconds),
             },
-            triggers=[train_job.id, image],
+            triggers=[train_job.id, train_job_uid, image],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[train_job]),
         )
         # Pod names are not sensitive, though the command that lists them carries the kubeconfig.

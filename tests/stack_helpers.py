@@ -154,7 +154,10 @@ class GraphMocks(pulumi.runtime.Mocks):
             digest = "sha256:" + hashlib.sha256(args.inputs["imageName"].encode()).hexdigest()
             repository = args.inputs["imageName"].rsplit(":", 1)[0]
             state["repoDigest"] = digest if args.inputs.get("skipPush") else f"{repository}@{digest}"
-        elif args.typ == "kubernetes:helm.sh/v3:Release":
+        elif args.typ.startswith("kubernetes:") and isinstance(state.get("metadata"), dict):
+            # The API server gives every object a uid; a replaced object gets a new one.
+            state["metadata"] = {**state["metadata"], "uid": f"uid-{args.name}"}
+        if args.typ == "kubernetes:helm.sh/v3:Release":
             state["status"] = {"status": "deployed", "version": args.inputs.get("version")}
         return f"{args.name}-id", state
 

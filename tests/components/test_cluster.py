@@ -90,6 +90,8 @@ def test_kind_cluster_component() -> None:
     run = evaluate(program)
     create = run.one("command:local:Command", "c-kind")
     assert create.inputs["environment"] == {"KIND_CLUSTER": "demo"}
+    # A rename must replace (delete the old cluster), not just re-run create under the new name.
+    assert "demo" in create.inputs["triggers"]
     assert yaml.safe_load(create.inputs["stdin"])["nodes"][0]["extraMounts"]
     assert create.delete_before_replace and create.additional_secret_outputs == ["stdout"]
     assert create.inputs["logging"] == "stderr"  # the kubeconfig stays out of Pulumi's logs
@@ -112,6 +114,8 @@ def test_remote_k3s_cluster_component(tmp_path: Path) -> None:
     token = run.one("command:remote:Command", "c-k3s-token")
     assert reveal(server.inputs["connection"])["host"] == "192.0.2.1"
     assert reveal(server.inputs["connection"])["port"] == 2222
+    # Another host replaces the command, so the old host's k3s is uninstalled rather than left behind.
+    assert server.inputs["triggers"] == ["192.0.2.1"] and server.delete_before_replace
     assert contains_secret(server.inputs["connection"])  # the private key
     assert run.depends_on(token, server)
     agents = sorted(
@@ -124,6 +128,8 @@ def test_remote_k3s_cluster_component(tmp_path: Path) -> None:
             and reveal(agent.inputs["stdin"]) == "K10fake::server:token"
         )
         assert "k3s-agent-uninstall.sh" in agent.inputs["delete"]
+        assert agent.inputs["triggers"] == [reveal(agent.inputs["connection"])["host"]]
+        assert agent.delete_before_replace
         assert run.depends_on(run.one("pulumi:providers:kubernetes"), agent)
     kubeconfig = yaml.safe_load(reveal(run.outputs["kubeconfig"]))
     assert kubeconfig["clusters"][0]["cluster"]["server"] == "https://192.0.2.1:6443"

@@ -201,6 +201,8 @@ def test_component_graph(num_nodes: int, mode: str) -> None:
     assert job.replace_on_changes == ["spec"] and job.delete_before_replace
     pods = run.one("command:local:Command", "job-pods")
     assert run.depends_on(pods, job)
+    # The TrainJob's id (namespace/name) survives a replacement; its uid does not, so the pods are listed anew.
+    assert "uid-job-trainjob" in pods.inputs["triggers"]
     assert reveal(pods.inputs["environment"])["WANT"] == str(num_nodes)
     assert reveal(run.outputs["pods"]) == [f"gpt-node-0-{rank}-x" for rank in range(num_nodes)]
     assert reveal(run.outputs["job"]) == "gpt"
