@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,21 +42,37 @@ def use_bf16(config: TrainConfig, device: torch.device) -> bool:
     return config.train.precision == "bf16"
 
 
-def clips_itself(config: TrainConfig, bf16: bool) -> bool:
-    """Whether the training loop clips, not DeepSpeed. DeepSpeed's plain fp32 path without ZeRO clips
-    but throws the gradient norm away; its bf16 and ZeRO optimizers keep it (get_global_grad_norm)."""
-    return not bf16 and config.train.zero_stage == 0
+def clips_itself(config: TrainConfig) -> bool:
+    """Whether the training loop clips, not DeepSpeed: without ZeRO. There DeepSpeed runs the client AdamW
+    unwrapped (fp32, or fp32 weights under torch.autocast bf16: see deepspeed_config) and its clipping throws
+    the gradient norm away; its ZeRO optimizers keep it (get_global_grad_norm)."""
+    return config.train.zero_stage == 0
 
 
 def deepspeed_config(config: TrainConfig, world_size: int, bf16: bool) -> dict[str, Any]:
+    """DeepSpeed's config. bf16 means two things, by ZeRO stage:
+
+    - ZeRO 0: torch.autocast(bfloat16) around the forward, fp32 weights and gradients, the client fused
+      AdamW unwrapped (DeepSpeed's "torch_autocast"), the loop clipping: the dtype policy of a plain PyTorch
+      loop. DeepSpeed's "bf16" here would wrap AdamW in FP16_UnfusedOptimizer, which checks every gradient
+      for inf/NaN with one host sync per parameter tensor and copies fp32 master weights tensor by tensor at
+      every step, and accumulates micro-batch gradients in bf16.
+    - ZeRO 1-3: DeepSpeed's "bf16": bf16 weights and activations, fp32 master weights and AdamW state in the
+      ZeRO optimizer's flat partitions, the gradient norm and clipping done by that optimizer.
+    """
     train = config.train
+    zero = train.zero_stage > 0
     return {
         "train_micro_batch_size_per_gpu": train.micro_batch_size,
         "gradient_accumulation_steps": train.grad_accum_steps,
         "train_batch_size": train.micro_batch_size * train.grad_accum_steps * world_size,
-        "gradient_clipping": 0.0 if clips_itself(config, bf16) else train.grad_clip,
-        "bf16": {"enabled": bf16},
+        "gradient_clipping": 0.0 if clips_itself(config) else train.grad_clip,
+        "bf16": {"enabled": bf16 and zero},
+        "torch_autocast": {"enabled": bf16 and not zero, "dtype": "bfloat16"},
         "zero_optimization": {"stage": train.zero_stage},
+        # DeepSpeed's throughput timer (on by default) synchronizes the device at every forward and every
+        # step() when no DeepSpeed dataloader is used: two host syncs per micro-batch. We time steps ourselves.
+        "timers": {"throughput": {"enabled": False}},
         # The GPT is built whole on every rank before ZeRO-3 partitions it; fine for the presets here.
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 2**31 - 1,  # the trainer logs its own metrics
@@ -73,6 +92,7 @@ class Engine:
     device: torch.device
     bf16: bool
     clip_norm: float | None  # set when the loop clips (see clips_itself); 0 means measure only
+    compiled: bool = False  # torch.compile in effect (train.compile on a GPU with a C compiler for Triton)
 
     def train_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, Any]:
         """Forward/backward every micro-batch, then the optimizer step (DeepSpeed averages the gradients
@@ -118,10 +138,27 @@ def build_engine(model: GPT, config: TrainConfig, device: torch.device, world_si
         lr_scheduler=schedule,
         config=deepspeed_config(config, world_size, bf16),
     )
+    compiled = False
     if train.compile and device.type == "cuda":
-        engine.compile()
-    clip_norm = train.grad_clip if clips_itself(config, bf16) else None
-    return Engine(engine, model, device, bf16, clip_norm)
+        problem = compile_problem()
+        if problem is None:
+            engine.compile()
+            compiled = True
+        else:
+            print(
+                f"warning: train.compile=true ignored, running eager: {problem}", file=sys.stderr, flush=True
+            )
+    clip_norm = train.grad_clip if clips_itself(config) else None
+    return Engine(engine, model, device, bf16, clip_norm, compiled)
+
+
+def compile_problem() -> str | None:
+    """Why torch.compile cannot work here, or None. Inductor's CUDA kernels are Triton's, and Triton builds
+    its launcher with a host C compiler at run time (CC, else gcc, else clang on PATH), which CUDA *runtime*
+    images (pytorch/pytorch:*-runtime before the end of 2025) do not have: the first forward would fail."""
+    if os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang"):
+        return None
+    return "no C compiler for Triton (set CC, or install gcc in the image)"
 
 
 def enable_tf32() -> None:

@@ -196,6 +196,7 @@ class Trainer:
             resumed_from=resumed_from,
             world_size=self.context.world_size,
             device=self.device_name,
+            compiled=self.engine.compiled,
             params=self.model.num_params(),
             tokens=len(self.data.train),
             data=self.data.describe,
