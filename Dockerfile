@@ -4,9 +4,10 @@
 #   docker build -t trainstack-trainer .                                  # production (CUDA base, gpt2 baked in)
 #   docker build --build-arg BAKE_TOKENIZER=0 --build-arg BASE_IMAGE=... .  # offline: no tokenizer download
 
-# Pinned: torch 2.8.0, CUDA 12.8, cuDNN 9 (DeepSpeed 0.19 wants torch >= 2.6 or so). Any override must put
-# a `python` with torch and pip on PATH.
-ARG BASE_IMAGE=pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime
+# Pinned: torch 2.11.0, CUDA 12.8, cuDNN 9 (DeepSpeed 0.19 wants torch >= 2.6 or so). The runtime images
+# ship gcc since torch 2.10 (pytorch/pytorch#170235), which torch.compile needs. Any override must put a
+# `python` with torch and pip on PATH.
+ARG BASE_IMAGE=pytorch/pytorch:2.11.0-cuda12.8-cudnn9-runtime
 FROM ${BASE_IMAGE}
 
 # 1 = download the production `gpt2` encoding now, so pods never fetch it; 0 for builds with no route to it.
@@ -28,6 +29,14 @@ RUN set -eu; \
     install -d -o trainer -g trainer /app/runs
 
 WORKDIR /app
+
+# torch.compile (train.compile, on in the GPU preset) has Triton build small host-side launchers with a C
+# compiler when a run starts. The default base has one; an older or slimmer base gets gcc here.
+RUN if ! command -v cc >/dev/null 2>&1; then \
+        apt-get update \
+        && apt-get install -y --no-install-recommends gcc libc6-dev \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
 
 # Dependencies before code. --no-build-isolation: DeepSpeed builds against the base's torch instead of
 # pulling a second torch into an isolated build environment; DS_BUILD_OPS=0 leaves its CUDA ops to JIT.

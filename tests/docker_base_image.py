@@ -1,8 +1,8 @@
 """A CPU stand-in for the Dockerfile's CUDA PyTorch base, made with no container registry in reach.
 
-Debian bookworm from debootstrap (its python3 is 3.11, the CPU torch wheel's Python), a virtualenv at
-/opt/venv first on PATH (as the pytorch/pytorch images put their conda Python first), and torch 2.13.0+cpu
-plus the trainer's requirements, all installed from a wheelhouse built on the host, then `docker import`ed.
+Debian bookworm from debootstrap (its python3 is 3.11, the CPU torch wheel's Python; gcc, as the pinned base
+has), a virtualenv at /opt/venv first on PATH (as the pytorch/pytorch images put their conda Python first), and
+torch 2.13.0+cpu plus the trainer's requirements, all installed from a wheelhouse built on the host, then `docker import`ed.
 The tag is a hash of what goes in, so later runs on the same machine reuse the image.
 
     python -m tests.docker_base_image                                 # full base; prints its tag
@@ -92,7 +92,7 @@ def bootstrap_debian(rootfs: Path) -> None:
         [
             "debootstrap",
             "--variant=minbase",
-            "--include=python3,python3-venv",
+            "--include=python3,python3-venv,gcc,libc6-dev",  # the pinned base has a C compiler too
             DEBIAN_SUITE,
             str(rootfs),
             *([DEBIAN_MIRROR] if DEBIAN_MIRROR else []),

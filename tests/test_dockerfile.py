@@ -1,8 +1,8 @@
 """The trainer image, really built and run: the repository's Dockerfile on a CPU stand-in for its CUDA base.
 
-No registry is reachable here, so tests/docker_base_image.py makes the base (Debian, torch 2.13.0+cpu and the
-trainer's requirements). The image is built offline (`--network none`, tokenizer bake skipped) with the classic
-builder, whose per-step "Using cache" lines tell which layers were rebuilt. Without a Docker engine these tests
+No registry is reachable here, so tests/docker_base_image.py makes the base (Debian, torch 2.13.0+cpu, the
+trainer's requirements, and gcc as the pinned base has). The image is built offline (`--network none`, tokenizer
+bake skipped) with the classic builder, whose per-step "Using cache" lines tell which layers were rebuilt. Without a Docker engine these tests
 skip, unless TRAINSTACK_REQUIRE_DOCKER=1 (CI), where they fail instead.
 """
 
@@ -168,6 +168,9 @@ def test_image_is_the_contract_s_entrypoint_user_and_workdir(cold_build: Build) 
     assert "TIKTOKEN_CACHE_DIR=/opt/tiktoken" in config["Env"]
     identity = docker("run", "--rm", "--network", "none", "--entrypoint", "id", cold_build.tag)
     assert identity.stdout.startswith(f"uid={TRAINER_UID}(trainer) gid={TRAINER_UID}(trainer)")
+    # torch.compile's Triton backend compiles host-side launchers when a run starts: a C compiler must be there.
+    compiler = docker("run", "--rm", "--network", "none", "--entrypoint", "cc", cold_build.tag, "--version")
+    assert compiler.stdout.strip()
 
 
 @pytest.mark.docker
