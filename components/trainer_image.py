@@ -140,6 +140,17 @@ class TrainerImage(pulumi.ComponentResource):
             self.reference = image.image_name
             self.pinned = pulumi.Output.concat(image.image_name, "@", image.repo_digest)
         self.deliveries = self._deliver(name, args.delivery, image)
+        # pulumi_docker leaves what it built in the local engine: this removes the tag on `pulumi destroy`,
+        # and the previous tag once a new build replaces it, so that nothing is left behind.
+        local.Command(
+            f"{name}-local-cleanup",
+            create="true",
+            delete='docker image rm --force "$IMAGE" >/dev/null 2>&1 || true',
+            interpreter=BASH,
+            environment={"IMAGE": image.image_name},
+            triggers=[image.image_name],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[image]),
+        )
         self.register_outputs({"image": self.pinned})
 
     def _deliver(

@@ -86,6 +86,18 @@ def test_kind_build_and_load(context: Path) -> None:
     assert run.depends_on(load, image)
 
 
+def test_destroy_removes_the_local_image(context: Path) -> None:
+    run = evaluate(lambda: TrainerImage("image", args(context)))
+    image = run.one("docker:index/image:Image")
+    cleanup = run.one("command:local:Command", "image-local-cleanup")
+    assert cleanup.inputs["create"] == "true"
+    assert cleanup.inputs["delete"].startswith('docker image rm --force "$IMAGE"')
+    assert cleanup.inputs["environment"] == {"IMAGE": image.inputs["imageName"]}
+    # A new tag replaces the command: the old one's delete then removes the old tag.
+    assert cleanup.inputs["triggers"] == [image.inputs["imageName"]]
+    assert run.depends_on(cleanup, image)
+
+
 def test_push_uses_the_registry_digest_and_credentials(context: Path) -> None:
     registry = RegistryCredentials("ghcr.io", "bot", "pw")
 
@@ -101,7 +113,7 @@ def test_push_uses_the_registry_digest_and_credentials(context: Path) -> None:
     image = run.one("docker:index/image:Image")
     assert image.inputs["skipPush"] is False
     assert reveal(image.inputs["registry"]) == {"server": "ghcr.io", "username": "bot", "password": "pw"}
-    assert run.of_type("command:local:Command") == []
+    assert [command.name for command in run.of_type("command:local:Command")] == ["image-local-cleanup"]
     assert reveal(run.outputs["reference"]).startswith("ghcr.io/acme/trainer@sha256:")
 
 
@@ -115,7 +127,10 @@ def test_k3s_local_import(context: Path) -> None:
 def test_k3s_remote_import_streams_over_ssh_to_every_node(context: Path) -> None:
     hosts = RemoteHosts("192.0.2.1", ("192.0.2.2",), "ops", 2222, context / "key file")
     run = evaluate(lambda: TrainerImage("image", args(context, delivery=K3sImport(hosts))))
-    commands = sorted(run.of_type("command:local:Command"), key=lambda r: r.name)
+    commands = sorted(
+        (r for r in run.of_type("command:local:Command") if r.name != "image-local-cleanup"),
+        key=lambda r: r.name,
+    )
     assert [c.name for c in commands] == ["image-k3s-import-0", "image-k3s-import-1"]
     assert "ops@192.0.2.1" in commands[0].inputs["create"] and "ops@192.0.2.2" in commands[1].inputs["create"]
     assert not contains_secret(commands[0].inputs["create"])
