@@ -12,7 +12,7 @@ import pulumi_kubernetes as k8s
 import yaml
 from pulumi_command import local, remote
 
-from components.shell import BASH, assign
+from components.shell import BASH, as_root, assign
 
 K3S_API_PORT = 6443
 K3S_INSTALLER_URL = "https://get.k3s.io"
@@ -147,11 +147,7 @@ def k3s_uninstall_script(role: str) -> str:
     uninstaller = (
         "/usr/local/bin/k3s-uninstall.sh" if role == "server" else "/usr/local/bin/k3s-agent-uninstall.sh"
     )
-    return (
-        f"if [ -x {uninstaller} ]; then\n"
-        f'  if [ "$(id -u)" -eq 0 ]; then {uninstaller}; else sudo {uninstaller}; fi\n'
-        "fi\n"
-    )
+    return f"if [ -x {uninstaller} ]; then\n  {as_root(uninstaller)}\nfi\n"
 
 
 def rewrite_kubeconfig_server(kubeconfig: str, server_url: str) -> str:
@@ -251,7 +247,7 @@ class Cluster(pulumi.ComponentResource):
         token = remote.Command(
             f"{name}-k3s-token",
             connection=connection(hosts.server),
-            create=f'if [ "$(id -u)" -eq 0 ]; then cat {K3S_NODE_TOKEN}; else sudo cat {K3S_NODE_TOKEN}; fi',
+            create=as_root(f"cat {K3S_NODE_TOKEN}"),
             logging=remote.Logging.STDERR,
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=[server], additional_secret_outputs=["stdout"]

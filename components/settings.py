@@ -35,6 +35,7 @@ TRAINING_SERVICE_ACCOUNT = "trainer"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_DNS_LABEL_RULE = "a DNS-1123 label (lowercase letters, digits, '-')"
 _K3S_VERSION = re.compile(r"^v[0-9]+\.[0-9]+\.[0-9]+\+k3s[0-9]+$")
 
 
@@ -180,9 +181,7 @@ def _cluster(values: Mapping[str, Any]) -> ClusterArgs:
             )
     return ClusterArgs(
         kind=kind,
-        name=_matching(
-            values, "clusterName", _DNS_LABEL, "a DNS-1123 label (lowercase letters, digits, '-')"
-        ),
+        name=_matching(values, "clusterName", _DNS_LABEL, _DNS_LABEL_RULE),
         node_count=node_count,
         gpus_per_node=_at_least(values, "gpusPerNode", 0),
         kind_node_image=str(values["kindNodeImage"]),
@@ -238,12 +237,8 @@ def parse_settings(
     """Validated settings from the stack's config values (keys without the project prefix) and its secrets."""
     values = resolve_values(stack_values)
     cluster = _cluster(values)
-    namespace = _matching(
-        values, "namespace", _DNS_LABEL, "a DNS-1123 label (lowercase letters, digits, '-')"
-    )
-    job_name = _matching(
-        values, "trainJobName", _DNS_LABEL, "a DNS-1123 label (lowercase letters, digits, '-')"
-    )
+    namespace = _matching(values, "namespace", _DNS_LABEL, _DNS_LABEL_RULE)
+    job_name = _matching(values, "trainJobName", _DNS_LABEL, _DNS_LABEL_RULE)
     quantities = {
         key: _matching(values, key, _QUANTITY, "a Kubernetes quantity such as 2, 500m, 8Gi")
         for key in ("cpuPerNode", "memoryPerNode", "shmSize", "checkpointStorageSize")

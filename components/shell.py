@@ -23,6 +23,11 @@ printf '%s' "$TRAINSTACK_KUBECONFIG" > "$KUBECONFIG"
 """
 
 
+def as_root(command: str) -> str:
+    """The command run as root: directly when already root, else through sudo (POSIX sh)."""
+    return f'if [ "$(id -u)" -eq 0 ]; then {command}; else sudo {command}; fi'
+
+
 def assign(name: str, value: str | int) -> str:
     """A shell assignment of a quoted literal, e.g. `NAMESPACE='trainstack'`."""
     return f"{name}={shlex.quote(str(value))}"

@@ -14,13 +14,13 @@ from pulumi_command import local
 
 from components.access import RegistryCredentials
 from components.cluster import RemoteHosts
-from components.shell import BASH
+from components.shell import BASH, as_root
 
 # What goes into the image, hence into its tag: a change to any of these rolls the job out.
 IMAGE_INPUT_FILES = ("Dockerfile", ".dockerignore")
 IMAGE_INPUT_TREES = ("trainer",)
 # containerd namespace the kubelet's images live in.
-K3S_IMAGE_IMPORT = 'if [ "$(id -u)" -eq 0 ]; then k3s ctr -n k8s.io images import -; else sudo k3s ctr -n k8s.io images import -; fi'
+K3S_IMAGE_IMPORT = as_root("k3s ctr -n k8s.io images import -")
 
 
 @dataclass(frozen=True)

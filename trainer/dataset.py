@@ -131,9 +131,14 @@ def hf_source(data: DataSection) -> TextSource:
     )
 
 
+def token_dtype(encoding: tiktoken.Encoding) -> type[np.unsignedinteger]:
+    """The smallest unsigned type that holds every token id of the encoding."""
+    return np.uint16 if encoding.n_vocab <= 2**16 else np.uint32
+
+
 def tokenize(source: TextSource, encoding: tiktoken.Encoding) -> np.ndarray:
     """All documents as one token array, each followed by end-of-text."""
-    dtype = np.uint16 if encoding.n_vocab <= 2**16 else np.uint32
+    dtype = token_dtype(encoding)
     eot = encoding.eot_token
     chunks = [
         np.asarray([*tokens, eot], dtype=dtype)
@@ -187,7 +192,7 @@ class TokenCache:
         self.encoding = get_encoding(data.encoding)
         self.source = hf_source(data) if data.hf_dataset else file_source(data.path)
         key = hashlib.sha256(f"{CACHE_FORMAT}/{data.encoding}/{self.source.fingerprint}".encode()).hexdigest()
-        self.dtype = np.uint16 if self.encoding.n_vocab <= 2**16 else np.uint32
+        self.dtype = token_dtype(self.encoding)
         self.path = Path(data.cache_dir).expanduser() / f"tokens-{key[:32]}.{np.dtype(self.dtype).name}.bin"
 
     def prepare(self) -> None:

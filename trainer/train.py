@@ -246,14 +246,15 @@ class Trainer:
             val_loss = self.evaluate()
             self.record(event="val", step=self.step, val_loss=val_loss)
         if self.log:
+            median_rate = statistics.median(rates) if rates else None
             self.log.summary(
                 final_step=self.step,
                 final_loss=self.last_loss,
                 val_loss=val_loss,
-                tokens_per_sec=statistics.median(rates) if rates else None,
-                mfu=mfu(statistics.median(rates), flops_per_token, self.peak, self.context.world_size)
-                if rates
-                else None,
+                tokens_per_sec=median_rate,
+                mfu=None
+                if median_rate is None
+                else mfu(median_rate, flops_per_token, self.peak, self.context.world_size),
                 world_size=self.context.world_size,
                 device=self.device_name,
             )
