@@ -25,7 +25,12 @@ trainer = KubeflowTrainer(
     "kubeflow-trainer", settings.trainer, kubeconfig=cluster.kubeconfig, opts=on_cluster
 )
 access = Access("access", settings.access, on_cluster)
-image = TrainerImage("trainer-image", settings.image, pulumi.ResourceOptions(depends_on=[cluster]))
+image = TrainerImage(
+    "trainer-image",
+    settings.image,
+    cluster_identity=cluster.identity,
+    opts=pulumi.ResourceOptions(depends_on=[cluster]),
+)
 
 job = TrainingJob(
     "training",

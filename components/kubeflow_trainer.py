@@ -1,9 +1,13 @@
-"""Kubeflow Trainer (with JobSet and the default training runtimes) from the upstream Helm chart."""
+"""Kubeflow Trainer (with JobSet) from its Helm chart: the upstream OCI chart, a chart repository or a local copy."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -12,8 +16,16 @@ from components.shell import assign, kubectl_command
 
 TRAINER_NAMESPACE = "kubeflow-system"
 TRAINER_CHART = "oci://ghcr.io/kubeflow/charts/kubeflow-trainer"
-# Helm runs this executable on the rendered chart (see components/webhook_patch.py).
-K3S_WEBHOOK_POSTRENDER = Path(__file__).resolve().parent / "k3s_webhook_postrender.sh"
+TRAINER_CHART_NAME = "kubeflow-trainer"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Helm runs this executable on the rendered chart (see components/webhook_patch.py). The Release keeps the
+# path relative to the project (the providers run in the project directory) so that moving the checkout
+# changes nothing; the content hash of the patch goes into the Release instead, so that editing it upgrades.
+K3S_WEBHOOK_POSTRENDER = Path("components") / "k3s_webhook_postrender.sh"
+WEBHOOK_PATCH_FILES = (K3S_WEBHOOK_POSTRENDER, Path("components") / "webhook_patch.py")
+# The chart's runtime installer is a Helm hook Job on docker.io/alpine that runs `apk add kubectl`: it needs
+# the internet at install and at uninstall. The stack brings its own TrainingRuntime, so it stays off.
+BASE_VALUES: dict[str, Any] = {"runtimes": {"defaultEnabled": False}}
 # Admission webhook configurations of Trainer and of the JobSet it bundles (fixed names in both charts).
 WEBHOOK_CONFIGURATIONS = (
     "validatingwebhookconfiguration/validator.trainer.kubeflow.org",
@@ -46,6 +58,39 @@ class KubeflowTrainerArgs:
     version: str
     # Rewrite every Trainer and JobSet admission webhook to failurePolicy Ignore (needed on k3s).
     ignore_webhook_failures: bool
+    # Where the chart comes from: an oci:// reference, a chart repository URL, or a local chart directory.
+    chart: str = TRAINER_CHART
+    # Extra chart values, merged over BASE_VALUES (e.g. image overrides for mirrored images).
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+
+def merged_values(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """base with extra merged in: mappings key by key, anything else replaced."""
+    result = copy.deepcopy(dict(base))
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = merged_values(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def chart_source(chart: str, version: str) -> dict[str, Any]:
+    """The Release's chart, version and repository for an oci:// reference, a repository URL or a local path."""
+    if chart.startswith(("http://", "https://")):
+        return {"chart": TRAINER_CHART_NAME, "version": version, "repository_opts": {"repo": chart}}
+    if chart.startswith("oci://"):
+        return {"chart": chart, "version": version}
+    # A local chart carries its own version (settings checked that it is this one).
+    return {"chart": chart}
+
+
+def webhook_patch_digest() -> str:
+    """A hash of the post-renderer and the patch it runs."""
+    digest = hashlib.sha256()
+    for path in WEBHOOK_PATCH_FILES:
+        digest.update((PROJECT_ROOT / path).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 class KubeflowTrainer(pulumi.ComponentResource):
@@ -75,14 +120,16 @@ class KubeflowTrainer(pulumi.ComponentResource):
         # (pulumi/pulumi-kubernetes#3027, open). The webhook patch therefore cannot be a Pulumi transform
         # (a Release's objects are not Pulumi resources); it is the Release's Helm post-renderer, which
         # the provider runs both when it renders the chart for a diff and when it installs it.
+        patched = args.ignore_webhook_failures
         self.release = k8s.helm.v3.Release(
             name,
-            name="kubeflow-trainer",
-            chart=TRAINER_CHART,
-            version=args.version,
+            name=TRAINER_CHART_NAME,
+            **chart_source(args.chart, args.version),
             namespace=TRAINER_NAMESPACE,
-            values={"runtimes": {"defaultEnabled": True}},
-            postrender=str(K3S_WEBHOOK_POSTRENDER) if args.ignore_webhook_failures else None,
+            values=merged_values(BASE_VALUES, args.values),
+            postrender=f"./{K3S_WEBHOOK_POSTRENDER.as_posix()}" if patched else None,
+            # An input the provider diffs: a changed patch upgrades the release, which runs the post-renderer.
+            description=f"trainstack webhook patch {webhook_patch_digest()}" if patched else None,
             timeout=600,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
         )

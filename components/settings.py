@@ -19,10 +19,10 @@ import pulumi
 import yaml
 
 from components.access import AccessArgs, RegistryCredentials
-from components.cluster import ClusterArgs, RemoteHosts
+from components.cluster import ClusterArgs, DockerNodes, RemoteHosts
 from components.gpu_operator import GpuOperatorArgs
-from components.kubeflow_trainer import KubeflowTrainerArgs
-from components.trainer_image import K3sImport, KindLoad, TrainerImageArgs
+from components.kubeflow_trainer import TRAINER_CHART_NAME, KubeflowTrainerArgs
+from components.trainer_image import Delivery, DockerNodesImport, K3sImport, KindLoad, TrainerImageArgs
 from components.training_job import TrainingJobArgs, job_paths
 from trainer.config import ConfigError, load_config
 
@@ -37,6 +37,8 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _DNS_LABEL_RULE = "a DNS-1123 label (lowercase letters, digits, '-')"
 _K3S_VERSION = re.compile(r"^v[0-9]+\.[0-9]+\.[0-9]+\+k3s[0-9]+$")
+_BUILD_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+K3S_IMAGE_REPOSITORY = "rancher/k3s"
 
 
 class StackConfigError(pulumi.RunError):
@@ -165,29 +167,101 @@ def _remote_hosts(values: Mapping[str, Any], node_count: int) -> RemoteHosts:
     return RemoteHosts(server, agents, str(values["sshUser"]), port, key_path)
 
 
+def _docker_nodes(values: Mapping[str, Any], gpus_per_node: int) -> DockerNodes:
+    if gpus_per_node:
+        raise _error(
+            "gpusPerNode",
+            f"must be 0 when k3sMode is docker (its nodes get no GPU), got {gpus_per_node};"
+            " for GPUs use k3sMode local or remote, or clusterKind kind",
+        )
+    # The official image tag of a k3s release spells '+' as '-' (v1.33.6+k3s1 -> v1.33.6-k3s1).
+    image = str(values["k3sImage"]) or f"{K3S_IMAGE_REPOSITORY}:{str(values['k3sVersion']).replace('+', '-')}"
+    airgap_images: Path | None = None
+    if values["k3sAirgapImages"]:
+        airgap_images = Path(str(values["k3sAirgapImages"])).expanduser().resolve()
+        if not airgap_images.is_dir():
+            raise _error(
+                "k3sAirgapImages",
+                f"must be an existing directory of image archives (docker save), {airgap_images} is not one",
+            )
+    return DockerNodes(image=image, airgap_images=airgap_images)
+
+
 def _cluster(values: Mapping[str, Any]) -> ClusterArgs:
     kind = _one_of(values, "clusterKind", ["kind", "k3s"])
     node_count = _at_least(values, "nodeCount", 1)
+    gpus_per_node = _at_least(values, "gpusPerNode", 0)
     remote: RemoteHosts | None = None
+    docker: DockerNodes | None = None
     if kind == "k3s":
         _matching(values, "k3sVersion", _K3S_VERSION, "a k3s release such as v1.33.6+k3s1")
-        mode = _one_of(values, "k3sMode", ["local", "remote"])
+        mode = _one_of(values, "k3sMode", ["local", "remote", "docker"])
         if mode == "remote":
             remote = _remote_hosts(values, node_count)
+        elif mode == "docker":
+            docker = _docker_nodes(values, gpus_per_node)
         elif node_count != 1:
             raise _error(
                 "nodeCount",
-                f"must be 1 when k3sMode is local (one machine), got {node_count}; use k3sMode remote for more nodes",
+                f"must be 1 when k3sMode is local (one machine), got {node_count}; use k3sMode remote or docker for more nodes",
             )
     return ClusterArgs(
         kind=kind,
         name=_matching(values, "clusterName", _DNS_LABEL, _DNS_LABEL_RULE),
         node_count=node_count,
-        gpus_per_node=_at_least(values, "gpusPerNode", 0),
+        gpus_per_node=gpus_per_node,
         kind_node_image=str(values["kindNodeImage"]),
         k3s_version=str(values["k3sVersion"]),
         remote=remote,
+        docker=docker,
+        # Several nodes share the checkpoints: the cluster provides the storage unless the user names a class.
+        shared_storage=node_count > 1 and not values["checkpointStorageClass"],
     )
+
+
+def _trainer(values: Mapping[str, Any], on_k3s: bool) -> KubeflowTrainerArgs:
+    """Where the Trainer chart comes from and the extra values it gets, checked before anything is installed."""
+    version = str(values["trainerVersion"])
+    chart = str(values["trainerChart"])
+    if not chart.startswith(("oci://", "http://", "https://")):
+        chart_file = Path(chart).expanduser().resolve() / "Chart.yaml"
+        if not chart_file.is_file():
+            raise _error(
+                "trainerChart",
+                f"must be an oci:// reference, a chart repository URL or a chart directory; {chart_file} does not exist",
+            )
+        metadata = yaml.safe_load(chart_file.read_text()) or {}
+        found = (metadata.get("name"), str(metadata.get("version")))
+        if found != (TRAINER_CHART_NAME, version):
+            raise _error(
+                "trainerChart",
+                f"must hold {TRAINER_CHART_NAME} version {version} (trainerVersion), {chart_file} has {found[0]} {found[1]}",
+            )
+        chart = str(chart_file.parent)
+    try:
+        extra = yaml.safe_load(str(values["trainerChartValues"])) or {}
+    except yaml.YAMLError as error:
+        raise _error(
+            "trainerChartValues", f"must be a YAML or JSON mapping of chart values: {error}"
+        ) from None
+    if not isinstance(extra, dict):
+        raise _error("trainerChartValues", f"must be a YAML or JSON mapping of chart values, got {extra!r}")
+    return KubeflowTrainerArgs(version=version, ignore_webhook_failures=on_k3s, chart=chart, values=extra)
+
+
+def _build_args(values: Mapping[str, Any]) -> dict[str, str]:
+    """The image's build arguments: imageBuildArgs (NAME=value), and baseImage as BASE_IMAGE."""
+    build_args = {}
+    for item in values["imageBuildArgs"]:
+        if not _BUILD_ARG.match(item):
+            raise _error("imageBuildArgs", f"must be a list of NAME=value build arguments, got {item!r}")
+        name, _, value = item.partition("=")
+        build_args[name] = value
+    if values["baseImage"]:
+        if "BASE_IMAGE" in build_args:
+            raise _error("baseImage", "and BASE_IMAGE in imageBuildArgs may not both be set")
+        build_args["BASE_IMAGE"] = str(values["baseImage"])
+    return build_args
 
 
 def _registry(values: Mapping[str, Any], password: pulumi.Input[str] | None) -> RegistryCredentials | None:
@@ -243,11 +317,6 @@ def parse_settings(
         key: _matching(values, key, _QUANTITY, "a Kubernetes quantity such as 2, 500m, 8Gi")
         for key in ("cpuPerNode", "memoryPerNode", "shmSize", "checkpointStorageSize")
     }
-    if cluster.node_count > 1 and not values["checkpointStorageClass"]:
-        raise _error(
-            "checkpointStorageClass",
-            f"must name a ReadWriteMany StorageClass (e.g. nfs-client) when nodeCount is {cluster.node_count}: every node reads and writes the checkpoints",
-        )
     replicas = _at_least(values, "gpuTimeSlicingReplicas", 0)
     if replicas == 1:
         raise _error("gpuTimeSlicingReplicas", "must be 0 (off) or >= 2, got 1")
@@ -260,9 +329,13 @@ def parse_settings(
             f"must start with a registry host (e.g. ghcr.io/acme/trainer) when imagePush is true, got {repository!r}",
         )
 
-    delivery: KindLoad | K3sImport | None = None
-    if not push:
-        delivery = KindLoad(cluster.name) if cluster.kind == "kind" else K3sImport(cluster.remote)
+    delivery: Delivery | None = None
+    if not push and cluster.kind == "kind":
+        delivery = KindLoad(cluster.name)
+    elif not push and cluster.docker is not None:
+        delivery = DockerNodesImport(cluster.name)
+    elif not push:
+        delivery = K3sImport(cluster.remote)
     train_config = _train_config(values, job_name)
     job = TrainingJobArgs(
         job_name=job_name,
@@ -274,6 +347,7 @@ def parse_settings(
         max_restarts=_at_least(values, "maxRestarts", 0),
         checkpoint_size=quantities["checkpointStorageSize"],
         checkpoint_storage_class=str(values["checkpointStorageClass"]),
+        shared_storage=cluster.shared_storage,
         train_config=train_config,
         pod_names_timeout_seconds=_at_least(values, "podNamesTimeoutSeconds", 0),
     )
@@ -288,9 +362,7 @@ def parse_settings(
     return StackSettings(
         cluster=cluster,
         gpu_operator=gpu_operator,
-        trainer=KubeflowTrainerArgs(
-            version=str(values["trainerVersion"]), ignore_webhook_failures=cluster.kind == "k3s"
-        ),
+        trainer=_trainer(values, on_k3s=cluster.kind == "k3s"),
         access=AccessArgs(
             namespace=namespace,
             service_account=TRAINING_SERVICE_ACCOUNT,
@@ -302,10 +374,10 @@ def parse_settings(
             repository=repository,
             context=REPO_ROOT,
             platform=str(values["imagePlatform"]),
-            base_image=str(values["baseImage"]),
             push=push,
             registry=registry,
             delivery=delivery,
+            build_args=_build_args(values),
         ),
         job=job,
     )

@@ -1,20 +1,23 @@
-"""The trainer image: built from the repository's Dockerfile, tagged by content, delivered to the cluster."""
+"""The trainer image: built from the repository's Dockerfile, tagged by content, delivered to the cluster.
+
+The build is the Docker CLI run by a command (no Docker provider plugin): what `docker build` does is what the
+user would run by hand, and the tag, a hash of everything that goes into the image, decides when it runs again.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import shlex
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pulumi
-import pulumi_docker as docker
 from pulumi_command import local
 
 from components.access import RegistryCredentials
-from components.cluster import RemoteHosts
-from components.shell import BASH, as_root
+from components.cluster import DOCKER_CLUSTER_LABEL, RemoteHosts
+from components.shell import BASH, as_root, require_root
 
 # What goes into the image, hence into its tag: a change to any of these rolls the job out.
 IMAGE_INPUT_FILES = ("Dockerfile", ".dockerignore")
@@ -25,7 +28,7 @@ K3S_IMAGE_IMPORT = as_root("k3s ctr -n k8s.io images import -")
 
 @dataclass(frozen=True)
 class KindLoad:
-    """Deliver the image with `kind load docker-image`."""
+    """Deliver the image with `kind load image-archive` (works with Docker's containerd image store too)."""
 
     # The kind cluster.
     cluster_name: str
@@ -40,6 +43,17 @@ class K3sImport:
 
 
 @dataclass(frozen=True)
+class DockerNodesImport:
+    """Deliver the image into every container node of a k3s-in-Docker cluster."""
+
+    # The cluster (its nodes carry its label).
+    cluster_name: str
+
+
+Delivery = KindLoad | K3sImport | DockerNodesImport
+
+
+@dataclass(frozen=True)
 class TrainerImageArgs:
     """How to build and deliver the trainer image."""
 
@@ -49,14 +63,14 @@ class TrainerImageArgs:
     context: Path
     # Build platform, e.g. linux/amd64.
     platform: str
-    # BASE_IMAGE build argument; empty keeps the Dockerfile's default.
-    base_image: str
     # Push to the repository's registry (then the cluster pulls it by digest).
     push: bool
-    # Login for the push; None for a registry that needs none.
+    # Login for the push; None uses the Docker CLI's own login.
     registry: RegistryCredentials | None
     # How an unpushed image reaches the nodes; None when pushing.
-    delivery: KindLoad | K3sImport | None
+    delivery: Delivery | None
+    # Dockerfile build arguments (BASE_IMAGE, BAKE_TOKENIZER, ...); empty keeps the Dockerfile's defaults.
+    build_args: Mapping[str, str] = field(default_factory=dict)
 
 
 def image_input_paths(context: Path) -> Iterator[Path]:
@@ -70,13 +84,64 @@ def image_input_paths(context: Path) -> Iterator[Path]:
                 yield path
 
 
-def content_tag(context: Path) -> str:
-    """A tag that changes exactly when a file of the image changes: a hash of names and contents."""
+def content_tag(context: Path, platform: str = "", build_args: Mapping[str, str] | None = None) -> str:
+    """A tag that changes exactly when the image would: a hash of its files, the platform and the build arguments."""
     digest = hashlib.sha256()
     for path in sorted(image_input_paths(context)):
         digest.update(path.relative_to(context).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
+    digest.update(f"platform={platform}\0".encode())
+    for key, value in sorted((build_args or {}).items()):
+        digest.update(f"arg:{key}={value}\0".encode())
     return digest.hexdigest()[:16]
+
+
+# Builds $IMAGE (the build arguments come as BUILD_ARG_<NAME> variables), pushes it when PUSH=1 (logging in
+# with a throwaway Docker config when credentials are given) and prints what pins it: the registry digest,
+# or the local image ID.
+BUILD_SCRIPT = """set -euo pipefail
+args=(--platform "$PLATFORM" --tag "$IMAGE" --file "$CONTEXT/Dockerfile")
+while IFS='=' read -r name value; do
+  args+=(--build-arg "${name#BUILD_ARG_}=$value")
+done < <(env | grep '^BUILD_ARG_' | sort)
+docker build "${args[@]}" "$CONTEXT" >&2
+if [ "$PUSH" != 1 ]; then
+  docker image inspect --format '{{.Id}}' "$IMAGE"
+  exit 0
+fi
+if [ -n "${REGISTRY_SERVER:-}" ]; then
+  DOCKER_CONFIG="$(mktemp -d)"
+  export DOCKER_CONFIG
+  trap 'rm -rf "$DOCKER_CONFIG"' EXIT
+  printf '%s' "$REGISTRY_PASSWORD" | docker login --username "$REGISTRY_USERNAME" --password-stdin "$REGISTRY_SERVER" >&2
+fi
+docker push "$IMAGE" >&2
+docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$IMAGE" | grep -m 1 "^${IMAGE%:*}@"
+"""
+
+# The tag is removed from the local engine on destroy and when a new build replaces it; the base image
+# and the build cache stay (docs/stack.md says how to remove them).
+REMOVE_SCRIPT = 'docker image rm --force "$IMAGE" >/dev/null 2>&1 || true'
+
+# Saves the image once, then imports it into every node container of the k3s-in-Docker cluster.
+DOCKER_NODES_IMPORT_SCRIPT = f"""set -euo pipefail
+archive="$(mktemp)"
+trap 'rm -f "$archive"' EXIT
+docker save "$IMAGE" -o "$archive"
+nodes=$(docker ps -q --filter "label={DOCKER_CLUSTER_LABEL}=$CLUSTER")
+if [ -z "$nodes" ]; then echo "no running node of the k3s-in-Docker cluster $CLUSTER" >&2; exit 1; fi
+for node in $nodes; do
+  docker exec -i "$node" k3s ctr -n k8s.io images import - <"$archive" >&2
+done
+"""
+
+# kind load docker-image fails with Docker's containerd image store (kubernetes-sigs/kind#3795): an archive works.
+KIND_LOAD_SCRIPT = """set -euo pipefail
+archive="$(mktemp)"
+trap 'rm -f "$archive"' EXIT
+docker save "$IMAGE" -o "$archive"
+kind load image-archive "$archive" --name "$KIND_CLUSTER" >&2
+"""
 
 
 def ssh_import_script(hosts: RemoteHosts, host: str) -> str:
@@ -95,7 +160,10 @@ def ssh_import_script(hosts: RemoteHosts, host: str) -> str:
             f"{hosts.user}@{host}",
         ]
     )
-    return f"set -euo pipefail\ndocker save \"$IMAGE\" | {ssh} '{K3S_IMAGE_IMPORT}'\n"
+    return f'set -euo pipefail\ndocker save "$IMAGE" | {ssh} {shlex.quote(K3S_IMAGE_IMPORT)}\n'
+
+
+LOCAL_K3S_IMPORT_SCRIPT = f'set -euo pipefail\n{require_root("importing the image into k3s")}docker save "$IMAGE" | {K3S_IMAGE_IMPORT}\n'
 
 
 class TrainerImage(pulumi.ComponentResource):
@@ -108,53 +176,61 @@ class TrainerImage(pulumi.ComponentResource):
     # Commands that put an unpushed image on the nodes; depending on this component waits for them.
     deliveries: list[local.Command]
 
-    def __init__(self, name: str, args: TrainerImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: TrainerImageArgs,
+        *,
+        cluster_identity: pulumi.Input[str] = "",
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        """cluster_identity: changes when the cluster is created anew, which then needs the image again."""
         super().__init__("trainstack:index:TrainerImage", name, None, opts)
-        build: docker.DockerBuildArgsDict = {
-            "context": str(args.context),
-            "dockerfile": str(args.context / "Dockerfile"),
-            "platform": args.platform,
+        image_name = f"{args.repository}:{content_tag(args.context, args.platform, args.build_args)}"
+        environment: dict[str, pulumi.Input[str]] = {
+            "IMAGE": image_name,
+            "CONTEXT": str(args.context),
+            "PLATFORM": args.platform,
+            "PUSH": "1" if args.push else "0",
+            **{f"BUILD_ARG_{key}": value for key, value in args.build_args.items()},
         }
-        if args.base_image:
-            build["args"] = {"BASE_IMAGE": args.base_image}
-        registry: docker.RegistryArgsDict | None = None
         if args.push and args.registry is not None:
-            registry = {
-                "server": args.registry.server,
-                "username": args.registry.username,
-                "password": args.registry.password,
+            environment |= {
+                "REGISTRY_SERVER": args.registry.server,
+                "REGISTRY_USERNAME": args.registry.username,
+                "REGISTRY_PASSWORD": pulumi.Output.secret(args.registry.password),
             }
-        image = docker.Image(
-            name,
-            image_name=f"{args.repository}:{content_tag(args.context)}",
-            build=build,
-            skip_push=not args.push,
-            registry=registry,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        if args.push:
-            self.reference = image.repo_digest
-            self.pinned = image.repo_digest
-        else:
-            # Unpushed, repo_digest is the local image ID: not pullable, but it pins what was loaded.
-            self.reference = image.image_name
-            self.pinned = pulumi.Output.concat(image.image_name, "@", image.repo_digest)
-        self.deliveries = self._deliver(name, args.delivery, image)
-        # pulumi_docker leaves what it built in the local engine: this removes the tag on `pulumi destroy`,
-        # and the previous tag once a new build replaces it, so that nothing is left behind.
-        local.Command(
-            f"{name}-local-cleanup",
-            create="true",
-            delete='docker image rm --force "$IMAGE" >/dev/null 2>&1 || true',
+        build = local.Command(
+            f"{name}-build",
+            create=BUILD_SCRIPT,
+            delete=REMOVE_SCRIPT,
             interpreter=BASH,
-            environment={"IMAGE": image.image_name},
-            triggers=[image.image_name],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[image]),
+            environment=environment,
+            # The tag covers every input of the image; pushing or not changes what the build prints.
+            triggers=[image_name, args.push],
+            logging=local.Logging.STDERR,
+            # Another build may carry the same tag (push toggled): remove the old one before building.
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
+        digest = build.stdout.apply(str.strip)
+        if args.push:
+            self.reference = digest
+            self.pinned = digest
+        else:
+            # Unpushed, the digest is the local image ID: not pullable, but it pins what was loaded.
+            self.reference = build.stdout.apply(lambda _: image_name)
+            self.pinned = digest.apply(lambda image_id: f"{image_name}@{image_id}")
+        self.deliveries = self._deliver(name, args.delivery, image_name, digest, cluster_identity, build)
         self.register_outputs({"image": self.pinned})
 
     def _deliver(
-        self, name: str, delivery: KindLoad | K3sImport | None, image: docker.Image
+        self,
+        name: str,
+        delivery: Delivery | None,
+        image_name: str,
+        digest: pulumi.Output[str],
+        cluster_identity: pulumi.Input[str],
+        build: local.Command,
     ) -> list[local.Command]:
 
         def command(suffix: str, script: str, environment: dict[str, str] | None = None) -> local.Command:
@@ -162,17 +238,18 @@ class TrainerImage(pulumi.ComponentResource):
                 f"{name}-{suffix}",
                 create=script,
                 interpreter=BASH,
-                environment={"IMAGE": image.image_name, **(environment or {})},
-                # Re-run whenever a new image was built.
-                triggers=[image.repo_digest],
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[image]),
+                environment={"IMAGE": image_name, **(environment or {})},
+                # Again for every new image, and for every new cluster (a replaced one has no images).
+                triggers=[digest, cluster_identity],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[build]),
             )
 
         if isinstance(delivery, KindLoad):
-            load = 'kind load docker-image "$IMAGE" --name "$KIND_CLUSTER"'
-            return [command("kind-load", load, {"KIND_CLUSTER": delivery.cluster_name})]
+            return [command("kind-load", KIND_LOAD_SCRIPT, {"KIND_CLUSTER": delivery.cluster_name})]
+        if isinstance(delivery, DockerNodesImport):
+            return [command("node-import", DOCKER_NODES_IMPORT_SCRIPT, {"CLUSTER": delivery.cluster_name})]
         if isinstance(delivery, K3sImport) and delivery.hosts is None:
-            return [command("k3s-import", f'set -euo pipefail\ndocker save "$IMAGE" | {K3S_IMAGE_IMPORT}\n')]
+            return [command("k3s-import", LOCAL_K3S_IMPORT_SCRIPT)]
         if isinstance(delivery, K3sImport) and delivery.hosts is not None:
             hosts = delivery.hosts
             return [

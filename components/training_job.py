@@ -10,6 +10,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.access import HF_TOKEN_KEY
+from components.cluster import SHARED_STORAGE_PATH
 from components.shell import kubectl_command
 from trainer import PREEMPTED_EXIT_CODE
 
@@ -28,6 +29,8 @@ RUNTIME_NAME = "trainstack-torch"
 RUNTIME_PATCH_MANAGER = "trainstack.dev/pulumi"
 JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
 ANCESTOR_LABEL = "trainer.kubeflow.org/trainjob-ancestor-step"
+# The class of the stack's own shared checkpoint volume (no provisioner: the volume is declared, pre-bound).
+SHARED_STORAGE_CLASS = "trainstack-shared"
 
 
 def job_paths(job_name: str) -> dict[str, str]:
@@ -65,12 +68,14 @@ class TrainingJobArgs:
     max_restarts: int
     # Size of the checkpoint claim.
     checkpoint_size: str
-    # StorageClass of the checkpoint claim; empty means the cluster default.
+    # StorageClass of the checkpoint claim; empty means the cluster default (or the shared volume).
     checkpoint_storage_class: str
     # The resolved training config (YAML), mounted at /etc/trainstack/train.yaml.
     train_config: str
-    # How long to wait for the job's pods to exist (podNames).
+    # How long to wait for the job's pods to exist (podNames) and its checkpoint claim to bind.
     pod_names_timeout_seconds: int
+    # Claim the cluster's shared directory (SHARED_STORAGE_PATH on every node) through a ReadWriteMany volume.
+    shared_storage: bool = False
 
     @property
     def config_map(self) -> str:
@@ -81,6 +86,11 @@ class TrainingJobArgs:
     def checkpoint_claim(self) -> str:
         """Name of the checkpoint PersistentVolumeClaim."""
         return f"{self.job_name}-checkpoints"
+
+    @property
+    def shared_volume(self) -> str:
+        """Name of the PersistentVolume over the cluster's shared directory (cluster-scoped)."""
+        return f"trainstack-{self.job_name}-checkpoints"
 
     @property
     def processes_per_node(self) -> int:
@@ -255,7 +265,8 @@ def train_job_spec(
 
 
 # Lists the TrainJob's pods once the controllers have created them (they may still be Pending), with a
-# bounded wait: a slow start leaves podNames short instead of failing the deployment.
+# bounded wait: a slow start leaves podNames short instead of failing the deployment. A checkpoint claim
+# that does not bind in that time fails it: the pods could never start, and `up` must not look done.
 POD_NAMES_SCRIPT = """deadline=$(( $(date +%s) + TIMEOUT ))
 while :; do
   pods="$(kubectl get pods -n "$NAMESPACE" -l "$SELECTOR" -o jsonpath='{.items[*].metadata.name}' 2>/dev/null || true)"
@@ -264,6 +275,14 @@ while :; do
   if [ "$(date +%s)" -ge "$deadline" ]; then
     echo "warning: $count of $WANT pods of the TrainJob exist after ${TIMEOUT}s" >&2
     break
+  fi
+  sleep 3
+done
+until [ "$(kubectl get pvc -n "$NAMESPACE" "$CLAIM" -o jsonpath='{.status.phase}')" = Bound ]; do
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    echo "the checkpoint claim $NAMESPACE/$CLAIM is not bound after ${TIMEOUT}s, so no training pod can start:" >&2
+    kubectl describe pvc -n "$NAMESPACE" "$CLAIM" | tail -n 15 >&2
+    exit 1
   fi
   sleep 3
 done
@@ -296,20 +315,42 @@ class TrainingJob(pulumi.ComponentResource):
         """namespace .. image_pull_secret: what Access and TrainerImage made; kubeconfig: for listing pods;
         start_after: what must be ready before the TrainJob is created (Trainer, GPU Operator, image)."""
         super().__init__("trainstack:index:TrainingJob", name, None, opts)
+        access_modes = ["ReadWriteMany" if args.num_nodes > 1 else "ReadWriteOnce"]
+        claim_dependencies: list[pulumi.Resource] = []
+        if args.shared_storage:
+            # The same directory on every node: a hostPath volume is shared storage here, pre-bound to the claim.
+            volume = k8s.core.v1.PersistentVolume(
+                f"{name}-shared-volume",
+                metadata={"name": args.shared_volume},
+                spec={
+                    "access_modes": access_modes,
+                    "capacity": {"storage": args.checkpoint_size},
+                    "storage_class_name": SHARED_STORAGE_CLASS,
+                    "persistent_volume_reclaim_policy": "Retain",
+                    "host_path": {"path": SHARED_STORAGE_PATH, "type": "Directory"},
+                    "claim_ref": {"namespace": namespace, "name": args.checkpoint_claim},
+                },
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            claim_dependencies.append(volume)
         claim = k8s.core.v1.PersistentVolumeClaim(
             f"{name}-checkpoints",
             metadata={
                 "name": args.checkpoint_claim,
                 "namespace": namespace,
-                # Binding waits for the first pod on WaitForFirstConsumer classes (kind's, k3s's).
+                # Binding waits for the first pod on WaitForFirstConsumer classes (kind's, k3s's); the pod
+                # list below fails `up` if the claim never binds.
                 "annotations": {"pulumi.com/skipAwait": "true"},
             },
             spec={
-                "access_modes": ["ReadWriteMany" if args.num_nodes > 1 else "ReadWriteOnce"],
+                "access_modes": access_modes,
                 "resources": {"requests": {"storage": args.checkpoint_size}},
-                "storage_class_name": args.checkpoint_storage_class or None,
+                "storage_class_name": SHARED_STORAGE_CLASS
+                if args.shared_storage
+                else args.checkpoint_storage_class or None,
+                "volume_name": args.shared_volume if args.shared_storage else None,
             },
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=claim_dependencies),
         )
         config = k8s.core.v1.ConfigMap(
             f"{name}-config",
@@ -361,6 +402,7 @@ class TrainingJob(pulumi.ComponentResource):
                 "NAMESPACE": namespace,
                 "SELECTOR": selector,
                 "WANT": str(args.num_nodes),
+                "CLAIM": args.checkpoint_claim,
                 "TIMEOUT": str(args.pod_names_timeout_seconds),
             },
             triggers=[train_job.id, train_job_uid, image],

@@ -1,7 +1,8 @@
 """Runs the Pulumi program (or one component) under the SDK's mock engine and records the resource graph.
 
 Nothing reaches a cluster, Docker or SSH: a Mocks subclass answers every registration with its inputs plus
-the few outputs the program reads (the kubeconfig a cluster command prints, an image digest, pod names).
+the few outputs the program reads (the kubeconfig a cluster command prints, the digest the image build
+prints, pod names).
 """
 
 from __future__ import annotations
@@ -147,29 +148,34 @@ class GraphMocks(pulumi.runtime.Mocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         state = dict(args.inputs)
+        resource_id = f"{args.name}-id"
         if args.typ in ("command:local:Command", "command:remote:Command"):
             state["stdout"] = self._command_stdout(args.name, reveal(args.inputs))
             state["stderr"] = ""
-        elif args.typ == "docker:index/image:Image":
-            digest = "sha256:" + hashlib.sha256(args.inputs["imageName"].encode()).hexdigest()
-            repository = args.inputs["imageName"].rsplit(":", 1)[0]
-            state["repoDigest"] = digest if args.inputs.get("skipPush") else f"{repository}@{digest}"
+            # As with the real provider, a command created anew (other triggers, script...) gets a new id.
+            resource_id += "-" + hashlib.sha256(repr(reveal(args.inputs)).encode()).hexdigest()[:8]
         elif args.typ.startswith("kubernetes:") and isinstance(state.get("metadata"), dict):
             # The API server gives every object a uid; a replaced object gets a new one.
             state["metadata"] = {**state["metadata"], "uid": f"uid-{args.name}"}
         if args.typ == "kubernetes:helm.sh/v3:Release":
             state["status"] = {"status": "deployed", "version": args.inputs.get("version")}
-        return f"{args.name}-id", state
+        return resource_id, state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
         return {}, None
 
     @staticmethod
     def _command_stdout(name: str, inputs: Mapping[str, Any]) -> str:
-        if name.endswith(("-kind", "-k3s-server")):
+        if name.endswith(("-kind", "-k3s-server", "-k3s-docker")):
             return FAKE_KUBECONFIG
         if name.endswith("-k3s-token"):
             return "K10fake::server:token\n"
+        if name.endswith("-build"):
+            # The image build prints the local image ID, or the registry digest after a push.
+            environment = inputs["environment"]
+            digest = "sha256:" + hashlib.sha256(environment["IMAGE"].encode()).hexdigest()
+            pushed = environment["PUSH"] == "1"
+            return f"{environment['IMAGE'].rsplit(':', 1)[0]}@{digest}\n" if pushed else f"{digest}\n"
         if name.endswith("-pods"):
             environment = inputs.get("environment", {})
             job = environment["SELECTOR"].split("=", 1)[1]

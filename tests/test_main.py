@@ -60,10 +60,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, StackRun]:
     }
 
 
-def test_repository_has_the_three_kinds_of_stack() -> None:
+def test_repository_has_the_four_kinds_of_stack() -> None:
     configs = {stack: stack_config(stack) for stack in STACKS}
     assert configs["dev"].get("clusterKind", "kind") == "kind"
     assert configs["gpu"]["clusterKind"] == "k3s" and configs["gpu"]["k3sMode"] == "local"
+    assert configs["docker"]["clusterKind"] == "k3s" and configs["docker"]["k3sMode"] == "docker"
     assert any(config.get("k3sMode") == "remote" for config in configs.values())
 
 
@@ -128,7 +129,7 @@ def test_train_job_waits_for_trainer_image_and_gpu_operator(runs: dict[str, Stac
     trainer = run.one(RELEASE, "kubeflow-trainer")
     assert run.depends_on(job, trainer)
     assert run.depends_on(job, run.one(LOCAL_COMMAND, "kubeflow-trainer-ready"))
-    assert run.depends_on(job, run.one("docker:index/image:Image"))
+    assert run.depends_on(job, run.one(LOCAL_COMMAND, "trainer-image-build"))
     for delivery in [r for r in run.resources if "trainer-image-" in r.name and r.type == LOCAL_COMMAND]:
         assert run.depends_on(job, delivery)
     gpu_operators = [r for r in run.of_type(RELEASE) if r.name == "gpu-operator"]
@@ -155,6 +156,19 @@ def test_cluster_matches_the_stack(runs: dict[str, StackRun], stack: str) -> Non
         assert "INSTALL_K3S_VERSION=v1.33.6+k3s1" in commands["cluster-k3s-server"].inputs["create"]
         assert "k3s-uninstall.sh" in commands["cluster-k3s-server"].inputs["delete"]
         assert "trainer-image-k3s-import" in commands
+    elif config["k3sMode"] == "docker":
+        create = commands["cluster-k3s-docker"]
+        # The default node image is the official tag of the pinned k3s version.
+        assert create.inputs["environment"]["NODE_IMAGE"] == "rancher/k3s:v1.33.6-k3s1"
+        assert run.depends_on(provider, create)
+        assert run.depends_on(commands["trainer-image-node-import"], commands["trainer-image-build"])
+        # Several nodes and no StorageClass named: the stack's shared volume, pre-bound to the claim.
+        assert create.inputs["environment"]["SHARED"] == str(int(config["nodeCount"] > 1))
+        volume = run.one("kubernetes:core/v1:PersistentVolume").plain
+        assert volume["spec"]["accessModes"] == ["ReadWriteMany"]
+        assert volume["spec"]["claimRef"]["name"] == "gpt-train-checkpoints"
+        claim = run.one("kubernetes:core/v1:PersistentVolumeClaim").plain
+        assert claim["spec"]["volumeName"] == volume["metadata"]["name"]
     else:
         agents = [r for name, r in commands.items() if name.startswith("cluster-k3s-agent-")]
         assert len(agents) == len(config["k3sAgentHosts"])
@@ -171,7 +185,7 @@ def test_trainer_release_is_pinned_and_patched_only_on_k3s(runs: dict[str, Stack
     release = runs[stack].one(RELEASE, "kubeflow-trainer").plain
     assert release["chart"] == "oci://ghcr.io/kubeflow/charts/kubeflow-trainer"
     assert release["version"] == "2.3.0"
-    assert release["values"] == {"runtimes": {"defaultEnabled": True}}
+    assert release["values"] == {"runtimes": {"defaultEnabled": False}}
     on_k3s = stack_config(stack).get("clusterKind") == "k3s"
     assert ("postrender" in release) == on_k3s
 
@@ -220,7 +234,30 @@ BAD_CONFIGS = [
         "existing private key file",
     ),
     ({"clusterKind": "k3s", "nodeCount": 2}, "trainstack:nodeCount", "must be 1 when k3sMode is local"),
-    ({"nodeCount": 2}, "trainstack:checkpointStorageClass", "ReadWriteMany"),
+    ({"clusterKind": "k3s", "k3sMode": "cloud"}, "trainstack:k3sMode", "local, remote, docker"),
+    (
+        {"clusterKind": "k3s", "k3sMode": "docker", "gpusPerNode": 1},
+        "trainstack:gpusPerNode",
+        "must be 0 when k3sMode is docker",
+    ),
+    (
+        {"clusterKind": "k3s", "k3sMode": "docker", "k3sAirgapImages": "/nonexistent/images"},
+        "trainstack:k3sAirgapImages",
+        "existing directory of image archives",
+    ),
+    (
+        {"trainerChart": "/nonexistent/chart"},
+        "trainstack:trainerChart",
+        "oci:// reference, a chart repository URL",
+    ),
+    ({"trainerChartValues": "[1, 2]"}, "trainstack:trainerChartValues", "mapping of chart values"),
+    ({"trainerChartValues": "{a: [}"}, "trainstack:trainerChartValues", "mapping of chart values"),
+    ({"imageBuildArgs": ["no-equals"]}, "trainstack:imageBuildArgs", "NAME=value"),
+    (
+        {"baseImage": "a", "imageBuildArgs": ["BASE_IMAGE=b"]},
+        "trainstack:baseImage",
+        "may not both be set",
+    ),
     ({"trainingPreset": "huge"}, "trainstack:trainingPreset", "gpt2-124m, tiny"),
     (
         {"trainingOverrides": ["train.max_steps=0"]},
@@ -252,3 +289,16 @@ def test_bad_config_fails_with_one_clear_error_before_any_resource(
     assert message.startswith(f"{key}: ")
     assert allowed in message
     assert run.resources == []
+
+
+def test_a_local_trainer_chart_must_hold_the_pinned_release(tmp_path: Path) -> None:
+    chart = tmp_path / "kubeflow-trainer"
+    chart.mkdir()
+    (chart / "Chart.yaml").write_text("name: kubeflow-trainer\nversion: 2.2.0\n")
+    with pytest.raises(
+        StackConfigError, match=r"must hold kubeflow-trainer version 2.3.0 .* has kubeflow-trainer 2.2.0"
+    ):
+        run_stack("dev", {"trainerChart": str(chart)})
+    (chart / "Chart.yaml").write_text("name: kubeflow-trainer\nversion: 2.3.0\n")
+    release = run_stack("dev", {"trainerChart": str(chart)}).one(RELEASE, "kubeflow-trainer").plain
+    assert release["chart"] == str(chart) and "version" not in release

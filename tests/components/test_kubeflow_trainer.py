@@ -3,36 +3,88 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from components.kubeflow_trainer import (
     K3S_WEBHOOK_POSTRENDER,
+    PROJECT_ROOT,
     READINESS_SCRIPT,
     TRAINER_NAMESPACE,
     WEBHOOK_CONFIGURATIONS,
+    WEBHOOK_PATCH_FILES,
     KubeflowTrainer,
     KubeflowTrainerArgs,
+    merged_values,
+    webhook_patch_digest,
 )
 from tests.stack_helpers import contains_secret, evaluate
 
 
+def release_inputs(args: KubeflowTrainerArgs) -> dict[str, Any]:
+    run = evaluate(lambda: KubeflowTrainer("trainer", args, kubeconfig="kubeconfig"))
+    return run.one("kubernetes:helm.sh/v3:Release").inputs
+
+
 @pytest.mark.parametrize("on_k3s", [False, True])
-def test_release_installs_the_pinned_upstream_chart(on_k3s: bool) -> None:
+def test_release_installs_the_pinned_upstream_chart_without_its_runtime_installer(on_k3s: bool) -> None:
     args = KubeflowTrainerArgs("2.3.0", ignore_webhook_failures=on_k3s)
     run = evaluate(lambda: KubeflowTrainer("trainer", args, kubeconfig="kubeconfig"))
     release = run.one("kubernetes:helm.sh/v3:Release")
     assert release.inputs["chart"] == "oci://ghcr.io/kubeflow/charts/kubeflow-trainer"
     assert release.inputs["version"] == "2.3.0"
-    assert release.inputs["values"] == {"runtimes": {"defaultEnabled": True}}
+    # The chart's runtimes add Helm hook Jobs that `apk add kubectl` from the internet: off.
+    assert release.inputs["values"] == {"runtimes": {"defaultEnabled": False}}
     assert release.inputs["namespace"] == TRAINER_NAMESPACE
-    assert release.inputs.get("postrender") == (str(K3S_WEBHOOK_POSTRENDER) if on_k3s else None)
+    assert release.inputs.get("postrender") == ("./components/k3s_webhook_postrender.sh" if on_k3s else None)
     assert run.depends_on(release, run.one("kubernetes:core/v1:Namespace"))
 
 
-def test_post_renderer_is_an_executable_file() -> None:
-    assert K3S_WEBHOOK_POSTRENDER.is_file() and os.access(K3S_WEBHOOK_POSTRENDER, os.X_OK)
+def test_chart_from_a_repository_url_or_a_local_directory() -> None:
+    from_repository = release_inputs(KubeflowTrainerArgs("2.3.0", False, chart="https://charts.example/kf"))
+    assert from_repository["chart"] == "kubeflow-trainer" and from_repository["version"] == "2.3.0"
+    assert from_repository["repositoryOpts"] == {"repo": "https://charts.example/kf"}
+    local = release_inputs(KubeflowTrainerArgs("2.3.0", False, chart="/charts/kubeflow-trainer-2.3.0"))
+    assert local["chart"] == "/charts/kubeflow-trainer-2.3.0" and "version" not in local
+
+
+def test_extra_values_merge_over_the_stack_values_key_by_key() -> None:
+    extra = {"jobset": {"image": {"repository": "mirror/jobset", "tag": "v0.12.0"}}, "runtimes": {"x": 1}}
+    values = release_inputs(KubeflowTrainerArgs("2.3.0", False, values=extra))["values"]
+    assert values == {
+        "runtimes": {"defaultEnabled": False, "x": 1},
+        "jobset": {"image": {"repository": "mirror/jobset", "tag": "v0.12.0"}},
+    }
+    assert merged_values({"a": {"b": 1}}, {"a": 2}) == {"a": 2}
+
+
+def test_post_renderer_is_an_executable_file_of_the_project() -> None:
+    path = PROJECT_ROOT / K3S_WEBHOOK_POSTRENDER
+    assert not K3S_WEBHOOK_POSTRENDER.is_absolute()
+    assert path.is_file() and os.access(path, os.X_OK)
+
+
+def test_an_edited_webhook_patch_upgrades_the_release_and_a_moved_checkout_does_not(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Helm runs the post-renderer only at install and upgrade, and the provider diffs inputs only."""
+    args = KubeflowTrainerArgs("2.3.0", ignore_webhook_failures=True)
+    before = release_inputs(args)
+    assert before["description"] == f"trainstack webhook patch {webhook_patch_digest()}"
+    # The same patch in another checkout: identical inputs, no diff.
+    moved = tmp_path / "elsewhere"
+    for path in WEBHOOK_PATCH_FILES:
+        (moved / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(PROJECT_ROOT / path, moved / path)
+    monkeypatch.setattr("components.kubeflow_trainer.PROJECT_ROOT", moved)
+    assert release_inputs(args) == before
+    # An edited patch: another description, so the provider upgrades the release and Helm re-renders.
+    (moved / "components" / "webhook_patch.py").write_text("# edited\n")
+    assert release_inputs(args)["description"] != before["description"]
 
 
 def test_readiness_gate_waits_for_the_release_controllers_and_webhooks() -> None:

@@ -208,17 +208,28 @@ def test_component_graph(num_nodes: int, mode: str) -> None:
     assert reveal(run.outputs["job"]) == "gpt"
 
 
-def run_pod_names_script(kubectl_output: str, timeout: int) -> subprocess.CompletedProcess[str]:
-    fake_kubectl = f"kubectl() {{ echo '{kubectl_output}'; }}\nsleep() {{ :; }}\n"
+def run_pod_names_script(
+    kubectl_output: str, timeout: int, claim_phase: str = "Bound", check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    fake_kubectl = f"""kubectl() {{
+  case "$1 $2" in
+    "get pods") echo '{kubectl_output}' ;;
+    "get pvc") echo '{claim_phase}' ;;
+    "describe pvc") echo "Events: ProvisioningFailed storageclass.storage.k8s.io nfs-client not found" ;;
+  esac
+}}
+sleep() {{ :; }}
+"""
     env = {
         "NAMESPACE": "team",
         "SELECTOR": "x=y",
         "WANT": "2",
+        "CLAIM": "gpt-checkpoints",
         "TIMEOUT": str(timeout),
         "PATH": "/usr/bin:/bin",
     }
     return subprocess.run(
-        ["bash", "-c", fake_kubectl + POD_NAMES_SCRIPT], env=env, capture_output=True, text=True, check=True
+        ["bash", "-c", fake_kubectl + POD_NAMES_SCRIPT], env=env, capture_output=True, text=True, check=check
     )
 
 
@@ -231,3 +242,11 @@ def test_pod_names_script_gives_up_after_its_timeout() -> None:
     result = run_pod_names_script("a", timeout=0)
     assert result.stdout.split() == ["a"]
     assert "1 of 2 pods" in result.stderr
+
+
+def test_a_claim_that_never_binds_fails_instead_of_looking_like_success() -> None:
+    """Pods stay Pending forever behind an unbound claim: `pulumi up` must fail and say why."""
+    result = run_pod_names_script("b a", timeout=0, claim_phase="Pending", check=False)
+    assert result.returncode == 1 and result.stdout == ""
+    assert "the checkpoint claim team/gpt-checkpoints is not bound after 0s" in result.stderr
+    assert "nfs-client not found" in result.stderr

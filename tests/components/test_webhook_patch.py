@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from components.kubeflow_trainer import K3S_WEBHOOK_POSTRENDER
+from components.kubeflow_trainer import K3S_WEBHOOK_POSTRENDER, PROJECT_ROOT
 from components.webhook_patch import ignore_webhook_failures, is_webhook_configuration, patch_manifest_stream
 
 
@@ -170,7 +170,7 @@ def test_manifest_stream_patches_webhooks_and_keeps_the_rest() -> None:
 def test_helm_post_renderer_executable_patches_stdin(tmp_path: Any) -> None:
     """Helm runs the file itself, from an arbitrary directory, with no arguments."""
     result = subprocess.run(
-        [str(K3S_WEBHOOK_POSTRENDER)],
+        [str(PROJECT_ROOT / K3S_WEBHOOK_POSTRENDER)],
         input=yaml.safe_dump_all([JOBSET_VALIDATING, DEPLOYMENT]),
         capture_output=True,
         text=True,
