@@ -23,7 +23,7 @@ UP_TOOLS := pulumi docker kind kubectl
 # `make train-local` writes here (replaced on each run).
 LOCAL_RUN ?= runs/train-local
 
-.PHONY: venv lint typecheck test up down check-prereqs train-local
+.PHONY: venv lint typecheck test up down check-prereqs train-local e2e-toolchain
 
 # The virtualenv, with CPU PyTorch first (DeepSpeed builds against the torch it finds).
 $(STAMP): requirements.txt requirements-dev.txt trainer/requirements.txt
@@ -73,3 +73,8 @@ train-local: $(STAMP)
 		--set data.cache_dir=$(LOCAL_RUN)/cache
 	$(PY) -m trainer plot --metrics $(LOCAL_RUN)/output/metrics.jsonl --out $(LOCAL_RUN)/loss.png
 	@echo "checkpoints: $(LOCAL_RUN)/checkpoints  metrics: $(LOCAL_RUN)/output/metrics.jsonl  loss curve: $(LOCAL_RUN)/loss.png"
+
+# The real toolchain (Pulumi CLI and providers, k3s, the Trainer chart and images), built from the Go module
+# proxy into ${TRAINSTACK_E2E_CACHE:-~/.cache/trainstack/e2e}; `make e2e-toolchain PARTS=trainer` builds one part.
+e2e-toolchain:
+	bash scripts/e2e_toolchain.sh $(PARTS)

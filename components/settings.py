@@ -242,7 +242,8 @@ def _trainer(values: Mapping[str, Any], on_k3s: bool) -> KubeflowTrainerArgs:
         extra = yaml.safe_load(str(values["trainerChartValues"])) or {}
     except yaml.YAMLError as error:
         raise _error(
-            "trainerChartValues", f"must be a YAML or JSON mapping of chart values: {error}"
+            "trainerChartValues",
+            f"must be a YAML or JSON mapping of chart values: {' '.join(str(error).split())}",
         ) from None
     if not isinstance(extra, dict):
         raise _error("trainerChartValues", f"must be a YAML or JSON mapping of chart values, got {extra!r}")

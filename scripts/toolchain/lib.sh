@@ -1,0 +1,101 @@
+# Shared by the toolchain steps (sourced, bash): the cache layout, step bookkeeping and Go module helpers.
+# Every step writes only under $CACHE, keyed by version, and leaves a stamp once complete, so a second
+# `make e2e-toolchain` with everything built returns in seconds.
+
+: "${TRAINSTACK_E2E_CACHE:=$HOME/.cache/trainstack/e2e}"
+CACHE=$TRAINSTACK_E2E_CACHE
+BIN=$CACHE/bin           # what `make e2e` puts first on PATH
+LOGS=$CACHE/logs         # one log per step
+STAMPS=$CACHE/stamps     # one file per completed step (its name carries the versions)
+IMAGES=$CACHE/images     # image archives (docker save), also loaded into the local engine
+CHARTS=$CACHE/charts     # assembled Helm charts
+SRC=$CACHE/src           # writable copies of modules whose replace directives stop `go install`
+mkdir -p "$BIN" "$LOGS" "$STAMPS" "$IMAGES" "$CHARTS" "$SRC"
+
+export GOFLAGS="${GOFLAGS:--modcacherw}"
+export GOPROXY="${GOPROXY:-https://proxy.golang.org}"
+export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
+
+_toolchain_started=${_toolchain_started:-$(date +%s)}
+
+elapsed() { local s=$(($(date +%s) - _toolchain_started)); printf '%dm%02ds' $((s / 60)) $((s % 60)); }
+
+# step NAME COMMAND...: runs COMMAND (a function or program) once; its output goes to $LOGS/NAME.log.
+# Prints progress every 30 s while it runs; on failure names the step and its log and exits 1.
+step() {
+    local name=$1
+    shift
+    if [[ -e $STAMPS/$name ]]; then
+        echo "[$(elapsed)] $name: cached"
+        return 0
+    fi
+    local log=$LOGS/$name.log start=$SECONDS
+    echo "[$(elapsed)] $name: building (log: $log)"
+    ("$@") >"$log" 2>&1 &
+    local pid=$!
+    while kill -0 "$pid" 2>/dev/null; do
+        for _ in $(seq 30); do
+            sleep 1
+            kill -0 "$pid" 2>/dev/null || break
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            echo "[$(elapsed)] $name: still building, $((SECONDS - start)) s so far; last line: $(tail -n 1 "$log" | cut -c1-120)"
+        fi
+    done
+    if ! wait "$pid"; then
+        echo "[$(elapsed)] step $name FAILED after $((SECONDS - start)) s; its log: $log" >&2
+        tail -n 30 "$log" | sed 's/^/    /' >&2
+        exit 1
+    fi
+    date -u +%FT%TZ >"$STAMPS/$name"
+    echo "[$(elapsed)] $name: done in $((SECONDS - start)) s"
+}
+
+# module_dir MODULE VERSION: downloads MODULE@VERSION through the Go module proxy, prints its directory.
+module_dir() {
+    go mod download -json "$1@$2" | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(d["Error"]) if d.get("Error") else print(d["Dir"])'
+}
+
+# module_origin_hash MODULE VERSION: the commit a tagged module was made from (for untagged siblings).
+module_origin_hash() {
+    go mod download -json "$1@$2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Origin"]["Hash"])'
+}
+
+# writable_copy SRC_DIR DEST_DIR: a writable copy of a module tree (the module cache is read-only).
+writable_copy() {
+    rm -rf "$2"
+    mkdir -p "$(dirname "$2")"
+    cp -r "$1" "$2"
+    chmod -R u+w "$2"
+}
+
+# ensure_docker: a Docker engine answers, starting dockerd in its own session when none does.
+ensure_docker() {
+    docker info >/dev/null 2>&1 && return 0
+    command -v dockerd >/dev/null || { echo "dockerd is not installed (apt-get install docker.io)" >&2; return 1; }
+    setsid dockerd >"$CACHE/dockerd.log" 2>&1 </dev/null &
+    for _ in $(seq 60); do
+        docker info >/dev/null 2>&1 && return 0
+        sleep 1
+    done
+    echo "dockerd did not come up; see $CACHE/dockerd.log" >&2
+    return 1
+}
+
+# module_tree DEST MODULE@VERSION=SUBDIR...: writable copies of modules placed in DEST as in their upstream
+# repository, so relative replaces (`=> ../sdk`) resolve; go.sum comes along. For modules `go install` refuses.
+module_tree() {
+    local dest=$1 spec module dir
+    shift
+    for spec in "$@"; do
+        module=${spec%%=*}
+        dir=$(module_dir "${module%@*}" "${module#*@}")
+        writable_copy "$dir" "$dest/${spec#*=}"
+    done
+}
+
+# link_bin FILE...: puts each built binary on $BIN (a symlink: the binary stays in its versioned directory).
+link_bin() {
+    local f
+    for f in "$@"; do ln -sfn "$f" "$BIN/$(basename "$f")"; done
+}
