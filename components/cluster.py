@@ -211,16 +211,22 @@ _UNEXPORT = as_root(f"sed -i '\\#^{SHARED_STORAGE_PATH} #d' /etc/exports")
 _UNMOUNT_AT_BOOT = as_root(f"sed -i '\\#[[:space:]]{SHARED_STORAGE_PATH}[[:space:]]#d' /etc/fstab")
 
 
+def _apt_install(package: str) -> str:
+    return as_root(f"env DEBIAN_FRONTEND=noninteractive apt-get install -y -q {package}") + " >&2"
+
+
+def _replace_line(drop: str, line: str, file: str) -> str:
+    """Drops the stack's earlier line from file (the sed `drop`), then appends line: re-runs leave one."""
+    return f"{drop}\necho {shlex.quote(line)} | {as_root(f'tee -a {file}')} >/dev/null"
+
+
 def nfs_export_script(clients: tuple[str, ...]) -> str:
     """On the k3s server: SHARED_STORAGE_PATH, world-writable, exported over NFS to the agents (Debian/Ubuntu)."""
     exports = " ".join(f"{client}(rw,sync,no_subtree_check)" for client in clients)
-    line = shlex.quote(f"{SHARED_STORAGE_PATH} {exports}")
-    install = as_root("env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nfs-kernel-server")
     return f"""set -eu
-{require_root("sharing checkpoint storage over NFS")}{install} >&2
+{require_root("sharing checkpoint storage over NFS")}{_apt_install("nfs-kernel-server")}
 {as_root(f"install -d -m 0777 {SHARED_STORAGE_PATH}")}
-{_UNEXPORT}
-echo {line} | {as_root("tee -a /etc/exports")} >/dev/null
+{_replace_line(_UNEXPORT, f"{SHARED_STORAGE_PATH} {exports}", "/etc/exports")}
 {as_root("exportfs -ra")}
 """
 
@@ -235,13 +241,11 @@ NFS_UNEXPORT_SCRIPT = f"""set -eu
 
 def nfs_mount_script(server: str) -> str:
     """On an agent: the server's NFS export mounted at SHARED_STORAGE_PATH, now and at boot (Debian/Ubuntu)."""
-    fstab = shlex.quote(f"{server}:{SHARED_STORAGE_PATH} {SHARED_STORAGE_PATH} nfs defaults,_netdev 0 0")
-    install = as_root("env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nfs-common")
+    fstab = f"{server}:{SHARED_STORAGE_PATH} {SHARED_STORAGE_PATH} nfs defaults,_netdev 0 0"
     return f"""set -eu
-{require_root("mounting the NFS checkpoint storage")}{install} >&2
+{require_root("mounting the NFS checkpoint storage")}{_apt_install("nfs-common")}
 {as_root(f"install -d {SHARED_STORAGE_PATH}")}
-{_UNMOUNT_AT_BOOT}
-echo {fstab} | {as_root("tee -a /etc/fstab")} >/dev/null
+{_replace_line(_UNMOUNT_AT_BOOT, fstab, "/etc/fstab")}
 mountpoint -q {SHARED_STORAGE_PATH} || {as_root(f"mount {SHARED_STORAGE_PATH}")}
 """
 
