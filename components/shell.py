@@ -27,7 +27,7 @@ def as_root(command: str) -> str:
     """The command run as root: directly when already root, else through passwordless sudo (POSIX sh).
 
     pulumi-command runs scripts without a terminal, so a sudo that would prompt can only fail: `sudo -n`
-    fails at once instead, and REQUIRE_ROOT says why before anything is changed.
+    fails at once instead, and require_root says why before anything is changed.
     """
     return f'if [ "$(id -u)" -eq 0 ]; then {command}; else sudo -n {command}; fi'
 

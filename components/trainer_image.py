@@ -123,12 +123,15 @@ docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$IMA
 # and the build cache stay (docs/stack.md says how to remove them).
 REMOVE_SCRIPT = 'docker image rm --force "$IMAGE" >/dev/null 2>&1 || true'
 
-# Saves the image once, then imports it into every node container of the k3s-in-Docker cluster.
-DOCKER_NODES_IMPORT_SCRIPT = f"""set -euo pipefail
+# $IMAGE saved to a temporary archive, $archive, removed when the script ends.
+_SAVE_ARCHIVE = """set -euo pipefail
 archive="$(mktemp)"
 trap 'rm -f "$archive"' EXIT
 docker save "$IMAGE" -o "$archive"
-nodes=$(docker ps -q --filter "label={DOCKER_CLUSTER_LABEL}=$CLUSTER")
+"""
+
+# Saves the image once, then imports it into every node container of the k3s-in-Docker cluster.
+DOCKER_NODES_IMPORT_SCRIPT = f"""{_SAVE_ARCHIVE}nodes=$(docker ps -q --filter "label={DOCKER_CLUSTER_LABEL}=$CLUSTER")
 if [ -z "$nodes" ]; then echo "no running node of the k3s-in-Docker cluster $CLUSTER" >&2; exit 1; fi
 for node in $nodes; do
   docker exec -i "$node" k3s ctr -n k8s.io images import - <"$archive" >&2
@@ -136,11 +139,7 @@ done
 """
 
 # kind load docker-image fails with Docker's containerd image store (kubernetes-sigs/kind#3795): an archive works.
-KIND_LOAD_SCRIPT = """set -euo pipefail
-archive="$(mktemp)"
-trap 'rm -f "$archive"' EXIT
-docker save "$IMAGE" -o "$archive"
-kind load image-archive "$archive" --name "$KIND_CLUSTER" >&2
+KIND_LOAD_SCRIPT = f"""{_SAVE_ARCHIVE}kind load image-archive "$archive" --name "$KIND_CLUSTER" >&2
 """
 
 
