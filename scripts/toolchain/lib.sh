@@ -1,4 +1,5 @@
-# Shared by the toolchain steps (sourced, bash): the cache layout, step bookkeeping and Go module helpers.
+# Shared by the toolchain steps (sourced, bash): the cache layout, step bookkeeping, source snapshots and Go
+# module helpers.
 # Every step writes only under $CACHE, keyed by version, and leaves a stamp once complete, so a second
 # `make e2e-toolchain` with everything built returns in seconds.
 
@@ -11,6 +12,11 @@ IMAGES=$CACHE/images     # image archives (docker save), also loaded into the lo
 CHARTS=$CACHE/charts     # assembled Helm charts
 SRC=$CACHE/src           # writable copies of modules whose replace directives stop `go install`
 mkdir -p "$BIN" "$LOGS" "$STAMPS" "$IMAGES" "$CHARTS" "$SRC"
+
+# Source snapshots: bare git directories of public repositories, brought to this machine beforehand (the
+# scripts never download source). $TRAINSTACK_SNAPSHOTS/<owner>+<name>/repo, or one variable per repository,
+# e.g. SNAPSHOT_pulumi_pulumi=/path/to/pulumi.git (owner and name with every non-alphanumeric as `_`).
+: "${TRAINSTACK_SNAPSHOTS:=/work/.mirror}"
 
 export GOFLAGS="${GOFLAGS:--modcacherw}"
 export GOPROXY="${GOPROXY:-https://proxy.golang.org}"
@@ -98,4 +104,42 @@ module_tree() {
 link_bin() {
     local f
     for f in "$@"; do ln -sfn "$f" "$BIN/$(basename "$f")"; done
+}
+
+# snapshot_git OWNER/NAME: the git directory of that repository's snapshot; fails with one line naming what to
+# bring when it is absent.
+snapshot_git() {
+    local var="SNAPSHOT_${1//[^A-Za-z0-9]/_}" dir
+    dir=${!var:-$TRAINSTACK_SNAPSHOTS/${1/\//+}/repo}
+    if ! git --git-dir="$dir" rev-parse --verify -q HEAD >/dev/null 2>&1; then
+        echo "no snapshot of github.com/$1 at $dir: bring one there (the search tool's fetch) or set $var" >&2
+        return 1
+    fi
+    echo "$dir"
+}
+
+# snapshot_tree OWNER/NAME REF DEST [PATH...]: the files of REF (or of PATHs under it) written to DEST. A
+# snapshot lacks its largest blobs; a file whose blob is absent is left out and listed on stderr, so a build
+# that needs one fails on the missing file by name. (`git archive` stops at the first absent blob, and its
+# exclude pathspecs do not help: it reads every blob under the paths it is given.)
+snapshot_tree() {
+    local name=$1 ref=$2 dest=$3 git index
+    git=$(snapshot_git "$name") || return 1
+    shift 3
+    git --git-dir="$git" rev-parse --verify -q "$ref^{commit}" >/dev/null ||
+        { echo "the snapshot of $name has no $ref" >&2; return 1; }
+    rm -rf "$dest"
+    mkdir -p "$dest"
+    index=$(mktemp)
+    GIT_INDEX_FILE=$index git --git-dir="$git" read-tree "$ref"
+    # ls-files -s: "mode hash stage<TAB>path"; the batch check answers "hash missing" for an absent blob.
+    GIT_INDEX_FILE=$index git --git-dir="$git" ls-files -s -- "$@" |
+        awk '{ print $2 }' | git --git-dir="$git" cat-file --batch-check | awk '$2 == "missing" { print $1 }' |
+        sort -u >"$index.missing"
+    GIT_INDEX_FILE=$index git --git-dir="$git" ls-files -s -- "$@" |
+        awk -F '\t' 'NR == FNR { gone[$1] = 1; next } { split($1, f, " ") } (f[2] in gone) {
+            print "absent from the snapshot of '"$name"' at '"$ref"': " $2 > "/dev/stderr"; next } { print $2 }' \
+            "$index.missing" - |
+        GIT_INDEX_FILE=$index git --git-dir="$git" --work-tree="$dest" checkout-index --stdin
+    rm -f "$index" "$index.missing"
 }
