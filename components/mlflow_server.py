@@ -89,7 +89,10 @@ class MlflowServer(pulumi.ComponentResource):
     ) -> None:
         """image: the trainer image; start_after: what must exist first (the namespace, the image on the nodes)."""
         super().__init__("trainstack:index:MlflowServer", name, None, opts)
-        labels = {"app.kubernetes.io/name": "mlflow", "app.kubernetes.io/part-of": "trainstack"}
+        labels: dict[str, str] = {
+            "app.kubernetes.io/name": "mlflow",
+            "app.kubernetes.io/part-of": "trainstack",
+        }
         claim = k8s.core.v1.PersistentVolumeClaim(
             f"{name}-data",
             metadata={
@@ -105,12 +108,12 @@ class MlflowServer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=start_after),
         )
         pod_spec: dict[str, object] = {
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": SERVER_UID,
-                "runAsGroup": SERVER_UID,
-                "fsGroup": SERVER_UID,
-                "seccompProfile": {"type": "RuntimeDefault"},
+            "security_context": {
+                "run_as_non_root": True,
+                "run_as_user": SERVER_UID,
+                "run_as_group": SERVER_UID,
+                "fs_group": SERVER_UID,
+                "seccomp_profile": {"type": "RuntimeDefault"},
             },
             "containers": [
                 {
@@ -118,30 +121,33 @@ class MlflowServer(pulumi.ComponentResource):
                     "image": image,
                     "command": server_command(DATA_MOUNT, args.namespace),
                     "env": [{"name": key, "value": value} for key, value in SERVER_ENVIRONMENT.items()],
-                    "ports": [{"name": "http", "containerPort": PORT}],
+                    "ports": [{"name": "http", "container_port": PORT}],
                     # The first start creates and migrates the SQLite schema, which takes a while.
-                    "startupProbe": {
-                        "httpGet": {"path": HEALTH_PATH, "port": "http"},
-                        "periodSeconds": 5,
-                        "failureThreshold": 60,
+                    "startup_probe": {
+                        "http_get": {"path": HEALTH_PATH, "port": "http"},
+                        "period_seconds": 5,
+                        "failure_threshold": 60,
                     },
-                    "readinessProbe": {"httpGet": {"path": HEALTH_PATH, "port": "http"}, "periodSeconds": 10},
+                    "readiness_probe": {
+                        "http_get": {"path": HEALTH_PATH, "port": "http"},
+                        "period_seconds": 10,
+                    },
                     "resources": {
                         "requests": {"cpu": "100m", "memory": "512Mi"},
                         "limits": {"memory": "2Gi"},
                     },
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
+                    "security_context": {
+                        "allow_privilege_escalation": False,
                         "capabilities": {"drop": ["ALL"]},
-                        "runAsNonRoot": True,
+                        "run_as_non_root": True,
                     },
-                    "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT}],
+                    "volume_mounts": [{"name": "data", "mount_path": DATA_MOUNT}],
                 }
             ],
-            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": f"{SERVICE_NAME}-data"}}],
+            "volumes": [{"name": "data", "persistent_volume_claim": {"claim_name": f"{SERVICE_NAME}-data"}}],
         }
         if image_pull_secret is not None:
-            pod_spec["imagePullSecrets"] = [{"name": image_pull_secret}]
+            pod_spec["image_pull_secrets"] = [{"name": image_pull_secret}]
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata={"name": SERVICE_NAME, "namespace": args.namespace, "labels": labels},
@@ -149,7 +155,7 @@ class MlflowServer(pulumi.ComponentResource):
                 "replicas": 1,
                 # One writer of the SQLite file on a ReadWriteOnce claim: the old pod goes before the new one.
                 "strategy": {"type": "Recreate"},
-                "selector": {"matchLabels": labels},
+                "selector": {"match_labels": labels},
                 "template": {"metadata": {"labels": labels}, "spec": pod_spec},
             },
             # Pulumi waits for the rollout: the TrainJob starts only once the server answers /health.
@@ -158,7 +164,7 @@ class MlflowServer(pulumi.ComponentResource):
         service = k8s.core.v1.Service(
             f"{name}-service",
             metadata={"name": SERVICE_NAME, "namespace": args.namespace, "labels": labels},
-            spec={"selector": labels, "ports": [{"name": "http", "port": PORT, "targetPort": "http"}]},
+            spec={"selector": labels, "ports": [{"name": "http", "port": PORT, "target_port": "http"}]},
             opts=pulumi.ResourceOptions(parent=self, depends_on=start_after),
         )
         self.ready = [deployment, service]

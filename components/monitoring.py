@@ -63,7 +63,7 @@ class TrainingMonitoring(pulumi.ComponentResource):
             metadata={"name": f"{args.job_name}-metrics", "namespace": args.namespace, "labels": labels},
             spec={
                 "selector": dict(args.rank0_labels),
-                "ports": [{"name": PORT_NAME, "port": args.port, "targetPort": PORT_NAME}],
+                "ports": [{"name": PORT_NAME, "port": args.port, "target_port": PORT_NAME}],
             },
             opts=pulumi.ResourceOptions(parent=self),
         )

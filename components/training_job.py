@@ -191,7 +191,7 @@ def training_runtime_spec(args: TrainingJobArgs, image: pulumi.Input[str]) -> di
     pod_template = node_job["template"]["spec"]["template"]["spec"]
     if args.metrics_port:
         pod_template["containers"][0]["ports"] = [
-            {"name": METRICS_PORT_NAME, "containerPort": args.metrics_port}
+            {"name": METRICS_PORT_NAME, "containerPort": args.metrics_port, "protocol": "TCP"}
         ]
     if args.priority_class:
         pod_template["priorityClassName"] = args.priority_class
