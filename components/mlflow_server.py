@@ -11,6 +11,7 @@ ready. Clients reach the REST API through the Service, or from a workstation wit
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -107,7 +108,7 @@ class MlflowServer(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self, depends_on=start_after),
         )
-        pod_spec: dict[str, object] = {
+        pod_spec: dict[str, Any] = {
             "security_context": {
                 "run_as_non_root": True,
                 "run_as_user": SERVER_UID,
@@ -151,13 +152,16 @@ class MlflowServer(pulumi.ComponentResource):
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata={"name": SERVICE_NAME, "namespace": args.namespace, "labels": labels},
-            spec={
-                "replicas": 1,
-                # One writer of the SQLite file on a ReadWriteOnce claim: the old pod goes before the new one.
-                "strategy": {"type": "Recreate"},
-                "selector": {"match_labels": labels},
-                "template": {"metadata": {"labels": labels}, "spec": pod_spec},
-            },
+            spec=cast(
+                Any,
+                {
+                    "replicas": 1,
+                    # One writer of the SQLite file on a ReadWriteOnce claim: the old pod goes before the new one.
+                    "strategy": {"type": "Recreate"},
+                    "selector": {"match_labels": labels},
+                    "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+                },
+            ),
             # Pulumi waits for the rollout: the TrainJob starts only once the server answers /health.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[claim, *start_after]),
         )

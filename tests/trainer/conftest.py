@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -95,3 +96,22 @@ def assert_clean_failure(result: subprocess.CompletedProcess[str], *fragments: s
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(path: Path, process: subprocess.Popen[str], timeout: float = 300) -> None:
+    """Until path exists; fails if the process ends first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            _, err = process.communicate()
+            pytest.fail(f"exited ({process.returncode}) before {path} appeared:\n{err[-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"{path} did not appear within {timeout} s")
+        time.sleep(0.05)

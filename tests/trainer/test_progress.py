@@ -23,6 +23,8 @@ from tests.k8s_validation import normalise
 from trainer import progress
 from trainer.progress import TrainJobStatusReporter, status_request
 
+from .conftest import TINY_CONFIG, metrics, run, run_overrides, trainer_command
+
 STATUS_PATH = "/apis/trainer.kubeflow.org/v1alpha1/namespaces/team-a/trainjobs/gpt/status"
 
 
@@ -167,3 +169,25 @@ def test_a_hanging_endpoint_never_blocks_the_caller_and_warns_once(
     warnings = [line for line in capsys.readouterr().err.splitlines() if "cannot report progress" in line]
     assert len(warnings) == 1 and "timed out" in warnings[0]
     assert reporter.sent == 0
+
+
+@pytest.mark.slow
+def test_a_real_training_run_reports_its_progress(endpoint: StatusEndpoint, tmp_path: Path) -> None:
+    environment = {
+        progress.URL_ENV: endpoint.url,
+        progress.CA_CERT_ENV: str(endpoint.ca_cert),
+        progress.TOKEN_ENV: str(endpoint.token),
+    }
+    overrides = run_overrides(tmp_path / "run", train__max_steps=60, checkpoint__every_steps=30)
+    result = run(trainer_command("train", TINY_CONFIG, overrides), **environment)
+    assert result.returncode == 0, result.stderr
+    assert "cannot report progress" not in result.stderr
+    assert endpoint.problems == [] and len(endpoint.bodies) >= 2  # the start, and the end at close
+    for body in endpoint.bodies:
+        assert TrainerV1alpha1UpdateTrainJobStatusRequest.from_dict(body) is not None
+    last = endpoint.bodies[-1]["trainerStatus"]
+    written = [m for m in metrics(tmp_path / "run") if m["event"] == "train"][-1]
+    assert last["progressPercentage"] == 100
+    values = {m["name"]: m["value"] for m in last["metrics"]}
+    assert (values["step"], values["total_steps"]) == ("60", "60")
+    assert float(values["loss"]) == pytest.approx(written["loss"], rel=1e-5)
