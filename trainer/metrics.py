@@ -50,6 +50,11 @@ def mfu(
     return tokens_per_sec * flops_per_token / (peak_per_device * devices)
 
 
+def warn(message: str) -> None:
+    """One warning line on stderr (a sink's failure, never a reason to stop training)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def clean(value: Any) -> Any:
     """JSON has no NaN or infinity: write them as null."""
     if isinstance(value, float) and not math.isfinite(value):

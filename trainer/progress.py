@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from trainer.metrics import Outcome
+from trainer.metrics import Outcome, warn
 
 URL_ENV = "KUBEFLOW_TRAINER_SERVER_URL"
 CA_CERT_ENV = "KUBEFLOW_TRAINER_SERVER_CA_CERT"
@@ -167,12 +167,10 @@ class TrainJobStatusReporter:
                 reply.read()
         except (OSError, ValueError, ssl.SSLError) as error:  # URLError, HTTPError and timeouts are OSErrors
             if not self._failing:
-                print(
-                    f"warning: cannot report progress to the TrainJob status ({self.url}): {describe(error)};"
-                    " training goes on, retrying at most every"
-                    f" {MIN_INTERVAL_SECONDS:g} s (this warning is not repeated)",
-                    file=sys.stderr,
-                    flush=True,
+                warn(
+                    f"cannot report progress to the TrainJob status ({self.url}): {describe(error)};"
+                    f" training goes on, retrying at most every {MIN_INTERVAL_SECONDS:g} s"
+                    " (this warning is not repeated)"
                 )
                 self._failing = True
             return

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 from pathlib import Path
 from typing import Any
+
+from trainer.metrics import warn
 
 RUN_STATE_FILE = "run_state.json"
 
@@ -33,7 +34,7 @@ class RunState:
             loaded = {}
         except (OSError, ValueError) as error:
             # A damaged state file costs the restart count and the MLflow run id, never the training run.
-            print(f"warning: ignoring unreadable {self.path}: {error}", file=sys.stderr)
+            warn(f"ignoring unreadable {self.path}: {error}")
             loaded = {}
         if isinstance(loaded, dict):
             self._values = loaded

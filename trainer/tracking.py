@@ -31,7 +31,6 @@ import json
 import logging
 import math
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -41,7 +40,7 @@ from typing import Any
 import yaml
 
 from trainer.config import ConfigError, TrainConfig
-from trainer.metrics import Outcome
+from trainer.metrics import Outcome, warn
 from trainer.run_state import RunState
 
 STORE_DIR = "mlflow"
@@ -132,11 +131,8 @@ class MlflowTracker:
         timeout = CLOSE_TIMEOUT_SECONDS[outcome]
         self._thread.join(timeout=timeout)
         if self._thread.is_alive():
-            print(
-                f"warning: MLflow tracking did not finish within {timeout:g} s; the MLflow run may lack the last"
-                " records",
-                file=sys.stderr,
-                flush=True,
+            warn(
+                f"MLflow tracking did not finish within {timeout:g} s; the MLflow run may lack the last records"
             )
 
     def _work(self) -> None:
@@ -150,12 +146,8 @@ class MlflowTracker:
                 task()
             except Exception as error:  # MLflow raises many kinds; none may reach training
                 self.failed = True
-                print(
-                    f"warning: MLflow tracking to {self.tracking_uri} failed: {' '.join(str(error).split())[:500]};"
-                    " training goes on without it",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                reason = " ".join(str(error).split())[:500]
+                warn(f"MLflow tracking to {self.tracking_uri} failed: {reason}; training goes on without it")
 
     def _open(self) -> None:
         """Creates the MLflow run, or continues the one this run started, and logs the config."""
@@ -230,7 +222,7 @@ class MlflowTracker:
         try:
             plot_loss(self.output_dir / "metrics.jsonl", plot)
         except ConfigError as error:  # no training records yet, or no matplotlib
-            print(f"warning: no loss plot for MLflow: {error}", file=sys.stderr, flush=True)
+            warn(f"no loss plot for MLflow: {error}")
             return
         self._client.log_artifact(self.run_id, str(plot))
 

@@ -137,6 +137,7 @@ def test_a_preempted_run_resumes_into_the_same_run_on_the_server(server: str, tm
     assert process.returncode == PREEMPTED_EXIT_CODE, err
     client = MlflowClient(server)
     experiment = client.get_experiment_by_name("server-test")
+    assert experiment is not None
     [preempted] = client.search_runs([experiment.experiment_id])
     assert preempted.info.status == "KILLED"  # stopped by a signal; the run is not over
 

@@ -63,15 +63,7 @@ def torchrun_command(nproc: int, config: Path, overrides: list[str]) -> list[str
 
 def stop_when(process: subprocess.Popen[str], ready: Path, timeout: float = 180) -> tuple[int, str, str]:
     """SIGTERM the process once `ready` exists (a checkpoint mid-run); its exit code and output."""
-    deadline = time.monotonic() + timeout
-    while not ready.exists():
-        if process.poll() is not None:
-            out, err = process.communicate()
-            pytest.fail(f"exited ({process.returncode}) before {ready} appeared:\n{err[-3000:]}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"{ready} did not appear within {timeout} s")
-        time.sleep(0.02)
+    wait_for(ready, process, timeout)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=timeout)
     return process.returncode, out, err
@@ -114,4 +106,4 @@ def wait_for(path: Path, process: subprocess.Popen[str], timeout: float = 300) -
         if time.monotonic() > deadline:
             process.kill()
             pytest.fail(f"{path} did not appear within {timeout} s")
-        time.sleep(0.05)
+        time.sleep(0.02)

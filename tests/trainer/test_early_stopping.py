@@ -24,7 +24,7 @@ def test_stop_at_ends_the_run_with_a_checkpoint_and_the_reason(tmp_path: Path) -
         "KUBEFLOW_TRAINER_SERVER_CA_CERT": str(tmp_path / "ca.crt"),
         "KUBEFLOW_TRAINER_SERVER_TOKEN": str(tmp_path / "token"),
     }
-    result = run(args, **unreachable)
+    result = run(args, timeout=240, **unreachable)
     assert result.returncode == 0, result.stderr
     assert sum("cannot report progress" in line for line in result.stderr.splitlines()) == 1
 

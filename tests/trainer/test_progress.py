@@ -179,7 +179,7 @@ def test_a_real_training_run_reports_its_progress(endpoint: StatusEndpoint, tmp_
         progress.TOKEN_ENV: str(endpoint.token),
     }
     overrides = run_overrides(tmp_path / "run", train__max_steps=60, checkpoint__every_steps=30)
-    result = run(trainer_command("train", TINY_CONFIG, overrides), **environment)
+    result = run(trainer_command("train", TINY_CONFIG, overrides), timeout=240, **environment)
     assert result.returncode == 0, result.stderr
     assert "cannot report progress" not in result.stderr
     assert endpoint.problems == [] and len(endpoint.bodies) >= 2  # the start, and the end at close

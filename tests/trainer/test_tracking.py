@@ -59,7 +59,9 @@ def test_a_resumed_run_continues_the_same_mlflow_run(tmp_path: Path) -> None:
     assert "warning: MLflow" not in first.stderr + second.stderr
 
     client = MlflowClient(default_tracking_uri(tmp_path / "output"))
-    [mlflow_run] = client.search_runs([client.get_experiment_by_name("trainstack").experiment_id])
+    experiment = client.get_experiment_by_name("trainstack")
+    assert experiment is not None
+    [mlflow_run] = client.search_runs([experiment.experiment_id])
     assert mlflow_run.info.status == "FINISHED"
     assert mlflow_run.data.params["train.max_steps"] == "20"  # as the run started
     assert mlflow_run.data.tags["config.train.max_steps"].startswith("40 (from step 20")
