@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the toolchain steps (sourced, bash): the cache layout, step bookkeeping, source snapshots and Go
 # module helpers.
 # Every step writes only under $CACHE, keyed by version, and leaves a stamp once complete, so a second
