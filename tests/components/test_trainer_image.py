@@ -28,12 +28,12 @@ from components.trainer_image import (
 )
 from tests.shell_stubs import run_file, run_text, stub_tools
 
+from tests.stack_helpers import contains_secret, evaluate, is_secret, reveal, without_secrets
+
 ACCEPT_MANIFESTS = (
     "Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json,"
     " application/vnd.oci.image.index.v1+json"
 )
-from tests.stack_helpers import contains_secret, evaluate, is_secret, reveal, without_secrets
-
 IMAGE = "docker:index/image:Image"
 COMMAND = "command:local:Command"
 
