@@ -27,7 +27,6 @@ from components.trainer_image import (
     content_tag,
 )
 from tests.shell_stubs import run_file, run_text, stub_tools
-
 from tests.stack_helpers import contains_secret, evaluate, is_secret, reveal, without_secrets
 
 ACCEPT_MANIFESTS = (
