@@ -6,7 +6,7 @@
 Each resource is recorded by type and name with its inputs (secrets stay wrapped, so secrecy is compared
 too), parent, provider, dependencies and resource options, and the stack's outputs. What differs between
 two checkouts or two machines but not between two programs is replaced by a placeholder: the repository
-path and the throwaway SSH key of the remote stacks. Run it before a change, keep the directory, run it
+path and the stand-ins of tests.stack_helpers (an SSH key, a fake API server). Run it before a change, keep the directory, run it
 with --diff after.
 """
 
@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.stack_helpers import REPO_ROOT, StackRun, run_stack, stack_config, stack_files, stack_name
+from tests.stack_helpers import REPO_ROOT, StackRun, run_stack, stack_files, stack_name, stand_ins
 
 HF_TOKEN = "hf_graph_snapshot_token"
 # The mock engine's command ids end in a hash of the inputs' repr, whose key order varies between processes;
@@ -58,24 +58,14 @@ def graph(run: StackRun, replacements: dict[str, str]) -> dict[str, Any]:
     return _normalise({"resources": resources, "outputs": run.outputs}, replacements)
 
 
-def snapshot(key_dir: Path, overrides_for: Any = None) -> dict[str, dict[str, Any]]:
-    """Every stack's graph; remote stacks get a throwaway SSH key in key_dir."""
+def snapshot(scratch: Path) -> dict[str, dict[str, Any]]:
+    """Every stack's graph, with the stand-ins of tests.stack_helpers (files in scratch)."""
     graphs = {}
     for path in stack_files():
         stack = stack_name(path)
-        overrides: dict[str, Any] = {}
-        replacements = {str(REPO_ROOT): "<repo>"}
-        if stack_config(stack).get("k3sMode") == "remote":
-            key = key_dir / f"{stack}_id_ed25519"
-            key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVATE KEY-----\n")
-            overrides["sshPrivateKeyPath"] = str(key)
-            replacements[str(key)] = "<ssh-key>"
-        if overrides_for is not None:
-            more, more_replacements = overrides_for(stack, key_dir)
-            overrides |= more
-            replacements |= more_replacements
-        run = run_stack(stack, overrides, secrets={"hfToken": HF_TOKEN})
-        graphs[stack] = graph(run, replacements)
+        with stand_ins(stack, scratch) as local:
+            run = run_stack(stack, local.config, secrets={"hfToken": HF_TOKEN})
+            graphs[stack] = graph(run, {str(REPO_ROOT): "<repo>", **local.placeholders})
     return graphs
 
 

@@ -8,6 +8,7 @@ One module per cluster kind, each a ClusterProvider (provider.py), its shell scr
 | k3s on this machine | k3s_local.py | k3s_install.sh, k3s_uninstall.sh (k3s.py, shared by the k3s kinds) |
 | k3s over SSH, NFS storage | k3s_remote.py | the k3s scripts, k3s_remote_token.sh, k3s_remote_nfs_*.sh |
 | k3s in Docker | k3s_docker.py | k3s_docker_create.sh, k3s_docker_delete.sh |
+| the user's own cluster | existing.py | none (kubeconfig.py reads and checks the kubeconfig) |
 
 host.sh holds the functions of the scripts that act as root (as_root, require_root, ...).
 """
@@ -17,15 +18,18 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.cluster.existing import Existing
 from components.cluster.k3s_docker import DOCKER_CLUSTER_LABEL, K3sDocker
 from components.cluster.k3s_local import K3sLocal
 from components.cluster.k3s_remote import K3sRemote
 from components.cluster.kind import Kind
+from components.cluster.kubeconfig import KubeconfigError, check_api_server, read_kubeconfig
 from components.cluster.provider import (
     SHARED_STORAGE_PATH,
     ClusterArgs,
     ClusterProvider,
     DockerNodes,
+    ExistingCluster,
     RemoteHosts,
 )
 
@@ -35,8 +39,12 @@ __all__ = [
     "Cluster",
     "ClusterArgs",
     "DockerNodes",
+    "ExistingCluster",
+    "KubeconfigError",
     "RemoteHosts",
+    "check_api_server",
     "provider_for",
+    "read_kubeconfig",
 ]
 
 
@@ -44,6 +52,8 @@ def provider_for(args: ClusterArgs) -> ClusterProvider:
     """The cluster kind the args ask for (nothing is declared until its provision runs)."""
     if args.kind == "kind":
         return Kind(args)
+    if args.existing is not None:
+        return Existing(args, args.existing)
     if args.docker is not None:
         return K3sDocker(args, args.docker)
     if args.remote is not None:

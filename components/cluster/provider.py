@@ -54,10 +54,22 @@ class DockerNodes:
 
 
 @dataclass(frozen=True)
+class ExistingCluster:
+    """A cluster the user already has, as its kubeconfig reaches it (see kubeconfig.py)."""
+
+    # The kubeconfig reduced to one context, its cluster and user, with certificate files inline (YAML).
+    kubeconfig: str
+    # The context it uses (its current-context).
+    context: str
+    # The config key it came from (kubeconfig or kubeconfigPath), named by errors about it.
+    source_key: str
+
+
+@dataclass(frozen=True)
 class ClusterArgs:
     """What cluster to create."""
 
-    # "kind" or "k3s".
+    # "kind", "k3s" or "existing".
     kind: str
     # Name of the kind cluster (k3s has no name; the stack's outputs carry it).
     name: str
@@ -75,6 +87,8 @@ class ClusterArgs:
     docker: DockerNodes | None = None
     # Provide SHARED_STORAGE_PATH on every node (a multi-node job without a StorageClass of the user's).
     shared_storage: bool = False
+    # The user's cluster when kind is "existing"; None otherwise.
+    existing: ExistingCluster | None = None
 
     @property
     def k3s_in_docker(self) -> bool:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from components.cluster import ClusterArgs, DockerNodes, RemoteHosts, provider_for
+from components.cluster import ClusterArgs, DockerNodes, ExistingCluster, RemoteHosts, provider_for
+from components.cluster.existing import Existing
 from components.cluster.k3s_docker import K3sDocker
 from components.cluster.k3s_local import K3sLocal
 from components.cluster.k3s_remote import K3sRemote
@@ -18,7 +19,7 @@ from components.cluster.scripts import SCRIPT_DIR
 from tests.components.cluster.stubs import package_scripts
 
 PACKAGE = "components.cluster"
-KIND_MODULES = {"kind", "k3s_local", "k3s_remote", "k3s_docker"}
+KIND_MODULES = {"kind", "k3s_local", "k3s_remote", "k3s_docker", "existing"}
 
 
 def args(**changes: object) -> ClusterArgs:
@@ -39,14 +40,17 @@ def test_each_cluster_kind_is_its_own_provider() -> None:
     assert type(provider_for(args())) is K3sLocal
     assert type(provider_for(args(remote=remote))) is K3sRemote
     assert type(provider_for(args(docker=DockerNodes("rancher/k3s")))) is K3sDocker
+    existing = ExistingCluster("apiVersion: v1", "default", "kubeconfig")
+    assert type(provider_for(args(kind="existing", existing=existing))) is Existing
 
 
-@pytest.mark.parametrize("provider", [Kind, K3sLocal, K3sRemote, K3sDocker])
+@pytest.mark.parametrize("provider", [Kind, K3sLocal, K3sRemote, K3sDocker, Existing])
 def test_every_kind_implements_the_interface_and_states_its_shared_storage(provider: type) -> None:
     assert issubclass(provider, ClusterProvider)
     assert provider.__doc__ and "Teardown:" in provider.__doc__ and "Node identity:" in provider.__doc__
-    # One node only (k3s here) offers no shared storage; every multi-node kind says what backs it.
-    assert (provider.shared_storage is None) == (provider is K3sLocal)
+    # One node only (k3s here), or nodes the stack did not make, offer no shared storage; the other kinds
+    # say what backs it.
+    assert (provider.shared_storage is None) == (provider in (K3sLocal, Existing))
 
 
 def imported_modules(path: Path) -> set[str]:
