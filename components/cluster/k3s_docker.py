@@ -26,9 +26,10 @@ DELETE_SCRIPT = script("k3s_docker_delete.sh")
 
 class K3sDocker(ClusterProvider):
     """Creates: one `local.Command` running k3s_docker_create.sh: a network, a privileged server container and
-    nodeCount - 1 agents, each with its own data volume, every object labelled; stdout is the server's
-    kubeconfig pointed at the API's loopback port on this machine. Node identity: that command. Shared
-    storage: a Docker volume mounted into every node. Teardown: every labelled container, volume and network.
+    nodeCount - 1 agents, each with its own data volume and a static address, every object labelled; stdout
+    is the server's kubeconfig pointed at the API's loopback port on this machine, pinned at creation.
+    Node identity: that command. Shared storage: a Docker volume mounted into every node. Teardown: every
+    labelled container, volume and network. Restarts: port, addresses and token stay (see the script).
     """
 
     shared_storage = "the Docker volume <clusterName>-shared, mounted into every node container"

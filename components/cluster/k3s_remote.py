@@ -57,6 +57,9 @@ class K3sRemote(ClusterProvider):
     server and a mount on every agent. The kubeconfig is the server's, its API address set to
     https://<k3sServerHost>:6443, an address the user chose and the server's certificate names (--tls-san).
     Node identity: every one of these commands. Shared storage: the server's SHARED_STORAGE_PATH over NFS.
+    Restarts: the kubeconfig names k3sServerHost, which only the user changes (another address is another
+    host: k3s is uninstalled from the old one and installed on the new one); the node token is read again
+    whenever the server is installed anew.
     Teardown: k3s's uninstallers, the agents' mounts and /etc/fstab lines, the export and its directory.
     """
 
@@ -95,6 +98,9 @@ class K3sRemote(ClusterProvider):
             f"{name}-k3s-token",
             connection=connection(hosts.server),
             create=remote_script({}, HOST_LIBRARY, "k3s_remote_token.sh"),
+            # The token is read once and kept in the state: a server installed anew (a new id) has a new
+            # token, so it is read again, and the agents (whose stdin changes) join with it.
+            triggers=[server.id],
             logging=remote.Logging.STDERR,
             opts=pulumi.ResourceOptions(
                 parent=parent, depends_on=[server], additional_secret_outputs=["stdout"]

@@ -70,19 +70,37 @@ def script_environment(node_count: int = 2, **more: str) -> dict[str, str]:
     return {**create.inputs["environment"], "NODE_IMAGE": "k3s:test", **more}
 
 
-def fake_docker_for_cluster(tmp_path: Path, running: int = 0, ready: int = 2) -> tuple[dict[str, str], Path]:
-    """A docker that logs calls, reports `running` running and `ready` Ready nodes, and a published API port."""
-    body = f"""case "$1" in
-  ps) i=0; while [ "$i" -lt {running} ]; do echo "id$i"; i=$((i + 1)); done ;;
-  port) echo 127.0.0.1:40123 ;;
-  network) if [ "$2" = inspect ]; then exit 1; fi ;;
-  exec)
+def fake_docker_for_cluster(
+    tmp_path: Path, existing: tuple[str, ...] = (), ready: int = 2, subnet: str = "172.30.0.0/16"
+) -> tuple[dict[str, str], Path]:
+    """A docker that logs calls and plays the engine: `existing` node containers (and their data volumes),
+    `ready` Ready nodes, a network subnet for the probe, and the host port the server's run published."""
+    published = tmp_path / "published-port"
+    names = "".join(f"echo {name}; " for name in existing)
+    volumes = "".join(f"echo {name}-data; " for name in existing) + "echo demo-shared; "
+    body = f"""case "$1 $2" in
+  "ps -a") {names}: ;;
+  "ps -aq") {"echo id1 id2" if existing else ":"} ;;
+  "volume ls") {volumes}: ;;
+  "network ls") {"echo net1" if existing else ":"} ;;
+  "network inspect") echo {subnet} ;;
+  "port "*) echo "127.0.0.1:$(cat {published})" ;;
+  "run -d")
+    while [ $# -gt 0 ]; do
+      if [ "$1" = -p ]; then echo "$2" | cut -d: -f2 > {published}; fi
+      shift
+    done ;;
+  "exec "*)
     case "$*" in
       *"get nodes"*) i=0; while [ "$i" -lt {ready} ]; do echo "node-$i Ready"; i=$((i + 1)); done ;;
       *k3s.yaml*) printf 'clusters:\\n- cluster:\\n    server: https://127.0.0.1:6443\\n' ;;
     esac ;;
 esac"""
     return stub_tools(tmp_path, {"docker": body})
+
+
+def server_of(kubeconfig: str) -> str:
+    return str(yaml.safe_load(kubeconfig)["clusters"][0]["cluster"]["server"])
 
 
 def test_k3s_in_docker_script_creates_labelled_nodes_and_prints_a_reachable_kubeconfig(
@@ -92,41 +110,100 @@ def test_k3s_in_docker_script_creates_labelled_nodes_and_prints_a_reachable_kube
     environment |= script_environment(SHARED="1", AIRGAP_IMAGES="/images")
     result = run(CREATE_SCRIPT, environment)
     assert result.returncode == 0, result.stderr
-    assert yaml.safe_load(result.stdout)["clusters"][0]["cluster"]["server"] == "https://127.0.0.1:40123"
     log_lines = calls(log)
-    assert f"docker network create --label {LABEL} demo" in log_lines
+    # The cluster network gets the subnet Docker offered a probe network, as its own.
+    assert log_lines.index(f"docker network create --label {LABEL} demo-subnet-probe") < log_lines.index(
+        "docker network rm demo-subnet-probe"
+    )
+    assert f"docker network create --label {LABEL} --subnet 172.30.0.0/16 demo" in log_lines
     runs = [call for call in log_lines if call.startswith("docker run -d")]
     assert len(runs) == 2
     server, agent = runs
-    for call, name in ((server, "demo-server"), (agent, "demo-agent-1")):
-        assert f"--name {name} --hostname {name} --label {LABEL} --network demo --privileged" in call
+    for call, name, address in ((server, "demo-server", "172.30.0.2"), (agent, "demo-agent-1", "172.30.0.3")):
+        assert (
+            f"--name {name} --hostname {name} --label {LABEL} --network demo --ip {address} --privileged"
+            in call
+        )
         assert f"-v {name}-data:/var/lib/rancher/k3s" in call
         assert "-v /images:/var/lib/rancher/k3s/agent/images:ro" in call
         assert f"-v demo-shared:{SHARED_STORAGE_PATH}" in call
+    # The API's host port is chosen here and pinned (127.0.0.1:<port>:6443): Docker binds it again on
+    # every start, so the kubeconfig the state keeps still reaches the API after a restart.
+    port = int(server.split("-p 127.0.0.1:", 1)[1].split(":6443 ", 1)[0])
+    assert 0 < port < 65536
     assert (
-        "-p 127.0.0.1::6443 k3s:test server --write-kubeconfig-mode=644 --disable=traefik,servicelb,metrics-server"
-        " --tls-san=127.0.0.1"
+        f"-p 127.0.0.1:{port}:6443 k3s:test server --write-kubeconfig-mode=644"
+        " --disable=traefik,servicelb,metrics-server --tls-san=127.0.0.1"
     ) in server
+    assert server_of(result.stdout) == f"https://127.0.0.1:{port}"
     assert "-e K3S_URL=https://demo-server:6443 k3s:test agent" in agent
     token = server.split("K3S_TOKEN=", 1)[1].split()[0]
     assert len(token) == 48 and f"K3S_TOKEN={token}" in agent  # one random token, shared
     assert f"docker volume create --label {LABEL} demo-shared" in log_lines
 
 
+def test_k3s_in_docker_made_again_on_an_update_takes_the_port_its_kubeconfig_names(tmp_path: Path) -> None:
+    """pulumi-command runs create again on an update with the last stdout in PULUMI_COMMAND_STDOUT."""
+    environment, log = fake_docker_for_cluster(tmp_path)
+    previous = "apiVersion: v1\nclusters:\n- cluster:\n    server: https://127.0.0.1:41234\n  name: default\n"
+    result = run(CREATE_SCRIPT, {**environment, **script_environment(), "PULUMI_COMMAND_STDOUT": previous})
+    assert result.returncode == 0, result.stderr
+    server = next(call for call in calls(log) if call.startswith("docker run -d --name demo-server"))
+    assert "-p 127.0.0.1:41234:6443 " in server
+    assert server_of(result.stdout) == "https://127.0.0.1:41234"
+
+
 def test_k3s_in_docker_script_makes_one_agent_less_than_nodes(tmp_path: Path) -> None:
     environment, log = fake_docker_for_cluster(tmp_path, ready=3)
     result = run(CREATE_SCRIPT, {**environment, **script_environment(node_count=3)})
     assert result.returncode == 0, result.stderr
-    names = [call.split("--name ")[1].split()[0] for call in calls(log) if call.startswith("docker run -d")]
-    assert names == ["demo-server", "demo-agent-1", "demo-agent-2"]
+    runs = [call for call in calls(log) if call.startswith("docker run -d")]
+    assert [call.split("--name ")[1].split()[0] for call in runs] == [
+        "demo-server",
+        "demo-agent-1",
+        "demo-agent-2",
+    ]
+    assert [call.split("--ip ")[1].split()[0] for call in runs] == ["172.30.0.2", "172.30.0.3", "172.30.0.4"]
 
 
-def test_k3s_in_docker_script_reuses_a_running_cluster(tmp_path: Path) -> None:
-    environment, log = fake_docker_for_cluster(tmp_path, running=2)
+def test_k3s_in_docker_script_starts_the_nodes_of_an_existing_cluster_again(tmp_path: Path) -> None:
+    """Stopped or running, every node exists: it is started as it was (port, address, token, data)."""
+    environment, log = fake_docker_for_cluster(tmp_path, existing=("demo-agent-1", "demo-server"))
+    (tmp_path / "published-port").write_text("40123\n")
     result = run(CREATE_SCRIPT, {**environment, **script_environment()})
     assert result.returncode == 0, result.stderr
     assert "exists: reusing it" in result.stderr
-    assert not [call for call in calls(log) if call.startswith(("docker run", "docker rm"))]
+    assert "docker start demo-server demo-agent-1" in calls(log)
+    assert not [
+        call for call in calls(log) if call.startswith(("docker run", "docker rm", "docker volume rm"))
+    ]
+    assert server_of(result.stdout) == "https://127.0.0.1:40123"
+
+
+def test_k3s_in_docker_script_starts_afresh_without_the_old_data_when_nodes_are_missing(
+    tmp_path: Path,
+) -> None:
+    """A new token cannot open the old datastore: the nodes' data volumes go too; the checkpoints stay."""
+    environment, log = fake_docker_for_cluster(tmp_path, existing=("demo-server",))
+    result = run(CREATE_SCRIPT, {**environment, **script_environment()})
+    assert result.returncode == 0, result.stderr
+    log_lines = calls(log)
+    assert "docker rm -f -v id1 id2" in log_lines
+    assert "docker volume rm demo-server-data" in log_lines  # not demo-shared
+    assert "docker network rm net1" in log_lines
+    assert log_lines.index("docker network rm net1") < log_lines.index(
+        f"docker network create --label {LABEL} --subnet 172.30.0.0/16 demo"
+    )
+
+
+def test_k3s_in_docker_script_refuses_a_subnet_without_room_for_static_addresses(tmp_path: Path) -> None:
+    environment, log = fake_docker_for_cluster(tmp_path, subnet="fd00::/64")
+    result = run(CREATE_SCRIPT, {**environment, **script_environment()})
+    assert result.returncode == 1
+    assert result.stderr == (
+        "k3s-in-Docker cluster demo: Docker offers the subnet 'fd00::/64'; an IPv4 /24 or larger is needed\n"
+    )
+    assert not [call for call in calls(log) if call.startswith("docker run")]
 
 
 def test_k3s_in_docker_delete_removes_every_labelled_object(tmp_path: Path) -> None:

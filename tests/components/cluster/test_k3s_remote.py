@@ -50,6 +50,9 @@ def test_remote_k3s_cluster_component(tmp_path: Path) -> None:
     assert server.inputs["triggers"] == ["192.0.2.1"] and server.delete_before_replace
     assert contains_secret(server.inputs["connection"])  # the private key
     assert run_.depends_on(token, server)
+    # A server installed anew has a new token: its id is the token command's trigger, so it is read again.
+    (trigger,) = token.inputs["triggers"]
+    assert trigger.startswith("c-k3s-server-id-")  # the mock engine's id of the server command
     agents = sorted(
         (r for r in run_.of_type("command:remote:Command") if "-agent-" in r.name), key=lambda r: r.name
     )
