@@ -25,6 +25,7 @@ from tests.stack_helpers import (
     stack_files,
     stack_name,
     stand_ins,
+    without_secrets,
 )
 
 STACKS = [stack_name(path) for path in stack_files()]
@@ -42,6 +43,7 @@ TRAIN_JOB = "kubernetes:trainer.kubeflow.org/v1alpha1:TrainJob"
 RELEASE = "kubernetes:helm.sh/v3:Release"
 LOCAL_COMMAND = "command:local:Command"
 REMOTE_COMMAND = "command:remote:Command"
+IMAGE = "docker:index/image:Image"
 HF_TOKEN = "hf_do_not_leak_0123456789"
 REGISTRY_PASSWORD = "registry-password-do-not-leak"
 
@@ -92,21 +94,38 @@ def test_outputs_have_the_contract_names_and_kubeconfig_is_secret(
 def test_secrets_never_appear_in_plaintext(runs: dict[str, StackRun], stack: str) -> None:
     run = runs[stack]
     for resource in run.resources:
-        assert HF_TOKEN not in repr(_without_secrets(resource.inputs)), resource.name
-    assert HF_TOKEN not in repr(_without_secrets(run.outputs))
+        assert HF_TOKEN not in repr(without_secrets(resource.inputs)), resource.name
+    assert HF_TOKEN not in repr(without_secrets(run.outputs))
     token = run.one("kubernetes:core/v1:Secret", "-hf-token")
     assert contains_secret(token.inputs["stringData"])
     assert reveal(token.inputs["stringData"]) == {"token": HF_TOKEN}
 
 
-def _without_secrets(value: Any) -> Any:
-    if contains_secret(value) and isinstance(value, dict) and "value" in value:
-        return "[secret]"
-    if isinstance(value, dict):
-        return {key: _without_secrets(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_without_secrets(item) for item in value]
-    return value
+def test_a_pushed_image_is_pulled_by_its_registry_digest_and_its_password_stays_secret() -> None:
+    push = {
+        "imagePush": True,
+        "imageRepository": "ghcr.io/acme/trainer",
+        "registryServer": "ghcr.io",
+        "registryUsername": "bot",
+    }
+    run = run_stack("dev", push, secrets={"registryPassword": REGISTRY_PASSWORD})
+    image = run.one(IMAGE, "trainer-image")
+    assert image.inputs["skipPush"] is False
+    assert contains_secret(image.inputs["registry"])
+    assert reveal(image.inputs["registry"]) == {
+        "server": "ghcr.io",
+        "username": "bot",
+        "password": REGISTRY_PASSWORD,
+    }
+    for resource in run.resources:
+        assert REGISTRY_PASSWORD not in repr(without_secrets(resource.inputs)), resource.name
+    assert REGISTRY_PASSWORD not in repr(without_secrets(run.outputs))
+    # Pulled from the registry: nothing is loaded into the nodes, and the job names the pushed digest.
+    assert not [r.name for r in run.of_type(LOCAL_COMMAND) if r.name.startswith("trainer-image-kind")]
+    pinned = run.plain_output("image")
+    assert pinned.startswith("ghcr.io/acme/trainer@sha256:")
+    container = run.one(TRAIN_JOB).plain["spec"]["trainer"]
+    assert container["image"] == pinned
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -127,7 +146,7 @@ def test_train_job_waits_for_trainer_image_and_gpu_operator(runs: dict[str, Stac
     trainer = run.one(RELEASE, "kubeflow-trainer")
     assert run.depends_on(job, trainer)
     assert run.depends_on(job, run.one(LOCAL_COMMAND, "kubeflow-trainer-ready"))
-    assert run.depends_on(job, run.one(LOCAL_COMMAND, "trainer-image-build"))
+    assert run.depends_on(job, run.one(IMAGE, "trainer-image"))
     for delivery in [r for r in run.resources if "trainer-image-" in r.name and r.type == LOCAL_COMMAND]:
         assert run.depends_on(job, delivery)
     gpu_operators = [r for r in run.of_type(RELEASE) if r.name == "gpu-operator"]
@@ -157,9 +176,9 @@ def test_cluster_matches_the_stack(runs: dict[str, StackRun], stack: str) -> Non
         kubeconfig = yaml.safe_load(reveal(provider.inputs["kubeconfig"]))
         assert kubeconfig["current-context"] == "fake" and len(kubeconfig["clusters"]) == 1
         # No delivery into nodes: the image is pushed and pulled by digest.
-        assert commands["trainer-image-build"].inputs["environment"]["PUSH"] == "1"
-        deliveries = [name for name in commands if name.startswith("trainer-image-")]
-        assert deliveries == ["trainer-image-build"]
+        assert run.one(IMAGE, "trainer-image").plain.get("skipPush", False) is False
+        deliveries = ("trainer-image-kind-load", "trainer-image-node-import", "trainer-image-k3s-import")
+        assert not [name for name in commands if name.startswith(deliveries)]
         assert run.plain_output("image").startswith("registry.example.com/trainstack/trainer@sha256:")
     elif config["k3sMode"] == "local":
         assert commands["cluster-k3s-server"].inputs["environment"]["INSTALL_K3S_VERSION"] == "v1.33.6+k3s1"
@@ -170,7 +189,7 @@ def test_cluster_matches_the_stack(runs: dict[str, StackRun], stack: str) -> Non
         # The default node image is the official tag of the pinned k3s version.
         assert create.inputs["environment"]["NODE_IMAGE"] == "rancher/k3s:v1.33.6-k3s1"
         assert run.depends_on(provider, create)
-        assert run.depends_on(commands["trainer-image-node-import"], commands["trainer-image-build"])
+        assert run.depends_on(commands["trainer-image-node-import"], run.one(IMAGE, "trainer-image"))
         # Several nodes and no StorageClass named: the stack's shared volume, pre-bound to the claim.
         assert create.inputs["environment"]["SHARED"] == str(int(config["nodeCount"] > 1))
         volume = run.one("kubernetes:core/v1:PersistentVolume").plain

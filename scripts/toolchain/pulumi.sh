@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Pulumi: the CLI, its Python language host and the three resource plugins the Python SDKs ask for
 # (kubernetes, command, docker), built from source snapshots at the versions versions.py reads from the pins,
 # with their Go dependencies from the module proxy. Sourced by e2e_toolchain.sh (lib.sh first).
@@ -63,7 +64,7 @@ pulumi_build_language_python() {
 pulumi_build_command() {
     local version=$PULUMI_COMMAND_VERSION
     snapshot_tree pulumi/pulumi-command "v$version" "$COMMAND_PROVIDER_SRC" provider
-    cd "$COMMAND_PROVIDER_SRC/provider"
+    cd "$COMMAND_PROVIDER_SRC/provider" || return
     go build -ldflags "-s -w -X github.com/pulumi/pulumi-command/provider/pkg/version.Version=$version" \
         -o "$COMMAND_PROVIDER_DIR/bin/pulumi-resource-command" ./cmd/pulumi-resource-command
     link_bin "$COMMAND_PROVIDER_DIR/bin/pulumi-resource-command"
@@ -104,7 +105,7 @@ pulumi_build_kubernetes() {
     snapshot_tree pulumi/pulumi-dotnet \
         "pulumi-language-dotnet/$(pulumi_required "$src/provider" github.com/pulumi/pulumi-dotnet/pulumi-language-dotnet/v3)" \
         "$src/deps/pulumi-dotnet" pulumi-language-dotnet
-    cd "$src/provider"
+    cd "$src/provider" || return
     go mod edit -replace "github.com/fluxcd/pkg/ssa=$src/deps/fluxcd-pkg/ssa" \
         -replace "github.com/pulumi/pulumi/pkg/v3=$src/deps/pulumi/pkg" \
         -replace "github.com/pulumi/pulumi-dotnet/pulumi-language-dotnet/v3=$src/deps/pulumi-dotnet/pulumi-language-dotnet"
@@ -136,7 +137,7 @@ pulumi_build_docker() {
     for patch in "$src"/patches/*.patch; do
         git -C "$src/upstream" apply "$patch"
     done
-    cd "$src/provider"
+    cd "$src/provider" || return
     go mod download
     (cd cmd/pulumi-resource-docker && VERSION=$version go run generate.go)
     go build -ldflags "-s -w -X github.com/pulumi/pulumi-docker/provider/v5/pkg/version.Version=$version" \
