@@ -10,7 +10,8 @@ One module per cluster kind, each a ClusterProvider (provider.py), its shell scr
 | k3s in Docker | k3s_docker.py | k3s_docker_create.sh, k3s_docker_delete.sh |
 | the user's own cluster | existing.py | none (kubeconfig.py reads and checks the kubeconfig) |
 
-host.sh holds the functions of the scripts that act as root (as_root, require_root, ...).
+Scripts that act as root start with components/root.sh (as_root, require_root), shared with the
+other components; scripts.py reads them.
 """
 
 from __future__ import annotations

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import yaml
 
-from components.cluster.scripts import HOST_LIBRARY, script
+from components.cluster.scripts import ROOT_PRELUDE, cluster_script
 
 K3S_API_PORT = 6443
 # k3s add-ons a training cluster does not need (and whose images an offline cluster would not have).
 K3S_DISABLED = "traefik,servicelb,metrics-server"
 
 # Installs a k3s server (prints its kubeconfig) or agent (joins with the token on stdin); see install_environment.
-INSTALL_SCRIPT = script(HOST_LIBRARY, "k3s_install.sh")
+INSTALL_SCRIPT = cluster_script(ROOT_PRELUDE, "k3s_install.sh")
 # k3s's own uninstaller of the node; see uninstall_environment.
-UNINSTALL_SCRIPT = script(HOST_LIBRARY, "k3s_uninstall.sh")
+UNINSTALL_SCRIPT = cluster_script(ROOT_PRELUDE, "k3s_uninstall.sh")
 
 
 def k3s_server_flags(advertised_host: str | None) -> list[str]:

@@ -13,15 +13,15 @@ from components.cluster.provider import (
     DockerNodes,
     Provisioned,
 )
-from components.cluster.scripts import script
+from components.cluster.scripts import cluster_script
 from components.shell import BASH
 
 # Label on every Docker object of a k3s-in-Docker cluster, so that destroy finds them all.
 DOCKER_CLUSTER_LABEL = "dev.trainstack.cluster"
 # Creates (or reuses) the node containers and prints the kubeconfig.
-CREATE_SCRIPT = script("k3s_docker_create.sh")
+CREATE_SCRIPT = cluster_script("k3s_docker_create.sh")
 # Removes every Docker object carrying the cluster's label.
-DELETE_SCRIPT = script("k3s_docker_delete.sh")
+DELETE_SCRIPT = cluster_script("k3s_docker_delete.sh")
 
 
 class K3sDocker(ClusterProvider):

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs (or upgrades) a pinned k3s server or agent with get.k3s.io. A server waits for its API and prints
 # its kubeconfig; an agent reads the join token from stdin, so that it never shows in a process list or the
-# command text. POSIX sh, because a remote login shell may not be bash. Needs host.sh first. The installer
+# command text. POSIX sh, because a remote login shell may not be bash. Needs components/root.sh first. The installer
 # runs as the login user and calls sudo itself, so passwordless sudo is checked first.
 # Environment: K3S_ROLE (server or agent), INSTALL_K3S_VERSION (the release; the installer reads it),
 # K3S_FLAGS (k3s flags separated by spaces), and for an agent K3S_URL (the server's API; the installer reads it).

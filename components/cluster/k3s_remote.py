@@ -21,19 +21,22 @@ from components.cluster.provider import (
     Provisioned,
     RemoteHosts,
 )
-from components.cluster.scripts import HOST_LIBRARY, remote_script
+from components.cluster.scripts import ROOT_PRELUDE, remote_script
+
+# Functions of the NFS scripts (apt_install, replace_line), after root.sh.
+NFS_LIBRARY = "k3s_remote_nfs_lib.sh"
 
 
 def install_script(version: str, role: str, flags: list[str], *, join_url: str | None = None) -> str:
     """k3s_install.sh for one remote node, its inputs exported ahead of it (see scripts.remote_script)."""
     return remote_script(
-        install_environment(version, role, flags, join_url=join_url), HOST_LIBRARY, "k3s_install.sh"
+        install_environment(version, role, flags, join_url=join_url), ROOT_PRELUDE, "k3s_install.sh"
     )
 
 
 def uninstall_script(role: str) -> str:
     """k3s_uninstall.sh for one remote server or agent."""
-    return remote_script(uninstall_environment(role), HOST_LIBRARY, "k3s_uninstall.sh")
+    return remote_script(uninstall_environment(role), ROOT_PRELUDE, "k3s_uninstall.sh")
 
 
 def nfs_scripts(hosts: RemoteHosts) -> dict[str, str]:
@@ -41,13 +44,16 @@ def nfs_scripts(hosts: RemoteHosts) -> dict[str, str]:
     storage = {"SHARED_STORAGE_PATH": SHARED_STORAGE_PATH}
     return {
         "export": remote_script(
-            {**storage, "NFS_CLIENTS": " ".join(hosts.agents)}, HOST_LIBRARY, "k3s_remote_nfs_export.sh"
+            {**storage, "NFS_CLIENTS": " ".join(hosts.agents)},
+            ROOT_PRELUDE,
+            NFS_LIBRARY,
+            "k3s_remote_nfs_export.sh",
         ),
-        "unexport": remote_script(storage, HOST_LIBRARY, "k3s_remote_nfs_unexport.sh"),
+        "unexport": remote_script(storage, ROOT_PRELUDE, NFS_LIBRARY, "k3s_remote_nfs_unexport.sh"),
         "mount": remote_script(
-            {**storage, "NFS_SERVER": hosts.server}, HOST_LIBRARY, "k3s_remote_nfs_mount.sh"
+            {**storage, "NFS_SERVER": hosts.server}, ROOT_PRELUDE, NFS_LIBRARY, "k3s_remote_nfs_mount.sh"
         ),
-        "unmount": remote_script(storage, HOST_LIBRARY, "k3s_remote_nfs_unmount.sh"),
+        "unmount": remote_script(storage, ROOT_PRELUDE, NFS_LIBRARY, "k3s_remote_nfs_unmount.sh"),
     }
 
 
@@ -97,7 +103,7 @@ class K3sRemote(ClusterProvider):
         token = remote.Command(
             f"{name}-k3s-token",
             connection=connection(hosts.server),
-            create=remote_script({}, HOST_LIBRARY, "k3s_remote_token.sh"),
+            create=remote_script({}, ROOT_PRELUDE, "k3s_remote_token.sh"),
             # The token is read once and kept in the state: a server installed anew (a new id) has a new
             # token, so it is read again, and the agents (whose stdin changes) join with it.
             triggers=[server.id],

@@ -1,6 +1,6 @@
 #!/bin/sh
 # On the k3s server: SHARED_STORAGE_PATH, world-writable (the training pods run as uid 1000), exported over
-# NFS to the agents. Debian/Ubuntu. POSIX sh; needs host.sh first.
+# NFS to the agents. Debian/Ubuntu. POSIX sh; needs components/root.sh and k3s_remote_nfs_lib.sh first.
 # Environment: SHARED_STORAGE_PATH; NFS_CLIENTS, the agents' addresses separated by spaces.
 set -eu
 require_root "sharing checkpoint storage over NFS"

@@ -10,16 +10,16 @@ import yaml
 from pulumi_command import local
 
 from components.cluster.provider import SHARED_STORAGE_PATH, ClusterArgs, ClusterProvider, Provisioned
-from components.cluster.scripts import script
+from components.cluster.scripts import cluster_script
 from components.shell import BASH
 
 # nvkind's GPU passthrough: with accept-nvidia-visible-devices-as-volume-mounts on the host's toolkit, a
 # /dev/null mount at this path makes Docker's nvidia runtime hand every GPU to the kind node container.
 NVIDIA_DEVICES_MOUNT = "/var/run/nvidia-container-devices/all"
 # Creates (or reuses) the cluster from the config on stdin and prints its kubeconfig.
-CREATE_SCRIPT = script("kind_create.sh")
+CREATE_SCRIPT = cluster_script("kind_create.sh")
 # Deletes the cluster and its shared directory.
-DELETE_SCRIPT = script("kind_delete.sh")
+DELETE_SCRIPT = cluster_script("kind_delete.sh")
 
 
 def kind_shared_directory(cluster_name: str) -> Path:

@@ -1,14 +1,14 @@
-"""Stub programs for running the cluster kinds' scripts offline: each logs its calls, then does its part."""
+"""Stub programs for running the cluster kinds' scripts offline (tests.shell_stubs), and what they share."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from components.cluster.scripts import SCRIPT_DIR
-from components.shell import BASH
+from components.cluster.scripts import PACKAGE
+from components.shell import BASH, COMPONENTS_DIR
+from tests import shell_stubs
 
 POSIX_SH = ["/bin/sh", "-c"]
 
@@ -23,18 +23,9 @@ USER_ID = 'case "$1" in -u) echo 1000;; -un) echo ops;; esac'
 
 
 def stub_tools(tmp_path: Path, scripts: Mapping[str, str]) -> tuple[dict[str, str], Path]:
-    """An environment whose PATH starts with stub programs (name -> sh body) that log their calls to the log.
-
-    The log's path is in $CALLS too, for stubs that record more than their arguments.
-    """
-    bin_dir, log = tmp_path / "stubs", tmp_path / "calls.log"
-    bin_dir.mkdir(exist_ok=True)
-    log.touch()
-    for name, body in scripts.items():
-        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n{body}\n')
-        (bin_dir / name).chmod(0o755)
-    environment = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path), "CALLS": str(log)}
-    return environment, log
+    """tests.shell_stubs.stub_tools, with the log's path in $CALLS for stubs that record more than arguments."""
+    environment, log = shell_stubs.stub_tools(tmp_path, scripts)
+    return {**environment, "CALLS": str(log)}, log
 
 
 def run(
@@ -44,7 +35,7 @@ def run(
     interpreter: list[str] = BASH,
     stdin: str = "",
 ) -> subprocess.CompletedProcess[str]:
-    """Runs a script text the way pulumi-command does: interpreter + text, the environment, stdin."""
+    """Runs a command's script text as pulumi-command does: interpreter + text, the environment, stdin."""
     return subprocess.run(
         [*interpreter, script], env=dict(environment), input=stdin, capture_output=True, text=True
     )
@@ -56,4 +47,4 @@ def calls(log: Path) -> list[str]:
 
 def package_scripts() -> list[Path]:
     """Every .sh file of the cluster package."""
-    return sorted(SCRIPT_DIR.glob("*.sh"))
+    return sorted((COMPONENTS_DIR / PACKAGE).glob("*.sh"))

@@ -15,10 +15,12 @@ from components.cluster.k3s_local import K3sLocal
 from components.cluster.k3s_remote import K3sRemote
 from components.cluster.kind import Kind
 from components.cluster.provider import ClusterProvider
-from components.cluster.scripts import SCRIPT_DIR
+from components.cluster.scripts import PACKAGE
+from components.shell import COMPONENTS_DIR
 from tests.components.cluster.stubs import package_scripts
 
-PACKAGE = "components.cluster"
+MODULE = "components.cluster"
+PACKAGE_DIR = COMPONENTS_DIR / PACKAGE
 KIND_MODULES = {"kind", "k3s_local", "k3s_remote", "k3s_docker", "existing"}
 
 
@@ -57,13 +59,13 @@ def imported_modules(path: Path) -> set[str]:
     """The package's modules a module imports (`components.cluster` itself counts as `__init__`)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(PACKAGE):
-            found.add(node.module[len(PACKAGE) + 1 :] or "__init__")
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(MODULE):
+            found.add(node.module[len(MODULE) + 1 :] or "__init__")
     return found
 
 
 def test_no_kind_imports_another_and_the_package_has_no_import_cycle() -> None:
-    modules = {path.stem: imported_modules(path) for path in SCRIPT_DIR.glob("*.py")}
+    modules = {path.stem: imported_modules(path) for path in PACKAGE_DIR.glob("*.py")}
     assert set(modules) >= KIND_MODULES
     for kind in KIND_MODULES:
         assert not (modules[kind] & (KIND_MODULES - {kind})), kind
@@ -75,16 +77,16 @@ def test_no_kind_imports_another_and_the_package_has_no_import_cycle() -> None:
 
 
 def test_every_script_of_the_package_is_run_by_a_module() -> None:
-    sources = "".join(path.read_text() for path in SCRIPT_DIR.glob("*.py"))
+    sources = "".join(path.read_text() for path in PACKAGE_DIR.glob("*.py"))
     for script in package_scripts():
         assert f'"{script.name}"' in sources, script.name
 
 
 def test_scripts_run_by_a_remote_login_shell_are_posix_sh() -> None:
-    """host.sh and the k3s scripts run in a remote login shell (and k3s_local's /bin/sh): no bash."""
+    """The k3s scripts run in a remote login shell (and k3s_local's /bin/sh): no bash."""
     for script in package_scripts():
         first = script.read_text().splitlines()[0]
-        if script.name == "host.sh" or script.name.startswith(("k3s_install", "k3s_uninstall", "k3s_remote")):
+        if script.name.startswith(("k3s_install", "k3s_uninstall", "k3s_remote")):
             assert first == "#!/bin/sh", script.name
         else:
             assert first == "#!/usr/bin/env bash", script.name
@@ -99,10 +101,10 @@ _QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'")
 def test_root_commands_never_prompt_for_a_password() -> None:
     """Every sudo the scripts run is `sudo -n`, which fails instead of prompting (there is no terminal)."""
     runs = 0
-    for script in package_scripts():
+    for script in [COMPONENTS_DIR / "root.sh", *package_scripts()]:
         for line in script.read_text().splitlines():
             code = _QUOTED.sub("''", line.split(" #")[0]).strip()
             for match in _SUDO_COMMAND.finditer(code):
                 runs += 1
                 assert match["rest"].startswith(" -n "), f"{script.name}: {line}"
-    assert runs >= 2  # as_root and require_root in host.sh
+    assert runs >= 2  # as_root and require_root in root.sh

@@ -190,6 +190,6 @@ def test_root_scripts_stop_with_one_clear_error_without_passwordless_sudo(tmp_pa
 
 def test_the_token_command_reads_the_node_token_as_root(tmp_path: Path) -> None:
     environment, log = stub_tools(tmp_path, {"id": USER_ID, "sudo": 'shift; echo "K10token"'})
-    result = run(remote_script({}, "host.sh", "k3s_remote_token.sh"), environment, interpreter=POSIX_SH)
+    result = run(remote_script({}, "root.sh", "k3s_remote_token.sh"), environment, interpreter=POSIX_SH)
     assert result.returncode == 0 and result.stdout == "K10token\n"
     assert calls(log)[-1] == "sudo -n cat /var/lib/rancher/k3s/server/node-token"
