@@ -156,7 +156,10 @@ def test_push_sends_the_image_to_the_registry_with_a_secret_password(context: Pa
         assert password not in repr(without_secrets(resource.inputs)), resource.name
     assert password not in repr(without_secrets(run.outputs))
     # Pulled by the registry digest, so nothing is delivered to the nodes; the pushed image is deleted on destroy.
-    assert [command.name for command in run.of_type(COMMAND)] == ["image-untag", "image-registry-delete"]
+    assert sorted(command.name for command in run.of_type(COMMAND)) == [
+        "image-registry-delete",
+        "image-untag",
+    ]
     delete = run.one(COMMAND, "image-registry-delete")
     assert delete.inputs["delete"] == REGISTRY_DELETE_SCRIPT and "create" not in delete.inputs
     assert is_secret(delete.inputs["environment"])
