@@ -350,6 +350,7 @@ BAD_OBSERVABILITY_CONFIGS = [
     ),
     ({"prometheusPodMonitor": "yes"}, "trainstack:prometheusPodMonitor", "true or false"),
     ({"trainJobProgress": "maybe"}, "trainstack:trainJobProgress", "true or false"),
+    ({"mlflowServer": "sure"}, "trainstack:mlflowServer", "true or false"),
     (
         {"mlflowServer": True, "mlflowStorageSize": "lots"},
         "trainstack:mlflowStorageSize",

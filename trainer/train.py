@@ -160,7 +160,10 @@ class Trainer:
         if self.stop_condition is not None and stopped.get("stop_at") == str(self.stop_condition):
             self.stop_reason = stopped.get("reason")  # already done; a changed train.stop_at trains on
         if self.exporter is not None:
-            written = (self.store.root / tag).stat().st_mtime
+            try:  # when the checkpoint was published (its directory's last change)
+                written = os.stat(self.store.root / tag).st_mtime
+            except (OSError, TypeError):  # not a local path
+                written = time.time()
             self.exporter.checkpointed(self.step, written)
         return tag
 
@@ -233,10 +236,9 @@ class Trainer:
     def check_stop(self, metric: str, value: float | None) -> bool:
         """Whether train.stop_at is reached by this measurement, the same answer on every rank."""
         condition = self.stop_condition
-        measured = condition is not None and condition.metric == metric
-        if not measured:
+        if condition is None or condition.metric != metric:
             return False
-        reached = any_rank(condition.reached(value), self.context)  # type: ignore[union-attr]
+        reached = any_rank(condition.reached(value), self.context)
         if reached and self.stop_reason is None:
             self.stop_reason = f"train.stop_at {condition} reached: {metric} {value:.6g} at step {self.step}"
         return reached
