@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from trainer.shared_files import append_line, write_replacing
+
 # Dense bf16 tensor-core peak per device, TFLOP/s, from NVIDIA's datasheets; matched against the CUDA device
 # name in order (the first substring that occurs wins, so the specific names come first).
 BF16_PEAK_TFLOPS: list[tuple[str, float]] = [
@@ -90,8 +92,7 @@ class MetricsLog:
             self.bar.clear()
         self.stream.write(line + "\n")
         self.stream.flush()
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
+        append_line(self.path, line)  # whole lines even if two runs share output.dir (see shared_files)
         if fields.get("loss") is not None:
             self.last_loss = fields["loss"]
 
@@ -102,9 +103,5 @@ class MetricsLog:
     def summary(self, **fields: Any) -> None:
         if self.bar:
             self.bar.clear()
-        path = self.dir / "summary.json"
-        temporary = path.with_suffix(".json.tmp")
-        temporary.write_text(
-            json.dumps({k: clean(v) for k, v in fields.items()}, indent=2) + "\n", encoding="utf-8"
-        )
-        temporary.replace(path)
+        text = json.dumps({k: clean(v) for k, v in fields.items()}, indent=2) + "\n"
+        write_replacing(self.dir / "summary.json", text.encode("utf-8"))
