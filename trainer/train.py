@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from trainer import PREEMPTED_EXIT_CODE, STATUS_DIR_ENV
-from trainer.checkpoint import CheckpointStore
+from trainer.checkpoint import CheckpointStore, Write
 from trainer.config import ConfigError, TrainConfig
 from trainer.dataset import DataError, TokenCache, TokenData, train_batch, val_batch
 from trainer.distributed import (
@@ -113,12 +113,14 @@ class Trainer:
         self.step = 0
         self.last_loss: float | None = None
 
-    def close(self) -> None:
-        """Release the DeepSpeed engine. The ZeRO optimizer's gradient hooks (post-accumulate-grad hooks
+    def close(self, wait: bool) -> None:
+        """Wait for the checkpoint write in flight (wait=False when the run is failing: it is abandoned,
+        unpublished), then release the DeepSpeed engine. The ZeRO optimizer's gradient hooks (post-accumulate-grad hooks
         on every parameter) are held on the C++ side, out of the cycle collector's sight: without removing
         them the engine, its optimizer and the process groups they hold are never freed. (ZeRO-3 also
         keeps the model on deepspeed.runtime.zero.parameter_offload.FWD_MODULE_STACK for good, so with
         stage 3 its parameters' groups are still freed only at interpreter teardown.)"""
+        self.store.close(wait)
         self.engine.engine.destroy()
 
     def record(self, **fields: Any) -> None:
@@ -133,22 +135,39 @@ class Trainer:
         tag, manifest = found
         if manifest.get("model") != self.identity:
             raise ConfigError(
-                f"checkpoint.dir: {self.store.root / tag} holds a different model ({manifest.get('model')}) "
-                f"than this config ({self.identity}); use another checkpoint.dir"
+                f"checkpoint.dir: {self.store.storage.describe(tag)} holds a different model "
+                f"({manifest.get('model')}) than this config ({self.identity}); use another checkpoint.dir"
             )
-        client_state = self.store.load(self.engine.engine, tag)
+        client_state = self.store.load(self.engine.engine, tag, manifest)
+        saved = (manifest.get("world_size"), manifest.get("zero_stage"))
+        if self.context.is_main and saved != (self.context.world_size, self.config.train.zero_stage):
+            print(
+                f"resuming {tag} (written by {saved[0]} rank(s), ZeRO stage {saved[1]}) on "
+                f"{self.context.world_size} rank(s), ZeRO stage {self.config.train.zero_stage}",
+                file=sys.stderr,
+                flush=True,
+            )
         self.step = int(client_state["step"])
         self.last_loss = client_state.get("loss")
         return tag
 
     def save(self) -> None:
+        """Snapshot the state and write it in the background (waiting first for a write in flight)."""
         client_state = {
             "step": self.step,
             "data_position": {"step": self.step, "seed": self.config.train.seed},
             "loss": self.last_loss,
         }
-        path = self.store.save(self.engine.engine, self.step, client_state, {"model": self.identity})
-        self.record(event="checkpoint", step=self.step, path=str(path))
+        self.store.save(self.engine.engine, self.step, client_state, {"model": self.identity})
+        self.record_checkpoints(self.store.poll())
+
+    def record_checkpoints(self, writes: list[Write]) -> None:
+        """A metrics line per published checkpoint: how long the step loop was blocked by its save (of
+        that, waiting for the previous write) and how long the background write took."""
+        for write in writes:
+            self.record(event="checkpoint", step=write.step, path=write.path,
+                        blocked_s=round(write.blocked_s, 4), waited_s=round(write.waited_s, 4),
+                        write_s=None if write.write_s is None else round(write.write_s, 4))  # fmt: skip
 
     def evaluate(self) -> float:
         engine, train = self.engine.engine, self.config.train
@@ -236,15 +255,19 @@ class Trainer:
             stopping = any_rank(stop.received is not None, self.context)
             if self.step % checkpoint.every_steps == 0 or stopping or self.step == train.max_steps:
                 self.save()
+            else:
+                self.record_checkpoints(self.store.poll())
             if self.log:
                 self.log.progress(self.step)
-            if stopping:
+            if stopping:  # exit only once the stop's checkpoint is published
+                self.record_checkpoints(self.store.wait())
                 self.record(event="preempted", step=self.step, signal=stop.received)
                 return PREEMPTED_EXIT_CODE
             paused += time.perf_counter() - pause_start
         if val_loss is None or self.step % train.eval_every:  # not evaluated at the last step yet
             val_loss = self.evaluate()
             self.record(event="val", step=self.step, val_loss=val_loss)
+        self.record_checkpoints(self.store.wait())  # the last save was written while evaluating
         if self.log:
             median_rate = statistics.median(rates) if rates else None
             self.log.summary(
@@ -275,7 +298,10 @@ def _train(config: TrainConfig, cache: TokenCache, context: DistContext) -> int:
     """The Trainer's whole life: once this returns nothing refers to it, and shutdown can free its engine
     and, with it, the process groups that the engine's optimizer and parameters hold."""
     trainer = Trainer(config, cache, context)
+    finished = False
     try:
-        return trainer.run()
+        code = trainer.run()
+        finished = True
+        return code
     finally:
-        trainer.close()
+        trainer.close(wait=finished)
