@@ -1,19 +1,50 @@
-"""trainer.checkpoint: a published checkpoint is trusted only while its files match its manifest."""
+"""trainer.checkpoint: a published checkpoint is trusted only while its files match its manifest; it is
+published once, atomically, never over a complete one; unpublished directories of live runs are left alone;
+the state moves exactly between ZeRO stages."""
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
-from trainer.checkpoint import read_manifest, tag_for, write_manifest
+import pytest
+
+from trainer.checkpoint import (
+    LocalStorage,
+    file_record,
+    parameter_owners,
+    read_manifest,
+    shard_name,
+    tag_for,
+)
+
+from .conftest import REPO, trainer_env
+
+
+def staged(storage: LocalStorage, name: str, content: bytes) -> dict[str, dict[str, object]]:
+    """A staging directory holding a shard and a nested file; their manifest records."""
+    directory = storage.root / name
+    (directory / "sub").mkdir(parents=True)
+    (directory / "model.pt").write_bytes(content)
+    (directory / "sub" / "rng.pt").write_bytes(b"rng")
+    return {
+        "model.pt": file_record(directory / "model.pt"),
+        "sub/rng.pt": file_record(directory / "sub" / "rng.pt"),
+    }
 
 
 def published(tmp_path: Path) -> Path:
-    directory = tmp_path / tag_for(7)
-    (directory / "sub").mkdir(parents=True)
-    (directory / "model.pt").write_bytes(b"weights")
-    (directory / "sub" / "rng.pt").write_bytes(b"rng")
-    write_manifest(directory, step=7, world_size=2, extra={"model": {"n_layer": 2}})
-    return directory
+    storage = LocalStorage(str(tmp_path))
+    files = staged(storage, "step_000007.tmp-aa", b"weights")
+    manifest = {"step": 7, "world_size": 2, "model": {"n_layer": 2}, "files": files}
+    assert storage.publish("step_000007.tmp-aa", tag_for(7), manifest)
+    return tmp_path / tag_for(7)
 
 
 def test_manifest_lists_every_file(tmp_path: Path) -> None:
@@ -21,7 +52,8 @@ def test_manifest_lists_every_file(tmp_path: Path) -> None:
     assert problem is None and manifest is not None
     assert (manifest["step"], manifest["world_size"], manifest["model"]) == (7, 2, {"n_layer": 2})
     assert set(manifest["files"]) == {"model.pt", "sub/rng.pt"}
-    assert manifest["files"]["model.pt"]["bytes"] == 7
+    assert manifest["files"]["model.pt"] == {"bytes": 7, "sha256": hashlib.sha256(b"weights").hexdigest()}
+    assert [p.name for p in tmp_path.iterdir()] == ["step_000007"]  # the staging directory became it
 
 
 def test_missing_truncated_or_altered_files_are_detected(tmp_path: Path) -> None:
@@ -42,3 +74,185 @@ def test_tags_sort_by_step() -> None:
         "step_000099",
         "step_000100",
     ]
+    assert shard_name(3) == "shard_00003.pt"
+
+
+def test_a_published_checkpoint_is_never_replaced_by_a_second_publisher(tmp_path: Path) -> None:
+    """Two runs publishing the same step (e.g. a zombie pod still writing): the first stays, whole."""
+    storage = LocalStorage(str(tmp_path))
+    first = staged(storage, "step_000010.tmp-aa", b"first run")
+    second = staged(storage, "step_000010.tmp-bb", b"second run, longer")
+    assert storage.publish("step_000010.tmp-aa", "step_000010", {"step": 10, "files": first})
+    assert not storage.publish("step_000010.tmp-bb", "step_000010", {"step": 10, "files": second})
+    assert (tmp_path / "step_000010" / "model.pt").read_bytes() == b"first run"
+    manifest, problem = storage.verify("step_000010")
+    assert problem is None and manifest is not None and manifest["files"] == first
+    assert storage.published() == [(10, "step_000010")]
+
+
+def test_removal_never_leaves_a_half_deleted_checkpoint_that_looks_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = LocalStorage(str(tmp_path))
+    for step, run in ((10, "aa"), (20, "aa")):
+        storage.publish(f"{tag_for(step)}.tmp-{run}", tag_for(step),
+                        {"files": staged(storage, f"{tag_for(step)}.tmp-{run}", b"w")})  # fmt: skip
+    deleted: list[str] = []
+    real_rmtree = shutil.rmtree
+
+    def observe(path: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(str(path)).exists():
+            deleted.append(Path(str(path)).name)
+            assert storage.published() == [(20, "step_000020")]  # step 10 is already out of the pattern
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr("trainer.checkpoint.shutil.rmtree", observe)
+    storage.remove("step_000010", "cc")
+    assert "step_000010.tmp-cc.old" in deleted
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_000020"]
+    storage.remove("step_000010", "cc")  # already gone: nothing to do
+
+
+HOLD_RUN_LOCK = """
+import sys, time
+from pathlib import Path
+from trainer.shared_files import HeldLock
+lock = HeldLock(Path(sys.argv[1]))
+assert lock.acquire() == "held"
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.slow
+def test_only_unpublished_directories_of_dead_runs_are_removed(tmp_path: Path) -> None:
+    """A run's rank 0 holds .run-<id>.lock while it lives; its staging directories are left alone."""
+    storage = LocalStorage(str(tmp_path))
+    names = ["step_000010.tmp-a1", "step_000020.tmp-b2", "step_000020.tmp-b2.old", "step_000030.tmp-c3",
+             "step_000040.tmp", "step_000050"]  # fmt: skip
+    for name in names:
+        (tmp_path / name).mkdir()
+    (tmp_path / ".run-a1.lock").touch()  # a run that crashed: its lock file is there, nobody holds it
+    live = subprocess.Popen([sys.executable, "-c", HOLD_RUN_LOCK, str(tmp_path / ".run-b2.lock")],
+                            cwd=REPO, env=trainer_env(), stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert live.stdout is not None and live.stdout.readline().strip() == "held"
+        others = storage.remove_abandoned(own_run="c3")
+        remaining = sorted(p.name for p in tmp_path.iterdir())
+    finally:
+        live.kill()
+        live.wait()
+    assert others == ["b2"]
+    # a1: dead (lock free); b2: alive (lock held by another process); c3: this run; step_000040.tmp: the
+    # staging name of the trainer before run ids; step_000050: published.
+    assert remaining == [".run-b2.lock", "step_000020.tmp-b2", "step_000020.tmp-b2.old", "step_000030.tmp-c3",
+                         "step_000050"]  # fmt: skip
+    assert storage.remove_abandoned(own_run="c3") == []  # b2 has died since
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_000030.tmp-c3", "step_000050"]
+
+
+def test_each_parameter_has_one_writer_and_the_bytes_are_balanced() -> None:
+    sizes = [("wte", 1000), ("h.0.w", 400), ("h.1.w", 400), ("h.0.b", 10), ("h.1.b", 10), ("ln.w", 5)]
+    owners = parameter_owners(sizes, world_size=2)
+    assert set(owners) == {name for name, _ in sizes}
+    loads = [sum(size for name, size in sizes if owners[name] == rank) for rank in (0, 1)]
+    assert loads == [1000, 825]  # the largest alone; the rest on the other rank
+    assert parameter_owners(list(reversed(sizes)), world_size=2) == owners  # order-independent
+    assert set(parameter_owners(sizes, world_size=1).values()) == {0}
+    assert len(set(parameter_owners(sizes, world_size=8).values())) == 6  # more ranks than parameters
+
+
+# Saves with one ZeRO stage and loads into a freshly built engine of the next, in one process (a world of
+# one), and compares: every parameter's fp32 weight and AdamW moments (whole, by name), the optimizer step,
+# the learning rate, the loss of the loaded model, and the state after one more step on both engines.
+# argv: checkpoint directory, precision, the stages in order.
+STAGE_CHAIN = """
+import json, sys, torch
+from trainer.checkpoint import CheckpointStore, full_state, link_zero_fragments, optimizer_steps
+from trainer.config import load_config
+from trainer.distributed import init_distributed, shutdown
+from trainer.engine import build_engine, model_config
+from trainer.model import GPT
+
+directory, precision, stages = sys.argv[1], sys.argv[2], [int(s) for s in sys.argv[3:]]
+context = init_distributed()
+store = CheckpointStore(directory, 10, context)
+torch.manual_seed(1)
+batches = [(torch.randint(0, 100, (2, 32)), torch.randint(0, 100, (2, 32)))]
+
+def build(stage):
+    config = load_config(None, ["model.preset=tiny", "model.block_size=32", "data.path=x",
+        "train.max_steps=50", "checkpoint.dir=x", "checkpoint.every_steps=1", "output.dir=x",
+        "train.warmup_steps=2", "train.micro_batch_size=2", f"train.zero_stage={stage}",
+        f"train.precision={precision}"])
+    torch.manual_seed(0)
+    return build_engine(GPT(model_config(config, 100)), config, context.device, 1)
+
+def state_of(engine):
+    ds = engine.engine
+    if hasattr(next(ds.module.parameters()), "_hp_mapping"):
+        link_zero_fragments(ds)
+    return {n: {k: v.detach().float().clone() for k, v in full_state(ds, p, True).items()}
+            for n, p in ds.module.named_parameters()}
+
+def largest_difference(a, b):
+    return max((a[n][k] - b[n][k]).abs().max().item() for n in a for k in a[n])
+
+def eval_loss(engine):
+    engine.engine.eval()
+    with torch.no_grad():
+        loss = float(engine.engine(*batches[0]))
+    engine.engine.train()
+    return loss
+
+results, step = [], 0
+saved = build(stages[0])
+for _ in range(3):
+    saved.train_step(batches)
+    step += 1
+for stage in stages[1:]:
+    store.save(saved.engine, step, {"step": step}, {"model": "tiny"})
+    store.wait()
+    loaded = build(stage)
+    tag, manifest = store.newest_complete()
+    client_state = store.load(loaded.engine, tag, manifest)
+    record = {"from": manifest["zero_stage"], "to": stage, "client_state": client_state,
+              "state": largest_difference(state_of(saved), state_of(loaded)),
+              "lr": [saved.engine.get_lr()[0], loaded.engine.get_lr()[0]],
+              "steps": [optimizer_steps(saved.engine), optimizer_steps(loaded.engine)],
+              "loss": [eval_loss(saved), eval_loss(loaded)]}
+    saved.train_step(batches)
+    loaded.train_step(batches)
+    step += 1
+    record["after_a_step"] = largest_difference(state_of(saved), state_of(loaded))
+    results.append(record)
+    saved.engine.destroy()
+    saved = loaded
+saved.engine.destroy()
+store.close(wait=True)
+print(json.dumps(results))
+shutdown(context)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("precision", "stages"), [("fp32", [0, 1, 2, 3, 3, 0]), ("bf16", [1, 0, 2, 1, 3])])
+def test_state_moves_exactly_between_zero_stages(tmp_path: Path, precision: str, stages: list[int]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", STAGE_CHAIN, str(tmp_path), precision, *map(str, stages)],
+        cwd=REPO, env=trainer_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [(r["from"], r["to"]) for r in records] == list(itertools.pairwise(stages))
+    for r in records:
+        transition = f"{r['from']} -> {r['to']}"
+        assert r["state"] == 0.0, transition  # weights and moments bit for bit, whatever the stage
+        assert r["steps"][0] == r["steps"][1] > 0 and r["lr"][0] == r["lr"][1], transition
+        assert r["client_state"] == {"step": r["steps"][0]}, transition
+        # bf16 at ZeRO 0 is autocast over fp32 weights, at ZeRO >= 1 bf16 weights: the same state gives
+        # a slightly different loss and update across that line, the same one within it.
+        same_policy = precision == "fp32" or (r["from"] == 0) == (r["to"] == 0)
+        tolerance = 1e-6 if same_policy else 5e-3
+        assert abs(r["loss"][0] - r["loss"][1]) <= tolerance, transition
+        assert r["after_a_step"] <= (0.0 if r["from"] == r["to"] else tolerance), transition

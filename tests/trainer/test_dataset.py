@@ -205,13 +205,12 @@ def test_two_nodes_build_one_shared_cache_at_once(tmp_path: Path, locking: str) 
     rendezvous.mkdir()
     command = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", CONCURRENT_BUILDER,
                str(rendezvous), str(cache_dir), str(corpus), locking]  # fmt: skip
+    env, pipe = trainer_env(), subprocess.PIPE
     builders = [
-        subprocess.Popen(command, cwd=REPO, env=trainer_env(), text=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-        for _ in range(2)
+        subprocess.Popen(command, cwd=REPO, env=env, text=True, stdout=pipe, stderr=pipe) for _ in "ab"
     ]
     outputs = [builder.communicate(timeout=120) for builder in builders]
-    for builder, (_, err) in zip(builders, outputs):
+    for builder, (_, err) in zip(builders, outputs, strict=True):
         assert builder.returncode == 0, err[-3000:]
     reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
     assert [r["pid"] for r in reports] == [1, 1]  # the condition of the bug: the same PID on both nodes
