@@ -8,13 +8,16 @@ import hashlib
 import itertools
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from trainer import PREEMPTED_EXIT_CODE
 from trainer.checkpoint import (
     LocalStorage,
     file_record,
@@ -24,7 +27,8 @@ from trainer.checkpoint import (
     tag_for,
 )
 
-from .conftest import REPO, trainer_env
+from .conftest import REPO, TINY_CONFIG, metrics, run, run_overrides, trainer_env
+from .conftest import published as published_names
 
 
 def staged(storage: LocalStorage, name: str, content: bytes) -> dict[str, dict[str, object]]:
@@ -94,9 +98,9 @@ def test_removal_never_leaves_a_half_deleted_checkpoint_that_looks_published(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     storage = LocalStorage(str(tmp_path))
-    for step, run in ((10, "aa"), (20, "aa")):
-        storage.publish(f"{tag_for(step)}.tmp-{run}", tag_for(step),
-                        {"files": staged(storage, f"{tag_for(step)}.tmp-{run}", b"w")})  # fmt: skip
+    for step in (10, 20):
+        staging = f"{tag_for(step)}.tmp-aa"
+        storage.publish(staging, tag_for(step), {"files": staged(storage, staging, b"w")})
     deleted: list[str] = []
     real_rmtree = shutil.rmtree
 
@@ -256,3 +260,108 @@ def test_state_moves_exactly_between_zero_stages(tmp_path: Path, precision: str,
         tolerance = 1e-6 if same_policy else 5e-3
         assert abs(r["loss"][0] - r["loss"][1]) <= tolerance, transition
         assert r["after_a_step"] <= (0.0 if r["from"] == r["to"] else tolerance), transition
+
+
+# ---- end-to-end: background writes (a slow volume), crashes and stop signals during a write ----
+
+# `python -m trainer ...` whose checkpoint volume is slow: writing the shards of the named checkpoints takes
+# that many seconds more (each shard is on disk, the checkpoint not yet published, during the wait).
+# argv: "step_000020=3,step_000030=1", then the trainer's arguments.
+SLOW_VOLUME = """
+import sys, time
+import trainer.checkpoint as checkpoint
+from trainer.cli import main
+
+delays = dict((tag, float(s)) for tag, s in (item.split("=") for item in sys.argv[1].split(",")))
+real_write_shard = checkpoint.LocalStorage.write_shard
+
+def slow_write_shard(self, staging, name, state):
+    record = real_write_shard(self, staging, name, state)
+    time.sleep(delays.get(staging.split(".")[0], 0.0))
+    return record
+
+checkpoint.LocalStorage.write_shard = slow_write_shard
+sys.exit(main(sys.argv[2:]))
+"""
+
+RUN_SETTINGS = {"train__max_steps": 40, "checkpoint__every_steps": 10, "checkpoint__keep_last": 5,
+                "output__log_every": 1}  # fmt: skip
+
+
+def slow_volume_command(run_dir: Path, delays: str, **settings: object) -> list[str]:
+    overrides = run_overrides(run_dir, **{**RUN_SETTINGS, **settings})
+    return [sys.executable, "-c", SLOW_VOLUME, delays, "train", "--config", str(TINY_CONFIG), *overrides]
+
+
+def checkpoint_events(run_dir: Path) -> dict[int, dict[str, Any]]:
+    return {m["step"]: m for m in metrics(run_dir) if m["event"] == "checkpoint"}
+
+
+def wait_for(condition: Any, process: subprocess.Popen[str], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"exited ({process.returncode}) too early:\n{process.communicate()[1][-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("timed out")
+        time.sleep(0.02)
+
+
+def shard_staged(run_dir: Path, step: int) -> bool:
+    return any((run_dir / "checkpoints").glob(f"{tag_for(step)}.tmp-*/shard_00000.pt"))
+
+
+@pytest.mark.slow
+def test_a_slow_write_does_not_block_the_step_loop(tmp_path: Path) -> None:
+    """Writing checkpoint 20 takes 3 s more: the steps after it run meanwhile, the save itself blocks the
+    loop only for the snapshot, and the save at step 30 waits for the write in flight."""
+    result = run(slow_volume_command(tmp_path, "step_000020=3"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = checkpoint_events(tmp_path)
+    assert sorted(events) == [10, 20, 30, 40]
+    for step, event in events.items():
+        snapshot_s = event["blocked_s"] - event["waited_s"]  # the step loop's own time in the save
+        assert snapshot_s <= 0.5, (step, event)  # issue 17's bound for GPT-2 124M; ms for the tiny model
+    assert events[20]["write_s"] >= 3.0
+    assert events[30]["waited_s"] > 1.0  # the next save waited rather than skipping
+    order = [(m["event"], m["step"]) for m in metrics(tmp_path) if m["event"] in ("train", "checkpoint")]
+    # ten steps ran while checkpoint 20 was being written (it was published only after step 30)
+    assert order.index(("train", 30)) < order.index(("checkpoint", 20))
+    for step in events:
+        assert read_manifest(tmp_path / "checkpoints" / tag_for(step))[1] is None
+
+
+@pytest.mark.slow
+def test_a_crash_during_a_write_leaves_the_previous_checkpoint_newest(tmp_path: Path) -> None:
+    args = slow_volume_command(tmp_path, "step_000020=120")
+    process = subprocess.Popen(args, cwd=REPO, env=trainer_env(), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    wait_for(lambda: shard_staged(tmp_path, 20), process)
+    process.kill()  # while checkpoint 20's shard is on disk and its manifest not yet written
+    process.communicate()
+    assert published_names(tmp_path) == ["step_000010"]
+    resumed = run(slow_volume_command(tmp_path, "none=0"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    starts = [m for m in metrics(tmp_path) if m["event"] == "start"]
+    assert starts[-1]["resumed_from"] == "step_000010"
+    assert not list((tmp_path / "checkpoints").glob("*.tmp*"))  # the crashed run's staging is gone
+    assert published_names(tmp_path) == ["step_000010", "step_000020", "step_000030", "step_000040"]
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_write_ends_with_complete_checkpoints(tmp_path: Path) -> None:
+    args = slow_volume_command(tmp_path, "step_000020=4", train__max_steps=1000)
+    process = subprocess.Popen(args, cwd=REPO, env=trainer_env(), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    wait_for(lambda: shard_staged(tmp_path, 20), process)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=180)
+    assert process.returncode == PREEMPTED_EXIT_CODE, err[-3000:]
+    stopped_at = next(m["step"] for m in metrics(tmp_path) if m["event"] == "preempted")
+    assert stopped_at > 20
+    assert published_names(tmp_path) == ["step_000010", "step_000020", tag_for(stopped_at)]
+    for name in published_names(tmp_path):
+        assert read_manifest(tmp_path / "checkpoints" / name)[1] is None, name
+    assert sorted(checkpoint_events(tmp_path)) == [10, 20, stopped_at]
+    assert not list((tmp_path / "checkpoints").glob("*.tmp*"))
