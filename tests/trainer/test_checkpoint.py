@@ -9,6 +9,7 @@ import itertools
 import json
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -26,8 +27,9 @@ from trainer.checkpoint import (
     shard_name,
     tag_for,
 )
+from trainer.distributed import free_port
 
-from .conftest import REPO, TINY_CONFIG, metrics, run, run_overrides, trainer_env
+from .conftest import REPO, TINY_CONFIG, metrics, run, run_overrides, trainer_command, trainer_env
 from .conftest import published as published_names
 
 
@@ -365,3 +367,92 @@ def test_sigterm_during_a_write_ends_with_complete_checkpoints(tmp_path: Path) -
         assert read_manifest(tmp_path / "checkpoints" / name)[1] is None, name
     assert sorted(checkpoint_events(tmp_path)) == [10, 20, stopped_at]
     assert not list((tmp_path / "checkpoints").glob("*.tmp*"))
+
+
+# ---- end-to-end: a resized job resumes (issue 18 case 2) ----
+
+RESIZE_SETTINGS = {"train__max_steps": 80, "checkpoint__every_steps": 10, "checkpoint__keep_last": 2,
+                   "train__zero_stage": 1, "output__log_every": 2, "train__warmup_steps": 10}  # fmt: skip
+
+
+def phases(run_dir: Path) -> list[list[dict[str, Any]]]:
+    """metrics.jsonl split into the runs that appended to it, each starting with its start event."""
+    runs: list[list[dict[str, Any]]] = []
+    for record in metrics(run_dir):
+        if record["event"] == "start":
+            runs.append([])
+        runs[-1].append(record)
+    return runs
+
+
+def next_checkpoint_after(run_dir: Path, count: int = 2) -> Path:
+    """The checkpoint `count` saves after the newest published one: a run stopped there has trained on."""
+    newest = int(published_names(run_dir)[-1][5:]) if published_names(run_dir) else 0
+    return run_dir / "checkpoints" / tag_for((newest // 10 + count) * 10)
+
+
+def stop_all(processes: list[subprocess.Popen[str]], ready: Path, timeout: float = 240) -> list[int]:
+    """SIGTERM every process (every pod of a preempted job) once `ready` exists; their exit codes."""
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        if any(p.poll() is not None for p in processes) or time.monotonic() > deadline:
+            for p in processes:
+                p.kill()
+            pytest.fail(
+                f"{ready} did not appear:\n" + "\n".join(p.communicate()[1][-2000:] for p in processes)
+            )
+        time.sleep(0.02)
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        process.communicate(timeout=timeout)
+    return [p.returncode for p in processes]
+
+
+def launch_env(nodes: int, node_rank: int, processes: int, port: int) -> dict[str, str]:
+    return trainer_env(PET_NNODES=str(nodes), PET_NODE_RANK=str(node_rank), PET_NPROC_PER_NODE=str(processes),
+                       PET_MASTER_ADDR="127.0.0.1", PET_MASTER_PORT=str(port))  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_resized_job_resumes_and_continues_the_loss_curve(tmp_path: Path) -> None:
+    """ZeRO 1, stopped by SIGTERM and restarted at another size each time: 1 rank -> 2 ranks on one node ->
+    2 nodes of 1 rank (each node's launcher building the token cache at once) -> 1 rank, to the end."""
+    reference = tmp_path / "reference"
+    result = run(trainer_command("train", TINY_CONFIG, run_overrides(reference, **RESIZE_SETTINGS)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    resized = tmp_path / "resized"
+    args = trainer_command("launch", TINY_CONFIG, run_overrides(resized, **RESIZE_SETTINGS))
+
+    def start(env: dict[str, str]) -> subprocess.Popen[str]:
+        return subprocess.Popen(args, cwd=REPO, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+
+    ready = next_checkpoint_after(resized)
+    assert stop_all([start(launch_env(1, 0, 1, free_port()))], ready) == [PREEMPTED_EXIT_CODE]
+    ready = next_checkpoint_after(resized)
+    assert stop_all([start(launch_env(1, 0, 2, free_port()))], ready) == [PREEMPTED_EXIT_CODE]
+    ready, port = next_checkpoint_after(resized), free_port()
+    nodes = [start(launch_env(2, rank, 1, port)) for rank in (0, 1)]
+    assert stop_all(nodes, ready) == [PREEMPTED_EXIT_CODE] * 2
+    final = start(launch_env(1, 0, 1, free_port()))
+    _, err = final.communicate(timeout=240)
+    assert final.returncode == 0, err[-3000:]
+
+    # Tolerance: the loss of the same step in an uninterrupted 1-rank run. After a resize the batches of
+    # ranks other than 0 differ (and the global batch with the world size), so the curves are not equal:
+    # measured gaps 0.005-0.093 per logged step (2026-11-30). A resume that lost the weights starts again
+    # near ln(257) = 5.55, 2.4 above the curve.
+    expected = {m["step"]: m["loss"] for m in metrics(reference) if m["event"] == "train"}
+    runs = phases(resized)
+    assert [r[0]["world_size"] for r in runs] == [1, 2, 2, 1]
+    for previous, current in itertools.pairwise(runs):
+        stopped = next(m["step"] for m in previous if m["event"] == "preempted")
+        assert current[0]["resumed_from"] == tag_for(stopped)
+        gaps = {m["step"]: abs(m["loss"] - expected[m["step"]]) for m in current if m["event"] == "train"}
+        assert min(gaps) <= stopped + 2 and max(gaps.values()) <= 0.2, (stopped, gaps)
+        assert statistics.mean(gaps.values()) <= 0.1, (stopped, gaps)
+    summary = json.loads((resized / "output" / "summary.json").read_text())
+    reference_summary = json.loads((reference / "output" / "summary.json").read_text())
+    assert summary["final_step"] == RESIZE_SETTINGS["train__max_steps"] and summary["world_size"] == 1
+    assert abs(summary["val_loss"] - reference_summary["val_loss"]) <= 0.1
