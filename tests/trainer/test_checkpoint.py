@@ -29,7 +29,16 @@ from trainer.checkpoint import (
 )
 from trainer.distributed import free_port
 
-from .conftest import REPO, TINY_CONFIG, metrics, run, run_overrides, trainer_command, trainer_env
+from .conftest import (
+    REPO,
+    TINY_CONFIG,
+    assert_clean_failure,
+    metrics,
+    run,
+    run_overrides,
+    trainer_command,
+    trainer_env,
+)
 from .conftest import published as published_names
 
 
@@ -456,3 +465,62 @@ def test_a_resized_job_resumes_and_continues_the_loss_curve(tmp_path: Path) -> N
     reference_summary = json.loads((reference / "output" / "summary.json").read_text())
     assert summary["final_step"] == RESIZE_SETTINGS["train__max_steps"] and summary["world_size"] == 1
     assert abs(summary["val_loss"] - reference_summary["val_loss"]) <= 0.1
+
+
+# A checkpoint as the trainer wrote it before format 2 (DeepSpeed's save_checkpoint: ZeRO partitions per
+# rank; an RNG file per rank; a manifest without "format"), after 3 steps of the tiny config on one rank.
+# argv: the trainer's --set overrides.
+LEGACY_CHECKPOINT = """
+import json, sys
+from pathlib import Path
+import torch
+from trainer.checkpoint import file_record, rng_state
+from trainer.config import load_config
+from trainer.distributed import init_distributed, shutdown
+from trainer.engine import build_engine, model_config
+from trainer.model import GPT
+from trainer.train import model_identity
+
+context = init_distributed()
+config = load_config(sys.argv[1], [a for a in sys.argv[2:] if a != "--set"])
+torch.manual_seed(config.train.seed)
+engine = build_engine(GPT(model_config(config, 257)), config, context.device, 1)
+batch = [(torch.randint(0, 257, (4, 64)),) * 2]
+for _ in range(3):
+    engine.train_step(batch)
+root, tag = Path(config.checkpoint.dir), "step_000003"
+client_state = {"step": 3, "data_position": {"step": 3, "seed": config.train.seed}, "loss": None}
+engine.engine.save_checkpoint(str(root), tag=tag, client_state=client_state, save_latest=False)
+torch.save(rng_state(), root / tag / "rng_rank00000.pt")
+files = {p.relative_to(root / tag).as_posix(): file_record(p) for p in sorted((root / tag).rglob("*")) if p.is_file()}
+manifest = {"model": model_identity(config, 257), "step": 3, "world_size": 1, "files": files}
+(root / tag / "manifest.json").write_text(json.dumps(manifest))
+engine.engine.destroy()
+shutdown(context)
+"""
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_the_earlier_layout_resumes_at_its_size_and_refuses_a_resize(tmp_path: Path) -> None:
+    settings = {"train__max_steps": 10, "checkpoint__every_steps": 5, "train__zero_stage": 1}
+    overrides = run_overrides(tmp_path, **settings)
+    made = run([sys.executable, "-c", LEGACY_CHECKPOINT, str(TINY_CONFIG), *overrides])
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert "zero_pp_rank_0_mp_rank_00_optim_states.pt" in json.loads(
+        (tmp_path / "checkpoints" / "step_000003" / "manifest.json").read_text())["files"]  # fmt: skip
+
+    # 2 ranks: ZeRO's partitions of 1 rank cannot be split; refused by the launcher before any worker
+    env = trainer_env(PET_NNODES="1", PET_NPROC_PER_NODE="2", PET_NODE_RANK="0", PET_MASTER_ADDR="127.0.0.1")
+    refused = subprocess.run(trainer_command("launch", TINY_CONFIG, overrides), cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert_clean_failure(refused, "checkpoint.dir: ", "step_000003", "ZeRO stage 1 on 1 rank(s)",
+                         "cannot resume on 2 rank(s) with train.zero_stage=1", "use a new checkpoint.dir")  # fmt: skip
+    # a ZeRO stage change, on the same rank count: refused the same way (by the trainer itself)
+    stage_change = run(trainer_command("train", TINY_CONFIG, [*overrides, "--set", "train.zero_stage=2"]))
+    assert_clean_failure(stage_change, "cannot resume on 1 rank(s) with train.zero_stage=2")
+
+    resumed = run(trainer_command("train", TINY_CONFIG, overrides))  # the same size: DeepSpeed's loader
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [m["resumed_from"] for m in metrics(tmp_path) if m["event"] == "start"] == ["step_000003"]
+    newest = json.loads((tmp_path / "checkpoints" / "step_000010" / "manifest.json").read_text())
+    assert newest["format"] == 2  # from here on, resumable at any size
