@@ -209,6 +209,7 @@ class Trainer:
         train, checkpoint, output = self.config.train, self.config.checkpoint, self.config.output
         stop = StopSignal()
         resumed_from = self.resume()
+        self.store.prepare(self.engine.engine)
         self.record(
             event="start",
             step=self.step,
