@@ -427,6 +427,37 @@ def _zero_optimizer_state(engine: Any, steps: int) -> None:
     link_zero_fragments(engine)
 
 
+def set_full_state(param: torch.nn.Parameter, value: torch.Tensor, key: str | None) -> None:
+    """Set a parameter's fp32 master weight (key None) or AdamW moment, given whole, in DeepSpeed's ZeRO
+    optimizer. ZeRO 3 gives each rank an equal share of the flattened parameter, the last one padded;
+    DeepSpeed 0.19.8's stage-3 set_full_hp_param slices the value without that padding (and overruns on the
+    last rank whenever the world size does not divide the parameter's size), so this rank's padded share
+    goes through the local API instead."""
+    from deepspeed.utils import (
+        safe_set_full_fp32_param,
+        safe_set_full_optimizer_state,
+        safe_set_local_fp32_param,
+        safe_set_local_optimizer_state,
+    )
+
+    value = value.to(param.device)
+    if hasattr(param, "ds_id"):
+        group = param.ds_process_group  # type: ignore[attr-defined]
+        share = param.ds_tensor.ds_numel  # type: ignore[attr-defined]
+        padded = torch.nn.functional.pad(
+            value.flatten(), (0, share * dist.get_world_size(group) - value.numel())
+        )
+        local = padded.narrow(0, share * dist.get_rank(group), share)
+        if key is None:
+            safe_set_local_fp32_param(param, local)
+        else:
+            safe_set_local_optimizer_state(param, local, key)
+    elif key is None:
+        safe_set_full_fp32_param(param, value)
+    else:
+        safe_set_full_optimizer_state(param, value, key)
+
+
 def restore(engine: Any, shards: list[dict[str, Any]]) -> dict[str, Any]:
     """Load every parameter's weight and moments, the optimizer step and the LR schedule into a freshly
     built engine of any ZeRO stage and world size; returns the run state."""
@@ -442,7 +473,6 @@ def restore(engine: Any, shards: list[dict[str, Any]]) -> dict[str, Any]:
     with_moments = steps > 0
     if partitioned(named[0][1]):
         import deepspeed
-        from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_state
 
         if with_moments:
             _zero_optimizer_state(engine, steps)
@@ -452,9 +482,9 @@ def restore(engine: Any, shards: list[dict[str, Any]]) -> dict[str, Any]:
             for name, param in named:
                 param.data.copy_(params[name]["weight"])
         for name, param in named:  # the fp32 master weights and moments in the ZeRO optimizer
-            safe_set_full_fp32_param(param, params[name]["weight"].to(param.device))
+            set_full_state(param, params[name]["weight"], None)
             for key in OPTIMIZER_KEYS if with_moments else ():
-                safe_set_full_optimizer_state(param, params[name][key].to(param.device), key)
+                set_full_state(param, params[name][key], key)
     else:
         optimizer = engine.optimizer
         for name, param in named:

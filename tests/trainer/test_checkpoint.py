@@ -166,6 +166,10 @@ def test_only_unpublished_directories_of_dead_runs_are_removed(tmp_path: Path) -
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_000030.tmp-c3", "step_000050"]
 
 
+def torchrun_prefix(ranks: int) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
+
+
 def test_each_parameter_has_one_writer_and_the_bytes_are_balanced() -> None:
     sizes = [("wte", 1000), ("h.0.w", 400), ("h.1.w", 400), ("h.0.b", 10), ("h.1.b", 10), ("ln.w", 5)]
     owners = parameter_owners(sizes, world_size=2)
@@ -177,10 +181,10 @@ def test_each_parameter_has_one_writer_and_the_bytes_are_balanced() -> None:
     assert len(set(parameter_owners(sizes, world_size=8).values())) == 6  # more ranks than parameters
 
 
-# Saves with one ZeRO stage and loads into a freshly built engine of the next, in one process (a world of
-# one), and compares: every parameter's fp32 weight and AdamW moments (whole, by name), the optimizer step,
-# the learning rate, the loss of the loaded model, and the state after one more step on both engines.
-# argv: checkpoint directory, precision, the stages in order.
+# Saves with one ZeRO stage and loads into a freshly built engine of the next (alone, or under torchrun),
+# and compares: every parameter's fp32 weight and AdamW moments (whole, by name), the optimizer step, the
+# learning rate, the loss of the loaded model, and the state after one more step on both engines. Rank 0
+# prints the records. argv: checkpoint directory, precision, the stages in order.
 STAGE_CHAIN = """
 import json, sys, torch
 from trainer.checkpoint import CheckpointStore, full_state, link_zero_fragments, optimizer_steps
@@ -201,7 +205,7 @@ def build(stage):
         "train.warmup_steps=2", "train.micro_batch_size=2", f"train.zero_stage={stage}",
         f"train.precision={precision}"])
     torch.manual_seed(0)
-    return build_engine(GPT(model_config(config, 100)), config, context.device, 1)
+    return build_engine(GPT(model_config(config, 100)), config, context.device, context.world_size)
 
 def state_of(engine):
     ds = engine.engine
@@ -245,16 +249,30 @@ for stage in stages[1:]:
     saved = loaded
 saved.engine.destroy()
 store.close(wait=True)
-print(json.dumps(results))
+if context.is_main:
+    print(json.dumps(results))
 shutdown(context)
 """
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("precision", "stages"), [("fp32", [0, 1, 2, 3, 3, 0]), ("bf16", [1, 0, 2, 1, 3])])
-def test_state_moves_exactly_between_zero_stages(tmp_path: Path, precision: str, stages: list[int]) -> None:
+@pytest.mark.parametrize(
+    ("precision", "stages", "ranks"),
+    [
+        ("fp32", [0, 1, 2, 3, 3, 0], 1),
+        ("bf16", [1, 0, 2, 1, 3], 1),
+        # 3 ranks: ZeRO's partitions of the 100 x 64 embedding (6400 elements) end in padding
+        ("fp32", [3, 1, 0, 3], 3),
+    ],
+)
+def test_state_moves_exactly_between_zero_stages(
+    tmp_path: Path, precision: str, stages: list[int], ranks: int
+) -> None:
+    probe = tmp_path / "stage_chain.py"
+    probe.write_text(STAGE_CHAIN)
+    launcher = [sys.executable] if ranks == 1 else torchrun_prefix(ranks)
     result = subprocess.run(
-        [sys.executable, "-c", STAGE_CHAIN, str(tmp_path), precision, *map(str, stages)],
+        [*launcher, str(probe), str(tmp_path / "checkpoints"), precision, *map(str, stages)],
         cwd=REPO, env=trainer_env(), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
