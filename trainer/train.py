@@ -115,11 +115,12 @@ class Trainer:
 
     def close(self, wait: bool) -> None:
         """Wait for the checkpoint write in flight (wait=False when the run is failing: it is abandoned,
-        unpublished), then release the DeepSpeed engine. The ZeRO optimizer's gradient hooks (post-accumulate-grad hooks
-        on every parameter) are held on the C++ side, out of the cycle collector's sight: without removing
-        them the engine, its optimizer and the process groups they hold are never freed. (ZeRO-3 also
-        keeps the model on deepspeed.runtime.zero.parameter_offload.FWD_MODULE_STACK for good, so with
-        stage 3 its parameters' groups are still freed only at interpreter teardown.)"""
+        unpublished), then release the DeepSpeed engine. The ZeRO optimizer's gradient hooks
+        (post-accumulate-grad hooks on every parameter) are held on the C++ side, out of the cycle
+        collector's sight: without removing them the engine, its optimizer and the process groups they hold
+        are never freed. (ZeRO-3 also keeps the model on
+        deepspeed.runtime.zero.parameter_offload.FWD_MODULE_STACK for good, so with stage 3 its parameters'
+        groups are still freed only at interpreter teardown.)"""
         self.store.close(wait)
         self.engine.engine.destroy()
 
