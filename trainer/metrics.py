@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, TextIO
 
+from trainer.shared_files import append_line, write_replacing
+
 # How a run's process ends, as its sinks are told: trained to the end (or to train.stop_at), stopped by a
 # signal after saving (exit 75), or an error.
 Outcome = Literal["finished", "preempted", "failed"]
@@ -122,8 +124,7 @@ class MetricsLog:
             self.bar.clear()
         self.stream.write(line + "\n")
         self.stream.flush()
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
+        append_line(self.path, line)  # whole lines even if two runs share output.dir (see shared_files)
         if fields.get("loss") is not None:
             self.last_loss = fields["loss"]
         for sink in self.sinks:
@@ -136,11 +137,8 @@ class MetricsLog:
     def summary(self, **fields: Any) -> None:
         if self.bar:
             self.bar.clear()
-        path = self.dir / "summary.json"
-        temporary = path.with_suffix(".json.tmp")
         cleaned = {key: clean(value) for key, value in fields.items()}
-        temporary.write_text(json.dumps(cleaned, indent=2) + "\n", encoding="utf-8")
-        temporary.replace(path)
+        write_replacing(self.dir / "summary.json", (json.dumps(cleaned, indent=2) + "\n").encode("utf-8"))
         for sink in self.sinks:
             sink.summary(cleaned)
 

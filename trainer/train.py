@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from trainer import PREEMPTED_EXIT_CODE, STATUS_DIR_ENV
-from trainer.checkpoint import CheckpointStore
+from trainer.checkpoint import CheckpointStore, Write
 from trainer.config import ConfigError, StopCondition, TrainConfig
 from trainer.dataset import DataError, TokenCache, TokenData, train_batch, val_batch
 from trainer.distributed import (
@@ -130,12 +130,15 @@ class Trainer:
         # Why the run ended before train.max_steps (train.stop_at), also restored from a checkpoint.
         self.stop_reason: str | None = None
 
-    def close(self) -> None:
-        """Release the DeepSpeed engine. The ZeRO optimizer's gradient hooks (post-accumulate-grad hooks
-        on every parameter) are held on the C++ side, out of the cycle collector's sight: without removing
-        them the engine, its optimizer and the process groups they hold are never freed. (ZeRO-3 also
-        keeps the model on deepspeed.runtime.zero.parameter_offload.FWD_MODULE_STACK for good, so with
-        stage 3 its parameters' groups are still freed only at interpreter teardown.)"""
+    def close(self, wait: bool) -> None:
+        """Wait for the checkpoint write in flight (wait=False when the run is failing: it is abandoned,
+        unpublished), then release the DeepSpeed engine. The ZeRO optimizer's gradient hooks
+        (post-accumulate-grad hooks on every parameter) are held on the C++ side, out of the cycle
+        collector's sight: without removing them the engine, its optimizer and the process groups they hold
+        are never freed. (ZeRO-3 also keeps the model on
+        deepspeed.runtime.zero.parameter_offload.FWD_MODULE_STACK for good, so with stage 3 its parameters'
+        groups are still freed only at interpreter teardown.)"""
+        self.store.close(wait)
         self.engine.engine.destroy()
 
     def record(self, **fields: Any) -> None:
@@ -150,24 +153,33 @@ class Trainer:
         tag, manifest = found
         if manifest.get("model") != self.identity:
             raise ConfigError(
-                f"checkpoint.dir: {self.store.root / tag} holds a different model ({manifest.get('model')}) "
-                f"than this config ({self.identity}); use another checkpoint.dir"
+                f"checkpoint.dir: {self.store.storage.describe(tag)} holds a different model "
+                f"({manifest.get('model')}) than this config ({self.identity}); use another checkpoint.dir"
             )
-        client_state = self.store.load(self.engine.engine, tag)
+        client_state = self.store.load(self.engine.engine, tag, manifest)
+        saved = (manifest.get("world_size"), manifest.get("zero_stage"))
+        if self.context.is_main and saved != (self.context.world_size, self.config.train.zero_stage):
+            print(
+                f"resuming {tag} (written by {saved[0]} rank(s), ZeRO stage {saved[1]}) on "
+                f"{self.context.world_size} rank(s), ZeRO stage {self.config.train.zero_stage}",
+                file=sys.stderr,
+                flush=True,
+            )
         self.step = int(client_state["step"])
         self.last_loss = client_state.get("loss")
         stopped = client_state.get("stopped_early") or {}
         if self.stop_condition is not None and stopped.get("stop_at") == str(self.stop_condition):
             self.stop_reason = stopped.get("reason")  # already done; a changed train.stop_at trains on
         if self.exporter is not None:
-            try:  # when the checkpoint was published (its directory's last change)
-                written = os.stat(self.store.root / tag).st_mtime
-            except (OSError, TypeError):  # not a local path
+            try:
+                written = self.store.storage.published_at(tag)
+            except OSError:  # gone since it was read: as if just written
                 written = time.time()
             self.exporter.checkpointed(self.step, written)
         return tag
 
     def save(self) -> None:
+        """Snapshot the state and write it in the background (waiting first for a write in flight)."""
         client_state = {
             "step": self.step,
             "data_position": {"step": self.step, "seed": self.config.train.seed},
@@ -176,8 +188,16 @@ class Trainer:
             if self.stop_reason is None
             else {"stop_at": str(self.stop_condition), "reason": self.stop_reason},
         }
-        path = self.store.save(self.engine.engine, self.step, client_state, {"model": self.identity})
-        self.record(event="checkpoint", step=self.step, path=str(path))
+        self.store.save(self.engine.engine, self.step, client_state, {"model": self.identity})
+        self.record_checkpoints(self.store.poll())
+
+    def record_checkpoints(self, writes: list[Write]) -> None:
+        """A metrics line per published checkpoint: how long the step loop was blocked by its save (of
+        that, waiting for the previous write) and how long the background write took."""
+        for write in writes:
+            self.record(event="checkpoint", step=write.step, path=write.path,
+                        blocked_s=round(write.blocked_s, 4), waited_s=round(write.waited_s, 4),
+                        write_s=None if write.write_s is None else round(write.write_s, 4))  # fmt: skip
 
     def evaluate(self) -> float:
         engine, train = self.engine.engine, self.config.train
@@ -258,6 +278,7 @@ class Trainer:
         stop = StopSignal()
         resumed_from = self.resume()
         self.start_sinks()
+        self.store.prepare(self.engine.engine)
         self.record(
             event="start",
             step=self.step,
@@ -309,15 +330,19 @@ class Trainer:
             stopping = any_rank(stop.received is not None, self.context)
             if self.step % checkpoint.every_steps == 0 or stopping or reached or self.step == train.max_steps:
                 self.save()
+            else:
+                self.record_checkpoints(self.store.poll())
             if self.log:
                 self.log.progress(self.step)
-            if stopping:
+            if stopping:  # exit only once the stop's checkpoint is published
+                self.record_checkpoints(self.store.wait())
                 self.record(event="preempted", step=self.step, signal=stop.received)
                 return PREEMPTED_EXIT_CODE
             paused += time.perf_counter() - pause_start
         if val_loss is None or self.step % train.eval_every:  # not evaluated at the last step yet
             val_loss = self.evaluate()
             self.record(event="val", step=self.step, val_loss=val_loss)
+        self.record_checkpoints(self.store.wait())  # the last save was written while evaluating
         if self.log:
             median_rate = statistics.median(rates) if rates else None
             self.log.summary(
@@ -373,7 +398,10 @@ def _train(
     """The Trainer's whole life: once this returns nothing refers to it, and shutdown can free its engine
     and, with it, the process groups that the engine's optimizer and parameters hold."""
     trainer = Trainer(config, cache, context, exporter)
+    finished = False
     try:
-        return trainer.run()
+        code = trainer.run()
+        finished = True
+        return code
     finally:
-        trainer.close()
+        trainer.close(wait=finished)

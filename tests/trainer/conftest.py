@@ -74,10 +74,23 @@ def metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines]
 
 
+def published(run_dir: Path) -> list[str]:
+    """The published checkpoints' names, oldest first (not the step_N.tmp-<run> staging directories)."""
+    return sorted(p.name for p in (run_dir / "checkpoints").glob("step_*") if p.name[5:].isdigit())
+
+
+def checkpoint_state(checkpoint: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """Every parameter's saved state (fp32 weight, exp_avg, exp_avg_sq) by name, from all shards."""
+    manifest = json.loads((checkpoint / "manifest.json").read_text())
+    state: dict[str, dict[str, torch.Tensor]] = {}
+    for shard in manifest["shards"]:
+        state.update(torch.load(checkpoint / shard, map_location="cpu", weights_only=True)["params"])
+    return state
+
+
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    newest = sorted((run_dir / "checkpoints").glob("step_*"))[-1]
-    state = torch.load(newest / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
-    return dict(state["module"])
+    newest = run_dir / "checkpoints" / published(run_dir)[-1]
+    return {name: entry["weight"] for name, entry in checkpoint_state(newest).items()}
 
 
 def assert_clean_failure(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
