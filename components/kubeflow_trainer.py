@@ -39,6 +39,12 @@ WEBHOOK_CONFIGURATIONS = (
 
 # The controllers are Available and their webhooks serve with a CA bundle: kubeflow_trainer_ready.sh.
 READINESS_SCRIPT = script("kubeflow_trainer_ready.sh")
+# CRDs the chart installs from a crds/ directory, which Helm never deletes: JobSet's (kubernetes-sigs/jobset
+# v0.12.0, charts/jobset/crds/, the subchart Trainer 2.3.0 depends on; Trainer's own CRDs are templates, which
+# Helm deletes with the release). The stack deletes those it added (kubeflow_trainer_crds_*.sh).
+CHART_CRDS = ("jobsets.jobset.x-k8s.io",)
+CRDS_RECORD_SCRIPT = script("kubeflow_trainer_crds_record.sh")
+CRDS_DELETE_SCRIPT = script("kubeflow_trainer_crds_delete.sh")
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,15 @@ class KubeflowTrainer(pulumi.ComponentResource):
         # (a Release's objects are not Pulumi resources); it is the Release's Helm post-renderer, which
         # the provider runs both when it renders the chart for a diff and when it installs it.
         patched = args.ignore_webhook_failures
+        # Before the release (so destroyed after it): which of the charts' crds/ CRDs this stack adds.
+        crds = kubectl_command(
+            f"{name}-crds",
+            kubeconfig=kubeconfig,
+            script=CRDS_RECORD_SCRIPT,
+            delete=CRDS_DELETE_SCRIPT,
+            environment={"CHART_CRDS": " ".join(CHART_CRDS)},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
+        )
         self.release = k8s.helm.v3.Release(
             name,
             name=TRAINER_CHART_NAME,
@@ -122,7 +137,7 @@ class KubeflowTrainer(pulumi.ComponentResource):
             # An input the provider diffs: a changed patch upgrades the release, which runs the post-renderer.
             description=f"trainstack webhook patch {webhook_patch_digest()}" if patched else None,
             timeout=600,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, crds]),
         )
         self.ready = kubectl_command(
             f"{name}-ready",
