@@ -33,6 +33,7 @@ from trainer.distributed import (
 from trainer.engine import Engine, build_engine, enable_tf32, model_config
 from trainer.metrics import MetricsLog, mfu, peak_flops
 from trainer.model import GPT
+from trainer.startup import StartupClock, compile_estimate
 
 
 class StopSignal:
@@ -87,17 +88,23 @@ def model_identity(config: TrainConfig, vocab_size: int) -> dict[str, Any]:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, cache: TokenCache, context: DistContext) -> None:
+    def __init__(
+        self, config: TrainConfig, cache: TokenCache, context: DistContext, clock: StartupClock | None = None
+    ) -> None:
         self.config = config
         self.context = context
+        self.clock = clock or StartupClock()
+        self.clock.lap("startup")
         train = config.train
         self.data = prepare_data(cache, context)
+        self.clock.lap("data")
         torch.manual_seed(train.seed)  # the same initial weights on every rank
         self.model = GPT(model_config(config, self.data.vocab_size))
         self.identity = model_identity(config, self.data.vocab_size)
         if context.device.type == "cuda":
             enable_tf32()
         self.engine: Engine = build_engine(self.model, config, context.device, context.world_size)
+        self.clock.lap("engine")
         torch.manual_seed(train.seed + context.rank)  # dropout differs between ranks
         self.store = CheckpointStore(config.checkpoint.dir, config.checkpoint.keep_last, context)
         self.tokens_per_step = (
@@ -190,17 +197,22 @@ class Trainer:
         train, checkpoint, output = self.config.train, self.config.checkpoint, self.config.output
         stop = StopSignal()
         resumed_from = self.resume()
-        self.record(
-            event="start",
-            step=self.step,
-            resumed_from=resumed_from,
-            world_size=self.context.world_size,
-            device=self.device_name,
-            compiled=self.engine.compiled,
-            params=self.model.num_params(),
-            tokens=len(self.data.train),
-            data=self.data.describe,
-        )
+        self.clock.lap("resume")
+        # Recorded once the first step is done (or at once when there is none to do), with the time to it.
+        start = {
+            "event": "start",
+            "step": self.step,
+            "resumed_from": resumed_from,
+            "world_size": self.context.world_size,
+            "device": self.device_name,
+            "compiled": self.engine.compiled,
+            "zero_stage": self.engine.zero_stage,
+            "params": self.model.num_params(),
+            "tokens": len(self.data.train),
+            "data": self.data.describe,
+        }
+        if self.step >= train.max_steps:
+            self.record(**start, **self.clock.report(), first_step_s=None)
         rates: list[float] = []
         val_loss: float | None = None
         flops_per_token = self.model.flops_per_token()
@@ -211,6 +223,10 @@ class Trainer:
             loss, grad_norm = self.engine.train_step(self.micro_batches())
             self.step += 1
             interval_steps += 1
+            if "first_step_s" not in self.clock.parts:
+                loss.item()  # waits for the device: the first step is done
+                self.clock.lap("first_step")
+                self.record(**start, **self.clock.report())
             if self.step % output.log_every == 0 or self.step == train.max_steps:
                 self.last_loss = mean_over_ranks(
                     float(loss.item()), self.context.device
@@ -247,7 +263,14 @@ class Trainer:
             self.record(event="val", step=self.step, val_loss=val_loss)
         if self.log:
             median_rate = statistics.median(rates) if rates else None
+            startup = self.clock.report()
             self.log.summary(
+                **startup,
+                compile_s=compile_estimate(
+                    startup.get("first_step_s"),
+                    None if median_rate is None else self.tokens_per_step / median_rate,
+                    self.engine.compiled,
+                ),
                 final_step=self.step,
                 final_loss=self.last_loss,
                 val_loss=val_loss,
@@ -263,18 +286,19 @@ class Trainer:
 
 def train(config: TrainConfig) -> int:
     """Train (or resume) to train.max_steps; the exit code: 0, or PREEMPTED_EXIT_CODE after a stop signal."""
+    clock = StartupClock()
     cache = TokenCache(config.data, config.model.block_size)  # a missing path or unknown encoding fails here
     context = init_distributed()
     try:
-        return _train(config, cache, context)
+        return _train(config, cache, context, clock)
     finally:
         shutdown(context)
 
 
-def _train(config: TrainConfig, cache: TokenCache, context: DistContext) -> int:
+def _train(config: TrainConfig, cache: TokenCache, context: DistContext, clock: StartupClock) -> int:
     """The Trainer's whole life: once this returns nothing refers to it, and shutdown can free its engine
     and, with it, the process groups that the engine's optimizer and parameters hold."""
-    trainer = Trainer(config, cache, context)
+    trainer = Trainer(config, cache, context, clock)
     try:
         return trainer.run()
     finally:
