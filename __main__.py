@@ -42,6 +42,7 @@ job = TrainingJob(
     image_pull_secret=access.image_pull_secret,
     kubeconfig=cluster.kubeconfig,
     start_after=[trainer, image, *([gpu_operator] if gpu_operator else [])],
+    runtime_class=gpu_operator.runtime_class if gpu_operator else None,
     opts=on_cluster,
 )
 

@@ -23,8 +23,13 @@ from components.cluster import ClusterArgs, DockerNodes, RemoteHosts
 from components.gpu_operator import GpuOperatorArgs
 from components.kubeflow_trainer import TRAINER_CHART_NAME, KubeflowTrainerArgs
 from components.trainer_image import Delivery, DockerNodesImport, K3sImport, KindLoad, TrainerImageArgs
-from components.training_job import TrainingJobArgs, job_paths
-from trainer.config import ConfigError, load_config
+from components.training_job import (
+    MIN_GRACE_PERIOD_SECONDS,
+    TrainingJobArgs,
+    default_grace_period_seconds,
+    job_paths,
+)
+from trainer.config import ConfigError, TrainConfig, load_config
 
 PROJECT = "trainstack"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -282,7 +287,7 @@ def _registry(values: Mapping[str, Any], password: pulumi.Input[str] | None) -> 
     return RegistryCredentials(server, username, password)
 
 
-def _train_config(values: Mapping[str, Any], job_name: str) -> str:
+def _train_config(values: Mapping[str, Any], job_name: str) -> TrainConfig:
     """The preset with the overrides and the stack's in-cluster paths, validated by the trainer's own loader."""
     preset = _one_of(values, "trainingPreset", available_presets())
     overrides = list(values["trainingOverrides"])
@@ -300,7 +305,22 @@ def _train_config(values: Mapping[str, Any], job_name: str) -> str:
         )
     except ConfigError as error:
         raise _error("trainingOverrides", f"invalid training config for preset {preset!r}: {error}") from None
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+    return config
+
+
+def _grace_period(values: Mapping[str, Any], config: TrainConfig) -> int:
+    """terminationGracePeriodSeconds, or with 0 the one derived from the model's parameter count."""
+    derived = default_grace_period_seconds(config.parameter_count())
+    seconds = _at_least(values, "terminationGracePeriodSeconds", 0)
+    if seconds == 0:
+        return derived
+    if seconds < MIN_GRACE_PERIOD_SECONDS:
+        raise _error(
+            "terminationGracePeriodSeconds",
+            f"must be 0 (derived from the model size: {derived} s for this config) or at least"
+            f" {MIN_GRACE_PERIOD_SECONDS} seconds, got {seconds}",
+        )
+    return seconds
 
 
 def parse_settings(
@@ -349,8 +369,9 @@ def parse_settings(
         checkpoint_size=quantities["checkpointStorageSize"],
         checkpoint_storage_class=str(values["checkpointStorageClass"]),
         shared_storage=cluster.shared_storage,
-        train_config=train_config,
+        train_config=yaml.safe_dump(train_config.to_dict(), sort_keys=False),
         pod_names_timeout_seconds=_at_least(values, "podNamesTimeoutSeconds", 0),
+        termination_grace_period_seconds=_grace_period(values, train_config),
     )
     gpu_operator = None
     if cluster.gpus_per_node:

@@ -18,6 +18,7 @@ from components.training_job import (
     TrainingJob,
     TrainingJobArgs,
     config_map_name,
+    default_grace_period_seconds,
     job_paths,
     train_job_spec,
     training_runtime_spec,
@@ -42,6 +43,7 @@ def job_args(**changes: Any) -> TrainingJobArgs:
         "checkpoint_storage_class": "nfs-client",
         "train_config": "train: {max_steps: 1}\n",
         "pod_names_timeout_seconds": 30,
+        "termination_grace_period_seconds": 90,
     }
     return TrainingJobArgs(**{**base, **changes})
 
@@ -136,17 +138,68 @@ def test_cpu_job_has_no_gpu_resources_or_tolerations() -> None:
     trainer = document["spec"]["trainer"]
     assert "nvidia.com/gpu" not in trainer["resourcesPerNode"]["requests"]
     assert trainer["numProcPerNode"] == 1
-    assert trainer["env"] == [{"name": "DS_ACCELERATOR", "value": "cpu"}]
+    assert {"name": "DS_ACCELERATOR", "value": "cpu"} in trainer["env"]
     assert "tolerations" not in pod_patch(document)
 
 
-def test_runtime_restarts_the_jobset_and_runs_pods_safely() -> None:
-    document: dict[str, Any] = {
+def test_grace_period_and_a_matching_torchrun_wait() -> None:
+    """Issue 18 case 5: Kubernetes' 30 s default and torchrun's own 30 s SIGKILL cut off long saves."""
+    document = trainjob(job_args(termination_grace_period_seconds=300))
+    assert pod_patch(document)["terminationGracePeriodSeconds"] == 300
+    env = {item["name"]: item.get("value") for item in document["spec"]["trainer"]["env"]}
+    assert env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "290"  # torchrun gives up 10 s before Kubernetes does
+    assert round_trip(TrainerV1alpha1TrainJob, document) == document
+
+
+@pytest.mark.parametrize(
+    ("parameters", "seconds"),
+    [
+        (0, 60),  # the floor
+        (124_475_904, 89),  # GPT-2 124M: 60 + 2 x 3 x 2.7 s/GB x 1.74 GB = 88.2
+        (1_557_686_400, 414),  # GPT-2 1.5B: 60 + 2 x 3 x 2.7 x 21.8 = 413.3
+    ],
+)
+def test_default_grace_period_grows_with_the_checkpoint(parameters: int, seconds: int) -> None:
+    assert default_grace_period_seconds(parameters) == seconds
+
+
+def runtime_document(args: TrainingJobArgs, runtime_class: str | None = None) -> dict[str, Any]:
+    return {
         "apiVersion": "trainer.kubeflow.org/v1alpha1",
         "kind": "TrainingRuntime",
         "metadata": {"name": RUNTIME_NAME},
-        "spec": training_runtime_spec(job_args(), IMAGE),
+        "spec": training_runtime_spec(args, IMAGE, runtime_class),
     }
+
+
+def test_runtime_states_what_the_jobset_webhook_would_default() -> None:
+    """Issue 18 case 3: on k3s JobSet's mutating webhook may be skipped (failurePolicy Ignore). Its defaults
+    (jobset v0.12.0 pkg/webhooks/jobset_webhook.go) are stated here, so the job never depends on them: Indexed
+    Jobs (PET_NODE_RANK comes from the completion-index annotation), DNS hostnames published before
+    readiness (PET_MASTER_ADDR is <job>-node-0-0.<job>), a success policy, and our own restartPolicy."""
+    document = runtime_document(job_args())
+    assert round_trip(TrainerV1alpha1TrainingRuntime, document) == document
+    jobset = document["spec"]["template"]["spec"]
+    assert jobset["successPolicy"] == {"operator": "All"}
+    assert jobset["network"] == {"enableDNSHostnames": True, "publishNotReadyAddresses": True}
+    job = jobset["replicatedJobs"][0]["template"]["spec"]
+    assert job["completionMode"] == "Indexed"
+    assert job["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_gpu_pods_name_the_runtime_class_when_given() -> None:
+    """Issue 18 case 6: the pods name the GPU Operator's RuntimeClass instead of relying on containerd's
+    default runtime (which k3s can revert)."""
+    document = runtime_document(job_args(), runtime_class="nvidia")
+    assert round_trip(TrainerV1alpha1TrainingRuntime, document) == document
+    pod = document["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    assert pod["runtimeClassName"] == "nvidia"
+    plain = runtime_document(job_args(gpus_per_node=0))
+    assert "runtimeClassName" not in str(plain)
+
+
+def test_runtime_restarts_the_jobset_and_runs_pods_safely() -> None:
+    document = runtime_document(job_args())
     assert round_trip(TrainerV1alpha1TrainingRuntime, document) == document
     jobset = document["spec"]["template"]["spec"]
     assert jobset["failurePolicy"]["maxRestarts"] == 5
