@@ -87,6 +87,18 @@ def model_identity(config: TrainConfig, vocab_size: int) -> dict[str, Any]:
     }
 
 
+def saved_zero_stage(manifest: dict[str, Any]) -> int | None:
+    """The ZeRO stage a checkpoint was saved at: its manifest's zero_stage; for a manifest from before that
+    field, 0 or 1 for "without or with ZeRO optimizer partitions" (DeepSpeed's zero_pp_rank_* files), which
+    is what decides whether DeepSpeed can load it into an engine."""
+    if "zero_stage" in manifest:
+        return int(manifest["zero_stage"])
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        return None
+    return 1 if any(name.startswith("zero_pp_rank_") for name in files) else 0
+
+
 class Trainer:
     def __init__(
         self, config: TrainConfig, cache: TokenCache, context: DistContext, clock: StartupClock | None = None
@@ -143,6 +155,23 @@ class Trainer:
                 f"checkpoint.dir: {self.store.root / tag} holds a different model ({manifest.get('model')}) "
                 f"than this config ({self.identity}); use another checkpoint.dir"
             )
+        saved = saved_zero_stage(manifest)
+        running = self.engine.zero_stage
+        if saved is not None and (saved == 0) != (running == 0):
+            # DeepSpeed keeps the optimizer state in the model file at stage 0 and in per-rank partitions
+            # above it: neither loads into the other. One rank runs ZeRO 0 (trainer.engine.zero_stage), so a
+            # resize between one rank and several can be such a change.
+            saved_shown = manifest.get("zero_stage", ">= 1" if saved else 0)
+            remedy = (
+                "resume with 2 or more ranks (ZeRO stages 1-3 run only there)"
+                if running == 0
+                else "resume with one rank or with train.zero_stage=0"
+            )
+            raise ConfigError(
+                f"checkpoint.dir: {self.store.root / tag} was saved at ZeRO stage {saved_shown} by"
+                f" {manifest.get('world_size')} rank(s), and this run ({self.context.world_size} rank(s)) runs"
+                f" ZeRO stage {running}, which cannot load it: {remedy}, or start in another checkpoint.dir"
+            )
         client_state = self.store.load(self.engine.engine, tag)
         self.step = int(client_state["step"])
         self.last_loss = client_state.get("loss")
@@ -154,7 +183,12 @@ class Trainer:
             "data_position": {"step": self.step, "seed": self.config.train.seed},
             "loss": self.last_loss,
         }
-        path = self.store.save(self.engine.engine, self.step, client_state, {"model": self.identity})
+        path = self.store.save(
+            self.engine.engine,
+            self.step,
+            client_state,
+            {"model": self.identity, "zero_stage": self.engine.zero_stage},
+        )
         self.record(event="checkpoint", step=self.step, path=str(path))
 
     def evaluate(self) -> float:
