@@ -23,7 +23,7 @@ UP_TOOLS := pulumi docker kind kubectl
 # `make train-local` writes here (replaced on each run).
 LOCAL_RUN ?= runs/train-local
 
-.PHONY: venv lint typecheck test up down check-prereqs train-local e2e-toolchain
+.PHONY: venv lint typecheck test up down check-prereqs train-local e2e-toolchain e2e
 
 # The virtualenv, with CPU PyTorch first (DeepSpeed builds against the torch it finds).
 $(STAMP): requirements.txt requirements-dev.txt trainer/requirements.txt
@@ -35,14 +35,19 @@ $(STAMP): requirements.txt requirements-dev.txt trainer/requirements.txt
 
 venv: $(STAMP)
 
+# Every tracked shell script is checked by shellcheck (settings in .shellcheckrc).
+SHELL_SCRIPTS = $(shell git ls-files '*.sh')
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	@command -v shellcheck >/dev/null || { echo "lint: shellcheck is missing (Debian/Ubuntu: apt-get install shellcheck)" >&2; exit 1; }
+	shellcheck -x $(SHELL_SCRIPTS)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy .
 
-# The test command: lint, types, then every test (fast ones first, slow and docker ones last).
+# The test command: lint (ruff, shellcheck), types, then every test (fast ones first, slow and docker ones last).
 test: lint typecheck
 	$(PY) -m pytest
 
@@ -74,7 +79,13 @@ train-local: $(STAMP)
 	$(PY) -m trainer plot --metrics $(LOCAL_RUN)/output/metrics.jsonl --out $(LOCAL_RUN)/loss.png
 	@echo "checkpoints: $(LOCAL_RUN)/checkpoints  metrics: $(LOCAL_RUN)/output/metrics.jsonl  loss curve: $(LOCAL_RUN)/loss.png"
 
-# The real toolchain (Pulumi CLI and providers, k3s, the Trainer chart and images), built from the Go module
-# proxy into ${TRAINSTACK_E2E_CACHE:-~/.cache/trainstack/e2e}; `make e2e-toolchain PARTS=trainer` builds one part.
+# The real toolchain (Pulumi CLI and providers, the test cluster's Kubernetes and node parts, the Trainer chart
+# and images, a registry), built from source snapshots and the Go module proxy into
+# ${TRAINSTACK_E2E_CACHE:-~/.cache/trainstack/e2e}; `make e2e-toolchain PARTS=trainer` builds one part.
 e2e-toolchain:
 	bash scripts/e2e_toolchain.sh $(PARTS)
+
+# The real end-to-end run: our own `pulumi up` -> train -> `pulumi destroy` on the test cluster, with the
+# toolchain above; writes runs/e2e/report.json. `make e2e E2E_ARGS=--keep` leaves the cluster running.
+e2e: $(STAMP)
+	$(PY) -m tests.e2e $(E2E_ARGS)

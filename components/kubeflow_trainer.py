@@ -12,7 +12,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.shell import assign, kubectl_command
+from components.shell import kubectl_command, script
 
 TRAINER_NAMESPACE = "kubeflow-system"
 TRAINER_CHART = "oci://ghcr.io/kubeflow/charts/kubeflow-trainer"
@@ -34,20 +34,8 @@ WEBHOOK_CONFIGURATIONS = (
     "mutatingwebhookconfiguration/jobset-mutating-webhook-configuration",
 )
 
-# The controllers are Available and their webhooks serve with a CA bundle (the controllers inject it
-# after start-up): only then is a TrainJob admitted and reconciled.
-READINESS_SCRIPT = f"""{assign("NAMESPACE", TRAINER_NAMESPACE)}
-kubectl -n "$NAMESPACE" wait deployment --all --for=condition=Available --timeout=600s
-deadline=$(( $(date +%s) + 300 ))
-for webhook in {" ".join(WEBHOOK_CONFIGURATIONS)}; do
-  kubectl get "$webhook" --ignore-not-found -o name | grep -q . || continue
-  until [ -n "$(kubectl get "$webhook" -o jsonpath='{{.webhooks[0].clientConfig.caBundle}}')" ]; do
-    if [ "$(date +%s)" -ge "$deadline" ]; then echo "$webhook has no CA bundle after 300s" >&2; exit 1; fi
-    sleep 3
-  done
-done
-echo "Kubeflow Trainer is ready"
-"""
+# The controllers are Available and their webhooks serve with a CA bundle: kubeflow_trainer_ready.sh.
+READINESS_SCRIPT = script("kubeflow_trainer_ready.sh")
 
 
 @dataclass(frozen=True)
@@ -137,6 +125,7 @@ class KubeflowTrainer(pulumi.ComponentResource):
             f"{name}-ready",
             kubeconfig=kubeconfig,
             script=READINESS_SCRIPT,
+            environment={"NAMESPACE": TRAINER_NAMESPACE, "WEBHOOKS": " ".join(WEBHOOK_CONFIGURATIONS)},
             triggers=[self.release.version],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
         )

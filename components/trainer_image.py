@@ -1,29 +1,30 @@
-"""The trainer image: built from the repository's Dockerfile, tagged by content, delivered to the cluster.
+"""The trainer image: built from the repository's Dockerfile, tagged by content, pushed or delivered to the nodes.
 
-The build is the Docker CLI run by a command (no Docker provider plugin): what `docker build` does is what the
-user would run by hand, and the tag, a hash of everything that goes into the image, decides when it runs again.
+pulumi-docker's `docker.Image` (v5.1.0, provider/image.go and provider/provider.go read at that tag) builds it
+through the Docker Engine API with BuildKit (Docker 23+'s default builder), and pushes it unless `skip_push`. It
+rebuilds when its inputs differ from the state's (the image name, which carries the content tag below, the
+build options, and a hash of the build context it adds itself); registry username and password changes do
+not rebuild. Its delete does nothing, so a small command removes the local tag on destroy.
 """
 
 from __future__ import annotations
 
 import hashlib
-import shlex
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pulumi
+import pulumi_docker as docker
 from pulumi_command import local
 
 from components.access import RegistryCredentials
 from components.cluster import DOCKER_CLUSTER_LABEL, RemoteHosts
-from components.shell import BASH, as_root, require_root
+from components.shell import BASH, script
 
 # What goes into the image, hence into its tag: a change to any of these rolls the job out.
 IMAGE_INPUT_FILES = ("Dockerfile", ".dockerignore")
 IMAGE_INPUT_TREES = ("trainer",)
-# containerd namespace the kubelet's images live in.
-K3S_IMAGE_IMPORT = as_root("k3s ctr -n k8s.io images import -")
 
 
 @dataclass(frozen=True)
@@ -96,78 +97,21 @@ def content_tag(context: Path, platform: str = "", build_args: Mapping[str, str]
     return digest.hexdigest()[:16]
 
 
-# Builds $IMAGE (the build arguments come as BUILD_ARG_<NAME> variables), pushes it when PUSH=1 (logging in
-# with a throwaway Docker config when credentials are given) and prints what pins it: the registry digest,
-# or the local image ID.
-BUILD_SCRIPT = """set -euo pipefail
-args=(--platform "$PLATFORM" --tag "$IMAGE" --file "$CONTEXT/Dockerfile")
-while IFS='=' read -r name value; do
-  args+=(--build-arg "${name#BUILD_ARG_}=$value")
-done < <(env | grep '^BUILD_ARG_' | sort)
-docker build "${args[@]}" "$CONTEXT" >&2
-if [ "$PUSH" != 1 ]; then
-  docker image inspect --format '{{.Id}}' "$IMAGE"
-  exit 0
-fi
-if [ -n "${REGISTRY_SERVER:-}" ]; then
-  DOCKER_CONFIG="$(mktemp -d)"
-  export DOCKER_CONFIG
-  trap 'rm -rf "$DOCKER_CONFIG"' EXIT
-  printf '%s' "$REGISTRY_PASSWORD" | docker login --username "$REGISTRY_USERNAME" --password-stdin "$REGISTRY_SERVER" >&2
-fi
-docker push "$IMAGE" >&2
-docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$IMAGE" | grep -m 1 "^${IMAGE%:*}@"
-"""
-
-# The tag is removed from the local engine on destroy and when a new build replaces it; the base image
-# and the build cache stay (docs/stack.md says how to remove them).
-REMOVE_SCRIPT = 'docker image rm --force "$IMAGE" >/dev/null 2>&1 || true'
-
-# $IMAGE saved to a temporary archive, $archive, removed when the script ends.
-_SAVE_ARCHIVE = """set -euo pipefail
-archive="$(mktemp)"
-trap 'rm -f "$archive"' EXIT
-docker save "$IMAGE" -o "$archive"
-"""
-
-# Saves the image once, then imports it into every node container of the k3s-in-Docker cluster.
-DOCKER_NODES_IMPORT_SCRIPT = f"""{_SAVE_ARCHIVE}nodes=$(docker ps -q --filter "label={DOCKER_CLUSTER_LABEL}=$CLUSTER")
-if [ -z "$nodes" ]; then echo "no running node of the k3s-in-Docker cluster $CLUSTER" >&2; exit 1; fi
-for node in $nodes; do
-  docker exec -i "$node" k3s ctr -n k8s.io images import - <"$archive" >&2
-done
-"""
-
-# kind load docker-image fails with Docker's containerd image store (kubernetes-sigs/kind#3795): an archive works.
-KIND_LOAD_SCRIPT = f"""{_SAVE_ARCHIVE}kind load image-archive "$archive" --name "$KIND_CLUSTER" >&2
-"""
-
-
-def ssh_import_script(hosts: RemoteHosts, host: str) -> str:
-    """Streams the local image $IMAGE into one remote node's containerd over SSH."""
-    ssh = shlex.join(
-        [
-            "ssh",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=accept-new",
-            "-i",
-            str(hosts.private_key_path),
-            "-p",
-            str(hosts.port),
-            f"{hosts.user}@{host}",
-        ]
-    )
-    return f'set -euo pipefail\ndocker save "$IMAGE" | {ssh} {shlex.quote(K3S_IMAGE_IMPORT)}\n'
-
-
-LOCAL_K3S_IMPORT_SCRIPT = f'set -euo pipefail\n{require_root("importing the image into k3s")}docker save "$IMAGE" | {K3S_IMAGE_IMPORT}\n'
+# Scripts, their inputs as environment variables (each .sh file says which).
+UNTAG_SCRIPT = script("trainer_image_untag.sh")
+REGISTRY_DELETE_SCRIPT = script("trainer_image_registry_delete.sh")
+KIND_LOAD_SCRIPT = script("trainer_image_archive.sh", "trainer_image_kind_load.sh")
+DOCKER_NODES_IMPORT_SCRIPT = script("trainer_image_archive.sh", "trainer_image_docker_nodes_import.sh")
+K3S_IMPORT_SCRIPT = script("trainer_image_k3s_import.sh")
+# What K3S_IMPORT_SCRIPT runs on the node, locally or over SSH (POSIX sh).
+K3S_NODE_IMPORT_SCRIPT = script("root.sh", "trainer_image_k3s_node_import.sh")
 
 
 class TrainerImage(pulumi.ComponentResource):
-    """The built image and the commands that put it on the nodes."""
+    """The built (and pushed) image, the command that removes its local tag, and those that put it on the nodes."""
 
+    # The docker.Image: its repo_digest is the registry digest when pushed, else the local image ID.
+    image: docker.Image
     # What the TrainJob runs: the registry digest when pushed, else the content-addressed tag.
     reference: pulumi.Output[str]
     # The reference pinned to a digest: the registry digest, or tag@local image ID when not pushed.
@@ -186,40 +130,65 @@ class TrainerImage(pulumi.ComponentResource):
         """cluster_identity: changes when the cluster is created anew, which then needs the image again."""
         super().__init__("trainstack:index:TrainerImage", name, None, opts)
         image_name = f"{args.repository}:{content_tag(args.context, args.platform, args.build_args)}"
-        environment: dict[str, pulumi.Input[str]] = {
-            "IMAGE": image_name,
-            "CONTEXT": str(args.context),
-            "PLATFORM": args.platform,
-            "PUSH": "1" if args.push else "0",
-            **{f"BUILD_ARG_{key}": value for key, value in args.build_args.items()},
-        }
+        registry = None
         if args.push and args.registry is not None:
-            environment |= {
-                "REGISTRY_SERVER": args.registry.server,
-                "REGISTRY_USERNAME": args.registry.username,
-                "REGISTRY_PASSWORD": pulumi.Output.secret(args.registry.password),
-            }
-        build = local.Command(
-            f"{name}-build",
-            create=BUILD_SCRIPT,
-            delete=REMOVE_SCRIPT,
-            interpreter=BASH,
-            environment=environment,
-            # The tag covers every input of the image; pushing or not changes what the build prints.
-            triggers=[image_name, args.push],
-            logging=local.Logging.STDERR,
-            # Another build may carry the same tag (push toggled): remove the old one before building.
-            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+            # The provider logs in with these (else with the Docker CLI's own login for the image's host); the
+            # password stays a secret in the state, and never reaches a command line or a file.
+            registry = docker.RegistryArgs(
+                server=args.registry.server,
+                username=args.registry.username,
+                password=pulumi.Output.secret(args.registry.password),
+            )
+        self.image = docker.Image(
+            name,
+            image_name=image_name,
+            build=docker.DockerBuildArgs(
+                context=str(args.context),
+                dockerfile=str(args.context / "Dockerfile"),
+                platform=args.platform,
+                args=dict(args.build_args),
+                # The provider's default, named: BuildKit, the default builder of Docker Engine 23 and newer.
+                builder_version=docker.BuilderVersion.BUILDER_BUILD_KIT,
+            ),
+            skip_push=not args.push,
+            registry=registry,
+            opts=pulumi.ResourceOptions(parent=self),
         )
-        digest = build.stdout.apply(str.strip)
+        # pulumi-docker's delete leaves the local image: the tag goes with this command, on destroy and when a new
+        # tag replaces it (create before delete: the new image is built by then, under another tag).
+        local.Command(
+            f"{name}-untag",
+            delete=UNTAG_SCRIPT,
+            interpreter=BASH,
+            environment={"IMAGE": image_name},
+            triggers=[image_name],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.image]),
+        )
+        digest = self.image.repo_digest
         if args.push:
             self.reference = digest
             self.pinned = digest
+            # pulumi-docker never deletes what it pushed: this command's delete does, on destroy and when a new
+            # image replaces this one (after the new one is pushed and the job runs it).
+            login: dict[str, pulumi.Input[str]] = {}
+            if args.registry is not None:
+                login = {
+                    "REGISTRY_USERNAME": args.registry.username,
+                    "REGISTRY_PASSWORD": pulumi.Output.secret(args.registry.password),
+                }
+            local.Command(
+                f"{name}-registry-delete",
+                delete=REGISTRY_DELETE_SCRIPT,
+                interpreter=BASH,
+                environment={"IMAGE_DIGEST": digest, **login},
+                triggers=[digest],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.image]),
+            )
         else:
             # Unpushed, the digest is the local image ID: not pullable, but it pins what was loaded.
-            self.reference = build.stdout.apply(lambda _: image_name)
+            self.reference = digest.apply(lambda _: image_name)
             self.pinned = digest.apply(lambda image_id: f"{image_name}@{image_id}")
-        self.deliveries = self._deliver(name, args.delivery, image_name, digest, cluster_identity, build)
+        self.deliveries = self._deliver(name, args.delivery, image_name, digest, cluster_identity)
         self.register_outputs({"image": self.pinned})
 
     def _deliver(
@@ -229,30 +198,36 @@ class TrainerImage(pulumi.ComponentResource):
         image_name: str,
         digest: pulumi.Output[str],
         cluster_identity: pulumi.Input[str],
-        build: local.Command,
     ) -> list[local.Command]:
 
-        def command(suffix: str, script: str, environment: dict[str, str] | None = None) -> local.Command:
+        def command(suffix: str, script_text: str, environment: dict[str, str]) -> local.Command:
             return local.Command(
                 f"{name}-{suffix}",
-                create=script,
+                create=script_text,
                 interpreter=BASH,
-                environment={"IMAGE": image_name, **(environment or {})},
+                environment={"IMAGE": image_name, **environment},
                 # Again for every new image, and for every new cluster (a replaced one has no images).
                 triggers=[digest, cluster_identity],
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[build]),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.image]),
             )
 
         if isinstance(delivery, KindLoad):
             return [command("kind-load", KIND_LOAD_SCRIPT, {"KIND_CLUSTER": delivery.cluster_name})]
         if isinstance(delivery, DockerNodesImport):
-            return [command("node-import", DOCKER_NODES_IMPORT_SCRIPT, {"CLUSTER": delivery.cluster_name})]
+            labels = {"CLUSTER_LABEL": DOCKER_CLUSTER_LABEL, "CLUSTER": delivery.cluster_name}
+            return [command("node-import", DOCKER_NODES_IMPORT_SCRIPT, labels)]
         if isinstance(delivery, K3sImport) and delivery.hosts is None:
-            return [command("k3s-import", LOCAL_K3S_IMPORT_SCRIPT)]
+            return [command("k3s-import", K3S_IMPORT_SCRIPT, {"NODE_IMPORT": K3S_NODE_IMPORT_SCRIPT})]
         if isinstance(delivery, K3sImport) and delivery.hosts is not None:
             hosts = delivery.hosts
+            login = {
+                "NODE_IMPORT": K3S_NODE_IMPORT_SCRIPT,
+                "SSH_USER": hosts.user,
+                "SSH_PORT": str(hosts.port),
+                "SSH_KEY": str(hosts.private_key_path),
+            }
             return [
-                command(f"k3s-import-{index}", ssh_import_script(hosts, host))
+                command(f"k3s-import-{index}", K3S_IMPORT_SCRIPT, {**login, "SSH_HOST": host})
                 for index, host in enumerate(hosts.all)
             ]
         return []

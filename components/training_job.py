@@ -12,7 +12,7 @@ import pulumi_kubernetes as k8s
 
 from components.access import HF_TOKEN_KEY
 from components.cluster import SHARED_STORAGE_PATH
-from components.shell import kubectl_command
+from components.shell import kubectl_command, script
 from trainer import PREEMPTED_EXIT_CODE, SHUTDOWN_TIMEOUT_ENV
 
 TRAINER_API_VERSION = "trainer.kubeflow.org/v1alpha1"
@@ -325,30 +325,8 @@ def train_job_spec(
     }
 
 
-# Lists the TrainJob's pods once the controllers have created them (they may still be Pending), with a
-# bounded wait: a slow start leaves podNames short instead of failing the deployment. A checkpoint claim
-# that does not bind in that time fails it: the pods could never start, and `up` must not look done.
-POD_NAMES_SCRIPT = """deadline=$(( $(date +%s) + TIMEOUT ))
-while :; do
-  pods="$(kubectl get pods -n "$NAMESPACE" -l "$SELECTOR" -o jsonpath='{.items[*].metadata.name}' 2>/dev/null || true)"
-  count=$(wc -w <<<"$pods")
-  if [ "$count" -ge "$WANT" ]; then break; fi
-  if [ "$(date +%s)" -ge "$deadline" ]; then
-    echo "warning: $count of $WANT pods of the TrainJob exist after ${TIMEOUT}s" >&2
-    break
-  fi
-  sleep 3
-done
-until [ "$(kubectl get pvc -n "$NAMESPACE" "$CLAIM" -o jsonpath='{.status.phase}')" = Bound ]; do
-  if [ "$(date +%s)" -ge "$deadline" ]; then
-    echo "the checkpoint claim $NAMESPACE/$CLAIM is not bound after ${TIMEOUT}s, so no training pod can start:" >&2
-    kubectl describe pvc -n "$NAMESPACE" "$CLAIM" | tail -n 15 >&2
-    exit 1
-  fi
-  sleep 3
-done
-printf '%s\\n' $pods | sort
-"""
+# Lists the TrainJob's pods, waiting a bounded time for them and for the checkpoint claim: training_job_pods.sh.
+POD_NAMES_SCRIPT = script("training_job_pods.sh")
 
 
 class TrainingJob(pulumi.ComponentResource):

@@ -1,8 +1,7 @@
 """Runs the Pulumi program (or one component) under the SDK's mock engine and records the resource graph.
 
 Nothing reaches a cluster, Docker or SSH: a Mocks subclass answers every registration with its inputs plus
-the few outputs the program reads (the kubeconfig a cluster command prints, the digest the image build
-prints, pod names).
+the few outputs the program reads (the kubeconfig a cluster command prints, the image's digest, pod names).
 """
 
 from __future__ import annotations
@@ -10,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import runpy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,17 @@ def contains_secret(value: Any) -> bool:
     if isinstance(value, list):
         return any(contains_secret(item) for item in value)
     return False
+
+
+def without_secrets(value: Any) -> Any:
+    """A serialized value with every secret replaced by "[secret]" (what a plaintext search must not see past)."""
+    if is_secret(value):
+        return "[secret]"
+    if isinstance(value, dict):
+        return {key: without_secrets(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_secrets(item) for item in value]
+    return value
 
 
 def reveal(value: Any) -> Any:
@@ -152,17 +163,35 @@ class GraphMocks(pulumi.runtime.Mocks):
         if args.typ in ("command:local:Command", "command:remote:Command"):
             state["stdout"] = self._command_stdout(args.name, reveal(args.inputs))
             state["stderr"] = ""
-            # As with the real provider, a command created anew (other triggers, script...) gets a new id.
-            resource_id += "-" + hashlib.sha256(repr(reveal(args.inputs)).encode()).hexdigest()[:8]
+            # As with the real provider, a command created anew (other triggers, script...) gets a new id; a
+            # hash of the inputs with sorted keys, since the order the engine passes them in varies between runs.
+            inputs = json.dumps(reveal(args.inputs), sort_keys=True, default=str)
+            resource_id += "-" + hashlib.sha256(inputs.encode()).hexdigest()[:8]
         elif args.typ.startswith("kubernetes:") and isinstance(state.get("metadata"), dict):
             # The API server gives every object a uid; a replaced object gets a new one.
             state["metadata"] = {**state["metadata"], "uid": f"uid-{args.name}"}
         if args.typ == "kubernetes:helm.sh/v3:Release":
             state["status"] = {"status": "deployed", "version": args.inputs.get("version")}
+        if args.typ == "docker:index/image:Image":
+            resource_id = args.inputs["imageName"]
+            state |= self._image_outputs(args.inputs)
         return resource_id, state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
         return {}, None
+
+    @staticmethod
+    def _image_outputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """What pulumi-docker's Image reports (provider/image.go): repoDigest is the registry digest
+        (repository@sha256:...) after a push, else the local image ID; here a hash of the image name."""
+        image_name = inputs["imageName"]
+        digest = "sha256:" + hashlib.sha256(image_name.encode()).hexdigest()
+        pushed = not inputs.get("skipPush", False)
+        return {
+            "baseImageName": image_name,
+            "repoDigest": f"{image_name.rsplit(':', 1)[0]}@{digest}" if pushed else digest,
+            "registryServer": (inputs.get("registry") or {}).get("server", ""),
+        }
 
     @staticmethod
     def _command_stdout(name: str, inputs: Mapping[str, Any]) -> str:
@@ -170,12 +199,6 @@ class GraphMocks(pulumi.runtime.Mocks):
             return FAKE_KUBECONFIG
         if name.endswith("-k3s-token"):
             return "K10fake::server:token\n"
-        if name.endswith("-build"):
-            # The image build prints the local image ID, or the registry digest after a push.
-            environment = inputs["environment"]
-            digest = "sha256:" + hashlib.sha256(environment["IMAGE"].encode()).hexdigest()
-            pushed = environment["PUSH"] == "1"
-            return f"{environment['IMAGE'].rsplit(':', 1)[0]}@{digest}\n" if pushed else f"{digest}\n"
         if name.endswith("-pods"):
             environment = inputs.get("environment", {})
             job = environment["SELECTOR"].split("=", 1)[1]
@@ -274,3 +297,36 @@ def run_stack(
     """The whole program for one stack file: Pulumi.yaml defaults, the stack's values, then overrides."""
     config = {**project_defaults(), **stack_config(stack), **(overrides or {})}
     return evaluate(run_main, stack=stack, config=config, secrets=secrets, run=run)
+
+
+@dataclass
+class StandIns:
+    """Stand-ins for what a stack file names on the user's machine, for a run here."""
+
+    # Config overrides: a throwaway SSH key for remote stacks, a fake API server's kubeconfig for existing ones.
+    config: dict[str, Any] = field(default_factory=dict)
+    # Text that differs from run to run (paths, ports, keys) -> a placeholder, to compare graphs of two runs.
+    placeholders: dict[str, str] = field(default_factory=dict)
+
+
+@contextmanager
+def stand_ins(stack: str, scratch: Path) -> Iterator[StandIns]:
+    """The stand-ins of one stack file, valid inside the block (a fake API server runs while it lasts)."""
+    config = stack_config(stack)
+    found = StandIns()
+    if config.get("k3sMode") == "remote":
+        key = scratch / f"{stack}_id_ed25519"
+        key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVATE KEY-----\n")
+        found.config["sshPrivateKeyPath"] = str(key)
+        found.placeholders[str(key)] = "<ssh-key>"
+    if config.get("clusterKind") != "existing":
+        yield found
+        return
+    from tests.fake_apiserver import fake_api_server
+
+    with fake_api_server() as server:
+        kubeconfig = scratch / f"{stack}_kubeconfig"
+        kubeconfig.write_text(server.kubeconfig())
+        found.config["kubeconfigPath"] = str(kubeconfig)
+        found.placeholders |= {server.url: "<fake-apiserver>", server.certs.data("ca.crt"): "<fake-ca>"}
+        yield found

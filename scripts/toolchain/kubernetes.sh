@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Kubernetes part of the real toolchain (sourced by scripts/e2e_toolchain.sh after lib.sh and versions.py).
 #
 # Builds the Kubernetes server binaries a node image needs (kube-apiserver, kube-controller-manager,
@@ -42,7 +43,7 @@ for r in json.load(sys.stdin).get("Replace") or []:
 # are only imported by tests and the proxy does not serve them, so they are dropped altogether.
 kubernetes_prepare_tree() {
     writable_copy "$(module_dir "$KUBERNETES_MODULE" "$KUBERNETES_VERSION")" "$KUBERNETES_TREE"
-    cd "$KUBERNETES_TREE"
+    cd "$KUBERNETES_TREE" || return
     # go.work/go.work.sum name the missing staging dirs; vendor/ holds only OWNERS, yet its presence
     # would switch the go command to -mod=vendor.
     rm -rf go.work go.work.sum vendor
@@ -89,7 +90,7 @@ kubernetes_ldflags() {
 # keeps the runtime defaults the release was tested with, so no older toolchain is fetched.
 kubernetes_build() {
     local out=$KUBERNETES_WORK/bin pkgs=() c
-    cd "$KUBERNETES_TREE"
+    cd "$KUBERNETES_TREE" || return
     go version
     for c in "${KUBERNETES_COMMANDS[@]}"; do pkgs+=("./cmd/$c"); done
     rm -rf "$out.partial"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Kubeflow Trainer part of the real toolchain (sourced by scripts/e2e_toolchain.sh after lib.sh and versions.py).
 #
 # Builds, from the Go module proxy only:
@@ -15,8 +16,6 @@ TRAINER_MODULE=github.com/kubeflow/trainer/v2
 JOBSET_MODULE=sigs.k8s.io/jobset
 LWS_MODULE=sigs.k8s.io/lws
 TRAINER_WORK=$CACHE/trainer   # controller binaries (by version) and the rendered chart
-# Helm CLI used when the pulumi-kubernetes provider's go.mod cannot be read (see trainer_helm_version).
-TRAINER_HELM_FALLBACK_VERSION=v3.21.4
 
 # trainer_yaml FILE EXPR: evaluates a Python expression over the YAML document `d` of FILE and prints it.
 trainer_yaml() {
@@ -56,17 +55,11 @@ JOBSET_IMAGE=$JOBSET_IMAGE_REPOSITORY:v$JOBSET_VERSION
 LWS_IMAGE_REPOSITORY=registry.k8s.io/lws/lws
 TRAINER_CHART=$CHARTS/kubeflow-trainer-$TRAINER_VERSION
 
-# trainer_helm_version: the Helm v3 library version the pulumi-kubernetes provider vendors (its provider
-# go.mod, at the commit of sdk/v4's release tag). Falls back to TRAINER_HELM_FALLBACK_VERSION when the
-# module proxy will not serve those modules.
+# trainer_helm_version: the Helm v3 library version the pulumi-kubernetes provider vendors (its provider/go.mod
+# at the release tag, read from the provider's source snapshot), so the debugging CLI renders as the provider does.
 trainer_helm_version() {
-    local commit dir
-    if commit=$(module_origin_hash github.com/pulumi/pulumi-kubernetes/sdk/v4 "v$PULUMI_KUBERNETES_VERSION" 2>/dev/null) &&
-        dir=$(module_dir github.com/pulumi/pulumi-kubernetes/provider/v4 "$commit" 2>/dev/null); then
-        awk '$1 == "helm.sh/helm/v3" { print $2; exit }' "$dir/go.mod"
-    else
-        echo "$TRAINER_HELM_FALLBACK_VERSION"
-    fi
+    git --git-dir="$(snapshot_git pulumi/pulumi-kubernetes)" show "v$PULUMI_KUBERNETES_VERSION:provider/go.mod" |
+        awk '$1 == "helm.sh/helm/v3" { print $2; exit }'
 }
 HELM_VERSION=$(trainer_helm_version)
 

@@ -2,7 +2,7 @@
 
 - PULUMI_VERSION: `pulumi` in requirements.txt (the CLI must match the Python SDK).
 - PULUMI_<PLUGIN>_VERSION: the plugin version each provider SDK asks for (its pulumi-plugin.json).
-- K3S_VERSION, TRAINER_VERSION: the Pulumi.yaml defaults the stacks install.
+- TRAINER_VERSION: the Pulumi.yaml default the stacks install.
 """
 
 from __future__ import annotations
@@ -19,7 +19,11 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-PROVIDER_PACKAGES = {"KUBERNETES": "pulumi-kubernetes", "COMMAND": "pulumi-command", "DOCKER": "pulumi-docker"}
+PROVIDER_PACKAGES = {
+    "KUBERNETES": "pulumi-kubernetes",
+    "COMMAND": "pulumi-command",
+    "DOCKER": "pulumi-docker",
+}
 
 
 def pinned_requirements() -> dict[str, str]:
@@ -63,7 +67,6 @@ def main() -> None:
     values = {
         "PULUMI_VERSION": pins["pulumi"],
         **{f"PULUMI_{key}_VERSION": plugin_version(pkg, pins[pkg]) for key, pkg in PROVIDER_PACKAGES.items()},
-        "K3S_VERSION": config["k3sVersion"]["default"],
         "TRAINER_VERSION": config["trainerVersion"]["default"].removeprefix("v"),
     }
     for key, value in values.items():

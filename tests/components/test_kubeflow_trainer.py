@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,8 @@ from components.kubeflow_trainer import (
     merged_values,
     webhook_patch_digest,
 )
+from components.shell import KUBECONFIG_PRELUDE, script
+from tests.shell_stubs import run_file, stub_tools
 from tests.stack_helpers import contains_secret, evaluate
 
 
@@ -93,10 +94,61 @@ def test_readiness_gate_waits_for_the_release_controllers_and_webhooks() -> None
     )
     gate = run.one("command:local:Command", "trainer-ready")
     assert run.depends_on(gate, run.one("kubernetes:helm.sh/v3:Release"))
-    script = gate.inputs["create"]
-    assert "wait deployment --all --for=condition=Available" in script
-    for webhook in WEBHOOK_CONFIGURATIONS:
-        assert webhook in script
-    assert gate.inputs["environment"]["TRAINSTACK_KUBECONFIG"] == "secret-kc"
+    assert gate.inputs["create"] == KUBECONFIG_PRELUDE + READINESS_SCRIPT
+    assert script("kubeflow_trainer_ready.sh") == READINESS_SCRIPT
+    assert gate.inputs["environment"] == {
+        "TRAINSTACK_KUBECONFIG": "secret-kc",
+        "NAMESPACE": TRAINER_NAMESPACE,
+        "WEBHOOKS": " ".join(WEBHOOK_CONFIGURATIONS),
+    }
     assert not contains_secret(gate.inputs["create"])
-    assert subprocess.run(["bash", "-n"], input=READINESS_SCRIPT, text=True, check=False).returncode == 0
+
+
+# kubectl: the Deployments wait succeeds; of the webhook configurations only the Trainer's two exist, and a
+# CA bundle shows from the second look on (looks counted in a file). date reads the clock from STUB_NOW, a
+# file it moves 400 s on at every call, when set; else it answers 0.
+READINESS_STUBS = {
+    "kubectl": """case "$*" in
+  *wait*) exit 0 ;;
+  *--ignore-not-found*) case "$2" in *trainer.kubeflow.org*) echo "$2" ;; esac ;;
+  *caBundle*)
+    looks=$(cat "$HOME/looks" 2>/dev/null || echo 0); echo $((looks + 1)) > "$HOME/looks"
+    if [ "$looks" -ge 1 ]; then echo Y2E=; fi ;;
+esac""",
+    "sleep": "exit 0",
+    "date": """if [ -z "$STUB_NOW" ]; then echo 0; exit 0; fi
+read -r now < "$STUB_NOW"; echo "$now"; echo $((now + 400)) > "$STUB_NOW\"""",
+}
+
+
+def readiness_environment(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    environment, log = stub_tools(tmp_path, READINESS_STUBS)
+    webhooks = " ".join(WEBHOOK_CONFIGURATIONS)
+    return {**environment, "NAMESPACE": TRAINER_NAMESPACE, "WEBHOOKS": webhooks, "STUB_NOW": ""}, log
+
+
+def test_readiness_script_waits_for_a_ca_bundle_on_every_webhook_that_exists(tmp_path: Path) -> None:
+    environment, log = readiness_environment(tmp_path)
+    result = run_file("kubeflow_trainer_ready.sh", environment)
+    assert result.stdout == "Kubeflow Trainer is ready\n"
+    calls = log.read_text().splitlines()
+    assert (
+        calls[0]
+        == "kubectl -n kubeflow-system wait deployment --all --for=condition=Available --timeout=600s"
+    )
+    looked_up = [call.split()[2] for call in calls if "--ignore-not-found" in call]
+    assert looked_up == list(WEBHOOK_CONFIGURATIONS)
+    # The first webhook's bundle is empty at first: asked twice, with a sleep between; the second's once.
+    bundles = [call.split()[2] for call in calls if "caBundle" in call]
+    assert bundles == [WEBHOOK_CONFIGURATIONS[0], WEBHOOK_CONFIGURATIONS[0], WEBHOOK_CONFIGURATIONS[1]]
+    assert calls.count("sleep 3") == 1
+
+
+def test_readiness_script_gives_up_after_300_s_without_a_ca_bundle(tmp_path: Path) -> None:
+    environment, _ = readiness_environment(tmp_path)
+    (tmp_path / "now").write_text("1000\n")
+    result = run_file(
+        "kubeflow_trainer_ready.sh", {**environment, "STUB_NOW": str(tmp_path / "now")}, check=False
+    )
+    assert result.returncode == 1
+    assert result.stderr == f"{WEBHOOK_CONFIGURATIONS[0]} has no CA bundle after 300s\n"

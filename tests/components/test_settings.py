@@ -173,3 +173,28 @@ def test_grace_period_is_set_or_derived_from_the_model_size(values: dict[str, st
 def test_a_grace_period_too_short_for_a_save_is_an_error(value: str) -> None:
     with pytest.raises(StackConfigError, match=r"^trainstack:terminationGracePeriodSeconds: must be"):
         parse_settings({"terminationGracePeriodSeconds": value})
+
+
+def test_an_existing_cluster_is_reached_through_its_kubeconfig_and_pulls_the_pushed_image(
+    tmp_path: Path,
+) -> None:
+    from tests.fake_apiserver import fake_api_server
+
+    with fake_api_server() as server:
+        kubeconfig = tmp_path / "config"
+        kubeconfig.write_text(server.kubeconfig())
+        settings = parse_settings(
+            {
+                "clusterKind": "existing",
+                "kubeconfigPath": str(kubeconfig),
+                "imagePush": "true",
+                "imageRepository": "registry.example.com/trainer",
+                "nodeCount": "2",
+                "checkpointStorageClass": "nfs-client",
+            }
+        )
+        assert server.requests == [("/version", "token")]  # asked before any resource
+    assert settings.cluster.existing is not None and settings.cluster.existing.context == "fake"
+    assert not settings.cluster.shared_storage and settings.job.checkpoint_storage_class == "nfs-client"
+    assert settings.image.push and settings.image.delivery is None
+    assert settings.trainer.ignore_webhook_failures is False and settings.gpu_operator is None

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pulumi
 import pytest
 from kubeflow_trainer_api.models import TrainerV1alpha1TrainingRuntime, TrainerV1alpha1TrainJob
 
+from components.shell import KUBECONFIG_PRELUDE, script
 from components.training_job import (
     CHECKPOINT_MOUNT,
     CONFIG_DIR,
@@ -24,6 +26,7 @@ from components.training_job import (
     training_runtime_spec,
 )
 from tests.k8s_validation import normalise
+from tests.shell_stubs import run_file, stub_tools
 from tests.stack_helpers import evaluate, reveal
 from trainer import PREEMPTED_EXIT_CODE
 
@@ -254,6 +257,11 @@ def test_component_graph(num_nodes: int, mode: str) -> None:
     assert job.replace_on_changes == ["spec"] and job.delete_before_replace
     pods = run.one("command:local:Command", "job-pods")
     assert run.depends_on(pods, job)
+    assert (
+        pods.inputs["create"]
+        == KUBECONFIG_PRELUDE + POD_NAMES_SCRIPT
+        == KUBECONFIG_PRELUDE + script("training_job_pods.sh")
+    )
     # The TrainJob's id (namespace/name) survives a replacement; its uid does not, so the pods are listed anew.
     assert "uid-job-trainjob" in pods.inputs["triggers"]
     assert reveal(pods.inputs["environment"])["WANT"] == str(num_nodes)
@@ -262,44 +270,40 @@ def test_component_graph(num_nodes: int, mode: str) -> None:
 
 
 def run_pod_names_script(
-    kubectl_output: str, timeout: int, claim_phase: str = "Bound", check: bool = True
+    tmp_path: Path, kubectl_output: str, timeout: int, claim_phase: str = "Bound", check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    fake_kubectl = f"""kubectl() {{
-  case "$1 $2" in
-    "get pods") echo '{kubectl_output}' ;;
-    "get pvc") echo '{claim_phase}' ;;
-    "describe pvc") echo "Events: ProvisioningFailed storageclass.storage.k8s.io nfs-client not found" ;;
-  esac
-}}
-sleep() {{ :; }}
-"""
-    env = {
-        "NAMESPACE": "team",
-        "SELECTOR": "x=y",
-        "WANT": "2",
-        "CLAIM": "gpt-checkpoints",
-        "TIMEOUT": str(timeout),
-        "PATH": "/usr/bin:/bin",
-    }
-    return subprocess.run(
-        ["bash", "-c", fake_kubectl + POD_NAMES_SCRIPT], env=env, capture_output=True, text=True, check=check
+    """training_job_pods.sh with a kubectl that lists kubectl_output's pods and the claim in claim_phase."""
+    environment, _ = stub_tools(
+        tmp_path,
+        {
+            "kubectl": f"""case "$1 $2" in
+  "get pods") echo '{kubectl_output}' ;;
+  "get pvc") echo '{claim_phase}' ;;
+  "describe pvc") echo "Events: ProvisioningFailed storageclass.storage.k8s.io nfs-client not found" ;;
+esac""",
+            "sleep": "exit 0",
+        },
+    )
+    variables = {"NAMESPACE": "team", "SELECTOR": "x=y", "WANT": "2", "CLAIM": "gpt-checkpoints"}
+    return run_file(
+        "training_job_pods.sh", {**environment, **variables, "TIMEOUT": str(timeout)}, check=check
     )
 
 
-def test_pod_names_script_prints_the_pods_once_all_exist() -> None:
-    result = run_pod_names_script("b a", timeout=60)
+def test_pod_names_script_prints_the_pods_once_all_exist(tmp_path: Path) -> None:
+    result = run_pod_names_script(tmp_path, "b a", timeout=60)
     assert result.stdout.split() == ["a", "b"] and result.stderr == ""
 
 
-def test_pod_names_script_gives_up_after_its_timeout() -> None:
-    result = run_pod_names_script("a", timeout=0)
+def test_pod_names_script_gives_up_after_its_timeout(tmp_path: Path) -> None:
+    result = run_pod_names_script(tmp_path, "a", timeout=0)
     assert result.stdout.split() == ["a"]
     assert "1 of 2 pods" in result.stderr
 
 
-def test_a_claim_that_never_binds_fails_instead_of_looking_like_success() -> None:
+def test_a_claim_that_never_binds_fails_instead_of_looking_like_success(tmp_path: Path) -> None:
     """Pods stay Pending forever behind an unbound claim: `pulumi up` must fail and say why."""
-    result = run_pod_names_script("b a", timeout=0, claim_phase="Pending", check=False)
+    result = run_pod_names_script(tmp_path, "b a", timeout=0, claim_phase="Pending", check=False)
     assert result.returncode == 1 and result.stdout == ""
     assert "the checkpoint claim team/gpt-checkpoints is not bound after 0s" in result.stderr
     assert "nfs-client not found" in result.stderr

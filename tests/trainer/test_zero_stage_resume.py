@@ -5,6 +5,7 @@ several can be such a change. The trainer stops with one line (exit 2) instead o
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,9 @@ def test_the_saved_stage_comes_from_the_manifest() -> None:
 
 
 def test_a_manifest_from_before_the_field_tells_zero_0_from_zero_partitions() -> None:
-    zero = {"files": {"mp_rank_00_model_states.pt": {}, "zero_pp_rank_0_mp_rank_00_optim_states.pt": {}}}
+    zero: dict[str, Any] = {
+        "files": {"mp_rank_00_model_states.pt": {}, "zero_pp_rank_0_mp_rank_00_optim_states.pt": {}}
+    }
     assert saved_zero_stage(zero) == 1
     assert saved_zero_stage({"files": {"mp_rank_00_model_states.pt": {}, "rng_rank00000.pt": {}}}) == 0
     assert saved_zero_stage({}) is None

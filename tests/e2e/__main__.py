@@ -1,0 +1,68 @@
+"""`make e2e`: the real end-to-end run, then real failures and real scale, on the test cluster.
+
+    python -m tests.e2e [--keep] [--nodes N] [--no-faults]
+
+Writes runs/e2e/report.json (after every phase) and prints a short summary. Exits 1 when any check failed
+(each is listed under `failures`), 2 when the toolchain `make e2e-toolchain` builds is not complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tests.e2e.faults import run_faults
+from tests.e2e.harness import CACHE, toolchain_complete
+from tests.e2e.real_run import Run
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="leave the test cluster running afterwards")
+    parser.add_argument("--nodes", type=int, default=2, help="nodes of the test cluster (default 2)")
+    parser.add_argument("--no-faults", action="store_true", help="only the up/train/rollout/destroy run")
+    args = parser.parse_args()
+    complete, answer = toolchain_complete()
+    if not complete:
+        print(f"e2e: the toolchain is not complete ({answer or 'run make e2e-toolchain'})", file=sys.stderr)
+        return 2
+    (CACHE / "run").mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="trainstack-e2e-", dir=CACHE / "run"))
+    run = Run(run_dir, args.nodes)
+    run.report.data.update(
+        date=datetime.now(timezone.utc).isoformat(timespec="seconds"), run_dir=str(run_dir)
+    )
+    started = time.monotonic()
+    try:
+        run.versions()
+        run.start_cluster()
+        if run.report.data["cluster"].get("ok"):
+            base = run.base_image()
+            run.up(base)
+            if run.report.data["up"].get("ok"):
+                run.check_outputs()
+                run.check_training()
+                run.rollout()
+            run.destroy()
+            if not args.no_faults:
+                run_faults(run, base)
+    finally:
+        run.report.data["total_seconds"] = round(time.monotonic() - started, 1)
+        run.report.save()
+        run.stop_cluster(args.keep)
+    failures = run.report.failures
+    print(
+        f"e2e: {'FAILED' if failures else 'passed'} in {run.report.data['total_seconds']} s; "
+        f"report: {run.report.path}; commands: {run.sh.log_path}"
+    )
+    for failure in failures:
+        print(f"  - {failure.splitlines()[0]}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

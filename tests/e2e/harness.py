@@ -1,0 +1,193 @@
+"""What the real end-to-end run is made of: the toolchain's environment, commands, the test cluster, the report.
+
+The run drives the real Pulumi CLI and providers (built by `make e2e-toolchain` into the cache) against the
+test cluster of tests/e2e/cluster/ (a fixture: real Kubernetes nodes in containers), on a copy of the
+project, with a throwaway `file://` backend and PULUMI_HOME, so that nothing of the user's Pulumi state or of
+the checkout is touched. Every command and its output go to <run dir>/commands.log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CLUSTER_SCRIPTS = Path(__file__).resolve().parent / "cluster"
+CACHE = Path(os.environ.get("TRAINSTACK_E2E_CACHE", Path.home() / ".cache" / "trainstack" / "e2e"))
+REPORT_PATH = REPO_ROOT / "runs" / "e2e" / "report.json"
+# Never a real secret: the throwaway stack's passphrase.
+PASSPHRASE = "trainstack-e2e-throwaway"
+
+
+class E2EFailure(AssertionError):
+    """A check of the real run failed; the message says which and what was seen."""
+
+
+def check(condition: bool, message: str) -> None:
+    """Fails the current phase with message unless condition holds."""
+    if not condition:
+        raise E2EFailure(message)
+
+
+@dataclass
+class Report:
+    """runs/e2e/report.json: one key per phase, written after every phase so a cut-off run keeps the rest."""
+
+    path: Path = REPORT_PATH
+    data: dict[str, Any] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.data["failures"] = self.failures
+        temporary = self.path.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(self.data, indent=2, sort_keys=False) + "\n")
+        temporary.replace(self.path)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[dict[str, Any]]:
+        """A phase's record: `ok` false and the error when its body raises E2EFailure (the run goes on)."""
+        record: dict[str, Any] = self.data.setdefault(name, {})
+        started = time.monotonic()
+        print(f"e2e: {name} ...", flush=True)
+        try:
+            yield record
+            record.setdefault("ok", True)
+        except E2EFailure as failure:
+            record["ok"] = False
+            record["error"] = str(failure)
+            self.failures.append(f"{name}: {failure}")
+            print(f"e2e: {name} FAILED: {failure}", flush=True)
+        finally:
+            record.setdefault("seconds", round(time.monotonic() - started, 1))
+            self.save()
+        if record.get("ok"):
+            print(f"e2e: {name} ok ({record['seconds']} s)", flush=True)
+
+
+class Shell:
+    """Runs commands with the toolchain's environment, logging each with its output."""
+
+    def __init__(self, run_dir: Path, env: Mapping[str, str], cwd: Path) -> None:
+        self.run_dir = run_dir
+        self.env = dict(env)
+        self.cwd = cwd
+        self.log_path = run_dir / "commands.log"
+
+    def run(
+        self,
+        command: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float = 600,
+        input: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Runs command; with check, a non-zero exit is an E2EFailure naming it and its output's tail."""
+        started = time.monotonic()
+        try:
+            result = subprocess.run(
+                list(command),
+                cwd=cwd or self.cwd,
+                env={**self.env, **(env or {})},
+                input=input,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as expired:
+            self._log(command, None, str(expired.stdout or ""), str(expired.stderr or ""), timeout)
+            raise E2EFailure(f"`{shlex.join(command)}` did not finish in {timeout:.0f} s") from None
+        self._log(command, result.returncode, result.stdout, result.stderr, time.monotonic() - started)
+        if check and result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+            raise E2EFailure(f"`{shlex.join(command)}` exited {result.returncode}:\n{tail}")
+        return result
+
+    def _log(
+        self, command: Sequence[str], code: int | None, stdout: str, stderr: str, seconds: float
+    ) -> None:
+        with open(self.log_path, "a", encoding="utf-8") as log:
+            log.write(f"\n$ {shlex.join(command)}    # exit {code}, {seconds:.1f} s\n{stdout}{stderr}")
+
+
+def toolchain_env(run_dir: Path) -> dict[str, str]:
+    """The environment under which the CLI runs the toolchain's binaries and never downloads anything."""
+    bin_dir = CACHE / "bin"
+    home = run_dir / "pulumi-home"
+    state = run_dir / "state"
+    home.mkdir(parents=True, exist_ok=True)
+    state.mkdir(parents=True, exist_ok=True)
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PULUMI_HOME": str(home),
+        "PULUMI_BACKEND_URL": f"file://{state}",
+        "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "1",
+        "PULUMI_SKIP_UPDATE_CHECK": "1",
+        "PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK": "1",
+        # No colour codes in logs; no interactive prompts.
+        "NO_COLOR": "1",
+        "PULUMI_NON_INTERACTIVE": "1",
+    }
+
+
+def toolchain_complete() -> tuple[bool, str]:
+    """Whether `make e2e-toolchain` has built everything, and its one-line answer when not."""
+    result = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "e2e_toolchain.sh"), "--check"], capture_output=True, text=True
+    )
+    return result.returncode == 0, (result.stdout + result.stderr).strip()
+
+
+def project_copy(destination: Path) -> Path:
+    """The tracked and unignored files of the checkout, copied (the run edits its copy), with .venv linked."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    if destination.exists():
+        shutil.rmtree(destination)
+    for name in filter(None, (item.decode() for item in listed)):
+        source = REPO_ROOT / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    (destination / ".venv").symlink_to(REPO_ROOT / ".venv")
+    return destination
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=value lines (as the cluster scripts write them)."""
+    values = {}
+    for line in path.read_text().splitlines():
+        key, separator, value = line.partition("=")
+        if separator and not line.startswith("#"):
+            values[key.strip()] = value.strip()
+    return values
+
+
+def wait_until(what: str, seconds: float, probe: Callable[[], Any], interval: float = 2.0) -> Any:
+    """probe() until it returns something truthy; E2EFailure naming `what` after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise E2EFailure(f"{what}: not after {seconds:.0f} s")
+        time.sleep(interval)
