@@ -54,12 +54,12 @@ def table(header: list[str], rows: list[list[Any]]) -> list[str]:
 def bench_section(name: str, result: dict[str, Any]) -> list[str]:
     rows = [
         [r["path"], r["zero_stage"], r.get("engine_stage"), result["micro_batch"], r["compile"],
-         r["tokens_per_sec"], r["mfu"], r["over_plain"], r["peak_memory_gib"], r.get("checkpoint_save_s"),
-         r.get("resume_to_first_step_s")]
+         r["tokens_per_sec"], r["mfu"], r["over_plain"], r["peak_memory_gib"], r.get("checkpoint_block_s"),
+         r.get("checkpoint_write_s"), r.get("resume_to_first_step_s")]
         for r in result["rows"]
     ]  # fmt: skip
-    header = ["path", "ZeRO", "runs as", "B", "compile", "tokens/s", "MFU", "/ plain", "peak GiB", "save s",
-              "resume to 1st step s"]  # fmt: skip
+    header = ["path", "ZeRO", "runs as", "B", "compile", "tokens/s", "MFU", "/ plain", "peak GiB",
+              "save blocks s", "write s (background)", "resume to 1st step s"]  # fmt: skip
     return [f"### {name}: {result['preset']}, T={result['block_size']}, {result['precision']}", "",
             *table(header, rows), ""]  # fmt: skip
 

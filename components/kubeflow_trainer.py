@@ -26,6 +26,9 @@ WEBHOOK_PATCH_FILES = (K3S_WEBHOOK_POSTRENDER, Path("components") / "webhook_pat
 # The chart's runtime installer is a Helm hook Job on docker.io/alpine that runs `apk add kubectl`: it needs
 # the internet at install and at uninstall. The stack brings its own TrainingRuntime, so it stays off.
 BASE_VALUES: dict[str, Any] = {"runtimes": {"defaultEnabled": False}}
+# Trainer's TrainJobStatus feature gate (alpha in v2.3.0, off by default): the controller serves the status
+# endpoint through which a training pod writes TrainJob.status.trainerStatus (see trainer/progress.py).
+TRAINJOB_STATUS_VALUES: dict[str, Any] = {"manager": {"config": {"featureGates": {"TrainJobStatus": True}}}}
 # Admission webhook configurations of Trainer and of the JobSet it bundles (fixed names in both charts).
 WEBHOOK_CONFIGURATIONS = (
     "validatingwebhookconfiguration/validator.trainer.kubeflow.org",

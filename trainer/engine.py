@@ -52,6 +52,8 @@ def zero_stage(config: TrainConfig, world_size: int) -> int:
     re-pointed into the flat buffer one by one; about 50 aten ops per parameter tensor per step), and on a GPU
     the device then waits for the host: ZeRO 1 trained GPT-2 124M at 0.53 of a plain PyTorch loop on an H200
     (docs/benchmarks.md). ZeRO 0 is the plain loop's dtype policy and optimizer (see deepspeed_config).
+    The one exception, a checkpoint of the earlier DeepSpeed layout that only its own stage loads, is
+    trainer.checkpoint.resume_stage's.
     """
     return config.train.zero_stage if world_size > 1 else 0
 
@@ -133,22 +135,23 @@ class Engine:
 def build_engine(
     model: GPT, config: TrainConfig, device: torch.device, world_size: int, *, stage: int | None = None
 ) -> Engine:
-    """The engine for this many data-parallel ranks. stage: the ZeRO stage to run; None (the trainer):
-    zero_stage(config, world_size), with one line on stderr when that differs from train.zero_stage."""
+    """The engine for this many data-parallel ranks. stage: the ZeRO stage to run (the trainer's comes from
+    trainer.checkpoint.resume_stage); None: zero_stage(config, world_size). One line on stderr when one rank
+    runs stage 0 for a train.zero_stage of 1-3."""
     import deepspeed  # heavy: only once the process group exists
 
     train = config.train
     if stage is None:
         stage = zero_stage(config, world_size)
-        if stage != train.zero_stage:
-            print(
-                f"note: train.zero_stage={train.zero_stage} runs as ZeRO stage {stage} on one rank: ZeRO"
-                " partitions over data-parallel ranks and one has nothing to partition, while DeepSpeed's ZeRO"
-                " optimizer would still work tensor by tensor on the host (the stage applies with 2 or more"
-                " ranks)",
-                file=sys.stderr,
-                flush=True,
-            )
+    if world_size == 1 and stage == 0 < train.zero_stage:
+        print(
+            f"note: train.zero_stage={train.zero_stage} runs as ZeRO stage {stage} on one rank: ZeRO"
+            " partitions over data-parallel ranks and one has nothing to partition, while DeepSpeed's ZeRO"
+            " optimizer would still work tensor by tensor on the host (the stage applies with 2 or more"
+            " ranks)",
+            file=sys.stderr,
+            flush=True,
+        )
     model.to(device)
     optimizer = torch.optim.AdamW(
         model.optimizer_groups(train.weight_decay),

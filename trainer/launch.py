@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 from trainer import PREEMPTED_EXIT_CODE, SHUTDOWN_TIMEOUT_ENV, STATUS_DIR_ENV, USAGE_EXIT_CODE
-from trainer.config import ConfigError, load_config, whole_number
+from trainer.config import ConfigError, TrainConfig, load_config, whole_number
 from trainer.startup import LAUNCH_START_ENV, process_start
 
 # Kubeflow Trainer's torch plugin (pkg/runtime/framework/plugins/torch/torch.go, v2.3.0) sets these on every
@@ -164,9 +164,24 @@ def outcome(torchrun_code: int, worker_codes: list[int], signal_received: int | 
     return torchrun_code
 
 
+def check_resumable(config: TrainConfig, identity: NodeIdentity) -> None:
+    """A checkpoint that this job cannot resume (trainer.checkpoint.resume_stage) stops the launch here, on
+    one line, before any worker starts; an elastic node range or a per-device process count (auto, gpu, cpu)
+    leaves it to the workers, which know their world size."""
+    nproc = identity.nproc_per_node
+    if ":" in identity.nnodes or not nproc.isdigit() or not Path(config.checkpoint.dir).expanduser().is_dir():
+        return
+    from trainer.checkpoint import resume_stage  # imports torch: only when there may be a checkpoint
+
+    _, problem = resume_stage(config, int(identity.nnodes) * int(nproc))
+    if problem:
+        raise ConfigError(problem)
+
+
 def launch(config_path: str, overrides: list[str]) -> int:
-    load_config(config_path, overrides)  # a bad config fails here, once, not in every worker
+    config = load_config(config_path, overrides)  # a bad config fails here, once, not in every worker
     command = torchrun_command(config_path, overrides, os.environ)  # every PET_* value checked first
+    check_resumable(config, node_identity(os.environ))
     if shutdown_timeout(os.environ) is not None and not torchrun_has_shutdown_timeout():
         command = torchrun_command(config_path, overrides, os.environ, shutdown_flag=False)
         print(

@@ -6,6 +6,7 @@ the end of the first optimizer step, in parts.
     data_s        token cache found or built, opened
     engine_s      model built, DeepSpeed engine initialised (torch.compile only wraps the model here)
     resume_s      newest complete checkpoint found, verified and loaded (0 when there is none)
+    prepare_s     rank 0's metric sinks started (MLflow, TrainJob status), the checkpoint writer prepared
     first_step_s  the first optimizer step, device synchronised; torch.compile compiles during it
 
 Process start times come from psutil (the kernel's record of the process's start, 10 ms resolution on Linux),
