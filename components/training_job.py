@@ -13,7 +13,7 @@ import pulumi_kubernetes as k8s
 from components.access import HF_TOKEN_KEY
 from components.cluster import SHARED_STORAGE_PATH
 from components.shell import kubectl_command, script
-from trainer import PREEMPTED_EXIT_CODE, SHUTDOWN_TIMEOUT_ENV
+from trainer import PREEMPTED_EXIT_CODE, SHUTDOWN_TIMEOUT_ENV, USAGE_EXIT_CODE
 
 TRAINER_API_VERSION = "trainer.kubeflow.org/v1alpha1"
 # Where the contract puts things inside a training pod.
@@ -69,6 +69,25 @@ def default_grace_period_seconds(parameters: int) -> int:
 def torchrun_shutdown_timeout(grace_period_seconds: int) -> int:
     """torchrun's wait between its SIGTERM to the workers and its SIGKILL, matching the pod's grace period."""
     return grace_period_seconds - SHUTDOWN_MARGIN_SECONDS
+
+
+# The reason of a Job's Failed condition when a pod matched a FailJob rule of its podFailurePolicy
+# (k8s.io/api batch/v1 JobReasonPodFailurePolicy, Kubernetes 1.33).
+POD_FAILURE_POLICY_REASON = "PodFailurePolicy"
+
+
+def usage_failure_pattern() -> str:
+    """The RE2 pattern of the Job failure message that a FailJob rule on exit code USAGE_EXIT_CODE of the
+    `node` container writes; JobSet's failurePolicy rule `usage` matches it with onJobFailureMessagePatterns.
+
+    Kubernetes 1.33 (pkg/controller/job/pod_failure_policy.go, matchPodFailurePolicy) formats that message as
+    "Container %s for pod %s/%s failed with exit code %v matching %v rule at index %d" and copies it, with the
+    reason PodFailurePolicy, from the Job's FailureTarget condition to its Failed condition
+    (job_controller.go, newFailedConditionForFailureTarget), which is the condition JobSet v0.12.0 reads
+    (pkg/controllers/failure_policy.go, findJobFailureCondition). The space after the code keeps 75 and 20
+    from matching; a pod failed on its DisruptionTarget condition gets "Pod %s/%s has condition ..." instead.
+    """
+    return f"^Container {NODE} for pod [^ ]+ failed with exit code {USAGE_EXIT_CODE} matching FailJob rule "
 
 
 def job_paths(job_name: str) -> dict[str, str]:
@@ -168,7 +187,9 @@ def training_runtime_spec(
     JobSet's failurePolicy (restart everything when a node fails, at most max_restarts times, and without
     counting preemptions) is a runtime field that TrainJob.runtimePatches cannot set. Each pod failure fails
     its Job at once (backoffLimit 0, restartPolicy Never) so the whole JobSet restarts together and every
-    rank resumes from the shared checkpoint. The pods run as uid 1000 without privilege escalation and get
+    rank resumes from the shared checkpoint. A pod that exits USAGE_EXIT_CODE (bad config or environment, or a
+    resize the checkpoint cannot follow) fails the JobSet instead: every restart would fail the same way, each
+    one counted against max_restarts. The pods run as uid 1000 without privilege escalation and get
     an in-memory /dev/shm for NCCL. runtime_class: the RuntimeClass the pods name (the GPU Operator's
     `nvidia`), rather than relying on containerd's default runtime; None names none.
 
@@ -215,6 +236,16 @@ def training_runtime_spec(
                                 "values": [PREEMPTED_EXIT_CODE],
                             },
                         },
+                        # Bad config or environment: the JobSet rule "usage" fails the whole JobSet on it. After
+                        # the preemption rules, so that a disrupted pod restarts whatever its exit code.
+                        {
+                            "action": "FailJob",
+                            "onExitCodes": {
+                                "containerName": NODE,
+                                "operator": "In",
+                                "values": [USAGE_EXIT_CODE],
+                            },
+                        },
                     ]
                 },
                 "template": {
@@ -255,10 +286,16 @@ def training_runtime_spec(
                     "maxRestarts": args.max_restarts,
                     "rules": [
                         {
+                            "name": "usage",
+                            "action": "FailJobSet",
+                            "onJobFailureReasons": [POD_FAILURE_POLICY_REASON],
+                            "onJobFailureMessagePatterns": [usage_failure_pattern()],
+                        },
+                        {
                             "name": "preemption",
                             "action": "RestartJobSetAndIgnoreMaxRestarts",
-                            "onJobFailureReasons": ["PodFailurePolicy"],
-                        }
+                            "onJobFailureReasons": [POD_FAILURE_POLICY_REASON],
+                        },
                     ],
                 },
                 "replicatedJobs": [node_job],
