@@ -63,6 +63,7 @@ job = TrainingJob(
         *([gpu_operator] if gpu_operator else []),
         *(mlflow.ready if mlflow else []),
     ],
+    runtime_class=gpu_operator.runtime_class if gpu_operator else None,
     opts=on_cluster,
 )
 if settings.monitoring:

@@ -1,14 +1,17 @@
 """Training throughput of the trainer's DeepSpeed path against a plain PyTorch loop on the same model.
 
 Every path trains the same GPT (same initial weights, same random token batches, AdamW, gradient clipping):
-the plain loop (torch.autocast bf16 on GPU, fused AdamW) and the trainer's engine at each requested ZeRO stage,
-each eager and/or torch.compile'd. Within one compile mode the measurements are interleaved (plain, ZeRO a,
-ZeRO b, plain, ...) so drift in machine load hits all alike, and the median over repeats is reported per path:
-tokens/s, MFU (null on CPU unless --peak-tflops), the DeepSpeed/plain ratio and, on GPU, peak memory. Then, per
-DeepSpeed path, the checkpoint save as the trainer does it (CheckpointStore: the snapshot to host memory that
-blocks the step loop, then in the background the shard, its checksum and the atomic publish, while the loop
-trains on) and the time from the start of a resume (newest checkpoint found and verified,
-a new engine built, its state loaded) to the end of its first training step. Single process.
+the plain loop (torch.autocast bf16 on GPU, fused AdamW) and the trainer's engine at each requested ZeRO stage
+as the trainer builds it (one process: one rank, so ZeRO 1-3 run as ZeRO 0, see trainer.engine.zero_stage),
+and optionally DeepSpeed at a stage as configured (--literal-zero-stage: what one rank ran before, and what
+each rank of a multi-GPU job runs), each eager and/or torch.compile'd. Within one compile mode the
+measurements are interleaved (plain, ZeRO a, ZeRO b, plain, ...) so drift in machine load hits all alike, and
+the median over repeats is reported per path: tokens/s, MFU (null on CPU unless --peak-tflops), the
+DeepSpeed/plain ratio and, on GPU, peak memory. Then, per DeepSpeed path, the checkpoint save as the trainer
+does it (CheckpointStore: the snapshot to host memory that blocks the step loop, then in the background the
+shard, its checksum and the atomic publish, while the loop trains on) and the time from the start of a resume
+(newest checkpoint found and verified, a new engine built, its state loaded) to the end of its first training
+step. Single process.
 
     python bench/train_throughput.py                                  # CPU defaults
     python bench/train_throughput.py --preset gpt2-124m --block-size 1024 --micro-batch 16 \
@@ -62,7 +65,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per path first (and compile)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
-        "--zero-stage", type=int, nargs="+", default=[0], choices=[0, 1, 2, 3], help="one or more stages"
+        "--zero-stage",
+        type=int,
+        nargs="+",
+        default=[0],
+        choices=[0, 1, 2, 3],
+        help="one or more train.zero_stage values, built as the trainer builds them on one rank",
+    )
+    parser.add_argument(
+        "--literal-zero-stage",
+        type=int,
+        nargs="*",
+        default=[],
+        choices=[0, 1, 2, 3],
+        help="ZeRO stages built as configured even on one rank (DeepSpeed's ZeRO optimizer)",
     )
     parser.add_argument(
         "--compile",
@@ -89,7 +105,7 @@ class Path_:
     """One measured path: the plain loop, or the trainer's engine at one ZeRO stage."""
 
     name: str
-    zero_stage: int | None
+    zero_stage: int | None  # train.zero_stage
     compiled: bool
     step: Callable[[], torch.Tensor]
     engine: Engine | None = None
@@ -179,11 +195,14 @@ def build_paths(
     timed(plain.step, args.warmup, device)
     plain.resident_bytes = allocated(device) - before
     paths.append(plain)
-    for stage in args.zero_stage:
+    stages = [("trainer", stage) for stage in args.zero_stage]
+    stages += [("deepspeed", stage) for stage in args.literal_zero_stage]
+    for name, stage in stages:
         before = allocated(device)
         config = bench_config(args, stage, compiled)
-        engine = build_engine(copy.deepcopy(base), config, device, world_size=1)
-        path = Path_("deepspeed", stage, engine.compiled, engine_step(engine, batches), engine, config)
+        literal = stage if name == "deepspeed" else None  # None: the trainer's choice for one rank
+        engine = build_engine(copy.deepcopy(base), config, device, world_size=1, stage=literal)
+        path = Path_(name, stage, engine.compiled, engine_step(engine, batches), engine, config)
         timed(path.step, args.warmup, device)
         path.resident_bytes = allocated(device) - before
         paths.append(path)
@@ -215,7 +234,9 @@ def checkpoint_times(
     Python are already warm (a lower bound of a restarted pod's)."""
     assert path.engine is not None and path.config is not None
     device = context.device
-    store = CheckpointStore(str(root / f"zero{path.zero_stage}_compile{int(path.compiled)}"), 1, context)
+    store = CheckpointStore(
+        str(root / f"{path.name}_zero{path.zero_stage}_compile{int(path.compiled)}"), 1, context
+    )
     synchronize(device)
     start = time.perf_counter()
     store.save(path.engine.engine, 1, {"step": 1}, {"model": path.name})
@@ -232,7 +253,9 @@ def checkpoint_times(
     found = store.newest_complete()
     assert found is not None
     torch.manual_seed(0)
-    engine = build_engine(GPT(model_config(path.config, VOCAB)), path.config, device, world_size=1)
+    engine = build_engine(
+        GPT(model_config(path.config, VOCAB)), path.config, device, world_size=1, stage=path.engine.zero_stage
+    )
     store.load(engine.engine, *found)
     synchronize(device)
     loaded = time.perf_counter()
@@ -260,6 +283,7 @@ def row(path: Path_, plain_rate: float, flops_per_token: int, peak: float | None
     return {
         "path": path.name,
         "zero_stage": path.zero_stage,
+        "engine_stage": None if path.engine is None else path.engine.zero_stage,
         "compile": path.compiled,
         "tokens_per_sec": round(rate, 1),
         "all_tokens_per_sec": [round(v, 1) for v in path.rates],
@@ -272,13 +296,13 @@ def row(path: Path_, plain_rate: float, flops_per_token: int, peak: float | None
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| path | ZeRO | compile | tokens/s | MFU | / plain | peak GiB | save blocks s | write s (background) "
-        "| resume to 1st step s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| path | ZeRO | runs as | compile | tokens/s | MFU | / plain | peak GiB | save blocks s "
+        "| write s (background) | resume to 1st step s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        cells = [r["path"], r["zero_stage"], r["compile"], r["tokens_per_sec"], r["mfu"], r["over_plain"],
-                 r["peak_memory_gib"], r.get("checkpoint_block_s"), r.get("checkpoint_write_s"),
+        cells = [r["path"], r["zero_stage"], r["engine_stage"], r["compile"], r["tokens_per_sec"], r["mfu"],
+                 r["over_plain"], r["peak_memory_gib"], r.get("checkpoint_block_s"), r.get("checkpoint_write_s"),
                  r.get("resume_to_first_step_s")]  # fmt: skip
         shown = [
             "-" if c is None else f"{c:.3f}" if isinstance(c, float) and c < 1 else str(c) for c in cells

@@ -15,6 +15,11 @@ TIME_SLICING_CONFIG = "time-slicing-config"
 # k3s runs its own containerd: the toolkit must edit that one's config and talk to that one's socket.
 K3S_CONTAINERD_CONFIG = "/var/lib/rancher/k3s/agent/etc/containerd/config.toml"
 K3S_CONTAINERD_SOCKET = "/run/k3s/containerd/containerd.sock"
+# The RuntimeClass the operator creates for its containerd runtime handler (chart value operator.runtimeClass,
+# gpu-operator v25.10.1 deployments/gpu-operator/values.yaml; the operator also names the toolkit's
+# CONTAINERD_RUNTIME_CLASS after it). GPU pods name it, so they get the NVIDIA runtime even where containerd's
+# default runtime is not (k3s rewrites its containerd config on restart and upgrade).
+RUNTIME_CLASS = "nvidia"
 
 
 @dataclass(frozen=True)
@@ -43,14 +48,18 @@ def time_slicing_config(replicas: int) -> str:
 
 def gpu_operator_values(args: GpuOperatorArgs) -> dict[str, Any]:
     """The chart values for these args."""
-    values: dict[str, Any] = {"driver": {"enabled": args.install_driver}}
+    values: dict[str, Any] = {
+        "driver": {"enabled": args.install_driver},
+        "operator": {"runtimeClass": RUNTIME_CLASS},
+    }
     if args.on_k3s:
         values["toolkit"] = {
             "env": [
                 {"name": "CONTAINERD_CONFIG", "value": K3S_CONTAINERD_CONFIG},
                 {"name": "CONTAINERD_SOCKET", "value": K3S_CONTAINERD_SOCKET},
-                {"name": "CONTAINERD_RUNTIME_CLASS", "value": "nvidia"},
-                # nvidia as containerd's default runtime: training pods need no runtimeClassName.
+                {"name": "CONTAINERD_RUNTIME_CLASS", "value": RUNTIME_CLASS},
+                # nvidia also as containerd's default runtime, for pods that name no RuntimeClass (the
+                # operator's own); the training pods name RUNTIME_CLASS and do not depend on it.
                 {"name": "CONTAINERD_SET_AS_DEFAULT", "value": "true"},
             ]
         }
@@ -63,6 +72,8 @@ class GpuOperator(pulumi.ComponentResource):
     """The GPU Operator Helm release, its namespace and (optionally) the time-slicing config."""
 
     release: k8s.helm.v3.Release
+    # The RuntimeClass GPU pods name (created by the operator).
+    runtime_class: str = RUNTIME_CLASS
 
     def __init__(self, name: str, args: GpuOperatorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("trainstack:index:GpuOperator", name, None, opts)

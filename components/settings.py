@@ -40,13 +40,15 @@ from components.mlflow_server import MlflowServerArgs, tracking_uri
 from components.monitoring import MonitoringArgs
 from components.trainer_image import Delivery, DockerNodesImport, K3sImport, KindLoad, TrainerImageArgs
 from components.training_job import (
+    MIN_GRACE_PERIOD_SECONDS,
     PREEMPTION_POLICIES,
     PriorityClassSpec,
     TrainingJobArgs,
+    default_grace_period_seconds,
     job_paths,
     rank0_labels,
 )
-from trainer.config import ConfigError, load_config
+from trainer.config import ConfigError, TrainConfig, load_config
 
 PROJECT = "trainstack"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -369,7 +371,9 @@ def _registry(values: Mapping[str, Any], password: pulumi.Input[str] | None) -> 
     return RegistryCredentials(server, username, password)
 
 
-def _train_config(values: Mapping[str, Any], job_name: str, stack_keys: Mapping[str, tuple[str, str]]) -> str:
+def _train_config(
+    values: Mapping[str, Any], job_name: str, stack_keys: Mapping[str, tuple[str, str]]
+) -> TrainConfig:
     """The preset with the overrides and the stack's in-cluster paths, validated by the trainer's own loader.
 
     stack_keys: further training keys the stack sets, each as (value, the stack key it comes from)."""
@@ -394,7 +398,22 @@ def _train_config(values: Mapping[str, Any], job_name: str, stack_keys: Mapping[
         )
     except ConfigError as error:
         raise _error("trainingOverrides", f"invalid training config for preset {preset!r}: {error}") from None
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+    return config
+
+
+def _grace_period(values: Mapping[str, Any], config: TrainConfig) -> int:
+    """terminationGracePeriodSeconds, or with 0 the one derived from the model's parameter count."""
+    derived = default_grace_period_seconds(config.parameter_count())
+    seconds = _at_least(values, "terminationGracePeriodSeconds", 0)
+    if seconds == 0:
+        return derived
+    if seconds < MIN_GRACE_PERIOD_SECONDS:
+        raise _error(
+            "terminationGracePeriodSeconds",
+            f"must be 0 (derived from the model size: {derived} s for this config) or at least"
+            f" {MIN_GRACE_PERIOD_SECONDS} seconds, got {seconds}",
+        )
+    return seconds
 
 
 def parse_settings(
@@ -471,8 +490,9 @@ def parse_settings(
         checkpoint_size=quantities["checkpointStorageSize"],
         checkpoint_storage_class=str(values["checkpointStorageClass"]),
         shared_storage=cluster.shared_storage,
-        train_config=train_config,
+        train_config=yaml.safe_dump(train_config.to_dict(), sort_keys=False),
         pod_names_timeout_seconds=_at_least(values, "podNamesTimeoutSeconds", 0),
+        termination_grace_period_seconds=_grace_period(values, train_config),
         metrics_port=metrics_port,
         priority_class=priority_class,
         priority=priority,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ import pulumi_kubernetes as k8s
 from components.access import HF_TOKEN_KEY
 from components.cluster import SHARED_STORAGE_PATH
 from components.shell import kubectl_command, script
-from trainer import PREEMPTED_EXIT_CODE
+from trainer import PREEMPTED_EXIT_CODE, SHUTDOWN_TIMEOUT_ENV, USAGE_EXIT_CODE
 
 TRAINER_API_VERSION = "trainer.kubeflow.org/v1alpha1"
 # Where the contract puts things inside a training pod.
@@ -36,6 +37,57 @@ SHARED_STORAGE_CLASS = "trainstack-shared"
 COMPLETION_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 METRICS_PORT_NAME = "metrics"
 PREEMPTION_POLICIES = ("PreemptLowerPriority", "Never")
+
+# The termination grace period derived from the model size (terminationGracePeriodSeconds 0). A preempted
+# pod finishes its step, saves a checkpoint and exits 75 within it, or Kubernetes SIGKILLs it and the work
+# since the previous checkpoint is lost. Measured on an NVIDIA H200 host on 2026-11-30 (docs/benchmarks.md):
+# GPT-2 124M saved in 3.4-4.7 s with its AdamW state, at most 2.7 s per GB written, checksummed and published.
+SAVE_SECONDS_PER_GB = 2.7
+# Checkpoint bytes per parameter at most: ZeRO >= 1 with bf16 keeps bf16 weights (2) beside fp32 master weights
+# and two fp32 AdamW moments (12); ZeRO 0 keeps the 12 alone.
+CHECKPOINT_BYTES_PER_PARAMETER = 14
+# A stop may wait for a background checkpoint write in flight before its own save.
+SAVES_PER_STOP = 2
+# Volumes slower than that host's local disk (network file systems, shared claims).
+VOLUME_SLOWDOWN = 3
+# The step in flight, the stop agreed by every rank, process groups torn down, torchrun and launch exiting.
+GRACE_FLOOR_SECONDS = 60
+# torchrun SIGKILLs its workers this long before Kubernetes would SIGKILL the pod, so that `launch` still
+# collects the workers' exit codes and exits with the right one.
+SHUTDOWN_MARGIN_SECONDS = 10
+MIN_GRACE_PERIOD_SECONDS = 2 * SHUTDOWN_MARGIN_SECONDS
+
+
+def default_grace_period_seconds(parameters: int) -> int:
+    """The termination grace period for a model of this many parameters, in whole seconds rounded up:
+    GRACE_FLOOR_SECONDS + SAVES_PER_STOP x VOLUME_SLOWDOWN x SAVE_SECONDS_PER_GB x its checkpoint's GB
+    (CHECKPOINT_BYTES_PER_PARAMETER bytes per parameter). GPT-2 124M: 89 s; GPT-2 1.5B: 414 s."""
+    gigabytes = parameters * CHECKPOINT_BYTES_PER_PARAMETER / 1e9
+    return math.ceil(GRACE_FLOOR_SECONDS + SAVES_PER_STOP * VOLUME_SLOWDOWN * SAVE_SECONDS_PER_GB * gigabytes)
+
+
+def torchrun_shutdown_timeout(grace_period_seconds: int) -> int:
+    """torchrun's wait between its SIGTERM to the workers and its SIGKILL, matching the pod's grace period."""
+    return grace_period_seconds - SHUTDOWN_MARGIN_SECONDS
+
+
+# The reason of a Job's Failed condition when a pod matched a FailJob rule of its podFailurePolicy
+# (k8s.io/api batch/v1 JobReasonPodFailurePolicy, Kubernetes 1.33).
+POD_FAILURE_POLICY_REASON = "PodFailurePolicy"
+
+
+def usage_failure_pattern() -> str:
+    """The RE2 pattern of the Job failure message that a FailJob rule on exit code USAGE_EXIT_CODE of the
+    `node` container writes; JobSet's failurePolicy rule `usage` matches it with onJobFailureMessagePatterns.
+
+    Kubernetes 1.33 (pkg/controller/job/pod_failure_policy.go, matchPodFailurePolicy) formats that message as
+    "Container %s for pod %s/%s failed with exit code %v matching %v rule at index %d" and copies it, with the
+    reason PodFailurePolicy, from the Job's FailureTarget condition to its Failed condition
+    (job_controller.go, newFailedConditionForFailureTarget), which is the condition JobSet v0.12.0 reads
+    (pkg/controllers/failure_policy.go, findJobFailureCondition). The space after the code keeps 75 and 20
+    from matching; a pod failed on its DisruptionTarget condition gets "Pod %s/%s has condition ..." instead.
+    """
+    return f"^Container {NODE} for pod [^ ]+ failed with exit code {USAGE_EXIT_CODE} matching FailJob rule "
 
 
 def job_paths(job_name: str) -> dict[str, str]:
@@ -94,6 +146,9 @@ class TrainingJobArgs:
     train_config: str
     # How long to wait for the job's pods to exist (podNames) and its checkpoint claim to bind.
     pod_names_timeout_seconds: int
+    # Seconds from a pod's SIGTERM to its SIGKILL (>= MIN_GRACE_PERIOD_SECONDS); torchrun's own wait ends
+    # SHUTDOWN_MARGIN_SECONDS earlier.
+    termination_grace_period_seconds: int
     # Claim the cluster's shared directory (SHARED_STORAGE_PATH on every node) through a ReadWriteMany volume.
     shared_storage: bool = False
     # Port rank 0 serves Prometheus /metrics on (declared as the container port "metrics"); 0: none.
@@ -124,14 +179,28 @@ class TrainingJobArgs:
         return max(self.gpus_per_node, 1)
 
 
-def training_runtime_spec(args: TrainingJobArgs, image: pulumi.Input[str]) -> dict[str, Any]:
+def training_runtime_spec(
+    args: TrainingJobArgs, image: pulumi.Input[str], runtime_class: str | None = None
+) -> dict[str, Any]:
     """A torch TrainingRuntime that the default torch-distributed one cannot express.
 
     JobSet's failurePolicy (restart everything when a node fails, at most max_restarts times, and without
     counting preemptions) is a runtime field that TrainJob.runtimePatches cannot set. Each pod failure fails
     its Job at once (backoffLimit 0, restartPolicy Never) so the whole JobSet restarts together and every
-    rank resumes from the shared checkpoint. The pods run as uid 1000 without privilege escalation and get
-    an in-memory /dev/shm for NCCL.
+    rank resumes from the shared checkpoint. A pod that exits USAGE_EXIT_CODE (bad config or environment, or a
+    resize the checkpoint cannot follow) fails the JobSet instead: every restart would fail the same way, each
+    one counted against max_restarts. The pods run as uid 1000 without privilege escalation and get
+    an in-memory /dev/shm for NCCL. runtime_class: the RuntimeClass the pods name (the GPU Operator's
+    `nvidia`), rather than relying on containerd's default runtime; None names none.
+
+    It also states what JobSet's mutating webhook would default (jobset v0.12.0, the release Trainer 2.3.0's
+    chart installs: pkg/webhooks/jobset_webhook.go Default), because on k3s the stack sets that webhook's
+    failurePolicy to Ignore, and a JobSet admitted without it lacks them: Indexed Jobs (the pods'
+    batch.kubernetes.io/job-completion-index annotation is where Trainer's torch plugin takes PET_NODE_RANK
+    from; without it every node's rank is empty), DNS hostnames for every pod published before it is ready
+    (PET_MASTER_ADDR is <job>-node-0-0.<job>; the controller dereferences network without a nil check), and
+    a success policy (also dereferenced unchecked). The pods' restartPolicy is already ours (Never); the
+    deprecated startupPolicy is nil-safe in the controller and left out.
     """
     pod_security = {
         "runAsNonRoot": True,
@@ -150,6 +219,7 @@ def training_runtime_spec(args: TrainingJobArgs, image: pulumi.Input[str]) -> di
         "template": {
             "metadata": {"labels": {ANCESTOR_LABEL: "trainer"}},
             "spec": {
+                "completionMode": "Indexed",
                 "backoffLimit": 0,
                 "podFailurePolicy": {
                     "rules": [
@@ -166,11 +236,22 @@ def training_runtime_spec(args: TrainingJobArgs, image: pulumi.Input[str]) -> di
                                 "values": [PREEMPTED_EXIT_CODE],
                             },
                         },
+                        # Bad config or environment: the JobSet rule "usage" fails the whole JobSet on it. After
+                        # the preemption rules, so that a disrupted pod restarts whatever its exit code.
+                        {
+                            "action": "FailJob",
+                            "onExitCodes": {
+                                "containerName": NODE,
+                                "operator": "In",
+                                "values": [USAGE_EXIT_CODE],
+                            },
+                        },
                     ]
                 },
                 "template": {
                     "spec": {
                         "restartPolicy": "Never",
+                        **({"runtimeClassName": runtime_class} if runtime_class else {}),
                         "securityContext": pod_security,
                         "containers": [
                             {
@@ -199,14 +280,22 @@ def training_runtime_spec(args: TrainingJobArgs, image: pulumi.Input[str]) -> di
         "mlPolicy": {"numNodes": 1, "torch": {}},
         "template": {
             "spec": {
+                "successPolicy": {"operator": "All"},
+                "network": {"enableDNSHostnames": True, "publishNotReadyAddresses": True},
                 "failurePolicy": {
                     "maxRestarts": args.max_restarts,
                     "rules": [
                         {
+                            "name": "usage",
+                            "action": "FailJobSet",
+                            "onJobFailureReasons": [POD_FAILURE_POLICY_REASON],
+                            "onJobFailureMessagePatterns": [usage_failure_pattern()],
+                        },
+                        {
                             "name": "preemption",
                             "action": "RestartJobSetAndIgnoreMaxRestarts",
-                            "onJobFailureReasons": ["PodFailurePolicy"],
-                        }
+                            "onJobFailureReasons": [POD_FAILURE_POLICY_REASON],
+                        },
                     ],
                 },
                 "replicatedJobs": [node_job],
@@ -224,7 +313,14 @@ def train_job_spec(
     image_pull_secret: pulumi.Input[str] | None,
 ) -> dict[str, Any]:
     """The TrainJob: trainer settings, plus runtimePatches for identity, volumes and placement."""
-    env: list[dict[str, Any]] = [{"name": "DS_ACCELERATOR", "value": "cuda" if args.gpus_per_node else "cpu"}]
+    env: list[dict[str, Any]] = [
+        {"name": "DS_ACCELERATOR", "value": "cuda" if args.gpus_per_node else "cpu"},
+        # torchrun's SIGTERM -> SIGKILL wait (`launch` passes it as --shutdown-timeout), inside the pod's grace.
+        {
+            "name": SHUTDOWN_TIMEOUT_ENV,
+            "value": str(torchrun_shutdown_timeout(args.termination_grace_period_seconds)),
+        },
+    ]
     if hf_token_secret is not None:
         env.append(
             {
@@ -239,6 +335,8 @@ def train_job_spec(
 
     pod: dict[str, Any] = {
         "serviceAccountName": service_account,
+        # Time for a preempted pod to finish its step and save (part of the TrainJob: a change replaces it).
+        "terminationGracePeriodSeconds": args.termination_grace_period_seconds,
         # One training pod per Kubernetes node.
         "affinity": {
             "podAntiAffinity": {
@@ -321,10 +419,12 @@ class TrainingJob(pulumi.ComponentResource):
         image_pull_secret: pulumi.Input[str] | None,
         kubeconfig: pulumi.Input[str],
         start_after: list[pulumi.Resource],
+        runtime_class: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """namespace .. image_pull_secret: what Access and TrainerImage made; kubeconfig: for listing pods;
-        start_after: what must be ready before the TrainJob is created (Trainer, GPU Operator, image)."""
+        start_after: what must be ready before the TrainJob is created (Trainer, GPU Operator, image);
+        runtime_class: the RuntimeClass the training pods name (the GPU Operator's), None for none."""
         super().__init__("trainstack:index:TrainingJob", name, None, opts)
         access_modes = ["ReadWriteMany" if args.num_nodes > 1 else "ReadWriteOnce"]
         claim_dependencies: list[pulumi.Resource] = []
@@ -391,7 +491,7 @@ class TrainingJob(pulumi.ComponentResource):
                 "namespace": namespace,
                 "labels": {"trainer.kubeflow.org/framework": "torch"},
             },
-            spec=training_runtime_spec(args, image),
+            spec=training_runtime_spec(args, image, runtime_class),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*start_after, *runtime_dependencies]),
         )
         train_job = k8s.apiextensions.CustomResource(

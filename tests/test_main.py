@@ -250,6 +250,19 @@ def test_trainer_objects_match_the_kubeflow_api(runs: dict[str, StackRun], stack
     assert job["spec"]["trainer"]["numNodes"] == stack_config(stack)["nodeCount"]
 
 
+@pytest.mark.parametrize("stack", STACKS)
+def test_gpu_pods_name_the_operators_runtime_class(runs: dict[str, StackRun], stack: str) -> None:
+    """Issue 18 case 6: where the GPU Operator is installed the training pods name its RuntimeClass, and the
+    runtime states what JobSet's (possibly skipped) webhook would default."""
+    runtime = validate_trainer_object(
+        runs[stack].one("kubernetes:trainer.kubeflow.org/v1alpha1:TrainingRuntime")
+    )
+    job = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]
+    assert job["completionMode"] == "Indexed"
+    expected = "nvidia" if stack_config(stack).get("gpusPerNode", 0) else None
+    assert job["template"]["spec"].get("runtimeClassName") == expected
+
+
 # Each bad value, the key its error must name, and a piece of the allowed values it must state.
 BAD_CONFIGS = [
     ({"clusterKind": "eks"}, "trainstack:clusterKind", "kind, k3s"),
@@ -310,6 +323,7 @@ BAD_CONFIGS = [
     ({"imagePush": True}, "trainstack:imageRepository", "registry host"),
     ({"hostHasGpuDriver": "maybe"}, "trainstack:hostHasGpuDriver", "true or false"),
     ({"clusterKnd": "kind"}, "trainstack:clusterKnd", "allowed keys: baseImage"),
+    ({"terminationGracePeriodSeconds": 5}, "trainstack:terminationGracePeriodSeconds", "at least 20"),
 ]
 
 

@@ -14,4 +14,9 @@ USAGE_EXIT_CODE = 2
 # reports only "failed" (exit 1) whatever its workers exited with.
 STATUS_DIR_ENV = "TRAINSTACK_STATUS_DIR"
 
-__all__ = ["PREEMPTED_EXIT_CODE", "STATUS_DIR_ENV", "USAGE_EXIT_CODE"]
+# torchrun's wait between forwarding SIGTERM to its workers and SIGKILLing them, in seconds: `launch` passes it
+# as torch.distributed.run --shutdown-timeout (torch >= 2.11; the option's own fallback variable, 30 s without).
+# The stack sets it to match the pod's terminationGracePeriodSeconds.
+SHUTDOWN_TIMEOUT_ENV = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"
+
+__all__ = ["PREEMPTED_EXIT_CODE", "SHUTDOWN_TIMEOUT_ENV", "STATUS_DIR_ENV", "USAGE_EXIT_CODE"]

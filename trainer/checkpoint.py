@@ -60,8 +60,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from trainer.config import ConfigError
+from trainer.config import ConfigError, TrainConfig
 from trainer.distributed import DistContext, broadcast_from_main
+from trainer.engine import zero_stage
 from trainer.engine_state import (
     OPTIMIZER_KEYS,
     HostBuffers,
@@ -271,35 +272,60 @@ def legacy_zero_stage(manifest: dict[str, Any], read: Any) -> int:
     return int(config.get("zero_optimization", {}).get("stage", 0))
 
 
-def legacy_problem(
-    where: str, manifest: dict[str, Any], stage: int, world_size: int, zero_stage: int
-) -> str | None:
-    """Why a DeepSpeed-layout checkpoint cannot resume here (its ZeRO partitions fix the world size and
-    stage), or None."""
-    saved_world = manifest.get("world_size")
-    if stage == zero_stage and (stage == 0 or saved_world == world_size):
+@dataclass(frozen=True)
+class LegacyCheckpoint:
+    """A checkpoint in DeepSpeed's per-rank layout (a manifest without "format"): DeepSpeed loads it only at
+    the ZeRO stage that wrote it, and with ZeRO >= 1 (per-rank optimizer partitions) only at its world size."""
+
+    where: str
+    zero_stage: int
+    world_size: int | None  # None: the manifest does not say
+
+    def problem(self, world_size: int, zero_stage: int) -> str | None:
+        """Why it cannot resume on world_size ranks running zero_stage, or None."""
+        if self.zero_stage == zero_stage and (zero_stage == 0 or self.world_size == world_size):
+            return None
+        return (
+            f"checkpoint.dir: {self.where} was written by an earlier trainer in DeepSpeed's per-rank layout with "
+            f"ZeRO stage {self.zero_stage} on {self.world_size} rank(s) and cannot resume on {world_size} "
+            f"rank(s) running ZeRO stage {zero_stage}; run once more on {self.world_size} rank(s) with "
+            f"train.zero_stage={self.zero_stage} (its next checkpoint resumes at any size), or use a new "
+            "checkpoint.dir"
+        )
+
+
+def legacy_checkpoint(storage: LocalStorage, tag: str, manifest: dict[str, Any]) -> LegacyCheckpoint | None:
+    """The published checkpoint `tag` as a LegacyCheckpoint when it is of the earlier layout, else None."""
+    if manifest.get("format") is not None:
         return None
-    return (
-        f"checkpoint.dir: {where} was written by an earlier trainer in DeepSpeed's per-rank layout with "
-        f"ZeRO stage {stage} on {saved_world} rank(s) and cannot resume on {world_size} rank(s) with "
-        f"train.zero_stage={zero_stage}; run once more on {saved_world} rank(s) with "
-        f"train.zero_stage={stage} (its next checkpoint resumes at any size), or use a new checkpoint.dir"
-    )
+    stage = legacy_zero_stage(manifest, lambda name: storage.read_legacy(tag, name))
+    saved_world = manifest.get("world_size")
+    return LegacyCheckpoint(storage.describe(tag), stage, None if saved_world is None else int(saved_world))
 
 
-def resume_problem(directory: str, world_size: int, zero_stage: int) -> str | None:
-    """Why the newest checkpoint in a checkpoint.dir cannot resume at this world size and ZeRO stage, or
-    None: a quick look at its manifest (no checksums) for a launcher to refuse before starting any rank."""
-    storage = LocalStorage(directory)
+def resume_stage(config: TrainConfig, world_size: int) -> tuple[int, str | None]:
+    """The ZeRO stage the engine runs for this config on world_size ranks, and why the newest checkpoint in
+    checkpoint.dir cannot resume at it (None: it can, or there is none). A quick look at the manifest (no
+    checksums), for `launch` before it starts any worker and for `train` before it builds the engine.
+
+    Checkpoints of this layout resume at any stage: trainer.engine.zero_stage decides (0 on one rank). One of
+    the earlier layout decides instead where it must: written by one rank at train.zero_stage, it is resumed by
+    one rank running that stage (this once: its next checkpoint is of this layout); any other size or stage
+    it cannot follow is the problem returned (LegacyCheckpoint.problem, the one rule for them).
+    """
+    stage = zero_stage(config, world_size)
+    storage = LocalStorage(config.checkpoint.dir)
     for _, tag in storage.published():
         manifest = storage.manifest(tag)
         if manifest is None:
             continue
-        if manifest.get("format") is not None:
-            return None
-        stage = legacy_zero_stage(manifest, lambda name, tag=tag: storage.read_legacy(tag, name))
-        return legacy_problem(storage.describe(tag), manifest, stage, world_size, zero_stage)
-    return None
+        legacy = legacy_checkpoint(storage, tag, manifest)
+        if legacy is None:
+            return stage, None
+        if world_size == 1 and (legacy.zero_stage, legacy.world_size) == (config.train.zero_stage, 1):
+            stage = config.train.zero_stage
+        return stage, legacy.problem(world_size, stage)
+    return stage, None
 
 
 # ---- the store ----
@@ -386,13 +412,14 @@ class CheckpointStore:
         return dict(run["client_state"])
 
     def _load_legacy(self, engine: Any, tag: str, manifest: dict[str, Any]) -> dict[str, Any]:
-        stage = legacy_zero_stage(manifest, lambda name: self.storage.read_legacy(tag, name))
-        where = self.storage.describe(tag)
-        problem = legacy_problem(
-            where, manifest, stage, self.context.world_size, engine.zero_optimization_stage()
-        )
+        legacy = legacy_checkpoint(self.storage, tag, manifest)
+        assert legacy is not None
+        # resume_stage has chosen the engine's stage for the newest checkpoint; this one may be older (the
+        # newest failed its checksums).
+        problem = legacy.problem(self.context.world_size, engine.zero_optimization_stage())
         if problem:
             raise ConfigError(problem)
+        where = legacy.where
         path, client_state = engine.load_checkpoint(str(self.storage.root), tag=tag)
         if path is None:
             raise CheckpointError(f"DeepSpeed could not load checkpoint {where}")

@@ -27,6 +27,20 @@ class ConfigError(Exception):
     """A config that cannot be used; the message names the key and what is allowed."""
 
 
+def padded_vocab_size(vocab_size: int) -> int:
+    """The embedding's rows for a tokenizer of vocab_size tokens: the next multiple of VOCAB_MULTIPLE."""
+    return -(-vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+
+def whole_number(name: str, value: str, allowed: str, minimum: int, maximum: int | None = None) -> int:
+    """value (an environment variable's text, say) as an integer in [minimum, maximum]; else ConfigError
+    naming `name` and `allowed`. Only digits count: no sign, no spaces, no underscores."""
+    in_range = re.fullmatch(r"[0-9]+", value) and int(value) >= minimum
+    if not in_range or (maximum is not None and int(value) > maximum):
+        raise ConfigError(f"{name}: expected {allowed}, got {value!r}")
+    return int(value)
+
+
 # Transformer shapes by size. block_size, vocabulary and dropout are separate keys (model.*).
 MODEL_PRESETS: dict[str, dict[str, int]] = {
     "tiny": {"n_layer": 2, "n_head": 2, "n_embd": 64},
@@ -38,6 +52,10 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
     "gpt2-1558m": {"n_layer": 48, "n_head": 25, "n_embd": 1600},
 }
 
+VOCAB_MULTIPLE = 64  # the model pads the vocabulary so the embedding / head matmuls hit efficient tile sizes
+GPT2_VOCAB_SIZE = 50257  # tiktoken's gpt2 encoding
+BYTES_ENCODING = "bytes"  # data.encoding of the built-in byte-level encoding (trainer.dataset)
+BYTES_VOCAB_SIZE = 257  # its tokens: 256 bytes and <|endoftext|>
 PRECISIONS = ("auto", "bf16", "fp32")
 SCIENTIFIC_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 PROGRESS_MODES = ("auto", "on", "off")
@@ -248,6 +266,20 @@ class TrainConfig:
             if explicit is not None:
                 shape[name] = explicit
         return shape
+
+    def parameter_count(self, vocab_size: int | None = None) -> int:
+        """Parameters of trainer.model.GPT for this config and a tokenizer of vocab_size tokens (all of them,
+        position embeddings included; the output head shares the token embedding), without building it:
+        V·C + T·C + L·(12·C² + 2·C + 11·C·bias) + C + C·bias for vocabulary V (padded), width C, context T,
+        L blocks (QKV 3C², attention projection C², MLP 8C², two LayerNorms), the final LayerNorm.
+        vocab_size None: the bytes encoding's, else GPT-2's (a tiktoken encoding's size needs its files)."""
+        if vocab_size is None:
+            vocab_size = BYTES_VOCAB_SIZE if self.data.encoding == BYTES_ENCODING else GPT2_VOCAB_SIZE
+        shape = self.model_shape()
+        width, layers, bias = shape["n_embd"], shape["n_layer"], int(self.model.bias)
+        per_block = 12 * width * width + 2 * width + 11 * width * bias
+        embeddings = (padded_vocab_size(vocab_size) + self.model.block_size) * width
+        return embeddings + layers * per_block + width + width * bias
 
 
 SECTIONS: dict[str, type] = {

@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 import tiktoken
 
-from trainer.config import ConfigError, DataSection
+from trainer.config import BYTES_ENCODING, ConfigError, DataSection
 from trainer.shared_files import exclusive_lock, write_once
 
-BYTES_ENCODING = "bytes"
 END_OF_TEXT = "<|endoftext|>"
 CACHE_FORMAT = 1  # bump when the cache layout changes, so old caches are not misread
 TRAIN_STREAM, VAL_STREAM = 0, 1  # separate random streams for training and validation windows

@@ -11,6 +11,7 @@ import contextlib
 import gc
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -23,6 +24,8 @@ import torch.distributed as dist
 # they would hold the default group, its gloo threads and its TCPStore daemon until interpreter teardown,
 # out of shutdown()'s reach; imported now, the defaults are None.
 import torch.distributed.nn.functional
+
+from trainer.config import ConfigError, whole_number
 
 # Long enough for rank 0 to tokenize a corpus while the others wait in a collective.
 PROCESS_GROUP_TIMEOUT = timedelta(minutes=30)
@@ -49,13 +52,80 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# torchrun's per-worker variables (torch/distributed/elastic/agent/server/local_elastic_agent.py sets them all).
+IDENTITY_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+REQUIRED_IDENTITY = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """Who this process is, as torchrun says: checked for presence and consistency."""
+
+    rank: int  # 0 <= rank < world_size
+    world_size: int
+    local_rank: int  # 0 <= local_rank < local_world_size (when given) and < the visible GPUs (on GPU)
+    master_addr: str
+    master_port: int  # 1-65535
+
+
+def process_identity(env: Mapping[str, str], cuda_devices: int) -> ProcessIdentity | None:
+    """This process's place in the world from torchrun's variables; None when none of RANK, WORLD_SIZE,
+    LOCAL_RANK is set (not under torchrun: a world of one). cuda_devices: GPUs visible to this process (0 on
+    CPU). Raises ConfigError naming the first missing, empty, malformed or inconsistent variable."""
+    if not any(name in env for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK")):
+        return None
+    for name in REQUIRED_IDENTITY:
+        if not env.get(name, "").strip():
+            state = "is set but empty" if name in env else "is not set"
+            raise ConfigError(
+                f"{name} {state}: under torchrun every process needs all of {', '.join(REQUIRED_IDENTITY)}"
+            )
+    value = {name: env[name].strip() for name in IDENTITY_VARIABLES if env.get(name, "").strip()}
+    world_size = whole_number("WORLD_SIZE", value["WORLD_SIZE"], "a process count >= 1", 1)
+    rank = whole_number(
+        "RANK",
+        value["RANK"],
+        f"an integer from 0 to {world_size - 1} (WORLD_SIZE={world_size})",
+        0,
+        world_size - 1,
+    )
+    local_world = world_size
+    if "LOCAL_WORLD_SIZE" in value:
+        local_world = whole_number(
+            "LOCAL_WORLD_SIZE",
+            value["LOCAL_WORLD_SIZE"],
+            f"a process count from 1 to WORLD_SIZE={world_size}",
+            1,
+            world_size,
+        )
+    local_rank = whole_number(
+        "LOCAL_RANK",
+        value["LOCAL_RANK"],
+        f"an integer from 0 to {local_world - 1} (LOCAL_WORLD_SIZE / WORLD_SIZE {local_world})",
+        0,
+        local_world - 1,
+    )
+    if cuda_devices and local_rank >= cuda_devices:
+        raise ConfigError(
+            f"LOCAL_RANK ({local_rank}) has no GPU: {cuda_devices} visible; run at most one process per GPU"
+            " (PET_NPROC_PER_NODE / --nproc-per-node)"
+        )
+    port = whole_number("MASTER_PORT", value["MASTER_PORT"], "a TCP port 1-65535", 1, 65535)
+    return ProcessIdentity(rank, world_size, local_rank, value["MASTER_ADDR"], port)
+
+
 def init_distributed() -> DistContext:
-    """Join (or, alone, create) the process group and pick this rank's device."""
-    if "RANK" not in os.environ:  # not under torchrun: a world of one
+    """Join (or, alone, create) the process group and pick this rank's device. A missing or inconsistent
+    torchrun variable raises ConfigError before anything else happens."""
+    cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    identity = process_identity(os.environ, cuda_devices)
+    if identity is None:  # not under torchrun: a world of one
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(free_port()))
-    local_rank = int(os.environ["LOCAL_RANK"])
-    if torch.cuda.is_available():
+        local_rank = 0
+    else:
+        local_rank = identity.local_rank
+    if cuda_devices:
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
     else:

@@ -42,15 +42,31 @@ def use_bf16(config: TrainConfig, device: torch.device) -> bool:
     return config.train.precision == "bf16"
 
 
-def clips_itself(config: TrainConfig) -> bool:
-    """Whether the training loop clips, not DeepSpeed: without ZeRO. There DeepSpeed runs the client AdamW
+def zero_stage(config: TrainConfig, world_size: int) -> int:
+    """The ZeRO stage the engine runs: train.zero_stage with two or more data-parallel ranks, 0 with one.
+
+    ZeRO 1-3 partition the optimizer state (1), the gradients (2) and the weights (3) over the data-parallel
+    ranks; one rank has nothing to partition. DeepSpeed's ZeRO optimizer still works tensor by tensor on the
+    host at every step there (deepspeed 0.19.8 runtime/zero/stage_1_and_2.py: a gradient hook per parameter
+    copying into a reduction bucket, an inf/NaN test and a norm per gradient tensor, every bf16 weight
+    re-pointed into the flat buffer one by one; about 50 aten ops per parameter tensor per step), and on a GPU
+    the device then waits for the host: ZeRO 1 trained GPT-2 124M at 0.53 of a plain PyTorch loop on an H200
+    (docs/benchmarks.md). ZeRO 0 is the plain loop's dtype policy and optimizer (see deepspeed_config).
+    The one exception, a checkpoint of the earlier DeepSpeed layout that only its own stage loads, is
+    trainer.checkpoint.resume_stage's.
+    """
+    return config.train.zero_stage if world_size > 1 else 0
+
+
+def clips_itself(stage: int) -> bool:
+    """Whether the training loop clips, not DeepSpeed: at ZeRO stage 0. There DeepSpeed runs the client AdamW
     unwrapped (fp32, or fp32 weights under torch.autocast bf16: see deepspeed_config) and its clipping throws
     the gradient norm away; its ZeRO optimizers keep it (get_global_grad_norm)."""
-    return config.train.zero_stage == 0
+    return stage == 0
 
 
-def deepspeed_config(config: TrainConfig, world_size: int, bf16: bool) -> dict[str, Any]:
-    """DeepSpeed's config. bf16 means two things, by ZeRO stage:
+def deepspeed_config(config: TrainConfig, world_size: int, bf16: bool, stage: int) -> dict[str, Any]:
+    """DeepSpeed's config for the ZeRO stage the engine runs (zero_stage()). bf16 means two things, by stage:
 
     - ZeRO 0: torch.autocast(bfloat16) around the forward, fp32 weights and gradients, the client fused
       AdamW unwrapped (DeepSpeed's "torch_autocast"), the loop clipping: the dtype policy of a plain PyTorch
@@ -61,15 +77,15 @@ def deepspeed_config(config: TrainConfig, world_size: int, bf16: bool) -> dict[s
       ZeRO optimizer's flat partitions, the gradient norm and clipping done by that optimizer.
     """
     train = config.train
-    zero = train.zero_stage > 0
+    zero = stage > 0
     return {
         "train_micro_batch_size_per_gpu": train.micro_batch_size,
         "gradient_accumulation_steps": train.grad_accum_steps,
         "train_batch_size": train.micro_batch_size * train.grad_accum_steps * world_size,
-        "gradient_clipping": 0.0 if clips_itself(config) else train.grad_clip,
+        "gradient_clipping": 0.0 if clips_itself(stage) else train.grad_clip,
         "bf16": {"enabled": bf16 and zero},
         "torch_autocast": {"enabled": bf16 and not zero, "dtype": "bfloat16"},
-        "zero_optimization": {"stage": train.zero_stage},
+        "zero_optimization": {"stage": stage},
         # DeepSpeed's throughput timer (on by default) synchronizes the device at every forward and every
         # step() when no DeepSpeed dataloader is used: two host syncs per micro-batch. We time steps ourselves.
         "timers": {"throughput": {"enabled": False}},
@@ -92,6 +108,7 @@ class Engine:
     device: torch.device
     bf16: bool
     clip_norm: float | None  # set when the loop clips (see clips_itself); 0 means measure only
+    zero_stage: int  # the stage the engine runs (zero_stage(): 0 on one rank whatever train.zero_stage says)
     compiled: bool = False  # torch.compile in effect (train.compile on a GPU with a C compiler for Triton)
 
     def train_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, Any]:
@@ -115,10 +132,26 @@ class Engine:
         return loss_sum / len(micro_batches), grad_norm
 
 
-def build_engine(model: GPT, config: TrainConfig, device: torch.device, world_size: int) -> Engine:
+def build_engine(
+    model: GPT, config: TrainConfig, device: torch.device, world_size: int, *, stage: int | None = None
+) -> Engine:
+    """The engine for this many data-parallel ranks. stage: the ZeRO stage to run (the trainer's comes from
+    trainer.checkpoint.resume_stage); None: zero_stage(config, world_size). One line on stderr when one rank
+    runs stage 0 for a train.zero_stage of 1-3."""
     import deepspeed  # heavy: only once the process group exists
 
     train = config.train
+    if stage is None:
+        stage = zero_stage(config, world_size)
+    if world_size == 1 and stage == 0 < train.zero_stage:
+        print(
+            f"note: train.zero_stage={train.zero_stage} runs as ZeRO stage {stage} on one rank: ZeRO"
+            " partitions over data-parallel ranks and one has nothing to partition, while DeepSpeed's ZeRO"
+            " optimizer would still work tensor by tensor on the host (the stage applies with 2 or more"
+            " ranks)",
+            file=sys.stderr,
+            flush=True,
+        )
     model.to(device)
     optimizer = torch.optim.AdamW(
         model.optimizer_groups(train.weight_decay),
@@ -136,8 +169,15 @@ def build_engine(model: GPT, config: TrainConfig, device: torch.device, world_si
         model=model,
         optimizer=optimizer,
         lr_scheduler=schedule,
-        config=deepspeed_config(config, world_size, bf16),
+        config=deepspeed_config(config, world_size, bf16, stage),
     )
+    if stage == 0 and world_size == 1:
+        # ZeRO 0 all-reduces the gradients after every accumulation boundary even alone: it flattens them
+        # into a bucket, all-reduces it over one rank and copies each tensor back (deepspeed 0.19.8
+        # runtime/engine.py allreduce_gradients -> buffered_allreduce_fallback; a few ops per parameter
+        # tensor). Over one rank that is the identity (no rescaling: gradient_predivide_factor 1 equals
+        # the world size), so skip it: _backward_epilogue and step() read this flag.
+        engine.enable_backward_allreduce = False
     compiled = False
     if train.compile and device.type == "cuda":
         problem = compile_problem()
@@ -148,8 +188,8 @@ def build_engine(model: GPT, config: TrainConfig, device: torch.device, world_si
             print(
                 f"warning: train.compile=true ignored, running eager: {problem}", file=sys.stderr, flush=True
             )
-    clip_norm = train.grad_clip if clips_itself(config) else None
-    return Engine(engine, model, device, bf16, clip_norm, compiled)
+    clip_norm = train.grad_clip if clips_itself(stage) else None
+    return Engine(engine, model, device, bf16, clip_norm, stage, compiled)
 
 
 def compile_problem() -> str | None:

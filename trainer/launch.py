@@ -16,41 +16,137 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from trainer import PREEMPTED_EXIT_CODE, STATUS_DIR_ENV, USAGE_EXIT_CODE
-from trainer.config import ConfigError, TrainConfig, load_config
+from trainer import PREEMPTED_EXIT_CODE, SHUTDOWN_TIMEOUT_ENV, STATUS_DIR_ENV, USAGE_EXIT_CODE
+from trainer.config import ConfigError, TrainConfig, load_config, whole_number
+from trainer.startup import LAUNCH_START_ENV, process_start
 
-# variable -> (pattern its value must match, what is allowed, default when unset)
-PET_VARIABLES: dict[str, tuple[str, str, str | None]] = {
-    "PET_NNODES": (r"\d+(:\d+)?", "a node count N or a range MIN:MAX", "1"),
-    "PET_NPROC_PER_NODE": (r"\d+|auto|gpu|cpu", "a process count, auto, gpu or cpu", "1"),
-    "PET_NODE_RANK": (r"\d+", "a non-negative integer", "0"),
-    "PET_MASTER_ADDR": (r"\S+", "a host name or address", "127.0.0.1"),
-    "PET_MASTER_PORT": (r"\d{1,5}", "a TCP port number", None),  # None: a free local port
-}
+# Kubeflow Trainer's torch plugin (pkg/runtime/framework/plugins/torch/torch.go, v2.3.0) sets these on every
+# node: PET_NNODES and PET_NPROC_PER_NODE as values, PET_NODE_RANK from the Downward API field
+# metadata.annotations['batch.kubernetes.io/job-completion-index'] (present only in Indexed Jobs), PET_MASTER_ADDR
+# as <trainjob>-node-0-0.<trainjob> and PET_MASTER_PORT as 29500.
+NODE_RANK_SOURCE = (
+    "Kubeflow Trainer fills it from the pod's batch.kubernetes.io/job-completion-index annotation, "
+    "which only an Indexed Job has (the TrainingRuntime must state completionMode: Indexed)"
+)
+NPROC_WORDS = ("auto", "gpu", "cpu")
 
 
-def torchrun_command(config_path: str, overrides: list[str], env: Mapping[str, str]) -> list[str]:
+@dataclass(frozen=True)
+class NodeIdentity:
+    """Who this node is in the job, checked: what torchrun's static rendezvous needs."""
+
+    nnodes: str  # N, or MIN:MAX (torchrun's static rendezvous then waits for MAX nodes)
+    max_nodes: int
+    nproc_per_node: str  # a count, or auto/gpu/cpu
+    node_rank: int  # 0 <= node_rank < max_nodes
+    master_addr: str
+    master_port: int | None  # None: a free local port (a single node only)
+
+
+def node_identity(env: Mapping[str, str]) -> NodeIdentity:
+    """The node's identity from Kubeflow's PET_* variables, every value checked before any work.
+
+    Unset variables default to a single local node (1 node, 1 process, rank 0, 127.0.0.1, a free port). A job
+    of several nodes needs PET_NODE_RANK, PET_MASTER_ADDR and PET_MASTER_PORT: defaulting them would make every
+    node rank 0 of its own rendezvous, and the job would hang until its timeout. A variable that is set but
+    empty (a Downward API field that does not exist, such as the completion index of a non-Indexed Job) is
+    always an error. Raises ConfigError naming the variable, what is allowed and why.
+    """
     values = {}
-    for name, (pattern, allowed, default) in PET_VARIABLES.items():
-        value = env.get(name, "").strip() or default
-        if value is None:
-            from trainer.distributed import free_port  # imports torch: only when needed
+    for name in ("PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT"):
+        if name in env and not env[name].strip():
+            why = f": {NODE_RANK_SOURCE}" if name == "PET_NODE_RANK" else ""
+            raise ConfigError(
+                f"{name} is set but empty; it says who this process is and cannot be defaulted{why}"
+            )
+        values[name] = env[name].strip() if name in env else None
 
-            value = str(free_port())
-        if not re.fullmatch(pattern, value):
-            raise ConfigError(f"{name}: expected {allowed}, got {value!r}")
-        values[name] = value
+    nnodes = values["PET_NNODES"] or "1"
+    match = re.fullmatch(r"(\d+)(?::(\d+))?", nnodes)
+    allowed_nodes = "a node count N >= 1 or a range MIN:MAX with 1 <= MIN <= MAX"
+    if not match or int(match.group(1)) < 1 or (match.group(2) and int(match.group(2)) < int(match.group(1))):
+        raise ConfigError(f"PET_NNODES: expected {allowed_nodes}, got {nnodes!r}")
+    max_nodes = int(match.group(2) or match.group(1))
+
+    nproc = values["PET_NPROC_PER_NODE"] or "1"
+    if nproc not in NPROC_WORDS:
+        whole_number(
+            "PET_NPROC_PER_NODE", nproc, f"a process count >= 1 or one of {', '.join(NPROC_WORDS)}", 1
+        )
+
+    if max_nodes > 1:
+        needed = {
+            "PET_NODE_RANK": f"each node's rank, 0 to {max_nodes - 1} ({NODE_RANK_SOURCE})",
+            "PET_MASTER_ADDR": "the address of node 0, where the rendezvous runs",
+            "PET_MASTER_PORT": "the rendezvous port on node 0",
+        }
+        for name, what in needed.items():
+            if values[name] is None:
+                raise ConfigError(f"{name} is not set: with PET_NNODES={nnodes} it must give {what}")
+    rank = whole_number(
+        "PET_NODE_RANK",
+        values["PET_NODE_RANK"] or "0",
+        f"an integer from 0 to {max_nodes - 1} (PET_NNODES={nnodes})",
+        0,
+        max_nodes - 1,
+    )
+    address = values["PET_MASTER_ADDR"] or "127.0.0.1"
+    if re.search(r"\s", address):
+        raise ConfigError(f"PET_MASTER_ADDR: expected a host name or address, got {address!r}")
+    port = values["PET_MASTER_PORT"]
+    if port is not None:
+        whole_number("PET_MASTER_PORT", port, "a TCP port 1-65535", 1, 65535)
+    return NodeIdentity(
+        nnodes=nnodes,
+        max_nodes=max_nodes,
+        nproc_per_node=nproc,
+        node_rank=rank,
+        master_addr=address,
+        master_port=None if port is None else int(port),
+    )
+
+
+def shutdown_timeout(env: Mapping[str, str]) -> int | None:
+    """TORCH_ELASTIC_SHUTDOWN_TIMEOUT in seconds (None when unset); ConfigError unless a whole number >= 0."""
+    value = env.get(SHUTDOWN_TIMEOUT_ENV)
+    if value is None:
+        return None
+    return whole_number(SHUTDOWN_TIMEOUT_ENV, value.strip(), "a whole number of seconds >= 0", 0)
+
+
+def torchrun_has_shutdown_timeout() -> bool:
+    """Whether this torch's torchrun takes --shutdown-timeout (added in pytorch/pytorch#172596)."""
+    from torch.distributed.run import get_args_parser  # imports torch: only when needed
+
+    return any("--shutdown-timeout" in action.option_strings for action in get_args_parser()._actions)
+
+
+def torchrun_command(
+    config_path: str, overrides: list[str], env: Mapping[str, str], *, shutdown_flag: bool = True
+) -> list[str]:
+    """The torchrun command for this node. shutdown_flag: pass TORCH_ELASTIC_SHUTDOWN_TIMEOUT as
+    --shutdown-timeout (when this torch's torchrun has the option)."""
+    identity = node_identity(env)
+    timeout = shutdown_timeout(env)
+    port = identity.master_port
+    if port is None:
+        from trainer.distributed import free_port  # imports torch: only when needed
+
+        port = free_port()
     sets = [arg for override in overrides for arg in ("--set", override)]
+    shutdown = [f"--shutdown-timeout={timeout}"] if timeout is not None and shutdown_flag else []
     return [
         sys.executable, "-m", "torch.distributed.run",
-        f"--nnodes={values['PET_NNODES']}",
-        f"--nproc-per-node={values['PET_NPROC_PER_NODE']}",
-        f"--node-rank={values['PET_NODE_RANK']}",
-        f"--master-addr={values['PET_MASTER_ADDR']}",
-        f"--master-port={values['PET_MASTER_PORT']}",
+        f"--nnodes={identity.nnodes}",
+        f"--nproc-per-node={identity.nproc_per_node}",
+        f"--node-rank={identity.node_rank}",
+        f"--master-addr={identity.master_addr}",
+        f"--master-port={port}",
+        *shutdown,
         "-m", "trainer", "train", "--config", config_path, *sets,
     ]  # fmt: skip
 
@@ -68,27 +164,38 @@ def outcome(torchrun_code: int, worker_codes: list[int], signal_received: int | 
     return torchrun_code
 
 
-def check_resumable(config: TrainConfig, env: Mapping[str, str]) -> None:
-    """A checkpoint that this job cannot resume (see trainer.checkpoint.resume_problem) stops the launch
-    here, on one line, before any worker starts; an elastic node range leaves it to the workers."""
-    nnodes, nproc = env.get("PET_NNODES", "").strip() or "1", env.get("PET_NPROC_PER_NODE", "").strip() or "1"
-    if not (nnodes.isdigit() and nproc.isdigit()) or not Path(config.checkpoint.dir).expanduser().is_dir():
+def check_resumable(config: TrainConfig, identity: NodeIdentity) -> None:
+    """A checkpoint that this job cannot resume (trainer.checkpoint.resume_stage) stops the launch here, on
+    one line, before any worker starts; an elastic node range or a per-device process count (auto, gpu, cpu)
+    leaves it to the workers, which know their world size."""
+    nproc = identity.nproc_per_node
+    if ":" in identity.nnodes or not nproc.isdigit() or not Path(config.checkpoint.dir).expanduser().is_dir():
         return
-    from trainer.checkpoint import resume_problem  # imports torch: only when there may be a checkpoint
+    from trainer.checkpoint import resume_stage  # imports torch: only when there may be a checkpoint
 
-    problem = resume_problem(config.checkpoint.dir, int(nnodes) * int(nproc), config.train.zero_stage)
+    _, problem = resume_stage(config, int(identity.nnodes) * int(nproc))
     if problem:
         raise ConfigError(problem)
 
 
 def launch(config_path: str, overrides: list[str]) -> int:
     config = load_config(config_path, overrides)  # a bad config fails here, once, not in every worker
-    command = torchrun_command(config_path, overrides, os.environ)
-    check_resumable(config, os.environ)
+    command = torchrun_command(config_path, overrides, os.environ)  # every PET_* value checked first
+    check_resumable(config, node_identity(os.environ))
+    if shutdown_timeout(os.environ) is not None and not torchrun_has_shutdown_timeout():
+        command = torchrun_command(config_path, overrides, os.environ, shutdown_flag=False)
+        print(
+            f"warning: {SHUTDOWN_TIMEOUT_ENV} ignored: this torch's torchrun has no --shutdown-timeout and"
+            " SIGKILLs its workers 30 s after a SIGTERM",
+            file=sys.stderr,
+            flush=True,
+        )
     with tempfile.TemporaryDirectory(prefix="trainstack-status-") as status_dir:
         # Its own session: a terminal's Ctrl-C reaches torchrun once, through us, like Kubernetes' SIGTERM.
         process = subprocess.Popen(
-            command, env={**os.environ, STATUS_DIR_ENV: status_dir}, start_new_session=True
+            command,
+            env={**os.environ, STATUS_DIR_ENV: status_dir, LAUNCH_START_ENV: str(process_start())},
+            start_new_session=True,
         )
         received: list[int] = []
 

@@ -16,11 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-VOCAB_MULTIPLE = 64  # pad the vocabulary so the embedding / head matmuls hit efficient tile sizes
-
-
-def padded_vocab_size(vocab_size: int) -> int:
-    return math.ceil(vocab_size / VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+from trainer.config import padded_vocab_size
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 from trainer import PREEMPTED_EXIT_CODE, STATUS_DIR_ENV
-from trainer.checkpoint import CheckpointStore, Write
+from trainer.checkpoint import CheckpointStore, Write, resume_stage
 from trainer.config import ConfigError, StopCondition, TrainConfig
 from trainer.dataset import DataError, TokenCache, TokenData, train_batch, val_batch
 from trainer.distributed import (
     DistContext,
     any_rank,
+    broadcast_from_main,
     gather_objects,
     init_distributed,
     mean_over_ranks,
@@ -35,6 +36,7 @@ from trainer.metrics import MetricsLog, MetricsSink, Outcome, mfu, peak_flops
 from trainer.model import GPT
 from trainer.progress import TrainJobStatusReporter
 from trainer.run_state import RunState
+from trainer.startup import StartupClock, compile_estimate
 
 if TYPE_CHECKING:
     from trainer.prometheus import PrometheusExporter
@@ -98,19 +100,32 @@ class Trainer:
         cache: TokenCache,
         context: DistContext,
         exporter: PrometheusExporter | None = None,
+        clock: StartupClock | None = None,
     ) -> None:
-        """exporter: rank 0's Prometheus endpoint, already serving (see start_exporter)."""
+        """exporter: rank 0's Prometheus endpoint, already serving (see start_exporter). clock: started with
+        the process (see trainer.startup), for the time to the first step."""
         self.config = config
         self.context = context
         self.exporter = exporter
+        self.clock = clock or StartupClock()
+        self.clock.lap("startup")
         train = config.train
         self.data = prepare_data(cache, context)
+        self.clock.lap("data")
         torch.manual_seed(train.seed)  # the same initial weights on every rank
         self.model = GPT(model_config(config, self.data.vocab_size))
         self.identity = model_identity(config, self.data.vocab_size)
         if context.device.type == "cuda":
             enable_tf32()
-        self.engine: Engine = build_engine(self.model, config, context.device, context.world_size)
+        # The stage decided by rank 0 (its look at checkpoint.dir), the same on every rank.
+        choice = resume_stage(config, context.world_size) if context.is_main else None
+        stage, problem = broadcast_from_main(choice)
+        if problem:
+            raise ConfigError(problem)
+        self.engine: Engine = build_engine(
+            self.model, config, context.device, context.world_size, stage=stage
+        )
+        self.clock.lap("engine")
         torch.manual_seed(train.seed + context.rank)  # dropout differs between ranks
         self.store = CheckpointStore(config.checkpoint.dir, config.checkpoint.keep_last, context)
         self.tokens_per_step = (
@@ -158,10 +173,10 @@ class Trainer:
             )
         client_state = self.store.load(self.engine.engine, tag, manifest)
         saved = (manifest.get("world_size"), manifest.get("zero_stage"))
-        if self.context.is_main and saved != (self.context.world_size, self.config.train.zero_stage):
+        if self.context.is_main and saved != (self.context.world_size, self.engine.zero_stage):
             print(
                 f"resuming {tag} (written by {saved[0]} rank(s), ZeRO stage {saved[1]}) on "
-                f"{self.context.world_size} rank(s), ZeRO stage {self.config.train.zero_stage}",
+                f"{self.context.world_size} rank(s), ZeRO stage {self.engine.zero_stage}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -277,19 +292,27 @@ class Trainer:
         train, checkpoint, output = self.config.train, self.config.checkpoint, self.config.output
         stop = StopSignal()
         resumed_from = self.resume()
+        self.clock.lap("resume")
+        # Rank 0's sinks (MLflow, TrainJob status, Prometheus restarts) start before any record reaches them;
+        # the checkpoint writer decides its shares. Both count in time to first step as prepare_s.
         self.start_sinks()
         self.store.prepare(self.engine.engine)
-        self.record(
-            event="start",
-            step=self.step,
-            resumed_from=resumed_from,
-            world_size=self.context.world_size,
-            device=self.device_name,
-            compiled=self.engine.compiled,
-            params=self.model.num_params(),
-            tokens=len(self.data.train),
-            data=self.data.describe,
-        )
+        self.clock.lap("prepare")
+        # Recorded once the first step is done (or at once when there is none to do), with the time to it.
+        start = {
+            "event": "start",
+            "step": self.step,
+            "resumed_from": resumed_from,
+            "world_size": self.context.world_size,
+            "device": self.device_name,
+            "compiled": self.engine.compiled,
+            "zero_stage": self.engine.zero_stage,
+            "params": self.model.num_params(),
+            "tokens": len(self.data.train),
+            "data": self.data.describe,
+        }
+        if self.step >= train.max_steps or self.stop_reason is not None:
+            self.record(**start, **self.clock.report(), first_step_s=None)
         rates: list[float] = []
         val_loss: float | None = None
         flops_per_token = self.model.flops_per_token()
@@ -300,6 +323,10 @@ class Trainer:
             loss, grad_norm = self.engine.train_step(self.micro_batches())
             self.step += 1
             interval_steps += 1
+            if "first_step_s" not in self.clock.parts:
+                loss.item()  # waits for the device: the first step is done
+                self.clock.lap("first_step")
+                self.record(**start, **self.clock.report())
             reached = False
             if self.step % output.log_every == 0 or self.step == train.max_steps:
                 self.last_loss = mean_over_ranks(
@@ -345,7 +372,14 @@ class Trainer:
         self.record_checkpoints(self.store.wait())  # the last save was written while evaluating
         if self.log:
             median_rate = statistics.median(rates) if rates else None
+            startup = self.clock.report()
             self.log.summary(
+                **startup,
+                compile_s=compile_estimate(
+                    startup.get("first_step_s"),
+                    None if median_rate is None else self.tokens_per_step / median_rate,
+                    self.engine.compiled,
+                ),
                 final_step=self.step,
                 final_loss=self.last_loss,
                 val_loss=val_loss,
@@ -362,12 +396,13 @@ class Trainer:
 
 def train(config: TrainConfig) -> int:
     """Train (or resume) to train.max_steps; the exit code: 0, or PREEMPTED_EXIT_CODE after a stop signal."""
+    clock = StartupClock()
     cache = TokenCache(config.data, config.model.block_size)  # a missing path or unknown encoding fails here
     context = init_distributed()
     try:
         exporter = start_exporter(config, context)
         try:
-            return _train(config, cache, context, exporter)
+            return _train(config, cache, context, exporter, clock)
         finally:
             if exporter is not None:
                 exporter.close("finished")
@@ -393,11 +428,15 @@ def start_exporter(config: TrainConfig, context: DistContext) -> PrometheusExpor
 
 
 def _train(
-    config: TrainConfig, cache: TokenCache, context: DistContext, exporter: PrometheusExporter | None
+    config: TrainConfig,
+    cache: TokenCache,
+    context: DistContext,
+    exporter: PrometheusExporter | None,
+    clock: StartupClock,
 ) -> int:
     """The Trainer's whole life: once this returns nothing refers to it, and shutdown can free its engine
     and, with it, the process groups that the engine's optimizer and parameters hold."""
-    trainer = Trainer(config, cache, context, exporter)
+    trainer = Trainer(config, cache, context, exporter, clock)
     finished = False
     try:
         code = trainer.run()

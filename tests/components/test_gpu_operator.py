@@ -8,6 +8,7 @@ from components.gpu_operator import (
     GPU_OPERATOR_NAMESPACE,
     K3S_CONTAINERD_CONFIG,
     K3S_CONTAINERD_SOCKET,
+    RUNTIME_CLASS,
     TIME_SLICING_CONFIG,
     GpuOperator,
     GpuOperatorArgs,
@@ -32,11 +33,25 @@ def test_k3s_points_the_toolkit_at_k3s_containerd() -> None:
     assert "devicePlugin" not in values
 
 
+def test_the_operator_creates_the_runtime_class_that_gpu_pods_name() -> None:
+    """Issue 18 case 6: the training pods name the RuntimeClass (RUNTIME_CLASS) the operator creates from its
+    operator.runtimeClass value, so they keep the NVIDIA runtime when containerd's default reverts."""
+    for on_k3s in (True, False):
+        values = gpu_operator_values(
+            GpuOperatorArgs("v25.10.1", on_k3s=on_k3s, install_driver=False, time_slicing_replicas=0)
+        )
+        assert values["operator"] == {"runtimeClass": RUNTIME_CLASS} and RUNTIME_CLASS == "nvidia"
+    k3s = gpu_operator_values(
+        GpuOperatorArgs("v25.10.1", on_k3s=True, install_driver=False, time_slicing_replicas=0)
+    )
+    assert {"name": "CONTAINERD_RUNTIME_CLASS", "value": RUNTIME_CLASS} in k3s["toolkit"]["env"]
+
+
 def test_kind_keeps_the_toolkit_defaults_and_can_install_the_driver() -> None:
     values = gpu_operator_values(
         GpuOperatorArgs("v25.10.1", on_k3s=False, install_driver=True, time_slicing_replicas=0)
     )
-    assert values == {"driver": {"enabled": True}}
+    assert values == {"driver": {"enabled": True}, "operator": {"runtimeClass": "nvidia"}}
 
 
 def test_time_slicing_config_shares_each_gpu() -> None:

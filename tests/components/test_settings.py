@@ -156,6 +156,25 @@ def test_bad_k3s_version_names_the_expected_form() -> None:
         parse_settings({"clusterKind": "k3s", "k3sVersion": "latest"})
 
 
+@pytest.mark.parametrize(
+    ("values", "seconds"),
+    [
+        ({}, 61),  # tiny (0.13M parameters, bytes encoding): the floor
+        ({"trainingPreset": "gpt2-124m"}, 89),  # 60 s + 2 saves x 3 x 2.7 s/GB x 1.74 GB
+        ({"trainingPreset": "gpt2-124m", "trainingOverrides": '["model.preset=gpt2-1558m"]'}, 414),
+        ({"trainingPreset": "gpt2-124m", "terminationGracePeriodSeconds": "600"}, 600),
+    ],
+)
+def test_grace_period_is_set_or_derived_from_the_model_size(values: dict[str, str], seconds: int) -> None:
+    assert parse_settings(values).job.termination_grace_period_seconds == seconds
+
+
+@pytest.mark.parametrize("value", ["10", "-5"])
+def test_a_grace_period_too_short_for_a_save_is_an_error(value: str) -> None:
+    with pytest.raises(StackConfigError, match=r"^trainstack:terminationGracePeriodSeconds: must be"):
+        parse_settings({"terminationGracePeriodSeconds": value})
+
+
 def test_an_existing_cluster_is_reached_through_its_kubeconfig_and_pulls_the_pushed_image(
     tmp_path: Path,
 ) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+import kubernetes_validate
 import pulumi
 import pytest
+import yaml
 from kubeflow_trainer_api.models import TrainerV1alpha1TrainingRuntime, TrainerV1alpha1TrainJob
 
 from components.shell import KUBECONFIG_PRELUDE, script
@@ -20,11 +24,12 @@ from components.training_job import (
     TrainingJob,
     TrainingJobArgs,
     config_map_name,
+    default_grace_period_seconds,
     job_paths,
     train_job_spec,
     training_runtime_spec,
 )
-from tests.k8s_validation import normalise
+from tests.k8s_validation import KUBERNETES_VERSION, SCHEMAS, normalise, unknown_fields
 from tests.shell_stubs import run_file, stub_tools
 from tests.stack_helpers import evaluate, reveal
 from trainer import PREEMPTED_EXIT_CODE
@@ -45,6 +50,7 @@ def job_args(**changes: Any) -> TrainingJobArgs:
         "checkpoint_storage_class": "nfs-client",
         "train_config": "train: {max_steps: 1}\n",
         "pod_names_timeout_seconds": 30,
+        "termination_grace_period_seconds": 90,
     }
     return TrainingJobArgs(**{**base, **changes})
 
@@ -139,21 +145,73 @@ def test_cpu_job_has_no_gpu_resources_or_tolerations() -> None:
     trainer = document["spec"]["trainer"]
     assert "nvidia.com/gpu" not in trainer["resourcesPerNode"]["requests"]
     assert trainer["numProcPerNode"] == 1
-    assert trainer["env"] == [{"name": "DS_ACCELERATOR", "value": "cpu"}]
+    assert {"name": "DS_ACCELERATOR", "value": "cpu"} in trainer["env"]
     assert "tolerations" not in pod_patch(document)
 
 
-def test_runtime_restarts_the_jobset_and_runs_pods_safely() -> None:
-    document: dict[str, Any] = {
+def test_grace_period_and_a_matching_torchrun_wait() -> None:
+    """Issue 18 case 5: Kubernetes' 30 s default and torchrun's own 30 s SIGKILL cut off long saves."""
+    document = trainjob(job_args(termination_grace_period_seconds=300))
+    assert pod_patch(document)["terminationGracePeriodSeconds"] == 300
+    env = {item["name"]: item.get("value") for item in document["spec"]["trainer"]["env"]}
+    assert env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "290"  # torchrun gives up 10 s before Kubernetes does
+    assert round_trip(TrainerV1alpha1TrainJob, document) == document
+
+
+@pytest.mark.parametrize(
+    ("parameters", "seconds"),
+    [
+        (0, 60),  # the floor
+        (124_475_904, 89),  # GPT-2 124M: 60 + 2 x 3 x 2.7 s/GB x 1.74 GB = 88.2
+        (1_557_686_400, 414),  # GPT-2 1.5B: 60 + 2 x 3 x 2.7 x 21.8 = 413.3
+    ],
+)
+def test_default_grace_period_grows_with_the_checkpoint(parameters: int, seconds: int) -> None:
+    assert default_grace_period_seconds(parameters) == seconds
+
+
+def runtime_document(args: TrainingJobArgs, runtime_class: str | None = None) -> dict[str, Any]:
+    return {
         "apiVersion": "trainer.kubeflow.org/v1alpha1",
         "kind": "TrainingRuntime",
         "metadata": {"name": RUNTIME_NAME},
-        "spec": training_runtime_spec(job_args(), IMAGE),
+        "spec": training_runtime_spec(args, IMAGE, runtime_class),
     }
+
+
+def test_runtime_states_what_the_jobset_webhook_would_default() -> None:
+    """Issue 18 case 3: on k3s JobSet's mutating webhook may be skipped (failurePolicy Ignore). Its defaults
+    (jobset v0.12.0 pkg/webhooks/jobset_webhook.go) are stated here, so the job never depends on them: Indexed
+    Jobs (PET_NODE_RANK comes from the completion-index annotation), DNS hostnames published before
+    readiness (PET_MASTER_ADDR is <job>-node-0-0.<job>), a success policy, and our own restartPolicy."""
+    document = runtime_document(job_args())
+    assert round_trip(TrainerV1alpha1TrainingRuntime, document) == document
+    jobset = document["spec"]["template"]["spec"]
+    assert jobset["successPolicy"] == {"operator": "All"}
+    assert jobset["network"] == {"enableDNSHostnames": True, "publishNotReadyAddresses": True}
+    job = jobset["replicatedJobs"][0]["template"]["spec"]
+    assert job["completionMode"] == "Indexed"
+    assert job["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_gpu_pods_name_the_runtime_class_when_given() -> None:
+    """Issue 18 case 6: the pods name the GPU Operator's RuntimeClass instead of relying on containerd's
+    default runtime (which k3s can revert)."""
+    document = runtime_document(job_args(), runtime_class="nvidia")
+    assert round_trip(TrainerV1alpha1TrainingRuntime, document) == document
+    pod = document["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    assert pod["runtimeClassName"] == "nvidia"
+    plain = runtime_document(job_args(gpus_per_node=0))
+    assert "runtimeClassName" not in str(plain)
+
+
+def test_runtime_restarts_the_jobset_and_runs_pods_safely() -> None:
+    document = runtime_document(job_args())
     assert round_trip(TrainerV1alpha1TrainingRuntime, document) == document
     jobset = document["spec"]["template"]["spec"]
     assert jobset["failurePolicy"]["maxRestarts"] == 5
-    assert jobset["failurePolicy"]["rules"][0]["action"] == "RestartJobSetAndIgnoreMaxRestarts"
+    actions = {rule["name"]: rule["action"] for rule in jobset["failurePolicy"]["rules"]}
+    assert actions == {"usage": "FailJobSet", "preemption": "RestartJobSetAndIgnoreMaxRestarts"}
     job = jobset["replicatedJobs"][0]["template"]["spec"]
     assert job["backoffLimit"] == 0
     exit_rule = job["podFailurePolicy"]["rules"][1]["onExitCodes"]
@@ -165,6 +223,116 @@ def test_runtime_restarts_the_jobset_and_runs_pods_safely() -> None:
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
     assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}} in pod["volumes"]
+
+
+# A failed pod of the job, as Kubernetes 1.33's Job controller reports it on the Job's Failed condition
+# (pkg/controller/job/pod_failure_policy.go matchPodFailurePolicy; job_controller.go): (reason, message).
+POD = "trainstack/gpt-node-0-1-x7k2p"
+
+
+def job_failure(pod_rules: list[dict[str, Any]], exit_code: int, disrupted: bool) -> tuple[str, str]:
+    """The first podFailurePolicy rule the pod matches, as the Job controller evaluates them (exit codes of the
+    named container other than 0, or a pod condition); no FailJob match: backoffLimit 0 is exceeded."""
+    for index, rule in enumerate(pod_rules):
+        assert rule["action"] == "FailJob"
+        codes = rule.get("onExitCodes")
+        if codes is not None:
+            listed = exit_code in codes["values"]
+            if codes["containerName"] == "node" and exit_code != 0 and listed == (codes["operator"] == "In"):
+                return (
+                    "PodFailurePolicy",
+                    f"Container node for pod {POD} failed with exit code {exit_code} matching FailJob rule"
+                    f" at index {index}",
+                )
+        elif disrupted and {"type": "DisruptionTarget", "status": "True"} in rule["onPodConditions"]:
+            return (
+                "PodFailurePolicy",
+                f"Pod {POD} has condition DisruptionTarget matching FailJob rule at index {index}",
+            )
+    return "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+
+
+def jobset_action(failure_policy: dict[str, Any], reason: str, message: str) -> str:
+    """JobSet v0.12.0's choice (pkg/controllers/failure_policy.go ruleIsApplicable): the first rule whose
+    reasons (empty: any) hold the reason and one of whose patterns (empty: any) is found in the message;
+    none: RestartJobSet. Go's regexp.MatchString searches like re.search."""
+    for rule in failure_policy["rules"]:
+        reasons = rule.get("onJobFailureReasons", [])
+        patterns = rule.get("onJobFailureMessagePatterns", [])
+        if (not reasons or reason in reasons) and (
+            not patterns or any(re.search(pattern, message) for pattern in patterns)
+        ):
+            return str(rule["action"])
+    return "RestartJobSet"
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "disrupted", "action"),
+    [
+        (2, False, "FailJobSet"),  # bad config: every restart would fail the same way
+        (PREEMPTED_EXIT_CODE, False, "RestartJobSetAndIgnoreMaxRestarts"),
+        (2, True, "RestartJobSetAndIgnoreMaxRestarts"),  # disrupted: restart, whatever the code
+        (PREEMPTED_EXIT_CODE, True, "RestartJobSetAndIgnoreMaxRestarts"),
+        (1, False, "RestartJobSet"),  # a crash: counted against maxRestarts
+        (20, False, "RestartJobSet"),
+        (137, False, "RestartJobSet"),
+    ],
+)
+def test_exit_2_fails_the_jobset_and_only_exit_2(exit_code: int, disrupted: bool, action: str) -> None:
+    """ckpt's note: a trainer exit 2 (bad config, a resize the checkpoint cannot follow) was restarted by
+    JobSet until maxRestarts ran out. Its pod failure rule and the JobSet rule "usage" ahead of the
+    preemption rule now fail the JobSet, and nothing else does."""
+    jobset = runtime_document(job_args())["spec"]["template"]["spec"]
+    pod_rules = jobset["replicatedJobs"][0]["template"]["spec"]["podFailurePolicy"]["rules"]
+    reason, message = job_failure(pod_rules, exit_code, disrupted)
+    assert jobset_action(jobset["failurePolicy"], reason, message) == action
+
+
+def test_usage_pattern_matches_the_message_kubernetes_writes() -> None:
+    """Literal messages in Kubernetes 1.33's format, so a pattern drifting from it fails here."""
+    (pattern,) = next(
+        rule["onJobFailureMessagePatterns"]
+        for rule in runtime_document(job_args())["spec"]["template"]["spec"]["failurePolicy"]["rules"]
+        if rule["action"] == "FailJobSet"
+    )
+    stem = "Container node for pod trainstack/gpt-train-node-0-0-4kqzm failed with exit code"
+    assert re.search(pattern, f"{stem} 2 matching FailJob rule at index 2")
+    for other in (
+        f"{stem} 75 matching FailJob rule at index 1",
+        f"{stem} 20 matching FailJob rule at index 2",
+        f"{stem} 2 matching Count rule at index 2",
+        "Container sidecar for pod trainstack/gpt-train-node-0-0-4kqzm failed with exit code 2 matching FailJob"
+        " rule at index 2",
+        "Pod trainstack/gpt-train-node-0-0-4kqzm has condition DisruptionTarget matching FailJob rule at index 0",
+    ):
+        assert not re.search(pattern, other), other
+
+
+def test_failure_policies_follow_the_published_schemas() -> None:
+    """The JobSet failurePolicy against jobset v0.12.0's schema as Trainer 2.3.0's CRD serves it (rule actions
+    are an enum, no unknown field), rule names against JobSet's name rule, and the node Job against
+    Kubernetes 1.33's own schema (strict)."""
+    jobset = runtime_document(job_args())["spec"]["template"]["spec"]
+    schema = yaml.safe_load((SCHEMAS / "jobset_failure_policy.yaml").read_text())
+    jsonschema.validate(jobset["failurePolicy"], schema)
+    assert unknown_fields(jobset["failurePolicy"], schema) == []
+    # jobset v0.12.0 api/jobset/v1alpha2/jobset_types.go, FailurePolicyRule.Name.
+    for rule in jobset["failurePolicy"]["rules"]:
+        assert re.fullmatch(r"[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?", rule["name"])
+    misspelt = {**jobset["failurePolicy"], "rules": [{"name": "usage", "action": "FailJobset"}]}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(misspelt, schema)
+    node_job = jobset["replicatedJobs"][0]["template"]
+    kubernetes_validate.validate(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "gpt-node-0"},
+            "spec": node_job["spec"],
+        },
+        KUBERNETES_VERSION,
+        strict=True,
+    )
 
 
 @pytest.mark.parametrize(("num_nodes", "mode"), [(1, "ReadWriteOnce"), (2, "ReadWriteMany")])

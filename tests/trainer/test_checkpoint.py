@@ -17,15 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from trainer import PREEMPTED_EXIT_CODE
 from trainer.checkpoint import (
     LocalStorage,
     file_record,
     read_manifest,
+    resume_stage,
     shard_name,
     tag_for,
 )
+from trainer.config import load_config
 from trainer.distributed import free_port
 
 from .conftest import (
@@ -317,8 +320,9 @@ def launch_env(nodes: int, node_rank: int, processes: int, port: int) -> dict[st
 
 @pytest.mark.slow
 def test_a_resized_job_resumes_and_continues_the_loss_curve(tmp_path: Path) -> None:
-    """ZeRO 1, stopped by SIGTERM and restarted at another size each time: 1 rank -> 2 ranks on one node ->
-    2 nodes of 1 rank (each node's launcher building the token cache at once) -> 1 rank, to the end."""
+    """train.zero_stage 1, stopped by SIGTERM and restarted at another size each time: 1 rank (which runs ZeRO
+    0) -> 2 ranks on one node (ZeRO 1) -> 2 nodes of 1 rank (each node's launcher building the token cache at
+    once) -> 1 rank (ZeRO 0), to the end: every resize also changes the stage the engine runs."""
     reference = tmp_path / "reference"
     result = run(trainer_command("train", TINY_CONFIG, run_overrides(reference, **RESIZE_SETTINGS)))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -347,6 +351,7 @@ def test_a_resized_job_resumes_and_continues_the_loss_curve(tmp_path: Path) -> N
     expected = {m["step"]: m["loss"] for m in metrics(reference) if m["event"] == "train"}
     runs = phases(resized)
     assert [r[0]["world_size"] for r in runs] == [1, 2, 2, 1]
+    assert [r[0]["zero_stage"] for r in runs] == [0, 1, 1, 0]
     for previous, current in itertools.pairwise(runs):
         stopped = next(m["step"] for m in previous if m["event"] == "preempted")
         assert current[0]["resumed_from"] == tag_for(stopped)
@@ -360,8 +365,8 @@ def test_a_resized_job_resumes_and_continues_the_loss_curve(tmp_path: Path) -> N
 
 
 # A checkpoint as the trainer wrote it before format 2 (DeepSpeed's save_checkpoint: ZeRO partitions per
-# rank; an RNG file per rank; a manifest without "format"), after 3 steps of the tiny config on one rank.
-# argv: the trainer's --set overrides.
+# rank; an RNG file per rank; a manifest without "format"), after 3 steps of the tiny config on one rank, at
+# train.zero_stage as that trainer ran it on one rank. argv: the trainer's --set overrides.
 LEGACY_CHECKPOINT = """
 import json, sys
 from pathlib import Path
@@ -377,7 +382,7 @@ from trainer.train import model_identity
 context = init_distributed()
 config = load_config(sys.argv[1], [a for a in sys.argv[2:] if a != "--set"])
 torch.manual_seed(config.train.seed)
-engine = build_engine(GPT(model_config(config, 257)), config, context.device, 1)
+engine = build_engine(GPT(model_config(config, 257)), config, context.device, 1, stage=config.train.zero_stage)
 batch = [(torch.randint(0, 257, (4, 64)),) * 2]
 for _ in range(3):
     engine.train_step(batch)
@@ -391,6 +396,62 @@ manifest = {"model": model_identity(config, 257), "step": 3, "world_size": 1, "f
 engine.engine.destroy()
 shutdown(context)
 """
+
+
+def stage_choice(tmp_path: Path, world_size: int, zero_stage: int) -> tuple[int, str | None]:
+    overrides = run_overrides(tmp_path, train__zero_stage=zero_stage)
+    return resume_stage(load_config(TINY_CONFIG, overrides[1::2]), world_size)
+
+
+def publish_legacy(tmp_path: Path, step: int, world_size: int, zero_stage: int) -> None:
+    """A published checkpoint of the earlier layout as resume_stage sees it: a manifest without "format" and
+    DeepSpeed's model-states file, whose ds_config holds the stage."""
+    directory = tmp_path / "checkpoints" / tag_for(step)
+    directory.mkdir(parents=True)
+    torch.save(
+        {"ds_config": {"zero_optimization": {"stage": zero_stage}}}, directory / "mp_rank_00_model_states.pt"
+    )
+    files = {"mp_rank_00_model_states.pt": file_record(directory / "mp_rank_00_model_states.pt")}
+    manifest = {"step": step, "world_size": world_size, "files": files}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_one_rank_runs_zero_0_whatever_a_checkpoint_of_this_layout_was_saved_at(tmp_path: Path) -> None:
+    assert stage_choice(tmp_path, 1, 1) == (0, None)  # no checkpoint
+    assert stage_choice(tmp_path, 2, 1) == (1, None)
+    publish_legacy(tmp_path, 5, 1, 1)
+    newer = tmp_path / "checkpoints" / tag_for(10)
+    newer.mkdir()
+    (newer / "manifest.json").write_text(json.dumps({"format": 2, "world_size": 2, "zero_stage": 1}))
+    assert stage_choice(tmp_path, 1, 1) == (0, None)  # only the newest counts, and it is stage-independent
+    assert stage_choice(tmp_path, 3, 2) == (2, None)
+
+
+@pytest.mark.parametrize(
+    ("saved", "world_size", "zero_stage", "runs", "refused"),
+    [
+        ((1, 1), 1, 1, 1, False),  # its own size and stage: one rank runs ZeRO 1 to load it
+        ((1, 1), 1, 2, 0, True),  # another stage
+        ((1, 1), 2, 1, 1, True),  # ZeRO 1's partitions of one rank cannot be split
+        ((1, 2), 2, 1, 1, False),
+        ((1, 2), 1, 1, 0, True),
+        ((0, 2), 1, 1, 0, False),  # ZeRO 0 loads at any world size, into ZeRO 0
+        ((0, 2), 2, 1, 1, True),
+        ((2, 2), 2, 2, 2, False),
+    ],
+)
+def test_a_checkpoint_of_the_earlier_layout_decides_the_stage_or_is_refused(
+    tmp_path: Path, saved: tuple[int, int], world_size: int, zero_stage: int, runs: int, refused: bool
+) -> None:
+    saved_stage, saved_world = saved
+    publish_legacy(tmp_path, 5, saved_world, saved_stage)
+    stage, problem = stage_choice(tmp_path, world_size, zero_stage)
+    assert stage == runs
+    assert (problem is not None) == refused, problem
+    if problem:
+        assert f"ZeRO stage {saved_stage} on {saved_world} rank(s)" in problem
+        assert f"cannot resume on {world_size} rank(s) running ZeRO stage {runs}" in problem
+        assert f"run once more on {saved_world} rank(s) with train.zero_stage={saved_stage}" in problem
 
 
 @pytest.mark.slow
@@ -407,13 +468,22 @@ def test_a_checkpoint_of_the_earlier_layout_resumes_at_its_size_and_refuses_a_re
     refused = subprocess.run(trainer_command("launch", TINY_CONFIG, overrides), cwd=REPO, env=env,
                              capture_output=True, text=True, timeout=240)  # fmt: skip
     assert_clean_failure(refused, "checkpoint.dir: ", "step_000003", "ZeRO stage 1 on 1 rank(s)",
-                         "cannot resume on 2 rank(s) with train.zero_stage=1", "use a new checkpoint.dir")  # fmt: skip
-    # a ZeRO stage change, on the same rank count: refused the same way (by the trainer itself)
+                         "cannot resume on 2 rank(s) running ZeRO stage 1", "use a new checkpoint.dir")  # fmt: skip
+    # a ZeRO stage change, on the same rank count: refused the same way (by the trainer itself, before the
+    # engine is built: one rank would run ZeRO 0 for train.zero_stage=2)
     stage_change = run(trainer_command("train", TINY_CONFIG, [*overrides, "--set", "train.zero_stage=2"]))
-    assert_clean_failure(stage_change, "cannot resume on 1 rank(s) with train.zero_stage=2")
+    assert_clean_failure(stage_change, "cannot resume on 1 rank(s) running ZeRO stage 0",
+                         "run once more on 1 rank(s) with train.zero_stage=1")  # fmt: skip
 
-    resumed = run(trainer_command("train", TINY_CONFIG, overrides))  # the same size: DeepSpeed's loader
+    # the same size and stage: DeepSpeed's loader, with one rank running ZeRO 1 this once
+    resumed = run(trainer_command("train", TINY_CONFIG, overrides))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert [m["resumed_from"] for m in metrics(tmp_path) if m["event"] == "start"] == ["step_000003"]
+    assert "note: train.zero_stage=1 runs as ZeRO stage 0" not in resumed.stderr
     newest = json.loads((tmp_path / "checkpoints" / "step_000010" / "manifest.json").read_text())
-    assert newest["format"] == 2  # from here on, resumable at any size
+    assert newest["format"] == 2 and newest["zero_stage"] == 1  # from here on, resumable at any size
+    # ... so the next run on one rank runs ZeRO 0 again
+    more = run_overrides(tmp_path, **{**settings, "train__max_steps": 12})
+    again = run(trainer_command("train", TINY_CONFIG, more))
+    assert again.returncode == 0, again.stderr[-3000:]
+    starts = [(m["resumed_from"], m["zero_stage"]) for m in metrics(tmp_path) if m["event"] == "start"]
+    assert starts == [("step_000003", 1), ("step_000010", 0)]

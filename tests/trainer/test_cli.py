@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,21 @@ def test_missing_config_file() -> None:
 
 def test_launch_bad_kubeflow_variable() -> None:
     result = run(trainer_command("launch", TINY_CONFIG, []), PET_NNODES="lots")
-    assert_clean_failure(result, "PET_NNODES: expected a node count N or a range MIN:MAX, got 'lots'")
+    assert_clean_failure(result, "PET_NNODES: expected a node count N >= 1 or a range MIN:MAX", "got 'lots'")
+
+
+def test_launch_stops_at_once_on_an_empty_node_rank() -> None:
+    """Issue 18 case 3: PET_NNODES=2 PET_NODE_RANK= made every node rank 0, and the rendezvous hung."""
+    started = time.monotonic()
+    result = run(trainer_command("launch", TINY_CONFIG, []), PET_NNODES="2", PET_NODE_RANK="")
+    assert_clean_failure(result, "PET_NODE_RANK is set but empty", "Indexed")
+    assert time.monotonic() - started < 30  # not a rendezvous timeout (torchrun waits 900 s by default)
+
+
+def test_train_under_torchrun_names_a_missing_identity_variable() -> None:
+    result = run(trainer_command("train", TINY_CONFIG, []), RANK="1", WORLD_SIZE="2", LOCAL_RANK="1",
+                 MASTER_ADDR="127.0.0.1")  # fmt: skip
+    assert_clean_failure(result, "MASTER_PORT is not set: under torchrun every process needs")
 
 
 @pytest.mark.slow

@@ -31,10 +31,11 @@ def test_each_parameter_has_one_writer_and_the_bytes_are_balanced() -> None:
     assert len(set(parameter_owners(sizes, world_size=8).values())) == 6  # more ranks than parameters
 
 
-# Saves with one ZeRO stage and loads into a freshly built engine of the next (alone, or under torchrun),
-# and compares: every parameter's fp32 weight and AdamW moments (whole, by name), the optimizer step, the
-# learning rate, the loss of the loaded model, and the state after one more step on both engines. Rank 0
-# prints the records. argv: checkpoint directory, precision, the stages in order.
+# Saves with one ZeRO stage and loads into a freshly built engine of the next (alone, or under torchrun; each
+# stage as DeepSpeed builds it, also on one rank), and compares: every parameter's fp32 weight and AdamW
+# moments (whole, by name), the optimizer step, the learning rate, the loss of the loaded model, and the state
+# after one more step on both engines. Rank 0 prints the records. argv: checkpoint directory, precision, the
+# stages in order.
 STAGE_CHAIN = """
 import json, sys, torch
 from trainer.checkpoint import CheckpointStore
@@ -56,7 +57,8 @@ def build(stage):
         "train.warmup_steps=2", "train.micro_batch_size=2", f"train.zero_stage={stage}",
         f"train.precision={precision}"])
     torch.manual_seed(0)
-    return build_engine(GPT(model_config(config, 100)), config, context.device, context.world_size)
+    # stage as given even on one rank (where the trainer would run ZeRO 0): DeepSpeed's own stage 1-3 state
+    return build_engine(GPT(model_config(config, 100)), config, context.device, context.world_size, stage=stage)
 
 def state_of(engine):
     ds = engine.engine

@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
-from trainer.model import GPT, Block, GPTConfig, padded_vocab_size
+from trainer.config import load_config, padded_vocab_size
+from trainer.engine import model_config
+from trainer.model import GPT, Block, GPTConfig
 
 TINY = GPTConfig(vocab_size=257, block_size=32, n_layer=2, n_head=2, n_embd=32)
 
@@ -85,3 +87,27 @@ def test_optimizer_groups_decay_only_matrices() -> None:
     assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == model.num_params(
         non_embedding=False
     )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "vocab_size"),
+    [
+        (["model.preset=tiny", "model.block_size=64"], 257),
+        (["model.preset=mini", "model.bias=false"], 50257),
+        (["model.preset=small", "model.n_layer=3", "model.block_size=128"], 1000),
+    ],
+)
+def test_parameter_count_without_building_the_model(overrides: list[str], vocab_size: int) -> None:
+    """TrainConfig.parameter_count (the stack sizes its grace period with it, without torch) counts what
+    the model has."""
+    config = load_config(None, [*overrides, "data.path=x", "train.max_steps=1", "checkpoint.dir=x",
+                                "checkpoint.every_steps=1", "output.dir=x"])  # fmt: skip
+    model = GPT(model_config(config, vocab_size))
+    assert config.parameter_count(vocab_size) == model.num_params(non_embedding=False)
+
+
+def test_gpt2_124m_has_124m_parameters() -> None:
+    config = load_config(None, ["model.preset=gpt2-124m", "data.path=x", "train.max_steps=1",
+                                "checkpoint.dir=x", "checkpoint.every_steps=1", "output.dir=x"])  # fmt: skip
+    # GPT-2 small has 124,439,808 parameters (vocabulary 50,257); the padding to 50,304 adds 47 rows of 768
+    assert config.parameter_count() == 124_439_808 + 47 * 768  # data.encoding gpt2 (the default)

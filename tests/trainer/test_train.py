@@ -49,6 +49,19 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
+def test_start_event_and_summary_give_the_time_to_first_step(uninterrupted: Path) -> None:
+    start = next(m for m in metrics(uninterrupted) if m["event"] == "start")
+    parts = ["startup_s", "data_s", "engine_s", "resume_s", "prepare_s", "first_step_s"]
+    assert all(start[part] >= 0 for part in parts), start
+    assert start["zero_stage"] == 0
+    # the parts cover the whole time from the process start (each rounded to the millisecond)
+    assert abs(sum(start[part] for part in parts) - start["time_to_first_step_s"]) < 0.01
+    assert 0 < start["time_to_first_step_s"] < 120
+    summary = json.loads((uninterrupted / "output" / "summary.json").read_text())
+    assert summary["time_to_first_step_s"] == start["time_to_first_step_s"]
+    assert summary["compile_s"] is None  # CPU: not compiled
+
+
 def test_loss_falls_on_real_text(uninterrupted: Path) -> None:
     records = metrics(uninterrupted)
     train = [r for r in records if r["event"] == "train"]
@@ -150,12 +163,17 @@ sys.exit(code)
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through Linux's /proc")
 def test_no_process_group_thread_outlives_the_run(tmp_path: Path) -> None:
     """The C++ threads of the gloo groups and of the TCPStore are joined before the interpreter's teardown,
-    which __main__'s plain sys.exit runs: none is left there to be destroyed while still joinable."""
+    which __main__'s plain sys.exit runs: none is left there to be destroyed while still joinable. Two ranks,
+    so that ZeRO 1's optimizer (and the groups its gradient hooks hold) is built: one rank runs ZeRO 0."""
     settings = {"train__max_steps": 4, "checkpoint__every_steps": 2, "train__zero_stage": 1}
     overrides = run_overrides(tmp_path, **settings)
     result = run(
-        [sys.executable, "-c", TRAIN_THEN_LIST_THREADS, "train", "--config", str(TINY_CONFIG), *overrides]
-    )
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "--no-python",
+         sys.executable, "-c", TRAIN_THEN_LIST_THREADS, "train", "--config", str(TINY_CONFIG), *overrides]
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    threads = result.stdout.splitlines()[-1].split()
-    assert not {"pt_gloo_runloop", "gloo_tcp_loop", "pt_tcpstore_uv"} & set(threads), threads
+    assert '"zero_stage": 1' in result.stdout  # the start event: ZeRO 1 really ran
+    listings = [line.split() for line in result.stdout.splitlines() if line and not line.startswith("{")]
+    assert len(listings) == 2, result.stdout  # one per rank
+    for threads in listings:
+        assert not {"pt_gloo_runloop", "gloo_tcp_loop", "pt_tcpstore_uv"} & set(threads), threads

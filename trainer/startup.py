@@ -1,0 +1,66 @@
+"""Time to first step: from the start of the process (or of `launch`, the container's first process) to
+the end of the first optimizer step, in parts.
+
+    launch_s      `python -m trainer launch` started -> this worker process started (torchrun in between)
+    startup_s     this process started -> the trainer begins: interpreter, imports, process group
+    data_s        token cache found or built, opened
+    engine_s      model built, DeepSpeed engine initialised (torch.compile only wraps the model here)
+    resume_s      newest complete checkpoint found, verified and loaded (0 when there is none)
+    prepare_s     rank 0's metric sinks started (MLflow, TrainJob status), the checkpoint writer prepared
+    first_step_s  the first optimizer step, device synchronised; torch.compile compiles during it
+
+Process start times come from psutil (the kernel's record of the process's start, 10 ms resolution on Linux),
+so the interpreter's own start-up and the imports count too.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import psutil
+
+# Set by `launch` for its workers: the launcher's start (seconds since the epoch), the origin of their clocks.
+LAUNCH_START_ENV = "TRAINSTACK_LAUNCH_START"
+
+
+def process_start() -> float:
+    """When this process started, in seconds since the epoch."""
+    return float(psutil.Process().create_time())
+
+
+class StartupClock:
+    """Laps from the process start (or the launcher's, from LAUNCH_START_ENV) to the first step."""
+
+    def __init__(self) -> None:
+        started = process_start()
+        self.parts: dict[str, float | None] = {}
+        launched = os.environ.get(LAUNCH_START_ENV)
+        self.origin = started
+        if launched:
+            try:
+                self.origin = min(float(launched), started)
+            except ValueError:
+                pass  # not a number: measure from this process's own start
+            else:
+                self.parts["launch_s"] = round(started - self.origin, 3)
+        self.last = started
+        self.first_step_done = False
+
+    def lap(self, part: str) -> None:
+        """Close the part that ran since the previous lap (or since the process started)."""
+        now = time.time()
+        self.parts[f"{part}_s"] = round(now - self.last, 3)
+        self.last = now
+
+    def report(self) -> dict[str, float | None]:
+        """time_to_first_step_s (origin to the last lap) and every part, in seconds."""
+        return {"time_to_first_step_s": round(self.last - self.origin, 3), **self.parts}
+
+
+def compile_estimate(first_step_s: float | None, step_s: float | None, compiled: bool) -> float | None:
+    """Seconds torch.compile added to the first step: the first step less a steady one (None when not
+    compiled or either is unknown). An estimate: the first step also pays one-time allocations."""
+    if not compiled or first_step_s is None or step_s is None:
+        return None
+    return round(max(0.0, first_step_s - step_s), 3)
