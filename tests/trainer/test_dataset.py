@@ -94,7 +94,21 @@ def test_windows_are_deterministic_per_rank_and_step(tmp_path: Path) -> None:
         assert not np.array_equal(inputs, train_batch(data, 4, 32, seed=1, **other)[0])
     val_inputs, _ = val_batch(data, 4, 32, seed=1, rank=0, index=0)
     assert np.array_equal(val_inputs, val_batch(data, 4, 32, seed=1, rank=0, index=0)[0])
-    assert np.isin(val_inputs[0], data.val).all()
+
+
+def test_training_and_validation_windows_come_from_their_own_split(tmp_path: Path) -> None:
+    """Splits that cannot be confused: 900 'a' bytes, then 99 'z' bytes and the end-of-text token. With
+    data.val_fraction 0.1 the validation split is the last int(1000 * 0.1) = 100 tokens: every 'z' and the
+    end-of-text; the training split is every 'a'."""
+    (tmp_path / "corpus.txt").write_text("a" * 900 + "z" * 99)
+    cache = TokenCache(data_section(tmp_path, path=tmp_path / "corpus.txt", val_fraction=0.1), block_size=32)
+    cache.prepare()
+    data = cache.open()
+    for step in range(5):
+        inputs, targets = train_batch(data, 4, 32, seed=1, rank=0, step=step, micro_step=0)
+        assert set(np.unique(np.concatenate([inputs, targets]))) == {ord("a")}
+        val_inputs, val_targets = val_batch(data, 4, 32, seed=1, rank=0, index=step)
+        assert set(np.unique(np.concatenate([val_inputs, val_targets]))) <= {ord("z"), 256}
 
 
 @pytest.mark.parametrize(
