@@ -8,6 +8,9 @@ import pytest
 
 from .conftest import TINY_CONFIG, assert_clean_failure, run, run_overrides, trainer_command
 
+# Every test here runs `python -m trainer` in a subprocess (about 0.7 s each, 17 of them).
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("command", ["train", "validate", "print-config", "launch"])
 @pytest.mark.parametrize(
@@ -33,7 +36,6 @@ def test_launch_bad_kubeflow_variable() -> None:
     assert_clean_failure(result, "PET_NNODES: expected a node count N or a range MIN:MAX, got 'lots'")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("settings", "fragments"),
     [
