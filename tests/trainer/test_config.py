@@ -112,6 +112,7 @@ def test_config_module_imports_nothing_heavy() -> None:
     assert out.strip() == "[]"
 
 
+@pytest.mark.slow  # `python -m trainer print-config` in a subprocess
 def test_print_config_round_trips() -> None:
     from trainer.cli import main
 
