@@ -53,14 +53,23 @@ def test_progress_bar_is_redrawn_in_place(tmp_path: Path) -> None:
     assert stream.getvalue().endswith("\r[###############---------------] 5/10 loss 1.2500")
 
 
-def test_plot_writes_png(tmp_path: Path) -> None:
+def write_metrics(tmp_path: Path) -> Path:
     metrics = tmp_path / "metrics.jsonl"
     records = [{"event": "start", "step": 0}, *({"event": "train", "step": s, "loss": 5.0 / s} for s in range(1, 20)),
                {"event": "val", "step": 10, "val_loss": 0.6}, {"event": "train", "step": 19, "loss": 0.2}]  # fmt: skip
     metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
-    train, val = read_series(metrics)
+    return metrics
+
+
+def test_plot_series_count_a_resumed_step_once(tmp_path: Path) -> None:
+    train, val = read_series(write_metrics(tmp_path))
     assert train[-1] == (19, 0.2) and len(train) == 19  # a step logged again after a resume counts once
     assert val == [(10, 0.6)]
+
+
+@pytest.mark.slow  # `python -m trainer plot` (matplotlib) in a subprocess: about 6 s
+def test_plot_writes_png(tmp_path: Path) -> None:
+    metrics = write_metrics(tmp_path)
     out = tmp_path / "loss.png"
     result = subprocess.run([sys.executable, "-m", "trainer", "plot", "--metrics", str(metrics), "--out", str(out)],
                             cwd=REPO, capture_output=True, text=True)  # fmt: skip
