@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import copy
+import io
 import subprocess
 from typing import Any
 
+import pytest
 import yaml
 
 from components.kubeflow_trainer import K3S_WEBHOOK_POSTRENDER, PROJECT_ROOT
-from components.webhook_patch import ignore_webhook_failures, is_webhook_configuration, patch_manifest_stream
+from components.webhook_patch import (
+    ignore_webhook_failures,
+    is_webhook_configuration,
+    main,
+    patch_manifest_stream,
+)
 
 
 def webhook(
@@ -209,3 +216,22 @@ def test_helm_post_renderer_executable_patches_stdin(tmp_path: Any) -> None:
     patched, deployment_out = yaml.safe_load_all(result.stdout)
     assert {hook["failurePolicy"] for hook in patched["webhooks"]} == {"Ignore"}
     assert deployment_out == deployment()
+
+
+def test_the_stream_keeps_the_chart_s_key_order() -> None:
+    """Helm keeps the post-rendered stream as the release's manifest (`helm get manifest`): in the chart's
+    own key order it reads, and diffs, like the chart."""
+    rendered = yaml.safe_dump(deployment(), sort_keys=False)
+    assert rendered.startswith("apiVersion: apps/v1\nkind: Deployment\n")
+    assert patch_manifest_stream(rendered) == rendered
+
+
+def test_main_patches_stdin_to_stdout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The entry point in-process (the executable test above runs it in a subprocess)."""
+    stdout = io.StringIO()
+    monkeypatch.setattr("sys.stdin", io.StringIO(yaml.safe_dump_all([jobset_mutating(), deployment()])))
+    monkeypatch.setattr("sys.stdout", stdout)
+    main()
+    patched, unchanged = yaml.safe_load_all(stdout.getvalue())
+    assert [hook["failurePolicy"] for hook in patched["webhooks"]] == ["Ignore", "Ignore"]
+    assert unchanged == deployment()
