@@ -111,6 +111,32 @@ def test_training_and_validation_windows_come_from_their_own_split(tmp_path: Pat
         assert set(np.unique(np.concatenate([val_inputs, val_targets]))) <= {ord("z"), 256}
 
 
+def test_each_split_needs_one_window_plus_its_target_and_the_smallest_one_is_sampled_whole(
+    tmp_path: Path,
+) -> None:
+    """A window of block_size inputs and its shifted target take block_size + 1 tokens of each split. With
+    data.val_fraction 0.5: 33 bytes + end-of-text = 34 tokens split 17/17, exactly enough for block_size 16,
+    and each split's only window starts at its first token; 32 bytes + end-of-text = 33 tokens leave the
+    validation split int(33 * 0.5) = 16 tokens, one short."""
+    text = "abcdefghijklmnopqrstuvwxyzABCDEFG"  # 33 distinct bytes
+    (tmp_path / "enough.txt").write_text(text)
+    section = data_section(tmp_path, path=tmp_path / "enough.txt", val_fraction=0.5)
+    cache = TokenCache(section, block_size=16)
+    cache.prepare()
+    data = cache.open()
+    tokens = [*text.encode(), 256]
+    assert (data.train.tolist(), data.val.tolist()) == (tokens[:17], tokens[17:])
+    inputs, targets = train_batch(data, 2, 16, seed=1, rank=0, step=0, micro_step=0)
+    assert inputs.tolist() == [tokens[:16]] * 2 and targets.tolist() == [tokens[1:17]] * 2
+    val_inputs, val_targets = val_batch(data, 2, 16, seed=1, rank=0, index=0)
+    assert val_inputs.tolist() == [tokens[17:33]] * 2 and val_targets.tolist() == [tokens[18:34]] * 2
+
+    (tmp_path / "short.txt").write_text(text[:32])
+    short = TokenCache(data_section(tmp_path, path=tmp_path / "short.txt", val_fraction=0.5), block_size=16)
+    with pytest.raises(DataError, match=r"training split \(17\) and the validation split \(16, "):
+        short.prepare()
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
