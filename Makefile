@@ -35,14 +35,19 @@ $(STAMP): requirements.txt requirements-dev.txt trainer/requirements.txt
 
 venv: $(STAMP)
 
+# Every tracked shell script is checked by shellcheck (settings in .shellcheckrc).
+SHELL_SCRIPTS = $(shell git ls-files '*.sh')
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	@command -v shellcheck >/dev/null || { echo "lint: shellcheck is missing (Debian/Ubuntu: apt-get install shellcheck)" >&2; exit 1; }
+	shellcheck -x $(SHELL_SCRIPTS)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy .
 
-# The test command: lint, types, then every test (fast ones first, slow and docker ones last).
+# The test command: lint (ruff, shellcheck), types, then every test (fast ones first, slow and docker ones last).
 test: lint typecheck
 	$(PY) -m pytest
 

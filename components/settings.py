@@ -19,7 +19,16 @@ import pulumi
 import yaml
 
 from components.access import AccessArgs, RegistryCredentials
-from components.cluster import ClusterArgs, DockerNodes, RemoteHosts
+from components.cluster import (
+    ClusterArgs,
+    DockerNodes,
+    ExistingCluster,
+    KubeconfigError,
+    RemoteHosts,
+    check_api_server,
+    provider_for,
+    read_kubeconfig,
+)
 from components.gpu_operator import GpuOperatorArgs
 from components.kubeflow_trainer import TRAINER_CHART_NAME, KubeflowTrainerArgs
 from components.trainer_image import Delivery, DockerNodesImport, K3sImport, KindLoad, TrainerImageArgs
@@ -30,7 +39,7 @@ PROJECT = "trainstack"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRESETS_DIR = REPO_ROOT / "trainer" / "configs"
 # Secrets the program reads but Pulumi.yaml cannot declare (a declared key needs a default).
-SECRET_KEYS = ("hfToken", "registryPassword")
+SECRET_KEYS = ("hfToken", "registryPassword", "kubeconfig")
 TRAINING_SERVICE_ACCOUNT = "trainer"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -187,12 +196,25 @@ def _docker_nodes(values: Mapping[str, Any], gpus_per_node: int) -> DockerNodes:
     return DockerNodes(image=image, airgap_images=airgap_images)
 
 
-def _cluster(values: Mapping[str, Any]) -> ClusterArgs:
-    kind = _one_of(values, "clusterKind", ["kind", "k3s"])
+def _existing_cluster(values: Mapping[str, Any], kubeconfig: str | None) -> ExistingCluster:
+    """The user's kubeconfig (the secret or kubeconfigPath), parsed and reduced; its server is asked later."""
+    try:
+        return read_kubeconfig(
+            secret=kubeconfig, path=str(values["kubeconfigPath"]), context=str(values["kubeContext"])
+        )
+    except KubeconfigError as error:
+        raise _error(error.key, error.problem) from None
+
+
+def _cluster(values: Mapping[str, Any], kubeconfig: str | None = None) -> ClusterArgs:
+    kind = _one_of(values, "clusterKind", ["kind", "k3s", "existing"])
     node_count = _at_least(values, "nodeCount", 1)
     gpus_per_node = _at_least(values, "gpusPerNode", 0)
     remote: RemoteHosts | None = None
     docker: DockerNodes | None = None
+    existing: ExistingCluster | None = None
+    if kind == "existing":
+        existing = _existing_cluster(values, kubeconfig)
     if kind == "k3s":
         _matching(values, "k3sVersion", _K3S_VERSION, "a k3s release such as v1.33.6+k3s1")
         mode = _one_of(values, "k3sMode", ["local", "remote", "docker"])
@@ -205,7 +227,7 @@ def _cluster(values: Mapping[str, Any]) -> ClusterArgs:
                 "nodeCount",
                 f"must be 1 when k3sMode is local (one machine), got {node_count}; use k3sMode remote or docker for more nodes",
             )
-    return ClusterArgs(
+    args = ClusterArgs(
         kind=kind,
         name=_matching(values, "clusterName", _DNS_LABEL, _DNS_LABEL_RULE),
         node_count=node_count,
@@ -216,7 +238,15 @@ def _cluster(values: Mapping[str, Any]) -> ClusterArgs:
         docker=docker,
         # Several nodes share the checkpoints: the cluster provides the storage unless the user names a class.
         shared_storage=node_count > 1 and not values["checkpointStorageClass"],
+        existing=existing,
     )
+    if args.shared_storage and provider_for(args).shared_storage is None:
+        raise _error(
+            "checkpointStorageClass",
+            f"must name a ReadWriteMany StorageClass of the cluster when clusterKind is {kind} and nodeCount > 1"
+            " (the stack provides no shared storage on it), got ''",
+        )
+    return args
 
 
 def _trainer(values: Mapping[str, Any], on_k3s: bool) -> KubeflowTrainerArgs:
@@ -308,10 +338,15 @@ def parse_settings(
     *,
     hf_token: pulumi.Input[str] | None = None,
     registry_password: pulumi.Input[str] | None = None,
+    kubeconfig: str | None = None,
 ) -> StackSettings:
-    """Validated settings from the stack's config values (keys without the project prefix) and its secrets."""
+    """Validated settings from the stack's config values (keys without the project prefix) and its secrets.
+
+    kubeconfig: the `kubeconfig` secret's plaintext (clusterKind existing). An existing cluster's API server
+    is asked last, after every other value has passed.
+    """
     values = resolve_values(stack_values)
-    cluster = _cluster(values)
+    cluster = _cluster(values, kubeconfig)
     namespace = _matching(values, "namespace", _DNS_LABEL, _DNS_LABEL_RULE)
     job_name = _matching(values, "trainJobName", _DNS_LABEL, _DNS_LABEL_RULE)
     quantities = {
@@ -323,6 +358,12 @@ def parse_settings(
         raise _error("gpuTimeSlicingReplicas", "must be 0 (off) or >= 2, got 1")
     registry = _registry(values, registry_password)
     push = bool(values["imagePush"])
+    if cluster.existing is not None and not push:
+        raise _error(
+            "imagePush",
+            "must be true when clusterKind is existing: the cluster pulls the image from imageRepository"
+            " (the stack loads images only into nodes it created), got false",
+        )
     repository = str(values["imageRepository"])
     if push and "." not in repository.split("/")[0] and ":" not in repository.split("/")[0]:
         raise _error(
@@ -360,6 +401,11 @@ def parse_settings(
             install_driver=not values["hostHasGpuDriver"],
             time_slicing_replicas=replicas,
         )
+    if cluster.existing is not None:
+        try:
+            check_api_server(cluster.existing)
+        except KubeconfigError as error:
+            raise _error(error.key, error.problem) from None
     return StackSettings(
         cluster=cluster,
         gpu_operator=gpu_operator,
@@ -393,12 +439,32 @@ def stack_values() -> dict[str, Any]:
     return {key[len(prefix) :]: value for key, value in merged.items() if key.startswith(prefix)}
 
 
+def _is_secret(key: str) -> bool:
+    """Whether the stack holds the config key (without the project prefix) as a secret."""
+    from pulumi.runtime import config as runtime_config
+
+    # The language host lists the secret keys in PULUMI_CONFIG_SECRET_KEYS (pulumi v3.259.0,
+    # sdk/python/cmd/pulumi-language-python/main.go); the SDK's mocks keep them in the runtime config.
+    full_key = f"{PROJECT}:{key}"
+    return full_key in runtime_config.get_config_secret_keys_env() or runtime_config.is_config_secret(
+        full_key
+    )
+
+
 def load_settings() -> StackSettings:
-    """Settings for the running stack: its config values and its two optional secrets."""
+    """Settings for the running stack: its config values and its optional secrets."""
     config = pulumi.Config(PROJECT)
-    values = {key: value for key, value in stack_values().items() if key not in SECRET_KEYS}
+    raw = stack_values()
+    kubeconfig = raw.get("kubeconfig")
+    if kubeconfig is not None and not _is_secret("kubeconfig"):
+        raise _error(
+            "kubeconfig",
+            'must be a secret, as it holds the cluster\'s credentials: pulumi config set --secret kubeconfig "$(cat ...)"',
+        )
+    values = {key: value for key, value in raw.items() if key not in SECRET_KEYS}
     return parse_settings(
         values,
         hf_token=config.get_secret("hfToken"),
         registry_password=config.get_secret("registryPassword"),
+        kubeconfig=kubeconfig,
     )

@@ -31,27 +31,6 @@ def script(*names: str) -> str:
 KUBECONFIG_PRELUDE = script("kubeconfig.sh")
 
 
-# as_root and require_root write inline what root.sh's functions of the same names do, for the scripts that
-# are still built in Python (components/cluster.py's); a .sh file puts script("root.sh") before itself.
-def as_root(command: str) -> str:
-    """The command run as root: directly when already root, else through passwordless sudo (POSIX sh).
-
-    pulumi-command runs scripts without a terminal, so a sudo that would prompt can only fail: `sudo -n`
-    fails at once instead, and require_root says why before anything is changed.
-    """
-    return f'if [ "$(id -u)" -eq 0 ]; then {command}; else sudo -n {command}; fi'
-
-
-def require_root(what: str) -> str:
-    """A POSIX sh check that stops with one clear error unless the script can act as root without a prompt."""
-    return f"""if [ "$(id -u)" -ne 0 ] && ! sudo -n true 2>/dev/null; then
-  echo "trainstack: {what} needs passwordless sudo: user $(id -un) on $(hostname) is not root and 'sudo -n true' fails" \
-       "(add '$(id -un) ALL=(ALL) NOPASSWD: ALL' with visudo, or run as root)" >&2
-  exit 1
-fi
-"""
-
-
 def assign(name: str, value: str | int) -> str:
     """A shell assignment of a quoted literal, e.g. `NAMESPACE='trainstack'`."""
     return f"{name}={shlex.quote(str(value))}"

@@ -99,6 +99,7 @@ def content_tag(context: Path, platform: str = "", build_args: Mapping[str, str]
 
 # Scripts, their inputs as environment variables (each .sh file says which).
 UNTAG_SCRIPT = script("trainer_image_untag.sh")
+REGISTRY_DELETE_SCRIPT = script("trainer_image_registry_delete.sh")
 KIND_LOAD_SCRIPT = script("trainer_image_archive.sh", "trainer_image_kind_load.sh")
 DOCKER_NODES_IMPORT_SCRIPT = script("trainer_image_archive.sh", "trainer_image_docker_nodes_import.sh")
 K3S_IMPORT_SCRIPT = script("trainer_image_k3s_import.sh")
@@ -167,6 +168,22 @@ class TrainerImage(pulumi.ComponentResource):
         if args.push:
             self.reference = digest
             self.pinned = digest
+            # pulumi-docker never deletes what it pushed: this command's delete does, on destroy and when a new
+            # image replaces this one (after the new one is pushed and the job runs it).
+            login: dict[str, pulumi.Input[str]] = {}
+            if args.registry is not None:
+                login = {
+                    "REGISTRY_USERNAME": args.registry.username,
+                    "REGISTRY_PASSWORD": pulumi.Output.secret(args.registry.password),
+                }
+            local.Command(
+                f"{name}-registry-delete",
+                delete=REGISTRY_DELETE_SCRIPT,
+                interpreter=BASH,
+                environment={"IMAGE_DIGEST": digest, **login},
+                triggers=[digest],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.image]),
+            )
         else:
             # Unpushed, the digest is the local image ID: not pullable, but it pins what was loaded.
             self.reference = digest.apply(lambda _: image_name)

@@ -6,7 +6,7 @@
 # seconds (each step leaves a stamp named by its versions). A failed step is named with its log.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=toolchain/lib.sh
+# shellcheck source=scripts/toolchain/lib.sh
 source "$here/toolchain/lib.sh"
 
 set -a # the versions and the start time reach every part

@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import runpy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -296,3 +297,36 @@ def run_stack(
     """The whole program for one stack file: Pulumi.yaml defaults, the stack's values, then overrides."""
     config = {**project_defaults(), **stack_config(stack), **(overrides or {})}
     return evaluate(run_main, stack=stack, config=config, secrets=secrets, run=run)
+
+
+@dataclass
+class StandIns:
+    """Stand-ins for what a stack file names on the user's machine, for a run here."""
+
+    # Config overrides: a throwaway SSH key for remote stacks, a fake API server's kubeconfig for existing ones.
+    config: dict[str, Any] = field(default_factory=dict)
+    # Text that differs from run to run (paths, ports, keys) -> a placeholder, to compare graphs of two runs.
+    placeholders: dict[str, str] = field(default_factory=dict)
+
+
+@contextmanager
+def stand_ins(stack: str, scratch: Path) -> Iterator[StandIns]:
+    """The stand-ins of one stack file, valid inside the block (a fake API server runs while it lasts)."""
+    config = stack_config(stack)
+    found = StandIns()
+    if config.get("k3sMode") == "remote":
+        key = scratch / f"{stack}_id_ed25519"
+        key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVATE KEY-----\n")
+        found.config["sshPrivateKeyPath"] = str(key)
+        found.placeholders[str(key)] = "<ssh-key>"
+    if config.get("clusterKind") != "existing":
+        yield found
+        return
+    from tests.fake_apiserver import fake_api_server
+
+    with fake_api_server() as server:
+        kubeconfig = scratch / f"{stack}_kubeconfig"
+        kubeconfig.write_text(server.kubeconfig())
+        found.config["kubeconfigPath"] = str(kubeconfig)
+        found.placeholders |= {server.url: "<fake-apiserver>", server.certs.data("ca.crt"): "<fake-ca>"}
+        yield found

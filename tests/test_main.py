@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from components.settings import StackConfigError
+from tests.fake_apiserver import fake_api_server
 from tests.k8s_validation import (
     is_plain_kubernetes_object,
     validate_kubernetes_object,
@@ -21,6 +24,7 @@ from tests.stack_helpers import (
     stack_config,
     stack_files,
     stack_name,
+    stand_ins,
     without_secrets,
 )
 
@@ -44,30 +48,24 @@ HF_TOKEN = "hf_do_not_leak_0123456789"
 REGISTRY_PASSWORD = "registry-password-do-not-leak"
 
 
-def remote_key_override(stack: str, tmp_path: Path) -> dict[str, Any]:
-    """Remote stacks name an SSH key on the user's machine; the test points them at a throwaway one."""
-    if stack_config(stack).get("k3sMode") != "remote":
-        return {}
-    key = tmp_path / f"{stack}_id_ed25519"
-    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVATE KEY-----\n")
-    return {"sshPrivateKeyPath": str(key)}
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, StackRun]:
-    keys = tmp_path_factory.mktemp("keys")
-    return {
-        stack: run_stack(stack, remote_key_override(stack, keys), secrets={"hfToken": HF_TOKEN})
-        for stack in STACKS
-    }
+    """Every stack, with stand-ins for what its file names on the user's machine (an SSH key, a cluster)."""
+    scratch = tmp_path_factory.mktemp("stand-ins")
+    found = {}
+    for stack in STACKS:
+        with stand_ins(stack, scratch) as local:
+            found[stack] = run_stack(stack, local.config, secrets={"hfToken": HF_TOKEN})
+    return found
 
 
-def test_repository_has_the_four_kinds_of_stack() -> None:
+def test_repository_has_a_stack_of_every_cluster_kind() -> None:
     configs = {stack: stack_config(stack) for stack in STACKS}
     assert configs["dev"].get("clusterKind", "kind") == "kind"
     assert configs["gpu"]["clusterKind"] == "k3s" and configs["gpu"]["k3sMode"] == "local"
     assert configs["docker"]["clusterKind"] == "k3s" and configs["docker"]["k3sMode"] == "docker"
     assert any(config.get("k3sMode") == "remote" for config in configs.values())
+    assert configs["existing"]["clusterKind"] == "existing"
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -168,11 +166,22 @@ def test_cluster_matches_the_stack(runs: dict[str, StackRun], stack: str) -> Non
     provider = run.one("pulumi:providers:kubernetes")
     if config.get("clusterKind", "kind") == "kind":
         assert "kind create cluster" in commands["cluster-kind"].inputs["create"]
-        assert commands["cluster-kind"].inputs["delete"].startswith("kind delete cluster")
+        assert "kind delete cluster" in commands["cluster-kind"].inputs["delete"]
         assert "trainer-image-kind-load" in commands
         assert run.depends_on(provider, commands["cluster-kind"])
+    elif config["clusterKind"] == "existing":
+        # Nothing of the cluster is created: the provider uses the user's kubeconfig (its reduced form).
+        assert not [name for name in commands if name.startswith("cluster-")]
+        assert provider.dependencies == []
+        kubeconfig = yaml.safe_load(reveal(provider.inputs["kubeconfig"]))
+        assert kubeconfig["current-context"] == "fake" and len(kubeconfig["clusters"]) == 1
+        # No delivery into nodes: the image is pushed and pulled by digest.
+        assert run.one(IMAGE, "trainer-image").plain.get("skipPush", False) is False
+        deliveries = ("trainer-image-kind-load", "trainer-image-node-import", "trainer-image-k3s-import")
+        assert not [name for name in commands if name.startswith(deliveries)]
+        assert run.plain_output("image").startswith("registry.example.com/trainstack/trainer@sha256:")
     elif config["k3sMode"] == "local":
-        assert "INSTALL_K3S_VERSION=v1.33.6+k3s1" in commands["cluster-k3s-server"].inputs["create"]
+        assert commands["cluster-k3s-server"].inputs["environment"]["INSTALL_K3S_VERSION"] == "v1.33.6+k3s1"
         assert "k3s-uninstall.sh" in commands["cluster-k3s-server"].inputs["delete"]
         assert "trainer-image-k3s-import" in commands
     elif config["k3sMode"] == "docker":
@@ -321,3 +330,76 @@ def test_a_local_trainer_chart_must_hold_the_pinned_release(tmp_path: Path) -> N
     (chart / "Chart.yaml").write_text("name: kubeflow-trainer\nversion: 2.3.0\n")
     release = run_stack("dev", {"trainerChart": str(chart)}).one(RELEASE, "kubeflow-trainer").plain
     assert release["chart"] == str(chart) and "version" not in release
+
+
+def test_an_existing_cluster_s_kubeconfig_may_come_as_a_secret(tmp_path: Path) -> None:
+    with fake_api_server() as server:
+        run = run_stack("existing", {"kubeconfigPath": ""}, secrets={"kubeconfig": server.kubeconfig()})
+    provider = run.one("pulumi:providers:kubernetes")
+    assert contains_secret(provider.inputs["kubeconfig"])
+    assert (
+        yaml.safe_load(reveal(provider.inputs["kubeconfig"]))["clusters"][0]["cluster"]["server"]
+        == server.url
+    )
+    assert server.requests == [("/version", "token")]
+
+
+def _unreachable_url() -> str:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        return f"https://127.0.0.1:{closed.getsockname()[1]}"
+
+
+# Each bad value for an existing cluster: overrides (with {kubeconfig} for a kubeconfig file of the fake
+# server, {unreachable} for one whose server is a closed port), secrets, the key named and the problem.
+EXISTING_BAD_CONFIGS: list[tuple[dict[str, Any], dict[str, str], str, str]] = [
+    ({"kubeconfigPath": ""}, {}, "trainstack:kubeconfigPath", "must name a kubeconfig file"),
+    ({"kubeconfigPath": "{unreachable}"}, {}, "trainstack:kubeconfigPath", "cannot be reached"),
+    ({"kubeContext": "nope"}, {}, "trainstack:kubeContext", "context 'nope' is not in the kubeconfig"),
+    ({"imagePush": False}, {}, "trainstack:imagePush", "must be true when clusterKind is existing"),
+    (
+        {"checkpointStorageClass": ""},
+        {},
+        "trainstack:checkpointStorageClass",
+        "must name a ReadWriteMany StorageClass of the cluster when clusterKind is existing and nodeCount > 1",
+    ),
+    ({"kubeconfigPath": "", "kubeconfig": "{kubeconfig}"}, {}, "trainstack:kubeconfig", "must be a secret"),
+    (
+        {"kubeconfigPath": ""},
+        {"kubeconfig": "{stale}"},
+        "trainstack:kubeconfig",
+        "rejects the credentials of user 'fake-user' (HTTP 401 Unauthorized)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "secrets", "key", "problem"), EXISTING_BAD_CONFIGS)
+def test_a_bad_existing_cluster_stops_with_one_line_before_any_resource(
+    tmp_path: Path, overrides: dict[str, Any], secrets: dict[str, str], key: str, problem: str
+) -> None:
+    with fake_api_server() as server:
+        texts = {
+            "{kubeconfig}": server.kubeconfig(),
+            "{stale}": server.kubeconfig(user={"token": "stale"}),
+            "{unreachable}": server.kubeconfig(cluster={"server": _unreachable_url()}),
+        }
+
+        def fill(key: str, value: Any) -> Any:
+            """A placeholder as the key takes it: kubeconfigPath a file, kubeconfig the text."""
+            if value not in texts:
+                return value
+            if key != "kubeconfigPath":
+                return texts[value]
+            path = tmp_path / f"{value.strip('{}')}.yaml"
+            path.write_text(texts[value])
+            return str(path)
+
+        config = {
+            key: fill(key, value) for key, value in {"kubeconfigPath": "{kubeconfig}", **overrides}.items()
+        }
+        run = StackRun()
+        with pytest.raises(StackConfigError) as raised:
+            run_stack("existing", config, {key: fill(key, value) for key, value in secrets.items()}, run=run)
+    message = str(raised.value)
+    assert message.startswith(f"{key}: ") and problem in message and "\n" not in message
+    assert run.resources == []

@@ -134,11 +134,12 @@ snapshot_tree() {
     index=$(mktemp)
     GIT_INDEX_FILE=$index git --git-dir="$git" read-tree "$ref"
     # ls-files -s: "mode hash stage<TAB>path"; the batch check answers "hash missing" for an absent blob.
+    # (FILENAME, not NR == FNR: the list of absent blobs is usually empty.)
     GIT_INDEX_FILE=$index git --git-dir="$git" ls-files -s -- "$@" |
         awk '{ print $2 }' | git --git-dir="$git" cat-file --batch-check | awk '$2 == "missing" { print $1 }' |
         sort -u >"$index.missing"
     GIT_INDEX_FILE=$index git --git-dir="$git" ls-files -s -- "$@" |
-        awk -F '\t' 'NR == FNR { gone[$1] = 1; next } { split($1, f, " ") } (f[2] in gone) {
+        awk -F '\t' 'FILENAME == ARGV[1] { gone[$1] = 1; next } { split($1, f, " ") } (f[2] in gone) {
             print "absent from the snapshot of '"$name"' at '"$ref"': " $2 > "/dev/stderr"; next } { print $2 }' \
             "$index.missing" - |
         GIT_INDEX_FILE=$index git --git-dir="$git" --work-tree="$dest" checkout-index --stdin

@@ -53,12 +53,13 @@ node_save() {
 }
 
 # node_go_binary MODULE VERSION PACKAGE OUTPUT [GO BUILD FLAGS...]: a static build of PACKAGE inside the
-# module's tree from the proxy, with the module's own go.mod and go.sum.
+# module's tree from the proxy, with the module's own go.mod and go.sum. -mod=mod: a module zip may carry a
+# vendor/ directory without its modules.txt (local-path-provisioner's does), which would switch on vendoring.
 node_go_binary() {
     local dir
     dir=$(module_dir "$1" "$2")
     mkdir -p "$(dirname "$4")"
-    (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$4" "${@:5}" "$3")
+    (cd "$dir" && CGO_ENABLED=0 go build -mod=mod -trimpath -ldflags "-s -w" -o "$4" "${@:5}" "$3")
 }
 
 node_build_image() {

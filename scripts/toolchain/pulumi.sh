@@ -70,22 +70,29 @@ pulumi_build_command() {
     link_bin "$COMMAND_PROVIDER_DIR/bin/pulumi-resource-command"
 }
 
-# The swagger specs pulumi-gen-kubernetes reads: the provider's KUBE_VERSION and the legacy releases it
-# merges (provider/pkg/gen/schema.go), each the api/openapi-spec/swagger.json of the k8s.io/kubernetes module
-# zip on the proxy (upstream's Makefile downloads the same file from GitHub). Prints KUBE_VERSION.
+# pulumi_kube_version: the Kubernetes release whose API the provider's schema is generated from (KUBE_VERSION in
+# upstream's Makefile), without the v.
+pulumi_kube_version() {
+    local version
+    version=$(sed -n 's/^KUBE_VERSION[[:space:]]*?=[[:space:]]*v//p' "$KUBERNETES_PROVIDER_SRC/Makefile")
+    [[ -n $version ]] || { echo "no KUBE_VERSION in $KUBERNETES_PROVIDER_SRC/Makefile" >&2; return 1; }
+    echo "$version"
+}
+
+# pulumi_kubernetes_swagger DIR KUBE_VERSION: the swagger specs pulumi-gen-kubernetes reads, KUBE_VERSION's and
+# the legacy releases it merges (provider/pkg/gen/schema.go), each the api/openapi-spec/swagger.json of the
+# k8s.io/kubernetes module zip on the proxy (upstream's Makefile downloads the same file from GitHub).
 pulumi_kubernetes_swagger() {
-    local specs=$1 kube_version v zip
-    kube_version=$(sed -n 's/^KUBE_VERSION ?= v//p' "$KUBERNETES_PROVIDER_SRC/Makefile")
+    local specs=$1 v zip
     mkdir -p "$specs"
     zip=$(mktemp)
-    for v in 1.17.0 1.18.0 1.19.0 1.20.0 1.26.0 1.28.0 1.30.0 1.31.0 "$kube_version"; do
+    for v in 1.17.0 1.18.0 1.19.0 1.20.0 1.26.0 1.28.0 1.30.0 1.31.0 "$2"; do
         [[ -s $specs/swagger-v$v.json ]] && continue
         curl -sSf -o "$zip" "${GOPROXY%%,*}/k8s.io/kubernetes/@v/v$v.zip"
         unzip -q -p "$zip" "k8s.io/kubernetes@v$v/api/openapi-spec/swagger.json" >"$specs/swagger-v$v.json.part"
         mv "$specs/swagger-v$v.json.part" "$specs/swagger-v$v.json"
     done
     rm -f "$zip"
-    echo "$kube_version"
 }
 
 # pulumi-kubernetes: provider/ needs sdk/ beside it (replace => ../sdk); the snapshot lacks one of sdk's
@@ -110,7 +117,8 @@ pulumi_build_kubernetes() {
         -replace "github.com/pulumi/pulumi/pkg/v3=$src/deps/pulumi/pkg" \
         -replace "github.com/pulumi/pulumi-dotnet/pulumi-language-dotnet/v3=$src/deps/pulumi-dotnet/pulumi-language-dotnet"
     go mod download
-    kube_version=$(pulumi_kubernetes_swagger "$src/provider/pkg/gen/openapi-specs")
+    kube_version=$(pulumi_kube_version)
+    pulumi_kubernetes_swagger "$src/provider/pkg/gen/openapi-specs" "$kube_version"
     CGO_ENABLED=1 go build -ldflags "$ldflags" -o "$src/bin/pulumi-gen-kubernetes" ./cmd/pulumi-gen-kubernetes
     # It writes schema.json, then stops on terraform.json (also absent from the snapshot) while it rewrites
     # terraform-mapping.json, which the tag holds already: the hash check below is what decides.

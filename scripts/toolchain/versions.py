@@ -19,7 +19,11 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-PROVIDER_PACKAGES = {"KUBERNETES": "pulumi-kubernetes", "COMMAND": "pulumi-command", "DOCKER": "pulumi-docker"}
+PROVIDER_PACKAGES = {
+    "KUBERNETES": "pulumi-kubernetes",
+    "COMMAND": "pulumi-command",
+    "DOCKER": "pulumi-docker",
+}
 
 
 def pinned_requirements() -> dict[str, str]:

@@ -154,3 +154,28 @@ def test_bad_k3s_version_names_the_expected_form() -> None:
         StackConfigError, match=r"^trainstack:k3sVersion: must be a k3s release such as v1.33.6\+k3s1"
     ):
         parse_settings({"clusterKind": "k3s", "k3sVersion": "latest"})
+
+
+def test_an_existing_cluster_is_reached_through_its_kubeconfig_and_pulls_the_pushed_image(
+    tmp_path: Path,
+) -> None:
+    from tests.fake_apiserver import fake_api_server
+
+    with fake_api_server() as server:
+        kubeconfig = tmp_path / "config"
+        kubeconfig.write_text(server.kubeconfig())
+        settings = parse_settings(
+            {
+                "clusterKind": "existing",
+                "kubeconfigPath": str(kubeconfig),
+                "imagePush": "true",
+                "imageRepository": "registry.example.com/trainer",
+                "nodeCount": "2",
+                "checkpointStorageClass": "nfs-client",
+            }
+        )
+        assert server.requests == [("/version", "token")]  # asked before any resource
+    assert settings.cluster.existing is not None and settings.cluster.existing.context == "fake"
+    assert not settings.cluster.shared_storage and settings.job.checkpoint_storage_class == "nfs-client"
+    assert settings.image.push and settings.image.delivery is None
+    assert settings.trainer.ignore_webhook_failures is False and settings.gpu_operator is None

@@ -17,6 +17,7 @@ from components.trainer_image import (
     K3S_IMPORT_SCRIPT,
     K3S_NODE_IMPORT_SCRIPT,
     KIND_LOAD_SCRIPT,
+    REGISTRY_DELETE_SCRIPT,
     UNTAG_SCRIPT,
     DockerNodesImport,
     K3sImport,
@@ -28,6 +29,10 @@ from components.trainer_image import (
 from tests.shell_stubs import run_file, run_text, stub_tools
 from tests.stack_helpers import contains_secret, evaluate, is_secret, reveal, without_secrets
 
+ACCEPT_MANIFESTS = (
+    "Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json,"
+    " application/vnd.oci.image.index.v1+json"
+)
 IMAGE = "docker:index/image:Image"
 COMMAND = "command:local:Command"
 
@@ -150,8 +155,15 @@ def test_push_sends_the_image_to_the_registry_with_a_secret_password(context: Pa
     for resource in run.resources:
         assert password not in repr(without_secrets(resource.inputs)), resource.name
     assert password not in repr(without_secrets(run.outputs))
-    # Pulled by the registry digest, so nothing is delivered to the nodes.
-    assert [command.name for command in run.of_type(COMMAND)] == ["image-untag"]
+    # Pulled by the registry digest, so nothing is delivered to the nodes; the pushed image is deleted on destroy.
+    assert sorted(command.name for command in run.of_type(COMMAND)) == [
+        "image-registry-delete",
+        "image-untag",
+    ]
+    delete = run.one(COMMAND, "image-registry-delete")
+    assert delete.inputs["delete"] == REGISTRY_DELETE_SCRIPT and "create" not in delete.inputs
+    assert is_secret(delete.inputs["environment"])
+    assert reveal(delete.inputs["environment"])["REGISTRY_PASSWORD"] == password
     assert (
         reveal(run.outputs["reference"]) == f"ghcr.io/acme/trainer@{mock_image_id(image.inputs['imageName'])}"
     )
@@ -166,6 +178,61 @@ def test_push_without_credentials_uses_the_docker_cli_login(context: Path) -> No
     )
     image = run.one(IMAGE)
     assert image.inputs["skipPush"] is False and "registry" not in image.inputs
+    delete = run.one(COMMAND, "image-registry-delete")
+    assert delete.inputs["environment"] == {
+        "IMAGE_DIGEST": f"ghcr.io/acme/trainer@{mock_image_id(image.inputs['imageName'])}"
+    }
+    # A new image replaces the command; the old one's delete runs once the new one is pushed.
+    assert delete.inputs["triggers"] == [delete.inputs["environment"]["IMAGE_DIGEST"]]
+    assert run.depends_on(delete, image) and not delete.delete_before_replace
+
+
+def registry_stub(tmp_path: Path, status: str) -> tuple[dict[str, str], Path, Path]:
+    """curl that records its stdin (the config with the login) and answers an HTTP status."""
+    config = tmp_path / "curl-config"
+    environment, log = stub_tools(tmp_path, {"curl": f"cat > {config}\nprintf {status}"})
+    return environment, log, config
+
+
+@pytest.mark.parametrize(
+    ("digest", "url"),
+    [
+        (
+            "127.0.0.1:5001/trainstack/trainer@sha256:ab",
+            "http://127.0.0.1:5001/v2/trainstack/trainer/manifests/sha256:ab",
+        ),
+        ("localhost:5000/t@sha256:cd", "http://localhost:5000/v2/t/manifests/sha256:cd"),
+        ("ghcr.io/acme/trainer@sha256:ef", "https://ghcr.io/v2/acme/trainer/manifests/sha256:ef"),
+    ],
+)
+def test_registry_delete_deletes_the_manifest_by_digest(tmp_path: Path, digest: str, url: str) -> None:
+    environment, log, config = registry_stub(tmp_path, "202")
+    result = run_file(
+        "trainer_image_registry_delete.sh",
+        {**environment, "IMAGE_DIGEST": digest, "REGISTRY_USERNAME": "bot", "REGISTRY_PASSWORD": 'p"w\\x'},
+    )
+    (call,) = log.read_text().splitlines()
+    assert call.startswith("curl ") and call.endswith(f" -X DELETE -H {ACCEPT_MANIFESTS} {url}")
+    # The login goes to curl on stdin in its config syntax (quotes and backslashes escaped), never as an argument.
+    assert 'p"w' not in call and config.read_text() == 'user = "bot:p\\"w\\\\x"\n'
+    assert result.stderr == ""
+
+
+def test_registry_delete_without_login_sends_none(tmp_path: Path) -> None:
+    environment, _, config = registry_stub(tmp_path, "404")  # already gone: nothing to say
+    result = run_file("trainer_image_registry_delete.sh", {**environment, "IMAGE_DIGEST": "r.io/t@sha256:a"})
+    assert config.read_text() == "\n" and result.stderr == ""
+
+
+@pytest.mark.parametrize("status", ["405", "401", "000"])
+def test_a_registry_that_keeps_the_image_is_named_and_destroy_goes_on(tmp_path: Path, status: str) -> None:
+    environment, _, _ = registry_stub(tmp_path, status)
+    result = run_file("trainer_image_registry_delete.sh", {**environment, "IMAGE_DIGEST": "r.io/t@sha256:a"})
+    assert result.returncode == 0
+    assert result.stderr.strip() == (
+        f"trainstack: the registry kept r.io/t@sha256:a (DELETE https://r.io/v2/t/manifests/sha256:a answered"
+        f" {status}); delete it there by hand"
+    )
 
 
 def test_destroy_and_a_new_tag_remove_the_local_tag(context: Path, tmp_path: Path) -> None:

@@ -1,0 +1,29 @@
+"""A cluster the user already has: the stack creates no node and installs the rest onto it.
+
+The kubeconfig comes from the stack's config (the `kubeconfig` secret or `kubeconfigPath`, and `kubeContext`),
+read, reduced and checked against the API server by kubeconfig.py before anything is declared.
+"""
+
+from __future__ import annotations
+
+import pulumi
+
+from components.cluster.provider import ClusterArgs, ClusterProvider, ExistingCluster, Provisioned
+
+
+class Existing(ClusterProvider):
+    """Creates: nothing. Kubeconfig: the user's, reduced to one context with its certificate files inline.
+    Node identity: none, as nothing is delivered into nodes the stack did not make: the cluster pulls the
+    image from imageRepository (imagePush). Shared storage: none of its own; a multi-node job needs the
+    ReadWriteMany class the user names in checkpointStorageClass. Teardown: nothing of the cluster (destroy
+    removes only what the stack installed onto it).
+    """
+
+    shared_storage = None
+
+    def __init__(self, args: ClusterArgs, cluster: ExistingCluster) -> None:
+        super().__init__(args)
+        self.cluster = cluster
+
+    def provision(self, name: str, parent: pulumi.Resource) -> Provisioned:
+        return Provisioned(nodes=[], kubeconfig=pulumi.Output.from_input(self.cluster.kubeconfig))

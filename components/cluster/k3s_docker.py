@@ -1,0 +1,75 @@
+"""k3s in Docker: a server and agent containers of the rancher/k3s image on this machine, as k3d makes them."""
+
+from __future__ import annotations
+
+import pulumi
+from pulumi_command import local
+
+from components.cluster.k3s import k3s_server_flags
+from components.cluster.provider import (
+    SHARED_STORAGE_PATH,
+    ClusterArgs,
+    ClusterProvider,
+    DockerNodes,
+    Provisioned,
+)
+from components.cluster.scripts import cluster_script
+from components.shell import BASH
+
+# Label on every Docker object of a k3s-in-Docker cluster, so that destroy finds them all.
+DOCKER_CLUSTER_LABEL = "dev.trainstack.cluster"
+# Creates (or reuses) the node containers and prints the kubeconfig.
+CREATE_SCRIPT = cluster_script("k3s_docker_create.sh")
+# Removes every Docker object carrying the cluster's label.
+DELETE_SCRIPT = cluster_script("k3s_docker_delete.sh")
+
+
+class K3sDocker(ClusterProvider):
+    """Creates: one `local.Command` running k3s_docker_create.sh: a network, a privileged server container and
+    nodeCount - 1 agents, each with its own data volume and a static address, every object labelled; stdout
+    is the server's kubeconfig pointed at the API's loopback port on this machine, pinned at creation.
+    Node identity: that command. Shared storage: a Docker volume mounted into every node. Teardown: every
+    labelled container, volume and network. Restarts: port, addresses and token stay (see the script).
+    """
+
+    shared_storage = "the Docker volume <clusterName>-shared, mounted into every node container"
+
+    def __init__(self, args: ClusterArgs, docker: DockerNodes) -> None:
+        super().__init__(args)
+        self.docker = docker
+
+    def provision(self, name: str, parent: pulumi.Resource) -> Provisioned:
+        args, docker = self.args, self.docker
+        environment = {
+            "CLUSTER": args.name,
+            "NODE_IMAGE": docker.image,
+            "SHARED": str(int(args.shared_storage)),
+            "LABEL": f"{DOCKER_CLUSTER_LABEL}={args.name}",
+            "NODE_COUNT": str(args.node_count),
+            "K3S_FLAGS": " ".join(k3s_server_flags("127.0.0.1")),
+            "SHARED_STORAGE_PATH": SHARED_STORAGE_PATH,
+        }
+        if docker.airgap_images is not None:
+            environment["AIRGAP_IMAGES"] = str(docker.airgap_images)
+        create = local.Command(
+            f"{name}-k3s-docker",
+            create=CREATE_SCRIPT,
+            delete=DELETE_SCRIPT,
+            interpreter=BASH,
+            environment=environment,
+            # Any change to the nodes (count, image, storage, name) is a new cluster: the old one goes first.
+            triggers=[
+                args.name,
+                args.node_count,
+                docker.image,
+                environment.get("AIRGAP_IMAGES", ""),
+                args.shared_storage,
+                args.k3s_version,
+            ],
+            # stdout is the kubeconfig: only stderr is logged, and stdout is a secret in the state.
+            logging=local.Logging.STDERR,
+            opts=pulumi.ResourceOptions(
+                parent=parent, additional_secret_outputs=["stdout"], delete_before_replace=True
+            ),
+        )
+        return Provisioned(nodes=[create], kubeconfig=create.stdout)

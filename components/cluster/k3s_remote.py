@@ -1,0 +1,172 @@
+"""k3s over SSH: a server and agents on the user's hosts, and NFS for the checkpoints they share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pulumi
+from pulumi_command import remote
+
+from components.cluster.k3s import (
+    K3S_API_PORT,
+    install_environment,
+    k3s_server_flags,
+    rewrite_kubeconfig_server,
+    uninstall_environment,
+)
+from components.cluster.provider import (
+    SHARED_STORAGE_PATH,
+    ClusterArgs,
+    ClusterProvider,
+    Provisioned,
+    RemoteHosts,
+)
+from components.cluster.scripts import ROOT_PRELUDE, remote_script
+
+# Functions of the NFS scripts (apt_install, replace_line), after root.sh.
+NFS_LIBRARY = "k3s_remote_nfs_lib.sh"
+
+
+def install_script(version: str, role: str, flags: list[str], *, join_url: str | None = None) -> str:
+    """k3s_install.sh for one remote node, its inputs exported ahead of it (see scripts.remote_script)."""
+    return remote_script(
+        install_environment(version, role, flags, join_url=join_url), ROOT_PRELUDE, "k3s_install.sh"
+    )
+
+
+def uninstall_script(role: str) -> str:
+    """k3s_uninstall.sh for one remote server or agent."""
+    return remote_script(uninstall_environment(role), ROOT_PRELUDE, "k3s_uninstall.sh")
+
+
+def nfs_scripts(hosts: RemoteHosts) -> dict[str, str]:
+    """The NFS scripts for these hosts: export, unexport (server), mount, unmount (every agent)."""
+    storage = {"SHARED_STORAGE_PATH": SHARED_STORAGE_PATH}
+    return {
+        "export": remote_script(
+            {**storage, "NFS_CLIENTS": " ".join(hosts.agents)},
+            ROOT_PRELUDE,
+            NFS_LIBRARY,
+            "k3s_remote_nfs_export.sh",
+        ),
+        "unexport": remote_script(storage, ROOT_PRELUDE, NFS_LIBRARY, "k3s_remote_nfs_unexport.sh"),
+        "mount": remote_script(
+            {**storage, "NFS_SERVER": hosts.server}, ROOT_PRELUDE, NFS_LIBRARY, "k3s_remote_nfs_mount.sh"
+        ),
+        "unmount": remote_script(storage, ROOT_PRELUDE, NFS_LIBRARY, "k3s_remote_nfs_unmount.sh"),
+    }
+
+
+class K3sRemote(ClusterProvider):
+    """Creates: over SSH, a `remote.Command` per host that installs the k3s server or an agent, one that reads
+    the server's node token (given to every agent on stdin), and with shared storage an NFS export on the
+    server and a mount on every agent. The kubeconfig is the server's, its API address set to
+    https://<k3sServerHost>:6443, an address the user chose and the server's certificate names (--tls-san).
+    Node identity: every one of these commands. Shared storage: the server's SHARED_STORAGE_PATH over NFS.
+    Restarts: the kubeconfig names k3sServerHost, which only the user changes (another address is another
+    host: k3s is uninstalled from the old one and installed on the new one); the node token is read again
+    whenever the server is installed anew.
+    Teardown: k3s's uninstallers, the agents' mounts and /etc/fstab lines, the export and its directory.
+    """
+
+    shared_storage = (
+        "the server's directory, exported over NFS (nfs-kernel-server) to the agents, which mount it"
+        " (nfs-common, /etc/fstab); Debian/Ubuntu hosts"
+    )
+
+    def __init__(self, args: ClusterArgs, hosts: RemoteHosts) -> None:
+        super().__init__(args)
+        self.hosts = hosts
+
+    def provision(self, name: str, parent: pulumi.Resource) -> Provisioned:
+        args, hosts = self.args, self.hosts
+        private_key = pulumi.Output.secret(hosts.private_key_path.read_text())
+
+        def connection(host: str) -> remote.ConnectionArgs:
+            return remote.ConnectionArgs(host=host, user=hosts.user, port=hosts.port, private_key=private_key)
+
+        # A changed connection alone is an update, which runs create on the new host and never the old
+        # one's uninstaller: the host is a trigger, so another host replaces the command (and uninstalls),
+        # deleting first so that a replacement never uninstalls what it has just installed on the same host.
+        # Commands that print the kubeconfig or the node token log only stderr and mark stdout secret.
+        server = remote.Command(
+            f"{name}-k3s-server",
+            connection=connection(hosts.server),
+            create=install_script(args.k3s_version, "server", k3s_server_flags(hosts.server)),
+            delete=uninstall_script("server"),
+            triggers=[hosts.server],
+            logging=remote.Logging.STDERR,
+            opts=pulumi.ResourceOptions(
+                parent=parent, additional_secret_outputs=["stdout"], delete_before_replace=True
+            ),
+        )
+        token = remote.Command(
+            f"{name}-k3s-token",
+            connection=connection(hosts.server),
+            create=remote_script({}, ROOT_PRELUDE, "k3s_remote_token.sh"),
+            # The token is read once and kept in the state: a server installed anew (a new id) has a new
+            # token, so it is read again, and the agents (whose stdin changes) join with it.
+            triggers=[server.id],
+            logging=remote.Logging.STDERR,
+            opts=pulumi.ResourceOptions(
+                parent=parent, depends_on=[server], additional_secret_outputs=["stdout"]
+            ),
+        )
+        join_url = f"https://{hosts.server}:{K3S_API_PORT}"
+        # One line, newline-terminated, as `read` expects it.
+        node_token: pulumi.Output[str] = pulumi.Output.secret(
+            token.stdout.apply(lambda text: text.strip() + "\n")
+        )
+        agents = [
+            remote.Command(
+                f"{name}-k3s-agent-{index}",
+                connection=connection(host),
+                create=install_script(args.k3s_version, "agent", [], join_url=join_url),
+                delete=uninstall_script("agent"),
+                triggers=[host],
+                stdin=node_token,
+                opts=pulumi.ResourceOptions(parent=parent, depends_on=[token], delete_before_replace=True),
+            )
+            for index, host in enumerate(hosts.agents)
+        ]
+        nodes: list[pulumi.CustomResource] = [server, *agents]
+        if args.shared_storage:
+            nodes += self._nfs(name, parent, hosts, connection, server, agents)
+        kubeconfig = server.stdout.apply(lambda text: rewrite_kubeconfig_server(text, join_url))
+        return Provisioned(nodes=nodes, kubeconfig=kubeconfig)
+
+    @staticmethod
+    def _nfs(
+        name: str,
+        parent: pulumi.Resource,
+        hosts: RemoteHosts,
+        connection: Callable[[str], remote.ConnectionArgs],
+        server: remote.Command,
+        agents: list[remote.Command],
+    ) -> list[pulumi.CustomResource]:
+        """The server's SHARED_STORAGE_PATH exported over NFS and mounted at the same path on every agent."""
+        scripts = nfs_scripts(hosts)
+        export = remote.Command(
+            f"{name}-nfs-export",
+            connection=connection(hosts.server),
+            create=scripts["export"],
+            delete=scripts["unexport"],
+            triggers=[hosts.server, *hosts.agents],
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=[server], delete_before_replace=True),
+        )
+        return [
+            export,
+            *(
+                remote.Command(
+                    f"{name}-nfs-mount-{index}",
+                    connection=connection(host),
+                    create=scripts["mount"],
+                    delete=scripts["unmount"],
+                    triggers=[hosts.server, host],
+                    opts=pulumi.ResourceOptions(
+                        parent=parent, depends_on=[export, agent], delete_before_replace=True
+                    ),
+                )
+                for index, (host, agent) in enumerate(zip(hosts.agents, agents, strict=True))
+            ),
+        ]

@@ -1,0 +1,95 @@
+"""kind: Kubernetes nodes as Docker containers on this machine, made by the kind CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi_command import local
+
+from components.cluster.provider import SHARED_STORAGE_PATH, ClusterArgs, ClusterProvider, Provisioned
+from components.cluster.scripts import cluster_script
+from components.shell import BASH
+
+# nvkind's GPU passthrough: with accept-nvidia-visible-devices-as-volume-mounts on the host's toolkit, a
+# /dev/null mount at this path makes Docker's nvidia runtime hand every GPU to the kind node container.
+NVIDIA_DEVICES_MOUNT = "/var/run/nvidia-container-devices/all"
+# Creates (or reuses) the cluster from the config on stdin and prints its kubeconfig.
+CREATE_SCRIPT = cluster_script("kind_create.sh")
+# Deletes the cluster and its shared directory.
+DELETE_SCRIPT = cluster_script("kind_delete.sh")
+
+
+def kind_shared_directory(cluster_name: str) -> Path:
+    """The host directory a multi-node kind cluster shares into every node as SHARED_STORAGE_PATH."""
+    return Path.home() / ".local" / "share" / "trainstack" / cluster_name / "shared"
+
+
+def render_kind_config(args: ClusterArgs) -> str:
+    """kind's cluster config: the nodes, their pinned image, nvkind's GPU mount and the shared directory."""
+    training_mounts = []
+    if args.gpus_per_node:
+        training_mounts.append({"hostPath": "/dev/null", "containerPath": NVIDIA_DEVICES_MOUNT})
+    if args.shared_storage:
+        training_mounts.append(
+            {"hostPath": str(kind_shared_directory(args.name)), "containerPath": SHARED_STORAGE_PATH}
+        )
+
+    def node(role: str, mounts: list[dict[str, str]]) -> dict[str, Any]:
+        spec: dict[str, Any] = {"role": role, "image": args.kind_node_image}
+        if mounts:
+            spec["extraMounts"] = mounts
+        return spec
+
+    if args.node_count == 1:
+        nodes = [node("control-plane", training_mounts)]  # kind leaves a lone control plane schedulable
+    else:
+        nodes = [
+            node("control-plane", []),
+            *(node("worker", training_mounts) for _ in range(args.node_count)),
+        ]
+    config = {"kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4", "nodes": nodes}
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+class Kind(ClusterProvider):
+    """Creates: one `local.Command` running kind_create.sh with the rendered config on stdin; its stdout is
+    `kind get kubeconfig`. kind publishes the API on a loopback port it picks once and pins in the control
+    plane container's port binding, so the kubeconfig survives a restart of the container, Docker or the
+    host (sigs.k8s.io/kind pkg/cluster/internal/providers/common/getport.go and docker/provision.go).
+    Node identity: that command. Shared storage: a host directory mounted into every training node.
+    Teardown: `kind delete cluster` and the shared directory.
+    """
+
+    shared_storage = (
+        "the host directory ~/.local/share/trainstack/<clusterName>/shared, mounted into every worker"
+    )
+
+    def provision(self, name: str, parent: pulumi.Resource) -> Provisioned:
+        args = self.args
+        config = render_kind_config(args)
+        environment = {"KIND_CLUSTER": args.name}
+        if args.shared_storage:
+            environment["SHARED_DIR"] = str(kind_shared_directory(args.name))
+        if args.gpus_per_node:
+            environment["GPU_PASSTHROUGH"] = "1"
+        create = local.Command(
+            f"{name}-kind",
+            create=CREATE_SCRIPT,
+            delete=DELETE_SCRIPT,
+            stdin=config,
+            interpreter=BASH,
+            environment=environment,
+            # A changed environment alone would only re-run create (an update), leaving the cluster of the
+            # old name behind: a new name, like a new config, replaces it.
+            triggers=[config, args.name],
+            # stdout is the kubeconfig: only stderr is logged, and stdout is a secret in the state.
+            logging=local.Logging.STDERR,
+            # A new config means a new cluster: delete the old one first, as both carry the same name.
+            opts=pulumi.ResourceOptions(
+                parent=parent, additional_secret_outputs=["stdout"], delete_before_replace=True
+            ),
+        )
+        return Provisioned(nodes=[create], kubeconfig=create.stdout)

@@ -1,0 +1,331 @@
+"""A user's kubeconfig, checked before anything is created: parsed, reduced to one context, its API server asked.
+
+The rules follow client-go's kubeconfig handling (k8s.io/client-go/tools/clientcmd): api/types.go for the
+fields; validation.go for what must exist (the context, its cluster with a server, its user); loader.go for
+file references, which resolve against the directory of the kubeconfig file; `kubectl config view --minify
+--flatten` for the reduced form, which keeps one context and puts the certificate files' contents inline, so
+the stack's kubeconfig (a secret output, handed to the Kubernetes provider and to kubectl in a temporary
+file) needs nothing else from this machine. A tokenFile stays a reference, made absolute: such tokens are
+rotated by whoever writes them, and a copy would expire.
+
+The reachability check is one GET of /version (what `kubectl version` asks), with the kubeconfig's CA (or
+none, with insecure-skip-tls-verify) and its user's static credentials: a bearer token or tokenFile, a client
+certificate and key, or a username and password. Users whose credentials come from an exec plugin or an
+auth-provider are checked for reachability only (any HTTP answer): their plugin runs when the provider first
+connects. Loopback servers are never proxied (as in Go's net/http); others go through the kubeconfig's
+proxy-url, or the environment's HTTPS_PROXY and NO_PROXY.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import http.client
+import ipaddress
+import json
+import socket
+import ssl
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from components.cluster.provider import ExistingCluster
+
+# The config keys a kubeconfig problem is reported against.
+KUBECONFIG_KEY = "kubeconfig"
+KUBECONFIG_PATH_KEY = "kubeconfigPath"
+KUBE_CONTEXT_KEY = "kubeContext"
+# How long the API server may take to answer the check, in seconds.
+CHECK_TIMEOUT_SECONDS = 10.0
+# File references and the inline field each becomes (kubectl config view --flatten).
+_CLUSTER_FILES = {"certificate-authority": "certificate-authority-data"}
+_USER_FILES = {"client-certificate": "client-certificate-data", "client-key": "client-key-data"}
+
+
+class KubeconfigError(ValueError):
+    """A kubeconfig the stack cannot use: `key` is the config key to fix, `problem` says what is wrong."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+def read_kubeconfig(*, secret: str | None, path: str, context: str) -> ExistingCluster:
+    """The kubeconfig from exactly one of the secret value and the file path, reduced to one context.
+
+    context: the context to use; empty for the kubeconfig's current-context. Raises KubeconfigError.
+    """
+    if secret and path:
+        raise KubeconfigError(
+            KUBECONFIG_PATH_KEY, "and the kubeconfig secret may not both be set: keep one of them"
+        )
+    if secret:
+        return parse_kubeconfig(secret, key=KUBECONFIG_KEY, context=context, base_dir=None)
+    if not path:
+        raise KubeconfigError(
+            KUBECONFIG_PATH_KEY,
+            "must name a kubeconfig file when clusterKind is existing"
+            ' (or: pulumi config set --secret kubeconfig "$(cat ~/.kube/config)")',
+        )
+    file = Path(path).expanduser()
+    try:
+        text = file.read_text()
+    except OSError as error:
+        raise KubeconfigError(KUBECONFIG_PATH_KEY, f"cannot read {file}: {error.strerror}") from None
+    return parse_kubeconfig(text, key=KUBECONFIG_PATH_KEY, context=context, base_dir=file.resolve().parent)
+
+
+def _named(document: Mapping[str, Any], section: str, field: str, key: str) -> dict[str, dict[str, Any]]:
+    """A kubeconfig list (clusters, contexts, users) as name -> its mapping."""
+    entries = document.get(section) or []
+    if not isinstance(entries, list):
+        raise KubeconfigError(key, f"{section} must be a list, got {type(entries).__name__}")
+    named = {}
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not entry.get("name") or not isinstance(entry.get(field), dict):
+            raise KubeconfigError(key, f"{section}[{index}] must have a name and a {field} mapping")
+        named[str(entry["name"])] = dict(entry[field])
+    return named
+
+
+def _inline_files(
+    entry: dict[str, Any], files: Mapping[str, str], where: str, key: str, base_dir: Path | None
+) -> None:
+    """Replaces each file reference of entry by its content (base64, as the -data fields hold it)."""
+    for field, data_field in files.items():
+        if field not in entry:
+            continue
+        reference = Path(str(entry.pop(field))).expanduser()
+        if data_field in entry:
+            continue  # client-go: the data field wins
+        file = _resolve(reference, f"{where}.{field}", key, base_dir)
+        try:
+            entry[data_field] = base64.b64encode(file.read_bytes()).decode()
+        except OSError as error:
+            raise KubeconfigError(key, f"{where}.{field}: cannot read {file}: {error.strerror}") from None
+
+
+def _resolve(reference: Path, where: str, key: str, base_dir: Path | None) -> Path:
+    if reference.is_absolute():
+        return reference
+    if base_dir is None:
+        raise KubeconfigError(
+            key, f"{where} is a relative path ({reference}); use an absolute path or the -data field"
+        )
+    return base_dir / reference
+
+
+def parse_kubeconfig(text: str, *, key: str, context: str, base_dir: Path | None) -> ExistingCluster:
+    """The kubeconfig reduced to one context, its cluster and user, files inline. Raises KubeconfigError.
+
+    key: the config key the text came from; context: empty for current-context; base_dir: the directory
+    relative file references resolve against (None for a kubeconfig that is no file: they are errors).
+    """
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise KubeconfigError(key, f"is not YAML: {' '.join(str(error).split())}") from None
+    if not isinstance(document, dict):
+        raise KubeconfigError(key, "is not a kubeconfig: a YAML mapping with clusters, contexts and users")
+    clusters = _named(document, "clusters", "cluster", key)
+    contexts = _named(document, "contexts", "context", key)
+    users = _named(document, "users", "user", key)
+    name = context or str(document.get("current-context") or "")
+    if not name:
+        raise KubeconfigError(
+            KUBE_CONTEXT_KEY,
+            f"must name a context: the kubeconfig ({key}) has no current-context; its contexts: "
+            + (", ".join(sorted(contexts)) or "none"),
+        )
+    if name not in contexts:
+        raise KubeconfigError(
+            KUBE_CONTEXT_KEY if context else key,
+            f"context {name!r} is not in the kubeconfig ({key}); its contexts: "
+            + (", ".join(sorted(contexts)) or "none"),
+        )
+    chosen = contexts[name]
+    cluster_name, user_name = str(chosen.get("cluster") or ""), str(chosen.get("user") or "")
+    if cluster_name not in clusters:
+        raise KubeconfigError(
+            key, f"context {name!r} names cluster {cluster_name!r}, which is not in clusters"
+        )
+    if user_name not in users:
+        raise KubeconfigError(key, f"context {name!r} names user {user_name!r}, which is not in users")
+    cluster, user = clusters[cluster_name], users[user_name]
+    server = urlsplit(str(cluster.get("server") or ""))
+    if server.scheme not in ("https", "http") or not server.hostname:
+        raise KubeconfigError(
+            key, f"cluster {cluster_name!r} needs a server https://host[:port], got {cluster.get('server')!r}"
+        )
+    _inline_files(cluster, _CLUSTER_FILES, f"clusters[{cluster_name}]", key, base_dir)
+    _inline_files(user, _USER_FILES, f"users[{user_name}]", key, base_dir)
+    if "tokenFile" in user:
+        user["tokenFile"] = str(
+            _resolve(
+                Path(str(user["tokenFile"])).expanduser(), f"users[{user_name}].tokenFile", key, base_dir
+            )
+        )
+    reduced = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": cluster_name, "cluster": cluster}],
+        "users": [{"name": user_name, "user": user}],
+        "contexts": [{"name": name, "context": chosen}],
+        "current-context": name,
+    }
+    return ExistingCluster(kubeconfig=yaml.safe_dump(reduced, sort_keys=False), context=name, source_key=key)
+
+
+class _Connection(http.client.HTTPSConnection):
+    """An HTTPS connection that verifies the server under another name (the kubeconfig's tls-server-name)."""
+
+    def __init__(self, host: str, *, context: ssl.SSLContext, server_name: str | None, **kwargs: Any) -> None:
+        super().__init__(host, context=context, **kwargs)
+        self._tls = context
+        self._server_name = server_name
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)  # TCP, and a proxy's CONNECT tunnel
+        name = self._server_name or getattr(self, "_tunnel_host", None) or self.host
+        self.sock = self._tls.wrap_socket(self.sock, server_hostname=name)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, context: ssl.SSLContext, server_name: str | None) -> None:
+        super().__init__(context=context)
+        self._tls = context
+        self._server_name = server_name
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        connection = functools.partial(_Connection, context=self._tls, server_name=self._server_name)
+        return self.do_open(connection, req)
+
+
+def _tls_context(cluster: Mapping[str, Any], user: Mapping[str, Any], private: Path) -> ssl.SSLContext:
+    """Verification by the kubeconfig's CA alone (else the system's, or none), and the user's client certificate.
+
+    As in client-go (v0.33, transport/transport.go, rootCertPool), a kubeconfig's CA replaces the system's roots
+    rather than adding to them.
+    """
+    authority = cluster.get("certificate-authority-data")
+    cadata = base64.b64decode(authority).decode() if authority else None
+    context = ssl.create_default_context(cadata=cadata)
+    # Verify as Go does: Python 3.13's stricter X.509 rules reject some clusters' CAs that Go accepts.
+    context.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)
+    if cluster.get("insecure-skip-tls-verify"):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if "client-certificate-data" in user and "client-key-data" in user:
+        # ssl reads a certificate chain from files only: private ones, removed by the caller.
+        certificate, key = private / "client.crt", private / "client.key"
+        for file, field in ((certificate, "client-certificate-data"), (key, "client-key-data")):
+            file.touch(mode=0o600)
+            file.write_bytes(base64.b64decode(user[field]))
+        context.load_cert_chain(certificate, key)
+    return context
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _proxies(cluster: Mapping[str, Any], host: str, key: str) -> dict[str, str] | None:
+    """urllib's proxies: the kubeconfig's proxy-url; else none for loopback; else the environment's (None).
+
+    As in client-go: proxy-url is used for every server (http.ProxyURL), the environment's proxy never for
+    a loopback one (http.ProxyFromEnvironment).
+    """
+    proxy = str(cluster.get("proxy-url") or "")
+    if proxy:
+        if urlsplit(proxy).scheme not in ("http", "https"):
+            raise KubeconfigError(
+                key, f"proxy-url {proxy!r}: the stack's check supports http:// and https:// proxies"
+            )
+        return {"https": proxy, "http": proxy}
+    return {} if _is_loopback(host) else None
+
+
+def check_api_server(cluster: ExistingCluster, timeout: float = CHECK_TIMEOUT_SECONDS) -> str:
+    """Asks the API server for /version with the kubeconfig's CA and credentials; returns its gitVersion.
+
+    Raises KubeconfigError, naming cluster.source_key, when the server cannot be reached within timeout
+    seconds, its certificate does not verify, or it rejects the user's static credentials.
+    """
+    document = yaml.safe_load(cluster.kubeconfig)
+    entry, user = document["clusters"][0]["cluster"], document["users"][0]["user"]
+    user_name = document["users"][0]["name"]
+    server = str(entry["server"]).rstrip("/")
+    where = f"the API server {server} (context {cluster.context!r})"
+    headers = {"Accept": "application/json"}
+    if user.get("token"):
+        headers["Authorization"] = f"Bearer {user['token']}"
+    elif user.get("tokenFile"):
+        try:
+            headers["Authorization"] = f"Bearer {Path(user['tokenFile']).read_text().strip()}"
+        except OSError as error:
+            raise KubeconfigError(
+                cluster.source_key, f"users[{user_name}].tokenFile: cannot read it: {error.strerror}"
+            ) from None
+    elif user.get("username"):
+        basic = base64.b64encode(f"{user['username']}:{user.get('password', '')}".encode()).decode()
+        headers["Authorization"] = f"Basic {basic}"
+    static = "Authorization" in headers or "client-certificate-data" in user
+    plugin = "exec" in user or "auth-provider" in user
+    with tempfile.TemporaryDirectory() as private:
+        handlers: list[urllib.request.BaseHandler] = []
+        if server.startswith("https://"):
+            try:
+                context = _tls_context(entry, user, Path(private))
+            except (ssl.SSLError, ValueError) as error:
+                raise KubeconfigError(
+                    cluster.source_key,
+                    f"the CA or client certificate of context {cluster.context!r} is unusable: {error}",
+                ) from None
+            handlers.append(_HTTPSHandler(context, entry.get("tls-server-name")))
+        proxies = _proxies(entry, urlsplit(server).hostname or "", cluster.source_key)
+        if proxies is not None:
+            handlers.append(urllib.request.ProxyHandler(proxies))
+        opener = urllib.request.build_opener(*handlers)
+        request = urllib.request.Request(f"{server}/version", headers=headers)
+        try:
+            with opener.open(request, timeout=timeout) as response:
+                body = response.read()
+                status = response.status
+        except urllib.error.HTTPError as error:
+            status, body = error.code, b""
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                problem = f"presents a certificate that does not verify: {reason.verify_message}"
+            elif isinstance(reason, (TimeoutError, socket.timeout)):
+                problem = f"does not answer within {timeout:g} s"
+            else:
+                problem = f"cannot be reached: {' '.join(str(reason).split())}"
+            raise KubeconfigError(cluster.source_key, f"{where} {problem}") from None
+    if status == 401 and static:
+        raise KubeconfigError(
+            cluster.source_key,
+            f"{where} rejects the credentials of user {user_name!r} (HTTP 401 Unauthorized)",
+        )
+    if status == 401 and not plugin:
+        raise KubeconfigError(
+            cluster.source_key, f"{where} requires credentials and user {user_name!r} has none (HTTP 401)"
+        )
+    if status != 401 and not (200 <= status < 300 or status == 403):
+        raise KubeconfigError(cluster.source_key, f"{where} answers GET /version with HTTP {status}")
+    try:
+        return str(json.loads(body).get("gitVersion", ""))
+    except (ValueError, AttributeError):
+        return ""

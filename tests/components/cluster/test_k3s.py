@@ -1,0 +1,112 @@
+"""The k3s kinds' shared installer and uninstaller (run under stubs), and k3s on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pulumi
+import pytest
+import yaml
+
+from components.cluster import Cluster, ClusterArgs
+from components.cluster.k3s import (
+    INSTALL_SCRIPT,
+    UNINSTALL_SCRIPT,
+    install_environment,
+    k3s_server_flags,
+    rewrite_kubeconfig_server,
+)
+from tests.components.cluster.stubs import FAKE_INSTALLER, POSIX_SH, ROOT_ID, calls, run, stub_tools
+from tests.stack_helpers import FAKE_KUBECONFIG, contains_secret, evaluate
+
+VERSION = "v1.33.6+k3s1"
+
+
+def fake_host(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """A root shell whose curl fetches FAKE_INSTALLER, whose k3s API is ready and whose k3s.yaml is known."""
+    return stub_tools(
+        tmp_path,
+        {
+            "curl": FAKE_INSTALLER,
+            "id": ROOT_ID,
+            "k3s": "exit 0",
+            "cat": 'if [ "$1" = /etc/rancher/k3s/k3s.yaml ]; then echo "kubeconfig"; else exec /bin/cat "$@"; fi',
+        },
+    )
+
+
+def test_server_install_pins_the_version_waits_for_the_api_and_prints_the_kubeconfig(tmp_path: Path) -> None:
+    environment, log = fake_host(tmp_path)
+    server = install_environment(VERSION, "server", k3s_server_flags("192.0.2.1"))
+    result = run(INSTALL_SCRIPT, {**environment, **server}, interpreter=POSIX_SH)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "kubeconfig\n"
+    assert (
+        "installer server --write-kubeconfig-mode=644 --disable=traefik,servicelb,metrics-server"
+        f" --tls-san=192.0.2.1 token= url= version={VERSION}"
+    ) in calls(log)
+    assert "k3s kubectl get --raw=/readyz" in calls(log)
+
+
+def test_agent_joins_with_the_token_from_stdin_with_or_without_a_trailing_newline(tmp_path: Path) -> None:
+    """`IFS= read -r` returns 1 at end of input without a newline; under `set -eu` that used to end the script."""
+    environment, log = fake_host(tmp_path)
+    agent = install_environment(VERSION, "agent", [], join_url="https://192.0.2.1:6443")
+    for token in ("K10secret::server:abc", "K10secret::server:abc\n"):
+        result = run(INSTALL_SCRIPT, {**environment, **agent}, interpreter=POSIX_SH, stdin=token)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == ""  # an agent has no kubeconfig to print
+        assert calls(log)[-1] == (
+            f"installer agent token=K10secret::server:abc url=https://192.0.2.1:6443 version={VERSION}"
+        )
+
+
+def test_flags_with_whitespace_are_refused() -> None:
+    with pytest.raises(ValueError, match="single words"):
+        install_environment(VERSION, "server", ["--tls-san=a b"])
+
+
+@pytest.mark.parametrize(
+    ("role", "uninstaller"), [("server", "k3s-uninstall.sh"), ("agent", "k3s-agent-uninstall.sh")]
+)
+def test_uninstall_runs_k3s_own_uninstaller_of_the_role(tmp_path: Path, role: str, uninstaller: str) -> None:
+    environment, log = stub_tools(tmp_path, {"id": ROOT_ID})
+    bin_dir = tmp_path / "k3s-bin"
+    bin_dir.mkdir()
+    for name in ("k3s-uninstall.sh", "k3s-agent-uninstall.sh"):
+        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name}" >> "$CALLS"\n')
+        (bin_dir / name).chmod(0o755)
+    environment |= {"K3S_ROLE": role, "INSTALL_K3S_BIN_DIR": str(bin_dir)}
+    assert run(UNINSTALL_SCRIPT, environment, interpreter=POSIX_SH).returncode == 0
+    assert calls(log)[-1] == uninstaller
+    # Already gone: nothing to do, and no error.
+    (bin_dir / uninstaller).unlink()
+    before = calls(log)
+    assert run(UNINSTALL_SCRIPT, environment, interpreter=POSIX_SH).returncode == 0
+    assert calls(log) == before
+
+
+def test_remote_kubeconfig_points_at_the_server() -> None:
+    rewritten = yaml.safe_load(rewrite_kubeconfig_server(FAKE_KUBECONFIG, "https://192.0.2.1:6443"))
+    assert rewritten["clusters"][0]["cluster"]["server"] == "https://192.0.2.1:6443"
+    assert rewritten["users"] == yaml.safe_load(FAKE_KUBECONFIG)["users"]
+
+
+def test_local_k3s_cluster_component() -> None:
+    def program() -> None:
+        cluster = Cluster("c", ClusterArgs("k3s", "demo", 1, 1, "kindest/node", VERSION))
+        pulumi.export("kubeconfig", cluster.kubeconfig)
+
+    run_ = evaluate(program)
+    server = run_.one("command:local:Command", "c-k3s-server")
+    assert server.inputs["create"] == INSTALL_SCRIPT and server.inputs["delete"] == UNINSTALL_SCRIPT
+    # delete runs with the same environment: K3S_ROLE=server picks the server's uninstaller.
+    assert server.inputs["environment"] == {
+        "K3S_ROLE": "server",
+        "INSTALL_K3S_VERSION": VERSION,
+        "K3S_FLAGS": "--write-kubeconfig-mode=644 --disable=traefik,servicelb,metrics-server",
+    }
+    assert "interpreter" not in server.inputs  # /bin/sh, as on a remote host
+    assert server.inputs["logging"] == "stderr" and server.additional_secret_outputs == ["stdout"]
+    assert run_.depends_on(run_.one("pulumi:providers:kubernetes"), server)
+    assert contains_secret(run_.outputs["kubeconfig"])

@@ -1,0 +1,129 @@
+"""kind: the rendered config, kind_create.sh and kind_delete.sh under a stub kind, and the component."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pulumi
+import yaml
+
+from components.cluster import Cluster, ClusterArgs
+from components.cluster.kind import (
+    CREATE_SCRIPT,
+    DELETE_SCRIPT,
+    NVIDIA_DEVICES_MOUNT,
+    kind_shared_directory,
+    render_kind_config,
+)
+from components.cluster.provider import SHARED_STORAGE_PATH
+from tests.components.cluster.stubs import calls, run, stub_tools
+from tests.stack_helpers import contains_secret, evaluate
+
+IMAGE = "kindest/node:v1.33.1"
+
+
+def kind_args(node_count: int = 1, gpus: int = 0, shared: bool = False) -> ClusterArgs:
+    return ClusterArgs("kind", "demo", node_count, gpus, IMAGE, "v1.33.6+k3s1", shared_storage=shared)
+
+
+def test_single_node_kind_cluster_is_one_control_plane() -> None:
+    config = yaml.safe_load(render_kind_config(kind_args()))
+    assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    assert config["nodes"] == [{"role": "control-plane", "image": IMAGE}]
+
+
+def test_gpu_kind_cluster_mounts_the_gpus_into_the_training_nodes_only() -> None:
+    nodes = yaml.safe_load(render_kind_config(kind_args(node_count=2, gpus=1)))["nodes"]
+    assert [node["role"] for node in nodes] == ["control-plane", "worker", "worker"]
+    assert "extraMounts" not in nodes[0]
+    for worker in nodes[1:]:
+        assert worker["extraMounts"] == [{"hostPath": "/dev/null", "containerPath": NVIDIA_DEVICES_MOUNT}]
+
+
+def fake_kind(
+    tmp_path: Path, clusters: str = "", default_runtime: str = "nvidia"
+) -> tuple[dict[str, str], Path]:
+    return stub_tools(
+        tmp_path,
+        {
+            "kind": f"""case "$1 $2" in
+  "get clusters") printf '{clusters}' ;;
+  "get kubeconfig") echo "kubeconfig of $4" ;;
+esac""",
+            "docker": f"echo {default_runtime}",
+        },
+    )
+
+
+def test_kind_create_makes_a_cluster_from_the_config_on_stdin_and_prints_its_kubeconfig(
+    tmp_path: Path,
+) -> None:
+    environment, log = fake_kind(tmp_path, clusters="other\\n")
+    result = run(CREATE_SCRIPT, {**environment, "KIND_CLUSTER": "demo"}, stdin="kind: Cluster\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "kubeconfig of demo\n"
+    assert calls(log) == [
+        "kind get clusters",
+        "kind create cluster --name demo --config /dev/stdin --wait 180s",
+        "kind get kubeconfig --name demo",
+    ]
+
+
+def test_kind_create_reuses_a_cluster_of_the_same_name(tmp_path: Path) -> None:
+    environment, log = fake_kind(tmp_path, clusters="demo\\n")
+    result = run(CREATE_SCRIPT, {**environment, "KIND_CLUSTER": "demo"})
+    assert result.returncode == 0 and "exists: reusing it" in result.stderr
+    assert calls(log) == ["kind get clusters", "kind get kubeconfig --name demo"]
+
+
+def test_gpu_passthrough_stops_with_the_fix_when_docker_is_not_set_up_for_it(tmp_path: Path) -> None:
+    environment, log = fake_kind(tmp_path, default_runtime="runc")
+    result = run(CREATE_SCRIPT, {**environment, "KIND_CLUSTER": "demo", "GPU_PASSTHROUGH": "1"})
+    assert result.returncode == 1
+    assert "nvidia-ctk runtime configure --runtime=docker --set-as-default" in result.stderr
+    assert not [call for call in calls(log) if call.startswith("kind")]  # nothing created
+    # Without GPUs the host's Docker runtime is none of the script's business.
+    run(CREATE_SCRIPT, {**environment, "KIND_CLUSTER": "demo"})
+    assert "docker info --format {{.DefaultRuntime}}" not in calls(log)[1:]
+
+
+def test_kind_cluster_component() -> None:
+    def program() -> None:
+        cluster = Cluster("c", kind_args(gpus=1))
+        pulumi.export("kubeconfig", cluster.kubeconfig)
+
+    run_ = evaluate(program)
+    create = run_.one("command:local:Command", "c-kind")
+    assert create.inputs["create"] == CREATE_SCRIPT and create.inputs["delete"] == DELETE_SCRIPT
+    assert create.inputs["environment"] == {"KIND_CLUSTER": "demo", "GPU_PASSTHROUGH": "1"}
+    # A rename must replace (delete the old cluster), not just re-run create under the new name.
+    assert "demo" in create.inputs["triggers"]
+    assert yaml.safe_load(create.inputs["stdin"])["nodes"][0]["extraMounts"]
+    assert create.delete_before_replace and create.additional_secret_outputs == ["stdout"]
+    assert create.inputs["logging"] == "stderr"  # the kubeconfig stays out of Pulumi's logs
+    provider = run_.one("pulumi:providers:kubernetes")
+    assert run_.depends_on(provider, create) and contains_secret(provider.inputs["kubeconfig"])
+    assert contains_secret(run_.outputs["kubeconfig"])
+    assert (
+        "GPU_PASSTHROUGH"
+        not in evaluate(lambda: Cluster("c", kind_args())).one("command:local:Command").inputs["environment"]
+    )
+
+
+def test_multi_node_kind_shares_a_host_directory_into_every_training_node(tmp_path: Path) -> None:
+    args = kind_args(node_count=2, shared=True)
+    nodes = yaml.safe_load(render_kind_config(args))["nodes"]
+    shared = {"hostPath": str(kind_shared_directory("demo")), "containerPath": SHARED_STORAGE_PATH}
+    assert "extraMounts" not in nodes[0]
+    assert all(node["extraMounts"] == [shared] for node in nodes[1:])
+    create = evaluate(lambda: Cluster("c", args)).one("command:local:Command", "c-kind")
+    assert create.inputs["environment"]["SHARED_DIR"] == str(kind_shared_directory("demo"))
+    environment, log = fake_kind(tmp_path)
+    shared_dir = tmp_path / "shared"
+    environment |= {"KIND_CLUSTER": "demo", "SHARED_DIR": str(shared_dir)}
+    assert run(CREATE_SCRIPT, environment).returncode == 0
+    assert shared_dir.is_dir() and shared_dir.stat().st_mode & 0o777 == 0o777
+    result = run(DELETE_SCRIPT, environment)
+    assert result.returncode == 0, result.stderr
+    assert calls(log)[-1] == "kind delete cluster --name demo"
+    assert not shared_dir.exists()

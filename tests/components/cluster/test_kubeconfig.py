@@ -1,0 +1,302 @@
+"""An existing cluster's kubeconfig: parsed, reduced to one context, and its API server asked (a fake one)."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import socketserver
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from components.cluster.kubeconfig import (
+    KUBE_CONTEXT_KEY,
+    KUBECONFIG_KEY,
+    KUBECONFIG_PATH_KEY,
+    KubeconfigError,
+    check_api_server,
+    parse_kubeconfig,
+    read_kubeconfig,
+)
+from tests.fake_apiserver import GIT_VERSION, TOKEN, FakeApiServer, fake_api_server
+
+
+@pytest.fixture
+def server() -> Iterator[FakeApiServer]:
+    with fake_api_server() as running:
+        yield running
+
+
+def two_contexts(server: FakeApiServer) -> dict[str, object]:
+    """A kubeconfig with the fake cluster and another one, as ~/.kube/config often has."""
+    document = yaml.safe_load(server.kubeconfig())
+    document["clusters"].append({"name": "prod", "cluster": {"server": "https://203.0.113.9:6443"}})
+    document["users"].append({"name": "prod-admin", "user": {"token": "prod-secret"}})
+    document["contexts"].append({"name": "prod", "context": {"cluster": "prod", "user": "prod-admin"}})
+    document["current-context"] = "prod"
+    return document
+
+
+def parse(text: str, context: str = "", base_dir: Path | None = None) -> Any:
+    return yaml.safe_load(
+        parse_kubeconfig(text, key=KUBECONFIG_KEY, context=context, base_dir=base_dir).kubeconfig
+    )
+
+
+def test_the_kubeconfig_is_reduced_to_the_chosen_context_alone(server: FakeApiServer) -> None:
+    text = yaml.safe_dump(two_contexts(server))
+    reduced = parse(text, context="fake")
+    assert reduced["current-context"] == "fake"
+    assert [entry["name"] for entry in reduced["clusters"]] == ["fake"]
+    assert [entry["name"] for entry in reduced["users"]] == ["fake-user"]
+    assert "prod-secret" not in yaml.safe_dump(reduced)  # another cluster's credentials stay out of the stack
+    assert parse(text)["current-context"] == "prod"  # no kubeContext: the current-context
+
+
+def test_certificate_files_are_inlined_relative_to_the_kubeconfig_and_token_files_made_absolute(
+    server: FakeApiServer, tmp_path: Path
+) -> None:
+    (tmp_path / "pki").mkdir()
+    for name in ("ca.crt", "client.crt", "client.key"):
+        (tmp_path / "pki" / name).write_bytes(server.certs.path(name).read_bytes())
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        server.kubeconfig(
+            cluster={"server": server.url, "certificate-authority": "pki/ca.crt"},
+            user={
+                "client-certificate": "pki/client.crt",
+                "client-key": "pki/client.key",
+                "tokenFile": "token",
+            },
+        )
+    )
+    cluster = read_kubeconfig(secret=None, path=str(kubeconfig), context="")
+    reduced = yaml.safe_load(cluster.kubeconfig)
+    entry, user = reduced["clusters"][0]["cluster"], reduced["users"][0]["user"]
+    assert base64.b64decode(entry["certificate-authority-data"]) == server.certs.path("ca.crt").read_bytes()
+    assert base64.b64decode(user["client-key-data"]) == server.certs.path("client.key").read_bytes()
+    assert "certificate-authority" not in entry and "client-certificate" not in user
+    assert user["tokenFile"] == str(tmp_path / "token")
+    assert cluster.source_key == KUBECONFIG_PATH_KEY
+    assert check_api_server(cluster) == GIT_VERSION
+    assert server.requests == [("/version", "token")]  # the token goes first, as in client-go
+
+
+BAD_KUBECONFIGS = [
+    ("{a: [", KUBECONFIG_KEY, "is not YAML"),
+    ("- just\n- a list\n", KUBECONFIG_KEY, "is not a kubeconfig"),
+    ("clusters: {a: 1}\n", KUBECONFIG_KEY, "clusters must be a list"),
+    ("contexts:\n- name: x\n", KUBECONFIG_KEY, "contexts[0] must have a name and a context mapping"),
+    ("contexts: []\n", KUBE_CONTEXT_KEY, "has no current-context; its contexts: none"),
+    (
+        "current-context: gone\ncontexts:\n- {name: a, context: {cluster: a, user: a}}\n",
+        KUBECONFIG_KEY,
+        "context 'gone' is not in the kubeconfig (kubeconfig); its contexts: a",
+    ),
+    (
+        "current-context: a\ncontexts:\n- {name: a, context: {cluster: a, user: a}}\n",
+        KUBECONFIG_KEY,
+        "context 'a' names cluster 'a', which is not in clusters",
+    ),
+    (
+        "current-context: a\ncontexts:\n- {name: a, context: {cluster: a, user: u}}\nclusters:\n"
+        "- {name: a, cluster: {server: 'https://h:6443'}}\n",
+        KUBECONFIG_KEY,
+        "context 'a' names user 'u', which is not in users",
+    ),
+    (
+        "current-context: a\ncontexts:\n- {name: a, context: {cluster: a, user: u}}\nusers:\n- {name: u, user: {}}\n"
+        "clusters:\n- {name: a, cluster: {server: 'h:6443'}}\n",
+        KUBECONFIG_KEY,
+        "cluster 'a' needs a server https://host[:port], got 'h:6443'",
+    ),
+    (
+        "current-context: a\ncontexts:\n- {name: a, context: {cluster: a, user: u}}\nusers:\n- {name: u, user: {}}\n"
+        "clusters:\n- {name: a, cluster: {server: 'https://h', certificate-authority: ca.crt}}\n",
+        KUBECONFIG_KEY,
+        "clusters[a].certificate-authority is a relative path (ca.crt); use an absolute path or the -data field",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "problem"), BAD_KUBECONFIGS)
+def test_a_bad_kubeconfig_is_one_line_naming_the_key(text: str, key: str, problem: str) -> None:
+    with pytest.raises(KubeconfigError) as raised:
+        parse_kubeconfig(text, key=KUBECONFIG_KEY, context="", base_dir=None)
+    assert raised.value.key == key
+    assert problem in raised.value.problem and "\n" not in str(raised.value)
+
+
+def test_a_missing_context_names_kube_context_and_lists_the_contexts(server: FakeApiServer) -> None:
+    with pytest.raises(KubeconfigError) as raised:
+        parse(yaml.safe_dump(two_contexts(server)), context="staging")
+    assert raised.value.key == KUBE_CONTEXT_KEY
+    assert (
+        raised.value.problem
+        == "context 'staging' is not in the kubeconfig (kubeconfig); its contexts: fake, prod"
+    )
+
+
+def test_exactly_one_source_of_kubeconfig(tmp_path: Path) -> None:
+    with pytest.raises(
+        KubeconfigError, match=r"^kubeconfigPath: and the kubeconfig secret may not both be set"
+    ):
+        read_kubeconfig(secret="apiVersion: v1", path="~/.kube/config", context="")
+    with pytest.raises(
+        KubeconfigError, match=r"^kubeconfigPath: must name a kubeconfig file when clusterKind"
+    ):
+        read_kubeconfig(secret=None, path="", context="")
+    with pytest.raises(KubeconfigError, match=f"^kubeconfigPath: cannot read {tmp_path}/none: No such file"):
+        read_kubeconfig(secret=None, path=str(tmp_path / "none"), context="")
+
+
+def check(text: str, timeout: float = 5.0) -> str:
+    return check_api_server(parse_kubeconfig(text, key=KUBECONFIG_KEY, context="", base_dir=None), timeout)
+
+
+def test_a_bearer_token_is_checked(server: FakeApiServer) -> None:
+    assert check(server.kubeconfig()) == GIT_VERSION
+    with pytest.raises(KubeconfigError) as raised:
+        check(server.kubeconfig(user={"token": "stale"}))
+    assert raised.value.problem == (
+        f"the API server {server.url} (context 'fake') rejects the credentials of user 'fake-user'"
+        " (HTTP 401 Unauthorized)"
+    )
+    assert server.requests == [("/version", "token"), ("/version", "token")]
+
+
+def test_a_client_certificate_is_presented(server: FakeApiServer) -> None:
+    user = {
+        "client-certificate-data": server.certs.data("client.crt"),
+        "client-key-data": server.certs.data("client.key"),
+    }
+    assert check(server.kubeconfig(user=user)) == GIT_VERSION
+    assert server.requests == [("/version", "certificate")]
+
+
+def test_a_server_certificate_of_another_ca_stops_the_check(server: FakeApiServer) -> None:
+    cluster = {"server": server.url, "certificate-authority-data": server.certs.data("other-ca.crt")}
+    with pytest.raises(KubeconfigError, match="presents a certificate that does not verify"):
+        check(server.kubeconfig(cluster=cluster))
+    assert server.requests == []  # nothing, not even the token, was sent
+
+
+def test_insecure_skip_tls_verify_accepts_any_certificate(server: FakeApiServer) -> None:
+    assert (
+        check(server.kubeconfig(cluster={"server": server.url, "insecure-skip-tls-verify": True}))
+        == GIT_VERSION
+    )
+    # Without it, and without a CA, the system's CAs do not know the fake server.
+    with pytest.raises(KubeconfigError, match="does not verify"):
+        check(server.kubeconfig(cluster={"server": server.url}))
+
+
+def test_tls_server_name_is_the_name_verified(server: FakeApiServer) -> None:
+    ca = server.certs.data("ca.crt")
+    named = {"server": server.url, "certificate-authority-data": ca, "tls-server-name": "localhost"}
+    assert check(server.kubeconfig(cluster=named)) == GIT_VERSION
+    with pytest.raises(KubeconfigError, match="does not verify: Hostname mismatch"):
+        check(server.kubeconfig(cluster={**named, "tls-server-name": "wrong.example"}))
+
+
+def test_an_unreachable_server_stops_the_check_with_one_line(server: FakeApiServer) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    cluster = {
+        "server": f"https://127.0.0.1:{port}",
+        "certificate-authority-data": server.certs.data("ca.crt"),
+    }
+    with pytest.raises(KubeconfigError) as raised:
+        check(server.kubeconfig(cluster=cluster))
+    assert raised.value.key == KUBECONFIG_KEY
+    assert raised.value.problem.startswith(
+        f"the API server https://127.0.0.1:{port} (context 'fake') cannot be reached:"
+    )
+    assert "refused" in raised.value.problem and "\n" not in raised.value.problem
+
+
+def test_a_server_that_never_answers_times_out(server: FakeApiServer) -> None:
+    with socket.socket() as silent:  # accepts connections (the kernel does) and never speaks
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"https://127.0.0.1:{silent.getsockname()[1]}"
+        cluster = {"server": url, "certificate-authority-data": server.certs.data("ca.crt")}
+        with pytest.raises(KubeconfigError, match=r"does not answer within 0.3 s$"):
+            check(server.kubeconfig(cluster=cluster), timeout=0.3)
+
+
+def test_plugin_credentials_are_checked_for_reachability_only() -> None:
+    with fake_api_server(anonymous=False) as server:
+        exec_user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "get-token"}}
+        assert check(server.kubeconfig(user=exec_user)) == ""  # 401 without credentials: it answers
+        with pytest.raises(KubeconfigError, match="requires credentials and user 'fake-user' has none"):
+            check(server.kubeconfig(user={}))
+        assert server.requests == [("/version", "none"), ("/version", "none")]
+
+
+@contextmanager
+def connect_proxy() -> Iterator[tuple[str, list[str]]]:
+    """An HTTP CONNECT proxy on 127.0.0.1: yields its URL and the targets it tunnelled to."""
+    targets: list[str] = []
+
+    class Tunnel(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += self.request.recv(1024)
+            target = head.split()[1].decode()
+            targets.append(target)
+            host, port = target.rsplit(":", 1)
+            with socket.create_connection((host, int(port))) as upstream:
+                self.request.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                threading.Thread(target=pipe, args=(self.request, upstream), daemon=True).start()
+                pipe(upstream, self.request)  # until the server closes the connection
+
+    def pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Tunnel)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", targets
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_proxy_url_tunnels_the_check(server: FakeApiServer) -> None:
+    with connect_proxy() as (proxy, targets):
+        cluster = {
+            "server": server.url,
+            "certificate-authority-data": server.certs.data("ca.crt"),
+            "proxy-url": proxy,
+        }
+        assert check(server.kubeconfig(cluster=cluster)) == GIT_VERSION
+    assert targets == [server.url.removeprefix("https://")]
+    with pytest.raises(KubeconfigError, match="supports http:// and https:// proxies"):
+        check(server.kubeconfig(cluster={**cluster, "proxy-url": "socks5://127.0.0.1:1080"}))
+
+
+def test_the_environment_s_proxy_is_not_used_for_a_loopback_server(
+    server: FakeApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead_proxy = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    for variable in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(variable, dead_proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert check(server.kubeconfig()) == GIT_VERSION
