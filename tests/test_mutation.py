@@ -33,7 +33,7 @@ def test_every_module_mutates_files_that_exist_with_fast_tests_that_exist(name: 
     for path in module.mutate:
         assert (REPO / path).exists(), f"{name}: {path} does not exist"
     for test in module.tests:
-        assert (REPO / test.split("::")[0]).is_file(), f"{name}: {test} does not exist"
+        assert (REPO / test.split("::")[0]).exists(), f"{name}: {test} does not exist"
     # A mutant name is the dotted module path, then the mangled function: every pattern names a mutated file.
     prefixes = {path.removesuffix(".py").replace("/", ".") for path in module.mutate}
     for pattern in module.mutants:
