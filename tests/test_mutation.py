@@ -43,7 +43,8 @@ def test_every_module_mutates_files_that_exist_with_fast_tests_that_exist(name: 
 def test_the_mutmut_table_is_toml_that_selects_fast_tests_only() -> None:
     module = MUTATION.MODULES["settings"]
     table = tomllib.loads(MUTATION.mutmut_table(module))["tool"]["mutmut"]
-    assert table["source_paths"] == ["components"]
+    assert table["source_paths"] == ["components", "trainer"]
+    assert {"Pulumi.yaml", "Pulumi.dev.yaml", "__main__.py"} <= set(table["also_copy"])
     assert table["only_mutate"] == ["components/settings.py"]
     assert table["pytest_add_cli_args"][:2] == ["-m", "not slow and not docker"]
     assert table["pytest_add_cli_args_test_selection"] == list(module.tests)
@@ -79,3 +80,13 @@ def test_every_equivalence_argument_names_a_counted_mutant_and_says_why() -> Non
 )
 def test_mutmut_exit_codes_are_read_as_mutmut_means_them(code: int | None, status: str) -> None:
     assert MUTATION.status(code) == status
+
+
+def test_a_sample_is_the_same_every_time_and_about_its_share() -> None:
+    names = [f"components.settings.x_parse_settings__mutmut_{n}" for n in range(1, 2001)]
+    quarter = [name for name in names if MUTATION.sampled(name, 0.25)]
+    assert quarter == [name for name in names if MUTATION.sampled(name, 0.25)]
+    assert 400 < len(quarter) < 600
+    assert set(quarter) <= {name for name in names if MUTATION.sampled(name, 0.5)}
+    assert all(MUTATION.sampled(name, 1.0) for name in names)
+    assert not any(MUTATION.sampled(name, 0.0) for name in names)
