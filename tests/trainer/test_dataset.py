@@ -200,6 +200,27 @@ def test_an_encoding_that_cannot_load_says_what_it_needs(monkeypatch: pytest.Mon
     assert get_encoding("gpt2") == "the gpt2 encoding"
 
 
+def test_caches_go_into_a_new_nested_directory_and_share_an_existing_one(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "shared" / "runs" / "cache"  # none of it exists yet
+    paths = []
+    for word in ("to be or not ", "that is the question "):
+        (tmp_path / "corpus.txt").write_text(word * 20)
+        cache = TokenCache(data_section(tmp_path, path=tmp_path / "corpus.txt", cache_dir=cache_dir), 16)
+        cache.prepare()
+        paths.append(cache.path)
+    assert sorted(p.name for p in cache_dir.iterdir() if p.suffix == ".bin") == sorted(p.name for p in paths)
+    assert paths[0] != paths[1]
+
+
+def test_hugging_face_without_the_package_names_the_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` raises ImportError
+    with pytest.raises(DataError) as error:
+        TokenCache(data_section(tmp_path, hf_dataset="user/plays"), block_size=16)
+    assert str(error.value) == "data.hf_dataset needs the 'datasets' package: pip install datasets"
+
+
 class FakeDataset:
     """What hf_source reads of a datasets.Dataset: column names, a fingerprint, a column's values."""
 
