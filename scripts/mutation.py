@@ -1,6 +1,7 @@
 """Mutation testing of the rules that protect users' work and clusters, with mutmut, by fast tests only.
 
-    .venv/bin/python scripts/mutation.py [MODULE ...] [--budget SECONDS] [--jobs N]   (make mutation)
+    .venv/bin/python scripts/mutation.py [MODULE ...] [--budget SECONDS] [--jobs N] [--sample F] [--report-only]
+    (make mutation [MODULES="..."] [MUTATION_BUDGET=SECONDS])
 
 MODULES below names each module under test: the files mutmut mutates, the mutants that count (mutmut's
 names, fnmatch patterns: a whole module, or one method such as Trainer.resume), and the fast test files that
@@ -9,10 +10,12 @@ repository's files and holds mutmut's copy (`mutants/`) and a pyproject.toml wit
 table, so modules neither share nor invalidate each other's results. mutmut runs the tests in-process
 (forked workers), only those whose run touched the mutated function, with `-m "not slow and not docker"`.
 
-Bounded time: at most --jobs (default 2) workers, and each module gets an equal share of --budget (default
-1800 s) as a hard limit; a module cut off by it reports its unchecked mutants as such.
+Bounded time: at most --jobs (default 2) workers, and each module in turn gets an equal share of what is left
+of --budget (default 1800 s) as a hard limit (quick modules leave their time to the later, larger ones); a
+module cut off by it reports its unchecked mutants as such. A module with about a thousand mutants whose tests
+run the whole program (settings, cluster) tests a fixed sample of them (`sample`, see `sampled`).
 
-Writes runs/mutation/report.md: per module the score (killed / (mutants - argued equivalent)), every surviving
+Writes runs/mutation/report.md: per module the score (killed / (tested - argued equivalent)), every surviving
 or untested mutant with its diff, and the argument for each one listed in EQUIVALENT. Exit status 0 when every
 module reaches GOAL, 1 otherwise.
 
@@ -350,8 +353,10 @@ def main() -> int:
     }
     outcomes: dict[str, tuple[str, float]] = {}
     if not options.report_only:
-        for name in selected:
-            budget = options.budget / len(selected)
+        deadline = time.monotonic() + options.budget
+        for index, name in enumerate(selected):
+            # An equal share of what is left: time a quick module does not use goes to the later ones.
+            budget = (deadline - time.monotonic()) / (len(selected) - index)
             outcomes[name] = run_module(name, MODULES[name], options.jobs, budget, fractions[name])
             print(f"mutation: {name}: {outcomes[name][0]} after {outcomes[name][1]:.0f} s", flush=True)
     command = "make mutation" + (f" MODULES='{' '.join(options.modules)}'" if options.modules else "")
