@@ -190,6 +190,15 @@ def test_an_existing_cluster_is_reached_through_its_kubeconfig_and_pulls_the_pus
     ("values", "message"),
     [
         ({"nodeCount": "two"}, "trainstack:nodeCount: must be an integer, got 'two'"),
+        ({"nodeCount": True}, "trainstack:nodeCount: must be an integer, got True"),
+        (
+            {"namespace": "Bad_NS"},
+            "trainstack:namespace: must be a DNS-1123 label (lowercase letters, digits, '-'), got 'Bad_NS'",
+        ),
+        (
+            {"memoryPerNode": "lots"},
+            "trainstack:memoryPerNode: must be a Kubernetes quantity such as 2, 500m, 8Gi, got 'lots'",
+        ),
         ({"k3sAgentHosts": "[1, 2]"}, "trainstack:k3sAgentHosts: must be a list of strings, got '[1, 2]'"),
         (
             {"clusterKind": "k3s", "k3sMode": "docker", "gpusPerNode": "1"},
@@ -286,3 +295,33 @@ def test_load_settings_hands_the_stack_s_secrets_on_as_secrets() -> None:
     assert is_secret(run.outputs["hfToken"]) and reveal(run.outputs["hfToken"]) == "hf_not_a_real_token"
     assert reveal(run.outputs["registryPassword"]) == "not-a-real-password"
     assert is_secret(run.outputs["registryPassword"])
+
+
+@pytest.mark.parametrize(
+    ("repository", "pushable"),
+    [
+        ("ghcr.io/acme/trainer", True),
+        ("localhost:5000/trainer", True),  # a host with a port and no dot
+        ("acme/trainer", False),
+        ("acme/trainer.v2", False),  # a dot after the first '/' is no registry host
+        ("acme/trainer:v2", False),  # nor is a colon there
+    ],
+)
+def test_a_pushed_image_needs_a_registry_host_first(repository: str, pushable: bool) -> None:
+    values = {"imagePush": "true", "imageRepository": repository}
+    if pushable:
+        assert parse_settings(values).image.repository == repository
+        return
+    with pytest.raises(StackConfigError) as error:
+        parse_settings(values)
+    assert str(error.value) == (
+        "trainstack:imageRepository: must start with a registry host (e.g. ghcr.io/acme/trainer) when imagePush"
+        f" is true, got {repository!r}"
+    )
+
+
+def test_restarts_and_shared_storage_reach_the_job() -> None:
+    job = parse_settings({"maxRestarts": "3", "nodeCount": "2"}).job
+    assert (job.max_restarts, job.shared_storage) == (3, True)
+    job = parse_settings({"nodeCount": "2", "checkpointStorageClass": "nfs-client"}).job
+    assert job.shared_storage is False
