@@ -9,6 +9,8 @@ from components.access import Access
 from components.cluster import Cluster
 from components.gpu_operator import GpuOperator
 from components.kubeflow_trainer import KubeflowTrainer
+from components.mlflow_server import MlflowServer
+from components.monitoring import TrainingMonitoring
 from components.settings import load_settings
 from components.trainer_image import TrainerImage
 from components.training_job import TrainingJob
@@ -32,6 +34,20 @@ image = TrainerImage(
     opts=pulumi.ResourceOptions(depends_on=[cluster]),
 )
 
+# Optional: a tracking server the job logs to (it must answer before the job starts).
+mlflow = (
+    MlflowServer(
+        "mlflow",
+        settings.mlflow_server,
+        image=image.reference,
+        image_pull_secret=access.image_pull_secret,
+        start_after=[access, image],
+        opts=on_cluster,
+    )
+    if settings.mlflow_server
+    else None
+)
+
 job = TrainingJob(
     "training",
     settings.job,
@@ -41,9 +57,20 @@ job = TrainingJob(
     hf_token_secret=access.hf_token_secret,
     image_pull_secret=access.image_pull_secret,
     kubeconfig=cluster.kubeconfig,
-    start_after=[trainer, image, *([gpu_operator] if gpu_operator else [])],
+    start_after=[
+        trainer,
+        image,
+        *([gpu_operator] if gpu_operator else []),
+        *(mlflow.ready if mlflow else []),
+    ],
     opts=on_cluster,
 )
+if settings.monitoring:
+    TrainingMonitoring(
+        "monitoring",
+        settings.monitoring,
+        pulumi.ResourceOptions(providers=[cluster.provider], depends_on=[access]),
+    )
 
 pulumi.export("kubeconfig", cluster.kubeconfig)
 pulumi.export("clusterName", settings.cluster.name)

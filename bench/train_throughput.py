@@ -5,8 +5,9 @@ the plain loop (torch.autocast bf16 on GPU, fused AdamW) and the trainer's engin
 each eager and/or torch.compile'd. Within one compile mode the measurements are interleaved (plain, ZeRO a,
 ZeRO b, plain, ...) so drift in machine load hits all alike, and the median over repeats is reported per path:
 tokens/s, MFU (null on CPU unless --peak-tflops), the DeepSpeed/plain ratio and, on GPU, peak memory. Then, per
-DeepSpeed path, the checkpoint save as the trainer does it (CheckpointStore: DeepSpeed's files, RNG, manifest
-with checksums, atomic publish) and the time from the start of a resume (newest checkpoint found and verified,
+DeepSpeed path, the checkpoint save as the trainer does it (CheckpointStore: the snapshot to host memory that
+blocks the step loop, then in the background the shard, its checksum and the atomic publish, while the loop
+trains on) and the time from the start of a resume (newest checkpoint found and verified,
 a new engine built, its state loaded) to the end of its first training step. Single process.
 
     python bench/train_throughput.py                                  # CPU defaults
@@ -96,7 +97,7 @@ class Path_:
     resident_bytes: int = 0  # kept allocated after warm-up
     transient_bytes: int = 0  # the largest excess over that during the timed steps
     rates: list[float] = field(default_factory=list)
-    checkpoint: dict[str, float] = field(default_factory=dict)
+    checkpoint: dict[str, Any] = field(default_factory=dict)
 
 
 def plain_step_fn(
@@ -206,34 +207,47 @@ def checkpoint_times(
     root: Path,
     context: DistContext,
     batches: list[tuple[torch.Tensor, torch.Tensor]],
-) -> dict[str, float]:
-    """Seconds training is blocked by one save (as the trainer saves), and from the start of a resume
-    (newest checkpoint found and its checksums verified, a new model and engine built, the state loaded)
-    to the end of the first step; in this process, so CUDA and Python are already warm (a lower bound
-    of a restarted pod's)."""
+) -> dict[str, Any]:
+    """Seconds training is blocked by one save (as the trainer saves: the snapshot), seconds the background
+    write took (shard, fsync, sha256, manifest, rename) and the step rate while it ran, over the path's
+    median rate; then from the start of a resume (newest checkpoint found and its checksums verified, a new
+    model and engine built, the state loaded) to the end of the first step; in this process, so CUDA and
+    Python are already warm (a lower bound of a restarted pod's)."""
     assert path.engine is not None and path.config is not None
     device = context.device
     store = CheckpointStore(str(root / f"zero{path.zero_stage}_compile{int(path.compiled)}"), 1, context)
     synchronize(device)
     start = time.perf_counter()
     store.save(path.engine.engine, 1, {"step": 1}, {"model": path.name})
-    synchronize(device)
-    save_s = time.perf_counter() - start
+    blocked_s = time.perf_counter() - start
+    steps, start = 0, time.perf_counter()
+    while not (finished := store.poll()):  # the step loop goes on while the write runs
+        timed(path.step, 1, device)
+        steps += 1
+    training_s = time.perf_counter() - start
+    tokens_per_step = sum(inputs.numel() for inputs, _ in batches)
+    rate_while_writing = steps * tokens_per_step / training_s if steps else None
 
     start = time.perf_counter()
     found = store.newest_complete()
     assert found is not None
     torch.manual_seed(0)
     engine = build_engine(GPT(model_config(path.config, VOCAB)), path.config, device, world_size=1)
-    store.load(engine.engine, found[0])
+    store.load(engine.engine, *found)
     synchronize(device)
     loaded = time.perf_counter()
     engine.train_step(batches)[0].item()
     synchronize(device)
     end = time.perf_counter()
     engine.engine.destroy()
+    store.close(wait=True)
     return {
-        "checkpoint_save_s": round(save_s, 3),
+        "checkpoint_block_s": round(blocked_s, 4),
+        "checkpoint_write_s": round(finished[0].write_s or 0.0, 3),
+        "steps_while_writing": steps,
+        "rate_while_writing_over_median": None
+        if rate_while_writing is None
+        else round(rate_while_writing / statistics.median(path.rates), 3),
         "resume_to_first_step_s": round(end - start, 3),
         "resume_load_s": round(loaded - start, 3),
         "first_step_after_resume_s": round(end - loaded, 3),
@@ -258,12 +272,14 @@ def row(path: Path_, plain_rate: float, flops_per_token: int, peak: float | None
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| path | ZeRO | compile | tokens/s | MFU | / plain | peak GiB | save s | resume to 1st step s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| path | ZeRO | compile | tokens/s | MFU | / plain | peak GiB | save blocks s | write s (background) "
+        "| resume to 1st step s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         cells = [r["path"], r["zero_stage"], r["compile"], r["tokens_per_sec"], r["mfu"], r["over_plain"],
-                 r["peak_memory_gib"], r.get("checkpoint_save_s"), r.get("resume_to_first_step_s")]  # fmt: skip
+                 r["peak_memory_gib"], r.get("checkpoint_block_s"), r.get("checkpoint_write_s"),
+                 r.get("resume_to_first_step_s")]  # fmt: skip
         shown = [
             "-" if c is None else f"{c:.3f}" if isinstance(c, float) and c < 1 else str(c) for c in cells
         ]

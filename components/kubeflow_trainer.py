@@ -26,6 +26,9 @@ WEBHOOK_PATCH_FILES = (K3S_WEBHOOK_POSTRENDER, Path("components") / "webhook_pat
 # The chart's runtime installer is a Helm hook Job on docker.io/alpine that runs `apk add kubectl`: it needs
 # the internet at install and at uninstall. The stack brings its own TrainingRuntime, so it stays off.
 BASE_VALUES: dict[str, Any] = {"runtimes": {"defaultEnabled": False}}
+# Trainer's TrainJobStatus feature gate (alpha in v2.3.0, off by default): the controller serves the status
+# endpoint through which a training pod writes TrainJob.status.trainerStatus (see trainer/progress.py).
+TRAINJOB_STATUS_VALUES: dict[str, Any] = {"manager": {"config": {"featureGates": {"TrainJobStatus": True}}}}
 # Admission webhook configurations of Trainer and of the JobSet it bundles (fixed names in both charts).
 WEBHOOK_CONFIGURATIONS = (
     "validatingwebhookconfiguration/validator.trainer.kubeflow.org",
@@ -36,6 +39,12 @@ WEBHOOK_CONFIGURATIONS = (
 
 # The controllers are Available and their webhooks serve with a CA bundle: kubeflow_trainer_ready.sh.
 READINESS_SCRIPT = script("kubeflow_trainer_ready.sh")
+# CRDs the chart installs from a crds/ directory, which Helm never deletes: JobSet's (kubernetes-sigs/jobset
+# v0.12.0, charts/jobset/crds/, the subchart Trainer 2.3.0 depends on; Trainer's own CRDs are templates, which
+# Helm deletes with the release). The stack deletes those it added (kubeflow_trainer_crds_*.sh).
+CHART_CRDS = ("jobsets.jobset.x-k8s.io",)
+CRDS_RECORD_SCRIPT = script("kubeflow_trainer_crds_record.sh")
+CRDS_DELETE_SCRIPT = script("kubeflow_trainer_crds_delete.sh")
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,15 @@ class KubeflowTrainer(pulumi.ComponentResource):
         # (a Release's objects are not Pulumi resources); it is the Release's Helm post-renderer, which
         # the provider runs both when it renders the chart for a diff and when it installs it.
         patched = args.ignore_webhook_failures
+        # Before the release (so destroyed after it): which of the charts' crds/ CRDs this stack adds.
+        crds = kubectl_command(
+            f"{name}-crds",
+            kubeconfig=kubeconfig,
+            script=CRDS_RECORD_SCRIPT,
+            delete=CRDS_DELETE_SCRIPT,
+            environment={"CHART_CRDS": " ".join(CHART_CRDS)},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
+        )
         self.release = k8s.helm.v3.Release(
             name,
             name=TRAINER_CHART_NAME,
@@ -119,7 +137,7 @@ class KubeflowTrainer(pulumi.ComponentResource):
             # An input the provider diffs: a changed patch upgrades the release, which runs the post-renderer.
             description=f"trainstack webhook patch {webhook_patch_digest()}" if patched else None,
             timeout=600,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, crds]),
         )
         self.ready = kubectl_command(
             f"{name}-ready",

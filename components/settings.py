@@ -30,9 +30,22 @@ from components.cluster import (
     read_kubeconfig,
 )
 from components.gpu_operator import GpuOperatorArgs
-from components.kubeflow_trainer import TRAINER_CHART_NAME, KubeflowTrainerArgs
+from components.kubeflow_trainer import (
+    TRAINER_CHART_NAME,
+    TRAINJOB_STATUS_VALUES,
+    KubeflowTrainerArgs,
+    merged_values,
+)
+from components.mlflow_server import MlflowServerArgs, tracking_uri
+from components.monitoring import MonitoringArgs
 from components.trainer_image import Delivery, DockerNodesImport, K3sImport, KindLoad, TrainerImageArgs
-from components.training_job import TrainingJobArgs, job_paths
+from components.training_job import (
+    PREEMPTION_POLICIES,
+    PriorityClassSpec,
+    TrainingJobArgs,
+    job_paths,
+    rank0_labels,
+)
 from trainer.config import ConfigError, load_config
 
 PROJECT = "trainstack"
@@ -48,6 +61,9 @@ _DNS_LABEL_RULE = "a DNS-1123 label (lowercase letters, digits, '-')"
 _K3S_VERSION = re.compile(r"^v[0-9]+\.[0-9]+\.[0-9]+\+k3s[0-9]+$")
 _BUILD_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 K3S_IMAGE_REPOSITORY = "rancher/k3s"
+# Kubernetes reserves priorities above one billion (and the system- prefix) for system classes.
+MAX_USER_PRIORITY = 1_000_000_000
+MIN_PRIORITY = -2_147_483_648
 
 
 class StackConfigError(pulumi.RunError):
@@ -77,6 +93,10 @@ class StackSettings:
     access: AccessArgs
     image: TrainerImageArgs
     job: TrainingJobArgs
+    # None when metricsPort is 0.
+    monitoring: MonitoringArgs | None = None
+    # None unless mlflowServer is true.
+    mlflow_server: MlflowServerArgs | None = None
 
 
 @cache
@@ -249,6 +269,41 @@ def _cluster(values: Mapping[str, Any], kubeconfig: str | None = None) -> Cluste
     return args
 
 
+def _port(values: Mapping[str, Any], key: str) -> int:
+    port = _at_least(values, key, 0)
+    if port > 65535:
+        raise _error(key, f"must be 0 (off) or a port number between 1 and 65535, got {port}")
+    return port
+
+
+def _priority(values: Mapping[str, Any], job_name: str) -> tuple[str, PriorityClassSpec | None]:
+    """The training pods' PriorityClass name, and its spec when the stack creates it (priorityClassValue != 0)."""
+    name = str(values["priorityClassName"])
+    value = int(values["priorityClassValue"])
+    policy = _one_of(values, "priorityPreemptionPolicy", list(PREEMPTION_POLICIES))
+    if name and not _DNS_LABEL.match(name):
+        raise _error("priorityClassName", f"must be {_DNS_LABEL_RULE}, got {name!r}")
+    if value == 0:
+        if policy != PREEMPTION_POLICIES[0]:
+            raise _error(
+                "priorityPreemptionPolicy",
+                "applies only to a class the stack creates (priorityClassValue != 0); an existing class keeps its own",
+            )
+        return name, None
+    if not MIN_PRIORITY <= value <= MAX_USER_PRIORITY:
+        raise _error(
+            "priorityClassValue",
+            f"must be between {MIN_PRIORITY} and {MAX_USER_PRIORITY} (higher values are reserved for system classes), got {value}",
+        )
+    name = name or f"trainstack-{job_name}"
+    if name.startswith("system-"):
+        raise _error(
+            "priorityClassName",
+            f"must not start with 'system-' (reserved) for a class the stack creates, got {name!r}",
+        )
+    return name, PriorityClassSpec(value=value, preemption_policy=policy)
+
+
 def _trainer(values: Mapping[str, Any], on_k3s: bool) -> KubeflowTrainerArgs:
     """Where the Trainer chart comes from and the extra values it gets, checked before anything is installed."""
     version = str(values["trainerVersion"])
@@ -277,6 +332,8 @@ def _trainer(values: Mapping[str, Any], on_k3s: bool) -> KubeflowTrainerArgs:
         ) from None
     if not isinstance(extra, dict):
         raise _error("trainerChartValues", f"must be a YAML or JSON mapping of chart values, got {extra!r}")
+    if values["trainJobProgress"]:
+        extra = merged_values(TRAINJOB_STATUS_VALUES, extra)  # trainerChartValues may still turn it off
     return KubeflowTrainerArgs(version=version, ignore_webhook_failures=on_k3s, chart=chart, values=extra)
 
 
@@ -312,8 +369,10 @@ def _registry(values: Mapping[str, Any], password: pulumi.Input[str] | None) -> 
     return RegistryCredentials(server, username, password)
 
 
-def _train_config(values: Mapping[str, Any], job_name: str) -> str:
-    """The preset with the overrides and the stack's in-cluster paths, validated by the trainer's own loader."""
+def _train_config(values: Mapping[str, Any], job_name: str, stack_keys: Mapping[str, tuple[str, str]]) -> str:
+    """The preset with the overrides and the stack's in-cluster paths, validated by the trainer's own loader.
+
+    stack_keys: further training keys the stack sets, each as (value, the stack key it comes from)."""
     preset = _one_of(values, "trainingPreset", available_presets())
     overrides = list(values["trainingOverrides"])
     paths = job_paths(job_name)
@@ -324,9 +383,14 @@ def _train_config(values: Mapping[str, Any], job_name: str) -> str:
                 "trainingOverrides",
                 f"may not set {key}: the stack puts it on the checkpoint volume ({paths[key]})",
             )
+        if key in stack_keys:
+            raise _error(
+                "trainingOverrides", f"may not set {key}: the stack sets it from {stack_keys[key][1]}"
+            )
+    stack_settings = {**paths, **{key: value for key, (value, _) in stack_keys.items() if value}}
     try:
         config = load_config(
-            PRESETS_DIR / f"{preset}.yaml", [*overrides, *(f"{k}={v}" for k, v in paths.items())]
+            PRESETS_DIR / f"{preset}.yaml", [*overrides, *(f"{k}={v}" for k, v in stack_settings.items())]
         )
     except ConfigError as error:
         raise _error("trainingOverrides", f"invalid training config for preset {preset!r}: {error}") from None
@@ -378,7 +442,24 @@ def parse_settings(
         delivery = DockerNodesImport(cluster.name)
     elif not push:
         delivery = K3sImport(cluster.remote)
-    train_config = _train_config(values, job_name)
+    metrics_port = _port(values, "metricsPort")
+    if values["prometheusPodMonitor"] and not metrics_port:
+        raise _error("prometheusPodMonitor", "needs metricsPort > 0 (the port the PodMonitor scrapes)")
+    mlflow_server = None
+    # Keys of the training config the stack owns: (value, where it comes from); an empty value sets nothing.
+    stack_keys = {"output.metrics_port": (str(metrics_port or ""), "metricsPort")}
+    if values["mlflowServer"]:
+        mlflow_server = MlflowServerArgs(
+            namespace=namespace,
+            storage_size=_matching(
+                values, "mlflowStorageSize", _QUANTITY, "a Kubernetes quantity such as 5Gi"
+            ),
+            storage_class=str(values["checkpointStorageClass"]),
+        )
+        stack_keys["output.tracking"] = ("mlflow", "mlflowServer")
+        stack_keys["output.tracking_uri"] = (tracking_uri(namespace), "mlflowServer")
+    priority_class, priority = _priority(values, job_name)
+    train_config = _train_config(values, job_name, stack_keys)
     job = TrainingJobArgs(
         job_name=job_name,
         num_nodes=cluster.node_count,
@@ -392,7 +473,19 @@ def parse_settings(
         shared_storage=cluster.shared_storage,
         train_config=train_config,
         pod_names_timeout_seconds=_at_least(values, "podNamesTimeoutSeconds", 0),
+        metrics_port=metrics_port,
+        priority_class=priority_class,
+        priority=priority,
     )
+    monitoring = None
+    if metrics_port:
+        monitoring = MonitoringArgs(
+            namespace=namespace,
+            job_name=job_name,
+            port=metrics_port,
+            rank0_labels=rank0_labels(job_name),
+            pod_monitor=bool(values["prometheusPodMonitor"]),
+        )
     gpu_operator = None
     if cluster.gpus_per_node:
         gpu_operator = GpuOperatorArgs(
@@ -427,6 +520,8 @@ def parse_settings(
             build_args=_build_args(values),
         ),
         job=job,
+        monitoring=monitoring,
+        mlflow_server=mlflow_server,
     )
 
 

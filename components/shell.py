@@ -41,18 +41,21 @@ def kubectl_command(
     *,
     kubeconfig: pulumi.Input[str],
     script: str,
+    delete: str | None = None,
     triggers: Sequence[Any] | None = None,
     environment: Mapping[str, pulumi.Input[str]] | None = None,
     opts: pulumi.ResourceOptions,
 ) -> local.Command:
-    """A local command whose script (bash text) runs with kubectl pointed at the stack's cluster.
+    """A local command whose script (bash text), and delete script if any, run with kubectl pointed at the
+    stack's cluster.
 
     The kubeconfig travels as the secret environment variable TRAINSTACK_KUBECONFIG; kubeconfig.sh, put
-    before the script, writes it to a private temporary file that KUBECONFIG names.
+    before each script, writes it to a private temporary file that KUBECONFIG names.
     """
     return local.Command(
         resource_name,
         create=KUBECONFIG_PRELUDE + script,
+        delete=None if delete is None else KUBECONFIG_PRELUDE + delete,
         interpreter=BASH,
         environment={"TRAINSTACK_KUBECONFIG": kubeconfig, **(environment or {})},
         triggers=list(triggers or []),

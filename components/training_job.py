@@ -31,6 +31,11 @@ JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
 ANCESTOR_LABEL = "trainer.kubeflow.org/trainjob-ancestor-step"
 # The class of the stack's own shared checkpoint volume (no provisioner: the volume is declared, pre-bound).
 SHARED_STORAGE_CLASS = "trainstack-shared"
+# Indexed Jobs label each pod with its completion index (Kubernetes >= 1.28); Trainer's torch plugin makes that
+# index PET_NODE_RANK (pkg/runtime/framework/plugins/torch/torch.go, v2.3.0), so index 0 holds global rank 0.
+COMPLETION_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+METRICS_PORT_NAME = "metrics"
+PREEMPTION_POLICIES = ("PreemptLowerPriority", "Never")
 
 
 def job_paths(job_name: str) -> dict[str, str]:
@@ -41,6 +46,21 @@ def job_paths(job_name: str) -> dict[str, str]:
         "output.dir": f"{root}/output",
         "data.cache_dir": f"{root}/cache",
     }
+
+
+def rank0_labels(job_name: str) -> dict[str, str]:
+    """Labels that select the job's node-rank-0 pod, the one whose rank 0 serves /metrics."""
+    return {JOBSET_NAME_LABEL: job_name, COMPLETION_INDEX_LABEL: "0"}
+
+
+@dataclass(frozen=True)
+class PriorityClassSpec:
+    """A PriorityClass the stack creates for the training pods."""
+
+    # Priority of the pods: higher schedules first and may preempt lower (user classes: <= 1,000,000,000).
+    value: int
+    # PreemptLowerPriority, or Never (queue ahead of lower priorities without evicting them).
+    preemption_policy: str = "PreemptLowerPriority"
 
 
 def config_map_name(job_name: str, train_config: str) -> str:
@@ -76,6 +96,12 @@ class TrainingJobArgs:
     pod_names_timeout_seconds: int
     # Claim the cluster's shared directory (SHARED_STORAGE_PATH on every node) through a ReadWriteMany volume.
     shared_storage: bool = False
+    # Port rank 0 serves Prometheus /metrics on (declared as the container port "metrics"); 0: none.
+    metrics_port: int = 0
+    # PriorityClass of the training pods; empty: the cluster's default priority.
+    priority_class: str = ""
+    # Create that PriorityClass with this spec; None: it exists already.
+    priority: PriorityClassSpec | None = None
 
     @property
     def config_map(self) -> str:
@@ -119,7 +145,7 @@ def training_runtime_spec(args: TrainingJobArgs, image: pulumi.Input[str]) -> di
         "capabilities": {"drop": ["ALL"]},
         "runAsNonRoot": True,
     }
-    node_job = {
+    node_job: dict[str, Any] = {
         "name": NODE,
         "template": {
             "metadata": {"labels": {ANCESTOR_LABEL: "trainer"}},
@@ -162,6 +188,13 @@ def training_runtime_spec(args: TrainingJobArgs, image: pulumi.Input[str]) -> di
             },
         },
     }
+    pod_template = node_job["template"]["spec"]["template"]["spec"]
+    if args.metrics_port:
+        pod_template["containers"][0]["ports"] = [
+            {"name": METRICS_PORT_NAME, "containerPort": args.metrics_port, "protocol": "TCP"}
+        ]
+    if args.priority_class:
+        pod_template["priorityClassName"] = args.priority_class
     return {
         "mlPolicy": {"numNodes": 1, "torch": {}},
         "template": {
@@ -295,6 +328,19 @@ class TrainingJob(pulumi.ComponentResource):
         super().__init__("trainstack:index:TrainingJob", name, None, opts)
         access_modes = ["ReadWriteMany" if args.num_nodes > 1 else "ReadWriteOnce"]
         claim_dependencies: list[pulumi.Resource] = []
+        runtime_dependencies: list[pulumi.Resource] = []
+        if args.priority is not None:
+            # Cluster-scoped: named after the job by default, so stacks sharing a cluster do not collide.
+            priority = k8s.scheduling.v1.PriorityClass(
+                f"{name}-priority",
+                metadata={"name": args.priority_class},
+                value=args.priority.value,
+                preemption_policy=args.priority.preemption_policy,
+                global_default=False,
+                description=f"Training pods of the TrainJob {args.job_name} (trainstack).",
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            runtime_dependencies.append(priority)
         if args.shared_storage:
             # The same directory on every node: a hostPath volume is shared storage here, pre-bound to the claim.
             volume = k8s.core.v1.PersistentVolume(
@@ -346,7 +392,7 @@ class TrainingJob(pulumi.ComponentResource):
                 "labels": {"trainer.kubeflow.org/framework": "torch"},
             },
             spec=training_runtime_spec(args, image),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=start_after),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*start_after, *runtime_dependencies]),
         )
         train_job = k8s.apiextensions.CustomResource(
             f"{name}-trainjob",

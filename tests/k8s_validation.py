@@ -1,10 +1,14 @@
-"""Validation of the objects the program declares: Kubernetes OpenAPI schemas and Kubeflow Trainer's API models."""
+"""Validation of the objects the program declares: Kubernetes OpenAPI schemas, Kubeflow Trainer's API models and
+the CRD schemas of other custom resources (tests/schemas)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
+import yaml
 from kubeflow_trainer_api.models import TrainerV1alpha1TrainingRuntime, TrainerV1alpha1TrainJob
 
 from tests.stack_helpers import Registration
@@ -15,6 +19,11 @@ TRAINER_MODELS: dict[str, Any] = {
     "TrainJob": TrainerV1alpha1TrainJob,
     "TrainingRuntime": TrainerV1alpha1TrainingRuntime,
 }
+# API groups of the built-in objects the program declares (validated against the Kubernetes schema).
+BUILT_IN_GROUPS = ("core", "rbac.authorization.k8s.io", "apps", "scheduling.k8s.io")
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
+# Custom resources of other projects, by "<apiVersion>/<kind>": the upstream CRD file in tests/schemas.
+CRD_FILES = {"monitoring.coreos.com/v1/PodMonitor": SCHEMAS / "monitoring.coreos.com_podmonitors.yaml"}
 
 
 def normalise(value: Any) -> Any:
@@ -39,13 +48,60 @@ def is_plain_kubernetes_object(registration: Registration) -> bool:
         registration.custom
         and registration.type.startswith("kubernetes:")
         and not registration.type.startswith("kubernetes:helm.sh/")
-        and registration.type.split(":")[1].split("/")[0] in ("core", "rbac.authorization.k8s.io")
+        and registration.type.split(":")[1].split("/")[0] in BUILT_IN_GROUPS
     )
 
 
 def validate_kubernetes_object(registration: Registration) -> None:
     """Strict OpenAPI validation (unknown fields are errors)."""
     kubernetes_validate.validate(manifest(registration), KUBERNETES_VERSION, strict=True)
+
+
+def crd_schema(api_version: str, kind: str) -> dict[str, Any]:
+    """The openAPIV3Schema of a served version in a CRD file of tests/schemas."""
+    group, version = api_version.split("/")
+    crd = yaml.safe_load(CRD_FILES[f"{api_version}/{kind}"].read_text())
+    assert (crd["spec"]["group"], crd["spec"]["names"]["kind"]) == (group, kind)
+    served = next(v for v in crd["spec"]["versions"] if v["name"] == version and v["served"])
+    return dict(served["schema"]["openAPIV3Schema"])
+
+
+def unknown_fields(document: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """Fields the schema does not declare: the API server would prune them silently (a structural schema
+    allows no others unless it says x-kubernetes-preserve-unknown-fields or additionalProperties)."""
+    if isinstance(document, dict) and "properties" in schema:
+        if schema.get("x-kubernetes-preserve-unknown-fields") or schema.get("additionalProperties"):
+            return []
+        properties = schema["properties"]
+        found = [f"{path}.{key}" for key in document if key not in properties]
+        return found + [
+            problem
+            for key, value in document.items()
+            if key in properties
+            for problem in unknown_fields(value, properties[key], f"{path}.{key}")
+        ]
+    if isinstance(document, list) and "items" in schema:
+        return [
+            problem
+            for index, item in enumerate(document)
+            for problem in unknown_fields(item, schema["items"], f"{path}[{index}]")
+        ]
+    return []
+
+
+def validate_custom_object(registration: Registration) -> dict[str, Any]:
+    """A custom resource of another project against its CRD's schema: types, required fields, enums, and no
+    field the schema lacks. metadata is checked as Kubernetes checks any object's metadata."""
+    document = manifest(registration)
+    schema = crd_schema(document["apiVersion"], document["kind"])
+    jsonschema.validate(document, schema)
+    assert unknown_fields({k: v for k, v in document.items() if k != "metadata"}, schema) == []
+    kubernetes_validate.validate(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": document["metadata"]},
+        KUBERNETES_VERSION,
+        strict=True,
+    )
+    return document
 
 
 def validate_trainer_object(registration: Registration) -> dict[str, Any]:

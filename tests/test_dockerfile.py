@@ -26,7 +26,10 @@ from tests.docker_base_image import REPO_ROOT, BaseImageUnavailable, ensure_base
 
 REQUIRE_DOCKER = os.environ.get("TRAINSTACK_REQUIRE_DOCKER") == "1"
 IMAGE_REPOSITORY = "trainstack-trainer-test"
-MAX_BYTES_ADDED_OVER_BASE = 300 * 10**6
+# 116 MB measured before experiment tracking and metrics (docs/benchmarks.md); mlflow-skinny with its SQLite store
+# and server dependencies, pandas, matplotlib and prometheus-client add about 320 MB more (their site-packages in
+# an empty virtualenv, less what the image already has): about 435 MB, still under a tenth of the CUDA base.
+MAX_BYTES_ADDED_OVER_BASE = 500 * 10**6
 # .venv alone is gigabytes: a context this small proves .dockerignore keeps it, .git and tests out.
 MAX_BUILD_CONTEXT_BYTES = 5 * 10**6
 # DeepSpeed 0.19 needs a recent torch.

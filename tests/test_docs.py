@@ -107,6 +107,8 @@ RULES: list[tuple[str, str, str]] = [
     (r"^make e2e-toolchain\b", "make-n", "builds the real toolchain from source (about an hour)"),
     (r"^make mutation\b", "make-n", "mutation testing: up to half an hour of both cores"),
     (r"^bash scripts/e2e_toolchain\.sh ", "syntax", "builds the real toolchain from source (about an hour)"),
+    (r"^python3 -m venv /tmp/|^grep .* trainer/requirements\.txt|^/tmp/\w+/bin/pip install ", "syntax",
+     "sizes the tracking pins: a scratch virtualenv installed from PyPI (minutes)"),
     (r"^(eval \"\$\()?pulumi ", "pulumi", "needs the Pulumi CLI and a deployed stack"),
     (r"^export KUBECONFIG=", "syntax", "reads a file the line before writes from a deployed stack"),
     (r"^kubectl ", "kubectl", "needs a running cluster with the job"),

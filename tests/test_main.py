@@ -12,7 +12,10 @@ import yaml
 from components.settings import StackConfigError
 from tests.fake_apiserver import fake_api_server
 from tests.k8s_validation import (
+    crd_schema,
     is_plain_kubernetes_object,
+    unknown_fields,
+    validate_custom_object,
     validate_kubernetes_object,
     validate_trainer_object,
 )
@@ -213,7 +216,11 @@ def test_trainer_release_is_pinned_and_patched_only_on_k3s(runs: dict[str, Stack
     release = runs[stack].one(RELEASE, "kubeflow-trainer").plain
     assert release["chart"] == "oci://ghcr.io/kubeflow/charts/kubeflow-trainer"
     assert release["version"] == "2.3.0"
-    assert release["values"] == {"runtimes": {"defaultEnabled": False}}
+    # TrainJobStatus (trainJobProgress, on by default): pods report progress into status.trainerStatus.
+    assert release["values"] == {
+        "runtimes": {"defaultEnabled": False},
+        "manager": {"config": {"featureGates": {"TrainJobStatus": True}}},
+    }
     on_k3s = stack_config(stack).get("clusterKind") == "k3s"
     assert ("postrender" in release) == on_k3s
 
@@ -330,6 +337,180 @@ def test_a_local_trainer_chart_must_hold_the_pinned_release(tmp_path: Path) -> N
     (chart / "Chart.yaml").write_text("name: kubeflow-trainer\nversion: 2.3.0\n")
     release = run_stack("dev", {"trainerChart": str(chart)}).one(RELEASE, "kubeflow-trainer").plain
     assert release["chart"] == str(chart) and "version" not in release
+
+
+# The observability and scheduling keys: each bad value, the key named, what is allowed.
+BAD_OBSERVABILITY_CONFIGS = [
+    ({"metricsPort": 70000}, "trainstack:metricsPort", "between 1 and 65535"),
+    ({"metricsPort": -1}, "trainstack:metricsPort", ">= 0"),
+    (
+        {"metricsPort": 0, "prometheusPodMonitor": True},
+        "trainstack:prometheusPodMonitor",
+        "needs metricsPort > 0",
+    ),
+    ({"prometheusPodMonitor": "yes"}, "trainstack:prometheusPodMonitor", "true or false"),
+    ({"trainJobProgress": "maybe"}, "trainstack:trainJobProgress", "true or false"),
+    ({"mlflowServer": "sure"}, "trainstack:mlflowServer", "true or false"),
+    (
+        {"mlflowServer": True, "mlflowStorageSize": "lots"},
+        "trainstack:mlflowStorageSize",
+        "Kubernetes quantity",
+    ),
+    ({"trainingOverrides": ["output.metrics_port=9"]}, "trainstack:trainingOverrides", "from metricsPort"),
+    (
+        {"mlflowServer": True, "trainingOverrides": ["output.tracking_uri=http://x:5000"]},
+        "trainstack:trainingOverrides",
+        "may not set output.tracking_uri: the stack sets it from mlflowServer",
+    ),
+    (
+        {"trainingOverrides": ["train.stop_at=accuracy>0.9"]},
+        "trainstack:trainingOverrides",
+        "train.stop_at: unknown metric 'accuracy'",
+    ),
+    (
+        {"priorityClassValue": 2000000000},
+        "trainstack:priorityClassValue",
+        "between -2147483648 and 1000000000",
+    ),
+    ({"priorityClassValue": "high"}, "trainstack:priorityClassValue", "integer"),
+    ({"priorityClassName": "Batch_Low"}, "trainstack:priorityClassName", "DNS-1123 label"),
+    (
+        {"priorityClassName": "system-x", "priorityClassValue": 5},
+        "trainstack:priorityClassName",
+        "must not start with 'system-'",
+    ),
+    (
+        {"priorityPreemptionPolicy": "Sometimes"},
+        "trainstack:priorityPreemptionPolicy",
+        "PreemptLowerPriority, Never",
+    ),
+    ({"priorityPreemptionPolicy": "Never"}, "trainstack:priorityPreemptionPolicy", "priorityClassValue != 0"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key", "allowed"), BAD_OBSERVABILITY_CONFIGS)
+def test_bad_observability_and_priority_config_fails_before_any_resource(
+    overrides: dict[str, Any], key: str, allowed: str
+) -> None:
+    test_bad_config_fails_with_one_clear_error_before_any_resource(overrides, key, allowed)
+
+
+def _training_config(run: StackRun) -> dict[str, Any]:
+    config_map = run.one("kubernetes:core/v1:ConfigMap", "training-config").plain
+    return yaml.safe_load(config_map["data"]["train.yaml"])
+
+
+def _runtime_pod(run: StackRun) -> dict[str, Any]:
+    runtime = run.one("kubernetes:trainer.kubeflow.org/v1alpha1:TrainingRuntime").plain
+    return runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_rank_0_metrics_are_exposed_by_a_service(runs: dict[str, StackRun], stack: str) -> None:
+    run = runs[stack]
+    assert _training_config(run)["output"]["metrics_port"] == 8000
+    assert _runtime_pod(run)["containers"][0]["ports"] == [
+        {"name": "metrics", "containerPort": 8000, "protocol": "TCP"}
+    ]
+    service = run.one("kubernetes:core/v1:Service", "monitoring-service").plain
+    assert service["metadata"]["name"] == "gpt-train-metrics"
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 8000, "targetPort": "metrics"}]
+    # Rank 0 only: the node-rank-0 pod of this job (Trainer makes the completion index PET_NODE_RANK).
+    assert service["spec"]["selector"] == {
+        "jobset.sigs.k8s.io/jobset-name": "gpt-train",
+        "batch.kubernetes.io/job-completion-index": "0",
+    }
+    assert not run.of_type("kubernetes:monitoring.coreos.com/v1:PodMonitor")
+    assert not run.of_type("kubernetes:apps/v1:Deployment")  # no MLflow server unless asked
+    assert "priorityClassName" not in _runtime_pod(run)
+
+
+def test_metrics_port_0_exposes_nothing() -> None:
+    run = run_stack("dev", {"metricsPort": 0})
+    assert (
+        "metrics_port" not in _training_config(run)["output"]
+        or _training_config(run)["output"]["metrics_port"] is None
+    )
+    assert "ports" not in _runtime_pod(run)["containers"][0]
+    assert not [r for r in run.of_type("kubernetes:core/v1:Service") if r.name.startswith("monitoring")]
+
+
+def test_trainjob_progress_off_leaves_the_trainer_chart_alone() -> None:
+    release = run_stack("dev", {"trainJobProgress": False}).one(RELEASE, "kubeflow-trainer").plain
+    assert release["values"] == {"runtimes": {"defaultEnabled": False}}
+
+
+@pytest.fixture(scope="module")
+def full_run() -> StackRun:
+    """dev with every optional object: MLflow server, PodMonitor, a PriorityClass the stack creates."""
+    return run_stack(
+        "dev",
+        {
+            "mlflowServer": True,
+            "prometheusPodMonitor": True,
+            "priorityClassValue": -10,
+            "priorityPreemptionPolicy": "Never",
+            "trainingOverrides": ["train.stop_at=loss<=2.5"],
+        },
+    )
+
+
+def test_optional_objects_pass_their_schemas(full_run: StackRun) -> None:
+    kinds = {r.type.rsplit(":", 1)[1] for r in full_run.resources if is_plain_kubernetes_object(r)}
+    assert kinds >= {"Deployment", "PriorityClass", "Service", "PersistentVolumeClaim"}
+    for registration in full_run.resources:
+        if is_plain_kubernetes_object(registration):
+            validate_kubernetes_object(registration)
+    monitor = validate_custom_object(full_run.one("kubernetes:monitoring.coreos.com/v1:PodMonitor"))
+    misspelt = {"spec": {"podMetricEndpoints": [{"port": "metrics"}]}}
+    assert unknown_fields(misspelt, crd_schema("monitoring.coreos.com/v1", "PodMonitor")) == [
+        ".spec.podMetricEndpoints"
+    ]
+    assert monitor["spec"]["podMetricsEndpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s"}
+    ]
+    assert monitor["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/job-completion-index"] == "0"
+    validate_trainer_object(full_run.one(TRAIN_JOB))
+
+
+def test_mlflow_server_serves_the_job_from_the_trainer_image(full_run: StackRun) -> None:
+    deployment = full_run.one("kubernetes:apps/v1:Deployment", "mlflow-deployment")
+    pod = deployment.plain["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert (
+        container["image"] == full_run.one(TRAIN_JOB).plain["spec"]["trainer"]["image"]
+    )  # the trainer image
+    assert container["command"][:4] == ["python", "-m", "mlflow", "server"]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "mlflow-data"
+    config = _training_config(full_run)["output"]
+    assert (config["tracking"], config["tracking_uri"]) == (
+        "mlflow",
+        "http://mlflow.trainstack.svc.cluster.local:5000",
+    )
+    # The job starts only once the server's rollout is done.
+    assert full_run.depends_on(full_run.one(TRAIN_JOB), deployment)
+    assert _training_config(full_run)["train"]["stop_at"] == "loss<=2.5"
+
+
+def test_priority_class_is_created_and_used(full_run: StackRun) -> None:
+    priority = full_run.one("kubernetes:scheduling.k8s.io/v1:PriorityClass").plain
+    assert priority["metadata"]["name"] == "trainstack-gpt-train"
+    assert (priority["value"], priority["preemptionPolicy"], priority["globalDefault"]) == (
+        -10,
+        "Never",
+        False,
+    )
+    assert _runtime_pod(full_run)["priorityClassName"] == "trainstack-gpt-train"
+    runtime = full_run.one("kubernetes:trainer.kubeflow.org/v1alpha1:TrainingRuntime")
+    assert full_run.depends_on(runtime, full_run.one("kubernetes:scheduling.k8s.io/v1:PriorityClass"))
+
+
+def test_an_existing_priority_class_is_only_named() -> None:
+    run = run_stack("dev", {"priorityClassName": "batch-low"})
+    assert not run.of_type("kubernetes:scheduling.k8s.io/v1:PriorityClass")
+    assert _runtime_pod(run)["priorityClassName"] == "batch-low"
 
 
 def test_an_existing_cluster_s_kubeconfig_may_come_as_a_secret(tmp_path: Path) -> None:

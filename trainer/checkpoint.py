@@ -1,44 +1,97 @@
-"""Checkpoints that count only once complete, and resume from the newest complete one.
+"""Checkpoints that resume at any world size and ZeRO stage, written in the background, counted only once
+complete.
 
 Layout under checkpoint.dir:
 
     step_000100/                      a published checkpoint
-        mp_rank_00_model_states.pt    DeepSpeed's files (model, optimizer, LR schedule, client state)
-        *_optim_states.pt             ZeRO optimizer partitions, one per rank (stage >= 1)
-        rng_rank00000.pt              every rank's RNG state
-        manifest.json                 written last: step, world size, every file's size and sha256
-    step_000150.tmp/                  being written (or abandoned by a crash): never read
+        shard_00000.pt                rank 0's share of the parameters (by name: fp32 weight, AdamW exp_avg and
+                                      exp_avg_sq, whole tensors), rank 0's RNG state, and the run state (step,
+                                      optimizer step, LR schedule, DeepSpeed's step counters, client state)
+        shard_00001.pt                rank 1's share of the parameters and its RNG state, ...
+        manifest.json                 written last: format, step, world size, ZeRO stage, model, every file's
+                                      size and sha256
+    step_000150.tmp-<run>/            being written by run <run> (or abandoned by a crash): never read
+    .run-<run>.lock                   locked by rank 0 of run <run> while it lives
 
-Saving: every rank writes into step_N.tmp/, all ranks meet at a barrier, rank 0 checksums the files, writes
-manifest.json, fsyncs and renames the directory to step_N/ (atomic on POSIX), then deletes all but the newest
-keep_last. DeepSpeed's own `latest` file is not used: it is written in place, not atomically.
-Loading: the newest step_N/ whose manifest matches its files is used; newer ones that do not are skipped
-with a warning.
+World-size independence. DeepSpeed's own checkpoints keep ZeRO's flat optimizer partitions per rank, which
+load only at the world size that wrote them ("used a DP world size of 1 but the current world size is 2");
+its universal checkpoints fix that with an offline conversion (ds_to_universal) and a load flag, and do not
+cover ZeRO 0. Here every parameter's state is saved whole and by name (trainer.engine_state, through
+DeepSpeed's stage-independent fragment API), and loaded back the same way. A checkpoint therefore resumes at any
+world size, node count and ZeRO stage. Each parameter's state is written by one rank (a balanced split by
+bytes), so the write and its checksums are shared among the ranks.
+
+Background saving. `save` blocks the step loop only to copy the state to host memory (the snapshot; for
+ZeRO >= 1 also the collectives that assemble each parameter's partitions); a writer thread per rank then
+writes its shard, fsyncs and checksums it, and the ranks' writers agree over a gloo group of their own
+(never the step loop's groups) on the outcome: rank 0's writer writes manifest.json into the staging
+directory and renames it to step_N/ (atomic), then deletes old checkpoints. A new save while one is in flight
+first waits for it (rather than skipping: every rank must make the same choice, and a skipped save would
+lengthen the work a crash loses); `wait` is called at a stop signal and at the end of training. A crash at any
+point leaves at most an unpublished step_N.tmp-<run>/, which is never read.
+
+Concurrent writers. Two runs can write one checkpoint.dir at once: a pod on an unreachable node that is
+force-deleted while its process still runs (JobSet itself recreates a Job only once the old one is gone:
+it deletes Jobs with foreground propagation, jobset v0.12.0 pkg/controllers/jobset_controller.go), or two jobs
+given the same directory. Staging directories carry the run's id, so they never collide; a run removes only
+the unpublished directories of runs whose lock is free (dead); publishing never replaces a complete checkpoint
+of the same step (rename fails onto a non-empty directory) and only replaces one that fails its checksums;
+old checkpoints are renamed out of the step_N pattern before they are deleted. DeepSpeed's `latest` file is
+not written (it is rewritten in place, not atomically).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
 import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from trainer.config import ConfigError
 from trainer.distributed import DistContext, broadcast_from_main
+from trainer.engine_state import (
+    OPTIMIZER_KEYS,
+    HostBuffers,
+    parameter_owners,
+    restore,
+    run_state_of,
+    set_rng_state,
+    snapshot,
+)
+from trainer.shared_files import HeldLock, fsync_directory
 
+FORMAT = 2  # manifest "format"; absent: DeepSpeed's per-rank layout, written before this one
 MANIFEST = "manifest.json"
 TAG_PATTERN = re.compile(r"^step_(\d+)$")
-TEMPORARY_SUFFIX = ".tmp"
+# Unpublished directories: step_N.tmp-<run> (staging), step_N.tmp-<run>.old (being deleted), and step_N.tmp
+# (the staging name of the trainer before run ids).
+UNPUBLISHED_PATTERN = re.compile(r"^step_\d+\.tmp(?:-(?P<run>[0-9a-f]+)(?:\.old)?)?$")
+RUN_LOCK_PATTERN = re.compile(r"^\.run-(?P<run>[0-9a-f]+)\.lock$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or published (the previous ones are untouched)."""
 
 
 def tag_for(step: int) -> str:
     return f"step_{step:06d}"
+
+
+def shard_name(rank: int) -> str:
+    return f"shard_{rank:05d}.pt"
 
 
 def sha256_of(path: Path) -> str:
@@ -49,27 +102,9 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fsync_path(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def write_manifest(directory: Path, step: int, world_size: int, extra: dict[str, Any]) -> None:
-    files = {}
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        fsync_path(path)
-        files[path.relative_to(directory).as_posix()] = {
-            "bytes": path.stat().st_size,
-            "sha256": sha256_of(path),
-        }
-    manifest = {**extra, "step": step, "world_size": world_size, "files": files}
-    with open(directory / MANIFEST, "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=1, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
+def file_record(path: Path) -> dict[str, Any]:
+    """A manifest entry: the file's size in bytes and its sha256."""
+    return {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
 
 
 def read_manifest(directory: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -79,18 +114,18 @@ def read_manifest(directory: Path) -> tuple[dict[str, Any] | None, str | None]:
         files = manifest["files"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         return None, f"no readable {MANIFEST} ({type(error).__name__})"
-    problem = _files_problem(directory, files)
+    problem = _files_problem(directory, files, checksums=True)
     return (None, problem) if problem else (manifest, None)
 
 
-def _files_problem(directory: Path, files: dict[str, Any]) -> str | None:
+def _files_problem(directory: Path, files: dict[str, Any], checksums: bool) -> str | None:
     for name, expected in files.items():
         path = directory / name
         if not path.is_file():
             return f"{name} is missing"
         if path.stat().st_size != expected["bytes"]:
             return f"{name} has {path.stat().st_size} bytes, the manifest says {expected['bytes']}"
-        if sha256_of(path) != expected["sha256"]:
+        if checksums and sha256_of(path) != expected["sha256"]:
             return f"{name} does not match its checksum"
     return None
 
@@ -99,88 +134,406 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-class CheckpointStore:
-    """Saves, finds and loads the checkpoints of one run directory; every method is called on every rank."""
+class LocalStorage:
+    """The checkpoint store's file operations on a POSIX directory (local disk, hostPath or NFS volume).
 
-    def __init__(self, directory: str, keep_last: int, context: DistContext) -> None:
+    CheckpointStore touches files only through these methods, so that another backend can take this one's
+    place: an object store (s3://bucket/prefix) has no rename, so there `publish` would upload the manifest
+    last, under the final prefix, and the manifest alone would mark a checkpoint complete (as `verify`
+    already requires here). Tags are `step_N`; staging names are `step_N.tmp-<run>`.
+    """
+
+    def __init__(self, directory: str) -> None:
         self.root = Path(directory).expanduser()
-        self.keep_last = keep_last
-        self.context = context
 
-    def published(self) -> list[tuple[int, Path]]:
-        """(step, directory) of every published checkpoint, newest first."""
+    def describe(self, name: str) -> str:
+        """Where a tag or staging name lives, for messages and metrics."""
+        return str(self.root / name)
+
+    def published(self) -> list[tuple[int, str]]:
+        """(step, tag) of every published checkpoint, newest first."""
         if not self.root.is_dir():
             return []
         found = []
         for path in self.root.iterdir():
             match = TAG_PATTERN.match(path.name)
             if match and path.is_dir():
-                found.append((int(match.group(1)), path))
+                found.append((int(match.group(1)), path.name))
         return sorted(found, reverse=True)
+
+    def published_at(self, tag: str) -> float:
+        """When a checkpoint was published (its directory's last change), seconds since the epoch; OSError if gone."""
+        return os.stat(self.root / tag).st_mtime
+
+    def manifest(self, tag: str) -> dict[str, Any] | None:
+        """A published checkpoint's manifest as written, unverified (None if unreadable)."""
+        try:
+            manifest = json.loads((self.root / tag / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return manifest if isinstance(manifest, dict) else None
+
+    def verify(self, tag: str) -> tuple[dict[str, Any] | None, str | None]:
+        """(manifest, None) if the checkpoint's files match its manifest (sizes and sha256), else (None, why)."""
+        return read_manifest(self.root / tag)
+
+    def write_shard(self, staging: str, name: str, state: dict[str, Any]) -> dict[str, Any]:
+        """Write one file into a staging directory (created if needed), durably; its manifest record."""
+        directory = self.root / staging
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / name
+        torch.save(state, path)
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+        return file_record(path)
+
+    def read_shard(self, tag: str, name: str) -> dict[str, Any]:
+        """One file of a published checkpoint, memory-mapped: tensors are read as they are used."""
+        return torch.load(self.root / tag / name, map_location="cpu", mmap=True, weights_only=True)
+
+    def read_legacy(self, tag: str, name: str) -> Any:
+        """A file of DeepSpeed's own layout (pickled DeepSpeed objects: not weights-only), memory-mapped."""
+        return torch.load(self.root / tag / name, map_location="cpu", mmap=True, weights_only=False)
+
+    def staged_problem(self, staging: str, files: dict[str, Any]) -> str | None:
+        """Why a staging directory does not hold the files its writers reported (sizes), or None."""
+        return _files_problem(self.root / staging, files, checksums=False)
+
+    def publish(self, staging: str, tag: str, manifest: dict[str, Any]) -> bool:
+        """Write the manifest into the staging directory and rename it to the tag; False (nothing renamed)
+        if a checkpoint of that tag is already there: rename(2) never replaces a non-empty directory."""
+        directory = self.root / staging
+        with open(directory / MANIFEST, "w", encoding="utf-8") as handle:
+            json.dump(manifest, handle, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        fsync_directory(directory)
+        try:
+            os.rename(directory, self.root / tag)
+        except OSError as error:
+            if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                return False
+            raise
+        fsync_directory(self.root)
+        return True
+
+    def remove(self, name: str, run: str) -> None:
+        """Delete a published checkpoint (or a staging directory): renamed out of the step_N pattern first
+        (atomic), so that a half-deleted one never looks published; a name already gone is fine."""
+        aside = self.root / (name if ".tmp-" in name else f"{name}.tmp-{run}.old")
+        if aside.name != name:
+            shutil.rmtree(aside, ignore_errors=True)
+            try:
+                os.rename(self.root / name, aside)
+            except FileNotFoundError:
+                return
+        shutil.rmtree(aside, ignore_errors=True)
+
+    def run_lock(self, run: str) -> HeldLock:
+        return HeldLock(self.root / f".run-{run}.lock")
+
+    def remove_abandoned(self, own_run: str) -> list[str]:
+        """Delete the unpublished directories (and lock files) of runs that are not alive: a run is alive
+        while its rank 0 holds its lock. Where the volume cannot lock (NFS with nolock) every other run
+        counts as dead: a live one's staging may then be removed, and its publish fails (never a partial
+        checkpoint). Returns the ids of other live runs."""
+        if not self.root.is_dir():
+            return []
+        alive: dict[str, bool] = {}
+
+        def is_alive(run: str) -> bool:
+            if run not in alive:
+                lock = self.run_lock(run)
+                state = lock.acquire()
+                alive[run] = state == "busy"
+                lock.release(remove=state == "held")
+            return alive[run]
+
+        for path in self.root.iterdir():
+            match = UNPUBLISHED_PATTERN.match(path.name) or RUN_LOCK_PATTERN.match(path.name)
+            run = match.group("run") if match else None
+            if match is None or run == own_run or (run is not None and is_alive(run)):
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        return sorted(run for run, live in alive.items() if live)
+
+
+# ---- checkpoints of an earlier trainer version: DeepSpeed's own per-rank layout ----
+
+
+def legacy_zero_stage(manifest: dict[str, Any], read: Any) -> int:
+    """The ZeRO stage recorded in a DeepSpeed-layout checkpoint's model-states file (ds_config)."""
+    names = sorted(name for name in manifest["files"] if name.endswith("model_states.pt"))
+    config = read(names[0]).get("ds_config") or {}
+    return int(config.get("zero_optimization", {}).get("stage", 0))
+
+
+def legacy_problem(
+    where: str, manifest: dict[str, Any], stage: int, world_size: int, zero_stage: int
+) -> str | None:
+    """Why a DeepSpeed-layout checkpoint cannot resume here (its ZeRO partitions fix the world size and
+    stage), or None."""
+    saved_world = manifest.get("world_size")
+    if stage == zero_stage and (stage == 0 or saved_world == world_size):
+        return None
+    return (
+        f"checkpoint.dir: {where} was written by an earlier trainer in DeepSpeed's per-rank layout with "
+        f"ZeRO stage {stage} on {saved_world} rank(s) and cannot resume on {world_size} rank(s) with "
+        f"train.zero_stage={zero_stage}; run once more on {saved_world} rank(s) with "
+        f"train.zero_stage={stage} (its next checkpoint resumes at any size), or use a new checkpoint.dir"
+    )
+
+
+def resume_problem(directory: str, world_size: int, zero_stage: int) -> str | None:
+    """Why the newest checkpoint in a checkpoint.dir cannot resume at this world size and ZeRO stage, or
+    None: a quick look at its manifest (no checksums) for a launcher to refuse before starting any rank."""
+    storage = LocalStorage(directory)
+    for _, tag in storage.published():
+        manifest = storage.manifest(tag)
+        if manifest is None:
+            continue
+        if manifest.get("format") is not None:
+            return None
+        stage = legacy_zero_stage(manifest, lambda name, tag=tag: storage.read_legacy(tag, name))
+        return legacy_problem(storage.describe(tag), manifest, stage, world_size, zero_stage)
+    return None
+
+
+# ---- the store ----
+
+
+@dataclass
+class Write:
+    """One checkpoint being written in the background, and what became of it."""
+
+    step: int
+    tag: str
+    staging: str
+    blocked_s: float  # the step loop's time in save(): the snapshot
+    waited_s: float  # of which the wait for the previous write
+    started: float = field(default_factory=time.perf_counter)
+    write_s: float | None = None  # writing, checksums, publishing (background)
+    path: str | None = None  # where it was published
+    error: str | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class CheckpointStore:
+    """Saves (in the background), finds and loads the checkpoints of one checkpoint.dir. Every method is
+    called on every rank at the same point of the run."""
+
+    def __init__(
+        self,
+        directory: str,
+        keep_last: int,
+        context: DistContext,
+        storage: LocalStorage | None = None,
+    ) -> None:
+        self.storage = storage or LocalStorage(directory)
+        self.keep_last = keep_last
+        self.context = context
+        self.run: str = broadcast_from_main(uuid.uuid4().hex[:12])
+        # The writer threads' own collectives: gloo, on CPU objects, never mixed with the step loop's.
+        self.group = dist.new_group(backend="gloo")
+        self.buffers = HostBuffers()
+        self.owners: dict[str, int] | None = None
+        self.in_flight: Write | None = None
+        self.finished: list[Write] = []
+        self.lock = self.storage.run_lock(self.run) if context.is_main else None
+        if self.lock is not None:
+            self.lock.acquire()
+
+    # -- resuming --
+
+    def remove_abandoned(self) -> None:
+        """Delete unpublished directories left by runs that are gone (before this run writes any)."""
+        if self.context.is_main:
+            others = self.storage.remove_abandoned(self.run)
+            if others:
+                warn(
+                    f"checkpoint.dir {self.storage.describe('')} is also being written by another live run "
+                    f"({', '.join(others)}): both publish checkpoints there"
+                )
+        dist.barrier()
 
     def newest_complete(self) -> tuple[str, dict[str, Any]] | None:
         """(tag, manifest) to resume from, decided by rank 0 and the same on every rank."""
         choice = None
         if self.context.is_main:
-            for _, path in self.published():
-                manifest, problem = read_manifest(path)
+            for _, tag in self.storage.published():
+                manifest, problem = self.storage.verify(tag)
                 if manifest is not None:
-                    choice = (path.name, manifest)
+                    choice = (tag, manifest)
                     break
-                warn(f"skipping checkpoint {path}: {problem}")
+                warn(f"skipping checkpoint {self.storage.describe(tag)}: {problem}")
         return broadcast_from_main(choice)
 
-    def remove_abandoned(self) -> None:
-        """Delete half-written step_N.tmp/ directories left by a crash (before this run writes any)."""
-        if self.context.is_main and self.root.is_dir():
-            for path in self.root.glob(f"step_*{TEMPORARY_SUFFIX}"):
-                shutil.rmtree(path, ignore_errors=True)
-        dist.barrier()
+    def load(self, engine: Any, tag: str, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Load a checkpoint into the engine and this rank's RNG; returns the client state. ConfigError if
+        it cannot resume at this world size and ZeRO stage (only checkpoints of the earlier layout)."""
+        if manifest.get("format") is None:
+            return self._load_legacy(engine, tag, manifest)
+        shards = [self.storage.read_shard(tag, name) for name in manifest["shards"]]
+        run = restore(engine, shards)
+        saved_world = manifest["world_size"]
+        if self.context.rank < saved_world:
+            set_rng_state(shards[self.context.rank]["rng"])
+        else:
+            warn(f"rank {self.context.rank}: {tag} was written by {saved_world} rank(s): RNG starts fresh")
+        return dict(run["client_state"])
+
+    def _load_legacy(self, engine: Any, tag: str, manifest: dict[str, Any]) -> dict[str, Any]:
+        stage = legacy_zero_stage(manifest, lambda name: self.storage.read_legacy(tag, name))
+        where = self.storage.describe(tag)
+        problem = legacy_problem(
+            where, manifest, stage, self.context.world_size, engine.zero_optimization_stage()
+        )
+        if problem:
+            raise ConfigError(problem)
+        path, client_state = engine.load_checkpoint(str(self.storage.root), tag=tag)
+        if path is None:
+            raise CheckpointError(f"DeepSpeed could not load checkpoint {where}")
+        rng_file = f"rng_rank{self.context.rank:05d}.pt"
+        if rng_file in manifest["files"]:
+            set_rng_state(self.storage.read_legacy(tag, rng_file))
+        else:
+            warn(f"{where}/{rng_file} not found (the world size changed?): this rank's RNG starts fresh")
+        return dict(client_state)
+
+    # -- saving --
+
+    def prepare(self, engine: Any) -> None:
+        """Decide which rank writes which parameter; on a GPU start allocating this rank's pinned host
+        buffers in the background. Called once the engine is built (save calls it if nobody did)."""
+        named = list(engine.module.named_parameters())
+        shapes = {name: tuple(getattr(p, "ds_shape", p.shape)) for name, p in named}  # ZeRO 3: ds_shape
+        sizes = [(name, math.prod(shape)) for name, shape in shapes.items()]
+        self.owners = parameter_owners(sizes, self.context.world_size)
+        if named[0][1].device.type == "cuda":
+            mine = [name for name in shapes if self.owners[name] == self.context.rank]
+            self.buffers.prepare(
+                {f"{name}/{key}": shapes[name] for name in mine for key in ("weight", *OPTIMIZER_KEYS)}
+            )
 
     def save(
         self, engine: Any, step: int, client_state: dict[str, Any], manifest_extra: dict[str, Any]
-    ) -> Path:
+    ) -> None:
+        """Snapshot the state to host memory and write it in the background. Waits first for a write
+        still in flight (and raises CheckpointError if that one failed)."""
+        start = time.perf_counter()
+        self._finish_in_flight()
+        waited = time.perf_counter() - start
+        if self.owners is None:
+            self.prepare(engine)
+        assert self.owners is not None
+        run_state = run_state_of(engine, step, client_state) if self.context.is_main else None
+        shard = snapshot(engine, self.owners, self.context.rank, self.buffers, run_state)
         tag = tag_for(step)
-        staging = self.root / f"{tag}{TEMPORARY_SUFFIX}"
-        final = self.root / tag
-        if self.context.is_main:
-            shutil.rmtree(staging, ignore_errors=True)
-        dist.barrier()
-        engine.save_checkpoint(str(self.root), tag=staging.name, client_state=client_state, save_latest=False)
-        torch.save(rng_state(), staging / f"rng_rank{self.context.rank:05d}.pt")
-        dist.barrier()  # every rank has written its files
-        if self.context.is_main:
-            write_manifest(staging, step, self.context.world_size, manifest_extra)
-            if final.exists():  # a re-save of the same step (e.g. after a resume): replace it
-                shutil.rmtree(final)
-            os.replace(staging, final)
-            fsync_path(self.root)
-            for _, old in self.published()[self.keep_last :]:
-                shutil.rmtree(old, ignore_errors=True)
-        dist.barrier()  # nobody goes on (or exits) before the checkpoint is published
-        return final
+        write = Write(step, tag, f"{tag}.tmp-{self.run}", time.perf_counter() - start, waited)
+        extra = {**manifest_extra, "zero_stage": engine.zero_optimization_stage()}
+        thread = threading.Thread(
+            target=self._write, args=(write, shard, extra), name="checkpoint-writer", daemon=True
+        )
+        self.in_flight = write
+        thread.start()
 
-    def load(self, engine: Any, tag: str) -> dict[str, Any]:
-        """Load model, optimizer and LR schedule into the engine and this rank's RNG; return client state."""
-        path, client_state = engine.load_checkpoint(str(self.root), tag=tag)
-        if path is None:
-            raise RuntimeError(f"DeepSpeed could not load checkpoint {self.root / tag}")
-        rng_file = self.root / tag / f"rng_rank{self.context.rank:05d}.pt"
-        if rng_file.is_file():
-            set_rng_state(torch.load(rng_file, weights_only=False))
-        else:
-            warn(f"{rng_file} not found (the world size changed?): this rank's RNG starts fresh")
-        return dict(client_state)
+    def poll(self) -> list[Write]:
+        """The writes finished since the last call, without waiting (raises if one failed)."""
+        if self.in_flight is not None and self.in_flight.done.is_set():
+            self._finish_in_flight()
+        finished, self.finished = self.finished, []
+        return finished
 
+    def wait(self) -> list[Write]:
+        """Wait for the write in flight; the writes finished since the last call (raises if one failed)."""
+        self._finish_in_flight()
+        return self.poll()
 
-def rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
+    def close(self, wait: bool) -> None:
+        """End of the run: wait for the write in flight (unless the run is failing: then it is abandoned,
+        unpublished) and free this run's lock."""
+        if wait:
+            self._finish_in_flight()
+        if self.lock is not None and self.in_flight is None:
+            self.lock.release(remove=True)
 
+    def _finish_in_flight(self) -> None:
+        write, self.in_flight = self.in_flight, None
+        if write is None:
+            return
+        write.done.wait()
+        self.finished.append(write)
+        if write.error is not None:
+            raise CheckpointError(
+                f"checkpoint {self.storage.describe(write.tag)} not published: {write.error}"
+            )
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
+    def _write(self, write: Write, shard: dict[str, Any], manifest_extra: dict[str, Any]) -> None:
+        """The writer thread: this rank's shard, then the ranks agree, rank 0 publishes."""
+        rank = self.context.rank
+        try:
+            report: tuple[dict[str, Any] | None, str | None]
+            try:
+                name = shard_name(rank)
+                report = ({name: self.storage.write_shard(write.staging, name, shard)}, None)
+            except Exception as error:
+                report = (None, f"rank {rank}: {type(error).__name__}: {error}")
+            del shard
+            reports: list[Any] | None = [None] * self.context.world_size if self.context.is_main else None
+            dist.gather_object(report, reports, dst=0, group=self.group)
+            outcome: tuple[str | None, str | None] = (None, None)
+            if reports is not None:
+                try:
+                    outcome = self._publish(write, reports, manifest_extra)
+                except Exception as error:
+                    outcome = (None, f"{type(error).__name__}: {error}")
+            box = [outcome]
+            dist.broadcast_object_list(box, src=0, group=self.group)
+            write.path, write.error = box[0]
+        except Exception as error:
+            write.error = f"{type(error).__name__}: {error}"
+        finally:
+            write.write_s = time.perf_counter() - write.started
+            write.done.set()
+
+    def _publish(
+        self, write: Write, reports: list[Any], manifest_extra: dict[str, Any]
+    ) -> tuple[str | None, str | None]:
+        """Rank 0's writer: the manifest, the atomic rename, the old checkpoints' removal.
+        Returns (published path, None) or (None, why not)."""
+        storage = self.storage
+        errors = [error for _, error in reports if error]
+        if errors:
+            return None, "; ".join(errors)
+        files = {name: record for written, _ in reports for name, record in written.items()}
+        problem = storage.staged_problem(write.staging, files)
+        if problem:  # e.g. removed by another run that took this one for dead
+            return None, f"{storage.describe(write.staging)}: {problem}"
+        manifest = {
+            **manifest_extra,
+            "format": FORMAT,
+            "step": write.step,
+            "world_size": self.context.world_size,
+            "shards": [shard_name(rank) for rank in range(self.context.world_size)],
+            "files": files,
+        }
+        if not storage.publish(write.staging, write.tag, manifest):
+            existing, problem = storage.verify(write.tag)
+            if existing is not None:  # another run published this step meanwhile: keep the first
+                warn(f"{storage.describe(write.tag)} was already published by another run; keeping it")
+                storage.remove(write.staging, self.run)
+                return storage.describe(write.tag), None
+            warn(f"replacing {storage.describe(write.tag)}: {problem}")
+            storage.remove(write.tag, self.run)
+            if not storage.publish(write.staging, write.tag, manifest):
+                storage.remove(write.staging, self.run)
+                return None, f"{storage.describe(write.tag)} was published by another run meanwhile"
+        # Keep this one and the keep_last - 1 newest before it; newer ones (another run's, or a corrupt
+        # one this run will replace when it gets there) are not this save's to judge.
+        older = [tag for step, tag in storage.published() if step < write.step]
+        for tag in older[self.keep_last - 1 :]:
+            storage.remove(tag, self.run)
+        return storage.describe(write.tag), None

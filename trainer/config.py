@@ -11,6 +11,7 @@ key is declared below with its type and default. Unknown keys, wrong types and o
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -40,6 +41,15 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
 PRECISIONS = ("auto", "bf16", "fp32")
 SCIENTIFIC_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 PROGRESS_MODES = ("auto", "on", "off")
+TRACKERS = ("none", "mlflow")
+# MLflow tracking URIs the trainer image can use: a tracking server, or a local SQLite store (MLflow 3's
+# recommended local backend; the file store is deprecated).
+TRACKING_URI_SCHEMES = ("http", "https", "sqlite")
+# train.stop_at: "<metric> <operator> <number>", e.g. "val_loss<=2.5". Only metrics every rank agrees on:
+# loss (the step's training loss, averaged over ranks, at each logged step) and val_loss (each evaluation).
+STOP_METRICS = ("loss", "val_loss")
+STOP_OPERATORS = ("<=", ">=", "<", ">")
+_STOP_AT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>|==|=|!=)?\s*(.*?)\s*$")
 
 
 def _positive(value: float) -> str | None:
@@ -63,6 +73,81 @@ def _one_of(*allowed: object) -> Callable[[Any], str | None]:
         return None if value in allowed else f"must be one of {', '.join(map(str, allowed))}"
 
     return check
+
+
+def _port(value: int) -> str | None:
+    return None if 1 <= value <= 65535 else "must be a TCP port between 1 and 65535"
+
+
+def _not_blank(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def _tracking_uri(value: str) -> str | None:
+    scheme, _, rest = value.partition("://")
+    if scheme not in TRACKING_URI_SCHEMES or not rest:
+        return "must be an http(s):// MLflow tracking server or a sqlite:/// store (e.g. sqlite:///runs/mlflow.db)"
+    if scheme == "sqlite" and not rest.startswith("/"):
+        return "must name a file after sqlite:/// (three slashes, e.g. sqlite:////abs/path/mlflow.db)"
+    return None
+
+
+@dataclass(frozen=True)
+class StopCondition:
+    """train.stop_at parsed: stop when `metric operator threshold` holds (e.g. val_loss <= 2.5)."""
+
+    metric: str
+    operator: str
+    threshold: float
+
+    def reached(self, value: float | None) -> bool:
+        """Whether a measured value meets the condition; None or NaN never does."""
+        if value is None or not math.isfinite(value):
+            return False
+        comparisons = {
+            "<=": value <= self.threshold,
+            ">=": value >= self.threshold,
+            "<": value < self.threshold,
+            ">": value > self.threshold,
+        }
+        return comparisons[self.operator]
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.operator}{self.threshold:g}"
+
+
+def parse_stop_at(text: str) -> StopCondition:
+    """'<metric> <operator> <number>' (spaces optional), metric one of STOP_METRICS, operator one of
+    STOP_OPERATORS, a finite number; ConfigError otherwise."""
+    grammar = (
+        f"expected '<metric> <operator> <number>' with metric one of {', '.join(STOP_METRICS)} and operator "
+        f"one of {' '.join(STOP_OPERATORS)}, e.g. 'val_loss<=2.5'"
+    )
+    match = _STOP_AT.fullmatch(text)
+    if match is None:
+        raise ConfigError(f"train.stop_at: {grammar}, got {text!r}")
+    metric, operator, number = match.groups()
+    if metric not in STOP_METRICS:
+        raise ConfigError(
+            f"train.stop_at: unknown metric {metric!r}; the trainer computes {', '.join(STOP_METRICS)}"
+        )
+    if operator not in STOP_OPERATORS:
+        raise ConfigError(f"train.stop_at: {grammar}, got {text!r}")
+    try:
+        threshold = float(number)
+    except ValueError:
+        raise ConfigError(f"train.stop_at: {grammar}, got {text!r}") from None
+    if not math.isfinite(threshold):
+        raise ConfigError(f"train.stop_at: the threshold must be a finite number, got {number!r}")
+    return StopCondition(metric, operator, threshold)
+
+
+def _stop_at(value: str) -> str | None:
+    try:
+        parse_stop_at(value)
+    except ConfigError as error:
+        return str(error).removeprefix("train.stop_at: ")
+    return None
 
 
 def _key(default: Any = dataclasses.MISSING, check: Callable[[Any], str | None] | None = None) -> Any:
@@ -113,6 +198,13 @@ class TrainSection:
     compile: bool = _key(False)  # torch.compile, GPU only
     eval_every: int = _key(100, _non_negative)  # 0: only at the end
     eval_batches: int = _key(10, _positive)
+    # Early stopping: end the run successfully once e.g. "val_loss<=2.5" holds (see parse_stop_at).
+    stop_at: str | None = _key(None, _stop_at)
+
+    @property
+    def stop_condition(self) -> StopCondition | None:
+        """train.stop_at parsed, or None when unset."""
+        return None if self.stop_at is None else parse_stop_at(self.stop_at)
 
 
 @dataclass(frozen=True)
@@ -128,6 +220,10 @@ class OutputSection:
     log_every: int = _key(10, _positive)
     progress: str = _key("auto", _one_of(*PROGRESS_MODES))  # auto: a progress bar when stdout is a terminal
     peak_tflops: float | None = _key(None, _positive)  # per-device peak for MFU; None: the GPU table
+    tracking: str = _key("none", _one_of(*TRACKERS))  # mlflow: params, metrics and artifacts to MLflow
+    tracking_uri: str | None = _key(None, _tracking_uri)  # None: a SQLite store under output.dir/mlflow
+    experiment: str = _key("trainstack", _not_blank)  # MLflow experiment name
+    metrics_port: int | None = _key(None, _port)  # rank 0 serves Prometheus /metrics here; None: off
 
 
 @dataclass(frozen=True)
@@ -225,6 +321,15 @@ def _check_consistency(config: TrainConfig) -> None:
     if config.train.min_lr > config.train.lr:
         raise ConfigError(
             f"train.min_lr ({config.train.min_lr}) must not exceed train.lr ({config.train.lr})"
+        )
+    condition = config.train.stop_condition
+    if condition is not None and condition.metric == "val_loss" and not config.train.eval_every:
+        raise ConfigError(
+            f"train.stop_at: {condition.metric} is measured only with train.eval_every > 0 (it is 0)"
+        )
+    if config.output.tracking_uri is not None and config.output.tracking == "none":
+        raise ConfigError(
+            "output.tracking_uri: set while output.tracking is none; set output.tracking=mlflow or drop the URI"
         )
     if not config.data.path and config.data.hf_dataset is None:
         raise ConfigError("data.path: must name a text file, a directory or a glob (or set data.hf_dataset)")

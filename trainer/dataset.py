@@ -20,6 +20,7 @@ import numpy as np
 import tiktoken
 
 from trainer.config import ConfigError, DataSection
+from trainer.shared_files import exclusive_lock, write_once
 
 BYTES_ENCODING = "bytes"
 END_OF_TEXT = "<|endoftext|>"
@@ -147,18 +148,6 @@ def tokenize(source: TextSource, encoding: tiktoken.Encoding) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.empty(0, dtype=dtype)
 
 
-def write_atomically(path: Path, array: np.ndarray) -> None:
-    """Write to a per-process temporary name, fsync, then rename: readers never see a partial file, and
-    processes racing to write the same content each rename a complete copy."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.name}.tmp.{os.getpid()}")
-    with open(temporary, "wb") as handle:
-        handle.write(array.tobytes())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
 @dataclass(frozen=True)
 class TokenData:
     train: np.ndarray
@@ -184,7 +173,13 @@ def _split(
 
 class TokenCache:
     """Prepares the token array for a data config; `prepare` builds it (on one process per node), `open`
-    memory-maps it (on every process, after the builders are done)."""
+    memory-maps it (on every process, after the builders are done).
+
+    data.cache_dir may be a volume that every node shares, and every node's builder may start at once.
+    The builders take turns under a lock file beside the cache file, so that the first builds it and the
+    others find it built; the file itself is published with `write_once` (a unique temporary name, then
+    link-if-absent), so the cache is whole and never replaced under a reader even where the volume cannot
+    lock (NFS mounted with nolock: then each node builds its own copy and the first to publish wins)."""
 
     def __init__(self, data: DataSection, block_size: int) -> None:
         self.data = data
@@ -194,13 +189,17 @@ class TokenCache:
         key = hashlib.sha256(f"{CACHE_FORMAT}/{data.encoding}/{self.source.fingerprint}".encode()).hexdigest()
         self.dtype = token_dtype(self.encoding)
         self.path = Path(data.cache_dir).expanduser() / f"tokens-{key[:32]}.{np.dtype(self.dtype).name}.bin"
+        self.lock_path = self.path.with_name(f"{self.path.name}.lock")
 
     def prepare(self) -> None:
+        """Build the cache file unless it exists (or another builder finishes it while this one waits)."""
         if self.path.exists():
             return
         tokens = tokenize(self.source, self.encoding)
         _split(tokens, self.data.val_fraction, self.block_size, self.source.describe)  # fail before writing
-        write_atomically(self.path, tokens)
+        with exclusive_lock(self.lock_path):
+            if not self.path.exists():  # built by another node while this one waited
+                write_once(self.path, tokens.data.cast("B"))
 
     def open(self) -> TokenData:
         tokens = np.memmap(self.path, dtype=self.dtype, mode="r")

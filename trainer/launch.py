@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from trainer import PREEMPTED_EXIT_CODE, STATUS_DIR_ENV, USAGE_EXIT_CODE
-from trainer.config import ConfigError, load_config
+from trainer.config import ConfigError, TrainConfig, load_config
 
 # variable -> (pattern its value must match, what is allowed, default when unset)
 PET_VARIABLES: dict[str, tuple[str, str, str | None]] = {
@@ -68,9 +68,23 @@ def outcome(torchrun_code: int, worker_codes: list[int], signal_received: int | 
     return torchrun_code
 
 
+def check_resumable(config: TrainConfig, env: Mapping[str, str]) -> None:
+    """A checkpoint that this job cannot resume (see trainer.checkpoint.resume_problem) stops the launch
+    here, on one line, before any worker starts; an elastic node range leaves it to the workers."""
+    nnodes, nproc = env.get("PET_NNODES", "").strip() or "1", env.get("PET_NPROC_PER_NODE", "").strip() or "1"
+    if not (nnodes.isdigit() and nproc.isdigit()) or not Path(config.checkpoint.dir).expanduser().is_dir():
+        return
+    from trainer.checkpoint import resume_problem  # imports torch: only when there may be a checkpoint
+
+    problem = resume_problem(config.checkpoint.dir, int(nnodes) * int(nproc), config.train.zero_stage)
+    if problem:
+        raise ConfigError(problem)
+
+
 def launch(config_path: str, overrides: list[str]) -> int:
-    load_config(config_path, overrides)  # a bad config fails here, once, not in every worker
+    config = load_config(config_path, overrides)  # a bad config fails here, once, not in every worker
     command = torchrun_command(config_path, overrides, os.environ)
+    check_resumable(config, os.environ)
     with tempfile.TemporaryDirectory(prefix="trainstack-status-") as status_dir:
         # Its own session: a terminal's Ctrl-C reaches torchrun once, through us, like Kubernetes' SIGTERM.
         process = subprocess.Popen(

@@ -1,12 +1,20 @@
-"""Training metrics: JSON lines, model FLOPs utilisation, a terminal progress bar, the run summary."""
+"""Training metrics: JSON lines, model FLOPs utilisation, a terminal progress bar, the run summary, and the
+sinks that pass every record on (MLflow, Prometheus, the TrainJob's status)."""
 
 from __future__ import annotations
 
 import json
 import math
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, Protocol, TextIO
+
+from trainer.shared_files import append_line, write_replacing
+
+# How a run's process ends, as its sinks are told: trained to the end (or to train.stop_at), stopped by a
+# signal after saving (exit 75), or an error.
+Outcome = Literal["finished", "preempted", "failed"]
 
 # Dense bf16 tensor-core peak per device, TFLOP/s, from NVIDIA's datasheets; matched against the CUDA device
 # name in order (the first substring that occurs wins, so the specific names come first).
@@ -44,6 +52,11 @@ def mfu(
     return tokens_per_sec * flops_per_token / (peak_per_device * devices)
 
 
+def warn(message: str) -> None:
+    """One warning line on stderr (a sink's failure, never a reason to stop training)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def clean(value: Any) -> Any:
     """JSON has no NaN or infinity: write them as null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -71,11 +84,30 @@ class ProgressBar:
         self.stream.flush()
 
 
+class MetricsSink(Protocol):
+    """Somewhere rank 0's records also go. A sink never raises into training and never blocks it: slow
+    work (network, disk) happens on its own thread, failures are reported once on stderr."""
+
+    def record(self, fields: Mapping[str, Any]) -> None:
+        """One metrics.jsonl record (NaN and infinity already written as None)."""
+
+    def summary(self, fields: Mapping[str, Any]) -> None:
+        """The run's summary.json, once, at the end of a finished run."""
+
+    def close(self, outcome: Outcome) -> None:
+        """The process is ending; flush what is pending (bounded in time)."""
+
+
 class MetricsLog:
-    """Rank 0's metrics: each record one JSON line on stdout and in output.dir/metrics.jsonl."""
+    """Rank 0's metrics: each record one JSON line on stdout and in output.dir/metrics.jsonl, then to each sink."""
 
     def __init__(
-        self, output_dir: str, show_progress: bool, max_steps: int, stream: TextIO = sys.stdout
+        self,
+        output_dir: str,
+        show_progress: bool,
+        max_steps: int,
+        stream: TextIO = sys.stdout,
+        sinks: Sequence[MetricsSink] = (),
     ) -> None:
         self.dir = Path(output_dir).expanduser()
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -83,17 +115,20 @@ class MetricsLog:
         self.path = self.dir / "metrics.jsonl"  # appended to across resumes
         self.bar = ProgressBar(max_steps, stream) if show_progress else None
         self.last_loss: float | None = None
+        self.sinks = list(sinks)
 
     def record(self, **fields: Any) -> None:
-        line = json.dumps({key: clean(value) for key, value in fields.items()})
+        cleaned = {key: clean(value) for key, value in fields.items()}
+        line = json.dumps(cleaned)
         if self.bar:
             self.bar.clear()
         self.stream.write(line + "\n")
         self.stream.flush()
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
+        append_line(self.path, line)  # whole lines even if two runs share output.dir (see shared_files)
         if fields.get("loss") is not None:
             self.last_loss = fields["loss"]
+        for sink in self.sinks:
+            sink.record(cleaned)
 
     def progress(self, step: int) -> None:
         if self.bar:
@@ -102,9 +137,12 @@ class MetricsLog:
     def summary(self, **fields: Any) -> None:
         if self.bar:
             self.bar.clear()
-        path = self.dir / "summary.json"
-        temporary = path.with_suffix(".json.tmp")
-        temporary.write_text(
-            json.dumps({k: clean(v) for k, v in fields.items()}, indent=2) + "\n", encoding="utf-8"
-        )
-        temporary.replace(path)
+        cleaned = {key: clean(value) for key, value in fields.items()}
+        write_replacing(self.dir / "summary.json", (json.dumps(cleaned, indent=2) + "\n").encode("utf-8"))
+        for sink in self.sinks:
+            sink.summary(cleaned)
+
+    def close(self, outcome: Outcome) -> None:
+        """Tells every sink the process is ending (each bounds its own wait)."""
+        for sink in self.sinks:
+            sink.close(outcome)

@@ -13,14 +13,14 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from trainer import PREEMPTED_EXIT_CODE, STATUS_DIR_ENV
-from trainer.checkpoint import CheckpointStore
-from trainer.config import ConfigError, TrainConfig
+from trainer.checkpoint import CheckpointStore, Write
+from trainer.config import ConfigError, StopCondition, TrainConfig
 from trainer.dataset import DataError, TokenCache, TokenData, train_batch, val_batch
 from trainer.distributed import (
     DistContext,
@@ -31,8 +31,13 @@ from trainer.distributed import (
     shutdown,
 )
 from trainer.engine import Engine, build_engine, enable_tf32, model_config
-from trainer.metrics import MetricsLog, mfu, peak_flops
+from trainer.metrics import MetricsLog, MetricsSink, Outcome, mfu, peak_flops
 from trainer.model import GPT
+from trainer.progress import TrainJobStatusReporter
+from trainer.run_state import RunState
+
+if TYPE_CHECKING:
+    from trainer.prometheus import PrometheusExporter
 
 
 class StopSignal:
@@ -87,9 +92,17 @@ def model_identity(config: TrainConfig, vocab_size: int) -> dict[str, Any]:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, cache: TokenCache, context: DistContext) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        cache: TokenCache,
+        context: DistContext,
+        exporter: PrometheusExporter | None = None,
+    ) -> None:
+        """exporter: rank 0's Prometheus endpoint, already serving (see start_exporter)."""
         self.config = config
         self.context = context
+        self.exporter = exporter
         train = config.train
         self.data = prepare_data(cache, context)
         torch.manual_seed(train.seed)  # the same initial weights on every rank
@@ -110,15 +123,22 @@ class Trainer:
             config.output.progress == "auto" and sys.stdout.isatty()
         )
         self.log = MetricsLog(config.output.dir, show_progress, train.max_steps) if context.is_main else None
+        self.run_state = RunState(config.output.dir) if context.is_main else None
         self.step = 0
         self.last_loss: float | None = None
+        self.stop_condition: StopCondition | None = train.stop_condition
+        # Why the run ended before train.max_steps (train.stop_at), also restored from a checkpoint.
+        self.stop_reason: str | None = None
 
-    def close(self) -> None:
-        """Release the DeepSpeed engine. The ZeRO optimizer's gradient hooks (post-accumulate-grad hooks
-        on every parameter) are held on the C++ side, out of the cycle collector's sight: without removing
-        them the engine, its optimizer and the process groups they hold are never freed. (ZeRO-3 also
-        keeps the model on deepspeed.runtime.zero.parameter_offload.FWD_MODULE_STACK for good, so with
-        stage 3 its parameters' groups are still freed only at interpreter teardown.)"""
+    def close(self, wait: bool) -> None:
+        """Wait for the checkpoint write in flight (wait=False when the run is failing: it is abandoned,
+        unpublished), then release the DeepSpeed engine. The ZeRO optimizer's gradient hooks
+        (post-accumulate-grad hooks on every parameter) are held on the C++ side, out of the cycle
+        collector's sight: without removing them the engine, its optimizer and the process groups they hold
+        are never freed. (ZeRO-3 also keeps the model on
+        deepspeed.runtime.zero.parameter_offload.FWD_MODULE_STACK for good, so with stage 3 its parameters'
+        groups are still freed only at interpreter teardown.)"""
+        self.store.close(wait)
         self.engine.engine.destroy()
 
     def record(self, **fields: Any) -> None:
@@ -133,22 +153,51 @@ class Trainer:
         tag, manifest = found
         if manifest.get("model") != self.identity:
             raise ConfigError(
-                f"checkpoint.dir: {self.store.root / tag} holds a different model ({manifest.get('model')}) "
-                f"than this config ({self.identity}); use another checkpoint.dir"
+                f"checkpoint.dir: {self.store.storage.describe(tag)} holds a different model "
+                f"({manifest.get('model')}) than this config ({self.identity}); use another checkpoint.dir"
             )
-        client_state = self.store.load(self.engine.engine, tag)
+        client_state = self.store.load(self.engine.engine, tag, manifest)
+        saved = (manifest.get("world_size"), manifest.get("zero_stage"))
+        if self.context.is_main and saved != (self.context.world_size, self.config.train.zero_stage):
+            print(
+                f"resuming {tag} (written by {saved[0]} rank(s), ZeRO stage {saved[1]}) on "
+                f"{self.context.world_size} rank(s), ZeRO stage {self.config.train.zero_stage}",
+                file=sys.stderr,
+                flush=True,
+            )
         self.step = int(client_state["step"])
         self.last_loss = client_state.get("loss")
+        stopped = client_state.get("stopped_early") or {}
+        if self.stop_condition is not None and stopped.get("stop_at") == str(self.stop_condition):
+            self.stop_reason = stopped.get("reason")  # already done; a changed train.stop_at trains on
+        if self.exporter is not None:
+            try:
+                written = self.store.storage.published_at(tag)
+            except OSError:  # gone since it was read: as if just written
+                written = time.time()
+            self.exporter.checkpointed(self.step, written)
         return tag
 
     def save(self) -> None:
+        """Snapshot the state and write it in the background (waiting first for a write in flight)."""
         client_state = {
             "step": self.step,
             "data_position": {"step": self.step, "seed": self.config.train.seed},
             "loss": self.last_loss,
+            "stopped_early": None
+            if self.stop_reason is None
+            else {"stop_at": str(self.stop_condition), "reason": self.stop_reason},
         }
-        path = self.store.save(self.engine.engine, self.step, client_state, {"model": self.identity})
-        self.record(event="checkpoint", step=self.step, path=str(path))
+        self.store.save(self.engine.engine, self.step, client_state, {"model": self.identity})
+        self.record_checkpoints(self.store.poll())
+
+    def record_checkpoints(self, writes: list[Write]) -> None:
+        """A metrics line per published checkpoint: how long the step loop was blocked by its save (of
+        that, waiting for the previous write) and how long the background write took."""
+        for write in writes:
+            self.record(event="checkpoint", step=write.step, path=write.path,
+                        blocked_s=round(write.blocked_s, 4), waited_s=round(write.waited_s, 4),
+                        write_s=None if write.write_s is None else round(write.write_s, 4))  # fmt: skip
 
     def evaluate(self) -> float:
         engine, train = self.engine.engine, self.config.train
@@ -186,10 +235,50 @@ class Trainer:
             for micro in range(train.grad_accum_steps)
         ]
 
+    def start_sinks(self) -> None:
+        """Rank 0's other destinations for its records, once the step to start from is known."""
+        if self.log is None or self.run_state is None:
+            return
+        restarts = self.run_state.count_start()
+        sinks: list[MetricsSink] = []
+        if self.exporter is not None:
+            self.exporter.restarts(restarts)
+            sinks.append(self.exporter)
+        if self.config.output.tracking == "mlflow":
+            from trainer.tracking import MlflowTracker  # imports nothing heavy itself; mlflow on its thread
+
+            sinks.append(MlflowTracker(self.config, self.run_state, self.step))
+        reporter = TrainJobStatusReporter.from_environment(self.config.train.max_steps)
+        if reporter is not None:
+            sinks.append(reporter)
+        self.log.sinks.extend(sinks)
+
+    def check_stop(self, metric: str, value: float | None) -> bool:
+        """Whether train.stop_at is reached by this measurement, the same answer on every rank."""
+        condition = self.stop_condition
+        if condition is None or condition.metric != metric:
+            return False
+        reached = any_rank(condition.reached(value), self.context)
+        if reached and self.stop_reason is None:
+            self.stop_reason = f"train.stop_at {condition} reached: {metric} {value:.6g} at step {self.step}"
+        return reached
+
     def run(self) -> int:
+        outcome: Outcome = "failed"
+        try:
+            code = self._run()
+            outcome = "preempted" if code == PREEMPTED_EXIT_CODE else "finished"
+            return code
+        finally:
+            if self.log:
+                self.log.close(outcome)
+
+    def _run(self) -> int:
         train, checkpoint, output = self.config.train, self.config.checkpoint, self.config.output
         stop = StopSignal()
         resumed_from = self.resume()
+        self.start_sinks()
+        self.store.prepare(self.engine.engine)
         self.record(
             event="start",
             step=self.step,
@@ -206,11 +295,12 @@ class Trainer:
         flops_per_token = self.model.flops_per_token()
         # Tokens/s counts training time only: time spent evaluating and saving is subtracted.
         interval_start, interval_steps, paused = time.perf_counter(), 0, 0.0
-        while self.step < train.max_steps:
+        while self.step < train.max_steps and self.stop_reason is None:
             lr = self.engine.engine.get_lr()[0]
             loss, grad_norm = self.engine.train_step(self.micro_batches())
             self.step += 1
             interval_steps += 1
+            reached = False
             if self.step % output.log_every == 0 or self.step == train.max_steps:
                 self.last_loss = mean_over_ranks(
                     float(loss.item()), self.context.device
@@ -229,22 +319,30 @@ class Trainer:
                     step_time_ms=1000 * elapsed / interval_steps,
                 )
                 interval_start, interval_steps, paused = time.perf_counter(), 0, 0.0
+                reached = self.check_stop("loss", self.last_loss)
             pause_start = time.perf_counter()
             if train.eval_every and self.step % train.eval_every == 0:
                 val_loss = self.evaluate()
                 self.record(event="val", step=self.step, val_loss=val_loss)
+                reached = self.check_stop("val_loss", val_loss) or reached
+            if reached:
+                self.record(event="stop_at", step=self.step, reason=self.stop_reason)
             stopping = any_rank(stop.received is not None, self.context)
-            if self.step % checkpoint.every_steps == 0 or stopping or self.step == train.max_steps:
+            if self.step % checkpoint.every_steps == 0 or stopping or reached or self.step == train.max_steps:
                 self.save()
+            else:
+                self.record_checkpoints(self.store.poll())
             if self.log:
                 self.log.progress(self.step)
-            if stopping:
+            if stopping:  # exit only once the stop's checkpoint is published
+                self.record_checkpoints(self.store.wait())
                 self.record(event="preempted", step=self.step, signal=stop.received)
                 return PREEMPTED_EXIT_CODE
             paused += time.perf_counter() - pause_start
         if val_loss is None or self.step % train.eval_every:  # not evaluated at the last step yet
             val_loss = self.evaluate()
             self.record(event="val", step=self.step, val_loss=val_loss)
+        self.record_checkpoints(self.store.wait())  # the last save was written while evaluating
         if self.log:
             median_rate = statistics.median(rates) if rates else None
             self.log.summary(
@@ -257,6 +355,7 @@ class Trainer:
                 else mfu(median_rate, flops_per_token, self.peak, self.context.world_size),
                 world_size=self.context.world_size,
                 device=self.device_name,
+                stop_reason=self.stop_reason or f"train.max_steps ({train.max_steps}) reached",
             )
         return 0
 
@@ -266,16 +365,43 @@ def train(config: TrainConfig) -> int:
     cache = TokenCache(config.data, config.model.block_size)  # a missing path or unknown encoding fails here
     context = init_distributed()
     try:
-        return _train(config, cache, context)
+        exporter = start_exporter(config, context)
+        try:
+            return _train(config, cache, context, exporter)
+        finally:
+            if exporter is not None:
+                exporter.close("finished")
     finally:
         shutdown(context)
 
 
-def _train(config: TrainConfig, cache: TokenCache, context: DistContext) -> int:
+def start_exporter(config: TrainConfig, context: DistContext) -> PrometheusExporter | None:
+    """Rank 0's /metrics endpoint (output.metrics_port), before anything is written; a port that cannot be
+    bound is a ConfigError on every rank, so all of them exit 2 together."""
+    exporter, problem = None, None
+    if context.is_main and config.output.metrics_port is not None:
+        from trainer.prometheus import PrometheusExporter
+
+        try:
+            exporter = PrometheusExporter(config.output.metrics_port, config.train.max_steps)
+        except ConfigError as error:
+            problem = str(error)
+    problems = [p for p in gather_objects(problem) if p]
+    if problems:
+        raise ConfigError(problems[0])
+    return exporter
+
+
+def _train(
+    config: TrainConfig, cache: TokenCache, context: DistContext, exporter: PrometheusExporter | None
+) -> int:
     """The Trainer's whole life: once this returns nothing refers to it, and shutdown can free its engine
     and, with it, the process groups that the engine's optimizer and parameters hold."""
-    trainer = Trainer(config, cache, context)
+    trainer = Trainer(config, cache, context, exporter)
+    finished = False
     try:
-        return trainer.run()
+        code = trainer.run()
+        finished = True
+        return code
     finally:
-        trainer.close()
+        trainer.close(wait=finished)

@@ -146,11 +146,25 @@ pulumi_build_docker() {
         git -C "$src/upstream" apply "$patch"
     done
     cd "$src/provider" || return
-    go mod download
+    pulumi_stand_in "$src/deps/pulumi-java" github.com/pulumi/pulumi-java
+    # No `go mod download` of the whole build list: it would fetch modules that only the bridge's code
+    # generators import (pulumi-yaml, pulumi-language-dotnet), which the proxy refuses; the build fetches
+    # what the plugin compiles.
     (cd cmd/pulumi-resource-docker && VERSION=$version go run generate.go)
     go build -ldflags "-s -w -X github.com/pulumi/pulumi-docker/provider/v5/pkg/version.Version=$version" \
         -o "$DOCKER_PROVIDER_DIR/bin/pulumi-resource-docker" ./cmd/pulumi-resource-docker
     link_bin "$DOCKER_PROVIDER_DIR/bin/pulumi-resource-docker"
+}
+
+# pulumi_stand_in DIR MODULE: replaces MODULE (in the go.mod of the current directory) by an empty module of
+# that path in DIR. For github.com/pulumi/pulumi-java, an indirect requirement of pulumi-docker's provider
+# (through the bridge's Java code generator): the proxy refuses every version of it and its snapshot is too
+# large to be brought here (585 MB). No package of it is compiled into the resource plugin, only its go.mod is
+# read for the module graph; the build would name any package it needed from it and fail.
+pulumi_stand_in() {
+    mkdir -p "$1"
+    printf 'module %s\n\ngo 1.21\n' "$2" >"$1/go.mod"
+    go mod edit -replace "$2=$1"
 }
 
 # pulumi_required DIR MODULE: the version DIR/go.mod requires of MODULE.

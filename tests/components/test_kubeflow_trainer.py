@@ -11,6 +11,9 @@ import pulumi
 import pytest
 
 from components.kubeflow_trainer import (
+    CHART_CRDS,
+    CRDS_DELETE_SCRIPT,
+    CRDS_RECORD_SCRIPT,
     K3S_WEBHOOK_POSTRENDER,
     PROJECT_ROOT,
     READINESS_SCRIPT,
@@ -23,7 +26,7 @@ from components.kubeflow_trainer import (
     webhook_patch_digest,
 )
 from components.shell import KUBECONFIG_PRELUDE, script
-from tests.shell_stubs import run_file, stub_tools
+from tests.shell_stubs import run_file, run_text, stub_tools
 from tests.stack_helpers import contains_secret, evaluate, reveal, without_secrets
 
 
@@ -158,3 +161,70 @@ def test_readiness_script_gives_up_after_300_s_without_a_ca_bundle(tmp_path: Pat
     )
     assert result.returncode == 1
     assert result.stderr == f"{WEBHOOK_CONFIGURATIONS[0]} has no CA bundle after 300s\n"
+
+
+def test_the_crds_helm_never_deletes_are_recorded_before_the_release_and_deleted_after_it() -> None:
+    run = evaluate(
+        lambda: KubeflowTrainer("trainer", KubeflowTrainerArgs("2.3.0", False), kubeconfig="secret-kc")
+    )
+    crds = run.one("command:local:Command", "trainer-crds")
+    release = run.one("kubernetes:helm.sh/v3:Release")
+    # Created before the release, so `pulumi destroy` deletes it (and the CRDs) after the release is gone.
+    assert run.depends_on(release, crds)
+    assert crds.inputs["create"] == KUBECONFIG_PRELUDE + CRDS_RECORD_SCRIPT
+    assert crds.inputs["delete"] == KUBECONFIG_PRELUDE + CRDS_DELETE_SCRIPT
+    assert crds.inputs["environment"] == {
+        "TRAINSTACK_KUBECONFIG": "secret-kc",
+        "CHART_CRDS": " ".join(CHART_CRDS),
+    }
+    assert CHART_CRDS == ("jobsets.jobset.x-k8s.io",)
+
+
+# kubectl knows the CRDs named in $HOME/existing (one per line).
+CRD_STUBS = {
+    "kubectl": """case "$*" in
+  "get crd "*" --ignore-not-found -o name") if grep -qx "$3" "$HOME/existing"; then echo "crd/$3"; fi ;;
+  "get crd "*) exit 1 ;;
+esac"""
+}
+
+
+@pytest.mark.parametrize(
+    ("existing", "recorded_before", "recorded"),
+    [
+        ("", "", "a.x\nb.y\n"),  # a fresh cluster: the stack adds both
+        ("b.y", "", "a.x\n"),  # b.y was there before the stack: never the stack's to delete
+        ("a.x\nb.y", "a.x", "a.x\n"),  # an update after the install keeps what it added
+    ],
+)
+def test_crds_record_names_exactly_the_crds_the_stack_adds(
+    tmp_path: Path, existing: str, recorded_before: str, recorded: str
+) -> None:
+    environment, _ = stub_tools(tmp_path, CRD_STUBS)
+    (tmp_path / "existing").write_text(existing + "\n")
+    result = run_file(
+        "kubeflow_trainer_crds_record.sh",
+        {**environment, "CHART_CRDS": "a.x b.y", "PULUMI_COMMAND_STDOUT": recorded_before},
+    )
+    assert result.stdout == recorded
+
+
+def test_crds_record_fails_when_the_cluster_does_not_answer(tmp_path: Path) -> None:
+    """An unreachable cluster must not make the stack claim (and later delete) a CRD it did not add."""
+    environment, _ = stub_tools(tmp_path, {"kubectl": "exit 1"})
+    # As the command runs it: kubeconfig.sh (which sets -euo pipefail) first.
+    result = run_text(
+        KUBECONFIG_PRELUDE + CRDS_RECORD_SCRIPT,
+        {**environment, "CHART_CRDS": "a.x", "TRAINSTACK_KUBECONFIG": "kc"},
+        check=False,
+    )
+    assert result.returncode != 0 and result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("recorded", "calls"), [("a.x\n", ["kubectl delete crd a.x --ignore-not-found --wait=true"]), ("", [])]
+)
+def test_crds_delete_deletes_what_was_recorded_only(tmp_path: Path, recorded: str, calls: list[str]) -> None:
+    environment, log = stub_tools(tmp_path, CRD_STUBS)
+    run_file("kubeflow_trainer_crds_delete.sh", {**environment, "PULUMI_COMMAND_STDOUT": recorded})
+    assert log.read_text().splitlines() == calls

@@ -92,8 +92,10 @@ class Shell:
         input: str | None = None,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        log: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        """Runs command; with check, a non-zero exit is an E2EFailure naming it and its output's tail."""
+        """Runs command; with check, a non-zero exit is an E2EFailure naming it and its output's tail.
+        log=False keeps a polling command out of commands.log (unless it fails a check)."""
         started = time.monotonic()
         try:
             result = subprocess.run(
@@ -108,7 +110,8 @@ class Shell:
         except subprocess.TimeoutExpired as expired:
             self._log(command, None, str(expired.stdout or ""), str(expired.stderr or ""), timeout)
             raise E2EFailure(f"`{shlex.join(command)}` did not finish in {timeout:.0f} s") from None
-        self._log(command, result.returncode, result.stdout, result.stderr, time.monotonic() - started)
+        if log or (check and result.returncode != 0):
+            self._log(command, result.returncode, result.stdout, result.stderr, time.monotonic() - started)
         if check and result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
             raise E2EFailure(f"`{shlex.join(command)}` exited {result.returncode}:\n{tail}")

@@ -83,17 +83,23 @@ class Run:
 
     # --- helpers ----------------------------------------------------------------------------------------
 
-    def pulumi(self, *args: str, timeout: float = 1800, check: bool = True) -> Any:
+    def pulumi(self, *args: str, timeout: float = 1800, check: bool = True, input: str | None = None) -> Any:
         return self.sh.run(
-            ["pulumi", *args, "--stack", self.stack, "--non-interactive"], timeout=timeout, check=check
+            ["pulumi", *args, "--stack", self.stack, "--non-interactive"],
+            timeout=timeout,
+            check=check,
+            input=input,
         )
 
-    def kubectl(self, *args: str, timeout: float = 120, check: bool = True, input: str | None = None) -> Any:
+    def kubectl(
+        self, *args: str, timeout: float = 120, check: bool = True, input: str | None = None, log: bool = True
+    ) -> Any:
         return self.sh.run(
             ["kubectl", "--kubeconfig", self.cluster["KUBECONFIG"], *args],
             timeout=timeout,
             check=check,
             input=input,
+            log=log,
         )
 
     def kube_json(self, *args: str) -> Any:
@@ -175,7 +181,8 @@ class Run:
         document = {"config": {f"trainstack:{key}": value for key, value in config.items()}}
         (self.project / f"Pulumi.{self.stack}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
         kubeconfig = Path(self.cluster["KUBECONFIG"]).read_text()
-        self.pulumi("config", "set", "--secret", "kubeconfig", "--", kubeconfig)
+        # From stdin (pulumi reads a value it is not given there), so it shows in no process list.
+        self.pulumi("config", "set", "--secret", "kubeconfig", input=kubeconfig)
 
     # --- phases -----------------------------------------------------------------------------------------
 
@@ -223,8 +230,9 @@ class Run:
         raise E2EFailure("no base image")  # reached only when the phase failed
 
     def up(self, base_image: str) -> None:
-        self.sh.run(["pulumi", "stack", "init", self.stack, "--non-interactive"])
-        self.stack_config(base_image, MAX_STEPS)
+        with self.report.phase("stack"):
+            self.sh.run(["pulumi", "stack", "init", self.stack, "--non-interactive"])
+            self.stack_config(base_image, MAX_STEPS)
         with self.report.phase("preview") as record:
             preview = self.pulumi("preview", "--diff")
             record["creates"] = len(re.findall(r"^\s*\+ ", preview.stdout, flags=re.M))
@@ -244,7 +252,14 @@ class Run:
         while time.monotonic() - started < 1800:
             if self.cluster:
                 logs = self.kubectl(
-                    "logs", "-n", NAMESPACE, "-l", f"{JOBSET_LABEL}={self.job}", "--tail=-1", check=False
+                    "logs",
+                    "-n",
+                    NAMESPACE,
+                    "-l",
+                    f"{JOBSET_LABEL}={self.job}",
+                    "--tail=-1",
+                    check=False,
+                    log=False,
                 ).stdout
                 if '"event": "train"' in logs:
                     result["seconds"] = round(time.monotonic() - started, 1)

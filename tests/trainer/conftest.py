@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -62,15 +63,7 @@ def torchrun_command(nproc: int, config: Path, overrides: list[str]) -> list[str
 
 def stop_when(process: subprocess.Popen[str], ready: Path, timeout: float = 180) -> tuple[int, str, str]:
     """SIGTERM the process once `ready` exists (a checkpoint mid-run); its exit code and output."""
-    deadline = time.monotonic() + timeout
-    while not ready.exists():
-        if process.poll() is not None:
-            out, err = process.communicate()
-            pytest.fail(f"exited ({process.returncode}) before {ready} appeared:\n{err[-3000:]}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"{ready} did not appear within {timeout} s")
-        time.sleep(0.02)
+    wait_for(ready, process, timeout)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=timeout)
     return process.returncode, out, err
@@ -81,10 +74,23 @@ def metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines]
 
 
+def published(run_dir: Path) -> list[str]:
+    """The published checkpoints' names, oldest first (not the step_N.tmp-<run> staging directories)."""
+    return sorted(p.name for p in (run_dir / "checkpoints").glob("step_*") if p.name[5:].isdigit())
+
+
+def checkpoint_state(checkpoint: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """Every parameter's saved state (fp32 weight, exp_avg, exp_avg_sq) by name, from all shards."""
+    manifest = json.loads((checkpoint / "manifest.json").read_text())
+    state: dict[str, dict[str, torch.Tensor]] = {}
+    for shard in manifest["shards"]:
+        state.update(torch.load(checkpoint / shard, map_location="cpu", weights_only=True)["params"])
+    return state
+
+
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    newest = sorted((run_dir / "checkpoints").glob("step_*"))[-1]
-    state = torch.load(newest / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
-    return dict(state["module"])
+    newest = run_dir / "checkpoints" / published(run_dir)[-1]
+    return {name: entry["weight"] for name, entry in checkpoint_state(newest).items()}
 
 
 def assert_clean_failure(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
@@ -95,3 +101,22 @@ def assert_clean_failure(result: subprocess.CompletedProcess[str], *fragments: s
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(path: Path, process: subprocess.Popen[str], timeout: float = 300) -> None:
+    """Until path exists; fails if the process ends first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            _, err = process.communicate()
+            pytest.fail(f"exited ({process.returncode}) before {path} appeared:\n{err[-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"{path} did not appear within {timeout} s")
+        time.sleep(0.02)

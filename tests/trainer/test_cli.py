@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -50,4 +51,35 @@ def test_bad_data(tmp_path: Path, settings: dict[str, str], fragments: list[str]
     settings = {k: str(short) if v == "SHORT" else v for k, v in settings.items()}
     result = run(trainer_command("train", TINY_CONFIG, run_overrides(tmp_path, **settings)))
     assert_clean_failure(result, *fragments)
+    assert not (tmp_path / "output").exists() and not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "validate", "print-config", "launch"])
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (["--set", "train.stop_at=accuracy>0.9"], ["train.stop_at: unknown metric 'accuracy'", "val_loss"]),
+        (
+            ["--set", "output.metrics_port=99999"],
+            ["output.metrics_port: must be a TCP port between 1 and 65535"],
+        ),
+        (["--set", "output.tracking=tensorboard"], ["output.tracking: must be one of none, mlflow"]),
+    ],
+)
+def test_bad_new_keys(command: str, overrides: list[str], fragments: list[str], tmp_path: Path) -> None:
+    result = run(trainer_command(command, TINY_CONFIG, [*run_overrides(tmp_path), *overrides]))
+    assert_clean_failure(result, *fragments)
+    assert not (tmp_path / "output").exists() and not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_metrics_port_in_use_is_one_line_before_anything_is_written(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(
+            trainer_command("train", TINY_CONFIG, run_overrides(tmp_path, output__metrics_port=port))
+        )
+    assert_clean_failure(result, f"output.metrics_port: cannot serve /metrics on 0.0.0.0:{port}", "in use")
     assert not (tmp_path / "output").exists() and not (tmp_path / "checkpoints").exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainer.config import MODEL_PRESETS, ConfigError, load_config
+from trainer.config import MODEL_PRESETS, ConfigError, StopCondition, load_config
 from trainer.dataset import find_text_files
 
 from .conftest import REPO, TINY_CONFIG
@@ -123,3 +123,82 @@ def test_print_config_round_trips() -> None:
     ).stdout  # fmt: skip
     assert yaml.safe_load(out) == resolved
     assert main(["validate", "--config", str(TINY_CONFIG)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.stop_at=val_loss"], r"train\.stop_at: expected '<metric> <operator> <number>'"),
+        (["train.stop_at=val_loss=2.5"], r"train\.stop_at: expected .*operator one of <= >= < >"),
+        (["train.stop_at=accuracy>=0.9"], r"train\.stop_at: unknown metric 'accuracy'; .*loss, val_loss"),
+        (["train.stop_at=val_loss<=low"], r"train\.stop_at: expected '<metric> <operator> <number>'"),
+        (["train.stop_at=val_loss<=nan"], r"train\.stop_at: the threshold must be a finite number"),
+        (["train.stop_at=2.5"], r"train\.stop_at: expected string or null, got float 2\.5"),
+        (["train.stop_at=val_loss<=2.5", "train.eval_every=0"], r"only with train\.eval_every > 0"),
+        (["output.tracking=wandb"], r"output\.tracking: must be one of none, mlflow, got 'wandb'"),
+        (
+            ["output.tracking=mlflow", "output.tracking_uri=file:///tmp/x"],
+            r"output\.tracking_uri: must be an http",
+        ),
+        (
+            ["output.tracking=mlflow", "output.tracking_uri=sqlite://x.db"],
+            r"output\.tracking_uri: must name a file",
+        ),
+        (
+            ["output.tracking_uri=http://mlflow:5000"],
+            r"output\.tracking_uri: set while output\.tracking is none",
+        ),
+        (["output.experiment= "], r"output\.experiment: must not be empty"),
+        (["output.metrics_port=0"], r"output\.metrics_port: must be a TCP port between 1 and 65535, got 0"),
+        (["output.metrics_port=70000"], r"output\.metrics_port: must be a TCP port"),
+        (["output.metrics_port=http"], r"output\.metrics_port: expected integer or null, got str 'http'"),
+    ],
+)
+def test_bad_values_of_the_tracking_metrics_and_stopping_keys(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(TINY_CONFIG, overrides)
+
+
+@pytest.mark.parametrize(
+    ("text", "metric", "operator", "threshold"),
+    [
+        ("val_loss<=2.5", "val_loss", "<=", 2.5),
+        (" loss < 3 ", "loss", "<", 3.0),
+        ("val_loss >= 1e-3", "val_loss", ">=", 0.001),
+        ("loss>-1", "loss", ">", -1.0),
+    ],
+)
+def test_stop_at_grammar(text: str, metric: str, operator: str, threshold: float) -> None:
+    condition = load_config(TINY_CONFIG, [f"train.stop_at={text}"]).train.stop_condition
+    assert condition == StopCondition(metric, operator, threshold)
+
+
+def test_stop_condition_compares_as_written() -> None:
+    at_most = StopCondition("val_loss", "<=", 2.5)
+    assert at_most.reached(2.5) and at_most.reached(2.4999) and not at_most.reached(2.5001)
+    below = StopCondition("loss", "<", 2.5)
+    assert not below.reached(2.5) and below.reached(2.4)
+    assert StopCondition("loss", ">=", 1.0).reached(1.0) and not StopCondition("loss", ">", 1.0).reached(1.0)
+    # Nothing measured, or a diverged loss, never ends a run as if it had succeeded.
+    assert not at_most.reached(None) and not at_most.reached(float("nan"))
+    assert str(at_most) == "val_loss<=2.5"
+
+
+def test_new_keys_default_to_off() -> None:
+    config = load_config(TINY_CONFIG)
+    assert config.train.stop_at is None and config.train.stop_condition is None
+    assert (config.output.tracking, config.output.tracking_uri, config.output.metrics_port) == (
+        "none",
+        None,
+        None,
+    )
+    assert config.output.experiment == "trainstack"
+    good = load_config(
+        TINY_CONFIG,
+        [
+            "output.tracking=mlflow",
+            "output.tracking_uri=https://mlflow.example:443",
+            "output.metrics_port=9000",
+        ],
+    )
+    assert (good.output.tracking_uri, good.output.metrics_port) == ("https://mlflow.example:443", 9000)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import builtins
+import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,7 +29,7 @@ from trainer.dataset import (
     val_batch,
 )
 
-from .conftest import REPO, TINY_CONFIG
+from .conftest import REPO, TINY_CONFIG, trainer_env
 
 SAMPLE = REPO / "trainer" / "data"
 
@@ -68,7 +71,8 @@ def test_cache_is_built_once_and_keyed_by_content(tmp_path: Path) -> None:
     assert tokens[: len(expected)].tolist() == expected
     assert int((tokens == 256).sum()) == 2  # one end-of-text after each document
     assert len(data.val) == int(len(tokens) * 0.1)
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [cache.path.name]  # no temporary left behind
+    # no temporary left behind; the builders' lock file stays (removing it could let two builders in)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [cache.path.name, cache.lock_path.name]
 
     mtime = cache.path.stat().st_mtime_ns
     TokenCache(section, block_size=16).prepare()
@@ -310,3 +314,83 @@ def test_hugging_face_without_datasets_package(tmp_path: Path, monkeypatch: pyte
         DataError, match=r"data\.hf_dataset needs the 'datasets' package: pip install datasets"
     ):
         TokenCache(data_section(tmp_path, hf_dataset="tiny_shakespeare"), block_size=16)
+
+
+# One builder of a shared token cache, as each node's local rank 0 runs it. Both builders start together;
+# the first fsync of a file each writes waits (3 s at most) for the other builder to get there too, so that
+# where both write, both publish at the same moment: the collision happens every time, not by chance.
+# argv: rendezvous directory, cache directory, corpus file, "nolock" to act as NFS without a lock service.
+CONCURRENT_BUILDER = r"""
+import errno, fcntl, json, os, sys, time, uuid
+from pathlib import Path
+from trainer.config import load_config
+from trainer.dataset import TokenCache
+
+rendezvous, cache_dir, corpus, locking = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+me = uuid.uuid4().hex
+
+def wait_for(prefix, timeout):
+    deadline = time.monotonic() + timeout
+    while len(list(rendezvous.glob(prefix + "-*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+written, real_fsync = [], os.fsync
+def fsync_together(descriptor):
+    if not written:
+        written.append(descriptor)
+        (rendezvous / f"wrote-{me}").touch()
+        wait_for("wrote", 3.0)
+    real_fsync(descriptor)
+os.fsync = fsync_together
+if locking == "nolock":
+    def no_lock_service(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+    fcntl.lockf = no_lock_service
+
+config = load_config(None, ["model.preset=tiny", "train.max_steps=1", "checkpoint.dir=x",
+                            "checkpoint.every_steps=1", "output.dir=x", "data.encoding=bytes",
+                            f"data.path={corpus}", f"data.cache_dir={cache_dir}"])
+cache = TokenCache(config.data, block_size=16)
+(rendezvous / f"ready-{me}").touch()
+wait_for("ready", 60.0)
+cache.prepare()
+print(json.dumps({"pid": os.getpid(), "wrote": bool(written), "cache": cache.path.name}))
+"""
+
+
+def pid_namespaces_available() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not pid_namespaces_available(), reason="needs unshare --pid (root or CAP_SYS_ADMIN)")
+@pytest.mark.parametrize("locking", ["lock", "nolock"])
+def test_two_nodes_build_one_shared_cache_at_once(tmp_path: Path, locking: str) -> None:
+    """Issue 18 case 4: two containers (each trainer PID 1, as in a pod) build the same cache on a shared
+    volume at the same moment. Both succeed, the cache is whole; with a lock service only one writes it,
+    without one (NFS mounted nolock) both write and the first to publish wins."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("To be, or not to be, that is the question. " * 40)
+    rendezvous, cache_dir = tmp_path / "rendezvous", tmp_path / "shared" / "cache"
+    rendezvous.mkdir()
+    command = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", CONCURRENT_BUILDER,
+               str(rendezvous), str(cache_dir), str(corpus), locking]  # fmt: skip
+    env, pipe = trainer_env(), subprocess.PIPE
+    builders = [
+        subprocess.Popen(command, cwd=REPO, env=env, text=True, stdout=pipe, stderr=pipe) for _ in "ab"
+    ]
+    outputs = [builder.communicate(timeout=120) for builder in builders]
+    for builder, (_, err) in zip(builders, outputs, strict=True):
+        assert builder.returncode == 0, err[-3000:]
+    reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    assert [r["pid"] for r in reports] == [1, 1]  # the condition of the bug: the same PID on both nodes
+    assert sum(r["wrote"] for r in reports) == (1 if locking == "lock" else 2)
+
+    encoding = byte_encoding()
+    expected = np.asarray([*encoding.encode_ordinary(corpus.read_text()), 256], dtype=np.uint16)
+    cache_file = cache_dir / reports[0]["cache"]
+    assert np.array_equal(np.fromfile(cache_file, dtype=np.uint16), expected)  # whole, one copy
+    assert sorted(p.name for p in cache_dir.iterdir()) == [cache_file.name, cache_file.name + ".lock"]

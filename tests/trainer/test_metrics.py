@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,6 +46,38 @@ def test_records_go_to_stdout_and_jsonl(tmp_path: Path) -> None:
     assert json.loads(stream.getvalue()) == line
     assert json.loads((tmp_path / "metrics.jsonl").read_text()) == line
     assert json.loads((tmp_path / "summary.json").read_text())["val_loss"] == 2.6
+
+
+def test_two_writers_of_one_summary_each_leave_it_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs sharing output.dir finish at the same moment: both renames happen together (a barrier in
+    os.replace). A temporary name shared by the writers made the second rename fail (FileNotFoundError)."""
+    barrier, real_replace = threading.Barrier(2, timeout=10), os.replace
+
+    def replace_together(source: Any, target: Any) -> None:
+        barrier.wait()
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace_together)
+    logs = [MetricsLog(str(tmp_path), False, 10, stream=io.StringIO()) for _ in range(2)]
+    errors: list[BaseException] = []
+
+    def finish(index: int) -> None:
+        try:
+            logs[index].summary(final_step=index, val_loss=0.5 + index)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=finish, args=(index,)) for index in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary == {"final_step": summary["final_step"], "val_loss": 0.5 + summary["final_step"]}
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary left
 
 
 def test_progress_bar_is_redrawn_in_place(tmp_path: Path) -> None:

@@ -1,0 +1,176 @@
+"""An MLflow tracking server in the cluster (optional, `mlflowServer: true`), for the job's experiment tracking.
+
+It runs from the trainer image itself (which carries mlflow-skinny and what `mlflow server` needs, see
+trainer/requirements.txt), so it needs no registry and no other image: a Deployment of one replica, its
+SQLite store and artifacts on a PersistentVolumeClaim, and a Service `mlflow` on port 5000. The training
+config points at it (output.tracking_uri = `tracking_uri(namespace)`); the TrainJob waits until the server is
+ready. Clients reach the REST API through the Service, or from a workstation with
+`kubectl -n <namespace> port-forward svc/mlflow 5000`. mlflow-skinny has no web UI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+SERVICE_NAME = "mlflow"
+PORT = 5000
+DATA_MOUNT = "/mlflow"
+SERVER_UID = 1000
+HEALTH_PATH = "/health"
+
+
+def tracking_uri(namespace: str) -> str:
+    """The in-cluster address of the server (the Service's cluster DNS name)."""
+    return f"http://{SERVICE_NAME}.{namespace}.svc.cluster.local:{PORT}"
+
+
+def allowed_hosts(namespace: str) -> list[str]:
+    """Host headers the server accepts: the Service's DNS names and a port-forward's localhost. MLflow 3's
+    security middleware (mlflow/server/security_utils.py) otherwise allows only localhost and private IPs,
+    and rejects a request to http://mlflow.<namespace>.svc... with 403."""
+    names = [
+        f"{SERVICE_NAME}.{namespace}.svc.cluster.local",
+        f"{SERVICE_NAME}.{namespace}.svc",
+        f"{SERVICE_NAME}.{namespace}",
+        SERVICE_NAME,
+        "localhost",
+        "127.0.0.1",
+    ]
+    return [pattern for name in names for pattern in (name, f"{name}:*")]
+
+
+def server_command(data_dir: str, namespace: str, port: int = PORT, host: str = "0.0.0.0") -> list[str]:
+    """`mlflow server` with a SQLite store and proxied artifacts under data_dir: clients upload artifacts
+    through the server (mlflow-artifacts:/ URIs), so the training pods need no access to its volume."""
+    return [
+        "python", "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{data_dir}/mlflow.db",
+        "--artifacts-destination", f"{data_dir}/artifacts",
+        "--host", host,
+        "--port", str(port),
+        "--workers", "1",
+        "--allowed-hosts", ",".join(allowed_hosts(namespace)),
+    ]  # fmt: skip
+
+
+# MLflow 3's job runner (huey) is not in mlflow-skinny, and tracking needs no jobs.
+SERVER_ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+@dataclass(frozen=True)
+class MlflowServerArgs:
+    """The tracking server's place and storage."""
+
+    # Namespace of the server (the job's).
+    namespace: str
+    # Size of its claim (SQLite store and artifacts).
+    storage_size: str
+    # StorageClass of its claim; empty means the cluster default.
+    storage_class: str = ""
+
+
+class MlflowServer(pulumi.ComponentResource):
+    """PersistentVolumeClaim, Deployment and Service of an MLflow tracking server."""
+
+    tracking_uri: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        args: MlflowServerArgs,
+        *,
+        image: pulumi.Input[str],
+        image_pull_secret: pulumi.Input[str] | None,
+        start_after: list[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        """image: the trainer image; start_after: what must exist first (the namespace, the image on the nodes)."""
+        super().__init__("trainstack:index:MlflowServer", name, None, opts)
+        labels: dict[str, str] = {
+            "app.kubernetes.io/name": "mlflow",
+            "app.kubernetes.io/part-of": "trainstack",
+        }
+        claim = k8s.core.v1.PersistentVolumeClaim(
+            f"{name}-data",
+            metadata={
+                "name": f"{SERVICE_NAME}-data",
+                "namespace": args.namespace,
+                "annotations": {"pulumi.com/skipAwait": "true"},  # binds with its first pod
+            },
+            spec={
+                "access_modes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": args.storage_size}},
+                "storage_class_name": args.storage_class or None,
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=start_after),
+        )
+        pod_spec: dict[str, Any] = {
+            "security_context": {
+                "run_as_non_root": True,
+                "run_as_user": SERVER_UID,
+                "run_as_group": SERVER_UID,
+                "fs_group": SERVER_UID,
+                "seccomp_profile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "mlflow",
+                    "image": image,
+                    "command": server_command(DATA_MOUNT, args.namespace),
+                    "env": [{"name": key, "value": value} for key, value in SERVER_ENVIRONMENT.items()],
+                    "ports": [{"name": "http", "container_port": PORT}],
+                    # The first start creates and migrates the SQLite schema, which takes a while.
+                    "startup_probe": {
+                        "http_get": {"path": HEALTH_PATH, "port": "http"},
+                        "period_seconds": 5,
+                        "failure_threshold": 60,
+                    },
+                    "readiness_probe": {
+                        "http_get": {"path": HEALTH_PATH, "port": "http"},
+                        "period_seconds": 10,
+                    },
+                    "resources": {
+                        "requests": {"cpu": "100m", "memory": "512Mi"},
+                        "limits": {"memory": "2Gi"},
+                    },
+                    "security_context": {
+                        "allow_privilege_escalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                        "run_as_non_root": True,
+                    },
+                    "volume_mounts": [{"name": "data", "mount_path": DATA_MOUNT}],
+                }
+            ],
+            "volumes": [{"name": "data", "persistent_volume_claim": {"claim_name": f"{SERVICE_NAME}-data"}}],
+        }
+        if image_pull_secret is not None:
+            pod_spec["image_pull_secrets"] = [{"name": image_pull_secret}]
+        deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata={"name": SERVICE_NAME, "namespace": args.namespace, "labels": labels},
+            spec=cast(
+                Any,
+                {
+                    "replicas": 1,
+                    # One writer of the SQLite file on a ReadWriteOnce claim: the old pod goes before the new one.
+                    "strategy": {"type": "Recreate"},
+                    "selector": {"match_labels": labels},
+                    "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+                },
+            ),
+            # Pulumi waits for the rollout: the TrainJob starts only once the server answers /health.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[claim, *start_after]),
+        )
+        service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata={"name": SERVICE_NAME, "namespace": args.namespace, "labels": labels},
+            spec={"selector": labels, "ports": [{"name": "http", "port": PORT, "target_port": "http"}]},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=start_after),
+        )
+        self.ready = [deployment, service]
+        self.tracking_uri = service.metadata.apply(lambda _: tracking_uri(args.namespace))
+        self.register_outputs({"trackingUri": self.tracking_uri})

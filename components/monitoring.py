@@ -1,0 +1,80 @@
+"""Prometheus access to the training job's /metrics (served by rank 0, see trainer/prometheus.py).
+
+A Service `<job>-metrics` in front of the rank-0 pod (any Prometheus, or `kubectl port-forward`, reaches it
+by name), and, with `prometheusPodMonitor: true`, a PodMonitor (monitoring.coreos.com/v1) that a Prometheus
+Operator's Prometheus picks up. Whether a cluster has the Operator's CRDs cannot be asked at preview (the
+cluster may not exist yet), so the stack's config says so; a PodMonitor on a cluster without the CRD fails
+`pulumi up` with "no matches for kind PodMonitor".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+PORT_NAME = "metrics"
+METRICS_PATH = "/metrics"
+POD_MONITOR_API_VERSION = "monitoring.coreos.com/v1"
+
+
+@dataclass(frozen=True)
+class MonitoringArgs:
+    """Where rank 0's /metrics is and how Prometheus finds it."""
+
+    # Namespace of the job.
+    namespace: str
+    # Name of the TrainJob: the Service is <job>-metrics.
+    job_name: str
+    # Port rank 0 serves /metrics on (the container port named "metrics").
+    port: int
+    # Labels of the rank-0 pod only (the other pods serve nothing).
+    rank0_labels: Mapping[str, str] = field(default_factory=dict)
+    # Also declare a PodMonitor (the cluster must have the Prometheus Operator's CRDs).
+    pod_monitor: bool = False
+    # Scrape interval of the PodMonitor, e.g. 30s.
+    scrape_interval: str = "30s"
+
+
+def pod_monitor_spec(args: MonitoringArgs) -> dict[str, object]:
+    """The PodMonitor's spec (fields of prometheus-operator's monitoring.coreos.com/v1 PodMonitor)."""
+    return {
+        "selector": {"matchLabels": dict(args.rank0_labels)},
+        "namespaceSelector": {"matchNames": [args.namespace]},
+        "podMetricsEndpoints": [{"port": PORT_NAME, "path": METRICS_PATH, "interval": args.scrape_interval}],
+    }
+
+
+class TrainingMonitoring(pulumi.ComponentResource):
+    """The metrics Service and the optional PodMonitor."""
+
+    service_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("trainstack:index:TrainingMonitoring", name, None, opts)
+        labels = {
+            "app.kubernetes.io/name": f"{args.job_name}-metrics",
+            "app.kubernetes.io/part-of": "trainstack",
+        }
+        service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata={"name": f"{args.job_name}-metrics", "namespace": args.namespace, "labels": labels},
+            spec={
+                "selector": dict(args.rank0_labels),
+                "ports": [{"name": PORT_NAME, "port": args.port, "target_port": PORT_NAME}],
+            },
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.service_name = service.metadata.name
+        if args.pod_monitor:
+            k8s.apiextensions.CustomResource(
+                f"{name}-pod-monitor",
+                api_version=POD_MONITOR_API_VERSION,
+                kind="PodMonitor",
+                metadata={"name": args.job_name, "namespace": args.namespace, "labels": labels},
+                spec=pod_monitor_spec(args),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+        self.register_outputs({"serviceName": self.service_name})

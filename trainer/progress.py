@@ -1,0 +1,193 @@
+"""Progress in the TrainJob's own status: Kubeflow Trainer's `status.trainerStatus`.
+
+Kubeflow Trainer (v2.2 and later, TrainJobStatus feature gate; v2.3.0 read for this:
+pkg/apis/trainer/v1alpha1/trainjob_types.go, pkg/runtime/framework/plugins/trainjobstatus, pkg/statusserver)
+gives every trainer container of a TrainJob three environment variables:
+
+    KUBEFLOW_TRAINER_SERVER_URL      https://<controller>:10443/apis/trainer.kubeflow.org/v1alpha1/namespaces/<ns>/trainjobs/<name>/status
+    KUBEFLOW_TRAINER_SERVER_CA_CERT  the CA of that HTTPS endpoint (a file)
+    KUBEFLOW_TRAINER_SERVER_TOKEN    a projected service-account token whose audience is that TrainJob (a file, rotated)
+
+A POST of an UpdateTrainJobStatusRequest there is written by the controller into the TrainJob's
+status.trainerStatus (progressPercentage, estimatedRemainingSeconds, metrics as name/value strings,
+lastUpdatedTime). The controller checks the token (signature, audience, namespace): the pod needs no Role and
+no kubectl. Rank 0 reports step, total steps and the last losses.
+
+Reporting never slows or stops training: a daemon thread posts the newest snapshot at most every
+MIN_INTERVAL_SECONDS (the Trainer's guidance, which its SDK also follows), with a short timeout, re-reading the
+token each time (it rotates); the first failure is reported once on stderr, and a recovery once more.
+Only Python's standard library is used (urllib, ssl).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from trainer.metrics import Outcome, warn
+
+URL_ENV = "KUBEFLOW_TRAINER_SERVER_URL"
+CA_CERT_ENV = "KUBEFLOW_TRAINER_SERVER_CA_CERT"
+TOKEN_ENV = "KUBEFLOW_TRAINER_SERVER_TOKEN"
+MIN_INTERVAL_SECONDS = 5.0
+REQUEST_TIMEOUT_SECONDS = 5.0
+# The API limits a metric's name and value to 64 characters each.
+MAX_METRIC_TEXT = 64
+
+
+def rfc3339_now() -> str:
+    """metav1.Time's JSON form: RFC 3339, UTC, whole seconds."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def status_request(
+    step: int,
+    max_steps: int,
+    metrics: Mapping[str, float | int | None],
+    remaining_seconds: float | None,
+) -> dict[str, Any]:
+    """An UpdateTrainJobStatusRequest body (Trainer v2.3.0's JSON field names)."""
+    trainer_status: dict[str, Any] = {
+        "progressPercentage": max(0, min(100, (100 * step) // max_steps)),
+        "metrics": [
+            {"name": name[:MAX_METRIC_TEXT], "value": f"{value:.6g}"[:MAX_METRIC_TEXT]}
+            for name, value in metrics.items()
+            if value is not None
+        ],
+        "lastUpdatedTime": rfc3339_now(),
+    }
+    if remaining_seconds is not None:
+        trainer_status["estimatedRemainingSeconds"] = max(0, int(remaining_seconds))
+    return {"trainerStatus": trainer_status}
+
+
+class TrainJobStatusReporter:
+    """Posts rank 0's progress to the Trainer's status endpoint; a MetricsSink."""
+
+    def __init__(self, url: str, ca_cert: Path, token: Path, max_steps: int) -> None:
+        self.url = url
+        self.ca_cert = ca_cert
+        self.token = token
+        self.max_steps = max_steps
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._pending: dict[str, Any] | None = None
+        self._closing = False
+        self._failing = False
+        self._last_post = -MIN_INTERVAL_SECONDS
+        self.step = 0
+        self.values: dict[str, float | int | None] = {"loss": None, "val_loss": None}
+        self.step_time: float | None = None
+        self.sent = 0  # successful posts, for the log line at the end and for tests
+        self._thread = threading.Thread(target=self._run, name="trainjob-status", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_environment(cls, max_steps: int) -> TrainJobStatusReporter | None:
+        """A reporter when the Trainer injected its status endpoint, else None (not in a TrainJob, or the
+        TrainJobStatus feature gate is off)."""
+        url, ca_cert, token = (os.environ.get(name) for name in (URL_ENV, CA_CERT_ENV, TOKEN_ENV))
+        if not (url and ca_cert and token):
+            return None
+        return cls(url, Path(ca_cert), Path(token), max_steps)
+
+    def record(self, fields: Mapping[str, Any]) -> None:
+        event = fields.get("event")
+        if isinstance(fields.get("step"), int):
+            self.step = fields["step"]
+        if event == "train":
+            self.values["loss"] = fields.get("loss")
+            if fields.get("step_time_ms") is not None:
+                self.step_time = fields["step_time_ms"] / 1000
+        elif event == "val":
+            self.values["val_loss"] = fields.get("val_loss")
+        elif event not in ("start", "checkpoint"):
+            return
+        self._submit()
+
+    def summary(self, fields: Mapping[str, Any]) -> None:
+        if fields.get("final_step") is not None:
+            self.step = fields["final_step"]
+        self._submit()
+
+    def close(self, outcome: Outcome) -> None:
+        """Sends the last snapshot now (one bounded try) unless the endpoint has been failing."""
+        with self._lock:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join(timeout=REQUEST_TIMEOUT_SECONDS + 1)
+
+    def _submit(self) -> None:
+        remaining = None
+        if self.step_time is not None:
+            remaining = (self.max_steps - self.step) * self.step_time
+        metrics = {"step": self.step, "total_steps": self.max_steps, **self.values}
+        body = status_request(self.step, self.max_steps, metrics, remaining)
+        with self._lock:
+            self._pending = body
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while True:
+                    wait = self._last_post + MIN_INTERVAL_SECONDS - time.monotonic()
+                    if self._closing or (self._pending is not None and wait <= 0):
+                        break
+                    self._wake.wait(timeout=wait if self._pending is not None else None)
+                body, self._pending = self._pending, None
+                closing = self._closing
+                self._last_post = time.monotonic()
+            if body is not None and not (closing and self._failing):
+                self._post(body)
+            if closing:
+                return
+
+    def _post(self, body: dict[str, Any]) -> None:
+        try:
+            context = ssl.create_default_context(cafile=str(self.ca_cert))
+            token = self.token.read_text(encoding="utf-8").strip()  # rotated by the kubelet: read each time
+            request = urllib.request.Request(
+                self.url,
+                data=json.dumps(body).encode(),
+                method="POST",
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_SECONDS, context=context) as reply:
+                reply.read()
+        except (OSError, ValueError, ssl.SSLError) as error:  # URLError, HTTPError and timeouts are OSErrors
+            if not self._failing:
+                warn(
+                    f"cannot report progress to the TrainJob status ({self.url}): {describe(error)};"
+                    f" training goes on, retrying at most every {MIN_INTERVAL_SECONDS:g} s"
+                    " (this warning is not repeated)"
+                )
+                self._failing = True
+            return
+        if self._failing:
+            print("TrainJob status reporting works again", file=sys.stderr, flush=True)
+            self._failing = False
+        self.sent += 1
+
+
+def describe(error: BaseException) -> str:
+    """An HTTP error's status and the API's message, or the network error's reason."""
+    if isinstance(error, urllib.error.HTTPError):
+        try:
+            message = json.loads(error.read() or b"{}").get("message", "")
+        except (ValueError, OSError, AttributeError):
+            message = ""
+        return f"HTTP {error.code} {message}".strip()
+    if isinstance(error, urllib.error.URLError):
+        return str(error.reason)
+    return str(error)

@@ -1,0 +1,231 @@
+"""Experiment tracking in MLflow (`output.tracking: mlflow`), from rank 0 only.
+
+What goes to the MLflow run:
+- params: the resolved config, flattened (`model.n_layer`, `train.lr`, ...), when the run is created. A
+  resumed run whose config changed keeps the params it started with (MLflow params are immutable) and gets a
+  tag `config.<key>` for each changed value; every start also logs its whole config as the artifact
+  `config/start_step_<N>.yaml`.
+- metrics: every number of every metrics.jsonl record at its step: `loss`, `lr`, `grad_norm`,
+  `tokens_per_sec`, `mfu`, `step_time_ms` (train records), `val_loss`, and `<event>.<field>` for the other
+  events (`start.world_size`, `start.params`, `start.tokens`, ...); their text fields become tags
+  (`start.device`, `checkpoint.path`, `preempted.signal`, ...).
+- artifacts: `summary.json` and the loss curve `loss.png` (also written to output.dir) at the end.
+- status: RUNNING while training, FINISHED at the end (train.max_steps or train.stop_at), KILLED when stopped
+  by a signal (the run resumes later), FAILED on an error.
+
+Where: `output.tracking_uri`, or by default a SQLite store, MLflow 3's recommended local backend, at
+output.dir/mlflow/mlflow.db with artifacts in output.dir/mlflow/artifacts (nothing to run:
+`mlflow ui --backend-store-uri sqlite:///<output.dir>/mlflow/mlflow.db` shows it, with the full `mlflow`
+package). A restarted run continues the same MLflow run: its id is kept in output.dir/run_state.json with the
+URI it belongs to.
+
+All MLflow work (import, run creation, database migration, each batch of metrics, uploads) happens on one
+daemon thread fed by a queue, so training never waits on it. If MLflow fails (a tracking server that stays
+unreachable after MLflow's own retries, a full disk), one warning goes to stderr and the run trains on
+without tracking; the MLflow run then lacks what followed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trainer.config import ConfigError, TrainConfig
+from trainer.metrics import Outcome, warn
+from trainer.run_state import RunState
+
+STORE_DIR = "mlflow"
+LOSS_PLOT = "loss.png"
+SUMMARY = "summary.json"
+# Records whose numbers are logged under their own names; other events' fields get "<event>." in front.
+PLAIN_EVENTS = ("train", "val")
+MLFLOW_STATUS: dict[Outcome, str] = {"finished": "FINISHED", "preempted": "KILLED", "failed": "FAILED"}
+# How long a closing process waits for the queue to drain: the last metrics, the summary and the plot after a
+# finished run; after a signal the pod's grace period is short, so only briefly.
+CLOSE_TIMEOUT_SECONDS: dict[Outcome, float] = {"finished": 300.0, "preempted": 10.0, "failed": 10.0}
+MAX_TAG_LENGTH = 5000
+
+
+def default_tracking_uri(output_dir: str | Path) -> str:
+    """The local SQLite store under output.dir (absolute: the URI must not depend on the working directory)."""
+    return f"sqlite:///{(Path(output_dir).expanduser().resolve() / STORE_DIR / 'mlflow.db').as_posix()}"
+
+
+def sqlite_artifact_location(tracking_uri: str) -> str | None:
+    """Artifacts beside a SQLite store (MLflow would otherwise put them in ./mlruns of whatever directory the
+    process runs in); None for a tracking server, which decides itself."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    return (database.parent / "artifacts").resolve().as_uri()
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """{'model': {'n_layer': 2}} -> {'model.n_layer': '2'}; None as 'null', as in the YAML config."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = "null" if value is None else str(value)
+    return flat
+
+
+def split_record(fields: Mapping[str, Any]) -> tuple[int, dict[str, float], dict[str, str]]:
+    """A metrics.jsonl record as (step, metrics, tags): numbers are metrics, text and flags are tags."""
+    event = str(fields.get("event", "record"))
+    prefix = "" if event in PLAIN_EVENTS else f"{event}."
+    step = int(fields.get("step") or 0)
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    for key, value in fields.items():
+        if key in ("event", "step") or value is None:
+            continue
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if math.isfinite(value):
+                metrics[f"{prefix}{key}"] = float(value)
+        else:
+            text = value if isinstance(value, str) else json.dumps(value)
+            tags[f"{prefix}{key}"] = text[:MAX_TAG_LENGTH]
+    return step, metrics, tags
+
+
+class MlflowTracker:
+    """Rank 0's MLflow run; a MetricsSink whose MLflow calls all run on its own thread."""
+
+    def __init__(self, config: TrainConfig, state: RunState, start_step: int) -> None:
+        self.config = config
+        self.state = state
+        self.start_step = start_step
+        self.output_dir = Path(config.output.dir).expanduser()
+        self.tracking_uri = config.output.tracking_uri or default_tracking_uri(self.output_dir)
+        self.run_id: str | None = None
+        self.failed = False
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._client: Any = None
+        self._thread = threading.Thread(target=self._work, name="mlflow", daemon=True)
+        self._thread.start()
+        self._queue.put(self._open)
+
+    def record(self, fields: Mapping[str, Any]) -> None:
+        timestamp = int(time.time() * 1000)
+        self._queue.put(lambda: self._log_record(dict(fields), timestamp))
+
+    def summary(self, fields: Mapping[str, Any]) -> None:
+        self._queue.put(self._log_outputs)
+
+    def close(self, outcome: Outcome) -> None:
+        """Ends the MLflow run with the outcome's status, waiting at most CLOSE_TIMEOUT_SECONDS[outcome]."""
+        self._queue.put(lambda: self._finish(outcome))
+        self._queue.put(None)
+        timeout = CLOSE_TIMEOUT_SECONDS[outcome]
+        self._thread.join(timeout=timeout)
+        if self._thread.is_alive():
+            warn(
+                f"MLflow tracking did not finish within {timeout:g} s; the MLflow run may lack the last records"
+            )
+
+    def _work(self) -> None:
+        while True:
+            task = self._queue.get()
+            if task is None:
+                return
+            if self.failed:
+                continue
+            try:
+                task()
+            except Exception as error:  # MLflow raises many kinds; none may reach training
+                self.failed = True
+                reason = " ".join(str(error).split())[:500]
+                warn(f"MLflow tracking to {self.tracking_uri} failed: {reason}; training goes on without it")
+
+    def _open(self) -> None:
+        """Creates the MLflow run, or continues the one this run started, and logs the config."""
+        for name in ("mlflow", "alembic"):  # their INFO lines (database migrations) would litter the log
+            logging.getLogger(name).setLevel(logging.WARNING)
+        from mlflow.entities import Param, RunTag
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        self._client = client
+        config = self.config.to_dict()
+        params = flatten(config)
+        stored = self.state.get("mlflow") or {}
+        run = None
+        if stored.get("tracking_uri") == self.tracking_uri and stored.get("run_id"):
+            try:
+                run = client.get_run(stored["run_id"])
+            except Exception:  # deleted from the store, or another store at the same URI: a new run
+                run = None
+        if run is None:
+            experiment = client.get_experiment_by_name(self.config.output.experiment)
+            experiment_id = (
+                experiment.experiment_id
+                if experiment is not None
+                else client.create_experiment(
+                    self.config.output.experiment,
+                    artifact_location=sqlite_artifact_location(self.tracking_uri),
+                )
+            )
+            run = client.create_run(experiment_id, tags={"trainstack.output_dir": str(self.output_dir)})
+            self.run_id = run.info.run_id
+            self.state.update(mlflow={"tracking_uri": self.tracking_uri, "run_id": self.run_id})
+            client.log_batch(self.run_id, params=[Param(key, value) for key, value in params.items()])
+        else:
+            self.run_id = run.info.run_id
+            client.update_run(self.run_id, status="RUNNING")
+            logged = run.data.params
+            new = [Param(key, value) for key, value in params.items() if key not in logged]
+            changed = [
+                RunTag(
+                    f"config.{key}",
+                    f"{value} (from step {self.start_step}; the run started with {logged[key]})",
+                )
+                for key, value in params.items()
+                if key in logged and logged[key] != value
+            ]
+            client.log_batch(self.run_id, params=new, tags=changed)
+        client.log_text(
+            self.run_id,
+            yaml.safe_dump(config, sort_keys=False),
+            f"config/start_step_{self.start_step:06d}.yaml",
+        )
+
+    def _log_record(self, fields: dict[str, Any], timestamp: int) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        step, metrics, tags = split_record(fields)
+        self._client.log_batch(
+            self.run_id,
+            metrics=[Metric(key, value, timestamp, step) for key, value in metrics.items()],
+            tags=[RunTag(key, value) for key, value in tags.items()],
+        )
+
+    def _log_outputs(self) -> None:
+        """summary.json and the loss curve (drawn from metrics.jsonl) as artifacts."""
+        from trainer.plot import plot_loss
+
+        summary = self.output_dir / SUMMARY
+        if summary.is_file():
+            self._client.log_artifact(self.run_id, str(summary))
+        plot = self.output_dir / LOSS_PLOT
+        try:
+            plot_loss(self.output_dir / "metrics.jsonl", plot)
+        except ConfigError as error:  # no training records yet, or no matplotlib
+            warn(f"no loss plot for MLflow: {error}")
+            return
+        self._client.log_artifact(self.run_id, str(plot))
+
+    def _finish(self, outcome: Outcome) -> None:
+        if self.run_id is not None:
+            self._client.set_terminated(self.run_id, status=MLFLOW_STATUS[outcome])
