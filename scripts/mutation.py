@@ -121,6 +121,10 @@ EQUIVALENT: dict[str, str] = {
     ),
     "trainer.dataset.xǁTokenCacheǁ__init____mutmut_17": _CACHE_NAME,
     "trainer.dataset.xǁTokenCacheǁ__init____mutmut_18": _CACHE_NAME,
+    "trainer.dataset.xǁTokenCacheǁprepare__mutmut_22": (
+        "tokens.data.cast('b') instead of cast('B'): the memoryview's item format changes, not its bytes; "
+        "write_once hands it to a binary file's write(), which writes the same raw bytes for either."
+    ),
     "trainer.dataset.xǁTokenCacheǁopen__mutmut_14": (
         "_split's description only appears in its error, and open() can only fail the split check on a file "
         "that prepare() checked with the same tokens (the file is named by a hash of its content and published "
