@@ -23,7 +23,7 @@ UP_TOOLS := pulumi docker kind kubectl
 # `make train-local` writes here (replaced on each run).
 LOCAL_RUN ?= runs/train-local
 
-.PHONY: venv lint typecheck test up down check-prereqs train-local e2e-toolchain e2e
+.PHONY: venv lint typecheck test up down check-prereqs train-local e2e-toolchain e2e mutation
 
 # The virtualenv, with CPU PyTorch first (DeepSpeed builds against the torch it finds).
 $(STAMP): requirements.txt requirements-dev.txt trainer/requirements.txt
@@ -50,6 +50,13 @@ typecheck: $(STAMP)
 # The test command: lint (ruff, shellcheck), types, then every test (fast ones first, slow and docker ones last).
 test: lint typecheck
 	$(PY) -m pytest
+
+# Mutation testing of the rules that protect users' work (scripts/mutation.py: modules, fast tests, budget):
+# mutmut on 2 workers within MUTATION_BUDGET seconds; the survivors go to runs/mutation/report.md.
+# `make mutation MODULES="webhook_patch dataset"` runs some of the modules.
+MUTATION_BUDGET ?= 1800
+mutation: $(STAMP)
+	$(PY) scripts/mutation.py --budget $(MUTATION_BUDGET) $(MODULES)
 
 # Every tool `make up` needs, with how to get what is missing.
 check-prereqs:

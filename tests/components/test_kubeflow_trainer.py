@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pulumi
 import pytest
 
 from components.kubeflow_trainer import (
@@ -26,7 +27,7 @@ from components.kubeflow_trainer import (
 )
 from components.shell import KUBECONFIG_PRELUDE, script
 from tests.shell_stubs import run_file, run_text, stub_tools
-from tests.stack_helpers import contains_secret, evaluate
+from tests.stack_helpers import contains_secret, evaluate, reveal, without_secrets
 
 
 def release_inputs(args: KubeflowTrainerArgs) -> dict[str, Any]:
@@ -92,18 +93,23 @@ def test_an_edited_webhook_patch_upgrades_the_release_and_a_moved_checkout_does_
 
 
 def test_readiness_gate_waits_for_the_release_controllers_and_webhooks() -> None:
+    # The cluster's kubeconfig reaches the component as a secret Output, as the Cluster component makes it.
     run = evaluate(
-        lambda: KubeflowTrainer("trainer", KubeflowTrainerArgs("2.3.0", False), kubeconfig="secret-kc")
+        lambda: KubeflowTrainer(
+            "trainer", KubeflowTrainerArgs("2.3.0", False), kubeconfig=pulumi.Output.secret("secret-kc")
+        )
     )
     gate = run.one("command:local:Command", "trainer-ready")
     assert run.depends_on(gate, run.one("kubernetes:helm.sh/v3:Release"))
     assert gate.inputs["create"] == KUBECONFIG_PRELUDE + READINESS_SCRIPT
     assert script("kubeflow_trainer_ready.sh") == READINESS_SCRIPT
-    assert gate.inputs["environment"] == {
+    assert contains_secret(gate.inputs["environment"])
+    assert reveal(gate.inputs["environment"]) == {
         "TRAINSTACK_KUBECONFIG": "secret-kc",
         "NAMESPACE": TRAINER_NAMESPACE,
         "WEBHOOKS": " ".join(WEBHOOK_CONFIGURATIONS),
     }
+    assert "secret-kc" not in repr(without_secrets(gate.inputs))
     assert not contains_secret(gate.inputs["create"])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pulumi
 import pytest
 import yaml
 
@@ -12,10 +13,12 @@ from components.settings import (
     StackConfigError,
     available_presets,
     declared_keys,
+    load_settings,
     parse_settings,
     resolve_values,
 )
 from components.trainer_image import K3sImport, KindLoad
+from tests.stack_helpers import evaluate, is_secret, reveal
 
 
 def test_every_declared_key_has_a_type_default_and_description() -> None:
@@ -198,3 +201,146 @@ def test_an_existing_cluster_is_reached_through_its_kubeconfig_and_pulls_the_pus
     assert not settings.cluster.shared_storage and settings.job.checkpoint_storage_class == "nfs-client"
     assert settings.image.push and settings.image.delivery is None
     assert settings.trainer.ignore_webhook_failures is False and settings.gpu_operator is None
+
+
+# Written for the mutants that survived `make mutation MODULES=settings`: whole messages and the values that reach
+# the components, where the tests above only matched a fragment.
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"nodeCount": "two"}, "trainstack:nodeCount: must be an integer, got 'two'"),
+        ({"nodeCount": True}, "trainstack:nodeCount: must be an integer, got True"),
+        (
+            {"namespace": "Bad_NS"},
+            "trainstack:namespace: must be a DNS-1123 label (lowercase letters, digits, '-'), got 'Bad_NS'",
+        ),
+        (
+            {"memoryPerNode": "lots"},
+            "trainstack:memoryPerNode: must be a Kubernetes quantity such as 2, 500m, 8Gi, got 'lots'",
+        ),
+        ({"k3sAgentHosts": "[1, 2]"}, "trainstack:k3sAgentHosts: must be a list of strings, got '[1, 2]'"),
+        (
+            {"clusterKind": "k3s", "k3sMode": "docker", "gpusPerNode": "1"},
+            "trainstack:gpusPerNode: must be 0 when k3sMode is docker (its nodes get no GPU), got 1;"
+            " for GPUs use k3sMode local or remote, or clusterKind kind",
+        ),
+        (
+            {"gpuTimeSlicingReplicas": "1"},
+            "trainstack:gpuTimeSlicingReplicas: must be 0 (off) or >= 2, got 1",
+        ),
+    ],
+)
+def test_bad_values_give_the_whole_message(values: dict[str, str], message: str) -> None:
+    with pytest.raises(StackConfigError) as error:
+        parse_settings(values)
+    assert str(error.value) == message
+
+
+def test_a_registry_password_needs_the_server_and_the_user() -> None:
+    with pytest.raises(StackConfigError) as error:
+        parse_settings({"registryUsername": "bot"}, registry_password="pw")
+    assert str(error.value) == (
+        "trainstack:registryServer: registryServer and registryUsername must both be set when registryPassword"
+        " is set"
+    )
+
+
+def test_ssh_port_65535_is_the_last_one(tmp_path: Path) -> None:
+    key = tmp_path / "id"
+    key.write_text("key")
+    remote = {
+        "clusterKind": "k3s",
+        "k3sMode": "remote",
+        "k3sServerHost": "192.0.2.1",
+        "sshPrivateKeyPath": str(key),
+    }
+    assert parse_settings({**remote, "sshPort": "65535"}).cluster.remote.port == 65535  # type: ignore[union-attr]
+    with pytest.raises(StackConfigError) as error:
+        parse_settings({**remote, "sshPort": "65536"})
+    assert str(error.value) == "trainstack:sshPort: must be a port number between 1 and 65535, got 65536"
+
+
+def test_k3s_in_docker_nodes_get_the_release_image_or_the_configured_one(tmp_path: Path) -> None:
+    docker = {"clusterKind": "k3s", "k3sMode": "docker"}
+    nodes = parse_settings(docker).cluster.docker
+    assert nodes is not None and nodes.image == "rancher/k3s:v1.33.6-k3s1" and nodes.airgap_images is None
+    (tmp_path / "images").mkdir()
+    nodes = parse_settings(
+        {**docker, "k3sImage": "mirror/k3s:v1", "k3sAirgapImages": str(tmp_path / "images")}
+    ).cluster.docker
+    assert nodes is not None and (nodes.image, nodes.airgap_images) == ("mirror/k3s:v1", tmp_path / "images")
+
+
+def test_base_image_and_platform_reach_the_image_build() -> None:
+    image = parse_settings({"baseImage": "my/base:1", "imagePlatform": "linux/arm64"}).image
+    assert dict(image.build_args) == {"BASE_IMAGE": "my/base:1"}
+    assert image.platform == "linux/arm64"
+
+
+def test_chart_repositories_by_http_and_https_are_not_local_directories() -> None:
+    for chart in ("http://charts.example/kf", "https://charts.example/kf"):
+        assert parse_settings({"trainerChart": chart}).trainer.chart == chart
+
+
+def test_bad_chart_values_show_the_yaml_error() -> None:
+    with pytest.raises(StackConfigError) as error:
+        parse_settings({"trainerChartValues": "{a: [}"})
+    assert str(error.value).startswith(
+        "trainstack:trainerChartValues: must be a YAML or JSON mapping of chart values: while parsing"
+    )
+
+
+def test_an_override_of_a_stack_path_is_refused_whatever_its_value_holds() -> None:
+    with pytest.raises(
+        StackConfigError, match=r"^trainstack:trainingOverrides: may not set checkpoint\.dir: "
+    ):
+        parse_settings({"trainingOverrides": '["checkpoint.dir=/data/a=b"]'})
+
+
+def test_load_settings_hands_the_stack_s_secrets_on_as_secrets() -> None:
+    """hfToken and registryPassword come from the stack's secret config (through the SDK's mock engine)."""
+
+    def program() -> None:
+        settings = load_settings()
+        assert settings.access.registry is not None
+        pulumi.export("hfToken", settings.access.hf_token)
+        pulumi.export("registryPassword", settings.access.registry.password)
+
+    run = evaluate(
+        program,
+        config={"registryServer": "ghcr.io", "registryUsername": "bot"},
+        secrets={"hfToken": "hf_not_a_real_token", "registryPassword": "not-a-real-password"},
+    )
+    assert is_secret(run.outputs["hfToken"]) and reveal(run.outputs["hfToken"]) == "hf_not_a_real_token"
+    assert reveal(run.outputs["registryPassword"]) == "not-a-real-password"
+    assert is_secret(run.outputs["registryPassword"])
+
+
+@pytest.mark.parametrize(
+    ("repository", "pushable"),
+    [
+        ("ghcr.io/acme/trainer", True),
+        ("localhost:5000/trainer", True),  # a host with a port and no dot
+        ("acme/trainer", False),
+        ("acme/trainer.v2", False),  # a dot after the first '/' is no registry host
+        ("acme/trainer:v2", False),  # nor is a colon there
+    ],
+)
+def test_a_pushed_image_needs_a_registry_host_first(repository: str, pushable: bool) -> None:
+    values = {"imagePush": "true", "imageRepository": repository}
+    if pushable:
+        assert parse_settings(values).image.repository == repository
+        return
+    with pytest.raises(StackConfigError) as error:
+        parse_settings(values)
+    assert str(error.value) == (
+        "trainstack:imageRepository: must start with a registry host (e.g. ghcr.io/acme/trainer) when imagePush"
+        f" is true, got {repository!r}"
+    )
+
+
+def test_restarts_and_shared_storage_reach_the_job() -> None:
+    job = parse_settings({"maxRestarts": "3", "nodeCount": "2"}).job
+    assert (job.max_restarts, job.shared_storage) == (3, True)
+    job = parse_settings({"nodeCount": "2", "checkpointStorageClass": "nfs-client"}).job
+    assert job.shared_storage is False

@@ -10,6 +10,9 @@ import pytest
 
 from .conftest import TINY_CONFIG, assert_clean_failure, run, run_overrides, trainer_command
 
+# Every test here runs `python -m trainer` in a subprocess (about 0.7 s each, 17 of them).
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("command", ["train", "validate", "print-config", "launch"])
 @pytest.mark.parametrize(
@@ -49,7 +52,6 @@ def test_train_under_torchrun_names_a_missing_identity_variable() -> None:
     assert_clean_failure(result, "MASTER_PORT is not set: under torchrun every process needs")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("settings", "fragments"),
     [

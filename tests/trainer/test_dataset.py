@@ -8,18 +8,23 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
+import tiktoken
 
 from trainer.config import load_config
 from trainer.dataset import (
     DataError,
+    TextSource,
     TokenCache,
     byte_encoding,
     find_text_files,
     get_encoding,
+    token_dtype,
+    tokenize,
     train_batch,
     val_batch,
 )
@@ -99,7 +104,175 @@ def test_windows_are_deterministic_per_rank_and_step(tmp_path: Path) -> None:
         assert not np.array_equal(inputs, train_batch(data, 4, 32, seed=1, **other)[0])
     val_inputs, _ = val_batch(data, 4, 32, seed=1, rank=0, index=0)
     assert np.array_equal(val_inputs, val_batch(data, 4, 32, seed=1, rank=0, index=0)[0])
-    assert np.isin(val_inputs[0], data.val).all()
+
+
+def test_training_and_validation_windows_come_from_their_own_split(tmp_path: Path) -> None:
+    """Splits that cannot be confused: 900 'a' bytes, then 99 'z' bytes and the end-of-text token. With
+    data.val_fraction 0.1 the validation split is the last int(1000 * 0.1) = 100 tokens: every 'z' and the
+    end-of-text; the training split is every 'a'."""
+    (tmp_path / "corpus.txt").write_text("a" * 900 + "z" * 99)
+    cache = TokenCache(data_section(tmp_path, path=tmp_path / "corpus.txt", val_fraction=0.1), block_size=32)
+    cache.prepare()
+    data = cache.open()
+    for step in range(5):
+        inputs, targets = train_batch(data, 4, 32, seed=1, rank=0, step=step, micro_step=0)
+        assert set(np.unique(np.concatenate([inputs, targets]))) == {ord("a")}
+        val_inputs, val_targets = val_batch(data, 4, 32, seed=1, rank=0, index=step)
+        assert set(np.unique(np.concatenate([val_inputs, val_targets]))) <= {ord("z"), 256}
+
+
+def test_each_split_needs_one_window_plus_its_target_and_the_smallest_one_is_sampled_whole(
+    tmp_path: Path,
+) -> None:
+    """A window of block_size inputs and its shifted target take block_size + 1 tokens of each split. With
+    data.val_fraction 0.5: 33 bytes + end-of-text = 34 tokens split 17/17, exactly enough for block_size 16,
+    and each split's only window starts at its first token; 32 bytes + end-of-text = 33 tokens leave the
+    validation split int(33 * 0.5) = 16 tokens, one short."""
+    text = "abcdefghijklmnopqrstuvwxyzABCDEFG"  # 33 distinct bytes
+    (tmp_path / "enough.txt").write_text(text)
+    section = data_section(tmp_path, path=tmp_path / "enough.txt", val_fraction=0.5)
+    cache = TokenCache(section, block_size=16)
+    cache.prepare()
+    data = cache.open()
+    tokens = [*text.encode(), 256]
+    assert (data.train.tolist(), data.val.tolist()) == (tokens[:17], tokens[17:])
+    inputs, targets = train_batch(data, 2, 16, seed=1, rank=0, step=0, micro_step=0)
+    assert inputs.tolist() == [tokens[:16]] * 2 and targets.tolist() == [tokens[1:17]] * 2
+    val_inputs, val_targets = val_batch(data, 2, 16, seed=1, rank=0, index=0)
+    assert val_inputs.tolist() == [tokens[17:33]] * 2 and val_targets.tolist() == [tokens[18:34]] * 2
+
+    (tmp_path / "short.txt").write_text(text[:32])
+    short = TokenCache(data_section(tmp_path, path=tmp_path / "short.txt", val_fraction=0.5), block_size=16)
+    with pytest.raises(DataError) as error:
+        short.prepare()
+    assert str(error.value).startswith(
+        f"data: 1 file(s) at {tmp_path / 'short.txt'} gives 33 tokens, too short for model.block_size=16: "
+        "both the training split (17) and the validation split (16, data.val_fraction=0.5) need at least 17 tokens"
+    )
+
+
+def test_token_ids_take_the_smallest_unsigned_type_that_holds_the_vocabulary() -> None:
+    def vocabulary(size: int) -> Any:
+        return SimpleNamespace(n_vocab=size)
+
+    assert token_dtype(vocabulary(257)) is np.uint16
+    assert token_dtype(vocabulary(2**16)) is np.uint16  # ids 0..65535
+    assert token_dtype(vocabulary(2**16 + 1)) is np.uint32
+    assert token_dtype(vocabulary(100_277)) is np.uint32  # cl100k_base
+    assert byte_encoding().name == "bytes"
+    empty = tokenize(TextSource("none", "no documents", lambda: []), byte_encoding())
+    assert empty.shape == (0,) and empty.dtype == np.uint16
+
+
+def test_files_are_read_as_utf_8_with_bad_bytes_replaced_and_globs_recurse(tmp_path: Path) -> None:
+    nested = tmp_path / "plays" / "act1"
+    nested.mkdir(parents=True)
+    (nested / "scene.txt").write_bytes(b"caf\xe9 " * 20)  # Latin-1, not UTF-8
+    (tmp_path / "plays" / "prologue.txt").write_text("Two households " * 3)
+    pattern = str(tmp_path / "plays" / "**" / "*.txt")
+    assert [p.name for p in find_text_files(pattern)] == ["scene.txt", "prologue.txt"]
+    cache = TokenCache(data_section(tmp_path, path=nested / "scene.txt", val_fraction=0.5), block_size=8)
+    cache.prepare()
+    data = cache.open()
+    replacement = list("\ufffd".encode())  # U+FFFD in UTF-8
+    assert np.concatenate([data.train, data.val]).tolist() == [*([*b"caf", *replacement, 32] * 20), 256]
+    assert data.describe == f"1 file(s) at {nested / 'scene.txt'}"
+    assert data.vocab_size == 257
+    assert not data.train.flags.writeable and not data.val.flags.writeable  # mapped read-only: shared
+
+
+def test_an_encoding_that_cannot_load_says_what_it_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+
+    def offline(name: str) -> Any:
+        asked.append(name)
+        raise ConnectionError("no route to the tokenizer host")
+
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "/cache/tiktoken")
+    with pytest.raises(DataError) as error:
+        get_encoding("gpt2")
+    assert str(error.value) == (
+        "data.encoding: cannot load 'gpt2' (ConnectionError); it needs a download or a TIKTOKEN_CACHE_DIR "
+        "that holds it (currently /cache/tiktoken); 'bytes' needs neither"
+    )
+    assert asked == ["gpt2"]
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR")
+    with pytest.raises(DataError, match=r"\(currently unset\)"):
+        get_encoding("gpt2")
+    monkeypatch.setattr(tiktoken, "get_encoding", lambda name: f"the {name} encoding")
+    assert get_encoding("gpt2") == "the gpt2 encoding"
+
+
+def test_caches_go_into_a_new_nested_directory_and_share_an_existing_one(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "shared" / "runs" / "cache"  # none of it exists yet
+    paths = []
+    for word in ("to be or not ", "that is the question "):
+        (tmp_path / "corpus.txt").write_text(word * 20)
+        cache = TokenCache(data_section(tmp_path, path=tmp_path / "corpus.txt", cache_dir=cache_dir), 16)
+        cache.prepare()
+        paths.append(cache.path)
+    assert sorted(p.name for p in cache_dir.iterdir() if p.suffix == ".bin") == sorted(p.name for p in paths)
+    assert paths[0] != paths[1]
+
+
+def test_hugging_face_without_the_package_names_the_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` raises ImportError
+    with pytest.raises(DataError) as error:
+        TokenCache(data_section(tmp_path, hf_dataset="user/plays"), block_size=16)
+    assert str(error.value) == "data.hf_dataset needs the 'datasets' package: pip install datasets"
+
+
+class FakeDataset:
+    """What hf_source reads of a datasets.Dataset: column names, a fingerprint, a column's values."""
+
+    def __init__(self, fingerprint: str) -> None:
+        self.column_names = ["text", "label"]
+        self._fingerprint = fingerprint
+        self.columns: dict[str, list[Any]] = {"text": ["to be", "or not"], "label": [0, 1]}
+
+    def __getitem__(self, column: str) -> list[Any]:
+        return self.columns[column]
+
+
+def test_a_hugging_face_dataset_is_loaded_with_its_config_split_and_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded: list[tuple[Any, ...]] = []
+    fingerprint = ["fingerprint-1"]
+
+    def load_dataset(name: str, config: str | None, *, split: str, token: str | None) -> FakeDataset:
+        loaded.append((name, config, split, token))
+        if split == "missing":
+            raise ValueError("Unknown split 'missing'")
+        return FakeDataset(fingerprint[0])
+
+    monkeypatch.setitem(sys.modules, "datasets", SimpleNamespace(load_dataset=load_dataset))
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    settings = dict(hf_dataset="user/plays", hf_config="small", hf_split="train", val_fraction=0.5)
+    cache = TokenCache(data_section(tmp_path, **settings), block_size=2)
+    assert loaded == [("user/plays", "small", "train", "hf_not_a_real_token")]
+    cache.prepare()
+    data = cache.open()
+    assert np.concatenate([data.train, data.val]).tolist() == [*b"to be", 256, *b"or not", 256]
+    assert data.describe == "Hugging Face dataset user/plays"
+    assert TokenCache(data_section(tmp_path, **settings), block_size=2).path == cache.path
+    fingerprint[0] = "fingerprint-2"  # the dataset changed upstream: another cache
+    assert TokenCache(data_section(tmp_path, **settings), block_size=2).path != cache.path
+
+    with pytest.raises(DataError) as error:
+        TokenCache(data_section(tmp_path, **{**settings, "hf_text_field": "body"}), block_size=2)
+    assert (
+        str(error.value) == "data.hf_text_field: 'body' is not a column of 'user/plays'; columns: text, label"
+    )
+    with pytest.raises(DataError) as error:
+        TokenCache(data_section(tmp_path, **{**settings, "hf_split": "missing"}), block_size=2)
+    assert (
+        str(error.value)
+        == "data.hf_dataset: cannot load 'user/plays' split 'missing': Unknown split 'missing'"
+    )
 
 
 @pytest.mark.parametrize(

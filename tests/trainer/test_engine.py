@@ -81,6 +81,7 @@ def test_compile_needs_a_c_compiler(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "C compiler" in (compile_problem() or "")
 
 
+@pytest.mark.slow  # DeepSpeed in a subprocess: 30-45 s each on 2 cores
 @pytest.mark.parametrize(
     ("stage", "optimizer", "dtype"),
     [(0, "AdamW", "torch.float32"), (1, "DeepSpeedZeroOptimizer", "torch.bfloat16")],

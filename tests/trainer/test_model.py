@@ -53,8 +53,11 @@ def test_gpt2_124m_parameter_count_and_flops() -> None:
         model = GPT(config)
     # 124M with GPT-2's 50257-token vocabulary (nanoGPT: 124.44M); ours pads it to 50304.
     assert model.num_params(non_embedding=False) == 124_475_904
-    n = model.num_params()
-    assert model.flops_per_token() == 6 * n + 12 * 12 * 12 * 64 * 1024
+    # N without the position embeddings (nanoGPT's get_num_params): 124,475,904 - 1024 x 768 = 123,689,472.
+    assert model.num_params() == 123_689_472
+    # PaLM appendix B: 6N + 12 L H Q T = 6 x 123,689,472 + 12 x 12 x 12 x 64 x 1024
+    # = 742,136,832 + 113,246,208.
+    assert model.flops_per_token() == 855_383_040
 
 
 def test_sequence_longer_than_block_is_rejected() -> None:

@@ -1,0 +1,385 @@
+"""Mutation testing of the rules that protect users' work and clusters, with mutmut, by fast tests only.
+
+    .venv/bin/python scripts/mutation.py [MODULE ...] [--budget SECONDS] [--jobs N] [--sample F] [--report-only]
+    (make mutation [MODULES="..."] [MUTATION_BUDGET=SECONDS])
+
+MODULES below names each module under test: the files mutmut mutates, the mutants that count (mutmut's
+names, fnmatch patterns: a whole module, or one method such as Trainer.resume), and the fast test files that
+may kill them. Each module runs in its own work directory, runs/mutation/<module>/, which links to the
+repository's files and holds mutmut's copy (`mutants/`) and a pyproject.toml with the module's [tool.mutmut]
+table, so modules neither share nor invalidate each other's results. mutmut runs the tests in-process
+(forked workers), only those whose run touched the mutated function, with `-m "not slow and not docker"`.
+
+Bounded time: at most --jobs (default 2) workers, and each module in turn gets an equal share of what is left
+of --budget (default 1800 s) as a hard limit (quick modules leave their time to the later, larger ones); a
+module cut off by it reports its unchecked mutants as such. A module with about a thousand mutants whose tests
+run the whole program (settings, cluster) tests a fixed sample of them (`sample`, see `sampled`).
+
+Writes runs/mutation/report.md: per module the score (killed / (tested - argued equivalent)), every surviving
+or untested mutant with its diff, and the argument for each one listed in EQUIVALENT. Exit status 0 when every
+module reaches GOAL, 1 otherwise.
+
+To point a module at other files (e.g. components/cluster.py becoming the package components/cluster/), edit
+its `mutate` and `mutants` entries: a directory in `mutate` is mutated whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RUNS = REPO / "runs" / "mutation"
+GOAL = 0.90  # killed share of the non-equivalent mutants, per module
+# mutmut's exit codes (mutmut/stats.py status_by_exit_code), by what they mean here.
+KILLED = {1, 3, 36, -24, 24, 152, 255, -11, -9}  # failed, pytest internal error, timeout, crash
+SURVIVED = {0}
+NO_TESTS = {5, 33}  # no fast test reaches the function: a survivor too
+FAST_TESTS = ["-m", "not slow and not docker", "-p", "no:cacheprovider"]
+
+
+@dataclass(frozen=True)
+class Module:
+    """One module under mutation: what is mutated, which mutants count, which fast tests run."""
+
+    mutate: tuple[str, ...]  # repository paths (files or directories) mutmut mutates
+    mutants: tuple[str, ...]  # mutmut mutant-name patterns that count (fnmatch)
+    tests: tuple[str, ...]  # fast test files (or node ids) that may kill them
+    exclude: tuple[str, ...] = ()  # mutant-name patterns that do not count here (another module's)
+    sample: float = 1.0  # the share of its mutants tested (a fixed pseudo-random choice, see `sampled`)
+
+
+SAMPLING = tuple(
+    f"trainer.dataset.x_{function}__mutmut_*"
+    for function in ("_split", "sample_windows", "train_batch", "val_batch")
+)
+MODULES: dict[str, Module] = {
+    "webhook_patch": Module(
+        ("components/webhook_patch.py",),
+        ("components.webhook_patch.*",),
+        ("tests/components/test_webhook_patch.py",),
+    ),
+    # trainer/dataset.py in two parts: batch sampling (the split and the windows) and the token cache.
+    "sampling": Module(("trainer/dataset.py",), SAMPLING, ("tests/trainer/test_dataset.py",)),
+    "token_cache": Module(
+        ("trainer/dataset.py",), ("trainer.dataset.*",), ("tests/trainer/test_dataset.py",), exclude=SAMPLING
+    ),
+    # The checkpoint store, and the choice of the checkpoint to resume from in Trainer.resume.
+    "checkpoint": Module(
+        ("trainer/checkpoint.py", "trainer/train.py"),
+        ("trainer.checkpoint.*", "trainer.train.xǁTrainerǁresume__mutmut_*"),
+        ("tests/trainer/test_checkpoint.py",),
+    ),
+    "launch": Module(("trainer/launch.py",), ("trainer.launch.*",), ("tests/trainer/test_launch.py",)),
+    # Stack settings: their own tests, and the whole program's (secrets, an existing cluster's kubeconfig, bad
+    # config before any resource). A quarter of the mutants (1,000 in all; each runs whole-program tests).
+    "settings": Module(
+        ("components/settings.py",),
+        ("components.settings.*",),
+        ("tests/components/test_settings.py", "tests/test_main.py"),
+        sample=0.25,
+    ),
+    # The cluster kinds (kind, k3s local/remote/in Docker, an existing cluster) and their rules.
+    "cluster": Module(
+        ("components/cluster",), ("components.cluster.*",), ("tests/components/cluster",), sample=0.25
+    ),
+}
+
+# Surviving mutants argued equivalent (no input can tell them from the original), by mutmut's name, with why.
+# The report lists them apart; a name that no longer exists is reported as stale.
+_NO_API_VERSION = (
+    "is_webhook_configuration's default for a missing apiVersion: with '' (the original), None (str(None) is "
+    "'None'), 'XXXX' or no default, an object without apiVersion never starts with "
+    "'admissionregistration.k8s.io/', so the answer is False in every case."
+)
+_CACHE_NAME = (
+    "Only the cache file's name changes, the same way in every process of the same code (the key is a hash of "
+    "CACHE_FORMAT, the encoding and the content): caches are found, reused and rebuilt exactly as before; the "
+    "data is read with self.dtype, not with the name."
+)
+EQUIVALENT: dict[str, str] = {
+    "trainer.dataset.x_file_source__mutmut_11": (
+        "read_text(encoding='UTF-8') instead of 'utf-8': codecs.lookup normalizes the name, the same codec."
+    ),
+    "trainer.dataset.x_file_source__mutmut_8": (
+        "read_text() without encoding: the locale's encoding, as for mutmut_6 (UTF-8 on every supported machine)."
+    ),
+    "trainer.dataset.x_file_source__mutmut_6": (
+        "read_text(encoding=None) decodes with the locale's encoding: UTF-8 wherever this runs (the image, CI, "
+        "every developer machine: Python coerces the C locale to UTF-8, PEP 538). It would differ only under a "
+        "non-UTF-8 locale such as latin-1, which no supported machine has; no fast test can set one."
+    ),
+    "trainer.dataset.xǁTokenCacheǁ__init____mutmut_17": _CACHE_NAME,
+    "trainer.dataset.xǁTokenCacheǁ__init____mutmut_18": _CACHE_NAME,
+    "trainer.dataset.xǁTokenCacheǁprepare__mutmut_22": (
+        "tokens.data.cast('b') instead of cast('B'): the memoryview's item format changes, not its bytes; "
+        "write_once hands it to a binary file's write(), which writes the same raw bytes for either."
+    ),
+    "trainer.dataset.xǁTokenCacheǁopen__mutmut_14": (
+        "_split's description only appears in its error, and open() can only fail the split check on a file "
+        "that prepare() checked with the same tokens (the file is named by a hash of its content and published "
+        "whole), so the error cannot happen in open()."
+    ),
+    "components.settings.x__train_config__mutmut_45": (
+        "yaml.safe_dump(sort_keys=None) instead of False: PyYAML only tests the flag's truth "
+        "(yaml/representer.py, represent_mapping: `if self.sort_keys:`), and None is false like False."
+    ),
+    "trainer.dataset.x_sample_windows__mutmut_8": (
+        "rng.integers(len(tokens) - block_size) instead of rng.integers(0, len(tokens) - block_size): numpy's "
+        "Generator.integers(low, high=None) draws from [0, low) when high is None, the same call."
+    ),
+    "components.webhook_patch.x_is_webhook_configuration__mutmut_4": _NO_API_VERSION,
+    "components.webhook_patch.x_is_webhook_configuration__mutmut_6": _NO_API_VERSION,
+    "components.webhook_patch.x_is_webhook_configuration__mutmut_10": _NO_API_VERSION,
+    "components.webhook_patch.x_patch_manifest_stream__mutmut_5": (
+        "yaml.safe_dump_all(sort_keys=None) instead of False: PyYAML only tests the flag's truth "
+        "(yaml/representer.py, represent_mapping: `if self.sort_keys:`), and None is false like False."
+    ),
+}
+
+
+def python_module(path: str) -> str:
+    return path.removesuffix(".py").replace("/", ".")
+
+
+def mutmut_table(module: Module) -> str:
+    """The module's [tool.mutmut] table (TOML)."""
+    # Both packages are copied (components imports trainer.config); only_mutate picks what is mutated.
+    sources = ["components", "trainer"]
+    copied = ["__main__.py", "Dockerfile", "scripts", *sorted(p.name for p in REPO.glob("Pulumi*.yaml"))]
+    only = [path if path.endswith(".py") else f"{path}/*" for path in module.mutate]  # a directory: all of it
+    lines = [
+        "[tool.mutmut]",
+        f"source_paths = {json.dumps(sources)}",
+        f"only_mutate = {json.dumps(only)}",
+        f"pytest_add_cli_args = {json.dumps(FAST_TESTS)}",
+        f"pytest_add_cli_args_test_selection = {json.dumps(list(module.tests))}",
+        f"also_copy = {json.dumps(copied)}",
+        "use_git_change_detection = false",
+        # Workers fork from a server that has only collected the tests: the Pulumi SDK's gRPC and torch are not
+        # fork-safe once used (with plain fork every settings mutant hung until its timeout).
+        'process_isolation = "forkserver"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def prepare(name: str, module: Module) -> Path:
+    """A fresh work directory: links to the repository's files, the module's pyproject.toml, and
+    mutants/.venv linked to the project's virtualenv (the webhook post-renderer runs `.venv/bin/python`)."""
+    work = RUNS / name
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    for entry in REPO.iterdir():
+        if entry.name not in {"runs", ".git", "pyproject.toml", "mutants"}:
+            (work / entry.name).symlink_to(entry)
+    pyproject = (REPO / "pyproject.toml").read_text()
+    (work / "pyproject.toml").write_text(pyproject + "\n" + mutmut_table(module))
+    (work / "mutants").mkdir()
+    (work / "mutants" / ".venv").symlink_to(REPO / ".venv")
+    return work
+
+
+def sampled(mutant: str, fraction: float) -> bool:
+    """Whether a mutant is in the sample: the first 32 bits of the sha256 of its name below fraction * 2**32.
+    The same mutants on every run (and machine) for the same fraction; a larger fraction keeps them all."""
+    return fraction >= 1 or int(hashlib.sha256(mutant.encode()).hexdigest()[:8], 16) < fraction * 2**32
+
+
+def mutmut_run(work: Path, jobs: int, names: list[str], seconds: float) -> str:
+    """`mutmut run` for the given mutant names or patterns, stopped (its whole process group) after `seconds`."""
+    mutmut = Path(sys.executable).with_name("mutmut")
+    with open(work / "mutmut.log", "a") as output:
+        process = subprocess.Popen(
+            [str(mutmut), "run", "--max-children", str(jobs), *names],
+            cwd=work, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+        try:
+            process.wait(timeout=max(seconds, 1))
+            return f"finished (exit {process.returncode})"
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 15)
+            process.wait()
+            return "stopped at the time limit"
+
+
+def run_module(name: str, module: Module, jobs: int, seconds: float, fraction: float) -> tuple[str, float]:
+    """mutmut run for the module's mutants (or the sampled share of them) in its work directory, within
+    `seconds`. A sample first lets mutmut generate the mutants and collect its test statistics with a pattern
+    that matches no mutant, then runs the chosen ones by name."""
+    work = prepare(name, module)
+    started = time.monotonic()
+    if fraction >= 1:
+        outcome = mutmut_run(work, jobs, list(module.mutants), seconds)
+    else:
+        outcome = mutmut_run(work, jobs, [module.mutants[0].split("*")[0] + "__no_such_mutant*"], seconds)
+        chosen = [mutant for mutant in results(name, module) if sampled(mutant, fraction)]
+        if chosen:
+            outcome = mutmut_run(work, jobs, chosen, seconds - (time.monotonic() - started))
+        outcome += f", sample {fraction:.0%}"
+    seconds_taken = time.monotonic() - started
+    (work / "outcome.json").write_text(
+        json.dumps(
+            {
+                "outcome": outcome,
+                "seconds": seconds_taken,
+                "commit": commit(),
+                "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+            }
+        )
+    )
+    return outcome, seconds_taken
+
+
+def commit() -> str:
+    """The checked-out commit, marked when tracked files differ from it."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    return head.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
+
+
+def results(name: str, module: Module) -> dict[str, int | None]:
+    """Exit code by mutant name, for the mutants that count (None: not checked)."""
+    codes: dict[str, int | None] = {}
+    for meta in (RUNS / name / "mutants").rglob("*.py.meta"):
+        for mutant, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+            if any(fnmatch.fnmatch(mutant, p) for p in module.mutants) and not any(
+                fnmatch.fnmatch(mutant, p) for p in module.exclude
+            ):
+                codes[mutant] = code
+    return codes
+
+
+# Prints {mutant name: unified diff} for the names given, from a module's work directory (mutmut's own diff).
+DIFFS = """
+import json, sys
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+print(json.dumps({name: get_diff_for_mutant(name) for name in sys.argv[1:]}))
+"""
+
+
+def diffs(name: str, mutants: list[str]) -> dict[str, str]:
+    if not mutants:
+        return {}
+    shown = subprocess.run(
+        [sys.executable, "-c", DIFFS, *mutants], cwd=RUNS / name, capture_output=True, text=True, timeout=600
+    )
+    if shown.returncode != 0:
+        return dict.fromkeys(mutants, f"(no diff: {shown.stderr.strip()[-300:]})")
+    return dict(json.loads(shown.stdout))
+
+
+def status(code: int | None) -> str:
+    if code is None:
+        return "not checked"
+    if code in KILLED:
+        return "killed"
+    if code in SURVIVED:
+        return "survived"
+    if code in NO_TESTS:
+        return "no fast test"
+    return f"exit {code}"
+
+
+def report(selected: list[str], fractions: dict[str, float], command: str) -> tuple[str, bool]:
+    lines = [
+        "# Mutation testing report",
+        "",
+        f"Written {time.strftime('%Y-%m-%d %H:%M %Z')} at commit {commit()} by `{command}`. Fast tests only"
+        f" (`{' '.join(FAST_TESTS)}`). Each module's run: its date, commit and outcome in the last column.",
+        "",
+        "| module | mutants | tested | killed | survived | no fast test | not checked | equivalent | score | run |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    details: list[str] = []
+    met = True
+    for name in selected:
+        every = results(name, MODULES[name])
+        codes = {mutant: code for mutant, code in every.items() if sampled(mutant, fractions[name])}
+        counts = Counter(status(code) for mutant, code in codes.items() if mutant not in EQUIVALENT)
+        equivalent = sorted(mutant for mutant in codes if mutant in EQUIVALENT)
+        counted = len(codes) - len(equivalent)
+        score = counts["killed"] / counted if counted else 0.0
+        met = met and counted > 0 and score >= GOAL
+        ran = RUNS / name / "outcome.json"
+        run = json.loads(ran.read_text()) if ran.is_file() else {"outcome": "not run", "seconds": 0}
+        run_text = f"{run['outcome']}, {run['seconds']:.0f} s" + (
+            f" ({run['date']}, commit {run['commit']})" if "commit" in run else ""
+        )
+        lines.append(
+            f"| {name} | {len(every)} | {len(codes)} | {counts['killed']} | {counts['survived']} | {counts['no fast test']} "
+            f"| {counts['not checked']} | {len(equivalent)} | {score:.1%} | {run_text} |"
+        )
+        left = sorted(m for m, c in codes.items() if m not in EQUIVALENT and status(c) != "killed")
+        if left or equivalent:
+            details += [f"## {name}", ""]
+        shown = diffs(name, left)
+        for mutant in left:
+            details += [f"### {mutant}: {status(codes[mutant])}", "", "```diff", shown[mutant], "```", ""]
+        for mutant in equivalent:
+            details += [f"### {mutant}: equivalent", "", EQUIVALENT[mutant], ""]
+    # Arguments for mutants of the selected modules that those modules no longer have (the code moved on).
+    known = {n: results(n, MODULES[n]) for n in selected}
+    stale = sorted(
+        m
+        for m in EQUIVALENT
+        if any(fnmatch.fnmatch(m, p) for n in selected for p in MODULES[n].mutants)
+        and not any(m in known[n] for n in selected)
+    )
+    if stale:
+        details += ["## Stale equivalence arguments (no such mutant now)", "", *[f"- {m}" for m in stale], ""]
+    lines += [
+        "",
+        f"Goal: at least {GOAL:.0%} of the non-equivalent tested mutants killed in every module. score = killed /"
+        " (tested - equivalent); a mutant not checked (time limit) counts against it.",
+        "",
+    ]
+    return "\n".join(lines + details), met
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", help=f"of {', '.join(MODULES)} (default: all)")
+    parser.add_argument("--budget", type=float, default=1800, help="seconds for all modules (default 1800)")
+    parser.add_argument("--jobs", type=int, default=2, help="parallel mutmut workers (default 2)")
+    parser.add_argument(
+        "--sample", type=float, help="share of each module's mutants to test (default: per module)"
+    )
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from the last runs")
+    options = parser.parse_args()
+    unknown = sorted(set(options.modules) - set(MODULES))
+    if unknown:
+        parser.error(f"unknown module {unknown[0]!r}; allowed: {', '.join(MODULES)}")
+    selected = options.modules or list(MODULES)
+    fractions = {
+        name: MODULES[name].sample if options.sample is None else options.sample for name in selected
+    }
+    outcomes: dict[str, tuple[str, float]] = {}
+    if not options.report_only:
+        deadline = time.monotonic() + options.budget
+        for index, name in enumerate(selected):
+            # An equal share of what is left: time a quick module does not use goes to the later ones.
+            budget = (deadline - time.monotonic()) / (len(selected) - index)
+            outcomes[name] = run_module(name, MODULES[name], options.jobs, budget, fractions[name])
+            print(f"mutation: {name}: {outcomes[name][0]} after {outcomes[name][1]:.0f} s", flush=True)
+    command = "make mutation" + (f" MODULES='{' '.join(options.modules)}'" if options.modules else "")
+    text, met = report(selected, fractions, command)
+    (RUNS / "report.md").write_text(text)
+    print(text.split("\n\n## ")[0])
+    print(f"mutation: report in {(RUNS / 'report.md').relative_to(REPO)}")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
