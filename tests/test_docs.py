@@ -105,6 +105,7 @@ RULES: list[tuple[str, str, str]] = [
     (r"^make test$", "make-n", "the whole suite, this test included: CI runs it"),
     (r"^make (up|down)\b", "make-n", "needs the Pulumi CLI, Docker and kind, and makes a cluster"),
     (r"^make e2e-toolchain\b", "make-n", "builds the real toolchain from source (about an hour)"),
+    (r"^make e2e\b(?!-)", "make-n", "the real run: needs the toolchain, about half an hour (CI runs it)"),
     (r"^make mutation\b", "make-n", "mutation testing: up to half an hour of both cores"),
     (r"^bash scripts/e2e_toolchain\.sh ", "syntax", "builds the real toolchain from source (about an hour)"),
     (r"^python3 -m venv /tmp/|^grep .* trainer/requirements\.txt|^/tmp/\w+/bin/pip install ", "syntax",
