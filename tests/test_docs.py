@@ -76,8 +76,14 @@ def doc_commands() -> list[DocCommand]:
         for info, start, lines in fenced_blocks(path):
             if info not in COMMAND_BLOCKS:
                 continue
+            pending, first = "", 0
             for offset, line in enumerate(lines, start=1):
                 text = strip_comment(line)
+                if text.endswith("\\"):  # a continued line: one command with the next
+                    pending, first = pending + text[:-1].rstrip() + " ", first or offset
+                    continue
+                if pending:
+                    text, offset, pending, first = pending + text.lstrip(), first, "", 0
                 if text:
                     commands.append(DocCommand(path.relative_to(REPO).as_posix(), start + offset, text))
     return commands
@@ -108,6 +114,9 @@ RULES: list[tuple[str, str, str]] = [
     (r"^make e2e\b(?!-)", "make-n", "the real run: needs the toolchain, about half an hour (CI runs it)"),
     (r"^make mutation\b", "make-n", "mutation testing: up to half an hour of both cores"),
     (r"^bash scripts/e2e_toolchain\.sh ", "syntax", "builds the real toolchain from source (about an hour)"),
+    (r"^bench/gpu_wheels\.sh$", "syntax", "downloads wheels from PyPI for the GPU machine"),
+    (r"^DS_ACCELERATOR=cpu CUDA_VISIBLE_DEVICES= .*bench/gpu_suite\.sh$", "syntax",
+     "the GPU suite's CPU dry run: about five minutes of both cores"),
     (r"^python3 -m venv /tmp/|^grep .* trainer/requirements\.txt|^/tmp/\w+/bin/pip install ", "syntax",
      "sizes the tracking pins: a scratch virtualenv installed from PyPI (minutes)"),
     (r"^(eval \"\$\()?pulumi ", "pulumi", "needs the Pulumi CLI and a deployed stack"),
