@@ -176,7 +176,8 @@ def preemption(run: Run) -> None:
             every_steps=FAULTS_EVERY,
             recovery_s=round(recovery, 1),
             jobset_restarts=status.get("restarts", 0) - restarts_before,
-            restarts_counting_towards_max=status.get("restartsCountTowardsMax"),
+            # JobSet leaves the field out while it is 0.
+            restarts_counting_towards_max=status.get("restartsCountTowardsMax", 0),
         )
         check(record["lost_steps"] <= FAULTS_EVERY, f"lost {record['lost_steps']} steps")
         check(not status.get("restartsCountTowardsMax"), f"the preemption spent maxRestarts: {status}")
@@ -191,6 +192,7 @@ def node_loss(run: Run) -> None:
         killed_at = last_step(run)
         newest_checkpoint = max(run.checkpoint_steps() or [0])
         starts_before = len([m for m in run.metrics() if m.get("event") == "start"])
+        status_before = run.kube_json("get", "jobset", run.job, "-n", NAMESPACE).get("status", {})
         stopped = time.monotonic()
         run.sh.run(["docker", "stop", "--time", "0", container])
         observations: list[str] = []
@@ -230,7 +232,11 @@ def node_loss(run: Run) -> None:
         recovery = time.monotonic() - stopped
         starts = [m for m in run.metrics() if m.get("event") == "start"]
         resumed_from = int(str(starts[-1].get("resumed_from")).rsplit("_", 1)[-1])
+        status = run.kube_json("get", "jobset", run.job, "-n", NAMESPACE).get("status", {})
         record.update(
+            jobset_restarts=status.get("restarts", 0) - status_before.get("restarts", 0),
+            restarts_counting_towards_max=status.get("restartsCountTowardsMax", 0)
+            - status_before.get("restartsCountTowardsMax", 0),
             node=node,
             killed_at_step=killed_at,
             newest_checkpoint_at_kill=newest_checkpoint,
@@ -240,6 +246,41 @@ def node_loss(run: Run) -> None:
             observations=observations,
         )
         check(record["lost_steps"] <= FAULTS_EVERY, f"lost {record['lost_steps']} steps")
+
+
+def set_config(run: Run, key: str, value: Any) -> None:
+    """Sets one stack config value in the stack's config file."""
+    config_file = run.project / f"Pulumi.{run.stack}.yaml"
+    document = yaml.safe_load(config_file.read_text())
+    document["config"][f"trainstack:{key}"] = value
+    config_file.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+def resize(run: Run) -> None:
+    """Issue 18's resized job on the real cluster: the 2-node job's checkpoint resumed by a 1-node job."""
+    with run.report.phase("resize") as record:
+        run.wait_complete(1800)
+        before = max(run.checkpoint_steps() or [0])
+        set_config(run, "nodeCount", 1)
+        set_override(run, "train.max_steps", before + 2 * FAULTS_EVERY)
+        run.pulumi("up", "--yes", "--skip-preview", timeout=3600)
+        job = wait_until("the 1-node TrainJob", 300, run.trainjob)
+        run.wait_complete(1800, uid=job["metadata"]["uid"])
+        starts = [m for m in run.metrics() if m.get("event") == "start"]
+        resumed = str(starts[-1].get("resumed_from"))
+        record.update(
+            from_world_size=2,
+            to_world_size=starts[-1].get("world_size"),
+            resumed_from_step=int(resumed.rsplit("_", 1)[-1]) if resumed[-1:].isdigit() else None,
+            newest_checkpoint_before=before,
+            final_step=max(run.checkpoint_steps() or [0]),
+        )
+        check(record["to_world_size"] == 1, f"the resized job ran on {record['to_world_size']} rank(s)")
+        check(
+            record["resumed_from_step"] == before,
+            f"the resized job resumed from {resumed}, not step {before}",
+        )
+        check(record["final_step"] == before + 2 * FAULTS_EVERY, f"final checkpoint {record['final_step']}")
 
 
 def out_of_band(run: Run) -> None:
@@ -260,7 +301,13 @@ def out_of_band(run: Run) -> None:
             timeout=600,
         )
         refresh = run.pulumi("refresh", "--yes", "--skip-preview", timeout=900)
-        record["refresh_tail"] = refresh.stdout.strip().splitlines()[-3:]
+        # What refresh found gone (the Release, the TrainJob, and the TrainingRuntime whose CRD the release took).
+        record["refresh_deleted"] = sorted(
+            line.split()[1] + " " + line.split()[2]
+            for line in refresh.stdout.splitlines()
+            if line.strip().startswith("- ") and line.rstrip().endswith(")") and " deleted " in line
+        )
+        check(bool(record["refresh_deleted"]), "pulumi refresh noticed nothing deleted")
         up = run.pulumi("up", "--yes", "--skip-preview", timeout=3600, check=False)
         record["up_exit"] = up.returncode
         if up.returncode != 0:
@@ -328,6 +375,7 @@ def run_faults(run: Run, base_image: str) -> None:
     if faults.report.data["multinode"].get("ok") or faults.trainjob() is not None:
         preemption(faults)
         node_loss(faults)
+        resize(faults)
         out_of_band(faults)
     else:
         faults.pulumi("destroy", "--yes", "--skip-preview", timeout=1800, check=False)
