@@ -299,6 +299,14 @@ class Run:
             job = self.wait_complete(1200)
             record["conditions"] = job["status"].get("conditions")
             self.report.data["trainjob_complete"] = True
+            # The progress rank 0 reports through Trainer's status server (trainJobProgress, on by default).
+            progress = job["status"].get("trainerStatus") or {}
+            metrics = {m["name"]: m["value"] for m in progress.get("metrics") or []}
+            record["trainer_status"] = {"progressPercentage": progress.get("progressPercentage"), **metrics}
+            check(
+                progress.get("progressPercentage") == 100 and metrics.get("step") == str(MAX_STEPS),
+                f"status.trainerStatus does not show the finished job: {progress}",
+            )
         with self.report.phase("checkpoints") as record:
             steps = self.checkpoint_steps()
             record["steps"] = steps
