@@ -16,16 +16,18 @@ ifeq ($(origin PULUMI_CONFIG_PASSPHRASE_FILE),undefined)
 export PULUMI_CONFIG_PASSPHRASE ?= trainstack-dev-not-a-secret
 endif
 
-# What `make up` runs on this machine: the Pulumi CLI, Docker (image build, kind's nodes), kind, and
-# kubectl (the stack's own readiness checks use it, and so does watching the job).
-UP_TOOLS := pulumi docker kind kubectl
+# What `make up` runs on this machine for every stack: the Pulumi CLI, Docker (the image build; kind's and
+# k3s-in-Docker's nodes), and kubectl (the stack's own readiness checks use it, and so does watching the job).
+# check-prereqs adds what STACK's cluster kind needs (kind for clusterKind kind).
+UP_TOOLS := pulumi docker kubectl
 
 # `make train-local` writes here (replaced on each run).
 LOCAL_RUN ?= runs/train-local
 
 .PHONY: venv lint typecheck test up down check-prereqs train-local e2e-toolchain e2e mutation
 
-# The virtualenv, with CPU PyTorch first (DeepSpeed builds against the torch it finds).
+# The virtualenv, with PyTorch first (DeepSpeed builds against the torch it finds). PyPI's torch 2.13.0 for
+# Linux is the CUDA build (about 3 GB with its nvidia-* wheels); it runs on CPU too.
 $(STAMP): requirements.txt requirements-dev.txt trainer/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
@@ -53,14 +55,14 @@ test: lint typecheck
 
 # Mutation testing of the rules that protect users' work (scripts/mutation.py: modules, fast tests, budget):
 # mutmut on 2 workers within MUTATION_BUDGET seconds; the survivors go to runs/mutation/report.md.
-# `make mutation MODULES="webhook_patch dataset"` runs some of the modules.
+# `make mutation MODULES="webhook_patch sampling"` runs some of the modules.
 MUTATION_BUDGET ?= 1800
 mutation: $(STAMP)
 	$(PY) scripts/mutation.py --budget $(MUTATION_BUDGET) $(MODULES)
 
 # Every tool `make up` needs, with how to get what is missing.
 check-prereqs:
-	$(PYTHON) scripts/check_prereqs.py $(UP_TOOLS)
+	$(PYTHON) scripts/check_prereqs.py --stack $(STACK) $(UP_TOOLS)
 
 # Bring up the `dev` stack: the cluster, GPU operator, Kubeflow Trainer, the image and the TrainJob.
 # The prerequisite check comes first, so a missing tool stops it before anything is created.

@@ -2,17 +2,21 @@
 """Check the tools a make target needs before it changes anything; say what is missing and how to get it.
 
     python3 scripts/check_prereqs.py pulumi docker kind   # exit 0 when all are usable, 1 otherwise
+    python3 scripts/check_prereqs.py --stack dev pulumi docker kubectl   # plus what the stack's cluster kind needs
 
-Standard library only: it runs before the virtualenv exists.
+Standard library only: it runs before the virtualenv exists (so a stack file is read for its one
+`trainstack:clusterKind:` line, not parsed as YAML).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 PROBE_TIMEOUT_S = 20
 
@@ -49,6 +53,22 @@ TOOLS = {
 }
 
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# clusterKind's default in Pulumi.yaml.
+DEFAULT_CLUSTER_KIND = "kind"
+# Tools a cluster kind needs on this machine beyond the ones every stack needs.
+KIND_TOOLS = {"kind": ["kind"]}
+
+
+def cluster_kind(stack: str) -> str:
+    """The stack's clusterKind from Pulumi.<stack>.yaml (Pulumi.yaml's default when it sets none)."""
+    path = REPO_ROOT / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        return DEFAULT_CLUSTER_KIND
+    match = re.search(r"^\s*trainstack:clusterKind:\s*[\"']?([A-Za-z0-9-]+)", path.read_text(), flags=re.M)
+    return match[1] if match else DEFAULT_CLUSTER_KIND
+
+
 def problem_with(tool: Tool) -> str | None:
     """Why the tool is not usable here, or None."""
     executable = tool.probe[0]
@@ -69,7 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "tools", nargs="+", choices=sorted(TOOLS), metavar="TOOL", help=f"one of {', '.join(TOOLS)}"
     )
-    names = parser.parse_args(argv).tools
+    parser.add_argument(
+        "--stack", help="also the tools this stack's cluster kind needs (kind for clusterKind kind)"
+    )
+    args = parser.parse_args(argv)
+    names = list(args.tools)
+    if args.stack:
+        names += [tool for tool in KIND_TOOLS.get(cluster_kind(args.stack), []) if tool not in names]
     missing = 0
     for name in names:
         tool = TOOLS[name]

@@ -59,3 +59,15 @@ def test_rejects_a_tool_it_does_not_know(tmp_path: Path) -> None:
     result = check(tmp_path, "helm")
     assert result.returncode == 2
     assert "invalid choice: 'helm'" in result.stderr
+
+
+def test_a_stack_adds_only_what_its_cluster_kind_needs(tmp_path: Path) -> None:
+    """kind only for clusterKind kind (dev, and any stack that leaves it at its default)."""
+    for name in ("pulumi", "docker", "kubectl"):
+        fake_tool(tmp_path, name)
+    for stack, needs_kind in (("dev", True), ("existing", False), ("gpu", False), ("docker", False)):
+        result = check(tmp_path, "--stack", stack, "pulumi", "docker", "kubectl")
+        assert (result.returncode == 1) is needs_kind, (stack, result.stdout)
+        assert ("MISSING  kind:" in result.stdout) is needs_kind, stack
+    result = check(tmp_path, "--stack", "no-such-stack", "pulumi")
+    assert "MISSING  kind:" in result.stdout  # Pulumi.yaml's default kind

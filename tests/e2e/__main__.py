@@ -9,6 +9,7 @@ Writes runs/e2e/report.json (after every phase) and prints a short summary. Exit
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 import time
@@ -16,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tests.e2e.faults import run_faults
-from tests.e2e.harness import CACHE, toolchain_complete
+from tests.e2e.harness import CACHE, REPO_ROOT, toolchain_complete
 from tests.e2e.real_run import Run
 
 
@@ -33,8 +34,14 @@ def main() -> int:
     (CACHE / "run").mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="trainstack-e2e-", dir=CACHE / "run"))
     run = Run(run_dir, args.nodes)
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=REPO_ROOT, capture_output=True, text=True
+    ).stdout.strip()
     run.report.data.update(
-        date=datetime.now(timezone.utc).isoformat(timespec="seconds"), run_dir=str(run_dir)
+        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        commit=commit,
+        cluster_kind="existing",
+        run_dir=str(run_dir),
     )
     started = time.monotonic()
     try:
