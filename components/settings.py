@@ -40,6 +40,7 @@ from components.mlflow_server import MlflowServerArgs, tracking_uri
 from components.monitoring import MonitoringArgs
 from components.trainer_image import Delivery, DockerNodesImport, K3sImport, KindLoad, TrainerImageArgs
 from components.training_job import (
+    CHECKPOINT_ACCESS_MODES,
     MIN_GRACE_PERIOD_SECONDS,
     PREEMPTION_POLICIES,
     PriorityClassSpec,
@@ -401,6 +402,22 @@ def _train_config(
     return config
 
 
+def _checkpoint_access_mode(values: Mapping[str, Any], cluster: ClusterArgs) -> str:
+    """The checkpoint claim's access mode. Kubernetes cannot change it on a claim, and a replaced claim takes
+    its checkpoints with it (the dynamic provisioners' reclaim policy is Delete), so the default follows what
+    backs the claim, never nodeCount: a job resized from 2 nodes to 1 (or back) resumes from the same claim."""
+    mode = _one_of(values, "checkpointAccessMode", ["", *CHECKPOINT_ACCESS_MODES])
+    if not mode:
+        named = bool(values["checkpointStorageClass"]) or cluster.shared_storage
+        mode = "ReadWriteMany" if named else "ReadWriteOnce"
+    if mode == "ReadWriteOnce" and cluster.node_count > 1:
+        raise _error(
+            "checkpointAccessMode",
+            f"must be ReadWriteMany when nodeCount > 1 (every node mounts the claim), got {mode}",
+        )
+    return mode
+
+
 def _grace_period(values: Mapping[str, Any], config: TrainConfig) -> int:
     """terminationGracePeriodSeconds, or with 0 the one derived from the model's parameter count."""
     derived = default_grace_period_seconds(config.parameter_count())
@@ -489,6 +506,7 @@ def parse_settings(
         max_restarts=_at_least(values, "maxRestarts", 0),
         checkpoint_size=quantities["checkpointStorageSize"],
         checkpoint_storage_class=str(values["checkpointStorageClass"]),
+        checkpoint_access_mode=_checkpoint_access_mode(values, cluster),
         shared_storage=cluster.shared_storage,
         train_config=yaml.safe_dump(train_config.to_dict(), sort_keys=False),
         pod_names_timeout_seconds=_at_least(values, "podNamesTimeoutSeconds", 0),

@@ -32,6 +32,8 @@ JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
 ANCESTOR_LABEL = "trainer.kubeflow.org/trainjob-ancestor-step"
 # The class of the stack's own shared checkpoint volume (no provisioner: the volume is declared, pre-bound).
 SHARED_STORAGE_CLASS = "trainstack-shared"
+# The checkpoint claim's access modes (Kubernetes' names); ReadWriteMany lets several nodes mount it.
+CHECKPOINT_ACCESS_MODES = ("ReadWriteMany", "ReadWriteOnce")
 # Indexed Jobs label each pod with its completion index (Kubernetes >= 1.28); Trainer's torch plugin makes that
 # index PET_NODE_RANK (pkg/runtime/framework/plugins/torch/torch.go, v2.3.0), so index 0 holds global rank 0.
 COMPLETION_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
@@ -142,6 +144,9 @@ class TrainingJobArgs:
     checkpoint_size: str
     # StorageClass of the checkpoint claim; empty means the cluster default (or the shared volume).
     checkpoint_storage_class: str
+    # Access mode of the checkpoint claim and its shared volume: one of CHECKPOINT_ACCESS_MODES
+    # (ReadWriteMany whenever num_nodes > 1).
+    checkpoint_access_mode: str
     # The resolved training config (YAML), mounted at /etc/trainstack/train.yaml.
     train_config: str
     # How long to wait for the job's pods to exist (podNames) and its checkpoint claim to bind.
@@ -426,7 +431,7 @@ class TrainingJob(pulumi.ComponentResource):
         start_after: what must be ready before the TrainJob is created (Trainer, GPU Operator, image);
         runtime_class: the RuntimeClass the training pods name (the GPU Operator's), None for none."""
         super().__init__("trainstack:index:TrainingJob", name, None, opts)
-        access_modes = ["ReadWriteMany" if args.num_nodes > 1 else "ReadWriteOnce"]
+        access_modes = [args.checkpoint_access_mode]
         claim_dependencies: list[pulumi.Resource] = []
         runtime_dependencies: list[pulumi.Resource] = []
         if args.priority is not None:

@@ -228,6 +228,15 @@ def test_an_existing_cluster_is_reached_through_its_kubeconfig_and_pulls_the_pus
             {"gpuTimeSlicingReplicas": "1"},
             "trainstack:gpuTimeSlicingReplicas: must be 0 (off) or >= 2, got 1",
         ),
+        (
+            {"checkpointAccessMode": "ReadOnlyMany"},
+            "trainstack:checkpointAccessMode: must be one of , ReadWriteMany, ReadWriteOnce, got 'ReadOnlyMany'",
+        ),
+        (
+            {"nodeCount": "2", "checkpointStorageClass": "nfs", "checkpointAccessMode": "ReadWriteOnce"},
+            "trainstack:checkpointAccessMode: must be ReadWriteMany when nodeCount > 1 (every node mounts the"
+            " claim), got ReadWriteOnce",
+        ),
     ],
 )
 def test_bad_values_give_the_whole_message(values: dict[str, str], message: str) -> None:
@@ -336,6 +345,36 @@ def test_a_pushed_image_needs_a_registry_host_first(repository: str, pushable: b
     assert str(error.value) == (
         "trainstack:imageRepository: must start with a registry host (e.g. ghcr.io/acme/trainer) when imagePush"
         f" is true, got {repository!r}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "mode"),
+    [
+        ({}, "ReadWriteOnce"),  # the cluster's default class, one node
+        ({"checkpointStorageClass": "nfs"}, "ReadWriteMany"),
+        ({"checkpointStorageClass": "nfs", "nodeCount": "2"}, "ReadWriteMany"),
+        ({"nodeCount": "2"}, "ReadWriteMany"),  # the stack's shared directory
+        ({"checkpointStorageClass": "local-path", "checkpointAccessMode": "ReadWriteOnce"}, "ReadWriteOnce"),
+        ({"checkpointAccessMode": "ReadWriteMany"}, "ReadWriteMany"),
+    ],
+)
+def test_the_checkpoint_claims_access_mode(values: dict[str, str], mode: str) -> None:
+    assert parse_settings(values).job.checkpoint_access_mode == mode
+
+
+def test_a_resize_keeps_the_checkpoint_claim() -> None:
+    """A claim's access mode cannot change: a new one replaces the claim and its checkpoints with it."""
+    one, two = (
+        parse_settings(
+            {"checkpointStorageClass": "nfs", "nodeCount": n, "clusterKind": "k3s", "k3sMode": "docker"}
+        ).job
+        for n in ("1", "2")
+    )
+    assert (one.checkpoint_access_mode, one.checkpoint_storage_class, one.checkpoint_claim) == (
+        two.checkpoint_access_mode,
+        two.checkpoint_storage_class,
+        two.checkpoint_claim,
     )
 
 

@@ -48,6 +48,7 @@ def job_args(**changes: Any) -> TrainingJobArgs:
         "max_restarts": 5,
         "checkpoint_size": "10Gi",
         "checkpoint_storage_class": "nfs-client",
+        "checkpoint_access_mode": "ReadWriteMany",
         "train_config": "train: {max_steps: 1}\n",
         "pod_names_timeout_seconds": 30,
         "termination_grace_period_seconds": 90,
@@ -335,9 +336,11 @@ def test_failure_policies_follow_the_published_schemas() -> None:
     )
 
 
-@pytest.mark.parametrize(("num_nodes", "mode"), [(1, "ReadWriteOnce"), (2, "ReadWriteMany")])
+@pytest.mark.parametrize(
+    ("num_nodes", "mode"), [(1, "ReadWriteOnce"), (1, "ReadWriteMany"), (2, "ReadWriteMany")]
+)
 def test_component_graph(num_nodes: int, mode: str) -> None:
-    args = job_args(num_nodes=num_nodes)
+    args = job_args(num_nodes=num_nodes, checkpoint_access_mode=mode)
 
     def program() -> None:
         gate = pulumi.CustomResource("test:index:Gate", "gate", {})

@@ -131,13 +131,15 @@ def preemption(run: Run) -> None:
     with run.report.phase("preemption") as record:
         set_override(run, "train.max_steps", FAULTS_STEPS)
         run.pulumi("up", "--yes", "--skip-preview", timeout=3600)
-        starts_before = len([m for m in run.metrics() if m.get("event") == "start"])
         # Past a checkpoint of this job's own.
         wait_until(
             "a checkpoint past the multinode run",
             900,
             lambda: max(run.checkpoint_steps() or [0]) >= MULTINODE_STEPS + FAULTS_EVERY,
         )
+        # Counted only now: the job `up` started records its own `start` after its first step, which may come
+        # after `up` returns; counted earlier, that start passed for the restart (CI, 2026-11-30: "lost 15").
+        starts_before = len([m for m in run.metrics() if m.get("event") == "start"])
         jobset = run.kube_json("get", "jobset", run.job, "-n", NAMESPACE)
         restarts_before = jobset.get("status", {}).get("restarts", 0)
         pod = sorted(p["metadata"]["name"] for p in run.job_pods())[0]
