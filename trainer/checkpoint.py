@@ -38,6 +38,10 @@ the unpublished directories of runs whose lock is free (dead); publishing never 
 of the same step (rename fails onto a non-empty directory) and only replaces one that fails its checksums;
 old checkpoints are renamed out of the step_N pattern before they are deleted. DeepSpeed's `latest` file is
 not written (it is rewritten in place, not atomically).
+
+Storage. CheckpointStore touches checkpoint.dir only through a Storage: LocalStorage (a directory, this layout)
+or trainer.s3_storage.S3Storage (checkpoint.dir = s3://bucket/prefix: an object store has no rename, so there
+the manifest uploaded last under the checkpoint's own prefix is what publishes it; see that module).
 """
 
 from __future__ import annotations
@@ -53,14 +57,15 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
 
-from trainer.config import ConfigError, TrainConfig
+from trainer.config import ConfigError, TrainConfig, is_s3_url
 from trainer.distributed import DistContext, broadcast_from_main
 from trainer.engine import zero_stage
 from trainer.engine_state import (
@@ -72,7 +77,7 @@ from trainer.engine_state import (
     set_rng_state,
     snapshot,
 )
-from trainer.shared_files import HeldLock, fsync_directory
+from trainer.shared_files import HeldLock, LockState, fsync_directory
 
 FORMAT = 2  # manifest "format"; absent: DeepSpeed's per-rank layout, written before this one
 MANIFEST = "manifest.json"
@@ -119,30 +124,120 @@ def read_manifest(directory: Path) -> tuple[dict[str, Any] | None, str | None]:
     return (None, problem) if problem else (manifest, None)
 
 
-def _files_problem(directory: Path, files: dict[str, Any], checksums: bool) -> str | None:
+def files_problem(
+    files: dict[str, Any], size_of: Callable[[str], int | None], sha256: Callable[[str], str] | None
+) -> str | None:
+    """Why the files a manifest lists do not match it, or None: the first file that is missing (size_of
+    None), of another size in bytes, or (with sha256) of another sha256. The one rule for every Storage."""
     for name, expected in files.items():
-        path = directory / name
-        if not path.is_file():
+        size = size_of(name)
+        if size is None:
             return f"{name} is missing"
-        if path.stat().st_size != expected["bytes"]:
-            return f"{name} has {path.stat().st_size} bytes, the manifest says {expected['bytes']}"
-        if checksums and sha256_of(path) != expected["sha256"]:
+        if size != expected["bytes"]:
+            return f"{name} has {size} bytes, the manifest says {expected['bytes']}"
+        if sha256 is not None and sha256(name) != expected["sha256"]:
             return f"{name} does not match its checksum"
     return None
+
+
+def _files_problem(directory: Path, files: dict[str, Any], checksums: bool) -> str | None:
+    def size_of(name: str) -> int | None:
+        path = directory / name
+        return path.stat().st_size if path.is_file() else None
+
+    return files_problem(files, size_of, (lambda name: sha256_of(directory / name)) if checksums else None)
 
 
 def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-class LocalStorage:
-    """The checkpoint store's file operations on a POSIX directory (local disk, hostPath or NFS volume).
+class RunLock(Protocol):
+    """Held by rank 0 of a run while it lives: another run then leaves its unpublished files alone."""
 
-    CheckpointStore touches files only through these methods, so that another backend can take this one's
-    place: an object store (s3://bucket/prefix) has no rename, so there `publish` would upload the manifest
-    last, under the final prefix, and the manifest alone would mark a checkpoint complete (as `verify`
-    already requires here). Tags are `step_N`; staging names are `step_N.tmp-<run>`.
-    """
+    def acquire(self) -> LockState: ...
+
+    def release(self, remove: bool = False) -> None: ...
+
+
+class Storage(Protocol):
+    """What CheckpointStore does to checkpoint.dir, whatever holds it. Tags are `step_N`; staging names are
+    `step_N.tmp-<run>` (a run's files of step N before they are published). Every backend keeps the same
+    promises: `publish` makes a checkpoint appear whole or not at all and never over a complete one, a
+    checkpoint is trusted only while `verify` matches its files to its manifest, and `remove` never leaves a
+    half-deleted checkpoint that looks published."""
+
+    def describe(self, name: str) -> str:
+        """Where a tag or staging name lives, for messages and metrics."""
+        ...
+
+    def published(self) -> list[tuple[int, str]]:
+        """(step, tag) of every published checkpoint, newest first."""
+        ...
+
+    def published_at(self, tag: str) -> float:
+        """When a checkpoint was published, seconds since the epoch; OSError if it is gone."""
+        ...
+
+    def manifest(self, tag: str) -> dict[str, Any] | None:
+        """A published checkpoint's manifest as written, unverified (None if unreadable)."""
+        ...
+
+    def verify(self, tag: str) -> tuple[dict[str, Any] | None, str | None]:
+        """(manifest, None) if the checkpoint's files match its manifest (sizes and sha256), else (None, why)."""
+        ...
+
+    def write_shard(self, staging: str, name: str, state: dict[str, Any]) -> dict[str, Any]:
+        """Write one file (torch.save of state) into a staging name, durably; its manifest record."""
+        ...
+
+    def read_shard(self, tag: str, name: str) -> dict[str, Any]:
+        """One file of a published checkpoint, tensors on the CPU (weights only)."""
+        ...
+
+    def read_legacy(self, tag: str, name: str) -> Any:
+        """A file of DeepSpeed's own layout (pickled DeepSpeed objects: not weights-only)."""
+        ...
+
+    def staged_problem(self, staging: str, files: dict[str, Any]) -> str | None:
+        """Why a staging name does not hold the files its writers reported (sizes), or None."""
+        ...
+
+    def publish(self, staging: str, tag: str, manifest: dict[str, Any]) -> bool:
+        """Publish the staged files with their manifest as the tag; False (nothing published) if a checkpoint
+        of that tag is already there."""
+        ...
+
+    def remove(self, name: str, run: str) -> None:
+        """Delete a published checkpoint or a staging name; a name already gone is fine."""
+        ...
+
+    def run_lock(self, run: str) -> RunLock:
+        """The lock that says run `run` is alive."""
+        ...
+
+    def remove_abandoned(self, own_run: str) -> list[str]:
+        """Delete what runs that are not alive left unpublished; the ids of other live runs."""
+        ...
+
+
+def open_storage(directory: str, check: bool = False) -> Storage:
+    """The Storage of a checkpoint.dir: S3Storage for s3://bucket/prefix, else LocalStorage. check: for S3,
+    make sure now that the endpoint answers and the credentials may list and write there (ConfigError, one
+    line, if not); a directory needs no check (it is created on the first write)."""
+    if is_s3_url(directory):
+        from trainer.s3_storage import S3Storage  # boto3: only for an object store
+
+        storage = S3Storage(directory)
+        if check:
+            storage.check()
+        return storage
+    return LocalStorage(directory)
+
+
+class LocalStorage:
+    """The checkpoint store's file operations on a POSIX directory (local disk, hostPath or NFS volume):
+    staging directories, published by rename(2)."""
 
     def __init__(self, directory: str) -> None:
         self.root = Path(directory).expanduser()
@@ -231,6 +326,7 @@ class LocalStorage:
         shutil.rmtree(aside, ignore_errors=True)
 
     def run_lock(self, run: str) -> HeldLock:
+        """A POSIX lock on .run-<run>.lock, which goes with the process that holds it."""
         return HeldLock(self.root / f".run-{run}.lock")
 
     def remove_abandoned(self, own_run: str) -> list[str]:
@@ -294,7 +390,7 @@ class LegacyCheckpoint:
         )
 
 
-def legacy_checkpoint(storage: LocalStorage, tag: str, manifest: dict[str, Any]) -> LegacyCheckpoint | None:
+def legacy_checkpoint(storage: Storage, tag: str, manifest: dict[str, Any]) -> LegacyCheckpoint | None:
     """The published checkpoint `tag` as a LegacyCheckpoint when it is of the earlier layout, else None."""
     if manifest.get("format") is not None:
         return None
@@ -311,10 +407,14 @@ def resume_stage(config: TrainConfig, world_size: int) -> tuple[int, str | None]
     Checkpoints of this layout resume at any stage: trainer.engine.zero_stage decides (0 on one rank). One of
     the earlier layout decides instead where it must: written by one rank at train.zero_stage, it is resumed by
     one rank running that stage (this once: its next checkpoint is of this layout); any other size or stage
-    it cannot follow is the problem returned (LegacyCheckpoint.problem, the one rule for them).
+    it cannot follow is the problem returned (LegacyCheckpoint.problem, the one rule for them). An object
+    store that does not answer, or whose credentials may not list or write there, is the problem too.
     """
     stage = zero_stage(config, world_size)
-    storage = LocalStorage(config.checkpoint.dir)
+    try:
+        storage = open_storage(config.checkpoint.dir, check=True)
+    except ConfigError as error:
+        return stage, str(error)
     for _, tag in storage.published():
         manifest = storage.manifest(tag)
         if manifest is None:
@@ -356,9 +456,9 @@ class CheckpointStore:
         directory: str,
         keep_last: int,
         context: DistContext,
-        storage: LocalStorage | None = None,
+        storage: Storage | None = None,
     ) -> None:
-        self.storage = storage or LocalStorage(directory)
+        self.storage = storage or open_storage(directory)
         self.keep_last = keep_last
         self.context = context
         self.run: str = broadcast_from_main(uuid.uuid4().hex[:12])
@@ -413,7 +513,8 @@ class CheckpointStore:
 
     def _load_legacy(self, engine: Any, tag: str, manifest: dict[str, Any]) -> dict[str, Any]:
         legacy = legacy_checkpoint(self.storage, tag, manifest)
-        assert legacy is not None
+        # Only a directory holds this layout: S3Storage never reports a manifest without "format".
+        assert legacy is not None and isinstance(self.storage, LocalStorage)
         # resume_stage has chosen the engine's stage for the newest checkpoint; this one may be older (the
         # newest failed its checksums).
         problem = legacy.problem(self.context.world_size, engine.zero_optimization_stage())

@@ -101,6 +101,52 @@ def _not_blank(value: str) -> str | None:
     return None if value.strip() else "must not be empty"
 
 
+# checkpoint.dir as an object store: s3://bucket/prefix (any S3-compatible store). Bucket names follow Amazon
+# S3's rules for general purpose buckets ("Bucket naming rules", S3 User Guide): 3-63 characters, lowercase
+# letters, digits, dots and hyphens, starting and ending with a letter or digit, not an IPv4 address.
+S3_SCHEME = "s3://"
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IPV4 = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+S3_URL_RULE = (
+    "a directory, or s3://bucket/prefix (bucket: 3-63 lowercase letters, digits, '.' or '-'; prefix: "
+    "'/'-separated names, none empty, '.' or '..')"
+)
+
+
+def is_s3_url(text: str) -> bool:
+    """Whether a checkpoint.dir names an object store (s3://...) rather than a directory."""
+    return text.startswith(S3_SCHEME)
+
+
+def parse_s3_url(text: str) -> tuple[str, str]:
+    """(bucket, prefix) of s3://bucket/prefix; the prefix without leading or trailing '/', "" for the
+    bucket's root. ConfigError (naming checkpoint.dir and S3_URL_RULE) for anything else."""
+    bucket, _, prefix = text.removeprefix(S3_SCHEME).partition("/")
+    prefix = prefix.rstrip("/")
+    names = prefix.split("/") if prefix else []
+    bad_name = any(name in ("", ".", "..") or not name.isprintable() for name in names)
+    if (
+        not is_s3_url(text)
+        or not _S3_BUCKET.match(bucket)
+        or ".." in bucket
+        or _IPV4.match(bucket)
+        or bad_name
+    ):
+        raise ConfigError(f"checkpoint.dir: expected {S3_URL_RULE}, got {text!r}")
+    return bucket, prefix
+
+
+def _checkpoint_dir(value: str) -> str | None:
+    if not value.strip():
+        return "must name a directory or an s3://bucket/prefix"
+    if "://" in value:
+        try:
+            parse_s3_url(value)
+        except ConfigError:
+            return f"must be {S3_URL_RULE}"
+    return None
+
+
 def _tracking_uri(value: str) -> str | None:
     scheme, _, rest = value.partition("://")
     if scheme not in TRACKING_URI_SCHEMES or not rest:
@@ -227,7 +273,7 @@ class TrainSection:
 
 @dataclass(frozen=True)
 class CheckpointSection:
-    dir: str = _key()
+    dir: str = _key(check=_checkpoint_dir)  # a directory, or s3://bucket/prefix (trainer.s3_storage)
     every_steps: int = _key(check=_positive)
     keep_last: int = _key(3, _positive)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 from trainer import PREEMPTED_EXIT_CODE, SHUTDOWN_TIMEOUT_ENV, STATUS_DIR_ENV, USAGE_EXIT_CODE
-from trainer.config import ConfigError, TrainConfig, load_config, whole_number
+from trainer.config import ConfigError, TrainConfig, is_s3_url, load_config, whole_number
 from trainer.startup import LAUNCH_START_ENV, process_start
 
 # Kubeflow Trainer's torch plugin (pkg/runtime/framework/plugins/torch/torch.go, v2.3.0) sets these on every
@@ -165,11 +165,15 @@ def outcome(torchrun_code: int, worker_codes: list[int], signal_received: int | 
 
 
 def check_resumable(config: TrainConfig, identity: NodeIdentity) -> None:
-    """A checkpoint that this job cannot resume (trainer.checkpoint.resume_stage) stops the launch here, on
-    one line, before any worker starts; an elastic node range or a per-device process count (auto, gpu, cpu)
-    leaves it to the workers, which know their world size."""
+    """A checkpoint that this job cannot resume, or an object store it cannot use
+    (trainer.checkpoint.resume_stage), stops the launch here, on one line, before any worker starts; an
+    elastic node range or a per-device process count (auto, gpu, cpu) leaves it to the workers, which know
+    their world size."""
     nproc = identity.nproc_per_node
-    if ":" in identity.nnodes or not nproc.isdigit() or not Path(config.checkpoint.dir).expanduser().is_dir():
+    directory = config.checkpoint.dir
+    if ":" in identity.nnodes or not nproc.isdigit():
+        return
+    if not is_s3_url(directory) and not Path(directory).expanduser().is_dir():
         return
     from trainer.checkpoint import resume_stage  # imports torch: only when there may be a checkpoint
 

@@ -9,11 +9,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+
+from tests.s3_server import S3Server, start_server, stop_server
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO / "trainer" / "configs" / "tiny.yaml"
@@ -120,3 +123,17 @@ def wait_for(path: Path, process: subprocess.Popen[str], timeout: float = 300) -
             process.kill()
             pytest.fail(f"{path} did not appear within {timeout} s")
         time.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-compatible server (versitygw) for the session; the test fails if it cannot be had."""
+    server = start_server(tmp_path_factory.mktemp("s3-server"))
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture
+def s3_url(s3_server: S3Server) -> str:
+    """checkpoint.dir in a fresh bucket of the test server."""
+    return f"s3://{s3_server.new_bucket()}/runs/ckpt"

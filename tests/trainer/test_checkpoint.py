@@ -19,9 +19,11 @@ from typing import Any
 import pytest
 import torch
 
+from tests.s3_server import S3Server
 from trainer import PREEMPTED_EXIT_CODE
 from trainer.checkpoint import (
     LocalStorage,
+    Storage,
     file_record,
     read_manifest,
     resume_stage,
@@ -44,46 +46,140 @@ from .conftest import (
 from .conftest import published as published_names
 
 
-def staged(storage: LocalStorage, name: str, content: bytes) -> dict[str, dict[str, object]]:
-    """A staging directory holding a shard and a nested file; their manifest records."""
-    directory = storage.root / name
-    (directory / "sub").mkdir(parents=True)
-    (directory / "model.pt").write_bytes(content)
-    (directory / "sub" / "rng.pt").write_bytes(b"rng")
-    return {
-        "model.pt": file_record(directory / "model.pt"),
-        "sub/rng.pt": file_record(directory / "sub" / "rng.pt"),
-    }
+class Backend:
+    """A Storage under test and direct access to what it stores, bypassing it: the same shared rules are
+    tested on a directory (LocalStorage) and on a real S3-compatible server (S3Storage)."""
+
+    storage: Storage
+
+    def stage(self, staging: str, name: str, content: bytes) -> None:
+        """Put a file into a staging name as a writer would, bypassing the storage."""
+        raise NotImplementedError
+
+    def replace(self, tag: str, name: str, content: bytes | None) -> None:
+        """Overwrite (None: delete) a file of a published checkpoint, bypassing the storage."""
+        raise NotImplementedError
+
+    def names(self) -> list[str]:
+        """Every file stored, relative to checkpoint.dir, sorted."""
+        raise NotImplementedError
 
 
-def published(tmp_path: Path) -> Path:
-    storage = LocalStorage(str(tmp_path))
-    files = staged(storage, "step_000007.tmp-aa", b"weights")
-    manifest = {"step": 7, "world_size": 2, "model": {"n_layer": 2}, "files": files}
-    assert storage.publish("step_000007.tmp-aa", tag_for(7), manifest)
-    return tmp_path / tag_for(7)
+class LocalBackend(Backend):
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.storage = LocalStorage(str(root))
+
+    def stage(self, staging: str, name: str, content: bytes) -> None:
+        (self.root / staging / name).parent.mkdir(parents=True, exist_ok=True)
+        (self.root / staging / name).write_bytes(content)
+
+    def replace(self, tag: str, name: str, content: bytes | None) -> None:
+        if content is None:
+            (self.root / tag / name).unlink()
+        else:
+            (self.root / tag / name).write_bytes(content)
+
+    def names(self) -> list[str]:
+        return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
 
 
-def test_manifest_lists_every_file(tmp_path: Path) -> None:
-    manifest, problem = read_manifest(published(tmp_path))
+class S3Backend(Backend):
+    def __init__(self, url: str, client: Any) -> None:
+        from trainer.s3_storage import S3Storage
+
+        self.s3 = S3Storage(url)
+        self.storage = self.s3
+        self.client = client
+
+    def put(self, name: str, content: bytes) -> None:
+        self.client.put_object(Bucket=self.s3.bucket, Key=self.s3.key(name), Body=content)
+
+    def stage(self, staging: str, name: str, content: bytes) -> None:
+        self.put(f"{self.s3.data_prefix(staging)}{name}", content)
+
+    def replace(self, tag: str, name: str, content: bytes | None) -> None:
+        if name != "manifest.json":
+            name = f"{json.loads(self.raw(f'{tag}/manifest.json'))['objects']}{name}"
+        if content is None:
+            self.client.delete_object(Bucket=self.s3.bucket, Key=self.s3.key(f"{tag}/{name}"))
+        else:
+            self.put(f"{tag}/{name}", content)
+
+    def raw(self, name: str) -> bytes:
+        return bytes(self.client.get_object(Bucket=self.s3.bucket, Key=self.s3.key(name))["Body"].read())
+
+    def names(self) -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.s3.bucket)
+        return sorted(self.s3.relative(o["Key"]) for page in pages for o in page.get("Contents", []))
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Backend:
+    """Each shared-rule test on a fresh directory and on a fresh bucket of the real S3 test server."""
+    if request.param == "local":
+        return LocalBackend(tmp_path)
+    server: S3Server = request.getfixturevalue("s3_server")
+    for name, value in server.environment().items():
+        monkeypatch.setenv(name, value)
+    return S3Backend(f"s3://{server.new_bucket()}/runs/ckpt", server.client())
+
+
+def record(content: bytes) -> dict[str, object]:
+    """A manifest entry from the published formula: size in bytes and sha256 of the content."""
+    return {"bytes": len(content), "sha256": hashlib.sha256(content).hexdigest()}
+
+
+def staged(backend: Backend, staging: str, content: bytes) -> dict[str, dict[str, object]]:
+    """A staging name holding a shard and a nested file; their manifest records."""
+    backend.stage(staging, "model.pt", content)
+    backend.stage(staging, "sub/rng.pt", b"rng")
+    return {"model.pt": record(content), "sub/rng.pt": record(b"rng")}
+
+
+def publish_step(backend: Backend, step: int, run: str, content: bytes = b"weights") -> dict[str, Any]:
+    files = staged(backend, f"{tag_for(step)}.tmp-{run}", content)
+    manifest = {"format": 2, "step": step, "world_size": 2, "model": {"n_layer": 2}, "files": files}
+    assert backend.storage.publish(f"{tag_for(step)}.tmp-{run}", tag_for(step), manifest)
+    return manifest
+
+
+def test_manifest_lists_every_file(backend: Backend) -> None:
+    publish_step(backend, 7, "aa")
+    manifest, problem = backend.storage.verify(tag_for(7))
     assert problem is None and manifest is not None
     assert (manifest["step"], manifest["world_size"], manifest["model"]) == (7, 2, {"n_layer": 2})
     assert set(manifest["files"]) == {"model.pt", "sub/rng.pt"}
     assert manifest["files"]["model.pt"] == {"bytes": 7, "sha256": hashlib.sha256(b"weights").hexdigest()}
-    assert [p.name for p in tmp_path.iterdir()] == ["step_000007"]  # the staging directory became it
+    assert backend.storage.published() == [(7, "step_000007")]
+    # the staging directory became the checkpoint; on S3 the files stay under the run's prefix
+    expected = {
+        LocalBackend: ["step_000007/manifest.json", "step_000007/model.pt", "step_000007/sub/rng.pt"],
+        S3Backend: ["step_000007/aa/model.pt", "step_000007/aa/sub/rng.pt", "step_000007/manifest.json"],
+    }
+    assert backend.names() == expected[type(backend)]
 
 
-def test_missing_truncated_or_altered_files_are_detected(tmp_path: Path) -> None:
-    directory = published(tmp_path)
-    (directory / "model.pt").write_bytes(b"weighs!")
-    assert read_manifest(directory) == (None, "model.pt does not match its checksum")
-    (directory / "model.pt").write_bytes(b"w")
-    assert read_manifest(directory) == (None, "model.pt has 1 bytes, the manifest says 7")
-    (directory / "model.pt").write_bytes(b"weights")
-    (directory / "sub" / "rng.pt").unlink()
-    assert read_manifest(directory) == (None, "sub/rng.pt is missing")
-    (directory / "manifest.json").write_text("{not json")
-    assert read_manifest(directory) == (None, "no readable manifest.json (JSONDecodeError)")
+def test_missing_truncated_or_altered_files_are_detected(backend: Backend) -> None:
+    publish_step(backend, 7, "aa")
+    verify = backend.storage.verify
+    backend.replace(tag_for(7), "model.pt", b"weighs!")
+    assert verify(tag_for(7)) == (None, "model.pt does not match its checksum")
+    backend.replace(tag_for(7), "model.pt", b"w")
+    assert verify(tag_for(7)) == (None, "model.pt has 1 bytes, the manifest says 7")
+    backend.replace(tag_for(7), "model.pt", b"weights")
+    assert verify(tag_for(7))[1] is None
+    backend.replace(tag_for(7), "sub/rng.pt", None)
+    assert verify(tag_for(7)) == (None, "sub/rng.pt is missing")
+    backend.replace(tag_for(7), "manifest.json", b"{not json")
+    assert verify(tag_for(7)) == (None, "no readable manifest.json (JSONDecodeError)")
+
+
+def test_local_manifest_is_read_from_the_directory(tmp_path: Path) -> None:
+    publish_step(LocalBackend(tmp_path), 7, "aa")
+    (tmp_path / tag_for(7) / "model.pt").write_bytes(b"weighs!")
+    assert read_manifest(tmp_path / tag_for(7)) == (None, "model.pt does not match its checksum")
+    assert file_record(tmp_path / tag_for(7) / "sub" / "rng.pt") == record(b"rng")
 
 
 def test_tags_sort_by_step() -> None:
@@ -94,17 +190,22 @@ def test_tags_sort_by_step() -> None:
     assert shard_name(3) == "shard_00003.pt"
 
 
-def test_a_published_checkpoint_is_never_replaced_by_a_second_publisher(tmp_path: Path) -> None:
+def test_a_published_checkpoint_is_never_replaced_by_a_second_publisher(backend: Backend) -> None:
     """Two runs publishing the same step (e.g. a zombie pod still writing): the first stays, whole."""
-    storage = LocalStorage(str(tmp_path))
-    first = staged(storage, "step_000010.tmp-aa", b"first run")
-    second = staged(storage, "step_000010.tmp-bb", b"second run, longer")
-    assert storage.publish("step_000010.tmp-aa", "step_000010", {"step": 10, "files": first})
-    assert not storage.publish("step_000010.tmp-bb", "step_000010", {"step": 10, "files": second})
-    assert (tmp_path / "step_000010" / "model.pt").read_bytes() == b"first run"
+    storage = backend.storage
+    first = staged(backend, "step_000010.tmp-aa", b"first run")
+    second = staged(backend, "step_000010.tmp-bb", b"second run, longer")
+    assert storage.publish("step_000010.tmp-aa", "step_000010", {"format": 2, "step": 10, "files": first})
+    assert not storage.publish(
+        "step_000010.tmp-bb", "step_000010", {"format": 2, "step": 10, "files": second}
+    )
     manifest, problem = storage.verify("step_000010")
     assert problem is None and manifest is not None and manifest["files"] == first
     assert storage.published() == [(10, "step_000010")]
+    assert storage.staged_problem("step_000010.tmp-bb", second) is None  # the loser's files, unpublished
+    storage.remove("step_000010.tmp-bb", "bb")
+    assert storage.staged_problem("step_000010.tmp-bb", second) == "model.pt is missing"
+    assert storage.verify("step_000010")[1] is None
 
 
 def test_removal_never_leaves_a_half_deleted_checkpoint_that_looks_published(
@@ -112,8 +213,7 @@ def test_removal_never_leaves_a_half_deleted_checkpoint_that_looks_published(
 ) -> None:
     storage = LocalStorage(str(tmp_path))
     for step in (10, 20):
-        staging = f"{tag_for(step)}.tmp-aa"
-        storage.publish(staging, tag_for(step), {"files": staged(storage, staging, b"w")})
+        publish_step(LocalBackend(tmp_path), step, "aa")
     deleted: list[str] = []
     real_rmtree = shutil.rmtree
 

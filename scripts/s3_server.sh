@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The S3-compatible server the object-storage checkpoint tests run against: versitygw (Versity S3 Gateway,
+# Apache-2.0, github.com/versity/versitygw) with its posix backend, built from the Go module proxy at the
+# version below into ${TRAINSTACK_S3_SERVER_CACHE:-~/.cache/trainstack/s3-server}/versitygw-<version>/ (never
+# into the repository). Prints the binary's path. A second call finds it built and returns at once; a cold
+# build takes about 5 minutes on 2 cores (docs/benchmarks.md).
+#   scripts/s3_server.sh          build if needed, print the path
+#   scripts/s3_server.sh --check  exit 0 when it is built, else 1 with one line saying why
+# On failure: one line on stderr naming what is missing or the build log, exit 1.
+set -euo pipefail
+
+version=v1.8.0
+module=github.com/versity/versitygw
+cache=${TRAINSTACK_S3_SERVER_CACHE:-$HOME/.cache/trainstack/s3-server}
+dir=$cache/versitygw-$version
+binary=$dir/versitygw
+
+if [[ ${1:-} == --check ]]; then
+    [[ -x $binary ]] || { echo "s3_server: versitygw $version is not built in $dir (run scripts/s3_server.sh)"; exit 1; }
+    exit 0
+fi
+if [[ -x $binary ]]; then
+    echo "$binary"
+    exit 0
+fi
+if ! command -v go >/dev/null; then
+    echo "s3_server: go is not on PATH: building versitygw $version needs Go >= 1.25 (its go.mod)" >&2
+    exit 1
+fi
+
+mkdir -p "$dir"
+# One build at a time (two test sessions may ask at once); the second finds the binary once the lock is free.
+exec 9>"$dir/.lock"
+flock 9
+if [[ ! -x $binary ]]; then
+    work=$(mktemp -d "$dir/.build.XXXXXX")
+    trap 'rm -rf "$work"' EXIT
+    log=$dir/build.log
+    # A static binary (no cgo) without debug information; the module and its dependencies come through the
+    # Go module proxy, checked against the checksum database.
+    if ! GOBIN=$work CGO_ENABLED=0 GOFLAGS=-buildvcs=false nice go install -trimpath -ldflags='-s -w' \
+        "$module/cmd/versitygw@$version" >"$log" 2>&1; then
+        echo "s3_server: building versitygw $version failed: $(tail -n 1 "$log") (whole log: $log)" >&2
+        exit 1
+    fi
+    mv "$work/versitygw" "$binary.tmp" && mv "$binary.tmp" "$binary"
+fi
+echo "$binary"

@@ -1,0 +1,469 @@
+"""Checkpoints in an S3-compatible object store: checkpoint.dir = s3://bucket/prefix.
+
+Layout under the prefix (the same tags and manifest as on a volume, trainer.checkpoint):
+
+    step_000100/manifest.json         uploaded last: the checkpoint exists from this object on, and only while
+                                      its files match it (sizes, sha256); "objects" names their prefix
+    step_000100/<run>/shard_00000.pt  the files run <run> wrote for step 100 (one per rank); nothing moves
+                                      when the manifest publishes them
+    .run-<run>.lease                  rewritten every RENEW_SECONDS by rank 0 of run <run> while it lives
+
+Atomic publish without rename. An object store has no rename (a copy would write every byte twice), so every
+rank uploads its shard under the run's own prefix, and rank 0 publishes by uploading manifest.json under the
+checkpoint's prefix last, with `If-None-Match: *` (a conditional write: Amazon S3 since 2024-08, and
+versitygw's posix backend, backend/common.go EvaluateObjectPutPreconditions): a second publisher of the same
+step gets 412 PreconditionFailed, and the first checkpoint stays whole. A store that answers 501
+NotImplemented to the header gets a look-then-write instead (two publishers at the very same moment may then
+both write: the last manifest wins, and it still names one run's complete files). A manifest is one PUT,
+which S3 makes visible whole or not at all, so a reader never sees half of one.
+
+Crashes and abandoned uploads. A writer killed mid-upload leaves its run's objects and, for a multipart
+upload, an incomplete upload (parts the store keeps but lists no object for) without a manifest: nothing
+reads them. A later run deletes the objects and aborts the uploads of runs that are not alive: a run is alive
+while its lease object is younger than LEASE_SECONDS by the store's clock (its Date header), since an object
+store has no lock that goes with a dead process. A run killed less than LEASE_SECONDS ago therefore still
+counts as alive (its leftovers go at a later start); a live run cut off from the store for longer than that
+may have its unpublished files removed, and its publish then fails (never a partial checkpoint). A bucket
+lifecycle rule AbortIncompleteMultipartUpload is a good second line for uploads nobody aborts.
+
+Concurrent writers. Ranks of one run write different objects (shard_<rank>) under the run's prefix; only
+rank 0 writes the manifest. Two runs write under different run prefixes and race only for the manifest,
+which the conditional write settles (above). Deleting a checkpoint deletes its manifest first (one DELETE:
+it stops being published at once), then the objects of the run it names; another run's files under the
+same step are left for the abandoned-run rule.
+
+Local disk. Each rank's shard is serialised to a temporary file (TMPDIR) and uploaded from it (multipart
+above MULTIPART_CHUNK_BYTES, so a retry resends a part, not the shard). Reading downloads each file into a
+per-process temporary directory (TMPDIR), checks its sha256 and memory-maps it from there; the
+directory is emptied when the run starts writing checkpoints and removed when the process ends.
+
+Credentials and endpoint come from the AWS SDK's own environment variables, which boto3 reads itself:
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL
+for a store other than Amazon S3, AWS_REGION; with an endpoint the requests use path-style addressing
+(s3-compatible stores do not all serve a bucket as a host name).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+import uuid
+import weakref
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import torch
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+
+from trainer.checkpoint import (
+    MANIFEST,
+    TAG_PATTERN,
+    CheckpointError,
+    file_record,
+    files_problem,
+    sha256_of,
+    warn,
+)
+from trainer.config import ConfigError, parse_s3_url
+from trainer.shared_files import LockState
+
+# A run is alive while its lease is younger than this (seconds, by the store's clock); rank 0 rewrites it
+# every RENEW_SECONDS.
+LEASE_SECONDS = 60.0
+RENEW_SECONDS = 15.0
+# Multipart uploads above this size, in parts of this size (S3: at least 5 MiB a part, at most 10,000 parts:
+# shards up to 640 GB).
+MULTIPART_CHUNK_BYTES = 64 * 1024 * 1024
+ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+LEASE_PATTERN = re.compile(r"^\.run-(?P<run>[0-9a-f]+)\.lease$")
+# step_N/<run>/<file>: a run's files of step N.
+DATA_PATTERN = re.compile(r"^(?P<tag>step_\d+)/(?P<run>[0-9a-f]+)/")
+# A manifest's "objects": the run prefix of its files.
+OBJECTS_PATTERN = re.compile(r"[0-9a-f]+/")
+STAGING_PATTERN = re.compile(r"^(?P<tag>step_\d+)\.tmp-(?P<run>[0-9a-f]+)$")
+# Error codes with which a store refuses a conditional write (412), or a concurrent one (409, Amazon S3).
+REFUSED_CONDITION = {"PreconditionFailed", "ConditionalRequestConflict"}
+NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+
+
+def error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+class S3Storage:
+    """trainer.checkpoint.Storage on s3://bucket/prefix (the module docstring has the layout and rules)."""
+
+    def __init__(self, url: str) -> None:
+        """ConfigError (one line) for a URL that is not s3://bucket/prefix or an endpoint URL boto3 rejects."""
+        self.url = url.rstrip("/")
+        self.bucket, self.prefix = parse_s3_url(url)
+        endpoint = next((os.environ[name] for name in ENDPOINT_VARIABLES if os.environ.get(name)), None)
+        config = Config(s3={"addressing_style": "path"}) if endpoint else None
+        try:
+            self.client = boto3.session.Session().client("s3", config=config)
+        except (ValueError, BotoCoreError) as error:
+            raise ConfigError(f"checkpoint.dir: {self.url}: cannot use the S3 client: {error}") from None
+        self.endpoint = str(self.client.meta.endpoint_url)
+        self.downloads: Path | None = None
+        self.manifests: dict[str, dict[str, Any]] = {}
+
+    # -- names --
+
+    def key(self, name: str) -> str:
+        """The object key of a name relative to the prefix."""
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def relative(self, key: str) -> str:
+        return key[len(self.prefix) + 1 :] if self.prefix else key
+
+    def data_prefix(self, name: str) -> str:
+        """The names' prefix of a staging name's files: step_N.tmp-<run> -> step_N/<run>/."""
+        match = STAGING_PATTERN.match(name)
+        if match is None:
+            raise ValueError(f"not a staging name: {name!r}")
+        return f"{match['tag']}/{match['run']}/"
+
+    def describe(self, name: str) -> str:
+        if STAGING_PATTERN.match(name):
+            name = self.data_prefix(name)
+        return f"s3://{self.bucket}/{self.key(name)}"
+
+    # -- access --
+
+    def check(self) -> None:
+        """That the endpoint answers and the credentials may list the prefix and write and delete under it
+        (a small probe object); ConfigError naming the URL, the endpoint and what failed otherwise."""
+        probe = self.key(f".probe-{uuid.uuid4().hex}")
+        try:
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.key(""), MaxKeys=1)
+            self.client.put_object(Bucket=self.bucket, Key=probe, Body=b"")
+            self.client.delete_object(Bucket=self.bucket, Key=probe)
+        except (NoCredentialsError, PartialCredentialsError):
+            problem = "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        except ClientError as error:
+            code, message = error_code(error), error.response.get("Error", {}).get("Message", "")
+            problem = {
+                "NoSuchBucket": "the bucket does not exist",
+                "AccessDenied": "access denied: the credentials may not list and write there",
+            }.get(code, f"the store refused the credentials or the request ({code}: {message})")
+        except BotoCoreError as error:
+            problem = f"cannot reach the store: {error}"
+        else:
+            return
+        raise ConfigError(f"checkpoint.dir: {self.url} (endpoint {self.endpoint}): {problem}")
+
+    # -- listing --
+
+    def objects(self) -> tuple[list[dict[str, Any]], float | None]:
+        """Every object under the prefix (Key relative to it, Size, LastModified) and the store's clock
+        (its Date header, seconds since the epoch) when it answered."""
+        found: list[dict[str, Any]] = []
+        now: float | None = None
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.key(""))
+        for page in pages:
+            date = page.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+            if date and now is None:
+                now = parsedate_to_datetime(date).timestamp()
+            for item in page.get("Contents", []):
+                found.append({**item, "Key": self.relative(item["Key"])})
+        return found, now
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """Sizes in bytes of the objects under a relative prefix, by name relative to it."""
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.key(prefix)
+        )
+        start = len(self.key(prefix))
+        return {item["Key"][start:]: int(item["Size"]) for page in pages for item in page.get("Contents", [])}
+
+    def published(self) -> list[tuple[int, str]]:
+        found = []
+        for item in self.objects()[0]:
+            tag, _, rest = item["Key"].partition("/")
+            match = TAG_PATTERN.match(tag)
+            if match and rest == MANIFEST:
+                found.append((int(match.group(1)), tag))
+        return sorted(found, reverse=True)
+
+    def published_at(self, tag: str) -> float:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.key(f"{tag}/{MANIFEST}"))
+        except ClientError as error:
+            if error_code(error) in NOT_FOUND:
+                raise FileNotFoundError(self.describe(f"{tag}/{MANIFEST}")) from None
+            raise
+        return float(head["LastModified"].timestamp())
+
+    # -- reading --
+
+    def read_manifest(self, tag: str) -> tuple[dict[str, Any] | None, str | None]:
+        """(the manifest as written, None), or (None, why it cannot be used): missing, unreadable, or not of
+        this trainer's format (an object store never held DeepSpeed's per-rank layout of earlier trainers)."""
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.key(f"{tag}/{MANIFEST}"))["Body"]
+            manifest = json.loads(body.read())
+        except ClientError as error:
+            if error_code(error) not in NOT_FOUND:
+                raise
+            return None, f"no readable {MANIFEST} (not found)"
+        except ValueError as error:
+            return None, f"no readable {MANIFEST} ({type(error).__name__})"
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+            return None, f"no readable {MANIFEST} (no files)"
+        if manifest.get("format") is None:
+            return None, f"{MANIFEST} is not of this trainer's format"
+        return manifest, None
+
+    def manifest(self, tag: str) -> dict[str, Any] | None:
+        return self.read_manifest(tag)[0]
+
+    def files_of(self, tag: str, manifest: dict[str, Any]) -> str:
+        """The names' prefix of a published checkpoint's files: step_N/<run>/."""
+        objects = str(manifest.get("objects", ""))
+        if not OBJECTS_PATTERN.fullmatch(objects):
+            raise CheckpointError(f'{self.describe(tag)}/{MANIFEST}: no valid "objects" prefix')
+        return f"{tag}/{objects}"
+
+    def verify(self, tag: str) -> tuple[dict[str, Any] | None, str | None]:
+        """As on a volume: every file present with its size and sha256. The files are downloaded to check
+        them, and kept for read_shard."""
+        manifest, problem = self.read_manifest(tag)
+        if manifest is None:
+            return None, problem
+        try:
+            prefix = self.files_of(tag, manifest)
+        except CheckpointError as error:
+            return None, str(error)
+        files = manifest["files"]
+
+        def sha256(name: str) -> str:  # the manifest's when the download matches it
+            matched = self.download(f"{prefix}{name}", files[name]["sha256"]) is not None
+            return str(files[name]["sha256"]) if matched else "another"
+
+        problem = files_problem(files, self.sizes(prefix).get, sha256)
+        if problem:
+            return None, problem
+        self.manifests[tag] = manifest
+        return manifest, None
+
+    def download(self, name: str, sha256: str) -> Path | None:
+        """A file into this process's download directory, kept there under its sha256 if it matches (a
+        second call finds it); None (and nothing kept) if it does not. Parallel ranged GETs for large files."""
+        if self.downloads is None:
+            self.downloads = Path(tempfile.mkdtemp(prefix="trainstack-checkpoint-"))
+            weakref.finalize(self, shutil.rmtree, self.downloads, True)
+        kept = self.downloads / sha256
+        if kept.is_file():
+            return kept
+        partial = self.downloads / f"{uuid.uuid4().hex}.part"
+        try:
+            self.client.download_file(self.bucket, self.key(name), str(partial), Config=self.transfer())
+        except ClientError as error:
+            partial.unlink(missing_ok=True)
+            if error_code(error) in NOT_FOUND:  # deleted since it was listed
+                return None
+            raise
+        if sha256_of(partial) != sha256:
+            partial.unlink()
+            return None
+        partial.rename(kept)
+        return kept
+
+    def transfer(self) -> TransferConfig:
+        """s3transfer's settings: multipart (and ranged GETs) in MULTIPART_CHUNK_BYTES parts."""
+        return TransferConfig(
+            multipart_threshold=MULTIPART_CHUNK_BYTES, multipart_chunksize=MULTIPART_CHUNK_BYTES
+        )
+
+    def local_copy(self, tag: str, name: str) -> Path:
+        """A published checkpoint's file, downloaded and checked against its manifest's sha256."""
+        manifest = self.manifests.get(tag) or self.manifest(tag)
+        if manifest is None:
+            raise CheckpointError(f"{self.describe(tag)}: no readable {MANIFEST}")
+        self.manifests[tag] = manifest
+        path = self.download(f"{self.files_of(tag, manifest)}{name}", manifest["files"][name]["sha256"])
+        if path is None:
+            raise CheckpointError(f"{self.describe(tag)}: {name} is missing or does not match its checksum")
+        return path
+
+    def read_shard(self, tag: str, name: str) -> dict[str, Any]:
+        return torch.load(self.local_copy(tag, name), map_location="cpu", mmap=True, weights_only=True)
+
+    def read_legacy(self, tag: str, name: str) -> Any:
+        return torch.load(self.local_copy(tag, name), map_location="cpu", mmap=True, weights_only=False)
+
+    # -- writing --
+
+    def write_shard(self, staging: str, name: str, state: dict[str, Any]) -> dict[str, Any]:
+        """torch.save to a temporary file, its record (size, sha256), then the upload (multipart for large
+        files); the temporary file is deleted either way."""
+        if self.downloads is not None:  # the run is past resuming: the files it loaded are not needed
+            for path in self.downloads.iterdir():
+                path.unlink(missing_ok=True)
+        descriptor, spooled = tempfile.mkstemp(prefix="trainstack-shard-", suffix=".pt")
+        os.close(descriptor)
+        try:
+            torch.save(state, spooled)
+            record = file_record(Path(spooled))
+            key = self.key(f"{self.data_prefix(staging)}{name}")
+            self.client.upload_file(spooled, self.bucket, key, Config=self.transfer())
+        finally:
+            os.unlink(spooled)
+        return record
+
+    def staged_problem(self, staging: str, files: dict[str, Any]) -> str | None:
+        return files_problem(files, self.sizes(self.data_prefix(staging)).get, None)
+
+    def publish(self, staging: str, tag: str, manifest: dict[str, Any]) -> bool:
+        """Upload the manifest, naming the staged files' prefix, under the tag unless one is there."""
+        run = STAGING_PATTERN.match(staging)
+        assert run is not None
+        body = json.dumps({**manifest, "objects": f"{run['run']}/"}, indent=1, sort_keys=True).encode()
+        key = self.key(f"{tag}/{MANIFEST}")
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*")
+        except ClientError as error:
+            if error_code(error) in REFUSED_CONDITION:
+                return False
+            if error_code(error) != "NotImplemented":
+                raise
+            if self.exists(key):  # a store without conditional writes: look, then write
+                return False
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body)
+        return True
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if error_code(error) in NOT_FOUND:
+                return False
+            raise
+        return True
+
+    # -- deleting --
+
+    def delete_under(self, prefix: str) -> None:
+        """Delete the objects and abort the multipart uploads under a relative prefix."""
+        keys = [self.key(f"{prefix}{name}") for name in self.sizes(prefix)]
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+            batch = [{"Key": key} for key in keys[start : start + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+        for upload in self.uploads(prefix):
+            self.abort(upload)
+
+    def uploads(self, prefix: str = "") -> list[dict[str, Any]]:
+        """The incomplete multipart uploads under a relative prefix (Key as the store names it)."""
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=self.key(prefix)
+        )
+        return [upload for page in pages for upload in page.get("Uploads", [])]
+
+    def abort(self, upload: dict[str, Any]) -> None:
+        try:
+            self.client.abort_multipart_upload(
+                Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
+        except ClientError as error:
+            if error_code(error) != "NoSuchUpload":  # finished or aborted meanwhile
+                raise
+
+    def remove(self, name: str, run: str) -> None:
+        """A staging name: its run's objects and uploads. A tag: its manifest first (it stops being
+        published at once), then the files of the run it names."""
+        if STAGING_PATTERN.match(name):
+            self.delete_under(self.data_prefix(name))
+            return
+        manifest = self.manifest(name)
+        self.client.delete_object(Bucket=self.bucket, Key=self.key(f"{name}/{MANIFEST}"))
+        self.manifests.pop(name, None)
+        # Without a valid prefix in it, its files are left for the abandoned-run rule.
+        if manifest is not None and OBJECTS_PATTERN.fullmatch(str(manifest.get("objects", ""))):
+            self.delete_under(self.files_of(name, manifest))
+
+    def run_lock(self, run: str) -> Lease:
+        return Lease(self, run)
+
+    def remove_abandoned(self, own_run: str) -> list[str]:
+        """Delete the files and abort the uploads of runs that are not alive (their lease older than
+        LEASE_SECONDS, or none), except those a published manifest names; delete their leases. Returns the
+        ids of other live runs."""
+        objects, now = self.objects()
+        leases = {}
+        for item in objects:
+            match = LEASE_PATTERN.match(item["Key"])
+            if match:
+                leases[match["run"]] = item["LastModified"].timestamp()
+        clock = now if now is not None else max(leases.values(), default=0.0)
+        live = {run for run, renewed in leases.items() if clock - renewed < LEASE_SECONDS}
+        published = {}
+        for _, tag in self.published():
+            manifest = self.manifest(tag)
+            if manifest is not None:
+                published[tag] = str(manifest.get("objects", "")).rstrip("/")
+
+        def abandoned(relative_key: str) -> bool:
+            match = DATA_PATTERN.match(relative_key)
+            if match is None:
+                return False
+            run = match["run"]
+            return run != own_run and run not in live and published.get(match["tag"]) != run
+
+        doomed = [item["Key"] for item in objects if abandoned(item["Key"])]
+        doomed += [f".run-{run}.lease" for run in leases if run not in live and run != own_run]
+        for start in range(0, len(doomed), 1000):
+            batch = [{"Key": self.key(name)} for name in doomed[start : start + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+        for upload in self.uploads():
+            if abandoned(self.relative(upload["Key"])):
+                self.abort(upload)
+        return sorted(live - {own_run})
+
+
+class Lease:
+    """A run's lease object, rewritten every RENEW_SECONDS by a thread from acquire to release."""
+
+    def __init__(self, storage: S3Storage, run: str) -> None:
+        self.storage = storage
+        self.key = storage.key(f".run-{run}.lease")
+        self.stopped = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def renew(self) -> None:
+        self.storage.client.put_object(Bucket=self.storage.bucket, Key=self.key, Body=b"")
+
+    def acquire(self) -> LockState:
+        """Write the lease and keep it fresh; always "held" (each run's lease is its own)."""
+        self.renew()
+        self.thread = threading.Thread(target=self.keep, name="checkpoint-lease", daemon=True)
+        self.thread.start()
+        return "held"
+
+    def keep(self) -> None:
+        failing = False
+        while not self.stopped.wait(RENEW_SECONDS):
+            try:
+                self.renew()
+                failing = False
+            except (ClientError, BotoCoreError) as error:
+                if not failing:
+                    warn(f"cannot renew s3://{self.storage.bucket}/{self.key}: {error}")
+                failing = True
+
+    def release(self, remove: bool = False) -> None:
+        """Stop renewing; remove=True also deletes the lease (the run is over)."""
+        if self.thread is None:
+            return
+        self.stopped.set()
+        self.thread.join()
+        self.thread = None
+        if remove:
+            self.storage.client.delete_object(Bucket=self.storage.bucket, Key=self.key)
