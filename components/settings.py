@@ -43,13 +43,15 @@ from components.training_job import (
     CHECKPOINT_ACCESS_MODES,
     MIN_GRACE_PERIOD_SECONDS,
     PREEMPTION_POLICIES,
+    S3_SECRET_KEYS,
+    ObjectStore,
     PriorityClassSpec,
     TrainingJobArgs,
     default_grace_period_seconds,
     job_paths,
     rank0_labels,
 )
-from trainer.config import ConfigError, TrainConfig, load_config
+from trainer.config import S3_URL_SHAPE, ConfigError, TrainConfig, load_config, parse_s3_url
 
 PROJECT = "trainstack"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +63,9 @@ TRAINING_SERVICE_ACCOUNT = "trainer"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _DNS_LABEL_RULE = "a DNS-1123 label (lowercase letters, digits, '-')"
+_DNS_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_ENDPOINT = re.compile(r"^https?://[^\s/?#@]+(/[^\s?#]*)?$")
+_REGION = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _K3S_VERSION = re.compile(r"^v[0-9]+\.[0-9]+\.[0-9]+\+k3s[0-9]+$")
 _BUILD_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 K3S_IMAGE_REPOSITORY = "rancher/k3s"
@@ -307,6 +312,41 @@ def _priority(values: Mapping[str, Any], job_name: str) -> tuple[str, PriorityCl
     return name, PriorityClassSpec(value=value, preemption_policy=policy)
 
 
+def _object_store(values: Mapping[str, Any], job_name: str) -> ObjectStore | None:
+    """Where the checkpoints go when checkpointS3Url is set, checked; None keeps them on the claim."""
+    url = str(values["checkpointS3Url"]).strip()
+    if not url:
+        for key in ("checkpointS3Secret", "checkpointS3Endpoint"):
+            if values[key]:
+                raise _error(key, "applies only with checkpointS3Url (s3://bucket/prefix), which is empty")
+        return None
+    try:
+        parse_s3_url(url)
+    except ConfigError:
+        raise _error("checkpointS3Url", f"must be {S3_URL_SHAPE}, got {url!r}") from None
+    secret = str(values["checkpointS3Secret"])
+    if not secret:
+        raise _error(
+            "checkpointS3Secret",
+            f"must name the Secret in the namespace that holds {' and '.join(S3_SECRET_KEYS)} when"
+            " checkpointS3Url is set",
+        )
+    if not _DNS_SUBDOMAIN.match(secret):
+        raise _error("checkpointS3Secret", f"must be a Secret name (a DNS-1123 subdomain), got {secret!r}")
+    endpoint = str(values["checkpointS3Endpoint"])
+    if endpoint and not _ENDPOINT.match(endpoint):
+        raise _error(
+            "checkpointS3Endpoint",
+            f"must be an http:// or https:// URL such as http://minio.storage.svc:9000 (no credentials in it), got {endpoint!r}",
+        )
+    return ObjectStore(
+        url=job_paths(job_name, url)["checkpoint.dir"],
+        secret=secret,
+        endpoint=endpoint,
+        region=_matching(values, "checkpointS3Region", _REGION, "an S3 region name such as us-east-1"),
+    )
+
+
 def _trainer(values: Mapping[str, Any], on_k3s: bool) -> KubeflowTrainerArgs:
     """Where the Trainer chart comes from and the extra values it gets, checked before anything is installed."""
     version = str(values["trainerVersion"])
@@ -373,21 +413,24 @@ def _registry(values: Mapping[str, Any], password: pulumi.Input[str] | None) -> 
 
 
 def _train_config(
-    values: Mapping[str, Any], job_name: str, stack_keys: Mapping[str, tuple[str, str]]
+    values: Mapping[str, Any],
+    job_name: str,
+    stack_keys: Mapping[str, tuple[str, str]],
+    object_store: ObjectStore | None = None,
 ) -> TrainConfig:
-    """The preset with the overrides and the stack's in-cluster paths, validated by the trainer's own loader.
+    """The preset with the overrides and the stack's in-cluster paths (the checkpoints in object_store when
+    given), validated by the trainer's own loader.
 
     stack_keys: further training keys the stack sets, each as (value, the stack key it comes from)."""
     preset = _one_of(values, "trainingPreset", available_presets())
     overrides = list(values["trainingOverrides"])
     paths = job_paths(job_name)
+    if object_store is not None:
+        paths["checkpoint.dir"] = object_store.url
     for override in overrides:
         key = override.partition("=")[0].strip()
         if key in paths:
-            raise _error(
-                "trainingOverrides",
-                f"may not set {key}: the stack puts it on the checkpoint volume ({paths[key]})",
-            )
+            raise _error("trainingOverrides", f"may not set {key}: the stack sets it ({paths[key]})")
         if key in stack_keys:
             raise _error(
                 "trainingOverrides", f"may not set {key}: the stack sets it from {stack_keys[key][1]}"
@@ -495,7 +538,8 @@ def parse_settings(
         stack_keys["output.tracking"] = ("mlflow", "mlflowServer")
         stack_keys["output.tracking_uri"] = (tracking_uri(namespace), "mlflowServer")
     priority_class, priority = _priority(values, job_name)
-    train_config = _train_config(values, job_name, stack_keys)
+    object_store = _object_store(values, job_name)
+    train_config = _train_config(values, job_name, stack_keys, object_store)
     job = TrainingJobArgs(
         job_name=job_name,
         num_nodes=cluster.node_count,
@@ -514,6 +558,7 @@ def parse_settings(
         metrics_port=metrics_port,
         priority_class=priority_class,
         priority=priority,
+        object_store=object_store,
     )
     monitoring = None
     if metrics_port:

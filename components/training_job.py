@@ -92,11 +92,14 @@ def usage_failure_pattern() -> str:
     return f"^Container {NODE} for pod [^ ]+ failed with exit code {USAGE_EXIT_CODE} matching FailJob rule "
 
 
-def job_paths(job_name: str) -> dict[str, str]:
-    """The training config's storage keys, all on the checkpoint volume under the job's own directory."""
+def job_paths(job_name: str, checkpoint_url: str = "") -> dict[str, str]:
+    """The training config's storage keys under the job's own directory on the checkpoint volume; with
+    checkpoint_url (s3://bucket/prefix) the checkpoints go to <prefix>/<job>/checkpoints in that object store
+    instead, and the volume keeps the outputs and the token cache."""
     root = f"{CHECKPOINT_MOUNT}/{job_name}"
+    checkpoints = f"{checkpoint_url.rstrip('/')}/{job_name}" if checkpoint_url else root
     return {
-        "checkpoint.dir": f"{root}/checkpoints",
+        "checkpoint.dir": f"{checkpoints}/checkpoints",
         "output.dir": f"{root}/output",
         "data.cache_dir": f"{root}/cache",
     }
@@ -115,6 +118,41 @@ class PriorityClassSpec:
     value: int
     # PreemptLowerPriority, or Never (queue ahead of lower priorities without evicting them).
     preemption_policy: str = "PreemptLowerPriority"
+
+
+# The AWS SDK's variables the trainer's S3 client (boto3) reads; the Secret's keys have the same names.
+S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+S3_OPTIONAL_SECRET_KEYS = ("AWS_SESSION_TOKEN",)
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    """Checkpoints in an S3-compatible object store (trainer.s3_storage) rather than on the claim."""
+
+    # checkpoint.dir of the job: s3://bucket/prefix/<job>/checkpoints.
+    url: str
+    # Secret in the namespace with S3_SECRET_KEYS (and optionally S3_OPTIONAL_SECRET_KEYS).
+    secret: str
+    # Endpoint URL of a store other than Amazon S3 (AWS_ENDPOINT_URL_S3); empty: Amazon S3.
+    endpoint: str
+    # Region the requests are signed for (AWS_REGION).
+    region: str
+
+    def environment(self) -> list[dict[str, Any]]:
+        """The training container's variables: the credentials by secretKeyRef (never a literal), the
+        endpoint and region as values."""
+        env: list[dict[str, Any]] = [
+            {"name": key, "valueFrom": {"secretKeyRef": {"name": self.secret, "key": key}}}
+            for key in S3_SECRET_KEYS
+        ]
+        env += [
+            {"name": key, "valueFrom": {"secretKeyRef": {"name": self.secret, "key": key, "optional": True}}}
+            for key in S3_OPTIONAL_SECRET_KEYS
+        ]
+        if self.endpoint:
+            env.append({"name": "AWS_ENDPOINT_URL_S3", "value": self.endpoint})
+        env.append({"name": "AWS_REGION", "value": self.region})
+        return env
 
 
 def config_map_name(job_name: str, train_config: str) -> str:
@@ -140,7 +178,7 @@ class TrainingJobArgs:
     shm_size: str
     # JobSet restarts after failures before the job fails (preemptions do not count).
     max_restarts: int
-    # Size of the checkpoint claim.
+    # Size of the checkpoint claim (with object_store it holds the outputs and the token cache only).
     checkpoint_size: str
     # StorageClass of the checkpoint claim; empty means the cluster default (or the shared volume).
     checkpoint_storage_class: str
@@ -162,6 +200,8 @@ class TrainingJobArgs:
     priority_class: str = ""
     # Create that PriorityClass with this spec; None: it exists already.
     priority: PriorityClassSpec | None = None
+    # Checkpoints in an object store; None: on the claim.
+    object_store: ObjectStore | None = None
 
     @property
     def config_map(self) -> str:
@@ -326,6 +366,8 @@ def train_job_spec(
             "value": str(torchrun_shutdown_timeout(args.termination_grace_period_seconds)),
         },
     ]
+    if args.object_store is not None:
+        env += args.object_store.environment()
     if hf_token_secret is not None:
         env.append(
             {
@@ -540,8 +582,12 @@ class TrainingJob(pulumi.ComponentResource):
         # Pod names are not sensitive, though the command that lists them carries the kubeconfig.
         self.pod_names = pulumi.Output.unsecret(pods.stdout).apply(str.split)
         self.job_name = train_job.id.apply(lambda _: args.job_name)
-        self.checkpoint_location = pulumi.Output.format(
-            "pvc://{0}/{1}/{2}/checkpoints", namespace, args.checkpoint_claim, args.job_name
+        self.checkpoint_location = (
+            pulumi.Output.from_input(args.object_store.url)
+            if args.object_store is not None
+            else pulumi.Output.format(
+                "pvc://{0}/{1}/{2}/checkpoints", namespace, args.checkpoint_claim, args.job_name
+            )
         )
         self.logs_command = pulumi.Output.format(
             "kubectl --kubeconfig <(pulumi stack output kubeconfig --show-secrets --stack {0}) logs -n {1} -l {2}"

@@ -324,6 +324,12 @@ BAD_CONFIGS = [
     ({"hostHasGpuDriver": "maybe"}, "trainstack:hostHasGpuDriver", "true or false"),
     ({"clusterKnd": "kind"}, "trainstack:clusterKnd", "allowed keys: baseImage"),
     ({"terminationGracePeriodSeconds": 5}, "trainstack:terminationGracePeriodSeconds", "at least 20"),
+    (
+        {"checkpointS3Url": "s3://b/x", "checkpointS3Secret": "k"},
+        "trainstack:checkpointS3Url",
+        "s3://bucket/prefix",
+    ),
+    ({"checkpointS3Url": "s3://team/x"}, "trainstack:checkpointS3Secret", "AWS_ACCESS_KEY_ID"),
 ]
 
 
@@ -598,3 +604,33 @@ def test_a_bad_existing_cluster_stops_with_one_line_before_any_resource(
     message = str(raised.value)
     assert message.startswith(f"{key}: ") and problem in message and "\n" not in message
     assert run.resources == []
+
+
+def test_checkpoints_in_an_object_store_reach_the_job_and_the_output() -> None:
+    """checkpointS3Url: the training config, the TrainJob's credentials by secretKeyRef (validated against
+    Kubeflow's API and Kubernetes' own schemas), the claim still there for outputs, the output an s3:// URL."""
+    run = run_stack(
+        "dev",
+        {
+            "checkpointS3Url": "s3://team-bucket/training",
+            "checkpointS3Secret": "s3-credentials",
+            "checkpointS3Endpoint": "http://minio.storage.svc:9000",
+        },
+    )
+    url = "s3://team-bucket/training/gpt-train/checkpoints"
+    assert run.plain_output("checkpointLocation") == url
+    assert _training_config(run)["checkpoint"]["dir"] == url
+    job = validate_trainer_object(run.one(TRAIN_JOB))
+    env = {item["name"]: item for item in job["spec"]["trainer"]["env"]}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == {
+        "secretKeyRef": {"name": "s3-credentials", "key": "AWS_SECRET_ACCESS_KEY"}
+    }
+    assert env["AWS_ENDPOINT_URL_S3"]["value"] == "http://minio.storage.svc:9000"
+    assert run.one("kubernetes:core/v1:PersistentVolumeClaim")  # outputs and the token cache
+    for registration in run.resources:
+        if is_plain_kubernetes_object(registration):
+            validate_kubernetes_object(registration)
+    # The stack never holds the credentials: no Secret of its own, the Role reads none of them.
+    assert not [r for r in run.of_type("kubernetes:core/v1:Secret") if "s3" in r.name]
+    role = run.one("kubernetes:rbac.authorization.k8s.io/v1:Role").plain
+    assert all("s3-credentials" not in rule.get("resourceNames", []) for rule in role["rules"])

@@ -107,10 +107,11 @@ def _not_blank(value: str) -> str | None:
 S3_SCHEME = "s3://"
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IPV4 = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
-S3_URL_RULE = (
-    "a directory, or s3://bucket/prefix (bucket: 3-63 lowercase letters, digits, '.' or '-'; prefix: "
-    "'/'-separated names, none empty, '.' or '..')"
+S3_URL_SHAPE = (
+    "s3://bucket/prefix (bucket: 3-63 lowercase letters, digits, '.' or '-'; prefix: '/'-separated names, "
+    "none empty, '.' or '..')"
 )
+S3_URL_RULE = f"a directory, or {S3_URL_SHAPE}"
 
 
 def is_s3_url(text: str) -> bool:

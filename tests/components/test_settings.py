@@ -18,6 +18,7 @@ from components.settings import (
     resolve_values,
 )
 from components.trainer_image import K3sImport, KindLoad
+from components.training_job import ObjectStore
 from tests.stack_helpers import evaluate, is_secret, reveal
 
 
@@ -383,3 +384,80 @@ def test_restarts_and_shared_storage_reach_the_job() -> None:
     assert (job.max_restarts, job.shared_storage) == (3, True)
     job = parse_settings({"nodeCount": "2", "checkpointStorageClass": "nfs-client"}).job
     assert job.shared_storage is False
+
+
+S3 = {"checkpointS3Url": "s3://team-bucket/training", "checkpointS3Secret": "s3-credentials"}
+
+
+def test_checkpoints_in_an_object_store_keep_outputs_and_cache_on_the_claim() -> None:
+    settings = parse_settings({**S3, "checkpointS3Endpoint": "http://minio.storage.svc:9000",
+                               "checkpointS3Region": "eu-central-1"})  # fmt: skip
+    config = yaml.safe_load(settings.job.train_config)
+    assert config["checkpoint"]["dir"] == "s3://team-bucket/training/gpt-train/checkpoints"
+    assert config["output"]["dir"] == "/mnt/checkpoints/gpt-train/output"
+    assert config["data"]["cache_dir"] == "/mnt/checkpoints/gpt-train/cache"
+    assert settings.job.object_store == ObjectStore(
+        url="s3://team-bucket/training/gpt-train/checkpoints",
+        secret="s3-credentials",
+        endpoint="http://minio.storage.svc:9000",
+        region="eu-central-1",
+    )
+    assert parse_settings({}).job.object_store is None
+    bucket_root = parse_settings({**S3, "checkpointS3Url": "s3://team-bucket/"}).job.object_store
+    assert bucket_root is not None and bucket_root.url == "s3://team-bucket/gpt-train/checkpoints"
+    assert bucket_root.endpoint == "" and bucket_root.region == "us-east-1"  # Amazon S3
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {**S3, "checkpointS3Url": "s3://Team_Bucket/x"},
+            "trainstack:checkpointS3Url: must be s3://bucket/prefix (bucket: 3-63 lowercase letters, digits, '.'"
+            " or '-'; prefix: '/'-separated names, none empty, '.' or '..'), got 's3://Team_Bucket/x'",
+        ),
+        (
+            {**S3, "checkpointS3Url": "gs://team-bucket/x"},
+            "trainstack:checkpointS3Url: must be s3://bucket/prefix",
+        ),
+        (
+            {"checkpointS3Url": "s3://team-bucket/x"},
+            "trainstack:checkpointS3Secret: must name the Secret in the namespace that holds AWS_ACCESS_KEY_ID and"
+            " AWS_SECRET_ACCESS_KEY when checkpointS3Url is set",
+        ),
+        (
+            {**S3, "checkpointS3Secret": "S3 Keys"},
+            "trainstack:checkpointS3Secret: must be a Secret name (a DNS-1123 subdomain), got 'S3 Keys'",
+        ),
+        (
+            {"checkpointS3Secret": "s3-credentials"},
+            "trainstack:checkpointS3Secret: applies only with checkpointS3Url (s3://bucket/prefix), which is empty",
+        ),
+        (
+            {"checkpointS3Endpoint": "http://minio:9000"},
+            "trainstack:checkpointS3Endpoint: applies only with checkpointS3Url (s3://bucket/prefix), which is empty",
+        ),
+        (
+            {**S3, "checkpointS3Endpoint": "minio:9000"},
+            "trainstack:checkpointS3Endpoint: must be an http:// or https:// URL such as"
+            " http://minio.storage.svc:9000 (no credentials in it), got 'minio:9000'",
+        ),
+        (
+            {**S3, "checkpointS3Endpoint": "https://key:secret@minio:9000"},
+            "trainstack:checkpointS3Endpoint: must be an http:// or https:// URL",
+        ),
+        (
+            {**S3, "checkpointS3Region": "EU Central"},
+            "trainstack:checkpointS3Region: must be an S3 region name such as us-east-1, got 'EU Central'",
+        ),
+        (
+            {**S3, "trainingOverrides": '["checkpoint.dir=/data"]'},
+            "trainstack:trainingOverrides: may not set checkpoint.dir: the stack sets it"
+            " (s3://team-bucket/training/gpt-train/checkpoints)",
+        ),
+    ],
+)
+def test_bad_object_store_settings_give_one_line(values: dict[str, str], message: str) -> None:
+    with pytest.raises(StackConfigError) as error:
+        parse_settings(values)
+    assert str(error.value).startswith(message)

@@ -21,6 +21,7 @@ from components.training_job import (
     JOBSET_NAME_LABEL,
     POD_NAMES_SCRIPT,
     RUNTIME_NAME,
+    ObjectStore,
     TrainingJob,
     TrainingJobArgs,
     config_map_name,
@@ -85,6 +86,47 @@ def test_job_paths_follow_the_contract() -> None:
         "data.cache_dir": "/mnt/checkpoints/gpt/cache",
     }
     assert config_map_name("gpt", "a") != config_map_name("gpt", "b")
+
+
+def test_job_paths_put_only_the_checkpoints_in_an_object_store() -> None:
+    assert job_paths("gpt", "s3://bucket/team/") == {
+        "checkpoint.dir": "s3://bucket/team/gpt/checkpoints",
+        "output.dir": "/mnt/checkpoints/gpt/output",
+        "data.cache_dir": "/mnt/checkpoints/gpt/cache",
+    }
+
+
+STORE = ObjectStore(
+    url="s3://bucket/team/gpt/checkpoints",
+    secret="s3-credentials",
+    endpoint="http://minio:9000",
+    region="eu-1",
+)
+
+
+def test_an_object_store_reaches_the_pods_by_secret_reference_only() -> None:
+    document = trainjob(job_args(object_store=STORE))
+    env = {item["name"]: item for item in document["spec"]["trainer"]["env"]}
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[key] == {
+            "name": key,
+            "valueFrom": {"secretKeyRef": {"name": "s3-credentials", "key": key}},
+        }
+    assert env["AWS_SESSION_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "s3-credentials", "key": "AWS_SESSION_TOKEN", "optional": True}  # fmt: skip
+    assert env["AWS_ENDPOINT_URL_S3"] == {"name": "AWS_ENDPOINT_URL_S3", "value": "http://minio:9000"}
+    assert env["AWS_REGION"] == {"name": "AWS_REGION", "value": "eu-1"}
+    assert round_trip(TrainerV1alpha1TrainJob, document) == document
+    # the variables as Kubernetes 1.33 reads a container's env (strict: no unknown field)
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+           "spec": {"containers": [{"name": "node", "image": IMAGE, "env": list(env.values())}]}}  # fmt: skip
+    kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
+    # the claim stays: outputs and the token cache
+    assert pod_patch(document)["volumes"][0]["persistentVolumeClaim"] == {"claimName": "gpt-checkpoints"}
+    # Amazon S3: no endpoint variable; no object store: no AWS variable at all
+    amazon = trainjob(job_args(object_store=ObjectStore(STORE.url, "s3-credentials", "", "us-east-1")))
+    assert "AWS_ENDPOINT_URL_S3" not in {item["name"] for item in amazon["spec"]["trainer"]["env"]}
+    assert not [i for i in trainjob(job_args())["spec"]["trainer"]["env"] if i["name"].startswith("AWS_")]
 
 
 def test_train_job_round_trips_through_the_kubeflow_model() -> None:
@@ -340,7 +382,8 @@ def test_failure_policies_follow_the_published_schemas() -> None:
     ("num_nodes", "mode"), [(1, "ReadWriteOnce"), (1, "ReadWriteMany"), (2, "ReadWriteMany")]
 )
 def test_component_graph(num_nodes: int, mode: str) -> None:
-    args = job_args(num_nodes=num_nodes, checkpoint_access_mode=mode)
+    store = None if num_nodes == 1 else STORE  # the claim stays with an object store (outputs, token cache)
+    args = job_args(num_nodes=num_nodes, checkpoint_access_mode=mode, object_store=store)
 
     def program() -> None:
         gate = pulumi.CustomResource("test:index:Gate", "gate", {})
@@ -357,6 +400,7 @@ def test_component_graph(num_nodes: int, mode: str) -> None:
         )
         pulumi.export("pods", job.pod_names)
         pulumi.export("job", job.job_name)
+        pulumi.export("location", job.checkpoint_location)
 
     run = evaluate(program)
     claim = run.one("kubernetes:core/v1:PersistentVolumeClaim")
@@ -385,6 +429,8 @@ def test_component_graph(num_nodes: int, mode: str) -> None:
     assert reveal(pods.inputs["environment"])["WANT"] == str(num_nodes)
     assert reveal(run.outputs["pods"]) == [f"gpt-node-0-{rank}-x" for rank in range(num_nodes)]
     assert reveal(run.outputs["job"]) == "gpt"
+    location = "pvc://team/gpt-checkpoints/gpt/checkpoints" if store is None else STORE.url
+    assert reveal(run.outputs["location"]) == location
 
 
 def run_pod_names_script(

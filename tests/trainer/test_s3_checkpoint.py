@@ -1,0 +1,447 @@
+"""Checkpoints in object storage (checkpoint.dir = s3://bucket/prefix) against a real S3-compatible server
+(versitygw, tests/s3_server.py): the rules only an object store needs (manifest deleted first, leases of live
+runs, abandoned uploads), exact resume at 1 and 2 ranks, a writer SIGKILLed or SIGTERMed during a multipart
+upload, a corrupt or missing object, bad URLs and credentials. Every test here needs the server: it fails,
+with one line, when the server cannot be built or started."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from botocore.exceptions import ClientError
+
+from tests.s3_server import S3Server
+from trainer import PREEMPTED_EXIT_CODE
+from trainer.checkpoint import tag_for
+from trainer.s3_storage import S3Storage
+
+from .conftest import (
+    REPO,
+    TINY_CONFIG,
+    assert_clean_failure,
+    final_weights,
+    metrics,
+    run_overrides,
+    torchrun_command,
+    trainer_command,
+    trainer_env,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The server's AWS variables, set in this process too (S3Storage reads them)."""
+    for name, value in s3_server.environment().items():
+        monkeypatch.setenv(name, value)
+    return s3_server.environment()
+
+
+@pytest.fixture
+def storage(s3_url: str, s3_env: dict[str, str]) -> S3Storage:
+    return S3Storage(s3_url)
+
+
+def keys(storage: S3Storage) -> list[str]:
+    """Every object under the prefix, relative to it, sorted."""
+    return sorted(item["Key"] for item in storage.objects()[0])
+
+
+def uploads(storage: S3Storage) -> list[str]:
+    """The keys of incomplete multipart uploads under the prefix, relative to it."""
+    return sorted(storage.relative(upload["Key"]) for upload in storage.uploads())
+
+
+def put(storage: S3Storage, name: str, content: bytes = b"x") -> None:
+    storage.client.put_object(Bucket=storage.bucket, Key=storage.key(name), Body=content)
+
+
+def start_upload(storage: S3Storage, name: str) -> None:
+    """An incomplete multipart upload, as a writer killed mid-upload leaves one."""
+    storage.client.create_multipart_upload(Bucket=storage.bucket, Key=storage.key(name))
+
+
+def publish(storage: S3Storage, step: int, run: str, content: bytes = b"weights") -> None:
+    put(storage, f"{tag_for(step)}/{run}/shard_00000.pt", content)
+    files = {"shard_00000.pt": {"bytes": len(content), "sha256": hashlib.sha256(content).hexdigest()}}
+    manifest = {"format": 2, "step": step, "shards": ["shard_00000.pt"], "files": files}
+    assert storage.publish(f"{tag_for(step)}.tmp-{run}", tag_for(step), manifest)
+
+
+# ---- the rules of the object store ----
+
+
+def test_removal_deletes_the_manifest_before_the_files(
+    storage: S3Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for step in (10, 20):
+        publish(storage, step, "aa")
+    put(storage, "step_000010/bb/shard_00000.pt")  # another run's files of the same step
+    seen: list[list[tuple[int, str]]] = []
+    real_delete_under = S3Storage.delete_under
+
+    def observe(self: S3Storage, prefix: str) -> None:
+        seen.append(self.published())
+        real_delete_under(self, prefix)
+
+    monkeypatch.setattr(S3Storage, "delete_under", observe)
+    storage.remove("step_000010", "cc")
+    assert seen == [[(20, "step_000020")]]  # step 10 was no longer published when its files went
+    # the files of the run its manifest named are gone; another run's are left for the abandoned-run rule
+    assert keys(storage) == ["step_000010/bb/shard_00000.pt", "step_000020/aa/shard_00000.pt",
+                             "step_000020/manifest.json"]  # fmt: skip
+    storage.remove("step_000010", "cc")  # already gone: nothing to do
+
+
+def test_only_what_dead_runs_left_unpublished_is_removed(
+    storage: S3Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run is alive while its lease is younger than LEASE_SECONDS; files a manifest names always stay."""
+    monkeypatch.setattr("trainer.s3_storage.LEASE_SECONDS", 2.0)
+    put(storage, ".run-a1.lease")  # a1 crashed: its lease is going stale
+    put(storage, "step_000010/a1/shard_00000.pt")
+    start_upload(storage, "step_000010/a1/shard_00001.pt")
+    publish(storage, 50, "d4")  # d4 is gone (no lease), its checkpoint published: kept
+    put(storage, "step_000050/e5/shard_00000.pt")  # e5 lost the race for step 50 and died
+    time.sleep(3)
+    put(storage, ".run-b2.lease")  # b2 is alive and writing step 20
+    put(storage, "step_000020/b2/shard_00000.pt")
+    start_upload(storage, "step_000020/b2/shard_00001.pt")
+    put(storage, "step_000030/c3/shard_00000.pt")  # this run's own write
+
+    assert storage.remove_abandoned(own_run="c3") == ["b2"]
+    assert keys(storage) == [".run-b2.lease", "step_000020/b2/shard_00000.pt", "step_000030/c3/shard_00000.pt",
+                             "step_000050/d4/shard_00000.pt", "step_000050/manifest.json"]  # fmt: skip
+    assert uploads(storage) == ["step_000020/b2/shard_00001.pt"]
+    assert storage.published() == [(50, "step_000050")]
+
+    time.sleep(3)  # b2 has died since
+    assert storage.remove_abandoned(own_run="c3") == []
+    assert keys(storage) == ["step_000030/c3/shard_00000.pt", "step_000050/d4/shard_00000.pt",
+                             "step_000050/manifest.json"]  # fmt: skip
+    assert uploads(storage) == []
+
+
+def test_a_lease_is_renewed_while_held_and_deleted_on_release(
+    storage: S3Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("trainer.s3_storage.RENEW_SECONDS", 0.2)
+    lease = storage.run_lock("f6")
+    assert lease.acquire() == "held"
+    head = storage.client.head_object(Bucket=storage.bucket, Key=storage.key(".run-f6.lease"))
+    time.sleep(2.5)  # S3 times have whole seconds
+    renewed = storage.client.head_object(Bucket=storage.bucket, Key=storage.key(".run-f6.lease"))
+    assert renewed["LastModified"] > head["LastModified"]
+    lease.release(remove=True)
+    assert keys(storage) == []
+
+
+def test_a_store_without_conditional_writes_still_never_replaces_a_checkpoint(
+    storage: S3Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that answers 501 NotImplemented to If-None-Match (the header alone is refused here, on top of
+    the real server): look, then write."""
+    real_put = storage.client.put_object
+
+    def no_conditions(**kwargs: Any) -> Any:
+        if "IfNoneMatch" in kwargs:
+            error = {"Error": {"Code": "NotImplemented", "Message": "If-None-Match"}}
+            raise ClientError(error, "PutObject")
+        return real_put(**kwargs)
+
+    monkeypatch.setattr(storage.client, "put_object", no_conditions)
+    publish(storage, 10, "aa", b"first")
+    put(storage, "step_000010/bb/shard_00000.pt", b"second")
+    manifest = {"format": 2, "step": 10, "files": {"shard_00000.pt": {"bytes": 6, "sha256": "0" * 64}}}
+    assert not storage.publish("step_000010.tmp-bb", "step_000010", manifest)
+    verified, problem = storage.verify("step_000010")
+    assert problem is None and verified is not None and verified["objects"] == "aa/"
+
+
+# ---- end to end: the trainer on the S3 server ----
+
+# `python -m trainer ...` whose uploads of the named checkpoint crawl (seconds per MiB sent), one part of 5 MiB
+# (S3's smallest) after the other, and whose view of leases lasts `lease` seconds. argv:
+# "step_000020=2,lease=60", then the trainer's arguments.
+SLOW_UPLOADS = """
+import sys, time
+from boto3.s3.transfer import TransferConfig
+import trainer.s3_storage as s3
+from trainer.cli import main
+
+settings = dict(item.split("=") for item in sys.argv[1].split(",") if item)
+s3.LEASE_SECONDS = float(settings.pop("lease", s3.LEASE_SECONDS))
+part = 5 * 1024 * 1024
+s3.S3Storage.transfer = lambda self: TransferConfig(multipart_threshold=part, multipart_chunksize=part,
+                                                    max_concurrency=1)
+real_upload_file = s3.S3Storage.write_shard
+
+def write_shard(self, staging, name, state):
+    delay = float(settings.get(staging.split(".")[0], 0))
+    upload_file = self.client.upload_file
+    def slow(*args, **kwargs):
+        kwargs["Callback"] = lambda sent: time.sleep(delay * sent / 2**20)
+        return upload_file(*args, **kwargs)
+    self.client.upload_file = slow
+    try:
+        return real_upload_file(self, staging, name, state)
+    finally:
+        self.client.upload_file = upload_file
+
+s3.S3Storage.write_shard = write_shard
+sys.exit(main(sys.argv[2:]))
+"""
+# A model whose shard (about 11.5 MB with its AdamW state) is uploaded in 3 parts: 5 MiB, 5 MiB, the rest.
+BIG_SHARD = {"model__n_embd": 192}
+SETTINGS = {"train__max_steps": 40, "checkpoint__every_steps": 10, "checkpoint__keep_last": 3,
+            "output__log_every": 1}  # fmt: skip
+
+
+def s3_overrides(run_dir: Path, url: str, **settings: Any) -> list[str]:
+    return [*run_overrides(run_dir, **{**SETTINGS, **settings}), "--set", f"checkpoint.dir={url}"]
+
+
+def slow_upload_command(run_dir: Path, url: str, slow: str, **settings: Any) -> list[str]:
+    args = s3_overrides(run_dir, url, **settings)
+    return [sys.executable, "-c", SLOW_UPLOADS, slow, "train", "--config", str(TINY_CONFIG), *args]
+
+
+def run_s3(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, cwd=REPO, env=trainer_env(**env), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(args, cwd=REPO, env=trainer_env(**env), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+
+
+def wait_until(condition: Any, process: subprocess.Popen[str], timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"exited ({process.returncode}) too early:\n{process.communicate()[1][-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"timed out:\n{process.communicate()[1][-3000:]}")
+        time.sleep(0.05)
+
+
+def uploading(storage: S3Storage, step: int) -> bool:
+    """Whether a multipart upload of checkpoint `step` is in progress with a part on the server."""
+    for upload in storage.uploads(f"{tag_for(step)}/"):
+        parts = storage.client.list_parts(
+            Bucket=storage.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+        )
+        if parts.get("Parts"):
+            return True
+    return False
+
+
+def s3_weights(storage: S3Storage) -> dict[str, torch.Tensor]:
+    """The newest published checkpoint's fp32 weights by parameter name, from all its shards."""
+    tag = storage.published()[0][1]
+    manifest, problem = storage.verify(tag)
+    assert manifest is not None, problem
+    weights = {}
+    for shard in manifest["shards"]:
+        weights.update(
+            {name: entry["weight"] for name, entry in storage.read_shard(tag, shard)["params"].items()}
+        )
+    return weights
+
+
+def starts(run_dir: Path) -> list[Any]:
+    return [m["resumed_from"] for m in metrics(run_dir) if m["event"] == "start"]
+
+
+def test_resume_from_s3_is_bit_exact(tmp_path: Path, storage: S3Storage, s3_env: dict[str, str]) -> None:
+    reference = tmp_path / "reference"
+    done = run_s3(trainer_command("train", TINY_CONFIG, run_overrides(reference, **SETTINGS)), {})
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = tmp_path / "resumed"
+    first = run_s3(trainer_command("train", TINY_CONFIG, s3_overrides(resumed, storage.url, train__max_steps=20)),
+                   s3_env)  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert [tag for _, tag in storage.published()] == ["step_000020", "step_000010"]
+    second = run_s3(trainer_command("train", TINY_CONFIG, s3_overrides(resumed, storage.url)), s3_env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert starts(resumed) == [None, "step_000020"]
+    checkpoint = [m for m in metrics(resumed) if m["event"] == "checkpoint"][-1]
+    assert checkpoint["path"] == f"{storage.url}/step_000040" and checkpoint["write_s"] > 0
+    losses = {m["step"]: m["loss"] for m in metrics(resumed) if m["event"] == "train" and m["step"] > 20}
+    expected = {m["step"]: m["loss"] for m in metrics(reference) if m["event"] == "train" and m["step"] > 20}
+    assert losses == expected
+    reference_weights = final_weights(reference)
+    for name, tensor in s3_weights(storage).items():
+        assert torch.equal(tensor, reference_weights[name]), name
+    # keep_last 3; no lease, upload or unpublished file left behind
+    assert [tag for _, tag in storage.published()] == ["step_000040", "step_000030", "step_000020"]
+    assert uploads(storage) == [] and not any(".lease" in key for key in keys(storage))
+    assert len(keys(storage)) == 6  # three manifests, three shards
+
+
+def test_two_ranks_write_and_resume_on_s3(tmp_path: Path, storage: S3Storage, s3_env: dict[str, str]) -> None:
+    settings = {"train__max_steps": 30, "train__zero_stage": 1}
+    reference = tmp_path / "reference"
+    done = run_s3(torchrun_command(2, TINY_CONFIG, run_overrides(reference, **{**SETTINGS, **settings})), {})
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = tmp_path / "resumed"
+    first = run_s3(torchrun_command(2, TINY_CONFIG, s3_overrides(resumed, storage.url, **{**settings,
+                                                                 "train__max_steps": 20})), s3_env)  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    manifest, problem = storage.verify("step_000020")
+    assert manifest is not None, problem
+    assert (manifest["world_size"], manifest["shards"]) == (2, ["shard_00000.pt", "shard_00001.pt"])
+    run_prefix = f"step_000020/{manifest['objects']}"
+    assert [k for k in keys(storage) if k.startswith("step_000020/")] == [
+        f"{run_prefix}shard_00000.pt", f"{run_prefix}shard_00001.pt", "step_000020/manifest.json"]  # fmt: skip
+    second = run_s3(torchrun_command(2, TINY_CONFIG, s3_overrides(resumed, storage.url, **settings)), s3_env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert starts(resumed) == [None, "step_000020"]
+    reference_weights = final_weights(reference)
+    for name, tensor in s3_weights(storage).items():
+        torch.testing.assert_close(tensor, reference_weights[name], atol=1e-4, rtol=0)
+
+
+def test_a_writer_killed_mid_upload_leaves_the_previous_checkpoint_newest(
+    tmp_path: Path, storage: S3Storage, s3_env: dict[str, str]
+) -> None:
+    killed = start(slow_upload_command(tmp_path, storage.url, "step_000020=2", train__max_steps=1000,
+                                       **BIG_SHARD), s3_env)  # fmt: skip
+    wait_until(lambda: uploading(storage, 20), killed)
+    killed.kill()  # SIGKILL: a part of checkpoint 20's shard is on the server (of 3, about 10 s apart)
+    killed.communicate()
+    assert storage.published() == [(10, "step_000010")]
+    assert [key.split("/")[0] for key in uploads(storage)] == ["step_000020"]
+
+    # Within LEASE_SECONDS of the crash the dead run still counts as alive: its files are ignored, not read
+    ignored = run_s3(slow_upload_command(tmp_path, storage.url, "", train__max_steps=10, **BIG_SHARD), s3_env)
+    assert ignored.returncode == 0, ignored.stderr[-3000:]
+    assert starts(tmp_path)[-1] == "step_000010"
+    assert "is also being written by another live run" in ignored.stderr
+    assert [key.split("/")[0] for key in uploads(storage)] == ["step_000020"]
+
+    # Once its lease is stale (LEASE_SECONDS 1 here) its upload is aborted and its files deleted
+    resumed = run_s3(slow_upload_command(tmp_path, storage.url, "lease=1", train__max_steps=30, **BIG_SHARD),
+                     s3_env)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert starts(tmp_path)[-1] == "step_000010"
+    assert uploads(storage) == []
+    assert [tag for _, tag in storage.published()] == ["step_000030", "step_000020", "step_000010"]
+    for _, tag in storage.published():
+        assert storage.verify(tag)[1] is None, tag
+    named = {f"{tag}/{(storage.manifest(tag) or {})['objects']}" for _, tag in storage.published()}
+    assert all(key.endswith("manifest.json") or key.rsplit("/", 1)[0] + "/" in named for key in keys(storage))
+
+
+def test_sigterm_during_an_upload_ends_with_complete_checkpoints(
+    tmp_path: Path, storage: S3Storage, s3_env: dict[str, str]
+) -> None:
+    process = start(slow_upload_command(tmp_path, storage.url, "step_000020=1", train__max_steps=1000,
+                                        **BIG_SHARD), s3_env)  # fmt: skip
+    wait_until(lambda: uploading(storage, 20), process)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=240)
+    assert process.returncode == PREEMPTED_EXIT_CODE, err[-3000:]
+    stopped_at = next(m["step"] for m in metrics(tmp_path) if m["event"] == "preempted")
+    assert stopped_at > 20
+    published = [tag for _, tag in storage.published()]
+    assert published == [tag_for(stopped_at), "step_000020", "step_000010"]
+    for tag in published:
+        assert storage.verify(tag)[1] is None, tag
+    events = {m["step"]: m for m in metrics(tmp_path) if m["event"] == "checkpoint"}
+    assert sorted(events) == [10, 20, stopped_at]
+    assert events[20]["write_s"] >= 5  # about 11 MiB at 1 s per MiB: the stop waited for it
+    assert uploads(storage) == [] and not any(".lease" in key for key in keys(storage))
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "missing"])
+def test_a_corrupt_or_missing_object_falls_back_to_the_previous_checkpoint(
+    tmp_path: Path, storage: S3Storage, s3_env: dict[str, str], damage: str
+) -> None:
+    args = trainer_command("train", TINY_CONFIG, s3_overrides(tmp_path, storage.url, train__max_steps=30))
+    first = run_s3(args, s3_env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    manifest = storage.manifest("step_000030")
+    assert manifest is not None
+    key = storage.key(f"step_000030/{manifest['objects']}shard_00000.pt")
+    if damage == "corrupt":  # one byte flipped, the size unchanged
+        data = bytearray(storage.client.get_object(Bucket=storage.bucket, Key=key)["Body"].read())
+        data[len(data) // 2] ^= 0xFF
+        storage.client.put_object(Bucket=storage.bucket, Key=key, Body=bytes(data))
+    else:
+        storage.client.delete_object(Bucket=storage.bucket, Key=key)
+    second = run_s3(args, s3_env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    problem = "does not match its checksum" if damage == "corrupt" else "is missing"
+    assert f"skipping checkpoint {storage.url}/step_000030: shard_00000.pt {problem}" in second.stderr
+    assert starts(tmp_path) == [None, "step_000020"]
+    assert f"replacing {storage.url}/step_000030" in second.stderr  # when the run got there again
+    assert storage.verify("step_000030")[1] is None
+
+
+@pytest.fixture
+def unused_port() -> Iterator[int]:
+    from trainer.distributed import free_port
+
+    yield free_port()
+
+
+@pytest.mark.parametrize(
+    ("case", "fragment"),
+    [
+        ("wrong secret", "the store refused the credentials or the request (SignatureDoesNotMatch"),
+        ("no credentials", "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+        ("no bucket", "the bucket does not exist"),
+        ("unreachable", "cannot reach the store"),
+        ("bad endpoint", "cannot use the S3 client: Invalid endpoint: not-a-url"),
+        ("bad url", "checkpoint.dir: must be a directory, or s3://bucket/prefix"),
+    ],
+)
+def test_bad_urls_and_credentials_stop_the_launch_with_one_line(
+    tmp_path: Path, s3_url: str, s3_server: S3Server, unused_port: int, case: str, fragment: str
+) -> None:
+    env = s3_server.environment()
+    url = s3_url
+    if case == "wrong secret":
+        env["AWS_SECRET_ACCESS_KEY"] = "not-the-secret"
+    elif case == "no credentials":
+        env = {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+        env["AWS_EC2_METADATA_DISABLED"] = "true"  # no instance metadata service to ask on this machine
+    elif case == "no bucket":
+        url = "s3://no-such-bucket-here/ckpt"
+    elif case == "unreachable":
+        env["AWS_ENDPOINT_URL_S3"] = f"http://127.0.0.1:{unused_port}"
+    elif case == "bad endpoint":
+        env["AWS_ENDPOINT_URL_S3"] = "not-a-url"
+    else:
+        url = "s3://Not_A_Bucket/ckpt"
+    args = trainer_command("launch", TINY_CONFIG, s3_overrides(tmp_path, url))
+    environment = {k: v for k, v in trainer_env(**env).items() if k in env or not k.startswith("AWS_")}
+    result = subprocess.run(args, cwd=REPO, env=environment, capture_output=True, text=True, timeout=240)
+    assert_clean_failure(result, "checkpoint.dir", fragment)
+    assert not (tmp_path / "output").exists()  # before training: nothing written
+
+
+def test_bad_credentials_stop_train_on_every_rank(tmp_path: Path, s3_url: str, s3_server: S3Server) -> None:
+    """`train` under torchrun (no launcher to check first): both ranks exit 2 before the first step."""
+    env = s3_server.environment(AWS_SECRET_ACCESS_KEY="not-the-secret")
+    result = run_s3(torchrun_command(2, TINY_CONFIG, s3_overrides(tmp_path, s3_url)), env)
+    assert result.returncode != 0
+    assert result.stderr.count("error: checkpoint.dir: ") == 2, result.stderr[-3000:]
+    assert "SignatureDoesNotMatch" in result.stderr
+    # torchrun's own report gives each rank's exit code (its traceback is torchrun's: no worker's)
+    assert result.stderr.count("exitcode  : 2") == 2 and f'File "{REPO / "trainer"}' not in result.stderr
+    assert not (tmp_path / "output" / "metrics.jsonl").exists()  # before the first step
