@@ -92,7 +92,9 @@ def parse_args() -> argparse.Namespace:
         "--no-checkpoint", action="store_true", help="skip the checkpoint save / resume timings"
     )
     parser.add_argument(
-        "--checkpoint-dir", default=None, help="where to save (default: a temporary directory)"
+        "--checkpoint-dir",
+        default=None,
+        help="where to save: a directory or s3://bucket/prefix (AWS_* variables; default: a temporary directory)",
     )
     parser.add_argument(
         "--peak-tflops", type=float, default=None, help="device peak for MFU (else the GPU table)"
@@ -223,7 +225,7 @@ def measure(paths: list[Path_], args: argparse.Namespace, tokens_per_step: int, 
 
 def checkpoint_times(
     path: Path_,
-    root: Path,
+    root: str,
     context: DistContext,
     batches: list[tuple[torch.Tensor, torch.Tensor]],
 ) -> dict[str, Any]:
@@ -235,7 +237,7 @@ def checkpoint_times(
     assert path.engine is not None and path.config is not None
     device = context.device
     store = CheckpointStore(
-        str(root / f"{path.name}_zero{path.zero_stage}_compile{int(path.compiled)}"), 1, context
+        f"{root.rstrip('/')}/{path.name}_zero{path.zero_stage}_compile{int(path.compiled)}", 1, context
     )
     synchronize(device)
     start = time.perf_counter()
@@ -334,7 +336,7 @@ def main() -> None:
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = peak_flops(device_name, args.peak_tflops)
     flops_per_token = base.flops_per_token()
-    checkpoint_root = Path(args.checkpoint_dir or tempfile.mkdtemp(prefix="bench-checkpoints-"))
+    checkpoint_root = args.checkpoint_dir or tempfile.mkdtemp(prefix="bench-checkpoints-")
     rows: list[dict[str, Any]] = []
     try:
         for compiled in {"off": [False], "on": [True], "both": [False, True]}[args.compile]:

@@ -23,8 +23,10 @@ if [[ -x $binary ]]; then
     echo "$binary"
     exit 0
 fi
-if ! command -v go >/dev/null; then
-    echo "s3_server: go is not on PATH: building versitygw $version needs Go >= 1.25 (its go.mod)" >&2
+go=$(command -v go || true)
+[[ -n $go || ! -x /usr/local/go/bin/go ]] || go=/usr/local/go/bin/go # the official tarball's place
+if [[ -z $go ]]; then
+    echo "s3_server: go is not on PATH nor in /usr/local/go: building versitygw $version needs Go >= 1.25 (its go.mod)" >&2
     exit 1
 fi
 
@@ -38,7 +40,7 @@ if [[ ! -x $binary ]]; then
     log=$dir/build.log
     # A static binary (no cgo) without debug information; the module and its dependencies come through the
     # Go module proxy, checked against the checksum database.
-    if ! GOBIN=$work CGO_ENABLED=0 GOFLAGS=-buildvcs=false nice go install -trimpath -ldflags='-s -w' \
+    if ! GOBIN=$work CGO_ENABLED=0 GOFLAGS=-buildvcs=false nice "$go" install -trimpath -ldflags='-s -w' \
         "$module/cmd/versitygw@$version" >"$log" 2>&1; then
         echo "s3_server: building versitygw $version failed: $(tail -n 1 "$log") (whole log: $log)" >&2
         exit 1

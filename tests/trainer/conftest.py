@@ -112,6 +112,28 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def wait_until(condition: Any, process: subprocess.Popen[str], timeout: float = 180) -> None:
+    """Until condition() holds; fails (with the process's stderr) if the process ends first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"exited ({process.returncode}) too early:\n{process.communicate()[1][-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"timed out:\n{process.communicate()[1][-3000:]}")
+        time.sleep(0.02)
+
+
+def preempt_when(condition: Any, process: subprocess.Popen[str], run_dir: Path) -> int:
+    """SIGTERM the run once condition() holds (a write in flight, say); the step it stopped at, once it has
+    exited 75 (PREEMPTED_EXIT_CODE) after saving."""
+    wait_until(condition, process)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=240)
+    assert process.returncode == 75, err[-3000:]
+    return int(next(m["step"] for m in metrics(run_dir) if m["event"] == "preempted"))
+
+
 def wait_for(path: Path, process: subprocess.Popen[str], timeout: float = 300) -> None:
     """Until path exists; fails if the process ends first."""
     deadline = time.monotonic() + timeout

@@ -38,10 +38,12 @@ from .conftest import (
     TINY_CONFIG,
     assert_clean_failure,
     metrics,
+    preempt_when,
     run,
     run_overrides,
     trainer_command,
     trainer_env,
+    wait_until,
 )
 from .conftest import published as published_names
 
@@ -303,17 +305,6 @@ def checkpoint_events(run_dir: Path) -> dict[int, dict[str, Any]]:
     return {m["step"]: m for m in metrics(run_dir) if m["event"] == "checkpoint"}
 
 
-def wait_for(condition: Any, process: subprocess.Popen[str], timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process.poll() is not None:
-            pytest.fail(f"exited ({process.returncode}) too early:\n{process.communicate()[1][-3000:]}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("timed out")
-        time.sleep(0.02)
-
-
 def shard_staged(run_dir: Path, step: int) -> bool:
     return any((run_dir / "checkpoints").glob(f"{tag_for(step)}.tmp-*/shard_00000.pt"))
 
@@ -343,7 +334,7 @@ def test_a_crash_during_a_write_leaves_the_previous_checkpoint_newest(tmp_path: 
     args = slow_volume_command(tmp_path, "step_000020=120")
     process = subprocess.Popen(args, cwd=REPO, env=trainer_env(), text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    wait_for(lambda: shard_staged(tmp_path, 20), process)
+    wait_until(lambda: shard_staged(tmp_path, 20), process)
     process.kill()  # while checkpoint 20's shard is on disk and its manifest not yet written
     process.communicate()
     assert published_names(tmp_path) == ["step_000010"]
@@ -360,11 +351,7 @@ def test_sigterm_during_a_write_ends_with_complete_checkpoints(tmp_path: Path) -
     args = slow_volume_command(tmp_path, "step_000020=4", train__max_steps=1000)
     process = subprocess.Popen(args, cwd=REPO, env=trainer_env(), text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    wait_for(lambda: shard_staged(tmp_path, 20), process)
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=180)
-    assert process.returncode == PREEMPTED_EXIT_CODE, err[-3000:]
-    stopped_at = next(m["step"] for m in metrics(tmp_path) if m["event"] == "preempted")
+    stopped_at = preempt_when(lambda: shard_staged(tmp_path, 20), process, tmp_path)
     assert stopped_at > 20
     assert published_names(tmp_path) == ["step_000010", "step_000020", tag_for(stopped_at)]
     for name in published_names(tmp_path):

@@ -7,7 +7,6 @@ with one line, when the server cannot be built or started."""
 from __future__ import annotations
 
 import hashlib
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,6 @@ import torch
 from botocore.exceptions import ClientError
 
 from tests.s3_server import S3Server
-from trainer import PREEMPTED_EXIT_CODE
 from trainer.checkpoint import tag_for
 from trainer.s3_storage import S3Storage
 
@@ -30,10 +28,12 @@ from .conftest import (
     assert_clean_failure,
     final_weights,
     metrics,
+    preempt_when,
     run_overrides,
     torchrun_command,
     trainer_command,
     trainer_env,
+    wait_until,
 )
 
 pytestmark = pytest.mark.slow
@@ -227,17 +227,6 @@ def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
 
 
-def wait_until(condition: Any, process: subprocess.Popen[str], timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process.poll() is not None:
-            pytest.fail(f"exited ({process.returncode}) too early:\n{process.communicate()[1][-3000:]}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"timed out:\n{process.communicate()[1][-3000:]}")
-        time.sleep(0.05)
-
-
 def uploading(storage: S3Storage, step: int) -> bool:
     """Whether a multipart upload of checkpoint `step` is in progress with a part on the server."""
     for upload in storage.uploads(f"{tag_for(step)}/"):
@@ -350,19 +339,16 @@ def test_sigterm_during_an_upload_ends_with_complete_checkpoints(
     tmp_path: Path, storage: S3Storage, s3_env: dict[str, str]
 ) -> None:
     process = start(slow_upload_command(tmp_path, storage.url, "step_000020=1", train__max_steps=1000,
-                                        **BIG_SHARD), s3_env)  # fmt: skip
-    wait_until(lambda: uploading(storage, 20), process)
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=240)
-    assert process.returncode == PREEMPTED_EXIT_CODE, err[-3000:]
-    stopped_at = next(m["step"] for m in metrics(tmp_path) if m["event"] == "preempted")
+                                        checkpoint__keep_last=10, **BIG_SHARD), s3_env)  # fmt: skip
+    stopped_at = preempt_when(lambda: uploading(storage, 20), process, tmp_path)
     assert stopped_at > 20
-    published = [tag for _, tag in storage.published()]
-    assert published == [tag_for(stopped_at), "step_000020", "step_000010"]
-    for tag in published:
-        assert storage.verify(tag)[1] is None, tag
+    # Every save was published, the one in flight at the signal (20) and the stop's own among them (the
+    # loop may have reached step 30 meanwhile: that save waited for 20's upload), and each is complete.
     events = {m["step"]: m for m in metrics(tmp_path) if m["event"] == "checkpoint"}
-    assert sorted(events) == [10, 20, stopped_at]
+    assert {10, 20, stopped_at} <= set(events) <= {10, 20, 30, stopped_at}
+    assert [tag for _, tag in storage.published()] == [tag_for(step) for step in sorted(events, reverse=True)]
+    for _, tag in storage.published():
+        assert storage.verify(tag)[1] is None, tag
     assert events[20]["write_s"] >= 5  # about 11 MiB at 1 s per MiB: the stop waited for it
     assert uploads(storage) == [] and not any(".lease" in key for key in keys(storage))
 
