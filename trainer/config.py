@@ -140,7 +140,9 @@ def parse_s3_url(text: str) -> tuple[str, str]:
 def _checkpoint_dir(value: str) -> str | None:
     if not value.strip():
         return "must name a directory or an s3://bucket/prefix"
-    if "://" in value:
+    # Any URL, and what looks like a mistyped s3:// one ("s3:/b/x", "S3://..."), is checked as an S3 URL
+    # rather than taken for a local directory.
+    if "://" in value or value.lower().startswith("s3:"):
         try:
             parse_s3_url(value)
         except ConfigError:

@@ -10,12 +10,16 @@ Layout under the prefix (the same tags and manifest as on a volume, trainer.chec
 
 Atomic publish without rename. An object store has no rename (a copy would write every byte twice), so every
 rank uploads its shard under the run's own prefix, and rank 0 publishes by uploading manifest.json under the
-checkpoint's prefix last, with `If-None-Match: *` (a conditional write: Amazon S3 since 2024-08, and
-versitygw's posix backend, backend/common.go EvaluateObjectPutPreconditions): a second publisher of the same
-step gets 412 PreconditionFailed, and the first checkpoint stays whole. A store that answers 501
-NotImplemented to the header gets a look-then-write instead (two publishers at the very same moment may then
-both write: the last manifest wins, and it still names one run's complete files). A manifest is one PUT,
-which S3 makes visible whole or not at all, so a reader never sees half of one.
+checkpoint's prefix last, with `If-None-Match: *` (a conditional write), and a second publisher of the same
+step gets 412 PreconditionFailed (or, racing it, 409 ConditionalRequestConflict), and the first checkpoint
+stays whole. Where this is verified: Amazon S3 since 2024-08 (S3 User Guide, "How to prevent object
+overwrites with conditional writes", which documents both codes); versitygw v1.8.0, the tests' server
+(backend/posix/posix.go PutObject re-evaluates the precondition under the object's publish lock at commit,
+backend/common.go EvaluateObjectPutPreconditions; tests/trainer/test_checkpoint.py publishes twice against it).
+A store that answers 501 NotImplemented to the header gets a look-then-write instead, and one that ignores the
+header overwrites: two publishers at the very same moment may then both write, the last manifest wins, and it
+still names one run's complete files. A manifest is one PUT, which S3 makes visible whole or not at all, so a
+reader never sees half of one.
 
 Crashes and abandoned uploads. A writer killed mid-upload leaves its run's objects and, for a multipart
 upload, an incomplete upload (parts the store keeps but lists no object for) without a manifest: nothing
@@ -88,10 +92,15 @@ LEASE_PATTERN = re.compile(r"^\.run-(?P<run>[0-9a-f]+)\.lease$")
 DATA_PATTERN = re.compile(r"^(?P<tag>step_\d+)/(?P<run>[0-9a-f]+)/")
 # A manifest's "objects": the run prefix of its files.
 OBJECTS_PATTERN = re.compile(r"[0-9a-f]+/")
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 STAGING_PATTERN = re.compile(r"^(?P<tag>step_\d+)\.tmp-(?P<run>[0-9a-f]+)$")
 # Error codes with which a store refuses a conditional write (412), or a concurrent one (409, Amazon S3).
 REFUSED_CONDITION = {"PreconditionFailed", "ConditionalRequestConflict"}
 NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+
+
+class S3Error(Exception):
+    """The store refused an operation it answered without an HTTP error (a key of a DeleteObjects)."""
 
 
 def error_code(error: ClientError) -> str:
@@ -256,7 +265,10 @@ class S3Storage:
 
     def download(self, name: str, sha256: str) -> Path | None:
         """A file into this process's download directory, kept there under its sha256 if it matches (a
-        second call finds it); None (and nothing kept) if it does not. Parallel ranged GETs for large files."""
+        second call finds it); None (and nothing kept) if it does not, or if sha256 is not 64 hex digits (it
+        names the local file: a damaged manifest must not name a path). Parallel ranged GETs for large files."""
+        if not SHA256_PATTERN.fullmatch(str(sha256)):
+            return None
         if self.downloads is None:
             self.downloads = Path(tempfile.mkdtemp(prefix="trainstack-checkpoint-"))
             weakref.finalize(self, shutil.rmtree, self.downloads, True)
@@ -351,12 +363,18 @@ class S3Storage:
 
     # -- deleting --
 
+    def delete(self, names: list[str]) -> None:
+        """Delete objects by name relative to the prefix (one already gone is fine). DeleteObjects takes at
+        most 1,000 keys a request and answers 200 with per-key Errors: the first one raises (S3Error)."""
+        for start in range(0, len(names), 1000):
+            batch = [{"Key": self.key(name)} for name in names[start : start + 1000]]
+            answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            for error in answer.get("Errors", []):
+                raise S3Error(f"cannot delete s3://{self.bucket}/{error.get('Key')}: {error.get('Code')}")
+
     def delete_under(self, prefix: str) -> None:
         """Delete the objects and abort the multipart uploads under a relative prefix."""
-        keys = [self.key(f"{prefix}{name}") for name in self.sizes(prefix)]
-        for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
-            batch = [{"Key": key} for key in keys[start : start + 1000]]
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+        self.delete([f"{prefix}{name}" for name in self.sizes(prefix)])
         for upload in self.uploads(prefix):
             self.abort(upload)
 
@@ -395,7 +413,12 @@ class S3Storage:
     def remove_abandoned(self, own_run: str) -> list[str]:
         """Delete the files and abort the uploads of runs that are not alive (their lease older than
         LEASE_SECONDS, or none), except those a published manifest names; delete their leases. Returns the
-        ids of other live runs."""
+        ids of other live runs.
+
+        Only what was created before the listing's clock (the store's Date header, whole seconds) can be
+        abandoned: a run that starts while this one lists writes its lease first, so its lease may be missing
+        from a listing in which its later files or uploads appear (later pages, the uploads' own listing),
+        and those are newer than the listing began."""
         objects, now = self.objects()
         leases = {}
         for item in objects:
@@ -410,20 +433,18 @@ class S3Storage:
             if manifest is not None:
                 published[tag] = str(manifest.get("objects", "")).rstrip("/")
 
-        def abandoned(relative_key: str) -> bool:
+        def abandoned(relative_key: str, created: Any) -> bool:
             match = DATA_PATTERN.match(relative_key)
-            if match is None:
+            if match is None or created is None or created.timestamp() >= clock:
                 return False
             run = match["run"]
             return run != own_run and run not in live and published.get(match["tag"]) != run
 
-        doomed = [item["Key"] for item in objects if abandoned(item["Key"])]
+        doomed = [item["Key"] for item in objects if abandoned(item["Key"], item.get("LastModified"))]
         doomed += [f".run-{run}.lease" for run in leases if run not in live and run != own_run]
-        for start in range(0, len(doomed), 1000):
-            batch = [{"Key": self.key(name)} for name in doomed[start : start + 1000]]
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+        self.delete(doomed)
         for upload in self.uploads():
-            if abandoned(self.relative(upload["Key"])):
+            if abandoned(self.relative(upload["Key"]), upload.get("Initiated")):
                 self.abort(upload)
         return sorted(live - {own_run})
 
@@ -459,11 +480,15 @@ class Lease:
                 failing = True
 
     def release(self, remove: bool = False) -> None:
-        """Stop renewing; remove=True also deletes the lease (the run is over)."""
+        """Stop renewing; remove=True also deletes the lease (the run is over). A store that cannot be
+        reached then is a warning, not an error: the lease goes stale within LEASE_SECONDS anyway."""
         if self.thread is None:
             return
         self.stopped.set()
         self.thread.join()
         self.thread = None
         if remove:
-            self.storage.client.delete_object(Bucket=self.storage.bucket, Key=self.key)
+            try:
+                self.storage.client.delete_object(Bucket=self.storage.bucket, Key=self.key)
+            except (ClientError, BotoCoreError) as error:
+                warn(f"cannot delete s3://{self.storage.bucket}/{self.key}: {error}")

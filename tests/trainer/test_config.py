@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainer.config import MODEL_PRESETS, ConfigError, StopCondition, load_config
+from trainer.config import MODEL_PRESETS, ConfigError, StopCondition, is_s3_url, load_config, parse_s3_url
 from trainer.dataset import find_text_files
 
 from .conftest import REPO, TINY_CONFIG
@@ -81,6 +81,35 @@ def test_minimal_config_from_overrides_alone() -> None:
 def test_bad_values_name_the_key(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(TINY_CONFIG, overrides)
+
+
+@pytest.mark.parametrize(
+    ("value", "bucket", "prefix"),
+    [
+        ("s3://team-bucket/runs/gpt", "team-bucket", "runs/gpt"),
+        ("s3://team.bucket-1/runs/gpt/", "team.bucket-1", "runs/gpt"),
+        ("s3://abc", "abc", ""),
+        ("s3://abc/", "abc", ""),
+    ],
+)
+def test_checkpoint_dir_may_be_an_s3_url(value: str, bucket: str, prefix: str) -> None:
+    assert load_config(TINY_CONFIG, [f"checkpoint.dir={value}"]).checkpoint.dir == value
+    assert parse_s3_url(value) == (bucket, prefix)
+    assert not is_s3_url("/mnt/checkpoints") and is_s3_url(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["s3://Team/x", "s3://ab/x", "s3://a_b_c/x", "s3://-abc/x", "s3://abc-/x", "s3://a..b/x",
+     "s3://192.168.1.10/x", f"s3://{'a' * 64}/x", "s3:///x", "s3://abc//x", "s3://abc/./x", "s3://abc/x/../y",
+     "s3:/abc/x", "S3://abc/x", "gs://abc/x", "https://abc/x"],
+)  # fmt: skip
+def test_a_bad_checkpoint_url_is_one_line_naming_the_key_and_the_shape(value: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(TINY_CONFIG, [f"checkpoint.dir={value}"])
+    message = str(error.value)
+    assert message.startswith("checkpoint.dir: must be a directory, or s3://bucket/prefix (bucket: 3-63")
+    assert "\n" not in message
 
 
 @pytest.mark.parametrize(
