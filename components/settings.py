@@ -314,6 +314,7 @@ def _priority(values: Mapping[str, Any], job_name: str) -> tuple[str, PriorityCl
 
 def _object_store(values: Mapping[str, Any], job_name: str) -> ObjectStore | None:
     """Where the checkpoints go when checkpointS3Url is set, checked; None keeps them on the claim."""
+    region = _matching(values, "checkpointS3Region", _REGION, "an S3 region name such as us-east-1")
     url = str(values["checkpointS3Url"]).strip()
     if not url:
         for key in ("checkpointS3Secret", "checkpointS3Endpoint"):
@@ -343,7 +344,7 @@ def _object_store(values: Mapping[str, Any], job_name: str) -> ObjectStore | Non
         url=job_paths(job_name, url)["checkpoint.dir"],
         secret=secret,
         endpoint=endpoint,
-        region=_matching(values, "checkpointS3Region", _REGION, "an S3 region name such as us-east-1"),
+        region=region,
     )
 
 

@@ -451,6 +451,10 @@ def test_checkpoints_in_an_object_store_keep_outputs_and_cache_on_the_claim() ->
             "trainstack:checkpointS3Region: must be an S3 region name such as us-east-1, got 'EU Central'",
         ),
         (
+            {"checkpointS3Region": "eu central"},
+            "trainstack:checkpointS3Region: must be an S3 region name such as us-east-1, got 'eu central'",
+        ),
+        (
             {**S3, "trainingOverrides": '["checkpoint.dir=/data"]'},
             "trainstack:trainingOverrides: may not set checkpoint.dir: the stack sets it"
             " (s3://team-bucket/training/gpt-train/checkpoints)",
