@@ -5,6 +5,7 @@ writes run in the background; a resized job resumes; the earlier layout resumes 
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -41,6 +42,7 @@ from trainer.checkpoint import (
     shard_name,
     superseded,
     tag_for,
+    warn,
 )
 from trainer.config import ConfigError, load_config, parse_stop_at
 from trainer.distributed import DistContext, free_port
@@ -57,6 +59,14 @@ from .conftest import (
     trainer_env,
 )
 from .conftest import published as published_names
+
+
+def block_buffered(monkeypatch: pytest.MonkeyPatch) -> io.BytesIO:
+    """sys.stderr as a block-buffered stream (a file, or a pipe where Python buffers it); what is written
+    reaches the bytes returned only when flushed."""
+    written = io.BytesIO()
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(written, encoding="utf-8", line_buffering=False))
+    return written
 
 
 def staged(storage: LocalStorage, name: str, content: bytes) -> dict[str, dict[str, object]]:
@@ -107,6 +117,13 @@ def test_tags_sort_by_step() -> None:
         "step_000100",
     ]
     assert shard_name(3) == "shard_00003.pt"
+
+
+def test_a_warning_is_out_before_the_next_line_of_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Warnings go to stderr flushed: a crash right after one (or a block-buffered stderr) does not lose it."""
+    stderr = block_buffered(monkeypatch)
+    warn("skipping checkpoint /ckpt/step_000010: shard_00000.pt is missing")
+    assert stderr.getvalue() == b"warning: skipping checkpoint /ckpt/step_000010: shard_00000.pt is missing\n"
 
 
 def test_a_published_checkpoint_is_never_replaced_by_a_second_publisher(tmp_path: Path) -> None:
@@ -239,11 +256,37 @@ def test_shards_are_read_weights_only_and_memory_mapped(tmp_path: Path) -> None:
         storage.read_shard("step_000001", "pickled.pt")  # a shard holds tensors only: no code runs
 
 
+def test_shards_stay_weights_only_where_the_environment_turns_torchs_default_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD (set for some other program's old files) changes torch.load's
+    default, not an explicit weights_only=True: a planted pickle still runs no code."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    storage = LocalStorage(str(tmp_path))
+    (tmp_path / "step_000001").mkdir()
+    torch.save({"args": SimpleNamespace(lr=1)}, tmp_path / "step_000001" / "shard_00000.pt")
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        storage.read_shard("step_000001", "shard_00000.pt")
+
+
 def cuda_tagged_save(value: Any, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """torch.save as on a GPU: every tensor's storage tagged cuda:0 (what DeepSpeed's own files hold)."""
     with monkeypatch.context() as patched:
         patched.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
         torch.save(value, path)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="shows a GPU-written file read where there is no GPU")
+def test_a_shard_with_gpu_tensors_loads_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shard whose tensors were saved from a GPU (a rank's state as it was on its device) resumes on a
+    machine without one: tensors are loaded to host memory."""
+    storage = LocalStorage(str(tmp_path))
+    (tmp_path / "step_000002").mkdir()
+    cuda_tagged_save(
+        {"params": {"w": torch.arange(6.0)}}, tmp_path / "step_000002" / "shard_00000.pt", monkeypatch
+    )
+    weight = storage.read_shard("step_000002", "shard_00000.pt")["params"]["w"]
+    assert weight.device.type == "cpu" and torch.equal(weight, torch.arange(6.0))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="shows a GPU-written file read where there is no GPU")
@@ -396,6 +439,26 @@ def test_removing_abandoned_entries_probes_each_run_once(
     }
 
 
+def test_leftovers_another_run_removes_at_the_same_time_are_no_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs starting together both clean up a dead run's staging: whichever deletes a directory first,
+    the other carries on."""
+    storage = LocalStorage(str(tmp_path))
+    for name in ("step_000010.tmp", "step_000020.tmp"):
+        (tmp_path / name / "sub").mkdir(parents=True)
+        (tmp_path / name / "sub" / "shard_00000.pt").write_bytes(b"w")
+    real_rmtree = shutil.rmtree
+
+    def raced(path: Any, *args: Any, **kwargs: Any) -> None:
+        real_rmtree(path)  # the other run got there first
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr("trainer.checkpoint.shutil.rmtree", raced)
+    assert storage.remove_abandoned("c3") == []
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---- the store, fast: one process with fake collectives and a fake engine ----
 
 WRITER_GROUP = "the store's gloo group"
@@ -451,9 +514,12 @@ class EngineState:
     def __init__(self) -> None:
         self.snapshots: list[tuple[Any, ...]] = []
         self.restored: list[list[dict[str, Any]]] = []
+        self.restored_into: list[Any] = []  # the engines restore loaded into
+        self.run_states_of: list[Any] = []  # the engines whose run state was taken
         self.rng: list[Any] = []
 
     def run_state_of(self, engine: Any, step: int, client_state: dict[str, Any]) -> dict[str, Any]:
+        self.run_states_of.append(engine)
         return {"step": step, "client_state": dict(client_state)}
 
     def snapshot(
@@ -469,6 +535,7 @@ class EngineState:
 
     def restore(self, engine: Any, shards: list[dict[str, Any]]) -> dict[str, Any]:
         self.restored.append(shards)
+        self.restored_into.append(engine)
         return dict(next(shard["run"] for shard in shards if "run" in shard))
 
     def set_rng_state(self, state: Any) -> None:
@@ -552,12 +619,16 @@ def test_a_store_uses_the_storage_it_is_given(make_store: Any, tmp_path: Path) -
 def test_a_save_publishes_a_complete_checkpoint_in_the_background(make_store: Any) -> None:
     harness = make_store()
     store, root, engine = harness.store, harness.root, FakeEngine(stage=1)
+    started = time.perf_counter()
     store.save(engine, 10, {"step": 10, "loss": 2.5}, {"model": {"n_layer": 2}})
     (write,) = store.wait()
+    elapsed = time.perf_counter() - started
     tag = root / "step_000010"
     assert (write.step, write.tag, write.path, write.error) == (10, "step_000010", str(tag), None)
     assert write.staging == f"step_000010.tmp-{store.run}" and write.done.is_set()
-    assert write.write_s is not None and write.write_s > 0 and write.blocked_s >= write.waited_s >= 0
+    assert write.write_s is not None and 0 < write.write_s <= elapsed  # durations, within the test's own
+    assert 0 <= write.waited_s <= write.blocked_s <= elapsed
+    assert harness.state.run_states_of == [engine]  # the run state of the engine being saved
     manifest, problem = read_manifest(tag)
     assert problem is None and manifest == {
         "model": {"n_layer": 2}, "zero_stage": 1, "format": 2, "step": 10, "world_size": 1,
@@ -742,6 +813,22 @@ def test_a_replacement_that_loses_a_race_is_not_published(
     assert removed == [("step_000010", run), (f"step_000010.tmp-{run}", run)]
 
 
+def test_an_old_checkpoint_whose_deletion_a_crash_cut_short_is_removed_by_the_next_run(
+    make_store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness = make_store(keep_last=1)
+    harness.store.save(FakeEngine(), 10, {"step": 10}, {})
+    harness.store.wait()
+    with monkeypatch.context() as patched:
+        patched.setattr("trainer.checkpoint.shutil.rmtree", lambda *args, **kwargs: None)  # dies in rmtree
+        harness.store.save(FakeEngine(), 20, {"step": 20}, {})
+        harness.store.wait()
+    assert harness.store.storage.published() == [(20, "step_000020")]  # step 10 is out of the pattern
+    harness.store.close(wait=True)  # the run is gone: its lock is free
+    assert LocalStorage(str(harness.root)).remove_abandoned("0000000000aa") == []
+    assert sorted(p.name for p in harness.root.iterdir()) == ["step_000020"]
+
+
 def test_the_step_loop_waits_only_for_the_snapshot_and_a_previous_write(
     make_store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -804,7 +891,9 @@ def test_closing_waits_for_the_write_then_frees_the_run_lock(
     make_store(rank=1, world_size=2, from_main=["00000000000b"]).store.close(wait=True)  # no lock: fine
 
 
-def test_each_rank_prepares_host_buffers_for_the_parameters_it_writes_on_a_gpu(make_store: Any) -> None:
+def test_each_rank_prepares_host_buffers_for_the_parameters_it_writes_on_a_gpu(
+    make_store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """ZeRO 3 parameters are empty placeholders: their full shape is ds_shape."""
     prepared: list[dict[str, tuple[int, ...]]] = []
     cuda = SimpleNamespace(type="cuda")
@@ -815,7 +904,8 @@ def test_each_rank_prepares_host_buffers_for_the_parameters_it_writes_on_a_gpu(m
     ]))  # fmt: skip
     for rank, mine in ((0, {"a": (10, 3)}), (1, {"b": (4, 5), "c": (2,)})):
         harness = make_store(rank=rank, world_size=2, from_main=["00000000000b"])
-        harness.store.buffers = SimpleNamespace(prepare=prepared.append)
+        # the buffers snapshot copies into (test_a_save_publishes_a_complete_checkpoint_in_the_background)
+        monkeypatch.setattr(harness.store.buffers, "prepare", prepared.append)
         harness.store.prepare(engine)
         assert harness.store.owners == {"a": 0, "b": 1, "c": 1}
         assert prepared.pop() == {
@@ -824,9 +914,17 @@ def test_each_rank_prepares_host_buffers_for_the_parameters_it_writes_on_a_gpu(m
             for key in ("weight", "exp_avg", "exp_avg_sq")
         }
     harness = make_store()
-    harness.store.buffers = SimpleNamespace(prepare=prepared.append)
+    monkeypatch.setattr(harness.store.buffers, "prepare", prepared.append)
     harness.store.prepare(FakeEngine())  # on CPU: no pinned buffers
     assert prepared == [] and harness.store.owners is not None
+    single = SimpleNamespace(module=SimpleNamespace(named_parameters=lambda: [
+        ("w", SimpleNamespace(shape=(3, 2), device=cuda)),
+    ]))  # fmt: skip
+    harness = make_store()
+    monkeypatch.setattr(harness.store.buffers, "prepare", prepared.append)
+    harness.store.prepare(single)  # a model of one parameter
+    assert harness.store.owners == {"w": 0}
+    assert prepared == [{"w/weight": (3, 2), "w/exp_avg": (3, 2), "w/exp_avg_sq": (3, 2)}]
 
 
 def test_abandoned_staging_is_removed_by_rank_0_then_every_rank_waits(
@@ -866,6 +964,26 @@ def test_every_rank_resumes_from_rank_0s_choice(make_store: Any) -> None:
     assert other.store.newest_complete() == ("step_000005", {"step": 5})  # rank 0's, not its own look
 
 
+def test_only_rank_0_reads_the_checkpoints_to_choose(
+    make_store: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The choice hashes every file of the checkpoints it looks at: rank 0 alone does it (and warns)."""
+    main = make_store()
+    main.store.save(FakeEngine(), 10, {"step": 10}, {})
+    main.store.wait()
+    (main.root / "step_000010" / "shard_00000.pt").write_bytes(b"torn")
+    other = make_store(rank=1, world_size=2, from_main=["00000000000b", None])
+    hashed: list[Path] = []
+
+    def sha256_of(path: Path) -> str:
+        hashed.append(path)
+        return "0" * 64
+
+    monkeypatch.setattr("trainer.checkpoint.sha256_of", sha256_of)
+    assert other.store.newest_complete() is None
+    assert hashed == [] and capsys.readouterr().err == ""
+
+
 def test_loading_restores_the_state_and_this_ranks_rng(
     make_store: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -877,6 +995,7 @@ def test_loading_restores_the_state_and_this_ranks_rng(
     assert found is not None
     engine = FakeEngine()
     assert harness.store.load(engine, *found) == {"step": 10, "loss": 2.5}
+    assert harness.state.restored_into == [engine]
     (shards,) = harness.state.restored
     assert [sorted(s["params"]) for s in shards] == [["0.weight"], []]
     assert harness.state.rng == [{"torch": torch.tensor([100])}]
@@ -1028,6 +1147,7 @@ def test_a_run_resumes_the_newest_complete_checkpoint(
     exporter = Exporter()
     trainer = resuming(harness, stage=1, exporter=exporter)
     assert trainer.resume() == "step_000010"
+    assert harness.state.restored_into == [trainer.engine.engine]  # loaded into this run's engine
     assert (trainer.step, trainer.last_loss, trainer.stop_reason) == (10, 3.0, None)
     assert harness.state.restored[-1][0]["run"]["client_state"] == {"step": 10, "loss": 3.0}
     assert exporter.checkpoints == [(10, (harness.root / "step_000010").stat().st_mtime)]
@@ -1038,18 +1158,22 @@ def test_a_run_resumes_the_newest_complete_checkpoint(
 
 
 def test_a_resume_at_another_size_or_stage_is_noted_once(
-    make_store: Any, capsys: pytest.CaptureFixture[str]
+    make_store: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     harness = make_store()
-    saved(harness, 10, stage=1)
+    saved(harness, 10, stage=0)  # one rank runs ZeRO 0
     capsys.readouterr()
     assert resuming(harness, stage=0).resume() == "step_000010"
-    note = "resuming step_000010 (written by 1 rank(s), ZeRO stage 1) on {} rank(s), ZeRO stage {}\n"
-    assert capsys.readouterr().err == note.format(1, 0)
+    assert capsys.readouterr().err == ""  # the same size and stage: nothing to note
+    note = "resuming step_000010 (written by 1 rank(s), ZeRO stage 0) on {} rank(s), ZeRO stage {}\n"
+    assert resuming(harness, stage=1).resume() == "step_000010"
+    assert capsys.readouterr().err == note.format(1, 1)
     manifest = read_manifest(harness.root / "step_000010")[0]
     main = make_store(world_size=2)
-    assert resuming(main, stage=1).resume() == "step_000010"
-    assert capsys.readouterr().err == note.format(2, 1)
+    with monkeypatch.context() as patched:
+        stderr = block_buffered(patched)  # the note is out at once, whatever buffers stderr
+        assert resuming(main, stage=0).resume() == "step_000010"
+        assert stderr.getvalue().decode() == note.format(2, 0)
     other = make_store(rank=1, world_size=2, from_main=["00000000000b", ("step_000010", manifest)])
     trainer = resuming(other, stage=1)
     assert trainer.resume() == "step_000010" and trainer.step == 10

@@ -4,6 +4,7 @@ checked before any work), torchrun's shutdown wait, and the exit-code mapping.""
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import signal
@@ -231,10 +232,12 @@ class FakeTorchrun:
         self.calls: list[tuple[list[str], dict[str, str], bool]] = []
         self.signals: list[int] = []
         self.status_dir: Path | None = None
+        self.on_start: Any = lambda: None  # called as torchrun starts
 
     def __call__(self, command: list[str], *, env: dict[str, str], start_new_session: bool) -> FakeTorchrun:
         self.calls.append((command, env, start_new_session))
         self.status_dir = Path(env[STATUS_DIR_ENV])
+        self.on_start()
         return self
 
     def wait(self) -> int:
@@ -353,12 +356,18 @@ def test_the_shutdown_timeout_reaches_torchrun_or_is_warned_about(
     assert "--shutdown-timeout=170" in torchrun.calls[0][0] and capsys.readouterr().err == ""
     monkeypatch.setattr("trainer.launch.torchrun_has_shutdown_timeout", lambda: False)
     older = FakeTorchrun(0)
-    launcher(older, TORCH_ELASTIC_SHUTDOWN_TIMEOUT="170")
+    # stderr block-buffered (a file or pipe): the warning is out before torchrun starts writing to it
+    stderr = io.BytesIO()
+    with monkeypatch.context() as patched:
+        patched.setattr(sys, "stderr", io.TextIOWrapper(stderr, encoding="utf-8", line_buffering=False))
+        written: list[str] = []
+        older.on_start = lambda: written.append(stderr.getvalue().decode())
+        launcher(older, TORCH_ELASTIC_SHUTDOWN_TIMEOUT="170")
     assert not [arg for arg in older.calls[0][0] if arg.startswith("--shutdown")]
-    assert capsys.readouterr().err == (
+    assert written == [
         "warning: TORCH_ELASTIC_SHUTDOWN_TIMEOUT ignored: this torch's torchrun has no --shutdown-timeout and "
         "SIGKILLs its workers 30 s after a SIGTERM\n"
-    )
+    ]
     launcher(FakeTorchrun(0))  # unset: no question asked, no warning
     assert capsys.readouterr().err == ""
 
