@@ -53,6 +53,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,18 @@ def _files_problem(directory: Path, files: dict[str, Any], checksums: bool) -> s
 
 def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def abandoned(name: str, own_run: str, alive: Callable[[str], bool]) -> bool:
+    """Whether the entry `name` of checkpoint.dir is left over by a run that is gone: an unpublished directory
+    (UNPUBLISHED_PATTERN) or a run's lock file (RUN_LOCK_PATTERN) of a run other than own_run that is not
+    alive (`alive(run)`, asked only for such names); an unpublished name without a run id (the trainer before
+    run ids) always is. Published checkpoints and other names never are."""
+    match = UNPUBLISHED_PATTERN.match(name) or RUN_LOCK_PATTERN.match(name)
+    if match is None:
+        return False
+    run = match.group("run")
+    return run != own_run and (run is None or not alive(run))
 
 
 class LocalStorage:
@@ -251,9 +264,7 @@ class LocalStorage:
             return alive[run]
 
         for path in self.root.iterdir():
-            match = UNPUBLISHED_PATTERN.match(path.name) or RUN_LOCK_PATTERN.match(path.name)
-            run = match.group("run") if match else None
-            if match is None or run == own_run or (run is not None and is_alive(run)):
+            if not abandoned(path.name, own_run, is_alive):
                 continue
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
@@ -301,6 +312,26 @@ def legacy_checkpoint(storage: LocalStorage, tag: str, manifest: dict[str, Any])
     stage = legacy_zero_stage(manifest, lambda name: storage.read_legacy(tag, name))
     saved_world = manifest.get("world_size")
     return LegacyCheckpoint(storage.describe(tag), stage, None if saved_world is None else int(saved_world))
+
+
+def newest_verified(storage: LocalStorage) -> tuple[str, dict[str, Any]] | None:
+    """The newest published checkpoint whose files match its manifest (LocalStorage.verify), as (tag,
+    manifest); a warning names each newer one skipped and why. None when no checkpoint is complete."""
+    for _, tag in storage.published():
+        manifest, problem = storage.verify(tag)
+        if manifest is not None:
+            return tag, manifest
+        warn(f"skipping checkpoint {storage.describe(tag)}: {problem}")
+    return None
+
+
+def superseded(published: list[tuple[int, str]], step: int, keep_last: int) -> list[str]:
+    """The tags to delete once checkpoint `step` is published: all but the keep_last - 1 newest of those older
+    than it (so keep_last are left, this one included). Newer ones (another run's, or a corrupt one this run
+    replaces when it gets there) are not this save's to judge. published: (step, tag), newest first, as
+    LocalStorage.published lists them."""
+    older = [tag for saved, tag in published if saved < step]
+    return older[keep_last - 1 :]
 
 
 def resume_stage(config: TrainConfig, world_size: int) -> tuple[int, str | None]:
@@ -387,15 +418,7 @@ class CheckpointStore:
 
     def newest_complete(self) -> tuple[str, dict[str, Any]] | None:
         """(tag, manifest) to resume from, decided by rank 0 and the same on every rank."""
-        choice = None
-        if self.context.is_main:
-            for _, tag in self.storage.published():
-                manifest, problem = self.storage.verify(tag)
-                if manifest is not None:
-                    choice = (tag, manifest)
-                    break
-                warn(f"skipping checkpoint {self.storage.describe(tag)}: {problem}")
-        return broadcast_from_main(choice)
+        return broadcast_from_main(newest_verified(self.storage) if self.context.is_main else None)
 
     def load(self, engine: Any, tag: str, manifest: dict[str, Any]) -> dict[str, Any]:
         """Load a checkpoint into the engine and this rank's RNG; returns the client state. ConfigError if
@@ -558,9 +581,6 @@ class CheckpointStore:
             if not storage.publish(write.staging, write.tag, manifest):
                 storage.remove(write.staging, self.run)
                 return None, f"{storage.describe(write.tag)} was published by another run meanwhile"
-        # Keep this one and the keep_last - 1 newest before it; newer ones (another run's, or a corrupt
-        # one this run will replace when it gets there) are not this save's to judge.
-        older = [tag for step, tag in storage.published() if step < write.step]
-        for tag in older[self.keep_last - 1 :]:
+        for tag in superseded(storage.published(), write.step, self.keep_last):
             storage.remove(tag, self.run)
         return storage.describe(write.tag), None
