@@ -107,7 +107,52 @@ _CACHE_NAME = (
     "CACHE_FORMAT, the encoding and the content): caches are found, reused and rebuilt exactly as before; the "
     "data is read with self.dtype, not with the name."
 )
+_MANIFEST_ASCII = (
+    "The manifest's text encoding: json.dump writes it with ensure_ascii (its default), so manifest.json is pure "
+    "ASCII (every trainer version wrote it with json.dump, same default); 'UTF-8' is the same codec as "
+    "'utf-8' (codecs.lookup normalizes the name), and no encoding (or None) means the locale's, UTF-8 wherever "
+    "this runs (PEP 538) and ASCII-compatible wherever Python runs, so the same bytes are written and the same "
+    "text is read."
+)
+_MANIFEST_INDENT = (
+    "json.dump's indent for manifest.json (1, 2 or none): only the whitespace between tokens changes; every "
+    "reader parses it with json.loads (read_manifest, LocalStorage.manifest), and manifest.json is not among "
+    "the files whose sizes and checksums it records, so nothing reads its layout."
+)
 EQUIVALENT: dict[str, str] = {
+    "trainer.launch.x_launch__mutmut_26": (
+        "torchrun_command(shutdown_flag=None) instead of False: it only tests the flag's truth (`if timeout is "
+        "not None and shutdown_flag`), and None is false like False: no --shutdown-timeout either way."
+    ),
+    "trainer.checkpoint.x_read_manifest__mutmut_3": _MANIFEST_ASCII,
+    "trainer.checkpoint.x_read_manifest__mutmut_6": _MANIFEST_ASCII,
+    "trainer.checkpoint.xǁLocalStorageǁmanifest__mutmut_3": _MANIFEST_ASCII,
+    "trainer.checkpoint.xǁLocalStorageǁmanifest__mutmut_7": _MANIFEST_ASCII,
+    "trainer.checkpoint.xǁLocalStorageǁpublish__mutmut_5": _MANIFEST_ASCII,
+    "trainer.checkpoint.xǁLocalStorageǁpublish__mutmut_8": _MANIFEST_ASCII,
+    "trainer.checkpoint.xǁLocalStorageǁpublish__mutmut_13": _MANIFEST_ASCII,
+    "trainer.checkpoint.xǁLocalStorageǁpublish__mutmut_16": _MANIFEST_INDENT,
+    "trainer.checkpoint.xǁLocalStorageǁpublish__mutmut_20": _MANIFEST_INDENT,
+    "trainer.checkpoint.xǁLocalStorageǁpublish__mutmut_22": _MANIFEST_INDENT,
+    "trainer.checkpoint.xǁLocalStorageǁstaged_problem__mutmut_3": (
+        "_files_problem(checksums=None) instead of False: it only tests the flag's truth (`if checksums and "
+        "...`), and None is false like False."
+    ),
+    "trainer.checkpoint.xǁLocalStorageǁwrite_shard__mutmut_18": (
+        "open(path) (text mode 'r') instead of 'rb' before os.fsync: the file is opened only for its "
+        "descriptor, nothing is read or decoded, and fsync(2) flushes the file's data through any descriptor "
+        "of it, whatever its access mode."
+    ),
+    "trainer.checkpoint.xǁCheckpointStoreǁ_publish__mutmut_38": (
+        "storage.remove(write.staging, None) instead of self.run: LocalStorage.remove uses the run id only to "
+        "name the aside of a published checkpoint (a name without '.tmp-'); a staging name always has '.tmp-' "
+        "(f'{tag}.tmp-{self.run}', Write.staging), so it is deleted in place and the run id is never read."
+    ),
+    "trainer.checkpoint.xǁCheckpointStoreǁ_write__mutmut_26": (
+        "outcome's initial value (None, None) replaced by None: it is never read. Rank 0 always assigns it (the "
+        "_publish call or its except branch); on every other rank broadcast_object_list replaces box[0] with rank "
+        "0's outcome, and if the broadcast raises, the except branch sets the error without reading box."
+    ),
     "trainer.dataset.x_file_source__mutmut_11": (
         "read_text(encoding='UTF-8') instead of 'utf-8': codecs.lookup normalizes the name, the same codec."
     ),

@@ -152,6 +152,25 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+def run_gone(run: str | None, own_run: str, alive: Callable[[str], bool]) -> bool:
+    """Whether what run `run` left is another run's that is not alive (`alive(run)`, asked only about other
+    runs); None (a name of the trainer before run ids) always is. The rule of every Storage's
+    remove_abandoned: a directory's run holds its lock while it lives, an object store's renews its lease."""
+    return run != own_run and (run is None or not alive(run))
+
+
+def abandoned(name: str, own_run: str, alive: Callable[[str], bool]) -> bool:
+    """Whether the entry `name` of checkpoint.dir is left over by a run that is gone: an unpublished directory
+    (UNPUBLISHED_PATTERN) or a run's lock file (RUN_LOCK_PATTERN) of a run other than own_run that is not
+    alive (`alive(run)`, asked only for such names); an unpublished name without a run id (the trainer before
+    run ids) always is. Published checkpoints and other names never are. An object store asks it about the
+    staging name whose files an object is (S3Storage.remove_abandoned)."""
+    match = UNPUBLISHED_PATTERN.match(name) or RUN_LOCK_PATTERN.match(name)
+    if match is None:
+        return False
+    return run_gone(match.group("run"), own_run, alive)
+
+
 class RunLock(Protocol):
     """Held by rank 0 of a run while it lives: another run then leaves its unpublished files alone."""
 
@@ -347,9 +366,7 @@ class LocalStorage:
             return alive[run]
 
         for path in self.root.iterdir():
-            match = UNPUBLISHED_PATTERN.match(path.name) or RUN_LOCK_PATTERN.match(path.name)
-            run = match.group("run") if match else None
-            if match is None or run == own_run or (run is not None and is_alive(run)):
+            if not abandoned(path.name, own_run, is_alive):
                 continue
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
@@ -397,6 +414,26 @@ def legacy_checkpoint(storage: Storage, tag: str, manifest: dict[str, Any]) -> L
     stage = legacy_zero_stage(manifest, lambda name: storage.read_legacy(tag, name))
     saved_world = manifest.get("world_size")
     return LegacyCheckpoint(storage.describe(tag), stage, None if saved_world is None else int(saved_world))
+
+
+def newest_verified(storage: Storage) -> tuple[str, dict[str, Any]] | None:
+    """The newest published checkpoint whose files match its manifest (Storage.verify), as (tag,
+    manifest); a warning names each newer one skipped and why. None when no checkpoint is complete."""
+    for _, tag in storage.published():
+        manifest, problem = storage.verify(tag)
+        if manifest is not None:
+            return tag, manifest
+        warn(f"skipping checkpoint {storage.describe(tag)}: {problem}")
+    return None
+
+
+def superseded(published: list[tuple[int, str]], step: int, keep_last: int) -> list[str]:
+    """The tags to delete once checkpoint `step` is published: all but the keep_last - 1 newest of those older
+    than it (so keep_last are left, this one included). Newer ones (another run's, or a corrupt one this run
+    replaces when it gets there) are not this save's to judge. published: (step, tag), newest first, as
+    Storage.published lists them (whichever store holds them)."""
+    older = [tag for saved, tag in published if saved < step]
+    return older[keep_last - 1 :]
 
 
 def resume_stage(config: TrainConfig, world_size: int) -> tuple[int, str | None]:
@@ -487,15 +524,7 @@ class CheckpointStore:
 
     def newest_complete(self) -> tuple[str, dict[str, Any]] | None:
         """(tag, manifest) to resume from, decided by rank 0 and the same on every rank."""
-        choice = None
-        if self.context.is_main:
-            for _, tag in self.storage.published():
-                manifest, problem = self.storage.verify(tag)
-                if manifest is not None:
-                    choice = (tag, manifest)
-                    break
-                warn(f"skipping checkpoint {self.storage.describe(tag)}: {problem}")
-        return broadcast_from_main(choice)
+        return broadcast_from_main(newest_verified(self.storage) if self.context.is_main else None)
 
     def load(self, engine: Any, tag: str, manifest: dict[str, Any]) -> dict[str, Any]:
         """Load a checkpoint into the engine and this rank's RNG; returns the client state. ConfigError if
@@ -659,9 +688,6 @@ class CheckpointStore:
             if not storage.publish(write.staging, write.tag, manifest):
                 storage.remove(write.staging, self.run)
                 return None, f"{storage.describe(write.tag)} was published by another run meanwhile"
-        # Keep this one and the keep_last - 1 newest before it; newer ones (another run's, or a corrupt
-        # one this run will replace when it gets there) are not this save's to judge.
-        older = [tag for step, tag in storage.published() if step < write.step]
-        for tag in older[self.keep_last - 1 :]:
+        for tag in superseded(storage.published(), write.step, self.keep_last):
             storage.remove(tag, self.run)
         return storage.describe(write.tag), None

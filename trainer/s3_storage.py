@@ -71,8 +71,10 @@ from trainer.checkpoint import (
     MANIFEST,
     TAG_PATTERN,
     CheckpointError,
+    abandoned,
     file_record,
     files_problem,
+    run_gone,
     sha256_of,
     warn,
 )
@@ -433,18 +435,22 @@ class S3Storage:
             if manifest is not None:
                 published[tag] = str(manifest.get("objects", "")).rstrip("/")
 
-        def abandoned(relative_key: str, created: Any) -> bool:
+        def left_behind(relative_key: str, created: Any) -> bool:
+            """A run's file of step N is its staging name's (step_N.tmp-<run>): the volume's rule decides,
+            with the run of a published manifest's files counted alive for that step."""
             match = DATA_PATTERN.match(relative_key)
             if match is None or created is None or created.timestamp() >= clock:
                 return False
-            run = match["run"]
-            return run != own_run and run not in live and published.get(match["tag"]) != run
+            tag = match["tag"]
+            return abandoned(
+                f"{tag}.tmp-{match['run']}", own_run, lambda run: run in live or published.get(tag) == run
+            )
 
-        doomed = [item["Key"] for item in objects if abandoned(item["Key"], item.get("LastModified"))]
-        doomed += [f".run-{run}.lease" for run in leases if run not in live and run != own_run]
+        doomed = [item["Key"] for item in objects if left_behind(item["Key"], item.get("LastModified"))]
+        doomed += [f".run-{run}.lease" for run in leases if run_gone(run, own_run, live.__contains__)]
         self.delete(doomed)
         for upload in self.uploads():
-            if abandoned(self.relative(upload["Key"]), upload.get("Initiated")):
+            if left_behind(self.relative(upload["Key"]), upload.get("Initiated")):
                 self.abort(upload)
         return sorted(live - {own_run})
 

@@ -3,13 +3,35 @@ checked before any work), torchrun's shutdown wait, and the exit-code mapping.""
 
 from __future__ import annotations
 
+import argparse
+import io
+import json
+import os
+import signal
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
-from trainer import PREEMPTED_EXIT_CODE, USAGE_EXIT_CODE
-from trainer.config import ConfigError
-from trainer.launch import outcome, torchrun_command, torchrun_has_shutdown_timeout
+from trainer import PREEMPTED_EXIT_CODE, STATUS_DIR_ENV, USAGE_EXIT_CODE
+from trainer.checkpoint import file_record
+from trainer.config import ConfigError, load_config
+from trainer.launch import (
+    NodeIdentity,
+    check_resumable,
+    launch,
+    node_identity,
+    outcome,
+    shutdown_timeout,
+    torchrun_command,
+    torchrun_has_shutdown_timeout,
+)
+from trainer.startup import LAUNCH_START_ENV, process_start
+
+from .conftest import TINY_CONFIG
 
 
 def test_command_from_kubeflow_variables() -> None:
@@ -131,3 +153,284 @@ def test_outcome(
     torchrun_code: int, worker_codes: list[int], signal_received: int | None, expected: int
 ) -> None:
     assert outcome(torchrun_code, worker_codes, signal_received) == expected
+
+
+# ---- every identity message whole, and the values that are allowed at the edges ----
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PET_NNODES": "2:1"}, "PET_NNODES: expected a node count N >= 1 or a range MIN:MAX with 1 <= MIN <= MAX, got '2:1'"),
+        ({"PET_NPROC_PER_NODE": "x"}, "PET_NPROC_PER_NODE: expected a process count >= 1 or one of auto, gpu, cpu, got 'x'"),
+        ({"PET_MASTER_PORT": "0"}, "PET_MASTER_PORT: expected a TCP port 1-65535, got '0'"),
+        ({"PET_NNODES": "3", "PET_NODE_RANK": "3", "PET_MASTER_ADDR": "a", "PET_MASTER_PORT": "1"},
+         "PET_NODE_RANK: expected an integer from 0 to 2 (PET_NNODES=3), got '3'"),
+        ({"PET_NNODES": "3", "PET_MASTER_ADDR": "a", "PET_MASTER_PORT": "1"},
+         "PET_NODE_RANK is not set: with PET_NNODES=3 it must give each node's rank, 0 to 2 (Kubeflow Trainer "
+         "fills it from the pod's batch.kubernetes.io/job-completion-index annotation, which only an Indexed "
+         "Job has (the TrainingRuntime must state completionMode: Indexed))"),
+        ({"PET_NNODES": "3", "PET_NODE_RANK": "0", "PET_MASTER_PORT": "1"},
+         "PET_MASTER_ADDR is not set: with PET_NNODES=3 it must give the address of node 0, where the rendezvous runs"),
+        ({"PET_NNODES": "3", "PET_NODE_RANK": "0", "PET_MASTER_ADDR": "a"},
+         "PET_MASTER_PORT is not set: with PET_NNODES=3 it must give the rendezvous port on node 0"),
+        ({"PET_NODE_RANK": ""}, "PET_NODE_RANK is set but empty; it says who this process is and cannot be "
+         "defaulted: Kubeflow Trainer fills it from the pod's batch.kubernetes.io/job-completion-index "
+         "annotation, which only an Indexed Job has (the TrainingRuntime must state completionMode: Indexed)"),
+        ({"PET_MASTER_ADDR": ""}, "PET_MASTER_ADDR is set but empty; it says who this process is and cannot be defaulted"),
+        ({"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "-1"},
+         "TORCH_ELASTIC_SHUTDOWN_TIMEOUT: expected a whole number of seconds >= 0, got '-1'"),
+    ],
+)  # fmt: skip
+def test_identity_errors_say_what_is_allowed(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        torchrun_command("c.yaml", [], env)
+    assert str(error.value) == message
+
+
+def test_the_node_identity_at_the_edges_of_what_is_allowed() -> None:
+    env = {"PET_NNODES": "2:2", "PET_NPROC_PER_NODE": "gpu", "PET_NODE_RANK": " 1 ",
+           "PET_MASTER_ADDR": "10.0.0.1", "PET_MASTER_PORT": "1"}  # fmt: skip
+    assert node_identity(env) == NodeIdentity(
+        nnodes="2:2", max_nodes=2, nproc_per_node="gpu", node_rank=1, master_addr="10.0.0.1", master_port=1
+    )
+    assert node_identity({"PET_NNODES": "1:4", "PET_NODE_RANK": "3", "PET_MASTER_ADDR": "a",
+                          "PET_MASTER_PORT": "65535"}).max_nodes == 4  # fmt: skip
+    assert node_identity({}) == NodeIdentity("1", 1, "1", 0, "127.0.0.1", None)
+    assert shutdown_timeout({"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": " 0 "}) == 0
+    assert shutdown_timeout({}) is None
+
+
+def test_a_torchrun_without_the_shutdown_timeout_option_is_recognised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--nnodes")
+    parser.add_argument("--shutdown-timeout-s")  # a similar name is not the option
+    monkeypatch.setattr("torch.distributed.run.get_args_parser", lambda: parser)
+    assert not torchrun_has_shutdown_timeout()
+    parser.add_argument("--shutdown-timeout")
+    assert torchrun_has_shutdown_timeout()
+
+
+# ---- launch(): torchrun in its own session, signals forwarded, the workers' exit codes (a fake torchrun) ----
+
+
+class FakeTorchrun:
+    """subprocess.Popen for launch(): records how torchrun is started; its wait() leaves the workers' exit
+    files in the status directory, optionally delivers a signal to the launcher meanwhile, and returns
+    torchrun's exit code."""
+
+    def __init__(self, returncode: int, exits: dict[str, str] | None = None, signal_to_launcher: int | None = None,
+                 fail: Exception | None = None) -> None:  # fmt: skip
+        self.returncode, self.exits, self.signal_to_launcher, self.fail = (
+            returncode,
+            exits or {},
+            signal_to_launcher,
+            fail,
+        )
+        self.calls: list[tuple[list[str], dict[str, str], bool]] = []
+        self.signals: list[int] = []
+        self.status_dir: Path | None = None
+        self.on_start: Any = lambda: None  # called as torchrun starts
+
+    def __call__(self, command: list[str], *, env: dict[str, str], start_new_session: bool) -> FakeTorchrun:
+        self.calls.append((command, env, start_new_session))
+        self.status_dir = Path(env[STATUS_DIR_ENV])
+        self.on_start()
+        return self
+
+    def wait(self) -> int:
+        assert self.status_dir is not None and self.status_dir.is_dir()
+        for name, text in self.exits.items():
+            (self.status_dir / name).write_text(text)
+        if self.signal_to_launcher is not None:
+            os.kill(os.getpid(), self.signal_to_launcher)
+            deadline = time.monotonic() + 5
+            while not self.signals and time.monotonic() < deadline:
+                time.sleep(0.01)  # the handler runs in this (the main) thread between bytecodes
+        if self.fail is not None:
+            raise self.fail
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        self.signals.append(signum)
+
+
+NODE = {"PET_NNODES": "1", "PET_NPROC_PER_NODE": "2", "PET_NODE_RANK": "0", "PET_MASTER_ADDR": "127.0.0.1",
+        "PET_MASTER_PORT": "29511"}  # fmt: skip
+
+
+@pytest.fixture
+def launcher(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """launch() with a fake torchrun on a node of NODE (and `env`), a config under tmp_path; the launcher's
+    own signal handlers in place (recorders), restored afterwards."""
+    received: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+        for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    config = tmp_path / "train.yaml"
+    config.write_text(TINY_CONFIG.read_text())
+
+    def run(torchrun: FakeTorchrun, overrides: list[str] | None = None, **env: str) -> int:
+        for name in [n for n in os.environ if n.startswith("PET_")] + ["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"]:
+            monkeypatch.delenv(name, raising=False)
+        for name, value in {**NODE, **env}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setattr("trainer.launch.subprocess.Popen", torchrun)
+        sets = [f"checkpoint.dir={tmp_path / 'checkpoints'}", f"output.dir={tmp_path / 'output'}",
+                *(overrides or [])]  # fmt: skip
+        return launch(str(config), sets)
+
+    run.received = received  # type: ignore[attr-defined]
+    run.config = config  # type: ignore[attr-defined]
+    run.handlers = {sig: signal.getsignal(sig) for sig in previous}  # type: ignore[attr-defined]
+    yield run
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def test_launch_runs_torchrun_in_its_own_session_with_a_status_directory(launcher: Any) -> None:
+    torchrun = FakeTorchrun(0, {"rank0.exit": "0", "rank1.exit": "0"})
+    assert launcher(torchrun, ["train.max_steps=7"]) == 0
+    ((command, env, new_session),) = torchrun.calls
+    sets = [
+        f"checkpoint.dir={launcher.config.parent / 'checkpoints'}",
+        f"output.dir={launcher.config.parent / 'output'}",
+        "train.max_steps=7",
+    ]
+    assert command == [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2", "--node-rank=0",
+        "--master-addr=127.0.0.1", "--master-port=29511",
+        "-m", "trainer", "train", "--config", str(launcher.config), *[a for s in sets for a in ("--set", s)],
+    ]  # fmt: skip
+    assert new_session  # a terminal's Ctrl-C reaches torchrun once, through the launcher
+    assert env[LAUNCH_START_ENV] == str(process_start())
+    assert env["PET_MASTER_PORT"] == "29511" and env["PATH"] == os.environ["PATH"]  # the node's environment
+    assert torchrun.status_dir is not None and torchrun.status_dir.name.startswith("trainstack-status-")
+    assert not torchrun.status_dir.exists()  # removed afterwards
+    assert launcher.received == [] and torchrun.signals == []
+
+
+@pytest.mark.parametrize(
+    ("returncode", "exits", "expected"),
+    [
+        (1, {"rank0.exit": "75", "rank1.exit": "75"}, 75),
+        (
+            1,
+            {"rank1.exit": "2", "rank0.exit.partial": "75", "rank0.log": "75"},
+            2,
+        ),  # other files are not exits
+        (1, {}, 1),
+        (0, {"rank0.exit": "75"}, 0),
+    ],
+)
+def test_launch_maps_the_workers_exit_codes(
+    launcher: Any, returncode: int, exits: dict[str, str], expected: int
+) -> None:
+    assert launcher(FakeTorchrun(returncode, exits)) == expected
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_launcher_is_forwarded_to_torchrun(launcher: Any, signum: int) -> None:
+    torchrun = FakeTorchrun(1, signal_to_launcher=signum)
+    assert launcher(torchrun) == 128 + signum  # stopped before the workers could save
+    assert torchrun.signals == [signum] and launcher.received == []
+    assert {sig: signal.getsignal(sig) for sig in launcher.handlers} == launcher.handlers  # restored
+    saved = FakeTorchrun(1, {"rank0.exit": "75", "rank1.exit": "75"}, signal_to_launcher=signal.SIGTERM)
+    assert launcher(saved) == 75
+
+
+def test_the_launchers_handlers_are_restored_when_waiting_fails(launcher: Any) -> None:
+    with pytest.raises(RuntimeError, match="lost"):
+        launcher(FakeTorchrun(0, fail=RuntimeError("lost")))
+    assert {sig: signal.getsignal(sig) for sig in launcher.handlers} == launcher.handlers
+
+
+def test_the_shutdown_timeout_reaches_torchrun_or_is_warned_about(
+    launcher: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torchrun = FakeTorchrun(0)
+    launcher(torchrun, TORCH_ELASTIC_SHUTDOWN_TIMEOUT="170")
+    assert "--shutdown-timeout=170" in torchrun.calls[0][0] and capsys.readouterr().err == ""
+    monkeypatch.setattr("trainer.launch.torchrun_has_shutdown_timeout", lambda: False)
+    older = FakeTorchrun(0)
+    # stderr block-buffered (a file or pipe): the warning is out before torchrun starts writing to it
+    stderr = io.BytesIO()
+    with monkeypatch.context() as patched:
+        patched.setattr(sys, "stderr", io.TextIOWrapper(stderr, encoding="utf-8", line_buffering=False))
+        written: list[str] = []
+        older.on_start = lambda: written.append(stderr.getvalue().decode())
+        launcher(older, TORCH_ELASTIC_SHUTDOWN_TIMEOUT="170")
+    assert not [arg for arg in older.calls[0][0] if arg.startswith("--shutdown")]
+    assert written == [
+        "warning: TORCH_ELASTIC_SHUTDOWN_TIMEOUT ignored: this torch's torchrun has no --shutdown-timeout and "
+        "SIGKILLs its workers 30 s after a SIGTERM\n"
+    ]
+    launcher(FakeTorchrun(0))  # unset: no question asked, no warning
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("overrides", "env", "message"),
+    [
+        (["train.max_steps=0"], {}, "train.max_steps"),
+        ([], {"PET_NPROC_PER_NODE": "0"}, "PET_NPROC_PER_NODE: expected"),
+        ([], {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "soon"}, "TORCH_ELASTIC_SHUTDOWN_TIMEOUT: expected"),
+    ],
+)
+def test_bad_config_or_environment_stops_the_launch_before_torchrun(
+    launcher: Any, overrides: list[str], env: dict[str, str], message: str
+) -> None:
+    torchrun = FakeTorchrun(0)
+    with pytest.raises(ConfigError, match=message):
+        launcher(torchrun, overrides, **env)
+    assert torchrun.calls == []
+
+
+def legacy_checkpoint_in(directory: Path, world_size: int, zero_stage: int) -> None:
+    """A published checkpoint of the earlier layout (DeepSpeed's per-rank files, a manifest without "format")."""
+    tag = directory / "step_000005"
+    tag.mkdir(parents=True)
+    torch.save(
+        {"ds_config": {"zero_optimization": {"stage": zero_stage}}}, tag / "mp_rank_00_model_states.pt"
+    )
+    files = {"mp_rank_00_model_states.pt": file_record(tag / "mp_rank_00_model_states.pt")}
+    (tag / "manifest.json").write_text(json.dumps({"step": 5, "world_size": world_size, "files": files}))
+
+
+def test_a_checkpoint_the_job_cannot_resume_stops_the_launch_before_torchrun(
+    launcher: Any, tmp_path: Path
+) -> None:
+    legacy_checkpoint_in(tmp_path / "checkpoints", world_size=1, zero_stage=1)
+    torchrun = FakeTorchrun(0)
+    with pytest.raises(ConfigError, match=r"cannot resume on 2 rank\(s\) running ZeRO stage 1"):
+        launcher(torchrun, ["train.zero_stage=1"])
+    assert torchrun.calls == []
+
+
+@pytest.mark.parametrize(
+    ("nnodes", "nproc", "refused"),
+    [
+        ("1", "1", False),  # its own size: one rank, ZeRO 1 this once
+        ("1", "2", True),
+        ("2", "1", True),
+        ("1:2", "1", False),  # an elastic range: the workers decide, knowing their world size
+        ("1", "gpu", False),  # a per-device count: the same
+    ],
+)
+def test_the_launcher_checks_a_checkpoint_for_the_world_size_it_knows(
+    tmp_path: Path, nnodes: str, nproc: str, refused: bool
+) -> None:
+    config = load_config(
+        str(TINY_CONFIG), [f"checkpoint.dir={tmp_path}", "train.zero_stage=1", "output.dir=x"]
+    )
+    identity = NodeIdentity(nnodes, 2, nproc, 0, "a", 29500)
+    check_resumable(config, identity)  # no checkpoint.dir yet: nothing to check
+    legacy_checkpoint_in(tmp_path, world_size=1, zero_stage=1)
+    if refused:
+        with pytest.raises(ConfigError, match="was written by an earlier trainer"):
+            check_resumable(config, identity)
+    else:
+        check_resumable(config, identity)
