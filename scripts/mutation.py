@@ -74,7 +74,11 @@ MODULES: dict[str, Module] = {
     "token_cache": Module(
         ("trainer/dataset.py",), ("trainer.dataset.*",), ("tests/trainer/test_dataset.py",), exclude=SAMPLING
     ),
-    # The checkpoint store, and the choice of the checkpoint to resume from in Trainer.resume.
+    # The checkpoint store, and the choice of the checkpoint to resume from in Trainer.resume. Not
+    # trainer/s3_storage.py: every test of S3Storage (tests/trainer/test_s3_checkpoint.py, the `s3` backend of
+    # tests/trainer/test_checkpoint.py) runs against a real S3 server and is slow, so no fast test could kill its
+    # mutants; the rules it shares with a directory (abandoned, run_gone, files_problem, newest_verified,
+    # superseded) are in trainer/checkpoint.py and counted here.
     "checkpoint": Module(
         ("trainer/checkpoint.py", "trainer/train.py"),
         ("trainer.checkpoint.*", "trainer.train.xǁTrainerǁresume__mutmut_*"),

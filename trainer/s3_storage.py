@@ -49,6 +49,7 @@ for a store other than Amazon S3, AWS_REGION; with an endpoint the requests use 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -266,15 +267,18 @@ class S3Storage:
         return manifest, None
 
     def download(self, name: str, sha256: str) -> Path | None:
-        """A file into this process's download directory, kept there under its sha256 if it matches (a
-        second call finds it); None (and nothing kept) if it does not, or if sha256 is not 64 hex digits (it
-        names the local file: a damaged manifest must not name a path). Parallel ranged GETs for large files."""
+        """A file into this process's download directory, kept there if it matches sha256 (a second call for
+        the same object finds it); None (and nothing kept) if it does not, or if sha256 is not 64 hex digits
+        (it names the local file: a damaged manifest must not name a path). The copy is named by the object
+        too: another object expected to hold the same bytes (a file of another checkpoint) is downloaded and
+        checked itself, since other ranks, in other processes, will read that object and not this copy.
+        Parallel ranged GETs for large files."""
         if not SHA256_PATTERN.fullmatch(str(sha256)):
             return None
         if self.downloads is None:
             self.downloads = Path(tempfile.mkdtemp(prefix="trainstack-checkpoint-"))
             weakref.finalize(self, shutil.rmtree, self.downloads, True)
-        kept = self.downloads / sha256
+        kept = self.downloads / f"{hashlib.sha256(name.encode()).hexdigest()}-{sha256}"
         if kept.is_file():
             return kept
         partial = self.downloads / f"{uuid.uuid4().hex}.part"

@@ -36,8 +36,10 @@ from trainer.checkpoint import (
     Storage,
     abandoned,
     file_record,
+    files_problem,
     legacy_checkpoint,
     newest_verified,
+    open_storage,
     read_manifest,
     resume_stage,
     sha256_of,
@@ -508,6 +510,77 @@ def test_what_is_abandoned_in_a_checkpoint_directory() -> None:
     for name, expected in names.items():
         assert abandoned(name, "c3", is_alive) is expected, name
     assert sorted(set(asked)) == ["a1", "b2"]  # never asked about this run, published or foreign names
+
+
+def test_a_manifests_files_are_checked_by_size_then_checksum() -> None:
+    """The one rule of every Storage's verify and staged_problem: the first file missing, of another size, or
+    (when asked) of another sha256; an empty file is there, not missing."""
+    files = {"empty.pt": record(b""), "model.pt": record(b"weights"), "rng.pt": record(b"rng")}
+    sizes = {"empty.pt": 0, "model.pt": 7, "rng.pt": 3}
+    assert files_problem(files, sizes.get, None) is None
+    assert files_problem(files, {**sizes, "rng.pt": None}.get, None) == "rng.pt is missing"
+    assert files_problem(files, {"empty.pt": 0}.get, None) == "model.pt is missing"  # the first, in order
+    assert (
+        files_problem(files, {**sizes, "model.pt": 8}.get, None)
+        == "model.pt has 8 bytes, the manifest says 7"
+    )
+    hashed: list[str] = []
+
+    def sha256(name: str) -> str:
+        hashed.append(name)
+        return hashlib.sha256(
+            b"rng!" if name == "rng.pt" else {"empty.pt": b"", "model.pt": b"weights"}[name]
+        ).hexdigest()
+
+    assert files_problem(files, sizes.get, sha256) == "rng.pt does not match its checksum"
+    assert hashed == ["empty.pt", "model.pt", "rng.pt"]
+    hashed.clear()
+    assert (
+        files_problem(files, {**sizes, "model.pt": 1}.get, sha256)
+        == "model.pt has 1 bytes, the manifest says 7"
+    )
+    assert hashed == ["empty.pt"]  # a file of the wrong size is not hashed
+
+
+def test_checkpoint_dir_chooses_its_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """s3://bucket/prefix is an object store, checked only when asked (no request before that); anything else
+    is a directory, never checked (it is created on the first write)."""
+    from trainer.s3_storage import S3Storage
+
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    checked: list[str] = []
+    monkeypatch.setattr(S3Storage, "check", lambda self: checked.append(self.url))
+    local = open_storage(str(tmp_path / "ckpt"), check=True)
+    assert isinstance(local, LocalStorage) and local.root == tmp_path / "ckpt" and checked == []
+    s3 = open_storage("s3://bucket/runs/ckpt")
+    assert isinstance(s3, S3Storage) and (s3.bucket, s3.prefix) == ("bucket", "runs/ckpt") and checked == []
+    open_storage("s3://bucket/runs/ckpt", check=True)
+    assert checked == ["s3://bucket/runs/ckpt"]
+
+
+def test_an_object_store_that_cannot_be_used_is_the_resume_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The launcher's look before torchrun: a store that does not answer or refuses the credentials is its one
+    line; one that works and holds no checkpoint leaves the engine's stage as it is."""
+    from trainer.s3_storage import S3Storage
+
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    refused = "checkpoint.dir: s3://bucket/runs/ckpt (endpoint http://store): access denied"
+
+    def check(self: S3Storage) -> None:
+        raise ConfigError(refused)
+
+    monkeypatch.setattr(S3Storage, "check", check)
+    overrides = run_overrides(tmp_path, train__zero_stage=1, checkpoint__dir="s3://bucket/runs/ckpt")[1::2]
+    config = load_config(TINY_CONFIG, overrides)
+    assert resume_stage(config, 2) == (1, refused)
+    monkeypatch.setattr(S3Storage, "check", lambda self: None)
+    monkeypatch.setattr(S3Storage, "published", lambda self: [])
+    assert resume_stage(config, 2) == (1, None)
+    assert resume_stage(config, 1) == (0, None)
 
 
 class FakeLock:

@@ -183,7 +183,8 @@ def test_concurrent_publishers_of_one_step_publish_exactly_once(storage: S3Stora
 
 
 def test_a_damaged_manifest_cannot_name_a_local_path(storage: S3Storage, tmp_path: Path) -> None:
-    """The downloads are named by their sha256: one that is not 64 hex digits fails the checksum instead."""
+    """The downloads are named by their sha256 (and a hash of the object's key): one that is not 64 hex digits
+    fails the checksum instead."""
     target = tmp_path / "escaped"
     put(storage, "step_000010/aa/shard_00000.pt", b"weights")
     files = {"shard_00000.pt": {"bytes": 7, "sha256": f"../../../../../../..{target}"}}
