@@ -157,6 +157,18 @@ EQUIVALENT: dict[str, str] = {
         "_publish call or its except branch); on every other rank broadcast_object_list replaces box[0] with rank "
         "0's outcome, and if the broadcast raises, the except branch sets the error without reading box."
     ),
+    "trainer.checkpoint.xǁCheckpointStoreǁ_load_legacy__mutmut_8": (
+        "`assert legacy is not None or isinstance(self.storage, LocalStorage)` instead of `and`: they differ "
+        "only where the storage is not a LocalStorage, and load() calls _load_legacy only for a manifest without "
+        "'format', where legacy_checkpoint never returns None. The only other Storage, S3Storage, never hands "
+        "out such a manifest (its read_manifest, behind verify and manifest, refuses one without 'format'), so "
+        "both assertions hold wherever _load_legacy runs; the isinstance is there for mypy."
+    ),
+    "trainer.checkpoint.xǁRunLockǁrelease__mutmut_1": (
+        "The default of `remove` in the RunLock Protocol's stub (True instead of False): a Protocol's method is "
+        "never called (its body is `...`); calls go to the implementations, HeldLock.release and "
+        "S3Storage's Lease.release, whose own defaults apply. Only mypy reads the stub's signature."
+    ),
     "trainer.dataset.x_file_source__mutmut_11": (
         "read_text(encoding='UTF-8') instead of 'utf-8': codecs.lookup normalizes the name, the same codec."
     ),
