@@ -434,3 +434,23 @@ def test_the_launcher_checks_a_checkpoint_for_the_world_size_it_knows(
             check_resumable(config, identity)
     else:
         check_resumable(config, identity)
+
+
+def test_the_launcher_checks_an_object_store_before_any_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """checkpoint.dir = s3://bucket/prefix is no directory to look for: the store is asked (resume_stage: it
+    answers, the credentials may write there, its newest checkpoint resumes) for the whole job's world size;
+    an elastic range leaves it to the workers."""
+    refused = "checkpoint.dir: s3://bucket/ckpt (endpoint http://store): access denied"
+    asked: list[tuple[str, int]] = []
+
+    def resume_stage(config: Any, world_size: int) -> tuple[int, str | None]:
+        asked.append((config.checkpoint.dir, world_size))
+        return 0, refused
+
+    monkeypatch.setattr("trainer.checkpoint.resume_stage", resume_stage)
+    config = load_config(str(TINY_CONFIG), ["checkpoint.dir=s3://bucket/ckpt", "output.dir=x"])
+    with pytest.raises(ConfigError) as raised:
+        check_resumable(config, NodeIdentity("2", 2, "3", 0, "a", 29500))
+    assert str(raised.value) == refused and asked == [("s3://bucket/ckpt", 6)]
+    check_resumable(config, NodeIdentity("1:2", 2, "3", 0, "a", 29500))
+    assert len(asked) == 1
