@@ -24,6 +24,17 @@ from pulumi.runtime.sync_await import _sync_await
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "trainstack"
+# The stack outputs users rely on (README's contract), under the mock engine and the real one alike.
+STACK_OUTPUTS = (
+    "kubeconfig",
+    "clusterName",
+    "namespace",
+    "trainJobName",
+    "podNames",
+    "checkpointLocation",
+    "image",
+    "logsCommand",
+)
 SECRET_SIGNATURE = rpc._special_sig_key
 SECRET_VALUE = rpc._special_secret_sig
 

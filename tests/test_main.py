@@ -20,6 +20,7 @@ from tests.k8s_validation import (
     validate_trainer_object,
 )
 from tests.stack_helpers import (
+    STACK_OUTPUTS,
     StackRun,
     contains_secret,
     reveal,
@@ -32,16 +33,7 @@ from tests.stack_helpers import (
 )
 
 STACKS = [stack_name(path) for path in stack_files()]
-OUTPUTS = {
-    "kubeconfig",
-    "clusterName",
-    "namespace",
-    "trainJobName",
-    "podNames",
-    "checkpointLocation",
-    "image",
-    "logsCommand",
-}
+OUTPUTS = set(STACK_OUTPUTS)
 TRAIN_JOB = "kubernetes:trainer.kubeflow.org/v1alpha1:TrainJob"
 RELEASE = "kubernetes:helm.sh/v3:Release"
 LOCAL_COMMAND = "command:local:Command"

@@ -41,20 +41,11 @@ from tests.e2e.harness import (
     toolchain_env,
     wait_until,
 )
+from tests.stack_helpers import STACK_OUTPUTS
 
 STACK = "e2e"
 JOB = "gpt-e2e"
 NAMESPACE = "trainstack-e2e"
-OUTPUTS = (
-    "kubeconfig",
-    "clusterName",
-    "namespace",
-    "trainJobName",
-    "podNames",
-    "checkpointLocation",
-    "image",
-    "logsCommand",
-)
 JOBSET_LABEL = "jobset.sigs.k8s.io/jobset-name"
 # Small enough to finish in minutes on 2 shared cores, with several checkpoints on the way.
 MAX_STEPS = 60
@@ -269,7 +260,7 @@ class Run:
     def check_outputs(self) -> None:
         with self.report.phase("outputs") as record:
             outputs = self.outputs()
-            missing = [key for key in OUTPUTS if key not in outputs]
+            missing = [key for key in STACK_OUTPUTS if key not in outputs]
             check(not missing, f"outputs missing: {missing}")
             check(outputs["kubeconfig"] == "[secret]", "the kubeconfig output is not secret")
             record["values"] = {key: value for key, value in outputs.items() if key != "kubeconfig"}
