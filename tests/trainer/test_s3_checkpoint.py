@@ -109,14 +109,17 @@ def test_removal_deletes_the_manifest_before_the_files(
 def test_only_what_dead_runs_left_unpublished_is_removed(
     storage: S3Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A run is alive while its lease is younger than LEASE_SECONDS; files a manifest names always stay."""
+    """A run is alive while its lease is younger than LEASE_SECONDS; files a manifest names always stay. The
+    sleeps leave LEASE_SECONDS and two seconds more: S3 times are whole seconds, and the listing's clock (the
+    store's Date header) may lag by a second (versitygw serves with fasthttp, which refreshes its Date header
+    once a second)."""
     monkeypatch.setattr("trainer.s3_storage.LEASE_SECONDS", 2.0)
     put(storage, ".run-a1.lease")  # a1 crashed: its lease is going stale
     put(storage, "step_000010/a1/shard_00000.pt")
     start_upload(storage, "step_000010/a1/shard_00001.pt")
     publish(storage, 50, "d4")  # d4 is gone (no lease), its checkpoint published: kept
     put(storage, "step_000050/e5/shard_00000.pt")  # e5 lost the race for step 50 and died
-    time.sleep(3)
+    time.sleep(4)
     put(storage, ".run-b2.lease")  # b2 is alive and writing step 20
     put(storage, "step_000020/b2/shard_00000.pt")
     start_upload(storage, "step_000020/b2/shard_00001.pt")
@@ -128,7 +131,7 @@ def test_only_what_dead_runs_left_unpublished_is_removed(
     assert uploads(storage) == ["step_000020/b2/shard_00001.pt"]
     assert storage.published() == [(50, "step_000050")]
 
-    time.sleep(3)  # b2 has died since
+    time.sleep(4)  # b2 has died since
     assert storage.remove_abandoned(own_run="c3") == []
     assert keys(storage) == ["step_000030/c3/shard_00000.pt", "step_000050/d4/shard_00000.pt",
                              "step_000050/manifest.json"]  # fmt: skip
@@ -141,7 +144,7 @@ def test_a_run_starting_during_the_listing_is_not_taken_for_dead(
     """A run that writes its lease just after another run listed the leases, then files and an upload that
     the later listings see: none of it is removed (it is newer than the listing's clock)."""
     put(storage, "step_000010/a1/shard_00000.pt")  # a dead run's leftover, from before the listing
-    time.sleep(1.1)  # S3 times have whole seconds
+    time.sleep(2.1)  # S3 times have whole seconds, and the listing's Date header may lag by one (fasthttp)
     before, clock = storage.objects()  # the page of the leases, listed before f7 started
     time.sleep(1.1)
     put(storage, ".run-f7.lease")
