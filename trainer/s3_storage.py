@@ -424,7 +424,8 @@ class S3Storage:
         Only what was created before the listing's clock (the store's Date header, whole seconds) can be
         abandoned: a run that starts while this one lists writes its lease first, so its lease may be missing
         from a listing in which its later files or uploads appear (later pages, the uploads' own listing),
-        and those are newer than the listing began."""
+        and those are newer than the listing began. A Date header that lags the store's clock (versitygw's,
+        refreshed once a second) only makes runs look younger and removes less, never more."""
         objects, now = self.objects()
         leases = {}
         for item in objects:
