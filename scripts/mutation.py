@@ -119,6 +119,15 @@ _MANIFEST_INDENT = (
     "reader parses it with json.loads (read_manifest, LocalStorage.manifest), and manifest.json is not among "
     "the files whose sizes and checksums it records, so nothing reads its layout."
 )
+_SORT_KEYS_NONE = (
+    "yaml.safe_dump(sort_keys=None) instead of False: PyYAML only tests the flag's truth "
+    "(yaml/representer.py, represent_mapping: `if self.sort_keys:`), and None is false like False."
+)
+_CLIENT_FILE_NAME = (
+    "Another name for one of the two client files _tls_context writes into its private directory (a fresh "
+    "TemporaryDirectory of check_api_server's, holding nothing else): the names stay distinct, and the same "
+    "variables name the file written and the file load_cert_chain reads, so the same certificate and key load."
+)
 EQUIVALENT: dict[str, str] = {
     "trainer.launch.x_launch__mutmut_26": (
         "torchrun_command(shutdown_flag=None) instead of False: it only tests the flag's truth (`if timeout is "
@@ -189,6 +198,29 @@ EQUIVALENT: dict[str, str] = {
     "components.webhook_patch.x_patch_manifest_stream__mutmut_5": (
         "yaml.safe_dump_all(sort_keys=None) instead of False: PyYAML only tests the flag's truth "
         "(yaml/representer.py, represent_mapping: `if self.sort_keys:`), and None is false like False."
+    ),
+    "components.cluster.k3s.x_rewrite_kubeconfig_server__mutmut_13": _SORT_KEYS_NONE,
+    "components.cluster.kind.x_render_kind_config__mutmut_66": _SORT_KEYS_NONE,
+    "components.cluster.kind.x_render_kind_config__mutmut_40": (
+        "node('control-plane', None) instead of []: node() adds extraMounts only `if mounts:`, and None is "
+        "false like [], so the control plane's entry is the same {role, image}."
+    ),
+    "components.cluster.kubeconfig.x__tls_context__mutmut_38": _CLIENT_FILE_NAME,
+    "components.cluster.kubeconfig.x__tls_context__mutmut_42": _CLIENT_FILE_NAME,
+    "components.cluster.kubeconfig.x_check_api_server__mutmut_144": (
+        "The body kept from an HTTPError is b'XXXX' instead of b'': it is read only when the check goes on (a "
+        "401 with plugin credentials, or a 403), by json.loads, which rejects both with a ValueError, so the "
+        "version is '' either way; every other error status raises before."
+    ),
+    "components.cluster.kubeconfig.xǁ_Connectionǁconnect__mutmut_9": (
+        "getattr(self, '_tunnel_host') without the default None: _Connection is an http.client.HTTPSConnection "
+        "made through its __init__, which sets self._tunnel_host = None (http/client.py, HTTPConnection.__init__, "
+        "on every Python 3.10 to 3.13), so the attribute always exists and the default is never used."
+    ),
+    "components.cluster.kubeconfig.xǁ_HTTPSHandlerǁ__init____mutmut_1": (
+        "HTTPSHandler.__init__(context=None): the handler's own _context is read only by HTTPSHandler.https_open "
+        "(urllib/request.py), which _HTTPSHandler overrides to open a _Connection with self._tls, the context "
+        "given; on 3.12+ a None context makes a default one that is likewise never used."
     ),
 }
 

@@ -40,14 +40,21 @@ def args(**changes: object) -> ClusterArgs:
     return ClusterArgs(**{**base, **changes})  # type: ignore[arg-type]
 
 
-def test_each_cluster_kind_is_its_own_provider() -> None:
+def test_each_cluster_kind_is_its_own_provider_made_for_the_cluster_s_args() -> None:
     remote = RemoteHosts("192.0.2.1", (), "ops", 22, Path("/nonexistent"))
-    assert type(provider_for(args(kind="kind"))) is Kind
-    assert type(provider_for(args())) is K3sLocal
-    assert type(provider_for(args(remote=remote))) is K3sRemote
-    assert type(provider_for(args(docker=DockerNodes("rancher/k3s")))) is K3sDocker
     existing = ExistingCluster("apiVersion: v1", "default", "kubeconfig")
-    assert type(provider_for(args(kind="existing", existing=existing))) is Existing
+    expected = [
+        (args(kind="kind"), Kind),
+        (args(), K3sLocal),
+        (args(remote=remote), K3sRemote),
+        (args(docker=DockerNodes("rancher/k3s")), K3sDocker),
+        (args(kind="existing", existing=existing), Existing),
+    ]
+    for cluster_args, kind in expected:
+        provider = provider_for(cluster_args)
+        assert type(provider) is kind
+        # ClusterProvider's contract: every kind carries the args it was chosen for (its provision reads them).
+        assert provider.args is cluster_args, kind.__name__
 
 
 @pytest.mark.parametrize("provider", [Kind, K3sLocal, K3sRemote, K3sDocker, Existing])
