@@ -128,6 +128,37 @@ _CLIENT_FILE_NAME = (
     "TemporaryDirectory of check_api_server's, holding nothing else): the names stay distinct, and the same "
     "variables name the file written and the file load_cert_chain reads, so the same certificate and key load."
 )
+_STRICT_DEFAULT = (
+    "getattr(ssl, 'VERIFY_X509_STRICT', default) with another default (None, none, 1): ssl has had "
+    "VERIFY_X509_STRICT since Python 3.4, so the default is never used on the supported Pythons (>= 3.10)."
+)
+_CONNECTION_CONTEXT = (
+    "HTTPSConnection.__init__ without the context (None): its own _context is read only by "
+    "HTTPSConnection.connect (http/client.py), which _Connection.connect overrides to wrap the socket with "
+    "self._tls, the context given; on 3.12+ a None context makes a default one that is likewise never used."
+)
+_PROXY_KEY_CASE = (
+    "ProxyHandler's scheme keys in capitals ('HTTPS', 'HTTP'): urllib.request.ProxyHandler.__init__ lowers "
+    "every key (`type = type.lower()`) before it makes the <scheme>_open method, so the same handler results."
+)
+_HEADER_CASE = (
+    "The Accept header's name as 'accept' or 'ACCEPT': urllib.request.Request.add_header stores every name "
+    "as key.capitalize() ('Accept'), so the same header is sent."
+)
+_AGENTS_ZIP = (
+    "zip(hosts.agents, agents) with strict None or False instead of True: agents is made in provision from "
+    "hosts.agents, one per host, so the two always have the same length and zip never reaches the check."
+)
+_NFS_LIBRARY = (
+    "The unexport or unmount script without k3s_remote_nfs_lib.sh: the library only defines apt_install and "
+    "replace_line, which neither script calls (they use root.sh's require_root and as_root, still there)."
+)
+_IMPLIED_DEPENDENCY = (
+    "depends_on dropped where an input already depends on the resource: the token command's triggers hold "
+    "server.id, and each agent's stdin is made from token.stdout; the Pulumi SDK adds the resources behind an "
+    "input's Outputs to the registration's dependencies (pulumi/runtime/resource.py, prepare_resource), so "
+    "the engine gets the same dependencies and order."
+)
 EQUIVALENT: dict[str, str] = {
     "trainer.launch.x_launch__mutmut_26": (
         "torchrun_command(shutdown_flag=None) instead of False: it only tests the flag's truth (`if timeout is "
@@ -206,7 +237,47 @@ EQUIVALENT: dict[str, str] = {
         "false like [], so the control plane's entry is the same {role, image}."
     ),
     "components.cluster.kubeconfig.x__tls_context__mutmut_38": _CLIENT_FILE_NAME,
+    "components.cluster.kubeconfig.x__tls_context__mutmut_39": _CLIENT_FILE_NAME,
+    "components.cluster.kubeconfig.x__tls_context__mutmut_41": _CLIENT_FILE_NAME,
     "components.cluster.kubeconfig.x__tls_context__mutmut_42": _CLIENT_FILE_NAME,
+    "components.cluster.kubeconfig.x_parse_kubeconfig__mutmut_218": _SORT_KEYS_NONE,
+    "components.cluster.kubeconfig.x__tls_context__mutmut_16": _STRICT_DEFAULT,
+    "components.cluster.kubeconfig.x__tls_context__mutmut_19": _STRICT_DEFAULT,
+    "components.cluster.kubeconfig.x__tls_context__mutmut_22": _STRICT_DEFAULT,
+    "components.cluster.kubeconfig.x__tls_context__mutmut_26": (
+        "check_hostname = None instead of False: ssl.SSLContext's check_hostname setter takes the value's "
+        "truth (Modules/_ssl.c, set_check_hostname: PyObject_IsTrue), so None sets it False."
+    ),
+    "components.cluster.kubeconfig.x__tls_context__mutmut_48": (
+        "touch(mode=385) (0o601) instead of 0o600: the files are in check_api_server's TemporaryDirectory, "
+        "made 0o700 by mkdtemp, so no other user can reach them whatever their own bits; the extra bit is "
+        "execute for others, which grants no read either; the owner's read and write are the same."
+    ),
+    "components.cluster.kubeconfig.xǁ_Connectionǁ__init____mutmut_2": _CONNECTION_CONTEXT,
+    "components.cluster.kubeconfig.xǁ_Connectionǁ__init____mutmut_4": _CONNECTION_CONTEXT,
+    "components.cluster.kubeconfig.x__proxies__mutmut_19": _PROXY_KEY_CASE,
+    "components.cluster.kubeconfig.x__proxies__mutmut_21": _PROXY_KEY_CASE,
+    "components.cluster.kubeconfig.x_check_api_server__mutmut_30": _HEADER_CASE,
+    "components.cluster.kubeconfig.x_check_api_server__mutmut_31": _HEADER_CASE,
+    "components.cluster.kubeconfig.x_check_api_server__mutmut_127": (
+        "urlsplit(server).hostname or 'XXXX' instead of or '': the kubeconfig reached check_api_server through "
+        "parse_kubeconfig, which rejects a server without a host name (`not server.hostname`), so hostname is "
+        "never empty and the default is never used."
+    ),
+    "components.cluster.kubeconfig.x_parse_kubeconfig__mutmut_123": (
+        "str(cluster.get('server') or 'XXXX') instead of or '': a cluster without a server is rejected either "
+        "way (urlsplit gives neither a scheme nor a host name for '' or 'XXXX'), with the same message, which "
+        "quotes cluster.get('server') (None), not the default."
+    ),
+    "components.cluster.k3s_remote.xǁK3sRemoteǁ_nfs__mutmut_55": _AGENTS_ZIP,
+    "components.cluster.k3s_remote.xǁK3sRemoteǁ_nfs__mutmut_58": _AGENTS_ZIP,
+    "components.cluster.k3s_remote.xǁK3sRemoteǁ_nfs__mutmut_59": _AGENTS_ZIP,
+    "components.cluster.k3s_remote.x_nfs_scripts__mutmut_28": _NFS_LIBRARY,
+    "components.cluster.k3s_remote.x_nfs_scripts__mutmut_54": _NFS_LIBRARY,
+    "components.cluster.k3s_remote.xǁK3sRemoteǁprovision__mutmut_72": _IMPLIED_DEPENDENCY,
+    "components.cluster.k3s_remote.xǁK3sRemoteǁprovision__mutmut_75": _IMPLIED_DEPENDENCY,
+    "components.cluster.k3s_remote.xǁK3sRemoteǁprovision__mutmut_116": _IMPLIED_DEPENDENCY,
+    "components.cluster.k3s_remote.xǁK3sRemoteǁprovision__mutmut_119": _IMPLIED_DEPENDENCY,
     "components.cluster.kubeconfig.x_check_api_server__mutmut_144": (
         "The body kept from an HTTPError is b'XXXX' instead of b'': it is read only when the check goes on (a "
         "401 with plugin credentials, or a 403), by json.loads, which rejects both with a ValueError, so the "

@@ -199,3 +199,21 @@ def test_the_cluster_s_kubeconfig_is_the_kind_s_a_secret_wherever_it_is_recorded
             )
         else:  # what the kind's command printed (the mock's FAKE_KUBECONFIG), or the user's, unchanged
             assert reveal(kubeconfig) == FAKE_KUBECONFIG
+
+
+@pytest.mark.parametrize("kind", RESOURCES)
+def test_each_local_command_runs_under_the_shell_its_scripts_are_written_for(
+    tmp_path: Path, kind: str
+) -> None:
+    """A script's first line names its shell (bash: arrays, pipefail); the command runs it under that shell
+    (pulumi-command's default interpreter is /bin/sh, which is not bash everywhere)."""
+    run = evaluate(lambda: Cluster("c", every_kind(tmp_path)[kind]))
+    for command in run.of_type("command:local:Command"):
+        interpreter = command.inputs.get("interpreter") or ["/bin/sh", "-c"]
+        for script in (command.inputs["create"], command.inputs.get("delete")):
+            if script:
+                first = script.splitlines()[0]  # `#!/usr/bin/env bash`, or `# shellcheck shell=sh` for sh
+                shell = (
+                    first.split("shell=")[1] if "shell=" in first else first.removeprefix("#!").split()[-1]
+                )
+                assert Path(interpreter[0]).name == Path(shell).name, (command.name, script.splitlines()[0])

@@ -54,6 +54,7 @@ def test_remote_k3s_cluster_component(tmp_path: Path) -> None:
     for command in (server, token):
         assert command.inputs["logging"] == "stderr" and "stdout" in command.additional_secret_outputs
     assert run_.depends_on(token, server)
+    assert reveal(token.inputs["connection"])["host"] == "192.0.2.1"  # the node token is on the server
     # A server installed anew has a new token: its id is the token command's trigger, so it is read again.
     (trigger,) = token.inputs["triggers"]
     assert trigger.startswith("c-k3s-server-id-")  # the mock engine's id of the server command
@@ -213,3 +214,16 @@ def test_the_token_command_reads_the_node_token_as_root(tmp_path: Path) -> None:
     result = run(token.inputs["create"], environment, interpreter=POSIX_SH)
     assert result.returncode == 0 and result.stdout == "K10token\n"
     assert calls(log)[-1] == "sudo -n cat /var/lib/rancher/k3s/server/node-token"
+
+
+def test_the_cluster_s_identity_names_every_k3s_host_also_with_shared_storage(tmp_path: Path) -> None:
+    """A server or agent installed anew (a new id) is a new cluster, without the old one's images: with or
+    without the NFS storage, each k3s command's id is part of the identity."""
+    for shared in (False, True):
+
+        def program(shared: bool = shared) -> None:
+            pulumi.export("identity", Cluster("c", remote_args(hosts(tmp_path), shared=shared)).identity)
+
+        identity = evaluate(program).outputs["identity"].split(",")
+        for name in ("c-k3s-server", "c-k3s-agent-0", "c-k3s-agent-1"):
+            assert [part for part in identity if part.startswith(f"{name}-id-")], (shared, name, identity)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import socket
 import socketserver
 import ssl
@@ -131,12 +132,50 @@ def test_certificate_files_are_inlined_relative_to_the_kubeconfig_and_token_file
 
 
 BAD_KUBECONFIGS = [
-    ("{a: [", KUBECONFIG_KEY, "is not YAML"),
-    ("- just\n- a list\n", KUBECONFIG_KEY, "is not a kubeconfig"),
-    ("clusters: {a: 1}\n", KUBECONFIG_KEY, "clusters must be a list"),
+    # PyYAML's own message, its lines joined into one.
+    ("{a: [", KUBECONFIG_KEY, "is not YAML: while parsing a flow node expected the node content, but found"),
+    (
+        "- just\n- a list\n",
+        KUBECONFIG_KEY,
+        "is not a kubeconfig: a YAML mapping with clusters, contexts and users",
+    ),
+    ("clusters: {a: 1}\n", KUBECONFIG_KEY, "clusters must be a list, got dict"),
     ("contexts:\n- name: x\n", KUBECONFIG_KEY, "contexts[0] must have a name and a context mapping"),
+    (
+        "contexts:\n- {context: {cluster: a}}\n",
+        KUBECONFIG_KEY,
+        "contexts[0] must have a name and a context mapping",
+    ),
     ("users:\n- {name: u}\n", KUBECONFIG_KEY, "users[0] must have a name and a user mapping"),
     ("contexts: []\n", KUBE_CONTEXT_KEY, "has no current-context; its contexts: none"),
+    (
+        "contexts:\n- {name: b, context: {cluster: b}}\n- {name: a, context: {cluster: a}}\n",
+        KUBE_CONTEXT_KEY,
+        "must name a context: the kubeconfig (kubeconfig) has no current-context; its contexts: a, b",
+    ),
+    (
+        "current-context: gone\n",
+        KUBECONFIG_KEY,
+        "context 'gone' is not in the kubeconfig (kubeconfig); its contexts: none",
+    ),
+    (
+        "current-context: a\ncontexts:\n- {name: a, context: {cluster: a}}\nclusters:\n"
+        "- {name: a, cluster: {server: 'https://h:6443'}}\n",
+        KUBECONFIG_KEY,
+        "context 'a' names user '', which is not in users",
+    ),
+    (
+        "current-context: a\ncontexts:\n- {name: a, context: {cluster: a, user: u}}\nusers:\n- {name: u, user: {}}\n"
+        "clusters:\n- {name: a, cluster: {server: 'ftp://h:21'}}\n",
+        KUBECONFIG_KEY,
+        "cluster 'a' needs a server https://host[:port], got 'ftp://h:21'",
+    ),
+    (
+        "current-context: a\ncontexts:\n- {name: a, context: {cluster: a, user: u}}\n"
+        "users:\n- {name: u, user: {tokenFile: token}}\nclusters:\n- {name: a, cluster: {server: 'https://h'}}\n",
+        KUBECONFIG_KEY,
+        "users[u].tokenFile is a relative path (token); use an absolute path or the -data field",
+    ),
     (
         "current-context: a\ncontexts:\n- {name: a, context: {user: a}}\n",
         KUBECONFIG_KEY,
@@ -258,7 +297,7 @@ def test_the_version_is_asked_under_the_server_s_path_without_a_doubled_slash(se
     assert server.requests == [("/version", "token"), ("/k8s/clusters/c-m-X9ZX/version", "token")]
 
 
-@pytest.mark.parametrize("status", [404, 500, 503])
+@pytest.mark.parametrize("status", [300, 404, 500, 503])
 def test_a_server_that_answers_with_an_error_stops_the_check(status: int) -> None:
     with fake_api_server(status=status) as server, pytest.raises(KubeconfigError) as raised:
         check(server.kubeconfig())
@@ -464,3 +503,173 @@ def test_the_environment_s_proxy_is_not_used_for_a_loopback_server(
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     assert check(server.kubeconfig()) == GIT_VERSION
+
+
+def test_a_plain_http_server_is_accepted() -> None:
+    """client-go talks to an http:// server too (no TLS): the kubeconfig is taken as it is."""
+    text = (
+        "current-context: a\ncontexts:\n- {name: a, context: {cluster: a, user: u}}\nusers:\n- {name: u, user: {}}\n"
+        "clusters:\n- {name: a, cluster: {server: 'http://192.0.2.1:8080'}}\n"
+    )
+    assert parse(text)["clusters"] == [{"name": "a", "cluster": {"server": "http://192.0.2.1:8080"}}]
+
+
+def test_the_kubeconfig_file_takes_the_context_too(server: FakeApiServer, tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(yaml.safe_dump(two_contexts(server)))  # its current-context: prod
+    cluster = read_kubeconfig(secret=None, path=str(kubeconfig), context="fake")
+    assert cluster.context == "fake" and yaml.safe_load(cluster.kubeconfig)["current-context"] == "fake"
+
+
+def test_no_kubeconfig_at_all_says_how_to_give_one() -> None:
+    with pytest.raises(KubeconfigError) as raised:
+        read_kubeconfig(secret=None, path="", context="")
+    assert raised.value.key == KUBECONFIG_PATH_KEY
+    assert raised.value.problem == (
+        "must name a kubeconfig file when clusterKind is existing"
+        ' (or: pulumi config set --secret kubeconfig "$(cat ~/.kube/config)")'
+    )
+
+
+def test_each_user_file_is_inlined_unless_its_data_field_is_there(
+    server: FakeApiServer, tmp_path: Path
+) -> None:
+    """client-go: a -data field wins over its file (never read then); every other file is still inlined."""
+    (tmp_path / "client.key").write_bytes(server.certs.pem("client.key"))
+    certificate = server.certs.data("client.crt")
+    for user in (
+        {"client-certificate-data": certificate, "client-key": "client.key"},  # no client-certificate at all
+        {
+            "client-certificate": "gone.crt",
+            "client-certificate-data": certificate,
+            "client-key": "client.key",
+        },
+    ):
+        kubeconfig = tmp_path / "config"
+        kubeconfig.write_text(server.kubeconfig(user=user))
+        reduced = yaml.safe_load(read_kubeconfig(secret=None, path=str(kubeconfig), context="").kubeconfig)
+        assert reduced["users"][0]["user"] == {
+            "client-certificate-data": certificate,
+            "client-key-data": server.certs.data("client.key"),
+        }
+
+
+def test_an_unreadable_client_key_file_is_named(server: FakeApiServer, tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        server.kubeconfig(user={"client-certificate-data": "Y2E=", "client-key": "gone.key"})
+    )
+    with pytest.raises(KubeconfigError) as raised:
+        read_kubeconfig(secret=None, path=str(kubeconfig), context="")
+    assert raised.value.key == KUBECONFIG_PATH_KEY
+    assert raised.value.problem == (
+        f"users[fake-user].client-key: cannot read {tmp_path}/gone.key: No such file or directory"
+    )
+
+
+def test_an_unusable_ca_stops_the_check_naming_the_key(server: FakeApiServer) -> None:
+    not_a_certificate = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nbm90\n-----END CERTIFICATE-----\n")
+    with pytest.raises(KubeconfigError) as raised:
+        check(
+            server.kubeconfig(
+                cluster={"server": server.url, "certificate-authority-data": not_a_certificate.decode()}
+            )
+        )
+    assert raised.value.key == KUBECONFIG_KEY
+    assert raised.value.problem.startswith("the CA or client certificate of context 'fake' is unusable: ")
+    assert server.requests == []
+
+
+def test_a_401_names_the_key_whatever_the_credentials() -> None:
+    with fake_api_server(anonymous=False) as server:
+        for user, problem in (
+            ({}, "requires credentials and user 'fake-user' has none (HTTP 401)"),
+            ({"token": "wrong"}, "rejects the credentials of user 'fake-user' (HTTP 401 Unauthorized)"),
+        ):
+            with pytest.raises(KubeconfigError) as raised:
+                check(server.kubeconfig(user=user))
+            assert raised.value.key == KUBECONFIG_KEY
+            assert raised.value.problem == f"the API server {server.url} (context 'fake') {problem}"
+
+
+def test_a_rejected_token_file_or_client_certificate_is_rejected_credentials(tmp_path: Path) -> None:
+    """A 401 to a token read from its file, or to a client certificate, says the credentials were refused (not
+    that there were none)."""
+    (tmp_path / "token").write_text("wrong\n")
+    with fake_api_server(status=401) as server:
+        certificate = {
+            name: server.certs.data(file)
+            for name, file in (("client-certificate-data", "client.crt"), ("client-key-data", "client.key"))
+        }
+        for user in ({"tokenFile": str(tmp_path / "token")}, certificate):
+            with pytest.raises(
+                KubeconfigError, match=r"rejects the credentials of user 'fake-user' \(HTTP 401"
+            ):
+                check(server.kubeconfig(user=user))
+        assert server.requests == [("/version", "token"), ("/version", "certificate")]
+
+
+def test_a_client_certificate_without_its_key_is_not_used(server: FakeApiServer) -> None:
+    """Only a certificate and its key together make a client certificate; the token still authenticates."""
+    user = {"token": TOKEN, "client-certificate-data": server.certs.data("client.crt")}
+    assert check(server.kubeconfig(user=user)) == GIT_VERSION
+    assert server.requests == [("/version", "token")]
+
+
+def test_a_server_that_closes_the_connection_cannot_be_reached() -> None:
+    """http.client's error for a server that answers nothing (no URLError around it) is the problem."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def close_each() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = listener.accept()
+                connection.recv(4096)
+                connection.close()
+
+    threading.Thread(target=close_each, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        with pytest.raises(KubeconfigError) as raised:
+            check(
+                "current-context: a\ncontexts:\n- {name: a, context: {cluster: a, user: u}}\n"
+                f"users:\n- {{name: u, user: {{token: t}}}}\nclusters:\n- {{name: a, cluster: {{server: '{url}'}}}}\n"
+            )
+    finally:
+        listener.close()
+    assert raised.value.key == KUBECONFIG_KEY
+    assert raised.value.problem == (
+        f"the API server {url} (context 'a') cannot be reached: Remote end closed connection without response"
+    )
+
+
+def test_a_localhost_server_is_not_reached_through_the_environment_s_proxy(
+    server: FakeApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead_proxy = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    for variable in ("HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(variable, dead_proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    cluster = {
+        "server": server.url.replace("127.0.0.1", "localhost"),
+        "certificate-authority-data": server.certs.data("ca.crt"),
+    }
+    assert check(server.kubeconfig(cluster=cluster)) == GIT_VERSION
+
+
+def test_an_https_proxy_url_is_supported(server: FakeApiServer) -> None:
+    """An https:// proxy-url is used (here one that is down: the check cannot reach the server through it)."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead_proxy = f"https://127.0.0.1:{closed.getsockname()[1]}"
+    cluster = {
+        "server": server.url,
+        "certificate-authority-data": server.certs.data("ca.crt"),
+        "proxy-url": dead_proxy,
+    }
+    with pytest.raises(KubeconfigError, match=r"cannot be reached: \[Errno 111\] Connection refused"):
+        check(server.kubeconfig(cluster=cluster))
+    assert server.requests == []
