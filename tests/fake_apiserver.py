@@ -34,6 +34,8 @@ import yaml
 TOKEN = "fake-apiserver-token"
 # The user name and password it knows (basic authentication).
 USERNAME, PASSWORD = "fake-admin", "fake-password"
+# A user it knows with an empty password (as a kubeconfig user with a username and no password).
+NO_PASSWORD_USERNAME = "fake-no-password"
 GIT_VERSION = "v1.33.1-fake"
 
 
@@ -144,11 +146,15 @@ class FakeApiServer:
 
 @contextmanager
 def fake_api_server(
-    *, anonymous: bool = True, status: int | None = None, lax: bool = False
+    *,
+    anonymous: bool = True,
+    status: int | None = None,
+    lax: bool = False,
+    git_version: str | None = GIT_VERSION,
 ) -> Iterator[FakeApiServer]:
     """Serves until the block ends. anonymous: whether a request without credentials gets 200 (else 401);
     status: the HTTP status of every answer instead (with a Status body), whatever the credentials;
-    lax: certificates(lax=True)."""
+    lax: certificates(lax=True); git_version: None for a version without gitVersion."""
     certs = certificates(lax)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     with tempfile.TemporaryDirectory(prefix="fake-apiserver-") as name:  # ssl reads a key from files only
@@ -163,9 +169,10 @@ def fake_api_server(
         def do_GET(self) -> None:
             authorization = self.headers.get("Authorization", "")
             certificate = self.connection.getpeercert()
-            basic = base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode()
+            basic = [f"{USERNAME}:{PASSWORD}", f"{NO_PASSWORD_USERNAME}:"]
             if authorization.startswith("Basic "):
-                credentials, known = "basic", authorization == f"Basic {basic}"
+                known_basic = [f"Basic {base64.b64encode(pair.encode()).decode()}" for pair in basic]
+                credentials, known = "basic", authorization in known_basic
             elif authorization:
                 credentials, known = "token", authorization == f"Bearer {TOKEN}"
             elif certificate:
@@ -174,7 +181,10 @@ def fake_api_server(
                 credentials, known = "none", anonymous
             requests.append((self.path, credentials))
             answer = status or (200 if known else 401)
-            body = json.dumps({"major": "1", "minor": "33", "gitVersion": GIT_VERSION}).encode()
+            version = {"major": "1", "minor": "33"} | (
+                {} if git_version is None else {"gitVersion": git_version}
+            )
+            body = json.dumps(version).encode()
             if answer != 200:
                 body = json.dumps({"kind": "Status", "code": answer}).encode()
             self.send_response(answer)

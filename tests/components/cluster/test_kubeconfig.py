@@ -25,7 +25,15 @@ from components.cluster.kubeconfig import (
     parse_kubeconfig,
     read_kubeconfig,
 )
-from tests.fake_apiserver import GIT_VERSION, PASSWORD, TOKEN, USERNAME, FakeApiServer, fake_api_server
+from tests.fake_apiserver import (
+    GIT_VERSION,
+    NO_PASSWORD_USERNAME,
+    PASSWORD,
+    TOKEN,
+    USERNAME,
+    FakeApiServer,
+    fake_api_server,
+)
 
 
 @pytest.fixture
@@ -673,3 +681,20 @@ def test_an_https_proxy_url_is_supported(server: FakeApiServer) -> None:
     with pytest.raises(KubeconfigError, match=r"cannot be reached: \[Errno 111\] Connection refused"):
         check(server.kubeconfig(cluster=cluster))
     assert server.requests == []
+
+
+def test_a_list_is_not_a_kubeconfig() -> None:
+    with pytest.raises(KubeconfigError) as raised:
+        parse("- just\n- a list\n")
+    assert raised.value.problem == "is not a kubeconfig: a YAML mapping with clusters, contexts and users"
+
+
+def test_a_user_name_without_a_password_is_sent_with_an_empty_one(server: FakeApiServer) -> None:
+    """As client-go sends it: `name:` (the fake server knows that user with an empty password)."""
+    assert check(server.kubeconfig(user={"username": NO_PASSWORD_USERNAME})) == GIT_VERSION
+    assert server.requests == [("/version", "basic")]
+
+
+def test_a_version_without_git_version_is_an_empty_version() -> None:
+    with fake_api_server(git_version=None) as server:
+        assert check(server.kubeconfig()) == ""
