@@ -123,6 +123,46 @@ _MANIFEST_INDENT = (
     "reader parses it with json.loads (read_manifest, LocalStorage.manifest), and manifest.json is not among "
     "the files whose sizes and checksums it records, so nothing reads its layout."
 )
+_SORT_KEYS_NONE = (
+    "yaml.safe_dump(sort_keys=None) instead of False: PyYAML only tests the flag's truth "
+    "(yaml/representer.py, represent_mapping: `if self.sort_keys:`), and None is false like False."
+)
+_CLIENT_FILE_NAME = (
+    "Another name for one of the two client files _tls_context writes into its private directory (a fresh "
+    "TemporaryDirectory of check_api_server's, holding nothing else): the names stay distinct, and the same "
+    "variables name the file written and the file load_cert_chain reads, so the same certificate and key load."
+)
+_STRICT_DEFAULT = (
+    "getattr(ssl, 'VERIFY_X509_STRICT', default) with another default (None, none, 1): ssl has had "
+    "VERIFY_X509_STRICT since Python 3.4, so the default is never used on the supported Pythons (>= 3.10)."
+)
+_CONNECTION_CONTEXT = (
+    "HTTPSConnection.__init__ without the context (None): its own _context is read only by "
+    "HTTPSConnection.connect (http/client.py), which _Connection.connect overrides to wrap the socket with "
+    "self._tls, the context given; on 3.12+ a None context makes a default one that is likewise never used."
+)
+_PROXY_KEY_CASE = (
+    "ProxyHandler's scheme keys in capitals ('HTTPS', 'HTTP'): urllib.request.ProxyHandler.__init__ lowers "
+    "every key (`type = type.lower()`) before it makes the <scheme>_open method, so the same handler results."
+)
+_HEADER_CASE = (
+    "The Accept header's name as 'accept' or 'ACCEPT': urllib.request.Request.add_header stores every name "
+    "as key.capitalize() ('Accept'), so the same header is sent."
+)
+_AGENTS_ZIP = (
+    "zip(hosts.agents, agents) with strict None or False instead of True: agents is made in provision from "
+    "hosts.agents, one per host, so the two always have the same length and zip never reaches the check."
+)
+_NFS_LIBRARY = (
+    "The unexport or unmount script without k3s_remote_nfs_lib.sh: the library only defines apt_install and "
+    "replace_line, which neither script calls (they use root.sh's require_root and as_root, still there)."
+)
+_IMPLIED_DEPENDENCY = (
+    "depends_on dropped where an input already depends on the resource: the token command's triggers hold "
+    "server.id, and each agent's stdin is made from token.stdout; the Pulumi SDK adds the resources behind an "
+    "input's Outputs to the registration's dependencies (pulumi/runtime/resource.py, prepare_resource), so "
+    "the engine gets the same dependencies and order."
+)
 EQUIVALENT: dict[str, str] = {
     "trainer.launch.x_launch__mutmut_26": (
         "torchrun_command(shutdown_flag=None) instead of False: it only tests the flag's truth (`if timeout is "
@@ -205,6 +245,69 @@ EQUIVALENT: dict[str, str] = {
     "components.webhook_patch.x_patch_manifest_stream__mutmut_5": (
         "yaml.safe_dump_all(sort_keys=None) instead of False: PyYAML only tests the flag's truth "
         "(yaml/representer.py, represent_mapping: `if self.sort_keys:`), and None is false like False."
+    ),
+    "components.cluster.k3s.x_rewrite_kubeconfig_server__mutmut_13": _SORT_KEYS_NONE,
+    "components.cluster.kind.x_render_kind_config__mutmut_66": _SORT_KEYS_NONE,
+    "components.cluster.kind.x_render_kind_config__mutmut_40": (
+        "node('control-plane', None) instead of []: node() adds extraMounts only `if mounts:`, and None is "
+        "false like [], so the control plane's entry is the same {role, image}."
+    ),
+    "components.cluster.kubeconfig.x__tls_context__mutmut_38": _CLIENT_FILE_NAME,
+    "components.cluster.kubeconfig.x__tls_context__mutmut_39": _CLIENT_FILE_NAME,
+    "components.cluster.kubeconfig.x__tls_context__mutmut_41": _CLIENT_FILE_NAME,
+    "components.cluster.kubeconfig.x__tls_context__mutmut_42": _CLIENT_FILE_NAME,
+    "components.cluster.kubeconfig.x_parse_kubeconfig__mutmut_218": _SORT_KEYS_NONE,
+    "components.cluster.kubeconfig.x__tls_context__mutmut_16": _STRICT_DEFAULT,
+    "components.cluster.kubeconfig.x__tls_context__mutmut_19": _STRICT_DEFAULT,
+    "components.cluster.kubeconfig.x__tls_context__mutmut_22": _STRICT_DEFAULT,
+    "components.cluster.kubeconfig.x__tls_context__mutmut_26": (
+        "check_hostname = None instead of False: ssl.SSLContext's check_hostname setter takes the value's "
+        "truth (Modules/_ssl.c, set_check_hostname: PyObject_IsTrue), so None sets it False."
+    ),
+    "components.cluster.kubeconfig.x__tls_context__mutmut_48": (
+        "touch(mode=385) (0o601) instead of 0o600: the files are in check_api_server's TemporaryDirectory, "
+        "made 0o700 by mkdtemp, so no other user can reach them whatever their own bits; the extra bit is "
+        "execute for others, which grants no read either; the owner's read and write are the same."
+    ),
+    "components.cluster.kubeconfig.xǁ_Connectionǁ__init____mutmut_2": _CONNECTION_CONTEXT,
+    "components.cluster.kubeconfig.xǁ_Connectionǁ__init____mutmut_4": _CONNECTION_CONTEXT,
+    "components.cluster.kubeconfig.x__proxies__mutmut_19": _PROXY_KEY_CASE,
+    "components.cluster.kubeconfig.x__proxies__mutmut_21": _PROXY_KEY_CASE,
+    "components.cluster.kubeconfig.x_check_api_server__mutmut_30": _HEADER_CASE,
+    "components.cluster.kubeconfig.x_check_api_server__mutmut_31": _HEADER_CASE,
+    "components.cluster.kubeconfig.x_check_api_server__mutmut_127": (
+        "urlsplit(server).hostname or 'XXXX' instead of or '': the kubeconfig reached check_api_server through "
+        "parse_kubeconfig, which rejects a server without a host name (`not server.hostname`), so hostname is "
+        "never empty and the default is never used."
+    ),
+    "components.cluster.kubeconfig.x_parse_kubeconfig__mutmut_123": (
+        "str(cluster.get('server') or 'XXXX') instead of or '': a cluster without a server is rejected either "
+        "way (urlsplit gives neither a scheme nor a host name for '' or 'XXXX'), with the same message, which "
+        "quotes cluster.get('server') (None), not the default."
+    ),
+    "components.cluster.k3s_remote.xǁK3sRemoteǁ_nfs__mutmut_55": _AGENTS_ZIP,
+    "components.cluster.k3s_remote.xǁK3sRemoteǁ_nfs__mutmut_58": _AGENTS_ZIP,
+    "components.cluster.k3s_remote.xǁK3sRemoteǁ_nfs__mutmut_59": _AGENTS_ZIP,
+    "components.cluster.k3s_remote.x_nfs_scripts__mutmut_28": _NFS_LIBRARY,
+    "components.cluster.k3s_remote.x_nfs_scripts__mutmut_54": _NFS_LIBRARY,
+    "components.cluster.k3s_remote.xǁK3sRemoteǁprovision__mutmut_72": _IMPLIED_DEPENDENCY,
+    "components.cluster.k3s_remote.xǁK3sRemoteǁprovision__mutmut_75": _IMPLIED_DEPENDENCY,
+    "components.cluster.k3s_remote.xǁK3sRemoteǁprovision__mutmut_116": _IMPLIED_DEPENDENCY,
+    "components.cluster.k3s_remote.xǁK3sRemoteǁprovision__mutmut_119": _IMPLIED_DEPENDENCY,
+    "components.cluster.kubeconfig.x_check_api_server__mutmut_144": (
+        "The body kept from an HTTPError is b'XXXX' instead of b'': it is read only when the check goes on (a "
+        "401 with plugin credentials, or a 403), by json.loads, which rejects both with a ValueError, so the "
+        "version is '' either way; every other error status raises before."
+    ),
+    "components.cluster.kubeconfig.xǁ_Connectionǁconnect__mutmut_9": (
+        "getattr(self, '_tunnel_host') without the default None: _Connection is an http.client.HTTPSConnection "
+        "made through its __init__, which sets self._tunnel_host = None (http/client.py, HTTPConnection.__init__, "
+        "on every Python 3.10 to 3.13), so the attribute always exists and the default is never used."
+    ),
+    "components.cluster.kubeconfig.xǁ_HTTPSHandlerǁ__init____mutmut_1": (
+        "HTTPSHandler.__init__(context=None): the handler's own _context is read only by HTTPSHandler.https_open "
+        "(urllib/request.py), which _HTTPSHandler overrides to open a _Connection with self._tls, the context "
+        "given; on 3.12+ a None context makes a default one that is likewise never used."
     ),
 }
 

@@ -1,18 +1,23 @@
 """A stand-in Kubernetes API server over HTTPS on 127.0.0.1, for the checks of an existing cluster's kubeconfig.
 
-It answers GET /version as kube-apiserver does: 200 with a version for a known bearer token, for a client
-certificate its client CA signed, and (when allowed) for a request without credentials; 401 for any other
-credentials. Its certificates are made once per test session with the openssl CLI: a CA, a server
+It answers GET /version as kube-apiserver does: 200 with a version for a known bearer token, a known user
+name and password (basic authentication), a client certificate its client CA signed, and (when allowed) a
+request without credentials; 401 for any other credentials; or a fixed status (a server in trouble). Its certificates are made once per process with the openssl CLI: a CA, a server
 certificate for 127.0.0.1 and `localhost`, a client certificate, and a second CA that signed nothing here.
+
+Nothing of it stays on disk: openssl works in a temporary directory removed as soon as the files are read
+into memory, and the server loads its key from a second one removed right after. (Made once per process in
+a directory removed by atexit, the certificates were left behind by every mutmut worker: mutmut's forked
+workers end with os._exit, which runs no atexit handler, mutmut/workers/isolation.py; 78 and then over 600
+/tmp/fake-apiserver-* directories were seen. A session fixture's finalizer would not run either when a
+worker is killed at its time limit.)
 """
 
 from __future__ import annotations
 
-import atexit
 import base64
 import functools
 import json
-import shutil
 import ssl
 import subprocess
 import tempfile
@@ -27,21 +32,39 @@ from typing import Any
 import yaml
 
 TOKEN = "fake-apiserver-token"
+# The user name and password it knows (basic authentication).
+USERNAME, PASSWORD = "fake-admin", "fake-password"
+# A user it knows with an empty password (as a kubeconfig user with a username and no password).
+NO_PASSWORD_USERNAME = "fake-no-password"
 GIT_VERSION = "v1.33.1-fake"
+
+
+# A CA as some clusters have one: Basic Constraints not marked critical, no key usage. Go (client-go, kubectl)
+# accepts it; OpenSSL's X509_STRICT rules, which Python 3.13's ssl.create_default_context turns on, reject it.
+LAX_CA_CONFIG = """[req]
+distinguished_name = dn
+x509_extensions = lax_ca
+[dn]
+[lax_ca]
+basicConstraints = CA:TRUE
+subjectKeyIdentifier = hash
+"""
+# The PEM files certificates() makes, by name.
+PEM_FILES = ("ca.crt", "ca.key", "other-ca.crt", "server.crt", "server.key", "client.crt", "client.key")
 
 
 @dataclass(frozen=True)
 class Certificates:
-    """PEM files: the CA, the server's and a client's certificate and key, and an unrelated CA."""
+    """PEM files' contents by name: the CA, the server's and a client's certificate and key, an unrelated CA."""
 
-    directory: Path
+    files: dict[str, bytes]
 
-    def path(self, name: str) -> Path:
-        return self.directory / name
+    def pem(self, name: str) -> bytes:
+        return self.files[name]
 
     def data(self, name: str) -> str:
         """A file's content as a kubeconfig's -data field holds it (base64)."""
-        return base64.b64encode(self.path(name).read_bytes()).decode()
+        return base64.b64encode(self.pem(name)).decode()
 
 
 def _openssl(directory: Path, *args: str) -> None:
@@ -49,15 +72,29 @@ def _openssl(directory: Path, *args: str) -> None:
 
 
 @functools.cache
-def certificates() -> Certificates:
-    """Made once per process, removed at exit."""
-    directory = Path(tempfile.mkdtemp(prefix="fake-apiserver-"))
-    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+def certificates(lax: bool = False) -> Certificates:
+    """Made once per process, kept in memory (the directory openssl worked in is gone when this returns).
+
+    lax: the CA (which signed the server's and the client's certificate) is made with LAX_CA_CONFIG.
+    """
+    with tempfile.TemporaryDirectory(prefix="fake-apiserver-") as name:
+        directory = Path(name)
+        _make_certificates(directory, lax=lax)
+        return Certificates({file: (directory / file).read_bytes() for file in PEM_FILES})
+
+
+def _make_certificates(directory: Path, *, lax: bool) -> None:
     curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    (directory / "lax-ca.cnf").write_text(LAX_CA_CONFIG)
     for ca in ("ca", "other-ca"):
+        ca_extensions = (
+            ["-config", "lax-ca.cnf"]
+            if lax and ca == "ca"
+            else ["-addext", "keyUsage=critical,keyCertSign,cRLSign"]
+        )
         _openssl(
             directory, "req", "-x509", *curve, "-keyout", f"{ca}.key", "-out", f"{ca}.crt", "-days", "3650",
-            "-subj", f"/CN={ca}", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-subj", f"/CN={ca}", *ca_extensions,
         )  # fmt: skip
     leaves = {
         "server": "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
@@ -74,7 +111,6 @@ def certificates() -> Certificates:
             directory, "x509", "-req", "-in", f"{leaf}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
             "-CAcreateserial", "-out", f"{leaf}.crt", "-days", "3650", "-extfile", f"{leaf}.ext",
         )  # fmt: skip
-    return Certificates(directory)
 
 
 @dataclass
@@ -83,7 +119,7 @@ class FakeApiServer:
 
     url: str
     certs: Certificates
-    # Paths requested, in order, with the credentials they came with ("token", "certificate" or "none").
+    # Paths requested, in order, with the credentials they came with ("token", "basic", "certificate", "none").
     requests: list[tuple[str, str]] = field(default_factory=list)
 
     def kubeconfig(
@@ -109,12 +145,23 @@ class FakeApiServer:
 
 
 @contextmanager
-def fake_api_server(*, anonymous: bool = True) -> Iterator[FakeApiServer]:
-    """Serves until the block ends. anonymous: whether a request without credentials gets 200 (else 401)."""
-    certs = certificates()
+def fake_api_server(
+    *,
+    anonymous: bool = True,
+    status: int | None = None,
+    lax: bool = False,
+    git_version: str | None = GIT_VERSION,
+) -> Iterator[FakeApiServer]:
+    """Serves until the block ends. anonymous: whether a request without credentials gets 200 (else 401);
+    status: the HTTP status of every answer instead (with a Status body), whatever the credentials;
+    lax: certificates(lax=True); git_version: None for a version without gitVersion."""
+    certs = certificates(lax)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(certs.path("server.crt"), certs.path("server.key"))
-    tls.load_verify_locations(certs.path("ca.crt"))
+    with tempfile.TemporaryDirectory(prefix="fake-apiserver-") as name:  # ssl reads a key from files only
+        for file in ("server.crt", "server.key"):
+            (Path(name) / file).write_bytes(certs.pem(file))
+        tls.load_cert_chain(Path(name) / "server.crt", Path(name) / "server.key")
+    tls.load_verify_locations(cadata=certs.pem("ca.crt").decode())
     tls.verify_mode = ssl.CERT_OPTIONAL  # kube-apiserver: a client certificate is one way to authenticate
     requests: list[tuple[str, str]] = []
 
@@ -122,18 +169,25 @@ def fake_api_server(*, anonymous: bool = True) -> Iterator[FakeApiServer]:
         def do_GET(self) -> None:
             authorization = self.headers.get("Authorization", "")
             certificate = self.connection.getpeercert()
-            if authorization:
+            basic = [f"{USERNAME}:{PASSWORD}", f"{NO_PASSWORD_USERNAME}:"]
+            if authorization.startswith("Basic "):
+                known_basic = [f"Basic {base64.b64encode(pair.encode()).decode()}" for pair in basic]
+                credentials, known = "basic", authorization in known_basic
+            elif authorization:
                 credentials, known = "token", authorization == f"Bearer {TOKEN}"
             elif certificate:
                 credentials, known = "certificate", True  # verified by the TLS handshake
             else:
                 credentials, known = "none", anonymous
             requests.append((self.path, credentials))
-            status = 200 if known else 401
-            body = json.dumps({"major": "1", "minor": "33", "gitVersion": GIT_VERSION}).encode()
-            if status == 401:
-                body = b'{"kind":"Status","code":401,"reason":"Unauthorized"}'
-            self.send_response(status)
+            answer = status or (200 if known else 401)
+            version = {"major": "1", "minor": "33"} | (
+                {} if git_version is None else {"gitVersion": git_version}
+            )
+            body = json.dumps(version).encode()
+            if answer != 200:
+                body = json.dumps({"kind": "Status", "code": answer}).encode()
+            self.send_response(answer)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

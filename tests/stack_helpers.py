@@ -130,6 +130,8 @@ class StackRun:
     resources: list[Registration] = field(default_factory=list)
     # Stack outputs as serialized (secrets still wrapped).
     outputs: dict[str, Any] = field(default_factory=dict)
+    # What each component registered as its outputs (register_outputs), by URN, as serialized.
+    component_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def of_type(self, type_: str) -> list[Registration]:
         return [resource for resource in self.resources if resource.type == type_]
@@ -247,6 +249,8 @@ class RecordingMonitor(mocks.MockMonitor):
     def RegisterResourceOutputs(self, request: Any) -> Any:
         if request.urn.split("::")[2] == "pulumi:pulumi:Stack":
             self.run.outputs = rpc.deserialize_properties(request.outputs)
+        else:
+            self.run.component_outputs[request.urn] = rpc.deserialize_properties(request.outputs)
         return super().RegisterResourceOutputs(request)
 
 

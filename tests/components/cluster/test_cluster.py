@@ -6,9 +6,11 @@ import ast
 import re
 from pathlib import Path
 
+import pulumi
 import pytest
+import yaml
 
-from components.cluster import ClusterArgs, DockerNodes, ExistingCluster, RemoteHosts, provider_for
+from components.cluster import Cluster, ClusterArgs, DockerNodes, ExistingCluster, RemoteHosts, provider_for
 from components.cluster.existing import Existing
 from components.cluster.k3s_docker import K3sDocker
 from components.cluster.k3s_local import K3sLocal
@@ -18,10 +20,12 @@ from components.cluster.provider import ClusterProvider
 from components.cluster.scripts import PACKAGE
 from components.shell import COMPONENTS_DIR
 from tests.components.cluster.stubs import package_scripts
+from tests.stack_helpers import FAKE_KUBECONFIG, evaluate, is_secret, reveal
 
 MODULE = "components.cluster"
 PACKAGE_DIR = COMPONENTS_DIR / PACKAGE
 KIND_MODULES = {"kind", "k3s_local", "k3s_remote", "k3s_docker", "existing"}
+CLUSTER_TYPE = "trainstack:index:Cluster"
 
 
 def args(**changes: object) -> ClusterArgs:
@@ -36,14 +40,21 @@ def args(**changes: object) -> ClusterArgs:
     return ClusterArgs(**{**base, **changes})  # type: ignore[arg-type]
 
 
-def test_each_cluster_kind_is_its_own_provider() -> None:
+def test_each_cluster_kind_is_its_own_provider_made_for_the_cluster_s_args() -> None:
     remote = RemoteHosts("192.0.2.1", (), "ops", 22, Path("/nonexistent"))
-    assert type(provider_for(args(kind="kind"))) is Kind
-    assert type(provider_for(args())) is K3sLocal
-    assert type(provider_for(args(remote=remote))) is K3sRemote
-    assert type(provider_for(args(docker=DockerNodes("rancher/k3s")))) is K3sDocker
     existing = ExistingCluster("apiVersion: v1", "default", "kubeconfig")
-    assert type(provider_for(args(kind="existing", existing=existing))) is Existing
+    expected = [
+        (args(kind="kind"), Kind),
+        (args(), K3sLocal),
+        (args(remote=remote), K3sRemote),
+        (args(docker=DockerNodes("rancher/k3s")), K3sDocker),
+        (args(kind="existing", existing=existing), Existing),
+    ]
+    for cluster_args, kind in expected:
+        provider = provider_for(cluster_args)
+        assert type(provider) is kind
+        # ClusterProvider's contract: every kind carries the args it was chosen for (its provision reads them).
+        assert provider.args is cluster_args, kind.__name__
 
 
 @pytest.mark.parametrize("provider", [Kind, K3sLocal, K3sRemote, K3sDocker, Existing])
@@ -108,3 +119,101 @@ def test_root_commands_never_prompt_for_a_password() -> None:
                 runs += 1
                 assert match["rest"].startswith(" -n "), f"{script.name}: {line}"
     assert runs >= 2  # as_root and require_root in root.sh
+
+
+def every_kind(tmp_path: Path) -> dict[str, ClusterArgs]:
+    """One ClusterArgs per kind, multi-node where the kind can be (so every resource it may declare is)."""
+    key = tmp_path / "id"
+    key.write_text("PRIVATE KEY")
+    remote = RemoteHosts("192.0.2.1", ("192.0.2.2", "192.0.2.3"), "ops", 22, key)
+    existing = ExistingCluster(FAKE_KUBECONFIG, "default", "kubeconfig")
+    return {
+        "kind": args(kind="kind", node_count=2, shared_storage=True),
+        "k3s": args(),
+        "k3s-remote": args(node_count=3, remote=remote, shared_storage=True),
+        "k3s-docker": args(node_count=2, docker=DockerNodes("rancher/k3s"), shared_storage=True),
+        "existing": args(kind="existing", existing=existing),
+    }
+
+
+# Every resource each kind declares, by name: their names (and so their URNs) are those of the stacks already
+# deployed; another name or parent is another resource to Pulumi, which would delete the cluster it has.
+RESOURCES = {
+    "kind": ["c-kind"],
+    "k3s": ["c-k3s-server"],
+    "k3s-remote": [
+        "c-k3s-server",
+        "c-k3s-token",
+        "c-k3s-agent-0",
+        "c-k3s-agent-1",
+        "c-nfs-export",
+        "c-nfs-mount-0",
+        "c-nfs-mount-1",
+    ],
+    "k3s-docker": ["c-k3s-docker"],
+    "existing": [],
+}
+
+
+@pytest.mark.parametrize("kind", RESOURCES)
+def test_every_resource_of_a_kind_is_a_child_of_the_cluster_under_its_own_name(
+    tmp_path: Path, kind: str
+) -> None:
+    run = evaluate(lambda: Cluster("c", every_kind(tmp_path)[kind]))
+    cluster = run.one(CLUSTER_TYPE)
+    children = [resource for resource in run.resources if resource is not cluster]
+    assert sorted(r.name for r in children) == sorted([*RESOURCES[kind], "c-provider"])
+    for child in children:
+        assert child.parent == cluster.urn, child.name
+        assert child.urn.endswith(f"::{CLUSTER_TYPE}${child.type}::{child.name}"), child.urn
+
+
+def test_the_cluster_takes_the_options_it_is_given() -> None:
+    def program() -> None:
+        outer = pulumi.ComponentResource("test:index:Outer", "outer")
+        Cluster("c", args(kind="kind"), pulumi.ResourceOptions(parent=outer))
+
+    run = evaluate(program)
+    assert run.one(CLUSTER_TYPE).parent == run.one("test:index:Outer").urn
+
+
+@pytest.mark.parametrize("kind", RESOURCES)
+def test_the_cluster_s_kubeconfig_is_the_kind_s_a_secret_wherever_it_is_recorded(
+    tmp_path: Path, kind: str
+) -> None:
+    """Every kind's kubeconfig reaches the provider and the component's outputs, always as a secret."""
+
+    def program() -> None:
+        cluster = Cluster("c", every_kind(tmp_path)[kind])
+        pulumi.export("kubeconfig", cluster.kubeconfig)
+
+    run = evaluate(program)
+    provider = run.one("pulumi:providers:kubernetes")
+    recorded = run.component_outputs[run.one(CLUSTER_TYPE).urn]
+    assert recorded["clusterName"] == "demo"
+    for kubeconfig in (provider.inputs["kubeconfig"], recorded["kubeconfig"], run.outputs["kubeconfig"]):
+        assert is_secret(kubeconfig)
+        if kind == "k3s-remote":  # pointed at the server's address (test_k3s: only the server changes)
+            assert yaml.safe_load(reveal(kubeconfig)) == yaml.safe_load(
+                FAKE_KUBECONFIG.replace("https://127.0.0.1:6443", "https://192.0.2.1:6443")
+            )
+        else:  # what the kind's command printed (the mock's FAKE_KUBECONFIG), or the user's, unchanged
+            assert reveal(kubeconfig) == FAKE_KUBECONFIG
+
+
+@pytest.mark.parametrize("kind", RESOURCES)
+def test_each_local_command_runs_under_the_shell_its_scripts_are_written_for(
+    tmp_path: Path, kind: str
+) -> None:
+    """A script's first line names its shell (bash: arrays, pipefail); the command runs it under that shell
+    (pulumi-command's default interpreter is /bin/sh, which is not bash everywhere)."""
+    run = evaluate(lambda: Cluster("c", every_kind(tmp_path)[kind]))
+    for command in run.of_type("command:local:Command"):
+        interpreter = command.inputs.get("interpreter") or ["/bin/sh", "-c"]
+        for script in (command.inputs["create"], command.inputs.get("delete")):
+            if script:
+                first = script.splitlines()[0]  # `#!/usr/bin/env bash`, or `# shellcheck shell=sh` for sh
+                shell = (
+                    first.split("shell=")[1] if "shell=" in first else first.removeprefix("#!").split()[-1]
+                )
+                assert Path(interpreter[0]).name == Path(shell).name, (command.name, script.splitlines()[0])

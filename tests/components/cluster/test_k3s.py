@@ -92,6 +92,26 @@ def test_remote_kubeconfig_points_at_the_server() -> None:
     assert rewritten["users"] == yaml.safe_load(FAKE_KUBECONFIG)["users"]
 
 
+def test_only_the_server_changes_in_the_remote_kubeconfig() -> None:
+    """The rest stays as written, in its order (here not sorted: the server line before the CA's)."""
+    written = (
+        "kind: Config\n"
+        "apiVersion: v1\n"
+        "clusters:\n"
+        "- name: default\n"
+        "  cluster:\n"
+        "    server: https://127.0.0.1:6443\n"
+        "    certificate-authority-data: Y2E=\n"
+        "users:\n"
+        "- name: default\n"
+        "  user:\n"
+        "    token: fake-token\n"
+    )
+    assert rewrite_kubeconfig_server(written, "https://192.0.2.1:6443") == written.replace(
+        "https://127.0.0.1:6443", "https://192.0.2.1:6443"
+    )
+
+
 def test_local_k3s_cluster_component() -> None:
     def program() -> None:
         cluster = Cluster("c", ClusterArgs("k3s", "demo", 1, 1, "kindest/node", VERSION))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pulumi
@@ -59,8 +60,17 @@ def test_k3s_in_docker_is_replaced_when_its_nodes_change() -> None:
         return list(run_.one("command:local:Command", "c-k3s-docker").inputs["triggers"])
 
     base = triggers(docker_args())
+    # A stack already deployed keeps its nodes: the same args give these triggers, as the state holds them
+    # (no air-gap archives: an empty path); another value would replace the cluster on the next `pulumi up`.
+    assert base == ["demo", 1, "rancher/k3s:v1.33.6-k3s1", "", False, "v1.33.6+k3s1"]
     assert triggers(docker_args(node_count=2)) != base
     assert triggers(docker_args(shared=True)) != base
+    assert triggers(replace(docker_args(), name="other")) != base
+    assert triggers(replace(docker_args(), k3s_version="v1.34.1+k3s1")) != base
+    assert triggers(replace(docker_args(), docker=DockerNodes("mirror.example/k3s:v1.33.6-k3s1"))) != base
+    # The air-gap images are imported by the nodes when they start: other archives, other nodes.
+    with_images = triggers(docker_args(airgap=Path("/images")))
+    assert with_images != base and triggers(docker_args(airgap=Path("/other"))) != with_images
     assert triggers(docker_args()) == base
 
 

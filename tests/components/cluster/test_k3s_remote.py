@@ -11,7 +11,6 @@ import yaml
 from components.cluster import Cluster, ClusterArgs, RemoteHosts
 from components.cluster.k3s_remote import install_script, nfs_scripts, uninstall_script
 from components.cluster.provider import SHARED_STORAGE_PATH
-from components.cluster.scripts import remote_script
 from tests.components.cluster.stubs import FAKE_INSTALLER, POSIX_SH, ROOT_ID, USER_ID, calls, run, stub_tools
 from tests.stack_helpers import contains_secret, evaluate, reveal
 
@@ -49,7 +48,13 @@ def test_remote_k3s_cluster_component(tmp_path: Path) -> None:
     # Another host replaces the command, so the old host's k3s is uninstalled rather than left behind.
     assert server.inputs["triggers"] == ["192.0.2.1"] and server.delete_before_replace
     assert contains_secret(server.inputs["connection"])  # the private key
+    assert reveal(server.inputs["connection"])["privateKey"] == "PRIVATE KEY"
+    assert reveal(server.inputs["connection"])["user"] == "ops"
+    # The server's and the token command's stdout (kubeconfig, node token) are secrets, never logged.
+    for command in (server, token):
+        assert command.inputs["logging"] == "stderr" and "stdout" in command.additional_secret_outputs
     assert run_.depends_on(token, server)
+    assert reveal(token.inputs["connection"])["host"] == "192.0.2.1"  # the node token is on the server
     # A server installed anew has a new token: its id is the token command's trigger, so it is read again.
     (trigger,) = token.inputs["triggers"]
     assert trigger.startswith("c-k3s-server-id-")  # the mock engine's id of the server command
@@ -153,10 +158,23 @@ def test_remote_multi_node_storage_is_an_nfs_export_of_the_server_mounted_on_eve
         (r for r in run_.of_type("command:remote:Command") if "nfs-mount" in r.name), key=lambda r: r.name
     )
     assert [reveal(m.inputs["connection"])["host"] for m in mounts] == ["192.0.2.2", "192.0.2.3"]
-    for mount in mounts:
+    # The export goes after k3s is on the server (and before it is uninstalled); each mount after the export
+    # and its agent's k3s, and is removed before either.
+    assert run_.depends_on(export, run_.one("command:remote:Command", "c-k3s-server"))
+    # Another set of agents is another export line: exported anew, the old one removed first (unexport on
+    # the same host after the new export would remove the new line and the directory).
+    assert (
+        export.inputs["triggers"] == ["192.0.2.1", "192.0.2.2", "192.0.2.3"] and export.delete_before_replace
+    )
+    for index, mount in enumerate(mounts):
         assert (mount.inputs["create"], mount.inputs["delete"]) == (scripts["mount"], scripts["unmount"])
         assert run_.depends_on(mount, export)
+        assert run_.depends_on(mount, run_.one("command:remote:Command", f"c-k3s-agent-{index}"))
         assert run_.depends_on(run_.one("pulumi:providers:kubernetes"), mount)
+        # Another server or agent host is another mount: unmounted (its fstab line removed) first.
+        assert (
+            mount.inputs["triggers"] == ["192.0.2.1", f"192.0.2.{index + 2}"] and mount.delete_before_replace
+        )
     assert not [r for r in evaluate(lambda: Cluster("c", remote_args(remote))).resources if "nfs" in r.name]
 
 
@@ -189,7 +207,23 @@ def test_root_scripts_stop_with_one_clear_error_without_passwordless_sudo(tmp_pa
 
 
 def test_the_token_command_reads_the_node_token_as_root(tmp_path: Path) -> None:
+    token = evaluate(lambda: Cluster("c", remote_args(hosts(tmp_path)))).one(
+        "command:remote:Command", "c-k3s-token"
+    )
     environment, log = stub_tools(tmp_path, {"id": USER_ID, "sudo": 'shift; echo "K10token"'})
-    result = run(remote_script({}, "root.sh", "k3s_remote_token.sh"), environment, interpreter=POSIX_SH)
+    result = run(token.inputs["create"], environment, interpreter=POSIX_SH)
     assert result.returncode == 0 and result.stdout == "K10token\n"
     assert calls(log)[-1] == "sudo -n cat /var/lib/rancher/k3s/server/node-token"
+
+
+def test_the_cluster_s_identity_names_every_k3s_host_also_with_shared_storage(tmp_path: Path) -> None:
+    """A server or agent installed anew (a new id) is a new cluster, without the old one's images: with or
+    without the NFS storage, each k3s command's id is part of the identity."""
+    for shared in (False, True):
+
+        def program(shared: bool = shared) -> None:
+            pulumi.export("identity", Cluster("c", remote_args(hosts(tmp_path), shared=shared)).identity)
+
+        identity = evaluate(program).outputs["identity"].split(",")
+        for name in ("c-k3s-server", "c-k3s-agent-0", "c-k3s-agent-1"):
+            assert [part for part in identity if part.startswith(f"{name}-id-")], (shared, name, identity)

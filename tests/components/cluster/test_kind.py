@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pulumi
+import pytest
 import yaml
 
 from components.cluster import Cluster, ClusterArgs
@@ -30,6 +31,32 @@ def test_single_node_kind_cluster_is_one_control_plane() -> None:
     config = yaml.safe_load(render_kind_config(kind_args()))
     assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
     assert config["nodes"] == [{"role": "control-plane", "image": IMAGE}]
+
+
+def test_the_config_text_is_the_same_for_the_same_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The config's text is a trigger of the kind command: text that changes for the same args (key order,
+    spelling, layout) would delete and re-create the user's cluster on the next `pulumi up`, so this text is
+    pinned as it is, the workers' shared mount list written once and aliased. kind reads it with
+    go.yaml.in/yaml/v3, which resolves aliases, and accepts only `kind: Cluster` for kind.x-k8s.io/v1alpha4
+    (sigs.k8s.io/kind pkg/internal/apis/config/encoding/load.go, Parse)."""
+    monkeypatch.setenv("HOME", "/home/ops")
+    assert render_kind_config(kind_args(node_count=2, gpus=1, shared=True)) == (
+        "kind: Cluster\n"
+        "apiVersion: kind.x-k8s.io/v1alpha4\n"
+        "nodes:\n"
+        "- role: control-plane\n"
+        "  image: kindest/node:v1.33.1\n"
+        "- role: worker\n"
+        "  image: kindest/node:v1.33.1\n"
+        "  extraMounts: &id001\n"
+        "  - hostPath: /dev/null\n"
+        "    containerPath: /var/run/nvidia-container-devices/all\n"
+        "  - hostPath: /home/ops/.local/share/trainstack/demo/shared\n"
+        "    containerPath: /var/lib/trainstack/shared\n"
+        "- role: worker\n"
+        "  image: kindest/node:v1.33.1\n"
+        "  extraMounts: *id001\n"
+    )
 
 
 def test_gpu_kind_cluster_mounts_the_gpus_into_the_training_nodes_only() -> None:

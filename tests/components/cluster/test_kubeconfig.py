@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import socket
 import socketserver
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +25,15 @@ from components.cluster.kubeconfig import (
     parse_kubeconfig,
     read_kubeconfig,
 )
-from tests.fake_apiserver import GIT_VERSION, TOKEN, FakeApiServer, fake_api_server
+from tests.fake_apiserver import (
+    GIT_VERSION,
+    NO_PASSWORD_USERNAME,
+    PASSWORD,
+    TOKEN,
+    USERNAME,
+    FakeApiServer,
+    fake_api_server,
+)
 
 
 @pytest.fixture
@@ -58,12 +68,53 @@ def test_the_kubeconfig_is_reduced_to_the_chosen_context_alone(server: FakeApiSe
     assert parse(text)["current-context"] == "prod"  # no kubeContext: the current-context
 
 
+def test_the_reduced_kubeconfig_is_a_whole_kubeconfig_of_one_context() -> None:
+    """As `kubectl config view --minify --flatten` writes it: a Config of v1 whose lists hold one entry each."""
+    text = (
+        "current-context: b\n"
+        "contexts:\n"
+        "- {name: a, context: {cluster: a, user: a}}\n"
+        "- {name: b, context: {cluster: b, user: b, namespace: ml}}\n"
+        "clusters:\n"
+        "- {name: a, cluster: {server: 'https://192.0.2.1:6443'}}\n"
+        "- {name: b, cluster: {server: 'https://192.0.2.2:6443', certificate-authority-data: Y2E=}}\n"
+        "users:\n"
+        "- {name: a, user: {token: a-secret}}\n"
+        "- {name: b, user: {token: b-secret}}\n"
+    )
+    assert parse(text) == {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "b",
+                "cluster": {"server": "https://192.0.2.2:6443", "certificate-authority-data": "Y2E="},
+            }
+        ],
+        "users": [{"name": "b", "user": {"token": "b-secret"}}],
+        "contexts": [{"name": "b", "context": {"cluster": "b", "user": "b", "namespace": "ml"}}],
+        "current-context": "b",
+    }
+
+
+def test_the_kubeconfig_secret_takes_the_context_too(server: FakeApiServer) -> None:
+    cluster = read_kubeconfig(secret=yaml.safe_dump(two_contexts(server)), path="", context="fake")
+    assert (cluster.context, cluster.source_key) == ("fake", KUBECONFIG_KEY)
+    assert yaml.safe_load(cluster.kubeconfig)["current-context"] == "fake"
+    with pytest.raises(KubeconfigError, match="relative path"):  # no file: no directory to resolve against
+        read_kubeconfig(
+            secret=server.kubeconfig(cluster={"server": server.url, "certificate-authority": "ca.crt"}),
+            path="",
+            context="",
+        )
+
+
 def test_certificate_files_are_inlined_relative_to_the_kubeconfig_and_token_files_made_absolute(
     server: FakeApiServer, tmp_path: Path
 ) -> None:
     (tmp_path / "pki").mkdir()
     for name in ("ca.crt", "client.crt", "client.key"):
-        (tmp_path / "pki" / name).write_bytes(server.certs.path(name).read_bytes())
+        (tmp_path / "pki" / name).write_bytes(server.certs.pem(name))
     (tmp_path / "token").write_text(TOKEN + "\n")
     kubeconfig = tmp_path / "config"
     kubeconfig.write_text(
@@ -79,8 +130,8 @@ def test_certificate_files_are_inlined_relative_to_the_kubeconfig_and_token_file
     cluster = read_kubeconfig(secret=None, path=str(kubeconfig), context="")
     reduced = yaml.safe_load(cluster.kubeconfig)
     entry, user = reduced["clusters"][0]["cluster"], reduced["users"][0]["user"]
-    assert base64.b64decode(entry["certificate-authority-data"]) == server.certs.path("ca.crt").read_bytes()
-    assert base64.b64decode(user["client-key-data"]) == server.certs.path("client.key").read_bytes()
+    assert base64.b64decode(entry["certificate-authority-data"]) == server.certs.pem("ca.crt")
+    assert base64.b64decode(user["client-key-data"]) == server.certs.pem("client.key")
     assert "certificate-authority" not in entry and "client-certificate" not in user
     assert user["tokenFile"] == str(tmp_path / "token")
     assert cluster.source_key == KUBECONFIG_PATH_KEY
@@ -89,11 +140,55 @@ def test_certificate_files_are_inlined_relative_to_the_kubeconfig_and_token_file
 
 
 BAD_KUBECONFIGS = [
-    ("{a: [", KUBECONFIG_KEY, "is not YAML"),
-    ("- just\n- a list\n", KUBECONFIG_KEY, "is not a kubeconfig"),
-    ("clusters: {a: 1}\n", KUBECONFIG_KEY, "clusters must be a list"),
+    # PyYAML's own message, its lines joined into one.
+    ("{a: [", KUBECONFIG_KEY, "is not YAML: while parsing a flow node expected the node content, but found"),
+    (
+        "- just\n- a list\n",
+        KUBECONFIG_KEY,
+        "is not a kubeconfig: a YAML mapping with clusters, contexts and users",
+    ),
+    ("clusters: {a: 1}\n", KUBECONFIG_KEY, "clusters must be a list, got dict"),
     ("contexts:\n- name: x\n", KUBECONFIG_KEY, "contexts[0] must have a name and a context mapping"),
+    (
+        "contexts:\n- {context: {cluster: a}}\n",
+        KUBECONFIG_KEY,
+        "contexts[0] must have a name and a context mapping",
+    ),
+    ("users:\n- {name: u}\n", KUBECONFIG_KEY, "users[0] must have a name and a user mapping"),
     ("contexts: []\n", KUBE_CONTEXT_KEY, "has no current-context; its contexts: none"),
+    (
+        "contexts:\n- {name: b, context: {cluster: b}}\n- {name: a, context: {cluster: a}}\n",
+        KUBE_CONTEXT_KEY,
+        "must name a context: the kubeconfig (kubeconfig) has no current-context; its contexts: a, b",
+    ),
+    (
+        "current-context: gone\n",
+        KUBECONFIG_KEY,
+        "context 'gone' is not in the kubeconfig (kubeconfig); its contexts: none",
+    ),
+    (
+        "current-context: a\ncontexts:\n- {name: a, context: {cluster: a}}\nclusters:\n"
+        "- {name: a, cluster: {server: 'https://h:6443'}}\n",
+        KUBECONFIG_KEY,
+        "context 'a' names user '', which is not in users",
+    ),
+    (
+        "current-context: a\ncontexts:\n- {name: a, context: {cluster: a, user: u}}\nusers:\n- {name: u, user: {}}\n"
+        "clusters:\n- {name: a, cluster: {server: 'ftp://h:21'}}\n",
+        KUBECONFIG_KEY,
+        "cluster 'a' needs a server https://host[:port], got 'ftp://h:21'",
+    ),
+    (
+        "current-context: a\ncontexts:\n- {name: a, context: {cluster: a, user: u}}\n"
+        "users:\n- {name: u, user: {tokenFile: token}}\nclusters:\n- {name: a, cluster: {server: 'https://h'}}\n",
+        KUBECONFIG_KEY,
+        "users[u].tokenFile is a relative path (token); use an absolute path or the -data field",
+    ),
+    (
+        "current-context: a\ncontexts:\n- {name: a, context: {user: a}}\n",
+        KUBECONFIG_KEY,
+        "context 'a' names cluster '', which is not in clusters",
+    ),
     (
         "current-context: gone\ncontexts:\n- {name: a, context: {cluster: a, user: a}}\n",
         KUBECONFIG_KEY,
@@ -143,6 +238,28 @@ def test_a_missing_context_names_kube_context_and_lists_the_contexts(server: Fak
     )
 
 
+def test_an_unreadable_certificate_file_is_named(server: FakeApiServer, tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        server.kubeconfig(cluster={"server": server.url, "certificate-authority": "pki/ca.crt"})
+    )
+    with pytest.raises(KubeconfigError) as raised:
+        read_kubeconfig(secret=None, path=str(kubeconfig), context="")
+    assert raised.value.key == KUBECONFIG_PATH_KEY
+    assert raised.value.problem == (
+        f"clusters[fake].certificate-authority: cannot read {tmp_path}/pki/ca.crt: No such file or directory"
+    )
+
+
+def test_an_unreadable_token_file_stops_the_check(server: FakeApiServer, tmp_path: Path) -> None:
+    """The file is read when the check runs (it may be rotated meanwhile): its problem names the key."""
+    with pytest.raises(KubeconfigError) as raised:
+        check(server.kubeconfig(user={"tokenFile": str(tmp_path / "gone")}))
+    assert raised.value.key == KUBECONFIG_KEY
+    assert raised.value.problem == "users[fake-user].tokenFile: cannot read it: No such file or directory"
+    assert server.requests == []
+
+
 def test_exactly_one_source_of_kubeconfig(tmp_path: Path) -> None:
     with pytest.raises(
         KubeconfigError, match=r"^kubeconfigPath: and the kubeconfig secret may not both be set"
@@ -171,6 +288,39 @@ def test_a_bearer_token_is_checked(server: FakeApiServer) -> None:
     assert server.requests == [("/version", "token"), ("/version", "token")]
 
 
+def test_a_user_name_and_password_are_sent_as_basic_authentication(server: FakeApiServer) -> None:
+    assert check(server.kubeconfig(user={"username": USERNAME, "password": PASSWORD})) == GIT_VERSION
+    with pytest.raises(KubeconfigError, match="rejects the credentials of user 'fake-user'"):
+        check(server.kubeconfig(user={"username": USERNAME, "password": "wrong"}))
+    assert server.requests == [("/version", "basic"), ("/version", "basic")]
+
+
+def test_the_version_is_asked_under_the_server_s_path_without_a_doubled_slash(server: FakeApiServer) -> None:
+    """A server URL may end in a slash, or have a path (Rancher's proxy: https://<rancher>/k8s/clusters/<id>)."""
+    ca = server.certs.data("ca.crt")
+    for suffix in ("/", "/k8s/clusters/c-m-X9ZX/"):
+        assert check(
+            server.kubeconfig(cluster={"server": server.url + suffix, "certificate-authority-data": ca})
+        )
+    assert server.requests == [("/version", "token"), ("/k8s/clusters/c-m-X9ZX/version", "token")]
+
+
+@pytest.mark.parametrize("status", [300, 404, 500, 503])
+def test_a_server_that_answers_with_an_error_stops_the_check(status: int) -> None:
+    with fake_api_server(status=status) as server, pytest.raises(KubeconfigError) as raised:
+        check(server.kubeconfig())
+    assert raised.value.key == KUBECONFIG_KEY
+    assert raised.value.problem == (
+        f"the API server {server.url} (context 'fake') answers GET /version with HTTP {status}"
+    )
+
+
+def test_forbidden_still_proves_the_server_and_the_credentials() -> None:
+    """403: the user is known (authenticated) but may not read /version (kube-apiserver's RBAC); no version."""
+    with fake_api_server(status=403) as server:
+        assert check(server.kubeconfig()) == ""
+
+
 def test_a_client_certificate_is_presented(server: FakeApiServer) -> None:
     user = {
         "client-certificate-data": server.certs.data("client.crt"),
@@ -185,6 +335,34 @@ def test_a_server_certificate_of_another_ca_stops_the_check(server: FakeApiServe
     with pytest.raises(KubeconfigError, match="presents a certificate that does not verify"):
         check(server.kubeconfig(cluster=cluster))
     assert server.requests == []  # nothing, not even the token, was sent
+
+
+def test_a_ca_that_go_accepts_is_accepted_under_python_3_13_s_stricter_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Python 3.13's ssl.create_default_context adds VERIFY_X509_STRICT and VERIFY_X509_PARTIAL_CHAIN to
+    verify_flags (What's New in Python 3.13, ssl); kubectl's Go verifier has no such rules, so the check drops
+    STRICT. Here every Python makes its default context as 3.13 does."""
+    made = ssl.create_default_context
+
+    def like_python_3_13(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        context = made(*args, **kwargs)
+        context.verify_flags |= ssl.VERIFY_X509_STRICT | ssl.VERIFY_X509_PARTIAL_CHAIN
+        return context
+
+    monkeypatch.setattr(ssl, "create_default_context", like_python_3_13)
+    with fake_api_server(lax=True) as server:
+        # The premise: with those flags as they are, this server's certificate does not verify.
+        strict = like_python_3_13(cadata=server.certs.pem("ca.crt").decode())
+        address = ("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
+        with (
+            pytest.raises(
+                ssl.SSLCertVerificationError, match="Basic Constraints of CA cert not marked critical"
+            ),
+            socket.create_connection(address) as connection,
+        ):
+            strict.wrap_socket(connection, server_hostname="127.0.0.1")
+        assert check(server.kubeconfig()) == GIT_VERSION
 
 
 def test_insecure_skip_tls_verify_accepts_any_certificate(server: FakeApiServer) -> None:
@@ -236,14 +414,19 @@ def test_plugin_credentials_are_checked_for_reachability_only() -> None:
     with fake_api_server(anonymous=False) as server:
         exec_user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "get-token"}}
         assert check(server.kubeconfig(user=exec_user)) == ""  # 401 without credentials: it answers
+        auth_provider = {"auth-provider": {"name": "oidc", "config": {"client-id": "kubernetes"}}}
+        assert check(server.kubeconfig(user=auth_provider)) == ""
         with pytest.raises(KubeconfigError, match="requires credentials and user 'fake-user' has none"):
             check(server.kubeconfig(user={}))
-        assert server.requests == [("/version", "none"), ("/version", "none")]
+        assert server.requests == [("/version", "none")] * 3
 
 
 @contextmanager
-def connect_proxy() -> Iterator[tuple[str, list[str]]]:
-    """An HTTP CONNECT proxy on 127.0.0.1: yields its URL and the targets it tunnelled to."""
+def connect_proxy(
+    host: str = "127.0.0.1", routes: dict[str, str] | None = None
+) -> Iterator[tuple[str, list[str]]]:
+    """An HTTP CONNECT proxy on host: yields its URL and the targets it tunnelled to. routes: the address
+    (host:port) a target reaches instead (as a proxy that resolves names the client cannot)."""
     targets: list[str] = []
 
     class Tunnel(socketserver.BaseRequestHandler):
@@ -253,8 +436,8 @@ def connect_proxy() -> Iterator[tuple[str, list[str]]]:
                 head += self.request.recv(1024)
             target = head.split()[1].decode()
             targets.append(target)
-            host, port = target.rsplit(":", 1)
-            with socket.create_connection((host, int(port))) as upstream:
+            address, port = (routes or {}).get(target, target).rsplit(":", 1)
+            with socket.create_connection((address, int(port))) as upstream:
                 self.request.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 threading.Thread(target=pipe, args=(self.request, upstream), daemon=True).start()
                 pipe(upstream, self.request)  # until the server closes the connection
@@ -266,18 +449,22 @@ def connect_proxy() -> Iterator[tuple[str, list[str]]]:
         except OSError:
             pass
 
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Tunnel)
+    server = socketserver.ThreadingTCPServer((host, 0), Tunnel)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", targets
+        yield f"http://{host}:{server.server_address[1]}", targets
     finally:
         server.shutdown()
         server.server_close()
 
 
-def test_proxy_url_tunnels_the_check(server: FakeApiServer) -> None:
-    with connect_proxy() as (proxy, targets):
+def test_proxy_url_tunnels_the_check_and_the_server_is_verified_under_its_own_name(
+    server: FakeApiServer,
+) -> None:
+    """Through a tunnel, the certificate must name the API server, not the proxy (here 127.0.0.2, which the
+    server's certificate does not name: Linux answers on all of 127.0.0.0/8)."""
+    with connect_proxy(host="127.0.0.2") as (proxy, targets):
         cluster = {
             "server": server.url,
             "certificate-authority-data": server.certs.data("ca.crt"),
@@ -285,8 +472,32 @@ def test_proxy_url_tunnels_the_check(server: FakeApiServer) -> None:
         }
         assert check(server.kubeconfig(cluster=cluster)) == GIT_VERSION
     assert targets == [server.url.removeprefix("https://")]
-    with pytest.raises(KubeconfigError, match="supports http:// and https:// proxies"):
+    with pytest.raises(KubeconfigError) as raised:
         check(server.kubeconfig(cluster={**cluster, "proxy-url": "socks5://127.0.0.1:1080"}))
+    assert raised.value.key == KUBECONFIG_KEY
+    assert raised.value.problem == (
+        "proxy-url 'socks5://127.0.0.1:1080': the stack's check supports http:// and https:// proxies"
+    )
+
+
+def test_the_environment_s_proxy_is_used_for_a_server_named_by_host_name(
+    server: FakeApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name that is not an address is not loopback: HTTPS_PROXY carries the check (kube.example resolves
+    only at the proxy, which routes it to the fake server)."""
+    port = server.url.rsplit(":", 1)[1]
+    with connect_proxy(routes={f"kube.example:{port}": f"127.0.0.1:{port}"}) as (proxy, targets):
+        for variable in ("HTTPS_PROXY", "https_proxy"):
+            monkeypatch.setenv(variable, proxy)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        cluster = {
+            "server": f"https://kube.example:{port}",
+            "certificate-authority-data": server.certs.data("ca.crt"),
+            "tls-server-name": "localhost",
+        }
+        assert check(server.kubeconfig(cluster=cluster)) == GIT_VERSION
+    assert targets == [f"kube.example:{port}"]
 
 
 def test_the_environment_s_proxy_is_not_used_for_a_loopback_server(
@@ -300,3 +511,190 @@ def test_the_environment_s_proxy_is_not_used_for_a_loopback_server(
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     assert check(server.kubeconfig()) == GIT_VERSION
+
+
+def test_a_plain_http_server_is_accepted() -> None:
+    """client-go talks to an http:// server too (no TLS): the kubeconfig is taken as it is."""
+    text = (
+        "current-context: a\ncontexts:\n- {name: a, context: {cluster: a, user: u}}\nusers:\n- {name: u, user: {}}\n"
+        "clusters:\n- {name: a, cluster: {server: 'http://192.0.2.1:8080'}}\n"
+    )
+    assert parse(text)["clusters"] == [{"name": "a", "cluster": {"server": "http://192.0.2.1:8080"}}]
+
+
+def test_the_kubeconfig_file_takes_the_context_too(server: FakeApiServer, tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(yaml.safe_dump(two_contexts(server)))  # its current-context: prod
+    cluster = read_kubeconfig(secret=None, path=str(kubeconfig), context="fake")
+    assert cluster.context == "fake" and yaml.safe_load(cluster.kubeconfig)["current-context"] == "fake"
+
+
+def test_no_kubeconfig_at_all_says_how_to_give_one() -> None:
+    with pytest.raises(KubeconfigError) as raised:
+        read_kubeconfig(secret=None, path="", context="")
+    assert raised.value.key == KUBECONFIG_PATH_KEY
+    assert raised.value.problem == (
+        "must name a kubeconfig file when clusterKind is existing"
+        ' (or: pulumi config set --secret kubeconfig "$(cat ~/.kube/config)")'
+    )
+
+
+def test_each_user_file_is_inlined_unless_its_data_field_is_there(
+    server: FakeApiServer, tmp_path: Path
+) -> None:
+    """client-go: a -data field wins over its file (never read then); every other file is still inlined."""
+    (tmp_path / "client.key").write_bytes(server.certs.pem("client.key"))
+    certificate = server.certs.data("client.crt")
+    for user in (
+        {"client-certificate-data": certificate, "client-key": "client.key"},  # no client-certificate at all
+        {
+            "client-certificate": "gone.crt",
+            "client-certificate-data": certificate,
+            "client-key": "client.key",
+        },
+    ):
+        kubeconfig = tmp_path / "config"
+        kubeconfig.write_text(server.kubeconfig(user=user))
+        reduced = yaml.safe_load(read_kubeconfig(secret=None, path=str(kubeconfig), context="").kubeconfig)
+        assert reduced["users"][0]["user"] == {
+            "client-certificate-data": certificate,
+            "client-key-data": server.certs.data("client.key"),
+        }
+
+
+def test_an_unreadable_client_key_file_is_named(server: FakeApiServer, tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        server.kubeconfig(user={"client-certificate-data": "Y2E=", "client-key": "gone.key"})
+    )
+    with pytest.raises(KubeconfigError) as raised:
+        read_kubeconfig(secret=None, path=str(kubeconfig), context="")
+    assert raised.value.key == KUBECONFIG_PATH_KEY
+    assert raised.value.problem == (
+        f"users[fake-user].client-key: cannot read {tmp_path}/gone.key: No such file or directory"
+    )
+
+
+def test_an_unusable_ca_stops_the_check_naming_the_key(server: FakeApiServer) -> None:
+    not_a_certificate = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nbm90\n-----END CERTIFICATE-----\n")
+    with pytest.raises(KubeconfigError) as raised:
+        check(
+            server.kubeconfig(
+                cluster={"server": server.url, "certificate-authority-data": not_a_certificate.decode()}
+            )
+        )
+    assert raised.value.key == KUBECONFIG_KEY
+    assert raised.value.problem.startswith("the CA or client certificate of context 'fake' is unusable: ")
+    assert server.requests == []
+
+
+def test_a_401_names_the_key_whatever_the_credentials() -> None:
+    with fake_api_server(anonymous=False) as server:
+        for user, problem in (
+            ({}, "requires credentials and user 'fake-user' has none (HTTP 401)"),
+            ({"token": "wrong"}, "rejects the credentials of user 'fake-user' (HTTP 401 Unauthorized)"),
+        ):
+            with pytest.raises(KubeconfigError) as raised:
+                check(server.kubeconfig(user=user))
+            assert raised.value.key == KUBECONFIG_KEY
+            assert raised.value.problem == f"the API server {server.url} (context 'fake') {problem}"
+
+
+def test_a_rejected_token_file_or_client_certificate_is_rejected_credentials(tmp_path: Path) -> None:
+    """A 401 to a token read from its file, or to a client certificate, says the credentials were refused (not
+    that there were none)."""
+    (tmp_path / "token").write_text("wrong\n")
+    with fake_api_server(status=401) as server:
+        certificate = {
+            name: server.certs.data(file)
+            for name, file in (("client-certificate-data", "client.crt"), ("client-key-data", "client.key"))
+        }
+        for user in ({"tokenFile": str(tmp_path / "token")}, certificate):
+            with pytest.raises(
+                KubeconfigError, match=r"rejects the credentials of user 'fake-user' \(HTTP 401"
+            ):
+                check(server.kubeconfig(user=user))
+        assert server.requests == [("/version", "token"), ("/version", "certificate")]
+
+
+def test_a_client_certificate_without_its_key_is_not_used(server: FakeApiServer) -> None:
+    """Only a certificate and its key together make a client certificate; the token still authenticates."""
+    user = {"token": TOKEN, "client-certificate-data": server.certs.data("client.crt")}
+    assert check(server.kubeconfig(user=user)) == GIT_VERSION
+    assert server.requests == [("/version", "token")]
+
+
+def test_a_server_that_closes_the_connection_cannot_be_reached() -> None:
+    """http.client's error for a server that answers nothing (no URLError around it) is the problem."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def close_each() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = listener.accept()
+                connection.recv(4096)
+                connection.close()
+
+    threading.Thread(target=close_each, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        with pytest.raises(KubeconfigError) as raised:
+            check(
+                "current-context: a\ncontexts:\n- {name: a, context: {cluster: a, user: u}}\n"
+                f"users:\n- {{name: u, user: {{token: t}}}}\nclusters:\n- {{name: a, cluster: {{server: '{url}'}}}}\n"
+            )
+    finally:
+        listener.close()
+    assert raised.value.key == KUBECONFIG_KEY
+    assert raised.value.problem == (
+        f"the API server {url} (context 'a') cannot be reached: Remote end closed connection without response"
+    )
+
+
+def test_a_localhost_server_is_not_reached_through_the_environment_s_proxy(
+    server: FakeApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead_proxy = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    for variable in ("HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(variable, dead_proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    cluster = {
+        "server": server.url.replace("127.0.0.1", "localhost"),
+        "certificate-authority-data": server.certs.data("ca.crt"),
+    }
+    assert check(server.kubeconfig(cluster=cluster)) == GIT_VERSION
+
+
+def test_an_https_proxy_url_is_supported(server: FakeApiServer) -> None:
+    """An https:// proxy-url is used (here one that is down: the check cannot reach the server through it)."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead_proxy = f"https://127.0.0.1:{closed.getsockname()[1]}"
+    cluster = {
+        "server": server.url,
+        "certificate-authority-data": server.certs.data("ca.crt"),
+        "proxy-url": dead_proxy,
+    }
+    with pytest.raises(KubeconfigError, match=r"cannot be reached: \[Errno 111\] Connection refused"):
+        check(server.kubeconfig(cluster=cluster))
+    assert server.requests == []
+
+
+def test_a_list_is_not_a_kubeconfig() -> None:
+    with pytest.raises(KubeconfigError) as raised:
+        parse("- just\n- a list\n")
+    assert raised.value.problem == "is not a kubeconfig: a YAML mapping with clusters, contexts and users"
+
+
+def test_a_user_name_without_a_password_is_sent_with_an_empty_one(server: FakeApiServer) -> None:
+    """As client-go sends it: `name:` (the fake server knows that user with an empty password)."""
+    assert check(server.kubeconfig(user={"username": NO_PASSWORD_USERNAME})) == GIT_VERSION
+    assert server.requests == [("/version", "basic")]
+
+
+def test_a_version_without_git_version_is_an_empty_version() -> None:
+    with fake_api_server(git_version=None) as server:
+        assert check(server.kubeconfig()) == ""
