@@ -121,6 +121,8 @@ class FakeApiServer:
     certs: Certificates
     # Paths requested, in order, with the credentials they came with ("token", "basic", "certificate", "none").
     requests: list[tuple[str, str]] = field(default_factory=list)
+    # The Accept header of each request, in order ("" when absent).
+    accepts: list[str] = field(default_factory=list)
 
     def kubeconfig(
         self, user: dict[str, Any] | None = None, cluster: dict[str, Any] | None = None, **document: Any
@@ -164,6 +166,7 @@ def fake_api_server(
     tls.load_verify_locations(cadata=certs.pem("ca.crt").decode())
     tls.verify_mode = ssl.CERT_OPTIONAL  # kube-apiserver: a client certificate is one way to authenticate
     requests: list[tuple[str, str]] = []
+    accepts: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -180,6 +183,7 @@ def fake_api_server(
             else:
                 credentials, known = "none", anonymous
             requests.append((self.path, credentials))
+            accepts.append(self.headers.get("Accept", ""))
             answer = status or (200 if known else 401)
             version = {"major": "1", "minor": "33"} | (
                 {} if git_version is None else {"gitVersion": git_version}
@@ -201,7 +205,7 @@ def fake_api_server(
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
-        yield FakeApiServer(f"https://127.0.0.1:{server.server_address[1]}", certs, requests)
+        yield FakeApiServer(f"https://127.0.0.1:{server.server_address[1]}", certs, requests, accepts)
     finally:
         server.shutdown()
         server.server_close()

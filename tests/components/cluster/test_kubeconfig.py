@@ -21,6 +21,7 @@ from components.cluster.kubeconfig import (
     KUBECONFIG_KEY,
     KUBECONFIG_PATH_KEY,
     KubeconfigError,
+    _proxies,
     check_api_server,
     parse_kubeconfig,
     read_kubeconfig,
@@ -286,6 +287,33 @@ def test_a_bearer_token_is_checked(server: FakeApiServer) -> None:
         " (HTTP 401 Unauthorized)"
     )
     assert server.requests == [("/version", "token"), ("/version", "token")]
+
+
+def test_the_check_asks_for_json(server: FakeApiServer) -> None:
+    """The check parses the answer as JSON: it asks for that representation (the API server also speaks
+    YAML and protobuf, and go-restful answers 406 to an Accept header a route does not produce)."""
+    check(server.kubeconfig())
+    assert server.accepts == ["application/json"]
+
+
+def test_the_reduced_kubeconfig_keeps_kubectl_s_key_order() -> None:
+    """The kubeconfig output reads like one kubectl writes: apiVersion and kind first, not sorted keys."""
+    with fake_api_server() as server:
+        reduced = parse_kubeconfig(server.kubeconfig(), key=KUBECONFIG_KEY, context="", base_dir=None)
+    assert list(yaml.safe_load(reduced.kubeconfig)) == [
+        "apiVersion",
+        "kind",
+        "clusters",
+        "users",
+        "contexts",
+        "current-context",
+    ]
+
+
+def test_a_proxy_url_serves_http_and_https_servers_alike() -> None:
+    """client-go's http.ProxyURL: the kubeconfig's proxy-url carries every request, whatever the scheme."""
+    proxy = "http://proxy.example:3128"
+    assert _proxies({"proxy-url": proxy}, "api.example", KUBECONFIG_KEY) == {"https": proxy, "http": proxy}
 
 
 def test_a_user_name_and_password_are_sent_as_basic_authentication(server: FakeApiServer) -> None:
