@@ -231,6 +231,7 @@ EQUIVALENT: dict[str, str] = {
         "that prepare() checked with the same tokens (the file is named by a hash of its content and published "
         "whole), so the error cannot happen in open()."
     ),
+    "components.settings.x_parse_settings__mutmut_305": _SORT_KEYS_NONE,
     "components.settings.x__train_config__mutmut_45": (
         "yaml.safe_dump(sort_keys=None) instead of False: PyYAML only tests the flag's truth "
         "(yaml/representer.py, represent_mapping: `if self.sort_keys:`), and None is false like False."

@@ -549,7 +549,13 @@ EXISTING_BAD_CONFIGS: list[tuple[dict[str, Any], dict[str, str], str, str]] = [
     ({"kubeconfigPath": ""}, {}, "trainstack:kubeconfigPath", "must name a kubeconfig file"),
     ({"kubeconfigPath": "{unreachable}"}, {}, "trainstack:kubeconfigPath", "cannot be reached"),
     ({"kubeContext": "nope"}, {}, "trainstack:kubeContext", "context 'nope' is not in the kubeconfig"),
-    ({"imagePush": False}, {}, "trainstack:imagePush", "must be true when clusterKind is existing"),
+    (
+        {"imagePush": False},
+        {},
+        "trainstack:imagePush",
+        "must be true when clusterKind is existing: the cluster pulls the image from imageRepository"
+        " (the stack loads images only into nodes it created), got false",
+    ),
     (
         {"checkpointStorageClass": ""},
         {},

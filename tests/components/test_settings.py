@@ -379,6 +379,38 @@ def test_a_resize_keeps_the_checkpoint_claim() -> None:
     )
 
 
+def test_the_edges_of_ports_and_timeouts_are_allowed() -> None:
+    """metricsPort takes the highest port number; podNamesTimeoutSeconds may be 0 (Pulumi.yaml: >= 0)."""
+    job = parse_settings({"metricsPort": "65535", "podNamesTimeoutSeconds": "0"}).job
+    assert (job.metrics_port, job.pod_names_timeout_seconds) == (65535, 0)
+
+
+def test_the_mlflow_server_lives_beside_the_job() -> None:
+    """Off by default (no server args at all); on, it takes the stack's namespace and checkpoint class."""
+    assert parse_settings({}).mlflow_server is None
+    server = parse_settings(
+        {
+            "mlflowServer": "true",
+            "namespace": "team",
+            "checkpointStorageClass": "nfs",
+            "mlflowStorageSize": "3Gi",
+        }
+    ).mlflow_server
+    assert server is not None
+    assert (server.namespace, server.storage_class, server.storage_size) == ("team", "nfs", "3Gi")
+    with pytest.raises(StackConfigError) as error:
+        parse_settings({"mlflowServer": "true", "mlflowStorageSize": "big"})
+    assert str(error.value) == (
+        "trainstack:mlflowStorageSize: must be a Kubernetes quantity such as 5Gi, got 'big'"
+    )
+
+
+def test_a_created_priority_class_is_named_after_the_job() -> None:
+    """Two stacks on one cluster must not share a cluster-scoped PriorityClass by accident."""
+    job = parse_settings({"priorityClassValue": "1000", "trainJobName": "gpt-small"}).job
+    assert job.priority_class == "trainstack-gpt-small"
+
+
 def test_restarts_and_shared_storage_reach_the_job() -> None:
     job = parse_settings({"maxRestarts": "3", "nodeCount": "2"}).job
     assert (job.max_restarts, job.shared_storage) == (3, True)
