@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from trainer.distributed import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 SERVER_SCRIPT = REPO / "scripts" / "s3_server.sh"
 REGION = "us-east-1"
@@ -71,12 +73,6 @@ def _boto3() -> Any:
     return boto3
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def server_binary() -> Path:
     """scripts/s3_server.sh's binary, built if needed; fails the test with its one line if it cannot be."""
     try:
@@ -99,7 +95,7 @@ def start_server(root: Path) -> S3Server:
     binary = server_binary()
     data = root / "data"
     data.mkdir(parents=True)
-    port = _free_port()
+    port = free_port()
     access_key, secret_key = f"trainstack{secrets.token_hex(4)}", secrets.token_hex(16)
     log = root / "versitygw.log"
     env = {**os.environ, "ROOT_ACCESS_KEY_ID": access_key, "ROOT_SECRET_ACCESS_KEY": secret_key}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from tests.stack_helpers import (
     stand_ins,
     without_secrets,
 )
+from trainer.distributed import free_port
 
 STACKS = [stack_name(path) for path in stack_files()]
 OUTPUTS = set(STACK_OUTPUTS)
@@ -538,9 +538,7 @@ def test_an_existing_cluster_s_kubeconfig_may_come_as_a_secret(tmp_path: Path) -
 
 
 def _unreachable_url() -> str:
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        return f"https://127.0.0.1:{closed.getsockname()[1]}"
+    return f"https://127.0.0.1:{free_port()}"
 
 
 # Each bad value for an existing cluster: overrides (with {kubeconfig} for a kubeconfig file of the fake

@@ -28,7 +28,6 @@ from tests.stack_helpers import evaluate
 from tests.trainer.conftest import (
     REPO,
     TINY_CONFIG,
-    free_port,
     metrics,
     run,
     run_overrides,
@@ -37,6 +36,7 @@ from tests.trainer.conftest import (
     wait_for,
 )
 from trainer import PREEMPTED_EXIT_CODE
+from trainer.distributed import free_port
 
 NAMESPACE = "team-a"
 

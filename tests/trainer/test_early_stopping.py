@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TINY_CONFIG, free_port, metrics, run, run_overrides, trainer_command
+from trainer.distributed import free_port
+
+from .conftest import TINY_CONFIG, metrics, run, run_overrides, trainer_command
 
 pytestmark = pytest.mark.slow
 # The tiny model's loss starts near ln(257) = 5.55 and passes 3.5 within the first few dozen steps.

@@ -16,9 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from trainer import PREEMPTED_EXIT_CODE
 from trainer.config import ConfigError
+from trainer.distributed import free_port
 from trainer.prometheus import PrometheusExporter
 
-from .conftest import REPO, TINY_CONFIG, free_port, metrics, run_overrides, trainer_command, trainer_env
+from .conftest import REPO, TINY_CONFIG, metrics, run_overrides, trainer_command, trainer_env
 
 
 def scrape(port: int) -> dict[str, float]:

@@ -35,6 +35,7 @@ from tests.fake_apiserver import (
     FakeApiServer,
     fake_api_server,
 )
+from trainer.distributed import free_port
 
 
 @pytest.fixture
@@ -412,9 +413,7 @@ def test_tls_server_name_is_the_name_verified(server: FakeApiServer) -> None:
 
 
 def test_an_unreachable_server_stops_the_check_with_one_line(server: FakeApiServer) -> None:
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
+    port = free_port()
     cluster = {
         "server": f"https://127.0.0.1:{port}",
         "certificate-authority-data": server.certs.data("ca.crt"),
@@ -531,9 +530,7 @@ def test_the_environment_s_proxy_is_used_for_a_server_named_by_host_name(
 def test_the_environment_s_proxy_is_not_used_for_a_loopback_server(
     server: FakeApiServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        dead_proxy = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    dead_proxy = f"http://127.0.0.1:{free_port()}"
     for variable in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
         monkeypatch.setenv(variable, dead_proxy)
     monkeypatch.delenv("NO_PROXY", raising=False)
@@ -682,9 +679,7 @@ def test_a_server_that_closes_the_connection_cannot_be_reached() -> None:
 def test_a_localhost_server_is_not_reached_through_the_environment_s_proxy(
     server: FakeApiServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        dead_proxy = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    dead_proxy = f"http://127.0.0.1:{free_port()}"
     for variable in ("HTTPS_PROXY", "https_proxy"):
         monkeypatch.setenv(variable, dead_proxy)
     monkeypatch.delenv("NO_PROXY", raising=False)
@@ -698,9 +693,7 @@ def test_a_localhost_server_is_not_reached_through_the_environment_s_proxy(
 
 def test_an_https_proxy_url_is_supported(server: FakeApiServer) -> None:
     """An https:// proxy-url is used (here one that is down: the check cannot reach the server through it)."""
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        dead_proxy = f"https://127.0.0.1:{closed.getsockname()[1]}"
+    dead_proxy = f"https://127.0.0.1:{free_port()}"
     cluster = {
         "server": server.url,
         "certificate-authority-data": server.certs.data("ca.crt"),
