@@ -3,7 +3,8 @@
     python -m tests.e2e [--keep] [--nodes N] [--no-faults]
 
 Writes runs/e2e/report.json (after every phase) and prints a short summary. Exits 1 when any check failed
-(each is listed under `failures`), 2 when the toolchain `make e2e-toolchain` builds is not complete.
+(each is listed under `failures`), 2 when the toolchain `make e2e-toolchain` builds is not complete, 3 when
+Docker's filesystem lacks the free space the run needs (`MIN_FREE_GIB`); those two before anything starts.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tests.e2e.faults import run_faults
-from tests.e2e.harness import CACHE, REPO_ROOT, toolchain_complete
+from tests.e2e.harness import CACHE, REPO_ROOT, DiskWatch, disk_problem, docker_root, toolchain_complete
 from tests.e2e.real_run import Run
 
 
@@ -31,6 +32,12 @@ def main() -> int:
     if not complete:
         print(f"e2e: the toolchain is not complete ({answer or 'run make e2e-toolchain'})", file=sys.stderr)
         return 2
+    problem = disk_problem(docker_root())
+    if problem:
+        print(f"e2e: not started: {problem}", file=sys.stderr)
+        return 3
+    disk = DiskWatch(docker_root())
+    disk.start()
     (CACHE / "run").mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="trainstack-e2e-", dir=CACHE / "run"))
     run = Run(run_dir, args.nodes)
@@ -59,6 +66,7 @@ def main() -> int:
                 run_faults(run, base)
     finally:
         run.report.data["total_seconds"] = round(time.monotonic() - started, 1)
+        run.report.data["disk"] = disk.stop()
         run.report.save()
         run.stop_cluster(args.keep)
     failures = run.report.failures

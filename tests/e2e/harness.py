@@ -13,6 +13,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -26,6 +27,12 @@ CACHE = Path(os.environ.get("TRAINSTACK_E2E_CACHE", Path.home() / ".cache" / "tr
 REPORT_PATH = REPO_ROOT / "runs" / "e2e" / "report.json"
 # Never a real secret: the throwaway stack's passphrase.
 PASSPHRASE = "trainstack-e2e-throwaway"
+# Free space the run needs on Docker's filesystem before it starts: the most it took at once, measured by
+# DiskWatch (docs/benchmarks.md "Real end-to-end run": the image pushed to the test registry and unpacked on
+# each node, the local reference run), rounded up with room. CI (stop 21) ran out of it on the second node's
+# pull of the image and waited 30 minutes for a job that could never start.
+MIN_FREE_GIB = 25
+GIB = 1 << 30
 
 
 class E2EFailure(AssertionError):
@@ -124,6 +131,57 @@ class Shell:
             log.write(f"\n$ {shlex.join(command)}    # exit {code}, {seconds:.1f} s\n{stdout}{stderr}")
 
 
+def docker_root() -> Path:
+    """Where the Docker engine keeps images and volumes (the test cluster's nodes and registry live there)."""
+    answer = subprocess.run(
+        ["docker", "info", "--format", "{{.DockerRootDir}}"], capture_output=True, text=True
+    )
+    return Path(answer.stdout.strip() or "/var/lib/docker")
+
+
+def free_gib(path: Path) -> float:
+    """Free space (GiB, for an unprivileged writer) on the filesystem holding path."""
+    return shutil.disk_usage(path).free / GIB
+
+
+def disk_problem(path: Path, needed_gib: float = MIN_FREE_GIB) -> str | None:
+    """The one-line reason the run cannot start for lack of disk at path, or None when there is room."""
+    free = free_gib(path)
+    if free >= needed_gib:
+        return None
+    return (
+        f"{free:.1f} GiB free on the filesystem of {path}, the run needs {needed_gib} GiB "
+        "(the 5.7 GB trainer image in the test registry and unpacked on every node); free some, e.g. "
+        "`docker image prune`, `docker builder prune`, `go clean -cache`, and run it again"
+    )
+
+
+class DiskWatch(threading.Thread):
+    """Samples the free space at path every `interval` seconds until stop(); figures() says the least seen."""
+
+    def __init__(self, path: Path, interval: float = 5.0) -> None:
+        super().__init__(daemon=True)
+        self.path = path
+        self.interval = interval
+        self.at_start = self.least = free_gib(path)
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            self.least = min(self.least, free_gib(self.path))
+
+    def stop(self) -> dict[str, Any]:
+        """Stops sampling; the figures for the report (GiB): free at the start, least free, most used."""
+        self._stopped.set()
+        self.least = min(self.least, free_gib(self.path))
+        return {
+            "path": str(self.path),
+            "free_at_start_gib": round(self.at_start, 1),
+            "least_free_gib": round(self.least, 1),
+            "peak_used_gib": round(self.at_start - self.least, 1),
+        }
+
+
 def toolchain_env(run_dir: Path) -> dict[str, str]:
     """The environment under which the CLI runs the toolchain's binaries and never downloads anything."""
     bin_dir = CACHE / "bin"
@@ -184,13 +242,20 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def wait_until(what: str, seconds: float, probe: Callable[[], Any], interval: float = 2.0) -> Any:
-    """probe() until it returns something truthy; E2EFailure naming `what` after `seconds`."""
+def wait_until(
+    what: str,
+    seconds: float,
+    probe: Callable[[], Any],
+    interval: float = 2.0,
+    seen: Callable[[], str] | None = None,
+) -> Any:
+    """probe() until it returns something truthy; E2EFailure naming `what` after `seconds`, with what
+    seen() then says (the state that explains the wait) when given."""
     deadline = time.monotonic() + seconds
     while True:
         value = probe()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise E2EFailure(f"{what}: not after {seconds:.0f} s")
+            raise E2EFailure(f"{what}: not after {seconds:.0f} s" + (f"; {seen()}" if seen else ""))
         time.sleep(interval)

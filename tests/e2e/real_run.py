@@ -51,6 +51,8 @@ JOBSET_LABEL = "jobset.sigs.k8s.io/jobset-name"
 MAX_STEPS = 60
 ROLLOUT_MAX_STEPS = 80
 EVERY_STEPS = 20
+# What a node's image pull says when the disk is full (containerd's write error, passed on by the kubelet).
+NO_SPACE = "no space left on device"
 
 
 class Run:
@@ -93,14 +95,15 @@ class Run:
             log=log,
         )
 
-    def kube_json(self, *args: str) -> Any:
-        return json.loads(self.kubectl(*args, "-o", "json").stdout)
+    def kube_json(self, *args: str, log: bool = True) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json", log=log).stdout)
 
     def outputs(self) -> dict[str, Any]:
         return json.loads(self.pulumi("stack", "output", "--json").stdout)
 
-    def job_pods(self) -> list[dict[str, Any]]:
-        return self.kube_json("get", "pods", "-n", NAMESPACE, "-l", f"{JOBSET_LABEL}={self.job}")["items"]
+    def job_pods(self, log: bool = True) -> list[dict[str, Any]]:
+        selector = f"{JOBSET_LABEL}={self.job}"
+        return self.kube_json("get", "pods", "-n", NAMESPACE, "-l", selector, log=log)["items"]
 
     def trainjob(self) -> dict[str, Any] | None:
         found = self.kubectl("get", "trainjob", self.job, "-n", NAMESPACE, "-o", "json", check=False)
@@ -127,7 +130,26 @@ class Run:
             steps.append(int(json.loads(manifest.read_text())["step"]))
         return sorted(steps)
 
+    def pod_states(self, log: bool = True) -> list[str]:
+        """One line per pod of the job: name, node, phase, and each container's waiting or ended reason."""
+        lines = []
+        for pod in self.job_pods(log=log):
+            status = pod.get("status", {})
+            line = f"{pod['metadata']['name']} on {pod['spec'].get('nodeName') or '-'}: {status.get('phase')}"
+            if status.get("reason"):
+                line += f" ({status['reason']}: {status.get('message', '')[:200]})"
+            for container in status.get("containerStatuses") or []:
+                for state, detail in (container.get("state") or {}).items():
+                    if state != "running":
+                        reason = detail.get("reason", state)
+                        line += f"; {container['name']} {reason}: {detail.get('message', '')[:300]}"
+            lines.append(line)
+        return lines
+
     def wait_complete(self, seconds: float, uid: str | None = None) -> dict[str, Any]:
+        """The TrainJob once Complete; E2EFailure when it fails, when a pod cannot ever start for lack of disk,
+        or after `seconds`, with every pod's state."""
+
         def complete() -> dict[str, Any] | None:
             job = self.trainjob()
             if job is None or (uid and job["metadata"]["uid"] != uid):
@@ -135,9 +157,16 @@ class Run:
             conditions = {c["type"]: c["status"] for c in job.get("status", {}).get("conditions", [])}
             if conditions.get("Failed") == "True":
                 raise E2EFailure(f"TrainJob {self.job} failed: {job['status']}")
-            return job if conditions.get("Complete") == "True" else None
+            if conditions.get("Complete") == "True":
+                return job
+            full = [state for state in self.pod_states(log=False) if NO_SPACE in state]
+            check(not full, f"TrainJob {self.job} cannot start: {full}")
+            return None
 
-        return wait_until(f"TrainJob {self.job} Complete", seconds, complete, interval=5)
+        def pods() -> str:
+            return f"its pods: {self.pod_states() or 'none'}"
+
+        return wait_until(f"TrainJob {self.job} Complete", seconds, complete, interval=5, seen=pods)
 
     def stack_config(
         self, base_image: str, max_steps: int, *, node_count: int = 1, storage_class: str = ""
@@ -361,7 +390,7 @@ class Run:
             self.pulumi("stack", "rm", "--yes")
 
     def leftovers(self, image: str) -> list[str]:
-        """What of the stack is still in the cluster or the registry."""
+        """What of the stack is still in the cluster, the registry or this host's Docker engine."""
         found = []
         for namespace in (NAMESPACE, "kubeflow-system"):
             if self.kubectl("get", "namespace", namespace, check=False).returncode == 0:
@@ -382,6 +411,19 @@ class Run:
         )
         if catalog.returncode == 0 and (json.loads(catalog.stdout).get("tags") or []):
             found.append(f"registry tags: {json.loads(catalog.stdout)['tags']}")
+        # The stack's untag command removes the image's tag from this (the building) host's engine too.
+        local = self.sh.run(
+            [
+                "docker",
+                "image",
+                "ls",
+                "--filter",
+                f"reference={registry}/trainstack/trainer",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+            ]
+        ).stdout.split()
+        found += [f"local image {name}" for name in local]
         return found
 
     def stop_cluster(self, keep: bool) -> None:

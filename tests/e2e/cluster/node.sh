@@ -101,6 +101,10 @@ version = 2
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "registry.k8s.io/pause:3.10"
   restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    # Drop a pulled layer's compressed blob once it is unpacked: each node would otherwise hold the trainer
+    # image twice (about 3 GB compressed beside 5.7 GB unpacked), and every node shares this host's disk.
+    discard_unpacked_layers = true
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
   [plugins."io.containerd.grpc.v1.cri".cni]

@@ -1,0 +1,189 @@
+"""The real run's own machinery, offline: the disk preflight and watch, the waits' diagnostics, the scenario
+guard, and (with Docker) the fixture's teardown of the images it pushed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e import faults, harness
+from tests.e2e.harness import E2EFailure, Report
+from tests.e2e.real_run import NO_SPACE, Run
+from tests.test_dockerfile import docker, docker_unavailable, engine_problem
+
+# What the kubelet reported for the pod CI (stop 21) waited 30 minutes on, cut to its substance.
+PULL_ERROR = (
+    'failed to pull and unpack image "127.0.0.1:56107/trainstack/trainer@sha256:07d5": failed to extract layer '
+    "sha256:8c97: write /var/lib/containerd/tmpmounts/m/opt/venv/libcusolverMg.so.12: " + NO_SPACE
+)
+
+
+def pod(name: str, node: str | None, phase: str = "Running", **status: Any) -> dict[str, Any]:
+    spec = {"nodeName": node} if node else {}
+    return {"metadata": {"name": name}, "spec": spec, "status": {"phase": phase, **status}}
+
+
+def waiting(reason: str, message: str) -> dict[str, Any]:
+    return {
+        "containerStatuses": [{"name": "node", "state": {"waiting": {"reason": reason, "message": message}}}]
+    }
+
+
+def offline_run(tmp_path: Path, pods: list[dict[str, Any]], job: dict[str, Any] | None = None) -> Run:
+    """A Run with no cluster behind it: its pods and TrainJob are the given ones."""
+    run = Run.__new__(Run)
+    run.job, run.stack, run.report = "gpt-faults", "e2e-faults", Report(path=tmp_path / "report.json")
+    run.job_pods = lambda log=True: pods  # type: ignore[method-assign]
+    run.trainjob = lambda: job  # type: ignore[method-assign]
+    return run
+
+
+def test_disk_problem_names_the_free_space_the_need_and_what_to_free(tmp_path: Path) -> None:
+    assert harness.disk_problem(tmp_path, needed_gib=0) is None
+    problem = harness.disk_problem(tmp_path, needed_gib=10**6)
+    assert problem is not None
+    free = harness.free_gib(tmp_path)
+    assert problem.startswith(
+        f"{free:.1f} GiB free on the filesystem of {tmp_path}, the run needs 1000000 GiB"
+    )
+    assert "`docker image prune`" in problem and "`go clean -cache`" in problem
+
+
+def test_disk_watch_reports_the_least_free_space_it_saw(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    samples = iter([40.0, 31.5, 28.25, 35.0, 36.0])
+    monkeypatch.setattr(harness, "free_gib", lambda path: next(samples, 36.0))
+    watch = harness.DiskWatch(tmp_path, interval=0.001)
+    watch.start()
+    deadline = time.monotonic() + 10
+    while watch.least > 28.25 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    figures = watch.stop()
+    watch.join(timeout=5)
+    assert figures == {
+        "path": str(tmp_path),
+        "free_at_start_gib": 40.0,
+        "least_free_gib": 28.2,
+        "peak_used_gib": 11.8,
+    }
+
+
+def test_wait_until_says_what_it_saw_when_it_gives_up() -> None:
+    with pytest.raises(E2EFailure) as failure:
+        harness.wait_until("the thing", 0, lambda: None, interval=0, seen=lambda: "it was stuck")
+    assert str(failure.value) == "the thing: not after 0 s; it was stuck"
+    with pytest.raises(E2EFailure) as failure:
+        harness.wait_until("the thing", 0, lambda: 0, interval=0)
+    assert str(failure.value) == "the thing: not after 0 s"
+    assert harness.wait_until("the thing", 0, lambda: "here", interval=0) == "here"
+
+
+def test_pod_states_give_node_phase_and_every_container_reason(tmp_path: Path) -> None:
+    pods = [
+        pod("a", "node2", "Pending", **waiting("ErrImagePull", PULL_ERROR)),
+        pod(
+            "b", None, "Failed", reason="Evicted", message="The node was low on resource: ephemeral-storage."
+        ),
+        pod("c", "node1", containerStatuses=[{"name": "node", "state": {"running": {}}}]),
+    ]
+    assert offline_run(tmp_path, pods).pod_states() == [
+        f"a on node2: Pending; node ErrImagePull: {PULL_ERROR}",
+        "b on -: Failed (Evicted: The node was low on resource: ephemeral-storage.)",
+        "c on node1: Running",
+    ]
+
+
+def test_a_job_whose_pod_cannot_pull_for_lack_of_disk_fails_at_once(tmp_path: Path) -> None:
+    pods = [pod("a", "node2", "Pending", **waiting("ErrImagePull", PULL_ERROR)), pod("b", "node1")]
+    run = offline_run(tmp_path, pods, job={"metadata": {"uid": "u"}, "status": {}})
+    with pytest.raises(E2EFailure, match=r"TrainJob gpt-faults cannot start: \['a on node2: Pending; node "):
+        run.wait_complete(3600)
+
+
+def test_a_job_that_never_completes_fails_with_its_pods_states(tmp_path: Path) -> None:
+    pods = [pod("a", "node2", "Pending", **waiting("ContainerCreating", ""))]
+    run = offline_run(tmp_path, pods, job={"metadata": {"uid": "u"}, "status": {}})
+    with pytest.raises(E2EFailure) as failure:
+        run.wait_complete(0)
+    assert str(failure.value) == (
+        "TrainJob gpt-faults Complete: not after 0 s; its pods: ['a on node2: Pending; node ContainerCreating: ']"
+    )
+
+
+def test_a_complete_job_is_returned(tmp_path: Path) -> None:
+    job = {"metadata": {"uid": "u"}, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    assert offline_run(tmp_path, [], job=job).wait_complete(0, uid="u") is job
+
+
+def test_node_loss_without_a_pod_off_the_control_plane_fails_its_phase_with_the_pods(tmp_path: Path) -> None:
+    run = offline_run(tmp_path, [pod("a", "node1"), pod("b", None, "Pending")])
+    faults.node_loss(run)
+    assert run.report.data["node_loss"]["ok"] is False
+    assert run.report.failures == [
+        "node_loss: no training pod off node1 to lose: ['a on node1: Running', 'b on -: Pending']"
+    ]
+
+
+def test_the_scenarios_after_a_2_node_job_that_did_not_train_are_skipped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ran: list[str] = []
+
+    def multinode(run: Run, base_image: str) -> None:
+        run.report.data["multinode"] = {
+            "ok": False,
+            "error": "TrainJob gpt-faults Complete: not after 1800 s",
+        }
+
+    monkeypatch.setattr(faults, "multinode", multinode)
+    for scenario in ("preemption", "node_loss", "resize", "out_of_band", "bad_config"):
+        monkeypatch.setattr(faults, scenario, lambda run, name=scenario: ran.append(name))
+    run = offline_run(tmp_path, [])
+    run.report.data["training_rate"] = {}
+    destroyed: list[tuple[str, ...]] = []
+    monkeypatch.setattr(Run, "pulumi", lambda self, *args, **kwargs: destroyed.append(args))
+    faults.run_faults(run, "base")
+    assert ran == ["bad_config"]
+    assert destroyed == [("destroy", "--yes", "--skip-preview")]
+    for scenario in ("preemption", "node_loss", "resize", "out_of_band"):
+        assert run.report.data[scenario] == {"ok": False, "skipped": "the 2-node job did not train"}
+
+
+@pytest.mark.docker
+def test_down_removes_the_images_pushed_to_its_registry_and_no_other(tmp_path: Path) -> None:
+    problem = engine_problem()
+    if problem:
+        docker_unavailable(problem)
+    (tmp_path / "context").mkdir()
+    (tmp_path / "context" / "file").write_text("x")
+    (tmp_path / "context" / "Dockerfile").write_text("FROM scratch\nCOPY file /file\n")
+    ours = "127.0.0.1:5999/trainstack/trainer:t1"
+    other_port = "127.0.0.1:59990/trainstack/trainer:t1"
+    docker("build", "-q", "-t", ours, "-t", other_port, str(tmp_path / "context"))
+    try:
+        state = tmp_path / "state"
+        state.mkdir()
+        (state / "cluster.env").write_text("E2E_CLUSTER=trainstack-test-down\nREGISTRY=127.0.0.1:5999\n")
+        subprocess.run(
+            ["bash", str(harness.CLUSTER_SCRIPTS / "down.sh")],
+            env={
+                **os.environ,
+                "E2E_CLUSTER": "trainstack-test-down",
+                "E2E_STATE": str(state),
+                "TRAINSTACK_E2E_CACHE": str(tmp_path / "cache"),
+            },
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        listed = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+        assert ours not in listed and other_port in listed
+        assert not state.exists()
+    finally:
+        subprocess.run(["docker", "image", "rm", "-f", ours, other_port], capture_output=True)
