@@ -164,7 +164,9 @@ def resolve_values(stack_values: Mapping[str, Any]) -> dict[str, Any]:
 def _one_of(values: Mapping[str, Any], key: str, allowed: list[str]) -> str:
     value = str(values[key])
     if value not in allowed:
-        raise _error(key, f"must be one of {', '.join(allowed)}, got {value!r}")
+        # An allowed empty value (a key's "follow the default") shows as "", not as nothing between commas.
+        shown = ", ".join(option or '""' for option in allowed)
+        raise _error(key, f"must be one of {shown}, got {value!r}")
     return value
 
 

@@ -231,7 +231,7 @@ def test_an_existing_cluster_is_reached_through_its_kubeconfig_and_pulls_the_pus
         ),
         (
             {"checkpointAccessMode": "ReadOnlyMany"},
-            "trainstack:checkpointAccessMode: must be one of , ReadWriteMany, ReadWriteOnce, got 'ReadOnlyMany'",
+            "trainstack:checkpointAccessMode: must be one of \"\", ReadWriteMany, ReadWriteOnce, got 'ReadOnlyMany'",
         ),
         (
             {"nodeCount": "2", "checkpointStorageClass": "nfs", "checkpointAccessMode": "ReadWriteOnce"},

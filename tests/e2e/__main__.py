@@ -1,6 +1,6 @@
 """`make e2e`: the real end-to-end run, then real failures and real scale, on the test cluster.
 
-    python -m tests.e2e [--keep] [--nodes N] [--no-faults]
+    python -m tests.e2e [--keep] [--nodes N] [--no-faults] [--only object_storage]
 
 Writes runs/e2e/report.json (after every phase) and prints a short summary. Exits 1 when any check failed
 (each is listed under `failures`), 2 when the toolchain `make e2e-toolchain` builds is not complete, 3 when
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tests.e2e.faults import run_faults
 from tests.e2e.harness import CACHE, REPO_ROOT, DiskWatch, disk_problem, docker_root, toolchain_complete
+from tests.e2e.object_storage import object_storage
 from tests.e2e.real_run import Run
 
 
@@ -26,7 +27,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="leave the test cluster running afterwards")
     parser.add_argument("--nodes", type=int, default=2, help="nodes of the test cluster (default 2)")
-    parser.add_argument("--no-faults", action="store_true", help="only the up/train/rollout/destroy run")
+    parser.add_argument(
+        "--no-faults", action="store_true", help="without the fault scenarios (tests/e2e/faults.py)"
+    )
+    parser.add_argument(
+        "--only",
+        choices=["object_storage"],
+        help="only this scenario (on a fresh test cluster), e.g. while working on it",
+    )
     args = parser.parse_args()
     complete, answer = toolchain_complete()
     if not complete:
@@ -56,14 +64,16 @@ def main() -> int:
         run.start_cluster()
         if run.report.data["cluster"].get("ok"):
             base = run.base_image()
-            run.up(base)
-            if run.report.data["up"].get("ok"):
-                run.check_outputs()
-                run.check_training()
-                run.rollout()
-            run.destroy()
-            if not args.no_faults:
-                run_faults(run, base)
+            if not args.only:
+                run.up(base)
+                if run.report.data["up"].get("ok"):
+                    run.check_outputs()
+                    run.check_training()
+                    run.rollout()
+                run.destroy()
+                if not args.no_faults:
+                    run_faults(run, base)
+            object_storage(run, base)
     finally:
         run.report.data["total_seconds"] = round(time.monotonic() - started, 1)
         run.report.data["disk"] = disk.stop()

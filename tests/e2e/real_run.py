@@ -14,7 +14,7 @@ What it proves (each a phase of runs/e2e/report.json, which it writes after ever
     claim (`rollout`);
   - `pulumi destroy --yes` leaves nothing of the stack in the cluster or the registry (`destroy`), and
     `pulumi stack rm` (`stack_rm`).
-`python -m tests.e2e` (`make e2e`) runs these phases, then tests/e2e/faults.py's.
+`python -m tests.e2e` (`make e2e`) runs these phases, then tests/e2e/faults.py's, then tests/e2e/object_storage.py's.
 """
 
 from __future__ import annotations

@@ -3,17 +3,20 @@ guard, and (with Docker) the fixture's teardown of the images it pushed."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 
-from tests.e2e import faults, harness
+from tests.e2e import faults, harness, object_storage
 from tests.e2e.harness import E2EFailure, Report
 from tests.e2e.real_run import NO_SPACE, Run
+from tests.k8s_validation import KUBERNETES_VERSION
 from tests.test_dockerfile import docker, docker_unavailable, engine_problem
 
 # What the kubelet reported for the pod CI (stop 21) waited 30 minutes on, cut to its substance.
@@ -187,3 +190,16 @@ def test_down_removes_the_images_pushed_to_its_registry_and_no_other(tmp_path: P
         assert not state.exists()
     finally:
         subprocess.run(["docker", "image", "rm", "-f", ours, other_port], capture_output=True)
+
+
+def test_the_in_cluster_s3_server_is_valid_kubernetes_and_keeps_its_credentials_in_a_secret() -> None:
+    objects = object_storage.server_objects("127.0.0.1:5000/trainstack-e2e/s3:v1.8.0", "key-id", "key-secret")
+    for document in objects:
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+    kinds = [document["kind"] for document in objects]
+    assert kinds == ["Namespace", "Secret", "Deployment", "Service"]
+    (deployment,) = (d for d in objects if d["kind"] == "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert "key-secret" not in json.dumps(deployment)
+    assert container["envFrom"] == [{"secretRef": {"name": "s3-root"}}]
+    assert container["args"] == ["--port", f":{object_storage.S3_PORT}", "--quiet", "posix", "/data"]

@@ -21,6 +21,7 @@ import pytest
 import torch
 from botocore.exceptions import ClientError
 
+from tests.e2e.object_storage import complete_checkpoints
 from tests.s3_server import S3Server
 from trainer.checkpoint import tag_for
 from trainer.s3_storage import S3Storage
@@ -343,6 +344,8 @@ def test_resume_from_s3_is_bit_exact(tmp_path: Path, storage: S3Storage, s3_env:
     assert [tag for _, tag in storage.published()] == ["step_000040", "step_000030", "step_000020"]
     assert uploads(storage) == [] and not any(".lease" in key for key in keys(storage))
     assert len(keys(storage)) == 6  # three manifests, three shards
+    # The real run's own check of a bucket (tests/e2e/object_storage.py) reads this layout the same way.
+    assert sorted(complete_checkpoints(storage.client, storage.bucket, storage.key(""))) == [20, 30, 40]
 
 
 def test_two_ranks_write_and_resume_on_s3(tmp_path: Path, storage: S3Storage, s3_env: dict[str, str]) -> None:
@@ -371,8 +374,9 @@ def test_two_ranks_write_and_resume_on_s3(tmp_path: Path, storage: S3Storage, s3
 def test_a_writer_killed_mid_upload_leaves_the_previous_checkpoint_newest(
     tmp_path: Path, storage: S3Storage, s3_env: dict[str, str]
 ) -> None:
+    # Its spooled shard (TMPDIR) outlives a SIGKILL: in the test's directory, not the machine's /tmp.
     killed = start(slow_upload_command(tmp_path, storage.url, "step_000020=2", train__max_steps=1000,
-                                       **BIG_SHARD), s3_env)  # fmt: skip
+                                       **BIG_SHARD), {**s3_env, "TMPDIR": str(tmp_path)})  # fmt: skip
     wait_until(lambda: uploading(storage, 20), killed)
     killed.kill()  # SIGKILL: a part of checkpoint 20's shard is on the server (of 3, about 10 s apart)
     killed.communicate()
