@@ -317,7 +317,14 @@ def out_of_band(run: Run) -> None:
         if up.returncode != 0:
             record["up_tail"] = (up.stdout + up.stderr).strip().splitlines()[-8:]
         check(up.returncode == 0, f"pulumi up after refresh failed: {record.get('up_tail')}")
-        check(run.trainjob() is not None, "the TrainJob did not come back")
+        back = run.trainjob()
+        check(back is not None, "the TrainJob did not come back")
+        assert back is not None
+        # The job that came back works: it resumes from the claim's newest checkpoint and completes. (Destroyed
+        # while its pods were still starting, its deletion once took 457 s of pods replaced one after another,
+        # against 84 s before: close to the provider's 10-minute delete timeout.)
+        run.wait_complete(900, uid=back["metadata"]["uid"])
+        record["job_back_completed"] = True
         run.kubectl(
             "-n",
             "kubeflow-system",
