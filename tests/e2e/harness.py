@@ -157,7 +157,7 @@ def disk_problem(path: Path, needed_gib: float = MIN_FREE_GIB) -> str | None:
 
 
 class DiskWatch(threading.Thread):
-    """Samples the free space at path every `interval` seconds until stop(); figures() says the least seen."""
+    """Samples the free space at path every `interval` seconds until stop(), which says the least seen."""
 
     def __init__(self, path: Path, interval: float = 5.0) -> None:
         super().__init__(daemon=True)
