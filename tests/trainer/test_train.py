@@ -150,12 +150,16 @@ def test_two_processes_preempted_through_launch_resume_like_uninterrupted(tmp_pa
 
 # Runs the trainer in-process, then lists the threads still alive where the interpreter would start its
 # teardown (the last line of stdout).
+# Each rank writes its own listing to a file: printed, the two ranks' lines can interleave on the shared
+# stdout ("pythonpython", CI on 2026-11-30).
 TRAIN_THEN_LIST_THREADS = """
+import os
 import sys
 from pathlib import Path
 from trainer.cli import main
 code = main(sys.argv[1:])
-print(" ".join(sorted(p.read_text().strip() for p in Path("/proc/self/task").glob("*/comm"))))
+threads = sorted(p.read_text().strip() for p in Path("/proc/self/task").glob("*/comm"))
+Path(os.environ["THREAD_LISTINGS"], f"rank{os.environ['RANK']}").write_text(" ".join(threads))
 sys.exit(code)
 """
 
@@ -167,13 +171,17 @@ def test_no_process_group_thread_outlives_the_run(tmp_path: Path) -> None:
     so that ZeRO 1's optimizer (and the groups its gradient hooks hold) is built: one rank runs ZeRO 0."""
     settings = {"train__max_steps": 4, "checkpoint__every_steps": 2, "train__zero_stage": 1}
     overrides = run_overrides(tmp_path, **settings)
+    listed = tmp_path / "threads"
+    listed.mkdir()
     result = run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "--no-python",
-         sys.executable, "-c", TRAIN_THEN_LIST_THREADS, "train", "--config", str(TINY_CONFIG), *overrides]
+         sys.executable, "-c", TRAIN_THEN_LIST_THREADS, "train", "--config", str(TINY_CONFIG), *overrides],
+        THREAD_LISTINGS=str(listed),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert '"zero_stage": 1' in result.stdout  # the start event: ZeRO 1 really ran
-    listings = [line.split() for line in result.stdout.splitlines() if line and not line.startswith("{")]
-    assert len(listings) == 2, result.stdout  # one per rank
+    assert sorted(path.name for path in listed.iterdir()) == ["rank0", "rank1"]
+    listings = [path.read_text().split() for path in sorted(listed.iterdir())]
+    assert all(listings), listings  # each names at least its main thread
     for threads in listings:
         assert not {"pt_gloo_runloop", "gloo_tcp_loop", "pt_tcpstore_uv"} & set(threads), threads
