@@ -46,23 +46,28 @@ class S3Server:
 
     def client(self) -> Any:
         """A boto3 client of this server (path-style, as the trainer uses with an endpoint)."""
-        boto3 = _boto3()
-        from botocore.config import Config
-
-        return boto3.session.Session().client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            region_name=REGION,
-            config=Config(s3={"addressing_style": "path"}),
-        )
+        return s3_client(self.endpoint, self.access_key, self.secret_key)
 
     def new_bucket(self) -> str:
         """A fresh, empty bucket (one per test: nothing of another test in it)."""
         name = f"ckpt-{uuid.uuid4().hex[:16]}"
         self.client().create_bucket(Bucket=name)
         return name
+
+
+def s3_client(endpoint: str, access_key: str, secret_key: str) -> Any:
+    """A boto3 client of the S3-compatible server at endpoint (path-style, as the trainer uses with one)."""
+    boto3 = _boto3()
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name=REGION,
+        config=Config(s3={"addressing_style": "path"}),
+    )
 
 
 def _boto3() -> Any:

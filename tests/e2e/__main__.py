@@ -40,11 +40,12 @@ def main() -> int:
     if not complete:
         print(f"e2e: the toolchain is not complete ({answer or 'run make e2e-toolchain'})", file=sys.stderr)
         return 2
-    problem = disk_problem(docker_root())
+    docker_disk = docker_root()
+    problem = disk_problem(docker_disk)
     if problem:
         print(f"e2e: not started: {problem}", file=sys.stderr)
         return 3
-    disk = DiskWatch(docker_root())
+    disk = DiskWatch(docker_disk)
     disk.start()
     (CACHE / "run").mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="trainstack-e2e-", dir=CACHE / "run"))

@@ -139,7 +139,7 @@ def preemption(run: Run) -> None:
         )
         # Counted only now: the job `up` started records its own `start` after its first step, which may come
         # after `up` returns; counted earlier, that start passed for the restart (CI, 2026-11-30: "lost 15").
-        starts_before = len([m for m in run.metrics() if m.get("event") == "start"])
+        starts_before = len(run.starts())
         jobset = run.kube_json("get", "jobset", run.job, "-n", NAMESPACE)
         restarts_before = jobset.get("status", {}).get("restarts", 0)
         pod = sorted(p["metadata"]["name"] for p in run.job_pods())[0]
@@ -161,13 +161,13 @@ def preemption(run: Run) -> None:
         )
 
         def resumed() -> bool:
-            starts = [m for m in run.metrics() if m.get("event") == "start"]
-            return len(starts) > starts_before and last_step(run) > killed_at
+            return len(run.starts()) > starts_before and last_step(run) > killed_at
 
         wait_until("training after the eviction", 900, resumed)
         recovery = time.monotonic() - evicted
-        starts = [m for m in run.metrics() if m.get("event") == "start"]
-        resumed_from = int(str(starts[-1].get("resumed_from")).rsplit("_", 1)[-1])
+        tag, resumed_from = run.resumed_from()
+        check(resumed_from is not None, f"the job's newest start resumed from {tag}")
+        assert resumed_from is not None
         jobset = run.kube_json("get", "jobset", run.job, "-n", NAMESPACE)
         status = jobset.get("status", {})
         record.update(
@@ -195,15 +195,14 @@ def node_loss(run: Run) -> None:
         container = f"{run.cluster['E2E_CLUSTER']}-{node}"
         killed_at = last_step(run)
         newest_checkpoint = max(run.checkpoint_steps() or [0])
-        starts_before = len([m for m in run.metrics() if m.get("event") == "start"])
+        starts_before = len(run.starts())
         status_before = run.kube_json("get", "jobset", run.job, "-n", NAMESPACE).get("status", {})
         stopped = time.monotonic()
         run.sh.run(["docker", "stop", "--time", "0", container])
         observations: list[str] = []
 
         def recovered() -> bool:
-            starts = [m for m in run.metrics() if m.get("event") == "start"]
-            return len(starts) > starts_before and last_step(run) > killed_at
+            return len(run.starts()) > starts_before and last_step(run) > killed_at
 
         deadline = stopped + NODE_AWAY_SECONDS
         came_back_alone = False
@@ -234,8 +233,9 @@ def node_loss(run: Run) -> None:
             record["node_restarted_after_s"] = round(time.monotonic() - stopped, 1)
             wait_until("recovery after the node returned", 1200, recovered, interval=5)
         recovery = time.monotonic() - stopped
-        starts = [m for m in run.metrics() if m.get("event") == "start"]
-        resumed_from = int(str(starts[-1].get("resumed_from")).rsplit("_", 1)[-1])
+        tag, resumed_from = run.resumed_from()
+        check(resumed_from is not None, f"the job's newest start resumed from {tag}")
+        assert resumed_from is not None
         status = run.kube_json("get", "jobset", run.job, "-n", NAMESPACE).get("status", {})
         record.update(
             jobset_restarts=status.get("restarts", 0) - status_before.get("restarts", 0),
@@ -270,12 +270,11 @@ def resize(run: Run) -> None:
         run.pulumi("up", "--yes", "--skip-preview", timeout=3600)
         job = wait_until("the 1-node TrainJob", 300, run.trainjob)
         run.wait_complete(1800, uid=job["metadata"]["uid"])
-        starts = [m for m in run.metrics() if m.get("event") == "start"]
-        resumed = str(starts[-1].get("resumed_from"))
+        resumed, resumed_from = run.resumed_from()
         record.update(
             from_world_size=2,
-            to_world_size=starts[-1].get("world_size"),
-            resumed_from_step=int(resumed.rsplit("_", 1)[-1]) if resumed[-1:].isdigit() else None,
+            to_world_size=run.starts()[-1].get("world_size"),
+            resumed_from_step=resumed_from,
             newest_checkpoint_before=before,
             final_step=max(run.checkpoint_steps() or [0]),
         )

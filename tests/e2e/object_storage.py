@@ -24,13 +24,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import boto3
 import yaml
-from botocore.config import Config
 
 from tests.e2e.faults import for_stack, set_config, set_override
-from tests.e2e.harness import REPO_ROOT, check, wait_until
+from tests.e2e.harness import check, wait_until
 from tests.e2e.real_run import NAMESPACE, Run
+from tests.s3_server import SERVER_SCRIPT, s3_client
 
 S3_STACK = "e2e-s3"
 S3_JOB = "gpt-s3"
@@ -42,14 +41,13 @@ PREFIX = "runs"
 FIRST_STEPS = 40
 SECOND_STEPS = 60
 EVERY_STEPS = 20
-REGION = "us-east-1"
 
 
 def server_image(run: Run) -> str:
     """The S3 server's image in the test registry: the static versitygw binary, nothing else."""
     binary = Path(
         subprocess.run(
-            ["bash", str(REPO_ROOT / "scripts" / "s3_server.sh")],
+            ["bash", str(SERVER_SCRIPT)],
             capture_output=True,
             text=True,
             check=True,
@@ -154,17 +152,6 @@ def port_forward(run: Run) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-def client(endpoint: str, access_key: str, secret_key: str) -> Any:
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        region_name=REGION,
-        config=Config(s3={"addressing_style": "path"}),
-    )
-
-
 def complete_checkpoints(
     s3: Any, bucket: str = BUCKET, root: str = f"{PREFIX}/{S3_JOB}/checkpoints/"
 ) -> dict[int, dict[str, Any]]:
@@ -200,7 +187,7 @@ def object_storage(run: Run, base_image: str) -> None:
         run.kubectl("-n", S3_NAMESPACE, "rollout", "status", "deployment/s3", "--timeout=300s", timeout=330)
         try:
             with port_forward(run) as endpoint:
-                s3 = client(endpoint, access_key, secret_key)
+                s3 = s3_client(endpoint, access_key, secret_key)
                 s3.create_bucket(Bucket=BUCKET)
                 train_on_object_storage(s3_run, base_image, s3, access_key, secret_key, record)
         finally:
@@ -266,10 +253,8 @@ def train_on_object_storage(
     after = wait_until("the longer TrainJob", 300, run.trainjob)
     check(after["metadata"]["uid"] != before["metadata"]["uid"], "the TrainJob was not replaced")
     run.wait_complete(1200, uid=after["metadata"]["uid"])
-    starts = [m for m in run.metrics() if m.get("event") == "start"]
-    resumed = str(starts[-1].get("resumed_from") if starts else None)  # its tag, step_<zero-padded step>
+    resumed, record["resumed_from_step"] = run.resumed_from()
     record["resumed_from"] = resumed
-    record["resumed_from_step"] = int(resumed.rsplit("_", 1)[-1]) if resumed[-1:].isdigit() else None
     check(record["resumed_from_step"] == FIRST_STEPS, f"the longer job resumed from {resumed}")
     record["final_s3_checkpoint_steps"] = sorted(complete_checkpoints(s3))
     check(

@@ -42,6 +42,7 @@ from tests.e2e.harness import (
     wait_until,
 )
 from tests.stack_helpers import STACK_OUTPUTS
+from trainer.checkpoint import TAG_PATTERN
 
 STACK = "e2e"
 JOB = "gpt-e2e"
@@ -122,6 +123,18 @@ class Run:
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def starts(self) -> list[dict[str, Any]]:
+        """The job's `start` events, oldest first: one each time a trainer started on this claim."""
+        return [m for m in self.metrics() if m.get("event") == "start"]
+
+    def resumed_from(self) -> tuple[str | None, int | None]:
+        """The newest start's `resumed_from` (a checkpoint tag, step_<step>) and its step; None for either
+        when no start is recorded or it resumed nothing."""
+        starts = self.starts()
+        tag = starts[-1].get("resumed_from") if starts else None
+        match = TAG_PATTERN.match(str(tag))
+        return tag, int(match.group(1)) if match else None
 
     def checkpoint_steps(self) -> list[int]:
         root = self.host_path(f"/mnt/checkpoints/{self.job}/checkpoints")
@@ -370,10 +383,8 @@ class Run:
             after = wait_until("the new TrainJob", 300, self.trainjob)
             check(after["metadata"]["uid"] != before["metadata"]["uid"], "the TrainJob was not replaced")
             self.wait_complete(1200, uid=after["metadata"]["uid"])
-            starts = [m for m in self.metrics() if m.get("event") == "start"]
-            resumed = starts[-1].get("resumed_from") if starts else None
+            resumed, record["resumed_from_step"] = self.resumed_from()
             record.update(image_before=image_before, image_after=image_after, resumed_from=resumed)
-            record["resumed_from_step"] = int(resumed.split("_")[-1]) if resumed else None
             check(record["resumed_from_step"] == MAX_STEPS, f"the new job resumed from {resumed}")
             record["final_step"] = max(self.checkpoint_steps() or [0])
             check(record["final_step"] == ROLLOUT_MAX_STEPS, f"final checkpoint {record['final_step']}")

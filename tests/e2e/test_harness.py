@@ -203,3 +203,15 @@ def test_the_in_cluster_s3_server_is_valid_kubernetes_and_keeps_its_credentials_
     assert "key-secret" not in json.dumps(deployment)
     assert container["envFrom"] == [{"secretRef": {"name": "s3-root"}}]
     assert container["args"] == ["--port", f":{object_storage.S3_PORT}", "--quiet", "posix", "/data"]
+
+
+def test_resumed_from_is_the_newest_starts_tag_and_its_step(tmp_path: Path) -> None:
+    run = offline_run(tmp_path, [])
+    events: list[dict[str, Any]] = []
+    run.metrics = lambda: events  # type: ignore[method-assign]
+    assert run.resumed_from() == (None, None)  # no start yet
+    events += [{"event": "start", "resumed_from": None}, {"event": "train", "step": 20}]
+    assert run.resumed_from() == (None, None)  # a fresh start
+    events.append({"event": "start", "resumed_from": "step_000040"})
+    assert run.resumed_from() == ("step_000040", 40)
+    assert len(run.starts()) == 2
