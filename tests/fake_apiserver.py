@@ -22,7 +22,7 @@ import ssl
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -153,10 +153,12 @@ def fake_api_server(
     status: int | None = None,
     lax: bool = False,
     git_version: str | None = GIT_VERSION,
+    objects: Mapping[str, Any] | None = None,
 ) -> Iterator[FakeApiServer]:
     """Serves until the block ends. anonymous: whether a request without credentials gets 200 (else 401);
     status: the HTTP status of every answer instead (with a Status body), whatever the credentials;
-    lax: certificates(lax=True); git_version: None for a version without gitVersion."""
+    lax: certificates(lax=True); git_version: None for a version without gitVersion; objects: the JSON
+    answer of further GET paths (as kube-apiserver lists or gets them); any other path not ending in /version is 404."""
     certs = certificates(lax)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     with tempfile.TemporaryDirectory(prefix="fake-apiserver-") as name:  # ssl reads a key from files only
@@ -189,6 +191,10 @@ def fake_api_server(
                 {} if git_version is None else {"gitVersion": git_version}
             )
             body = json.dumps(version).encode()
+            if answer == 200 and not self.path.endswith("/version"):
+                found = (objects or {}).get(self.path)
+                answer = 404 if found is None else 200
+                body = json.dumps(found).encode()
             if answer != 200:
                 body = json.dumps({"kind": "Status", "code": answer}).encode()
             self.send_response(answer)

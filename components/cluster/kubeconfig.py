@@ -257,17 +257,10 @@ def _proxies(cluster: Mapping[str, Any], host: str, key: str) -> dict[str, str] 
     return {} if _is_loopback(host) else None
 
 
-def check_api_server(cluster: ExistingCluster, timeout: float = CHECK_TIMEOUT_SECONDS) -> str:
-    """Asks the API server for /version with the kubeconfig's CA and credentials; returns its gitVersion.
-
-    Raises KubeconfigError, naming cluster.source_key, when the server cannot be reached within timeout
-    seconds, its certificate does not verify, or it rejects the user's static credentials.
-    """
+def _credentials(cluster: ExistingCluster) -> tuple[dict[str, str], bool, bool]:
+    """The request headers of the kubeconfig's user, whether it has static credentials, whether a plugin's."""
     document = yaml.safe_load(cluster.kubeconfig)
-    entry, user = document["clusters"][0]["cluster"], document["users"][0]["user"]
-    user_name = document["users"][0]["name"]
-    server = str(entry["server"]).rstrip("/")
-    where = f"the API server {server} (context {cluster.context!r})"
+    user, user_name = document["users"][0]["user"], document["users"][0]["name"]
     headers = {"Accept": "application/json"}
     if user.get("token"):
         headers["Authorization"] = f"Bearer {user['token']}"
@@ -283,6 +276,19 @@ def check_api_server(cluster: ExistingCluster, timeout: float = CHECK_TIMEOUT_SE
         headers["Authorization"] = f"Basic {basic}"
     static = "Authorization" in headers or "client-certificate-data" in user
     plugin = "exec" in user or "auth-provider" in user
+    return headers, static, plugin
+
+
+def api_get(cluster: ExistingCluster, path: str, timeout: float = CHECK_TIMEOUT_SECONDS) -> tuple[int, bytes]:
+    """GET path from the API server with the kubeconfig's CA and static credentials: (HTTP status, body).
+
+    Raises KubeconfigError, naming cluster.source_key, when the server cannot be reached within timeout
+    seconds or its certificate does not verify.
+    """
+    document = yaml.safe_load(cluster.kubeconfig)
+    entry, user = document["clusters"][0]["cluster"], document["users"][0]["user"]
+    server = str(entry["server"]).rstrip("/")
+    headers, _, _ = _credentials(cluster)
     with tempfile.TemporaryDirectory() as private:
         handlers: list[urllib.request.BaseHandler] = []
         if server.startswith("https://"):
@@ -298,13 +304,12 @@ def check_api_server(cluster: ExistingCluster, timeout: float = CHECK_TIMEOUT_SE
         if proxies is not None:
             handlers.append(urllib.request.ProxyHandler(proxies))
         opener = urllib.request.build_opener(*handlers)
-        request = urllib.request.Request(f"{server}/version", headers=headers)
+        request = urllib.request.Request(f"{server}{path}", headers=headers)
         try:
             with opener.open(request, timeout=timeout) as response:
-                body = response.read()
-                status = response.status
+                return response.status, response.read()
         except urllib.error.HTTPError as error:
-            status, body = error.code, b""
+            return error.code, b""
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
             if isinstance(reason, ssl.SSLCertVerificationError):
@@ -313,7 +318,25 @@ def check_api_server(cluster: ExistingCluster, timeout: float = CHECK_TIMEOUT_SE
                 problem = f"does not answer within {timeout:g} s"
             else:
                 problem = f"cannot be reached: {' '.join(str(reason).split())}"
-            raise KubeconfigError(cluster.source_key, f"{where} {problem}") from None
+            raise KubeconfigError(cluster.source_key, f"{_where(cluster)} {problem}") from None
+
+
+def _where(cluster: ExistingCluster) -> str:
+    """The API server and context, as errors name them."""
+    server = str(yaml.safe_load(cluster.kubeconfig)["clusters"][0]["cluster"]["server"]).rstrip("/")
+    return f"the API server {server} (context {cluster.context!r})"
+
+
+def check_api_server(cluster: ExistingCluster, timeout: float = CHECK_TIMEOUT_SECONDS) -> str:
+    """Asks the API server for /version with the kubeconfig's CA and credentials; returns its gitVersion.
+
+    Raises KubeconfigError, naming cluster.source_key, when the server cannot be reached within timeout
+    seconds, its certificate does not verify, or it rejects the user's static credentials.
+    """
+    user_name = yaml.safe_load(cluster.kubeconfig)["users"][0]["name"]
+    where = _where(cluster)
+    _, static, plugin = _credentials(cluster)
+    status, body = api_get(cluster, "/version", timeout)
     if status == 401 and static:
         raise KubeconfigError(
             cluster.source_key,
