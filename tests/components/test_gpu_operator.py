@@ -376,3 +376,26 @@ def test_clusters_the_stack_creates_always_get_the_operator() -> None:
         for mode in ("auto", "install"):
             setup = gpu_setup(mode, args(kind), None)
             assert setup.operator == args(kind) and setup.runtime_class == RUNTIME_CLASS
+
+
+def _unknown_values(ours: Any, chart: Any, where: str = "") -> list[str]:
+    """Paths of ours that the chart's values.yaml does not have (lists and scalars are leaves)."""
+    if not isinstance(ours, dict):
+        return []
+    unknown = []
+    for key, value in ours.items():
+        if not isinstance(chart, dict) or key not in chart:
+            unknown.append(f"{where}{key}")
+        else:
+            unknown += _unknown_values(value, chart[key], f"{where}{key}.")
+    return unknown
+
+
+@pytest.mark.parametrize("kind", ["k3s", "kind", "existing"])
+def test_every_chart_value_the_stack_sets_is_one_of_the_charts(kind: str) -> None:
+    """A misspelt value is silently ignored by Helm: each one the stack sets must be in the chart's values."""
+    values = gpu_operator_values(
+        GpuOperatorArgs("v25.10.1", cluster_kind=kind, install_driver=True, time_slicing_replicas=2)
+    )
+    assert _unknown_values(values, CHART_VALUES) == []
+    assert isinstance(CHART_VALUES["toolkit"]["env"], list)
