@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pulumi
@@ -28,9 +28,13 @@ GPU_RESOURCE = "nvidia.com/gpu"
 # The label on the stack's gpu-operator Namespace naming the stack that installed the operator: a second `up`
 # finds its own operator and keeps it, where another's is used and left alone.
 OWNER_LABEL = "trainstack.dev/gpu-operator-owner"
-# k3s runs its own containerd: the toolkit edits that one's config and signals that one's socket.
+# k3s runs its own containerd: the toolkit edits that one's config and signals that one's socket. RKE2 (k3s's
+# sibling) keeps its config under its own data directory and the same socket.
 K3S_CONTAINERD_CONFIG = "/var/lib/rancher/k3s/agent/etc/containerd/config.toml"
 K3S_CONTAINERD_SOCKET = "/run/k3s/containerd/containerd.sock"
+RKE2_CONTAINERD_CONFIG = "/var/lib/rancher/rke2/agent/etc/containerd/config.toml"
+# An existing cluster's distribution, by its nodes' kubelet version (v1.33.6+k3s1, v1.33.6+rke2r1).
+DISTRIBUTIONS = ("k3s", "rke2")
 # The RuntimeClass the operator creates and names its own pods after (chart value operator.runtimeClass,
 # upstream: NVIDIA/gpu-operator deployments/gpu-operator/values.yaml @ v25.10.1); the operator also sets the
 # toolkit's CONTAINERD_RUNTIME_CLASS from it (controllers/object_controls.go transformForRuntime).
@@ -71,6 +75,8 @@ class GpuOperatorArgs:
     time_slicing_replicas: int
     # The value of OWNER_LABEL on the operator's namespace (the stack's name).
     owner: str = ""
+    # An existing cluster's distribution when it runs its own containerd ("k3s" or "rke2"), else "".
+    distribution: str = ""
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,8 @@ class GpuInventory:
     runtime_classes: frozenset[str]
     # The gpu-operator Namespace's OWNER_LABEL; None when there is no such namespace, "" when it has no label.
     namespace_owner: str | None
+    # "k3s" or "rke2" when a node's kubelet says so (their containerd is their own), else "".
+    distribution: str = ""
 
     @property
     def has_operator(self) -> bool:
@@ -113,10 +121,14 @@ def inventory_from_api(answers: Mapping[str, tuple[int, Any]]) -> GpuInventory |
     if any(status in (401, 403) for status, _ in answers.values()):
         return None
     gpu_nodes: dict[str, int] = {}
+    distribution = ""
     for node in answers["nodes"][1].get("items") or []:
-        count = int((node.get("status", {}).get("allocatable") or {}).get(GPU_RESOURCE, "0"))
+        status = node.get("status", {})
+        count = int((status.get("allocatable") or {}).get(GPU_RESOURCE, "0"))
         if count:
             gpu_nodes[node["metadata"]["name"]] = count
+        kubelet = str((status.get("nodeInfo") or {}).get("kubeletVersion", ""))
+        distribution = next((name for name in DISTRIBUTIONS if f"+{name}" in kubelet), distribution)
     operator_runtime_class = None
     status, body = answers["clusterpolicies"]
     policies = (body.get("items") or []) if status == 200 else []  # 404: the CRD is not there
@@ -129,7 +141,7 @@ def inventory_from_api(answers: Mapping[str, tuple[int, Any]]) -> GpuInventory |
     owner = None
     if status == 200:
         owner = str((body.get("metadata", {}).get("labels") or {}).get(OWNER_LABEL, ""))
-    return GpuInventory(gpu_nodes, operator_runtime_class, classes, owner)
+    return GpuInventory(gpu_nodes, operator_runtime_class, classes, owner, distribution)
 
 
 def gpu_setup(mode: str, args: GpuOperatorArgs, inventory: GpuInventory | None) -> GpuSetup:
@@ -137,7 +149,11 @@ def gpu_setup(mode: str, args: GpuOperatorArgs, inventory: GpuInventory | None) 
 
     inventory: an existing cluster's (None for a cluster the stack creates, or one whose API would not tell).
     """
-    install = GpuSetup(args, RUNTIME_CLASS, f"GPU Operator {args.version}: installed by the stack")
+    installed = f"GPU Operator {args.version}: installed by the stack"
+    if inventory is not None and inventory.distribution:
+        args = replace(args, distribution=inventory.distribution)
+        installed += f" (the nodes run {args.distribution}: the toolkit uses its containerd)"
+    install = GpuSetup(args, RUNTIME_CLASS, installed)
     if args.cluster_kind != "existing":
         if mode == "skip":
             raise GpuSetupError(
@@ -191,8 +207,7 @@ def gpu_setup(mode: str, args: GpuOperatorArgs, inventory: GpuInventory | None) 
         return GpuSetup(
             args,
             RUNTIME_CLASS,
-            f"GPU Operator {args.version}: installed by the stack (no node advertises {GPU_RESOURCE}"
-            " and no ClusterPolicy exists)",
+            f"{installed}; no node advertises {GPU_RESOURCE} and no ClusterPolicy exists",
         )
     # Use what is there: the operator's RuntimeClass where it exists, else the cluster's default runtime.
     wanted = inventory.operator_runtime_class or RUNTIME_CLASS
@@ -228,12 +243,17 @@ def time_slicing_config(replicas: int) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def toolkit_env(cluster_kind: str) -> list[dict[str, str]]:
+def toolkit_env(cluster_kind: str, distribution: str = "") -> list[dict[str, str]]:
     """The container toolkit's environment beyond what the operator sets. Only settings the pinned operator and
     toolkit honour: under the chart's default CDI mode the operator forces NVIDIA_RUNTIME_SET_AS_DEFAULT=false,
     which wins over CONTAINERD_SET_AS_DEFAULT, and it sets CONTAINERD_RUNTIME_CLASS from operator.runtimeClass
     itself (controllers/object_controls.go, cmd/nvidia-ctk-installer/container/runtime/runtime.go)."""
-    if cluster_kind == "k3s":
+    if distribution == "rke2":
+        return [
+            {"name": "CONTAINERD_CONFIG", "value": RKE2_CONTAINERD_CONFIG},
+            {"name": "CONTAINERD_SOCKET", "value": K3S_CONTAINERD_SOCKET},
+        ]
+    if "k3s" in (cluster_kind, distribution):
         # k3s regenerates this file from its template at every start, dropping the toolkit's import of its
         # drop-in; k3s then adds the `nvidia` runtime itself, as it finds the toolkit's
         # /usr/local/nvidia/toolkit/nvidia-container-runtime (k3s-io/k3s pkg/agent/containerd/nvidia.go).
@@ -255,7 +275,7 @@ def gpu_operator_values(args: GpuOperatorArgs) -> dict[str, Any]:
         "driver": {"enabled": args.install_driver},
         "operator": {"runtimeClass": RUNTIME_CLASS},
     }
-    env = toolkit_env(args.cluster_kind)
+    env = toolkit_env(args.cluster_kind, args.distribution)
     if env:
         values["toolkit"] = {"env": env}
     if args.time_slicing_replicas:

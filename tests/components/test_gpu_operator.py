@@ -14,6 +14,8 @@ import yaml
 from components.gpu_operator import (
     GPU_OPERATOR_NAMESPACE,
     INVENTORY_PATHS,
+    K3S_CONTAINERD_CONFIG,
+    K3S_CONTAINERD_SOCKET,
     OWNER_LABEL,
     RUNTIME_CLASS,
     TIME_SLICING_CONFIG,
@@ -187,6 +189,31 @@ def test_a_managed_device_plugin_is_used_without_a_runtime_class() -> None:
     setup = gpu_setup("auto", args("existing"), inventory({"pool-a-1": 1}))
     assert setup.operator is None and setup.runtime_class is None
     assert "nvidia.com/gpu device plugin" in setup.summary and "pool-a-1=1" in setup.summary
+
+
+def test_an_existing_k3s_or_rke2_cluster_gets_the_toolkit_pointed_at_its_own_containerd() -> None:
+    """The whole kind of case 6: an existing cluster may be k3s or RKE2, whose containerd is their own."""
+    node = {"metadata": {"name": "n1"}, "status": {"nodeInfo": {"kubeletVersion": "v1.33.6+rke2r1"}}}
+    answers = {
+        "nodes": (200, {"items": [node]}),
+        "clusterpolicies": (404, {}),
+        "runtimeclasses": (200, {"items": []}),
+        "namespace": (404, {}),
+    }
+    found = inventory_from_api(answers)
+    assert found is not None and found.distribution == "rke2"
+    setup = gpu_setup("auto", args("existing"), found)
+    assert setup.operator is not None and "the nodes run rke2" in setup.summary
+    assert env_of(gpu_operator_values(setup.operator)) == {
+        "CONTAINERD_CONFIG": "/var/lib/rancher/rke2/agent/etc/containerd/config.toml",
+        "CONTAINERD_SOCKET": K3S_CONTAINERD_SOCKET,
+    }
+    k3s = GpuInventory({}, None, frozenset(), None, "k3s")
+    operator = gpu_setup("install", args("existing"), k3s).operator
+    assert (
+        operator is not None
+        and env_of(gpu_operator_values(operator))["CONTAINERD_CONFIG"] == K3S_CONTAINERD_CONFIG
+    )
 
 
 def test_a_cluster_without_gpu_software_gets_the_operator() -> None:

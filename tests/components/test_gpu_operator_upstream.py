@@ -92,10 +92,13 @@ def test_the_upstream_reading_finds_the_dead_settings_it_should() -> None:
     assert "NVIDIA_RUNTIME_SET_AS_DEFAULT" in _ineffective(old)["CONTAINERD_SET_AS_DEFAULT"]
 
 
-@pytest.mark.parametrize("kind", ["k3s", "kind", "existing"])
-def test_every_toolkit_setting_takes_effect(kind: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "distribution"), [("k3s", ""), ("kind", ""), ("existing", ""), ("existing", "rke2")]
+)
+def test_every_toolkit_setting_takes_effect(kind: str, distribution: str) -> None:
     """Issue 23 case 6: no toolkit variable the stack sets is overridden by the pinned operator or toolkit."""
-    assert _ineffective(env_of(gpu_operator_values(args(kind)))) == {}
+    operator = GpuOperatorArgs("v25.10.1", kind, False, 0, distribution=distribution)
+    assert _ineffective(env_of(gpu_operator_values(operator))) == {}
 
 
 def test_k3s_points_the_toolkit_at_k3s_containerd() -> None:
