@@ -638,6 +638,12 @@ def parse_settings(
             raise _error(error.key, error.problem) from None
     gpu = None
     if cluster.gpus_per_node:
+        if cluster.kind == "kind" and not values["hostHasGpuDriver"]:
+            raise _error(
+                "hostHasGpuDriver",
+                "must be true when clusterKind is kind: the kind node uses this machine's NVIDIA driver, and the"
+                " operator's driver container cannot load one from inside a node container",
+            )
         operator = GpuOperatorArgs(
             version=str(values["gpuOperatorVersion"]),
             cluster_kind=cluster.kind,

@@ -77,6 +77,13 @@ def test_kind_refuses_more_gpus_than_this_machine_has(host_gpus: Any) -> None:
     assert parse_settings({"clusterKind": "kind", "gpusPerNode": "2"}).cluster.gpus_per_node == 2
 
 
+def test_kind_uses_the_hosts_driver(host_gpus: Any) -> None:
+    with pytest.raises(
+        StackConfigError, match=r"^trainstack:hostHasGpuDriver: must be true when clusterKind is kind"
+    ):
+        parse_settings({"clusterKind": "kind", "gpusPerNode": "1", "hostHasGpuDriver": "false"})
+
+
 def test_time_slicing_with_several_gpus_per_pod_is_refused() -> None:
     """Issue 23 case 4: two slices of one GPU are not two GPUs."""
     with pytest.raises(
