@@ -485,11 +485,12 @@ def parse_settings(
     hf_token: pulumi.Input[str] | None = None,
     registry_password: pulumi.Input[str] | None = None,
     kubeconfig: str | None = None,
+    ask_api_server: bool = True,
 ) -> StackSettings:
     """Validated settings from the stack's config values (keys without the project prefix) and its secrets.
 
     kubeconfig: the `kubeconfig` secret's plaintext (clusterKind existing). An existing cluster's API server
-    is asked last, after every other value has passed.
+    is asked last, after every other value has passed (unless ask_api_server is False: scripts/check_stack.py).
     """
     values = resolve_values(stack_values)
     cluster = _cluster(values, kubeconfig)
@@ -580,7 +581,7 @@ def parse_settings(
             install_driver=not values["hostHasGpuDriver"],
             time_slicing_replicas=replicas,
         )
-    if cluster.existing is not None:
+    if cluster.existing is not None and ask_api_server:
         try:
             check_api_server(cluster.existing)
         except KubeconfigError as error:
