@@ -23,6 +23,7 @@ from types import FrameType
 from trainer import PREEMPTED_EXIT_CODE, SHUTDOWN_TIMEOUT_ENV, STATUS_DIR_ENV, USAGE_EXIT_CODE
 from trainer.config import ConfigError, TrainConfig, is_s3_url, load_config, whole_number
 from trainer.startup import LAUNCH_START_ENV, process_start
+from trainer.writable import check_writable
 
 # Kubeflow Trainer's torch plugin (pkg/runtime/framework/plugins/torch/torch.go, v2.3.0) sets these on every
 # node: PET_NNODES and PET_NPROC_PER_NODE as values, PET_NODE_RANK from the Downward API field
@@ -184,6 +185,7 @@ def check_resumable(config: TrainConfig, identity: NodeIdentity) -> None:
 
 def launch(config_path: str, overrides: list[str]) -> int:
     config = load_config(config_path, overrides)  # a bad config fails here, once, not in every worker
+    check_writable(config)
     command = torchrun_command(config_path, overrides, os.environ)  # every PET_* value checked first
     check_resumable(config, node_identity(os.environ))
     if shutdown_timeout(os.environ) is not None and not torchrun_has_shutdown_timeout():
