@@ -214,8 +214,8 @@ def parse_stop_at(text: str) -> StopCondition:
 def _stop_at(value: str) -> str | None:
     try:
         parse_stop_at(value)
-    except ConfigError as error:
-        return str(error).removeprefix("train.stop_at: ")
+    except ConfigError as error:  # _build_section adds ", got <value>" itself: drop parse_stop_at's own
+        return re.sub(r", got .*$", "", str(error).removeprefix("train.stop_at: "))
     return None
 
 
