@@ -14,6 +14,7 @@ import torch
 
 from trainer import PREEMPTED_EXIT_CODE
 from trainer.engine import Schedule
+from trainer.launch import relay_stderr
 from trainer.metrics import ProgressBar, closing_line, duration
 
 from .conftest import (
@@ -167,3 +168,34 @@ def test_the_schedule_shape_is_part_of_the_schedulers_state() -> None:
         0.1,
     )
     assert resumed.base_lrs == [3e-3]
+
+
+TORCHRUN_TRACEBACK = """Traceback (most recent call last):
+  File "<frozen runpy>", line 198, in _run_module_as_main
+  File "/venv/lib/python3.11/site-packages/torch/distributed/elastic/multiprocessing/api.py", line 86, in _terminate_process_handler
+    raise SignalException(f"Process {os.getpid()} got signal: {sigval}", sigval=sigval)
+torch.distributed.elastic.multiprocessing.api.SignalException: Process 10588 got signal: 15
+"""
+
+
+def test_the_launcher_leaves_out_torchruns_traceback_for_its_stop_signal_only() -> None:
+    other = 'Traceback (most recent call last):\n  File "x.py", line 1, in <module>\nValueError: real\n'
+    source = io.StringIO(
+        "W... Received 15 death signal\nstopped by SIGTERM at step 20\n" + TORCHRUN_TRACEBACK + other
+    )
+    sink = io.StringIO()
+    relay_stderr(source, sink)
+    assert sink.getvalue() == "W... Received 15 death signal\nstopped by SIGTERM at step 20\n" + other
+
+
+@pytest.mark.slow
+def test_sigterm_under_launch_ends_with_the_closing_line_and_no_traceback(tmp_path: Path) -> None:
+    args = trainer_command(
+        "launch", TINY_CONFIG, run_overrides(tmp_path, **{**SETTINGS, "train__max_steps": 5000})
+    )
+    process = subprocess.Popen(args, cwd=REPO, env=trainer_env(PET_NPROC_PER_NODE="1"), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    code, _, err = stop_when(process, tmp_path / "checkpoints" / "step_000010")
+    assert code == PREEMPTED_EXIT_CODE, err
+    assert "Traceback" not in err and "SignalException" not in err, err
+    assert err.splitlines()[-1].startswith("stopped by SIGTERM at step "), err
