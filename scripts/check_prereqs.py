@@ -67,7 +67,7 @@ DEFAULT_CLUSTER_KIND = "kind"
 KIND_TOOLS = {"kind": ["kind"]}
 
 
-def python_problem(version: tuple[int, ...] = tuple(sys.version_info)) -> str | None:
+def python_problem(version: tuple[int, ...] = tuple(sys.version_info[:3])) -> str | None:
     """Why this Python cannot run trainstack's pins, or None."""
     low, high = SUPPORTED_PYTHON
     if low <= tuple(version[:2]) <= high:

@@ -3,13 +3,18 @@ the Pulumi CLI or a cluster."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
-from scripts.check_stack import check, read_stack_file
-
 REPO = Path(__file__).resolve().parent.parent
+# A script, not a package module: loaded from its file (as tests/test_mutation.py loads scripts/mutation.py).
+_spec = importlib.util.spec_from_file_location("check_stack", REPO / "scripts" / "check_stack.py")
+assert _spec is not None and _spec.loader is not None
+check_stack = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(check_stack)
+check, read_stack_file = check_stack.check, check_stack.read_stack_file
 
 
 def run(stack: str) -> subprocess.CompletedProcess[str]:

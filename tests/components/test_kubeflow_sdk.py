@@ -50,7 +50,7 @@ def objects(gpus_per_node: int) -> dict[str, Any]:
     """The runtime and the job as the stack renders them, and node 0's pod as the Trainer builds it: the
     runtime's node container with the job's resourcesPerNode, env and image."""
     args = job_args(job_name="gpt-train", num_nodes=1, gpus_per_node=gpus_per_node)
-    runtime = {
+    runtime: dict[str, Any] = {
         "apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainingRuntime",
         "metadata": {"name": RUNTIME_NAME, "namespace": NAMESPACE, "labels": {"trainer.kubeflow.org/framework": "torch"}},
         "spec": training_runtime_spec(args, IMAGE),
@@ -58,7 +58,7 @@ def objects(gpus_per_node: int) -> dict[str, Any]:
     spec = train_job_spec(
         args, image=IMAGE, service_account="trainer", hf_token_secret=None, image_pull_secret=None
     )
-    job = {
+    job: dict[str, Any] = {
         "apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
         "metadata": {"name": args.job_name, "namespace": NAMESPACE, "creationTimestamp": CREATED},
         "spec": spec,

@@ -8,6 +8,7 @@ import io
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -33,7 +34,11 @@ MIN_LR = 3.0e-4  # tiny.yaml's train.min_lr
 
 
 def test_closing_lines() -> None:
-    common = {"checkpoint_dir": "runs/c", "metrics_path": Path("runs/o/metrics.jsonl"), "max_steps": 200}
+    common: dict[str, Any] = {
+        "checkpoint_dir": "runs/c",
+        "metrics_path": Path("runs/o/metrics.jsonl"),
+        "max_steps": 200,
+    }
     done = closing_line("finished", start_step=0, step=200, seconds=12.34, loss=2.5, val_loss=2.61,
                         tokens_per_sec=5123.4, checkpoint="step_000200", **common)  # fmt: skip
     assert done == (
