@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from tests.as_user import run_as
 from tests.docker_base_image import REPO_ROOT, BaseImageUnavailable, ensure_base_image
 
 REQUIRE_DOCKER = os.environ.get("TRAINSTACK_REQUIRE_DOCKER") == "1"
@@ -203,31 +204,17 @@ except PermissionError:
 
 
 def cache_write_as_trainer(cache: Path) -> str:
-    """CACHE_WRITE in a forked child running as uid 1000 with TIKTOKEN_CACHE_DIR=cache: its output or error."""
-    import tiktoken.load  # noqa: F401  (imported here: uid 1000 may not read this virtualenv)
+    """CACHE_WRITE run as uid 1000 with TIKTOKEN_CACHE_DIR=cache: its output, or the error it raised."""
+    import tiktoken.load  # noqa: F401  (imported here, before the fork: uid 1000 may not read this virtualenv)
 
-    read, write = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover (the child)
-        try:
-            os.close(read)
-            os.setgid(TRAINER_UID)
-            os.setuid(TRAINER_UID)
-            os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
-            out = io.StringIO()
-            try:
-                with contextlib.redirect_stdout(out):
-                    exec(CACHE_WRITE, {})
-                os.write(write, out.getvalue().encode())
-            except BaseException as error:
-                os.write(write, f"{type(error).__name__}: {error}".encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as answer:
-        text = answer.read()
-    os.waitpid(child, 0)
-    return text
+    def write() -> str:
+        os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(CACHE_WRITE, {})
+        return out.getvalue()
+
+    return run_as(TRAINER_UID, write)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="makes root-owned directories and drops to uid 1000")

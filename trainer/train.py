@@ -183,15 +183,7 @@ class Trainer:
             )
         self.step = int(client_state["step"])
         self.last_loss = client_state.get("loss")
-        schedule = self.engine.schedule
-        max_steps = self.config.train.max_steps
-        if self.context.is_main and schedule is not None and schedule.horizon != max_steps > self.step:
-            print(
-                f"note: train.max_steps is {max_steps}; the LR schedule keeps the {schedule.horizon}"
-                f" steps this run started with (cosine to train.min_lr at step {schedule.horizon}, then min_lr)",
-                file=sys.stderr,
-                flush=True,
-            )
+        self.note_schedule()
         stopped = client_state.get("stopped_early") or {}
         if self.stop_condition is not None and stopped.get("stop_at") == str(self.stop_condition):
             self.stop_reason = stopped.get("reason")  # already done; a changed train.stop_at trains on
@@ -203,11 +195,24 @@ class Trainer:
             self.exporter.checkpointed(self.step, written)
         return tag
 
+    def note_schedule(self) -> None:
+        """One line when a resumed run's train.max_steps is not the schedule's length (kept from its start)."""
+        schedule = self.engine.schedule
+        if schedule is None or not self.context.is_main:
+            return
+        max_steps = self.config.train.max_steps
+        if schedule.horizon != max_steps > self.step:
+            print(
+                f"note: train.max_steps is {max_steps}; the LR schedule keeps the {schedule.horizon} steps this"
+                f" run started with (cosine to train.min_lr at step {schedule.horizon}, then min_lr)",
+                file=sys.stderr,
+                flush=True,
+            )
+
     def check_nothing_unreadable(self) -> None:
         """No checkpoint verified: fine when there are none; when there are (all damaged), ConfigError on every
         rank unless checkpoint.on_unreadable is restart, since training from step 0 would throw the run away."""
-        published = self.store.storage.published() if self.context.is_main else []
-        count = broadcast_from_main(len(published) if self.context.is_main else None)
+        count = self.store.published_count()
         if count and self.config.checkpoint.on_unreadable == "fail":
             raise ConfigError(
                 f"checkpoint.dir: none of the {count} checkpoint(s) in {self.config.checkpoint.dir} can be resumed"

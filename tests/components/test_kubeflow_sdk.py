@@ -19,6 +19,7 @@ from kubeflow.trainer import KubernetesBackendConfig, TrainerClient
 
 from components.cluster.kubeconfig import with_namespace
 from components.training_job import RUNTIME_NAME, train_job_spec, training_runtime_spec
+from tests.fake_apiserver import reply
 
 from .test_training_job import IMAGE, job_args
 
@@ -104,20 +105,11 @@ def serve(found: dict[str, Any]) -> tuple[ThreadingHTTPServer, list[str]]:
             asked.append(url.path)
             if url.path == f"/api/v1/namespaces/{NAMESPACE}/pods/{found['pod']['metadata']['name']}/log":
                 assert parse_qs(url.query).get("container") == ["node"]
-                body, kind = "\n".join(LOG_LINES).encode(), "text/plain"
+                reply(self, 200, "\n".join(LOG_LINES).encode(), "text/plain")
             elif url.path in routes:
-                body, kind = json.dumps(routes[url.path]).encode(), "application/json"
+                reply(self, 200, json.dumps(routes[url.path]).encode())
             else:
-                self.send_response(404)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b'{"kind": "Status", "status": "Failure", "code": 404}')
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+                reply(self, 404, b'{"kind": "Status", "status": "Failure", "code": 404}')
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

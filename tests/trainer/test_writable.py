@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.as_user import run_as
 from trainer.config import load_config
 from trainer.writable import PROBE_PREFIX, directory_problem, written_directories
 
@@ -40,24 +41,10 @@ def test_proc_takes_no_new_directory() -> None:
 
 
 def probe_as_non_root(directory: str) -> str | None:
-    """directory_problem from a forked child that cannot pass permission bits: as nobody when the tests run
-    as root (root ignores them)."""
-    read, write = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover (the child)
-        try:
-            os.close(read)
-            if os.geteuid() == 0:
-                os.setgid(65534)
-                os.setuid(65534)
-            os.write(write, json.dumps(directory_problem("output.dir", directory)).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as answer:
-        text = answer.read()
-    os.waitpid(child, 0)
-    return json.loads(text)
+    """directory_problem as a user that cannot pass permission bits: nobody when the tests run as root (root
+    ignores them), else this user."""
+    uid = 65534 if os.geteuid() == 0 else os.geteuid()
+    return json.loads(run_as(uid, lambda: json.dumps(directory_problem("output.dir", directory))))
 
 
 def test_a_read_only_directory() -> None:
