@@ -10,7 +10,7 @@ import yaml
 
 from trainer import USAGE_EXIT_CODE
 from trainer.config import ConfigError, TrainConfig, load_config
-from trainer.writable import check_writable
+from trainer.writable import check_writable, directory_problem
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
@@ -58,6 +58,9 @@ def cmd_launch(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from trainer.plot import plot_loss
 
+    problem = directory_problem("--out", str(Path(args.out).expanduser().absolute().parent))
+    if problem:
+        raise ConfigError(problem)
     plot_loss(Path(args.metrics), Path(args.out))
     print(f"wrote {args.out}")
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -89,3 +90,11 @@ def test_the_commands_stop_in_one_line_before_writing(tmp_path: Path, command: s
     )
     assert not (tmp_path / "run").exists()
     assert not any(name.startswith(PROBE_PREFIX) for name in os.listdir(tmp_path))
+
+
+@pytest.mark.slow  # a `python -m trainer` subprocess
+def test_plot_names_an_output_it_cannot_write(tmp_path: Path) -> None:
+    (tmp_path / "metrics.jsonl").write_text('{"event": "train", "step": 1, "loss": 5.0}\n')
+    result = run([sys.executable, "-m", "trainer", "plot", "--metrics", str(tmp_path / "metrics.jsonl"),
+                  "--out", "/proc/plots/loss.png"])  # fmt: skip
+    assert_clean_failure(result, "--out: /proc/plots is not writable: /proc: nothing can be created there")
