@@ -44,9 +44,13 @@ COPY trainer/requirements.txt /tmp/trainer-requirements.txt
 RUN python -m pip install --no-build-isolation -r /tmp/trainer-requirements.txt \
     && rm /tmp/trainer-requirements.txt
 
-RUN if [ "$BAKE_TOKENIZER" = "1" ]; then \
+# The cache takes other encodings too (data.encoding=cl100k_base): tiktoken re-raises a failed cache write for a
+# directory set in TIKTOKEN_CACHE_DIR, so the trainer user must be able to add files. Sticky (1777, as /tmp):
+# it can add its own, not replace or delete the baked root-owned gpt2 files.
+RUN install -d -m 1777 "$TIKTOKEN_CACHE_DIR" \
+    && if [ "$BAKE_TOKENIZER" = "1" ]; then \
         python -c "import tiktoken; tiktoken.get_encoding('gpt2')" \
-        && chmod -R a+rX "$TIKTOKEN_CACHE_DIR"; \
+        && chmod -R a+rX "$TIKTOKEN_CACHE_DIR" && chmod 1777 "$TIKTOKEN_CACHE_DIR"; \
     else \
         echo "BAKE_TOKENIZER=$BAKE_TOKENIZER: gpt2 encoding not baked; pods will need it from TIKTOKEN_CACHE_DIR"; \
     fi

@@ -24,17 +24,37 @@ UP_TOOLS := pulumi docker kubectl
 # `make train-local` writes here (replaced on each run).
 LOCAL_RUN ?= runs/train-local
 
-.PHONY: venv lint typecheck test up down check-prereqs train-local e2e-toolchain e2e mutation
+.PHONY: venv stack-venv trainer-venv check lint typecheck test up down check-prereqs train-local e2e-toolchain e2e mutation
 
-# The virtualenv, with PyTorch first (DeepSpeed builds against the torch it finds). PyPI's torch 2.13.0 for
-# Linux is the CUDA build (about 3 GB with its nvidia-* wheels); it runs on CPU too.
-$(STAMP): requirements.txt requirements-dev.txt trainer/requirements.txt
+# One virtualenv (.venv, the one Pulumi.yaml names), filled in layers so each target installs only what it uses:
+#   stack   requirements.txt: what `pulumi up` runs (make up, make down, make check): about 150 MB, seconds
+#   trainer + torch and trainer/requirements.txt: what training on this machine needs (make train-local)
+#   dev     + requirements-dev.txt: tests, linters, mutation testing (make test, make e2e, make mutation)
+# PyPI's torch 2.13.0 for Linux is the CUDA build (about 3 GB with its nvidia-* wheels); it runs on CPU too.
+# torch comes before the trainer's requirements, since DeepSpeed builds against the torch it finds.
+# The Python is checked first (scripts/check_prereqs.py python): one line, before anything is downloaded.
+STACK_STAMP   := $(VENV)/.stack-installed
+TRAINER_STAMP := $(VENV)/.trainer-installed
+
+$(STACK_STAMP): requirements.txt
+	$(PYTHON) scripts/check_prereqs.py python
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $(STACK_STAMP)
+
+$(TRAINER_STAMP): $(STACK_STAMP) trainer/requirements.txt
+	$(PY) -m pip install -q --upgrade setuptools wheel
 	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q --no-build-isolation -r trainer/requirements.txt
+	touch $(TRAINER_STAMP)
+
+$(STAMP): $(TRAINER_STAMP) requirements-dev.txt
 	$(PY) -m pip install -q --no-build-isolation -r requirements-dev.txt
 	touch $(STAMP)
 
+stack-venv: $(STACK_STAMP)
+trainer-venv: $(TRAINER_STAMP)
 venv: $(STAMP)
 
 # Every tracked shell script is checked by shellcheck (settings in .shellcheckrc).
@@ -62,24 +82,30 @@ mutation: $(STAMP)
 
 # Every tool `make up` needs, with how to get what is missing.
 check-prereqs:
-	$(PYTHON) scripts/check_prereqs.py --stack $(STACK) $(UP_TOOLS)
+	$(PYTHON) scripts/check_prereqs.py --stack $(STACK) python $(UP_TOOLS)
+
+# Check Pulumi.$(STACK).yaml with Pulumi.yaml's defaults, without the Pulumi CLI or a cluster: every problem one
+# line (exit 2), or ok and the plan (cluster, nodes x GPUs, what will be installed).
+check: $(STACK_STAMP)
+	$(PY) scripts/check_stack.py $(STACK)
 
 # Bring up the `dev` stack: the cluster, GPU operator, Kubeflow Trainer, the image and the TrainJob.
 # The prerequisite check comes first, so a missing tool stops it before anything is created.
 up: check-prereqs
-	$(MAKE) --no-print-directory venv
+	$(MAKE) --no-print-directory stack-venv
 	$(PULUMI) login "$(PULUMI_BACKEND_URL)"
 	$(PULUMI) stack select --create $(STACK)
 	$(PULUMI) up --stack $(STACK)
 
-# Tear the stack down again (the kind cluster with it).
-down:
-	$(PYTHON) scripts/check_prereqs.py pulumi
+# Tear the stack down again (the kind cluster with it). destroy runs what up ran (the stack's readiness and
+# teardown scripts: docker, kubectl, and kind for a kind stack), so the same check comes first.
+down: check-prereqs
+	$(MAKE) --no-print-directory stack-venv
 	$(PULUMI) login "$(PULUMI_BACKEND_URL)"
 	$(PULUMI) destroy --stack $(STACK)
 
 # Just see training work: the tiny preset on the bundled Shakespeare sample, on this CPU, no cluster.
-train-local: $(STAMP)
+train-local: $(TRAINER_STAMP)
 	rm -rf $(LOCAL_RUN)
 	$(PY) -m trainer train --config trainer/configs/tiny.yaml \
 		--set checkpoint.dir=$(LOCAL_RUN)/checkpoints \

@@ -7,6 +7,7 @@ import pulumi
 
 from components.access import Access
 from components.cluster import Cluster
+from components.cluster.kubeconfig import with_namespace
 from components.gpu_operator import GpuOperator
 from components.kubeflow_trainer import KubeflowTrainer
 from components.mlflow_server import MlflowServer
@@ -95,7 +96,10 @@ if settings.monitoring:
         pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[access])),
     )
 
-pulumi.export("kubeconfig", cluster.kubeconfig)
+# The namespace in its context: kubectl and the Kubeflow SDK look where the job is without being told.
+pulumi.export(
+    "kubeconfig", cluster.kubeconfig.apply(lambda text: with_namespace(text, settings.access.namespace))
+)
 pulumi.export("clusterName", settings.cluster.name)
 pulumi.export("namespace", access.namespace)
 pulumi.export("trainJobName", job.job_name)

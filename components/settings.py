@@ -308,24 +308,30 @@ def _cluster(values: Mapping[str, Any], kubeconfig: str | None = None) -> Cluste
     return args
 
 
-def _gpu_setup(mode: str, operator: GpuOperatorArgs, cluster: ClusterArgs) -> GpuSetup:
+def _gpu_setup(mode: str, operator: GpuOperatorArgs, cluster: ClusterArgs, ask_api_server: bool) -> GpuSetup:
     """Install the GPU Operator or use the GPUs an existing cluster offers (asked of its API server)."""
     inventory = None
-    if cluster.existing is not None:
+    if cluster.existing is not None and ask_api_server:
         try:
             inventory = inventory_from_api(ask_api(cluster.existing, INVENTORY_PATHS))
         except KubeconfigError as error:
             raise _error(error.key, error.problem) from None
-    try:
-        setup = gpu_setup(mode, operator, inventory)
-    except GpuSetupError as error:
-        raise _error("gpuOperator", str(error)) from None
-    if setup.operator is None and operator.time_slicing_replicas:
-        raise _error(
-            "gpuTimeSlicingReplicas",
-            "must be 0 when the stack does not install the GPU Operator (the cluster's device plugin keeps its"
-            f" own sharing config), got {operator.time_slicing_replicas}",
+    if cluster.existing is not None and not ask_api_server and mode == "auto":
+        # scripts/check_stack.py asks no cluster: `auto` is decided by `up`, from what the cluster offers.
+        setup = GpuSetup(
+            None, None, "GPU Operator: decided by `up` from what the cluster offers (gpuOperator auto)"
         )
+    else:
+        try:
+            setup = gpu_setup(mode, operator, inventory)
+        except GpuSetupError as error:
+            raise _error("gpuOperator", str(error)) from None
+        if setup.operator is None and operator.time_slicing_replicas:
+            raise _error(
+                "gpuTimeSlicingReplicas",
+                "must be 0 when the stack does not install the GPU Operator (the cluster's device plugin keeps its"
+                f" own sharing config), got {operator.time_slicing_replicas}",
+            )
     return setup
 
 
@@ -536,12 +542,14 @@ def parse_settings(
     registry_password: pulumi.Input[str] | None = None,
     kubeconfig: str | None = None,
     stack: str = "",
+    ask_api_server: bool = True,
 ) -> StackSettings:
     """Validated settings from the stack's config values (keys without the project prefix) and its secrets.
 
     kubeconfig: the `kubeconfig` secret's plaintext (clusterKind existing). An existing cluster's API server
-    is asked last, after every other value has passed. stack: the label value naming this stack on what it
-    installs into a cluster it shares (see gpu_operator.OWNER_LABEL).
+    is asked last, after every other value has passed (unless ask_api_server is False: scripts/check_stack.py).
+    stack: the label value naming this stack on what it installs into a cluster it shares (see
+    gpu_operator.OWNER_LABEL).
     """
     values = resolve_values(stack_values)
     cluster = _cluster(values, kubeconfig)
@@ -631,7 +639,7 @@ def parse_settings(
             rank0_labels=rank0_labels(job_name),
             pod_monitor=bool(values["prometheusPodMonitor"]),
         )
-    if cluster.existing is not None:
+    if cluster.existing is not None and ask_api_server:
         try:
             check_api_server(cluster.existing)
         except KubeconfigError as error:
@@ -651,7 +659,7 @@ def parse_settings(
             time_slicing_replicas=replicas,
             owner=stack,
         )
-        gpu = _gpu_setup(gpu_mode, operator, cluster)
+        gpu = _gpu_setup(gpu_mode, operator, cluster, ask_api_server)
     return StackSettings(
         cluster=cluster,
         gpu=gpu,

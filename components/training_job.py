@@ -379,6 +379,10 @@ def train_job_spec(
     limits: dict[str, Any] = {"memory": args.memory_per_node}
     if args.gpus_per_node:
         requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = args.gpus_per_node
+    else:
+        # The Kubeflow SDK (kubeflow 0.5.0, TrainerClient) reads a node's device from its limits (a GPU, TPU,
+        # NPU or cpu) and fails every list_jobs/get_job on a container that names none: a CPU node names cpu.
+        limits["cpu"] = args.cpu_per_node
 
     pod: dict[str, Any] = {
         "serviceAccountName": service_account,

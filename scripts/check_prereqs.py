@@ -3,6 +3,9 @@
 
     python3 scripts/check_prereqs.py pulumi docker kind   # exit 0 when all are usable, 1 otherwise
     python3 scripts/check_prereqs.py --stack dev pulumi docker kubectl   # plus what the stack's cluster kind needs
+    python3 scripts/check_prereqs.py python   # only: is the Python running this one trainstack supports
+
+`python` checks the interpreter running this script (the Makefile's $(PYTHON)), before any virtualenv is made.
 
 Standard library only: it runs before the virtualenv exists (so a stack file is read for its one
 `trainstack:clusterKind:` line, not parsed as YAML).
@@ -53,6 +56,10 @@ TOOLS = {
 }
 
 
+# The Pythons the pins install on: SQLAlchemy 2.1.9, numpy, pillow (matplotlib) and others need >= 3.11;
+# triton (torch's, on Linux) < 3.15.
+SUPPORTED_PYTHON = ((3, 11), (3, 14))
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # clusterKind's default in Pulumi.yaml.
 DEFAULT_CLUSTER_KIND = "kind"
@@ -60,11 +67,26 @@ DEFAULT_CLUSTER_KIND = "kind"
 KIND_TOOLS = {"kind": ["kind"]}
 
 
+def python_problem(version: tuple[int, ...] = tuple(sys.version_info[:3])) -> str | None:
+    """Why this Python cannot run trainstack's pins, or None."""
+    low, high = SUPPORTED_PYTHON
+    if low <= tuple(version[:2]) <= high:
+        return None
+    shown = ".".join(str(part) for part in version[:3])
+    return (
+        f"{sys.executable} is Python {shown}; trainstack needs Python {low[0]}.{low[1]} to {high[0]}.{high[1]} "
+        f"(its pinned packages install on no other): install one (Ubuntu 22.04: apt-get install python3.11-venv) "
+        f"and pass it, e.g. make up PYTHON=python3.11"
+    )
+
+
+def stack_files() -> list[str]:
+    return sorted(path.name.split(".")[1] for path in REPO_ROOT.glob("Pulumi.*.yaml"))
+
+
 def cluster_kind(stack: str) -> str:
     """The stack's clusterKind from Pulumi.<stack>.yaml (Pulumi.yaml's default when it sets none)."""
     path = REPO_ROOT / f"Pulumi.{stack}.yaml"
-    if not path.is_file():
-        return DEFAULT_CLUSTER_KIND
     match = re.search(r"^\s*trainstack:clusterKind:\s*[\"']?([A-Za-z0-9-]+)", path.read_text(), flags=re.M)
     return match[1] if match else DEFAULT_CLUSTER_KIND
 
@@ -87,13 +109,30 @@ def problem_with(tool: Tool) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Check that the named tools are installed and usable.")
     parser.add_argument(
-        "tools", nargs="+", choices=sorted(TOOLS), metavar="TOOL", help=f"one of {', '.join(TOOLS)}"
+        "tools",
+        nargs="+",
+        choices=["python", *sorted(TOOLS)],
+        metavar="TOOL",
+        help=f"python (this interpreter's version) or one of {', '.join(TOOLS)}",
     )
     parser.add_argument(
         "--stack", help="also the tools this stack's cluster kind needs (kind for clusterKind kind)"
     )
     args = parser.parse_args(argv)
     names = list(args.tools)
+    if "python" in names:
+        problem = python_problem()
+        if problem is not None:  # one line, before anything else is looked at or downloaded
+            print(f"error: {problem}")
+            return 1
+        names.remove("python")
+        print(f"ok       python {'.'.join(str(part) for part in sys.version_info[:3])}")
+    if args.stack and not (REPO_ROOT / f"Pulumi.{args.stack}.yaml").is_file():
+        print(
+            f"error: no stack file Pulumi.{args.stack}.yaml: STACK must be one of {', '.join(stack_files())}"
+            f" (or add Pulumi.{args.stack}.yaml; Pulumi.yaml lists every setting)"
+        )
+        return 1
     if args.stack:
         names += [tool for tool in KIND_TOOLS.get(cluster_kind(args.stack), []) if tool not in names]
     missing = 0

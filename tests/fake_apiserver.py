@@ -146,6 +146,17 @@ class FakeApiServer:
         return yaml.safe_dump({**config, **document}, sort_keys=False)
 
 
+def reply(
+    handler: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str = "application/json"
+) -> None:
+    """An HTTP answer with its length, as the API server sends it."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 @contextmanager
 def fake_api_server(
     *,
@@ -197,11 +208,7 @@ def fake_api_server(
                 body = json.dumps(found).encode()
             if answer != 200:
                 body = json.dumps({"kind": "Status", "code": answer}).encode()
-            self.send_response(answer)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            reply(self, answer, body)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

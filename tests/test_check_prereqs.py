@@ -70,4 +70,13 @@ def test_a_stack_adds_only_what_its_cluster_kind_needs(tmp_path: Path) -> None:
         assert (result.returncode == 1) is needs_kind, (stack, result.stdout)
         assert ("MISSING  kind:" in result.stdout) is needs_kind, stack
     result = check(tmp_path, "--stack", "no-such-stack", "pulumi")
-    assert "MISSING  kind:" in result.stdout  # Pulumi.yaml's default kind
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "error: no stack file Pulumi.no-such-stack.yaml: STACK must be one of cluster, dev, docker, existing, gpu"
+        " (or add Pulumi.no-such-stack.yaml; Pulumi.yaml lists every setting)"
+    ]  # not kind, Pulumi.yaml's default, silently: `make up` would create a new stack of that name
+
+
+def test_python_is_this_interpreter_and_is_checked_first(tmp_path: Path) -> None:
+    result = check(tmp_path, "python", "pulumi")
+    assert result.stdout.startswith("ok       python 3.")

@@ -8,12 +8,15 @@ skip, unless TRAINSTACK_REQUIRE_DOCKER=1 (CI), where they fail instead.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from tests.as_user import run_as
 from tests.docker_base_image import REPO_ROOT, BaseImageUnavailable, ensure_base_image
 
 REQUIRE_DOCKER = os.environ.get("TRAINSTACK_REQUIRE_DOCKER") == "1"
@@ -174,6 +178,77 @@ def test_image_is_the_contract_s_entrypoint_user_and_workdir(cold_build: Build) 
     # torch.compile's Triton backend compiles host-side launchers when a run starts: a C compiler must be there.
     compiler = docker("run", "--rm", "--network", "none", "--entrypoint", "cc", cold_build.tag, "--version")
     assert compiler.stdout.strip()
+
+
+# tiktoken's own cache write (tiktoken/load.py read_file_cached, 0.14.0) for a blob it has not seen, the download
+# replaced by fixed bytes: what data.encoding=cl100k_base does on first use. Then the baked files' guard: the
+# trainer user cannot delete a root-owned file there.
+CACHE_WRITE = """
+import json, os, pathlib, tiktoken.load as load
+load.read_file = lambda blobpath: b"vocabulary"
+assert load.read_file_cached("https://example.invalid/cl100k_base.tiktoken") == b"vocabulary"
+cache = pathlib.Path(os.environ["TIKTOKEN_CACHE_DIR"])
+print(json.dumps(sorted(p.name for p in cache.iterdir())))
+"""
+# As root, a file standing for the baked ones; then the trainer user (uid 1000) tries to delete it.
+BAKED_GUARD = """
+import os, pathlib
+cache = pathlib.Path(os.environ["TIKTOKEN_CACHE_DIR"])
+(cache / "baked").write_bytes(b"gpt2")
+os.setgid(1000); os.setuid(1000)
+try:
+    (cache / "baked").unlink()
+except PermissionError:
+    print("kept", oct(cache.stat().st_mode & 0o7777))
+"""
+
+
+def cache_write_as_trainer(cache: Path) -> str:
+    """CACHE_WRITE run as uid 1000 with TIKTOKEN_CACHE_DIR=cache: its output, or the error it raised."""
+    import tiktoken.load  # noqa: F401  (imported here, before the fork: uid 1000 may not read this virtualenv)
+
+    def write() -> str:
+        os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(CACHE_WRITE, {})
+        return out.getvalue()
+
+    return run_as(TRAINER_UID, write)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="makes root-owned directories and drops to uid 1000")
+def test_the_dockerfiles_tokenizer_cache_mode_lets_the_trainer_user_add_encodings() -> None:
+    """The mechanism without Docker: tiktoken's own cache write, as uid 1000, into a root-owned directory with
+    the mode the Dockerfile gives TIKTOKEN_CACHE_DIR (1777), and into one with the image's former mode (0755)."""
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    mode = re.search(r'install -d -m (\d+) "\$TIKTOKEN_CACHE_DIR"', dockerfile)
+    assert mode, "the Dockerfile no longer makes TIKTOKEN_CACHE_DIR with install -d -m MODE"
+    base = Path(tempfile.mkdtemp(prefix="trainstack-tiktoken-", dir="/tmp"))  # uid 1000 reaches it
+    try:
+        base.chmod(0o755)
+        for name, octal in (("image", int(mode.group(1), 8)), ("before", 0o755)):
+            (base / name).mkdir()
+            (base / name).chmod(octal)
+        assert len(json.loads(cache_write_as_trainer(base / "image"))) == 1
+        assert cache_write_as_trainer(base / "before").startswith(
+            "PermissionError: [Errno 13] Permission denied"
+        )
+    finally:
+        shutil.rmtree(base)
+
+
+@pytest.mark.docker
+def test_the_tokenizer_cache_takes_other_encodings_as_the_trainer_user(cold_build: Build) -> None:
+    """Issue 25 case 10: a root-owned TIKTOKEN_CACHE_DIR made every encoding but the baked gpt2 fail (exit 2)."""
+    written = docker(
+        "run", "--rm", "--network", "none", "--entrypoint", "python", cold_build.tag, "-c", CACHE_WRITE
+    )
+    assert len(json.loads(written.stdout)) == 1, written.stdout  # one cache file, named by the blob's hash
+    guarded = docker(
+        "run", "--rm", "--network", "none", "--user", "0", "--entrypoint", "python", cold_build.tag, "-c", BAKED_GUARD
+    )  # fmt: skip
+    assert guarded.stdout.split() == ["kept", "0o1777"], guarded.stdout
 
 
 @pytest.mark.docker

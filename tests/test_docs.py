@@ -270,4 +270,79 @@ def test_runnable_commands_succeed_in_the_order_the_docs_give_them(tmp_path: Pat
             timeout=600,
         )  # fmt: skip
         assert result.returncode == 0, f"{command} exited {result.returncode}:\n{result.stderr[-3000:]}"
+        if re.search(
+            r"-m trainer (train|launch) ", command.text
+        ):  # each training step of a walk-through trains
+            closing = result.stderr.splitlines()[-1]
+            assert closing.startswith("done: trained steps "), f"{command} trained nothing: {closing}"
     assert (directory / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---- statements in the docs that a newcomer acts on (issue 25), held against the code ----
+
+
+def doc_text(name: str) -> str:
+    return " ".join((REPO / name).read_text().split())  # whitespace as one space: statements span lines
+
+
+def test_the_readme_starts_with_make_up_and_make_test() -> None:
+    first = next(lines for info, _, lines in fenced_blocks(REPO / "README.md") if info == "sh")
+    assert [strip_comment(line) for line in first[:2]] == ["make up", "make test"]
+
+
+def test_the_stated_pythons_are_the_checked_ones() -> None:
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import check_prereqs
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    (low_major, low_minor), (high_major, high_minor) = check_prereqs.SUPPORTED_PYTHON
+    stated = f"Python {low_major}.{low_minor} to {high_major}.{high_minor}"
+    assert stated in doc_text("docs/stack.md") and stated in doc_text("README.md")
+    assert f'requires-python = ">={low_major}.{low_minor},<{high_major}.{high_minor + 1}"' in doc_text(
+        "pyproject.toml"
+    )
+    assert "3.10+" not in doc_text("docs/stack.md")
+
+
+def test_the_torch_the_makefile_installs_is_described_as_it_is() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    pin = re.search(r"pip install -q (torch==[\d.]+)$", makefile, re.MULTILINE)
+    assert pin, "the Makefile installs a pinned torch"
+    requirements = doc_text("requirements-dev.txt")
+    assert "CPU build" not in requirements and f"{pin[1]}, PyPI's CUDA build" in requirements
+    assert "--index-url" not in makefile  # PyPI's own wheel, which for Linux is the CUDA build
+
+
+def test_the_tiny_timing_names_its_thread_count_and_the_code_sets_it() -> None:
+    assert "about 10 s" not in doc_text("docs/trainer.md") and "~10 s" not in doc_text("README.md")
+    assert "one thread (the default for a single CPU process" in doc_text("docs/trainer.md")
+    distributed = (REPO / "trainer" / "distributed.py").read_text()
+    assert 'if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:' in distributed
+    assert "torch.set_num_threads(1)" in distributed
+
+
+def test_the_pod_monitor_is_said_to_follow_its_own_key() -> None:
+    row = next(
+        line
+        for line in (REPO / "docs" / "stack.md").read_text().splitlines()
+        if "`TrainingMonitoring`" in line
+    )
+    assert "PodMonitor (`prometheusPodMonitor`)" in row and "PodMonitor (`metricsPort > 0`)" not in row
+    settings = (REPO / "components" / "settings.py").read_text()
+    assert 'pod_monitor=bool(values["prometheusPodMonitor"])' in settings
+
+
+def test_the_install_sizes_in_the_readme_are_the_measured_ones() -> None:
+    readme, benchmarks = doc_text("README.md"), doc_text("docs/benchmarks.md")
+    for size in ("about 150 MB", "about 5.7 GB in all", "about 5.9 GB in all"):
+        assert size in readme
+    for figure in ("151 MB", "about 5.7 GB in all", "about 5.9 GB in all"):
+        assert figure in benchmarks
+
+
+def test_make_check_and_the_sdk_are_documented_as_they_run() -> None:
+    assert "make check STACK=gpu" in doc_text("README.md")
+    stack = doc_text("docs/stack.md")
+    assert "pip install kubeflow==0.5.0" in stack and "kubeflow==0.5.0" in doc_text("requirements-dev.txt")
+    assert "the node container therefore states `limits.cpu`" in stack

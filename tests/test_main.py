@@ -64,6 +64,17 @@ def test_repository_has_a_stack_of_every_cluster_kind() -> None:
 
 
 @pytest.mark.parametrize("stack", STACKS)
+def test_the_exported_kubeconfig_s_context_names_the_job_s_namespace(
+    runs: dict[str, StackRun], stack: str
+) -> None:
+    """Issue 25 case 11: kubectl and the Kubeflow SDK looked in `default` (TrainerClient reads the namespace
+    from the current context)."""
+    kubeconfig = yaml.safe_load(runs[stack].plain_output("kubeconfig"))
+    current = next(c for c in kubeconfig["contexts"] if c["name"] == kubeconfig["current-context"])
+    assert current["context"]["namespace"] == runs[stack].plain_output("namespace") == "trainstack"
+
+
+@pytest.mark.parametrize("stack", STACKS)
 def test_outputs_have_the_contract_names_and_kubeconfig_is_secret(
     runs: dict[str, StackRun], stack: str
 ) -> None:

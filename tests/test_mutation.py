@@ -6,11 +6,11 @@ from __future__ import annotations
 import fnmatch
 import importlib.util
 import sys
+import tomllib
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-import tomllib
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -526,6 +526,10 @@ class CheckpointStore:
         """(tag, manifest) to resume from, decided by rank 0 and the same on every rank."""
         return broadcast_from_main(newest_verified(self.storage) if self.context.is_main else None)
 
+    def published_count(self) -> int:
+        """How many checkpoints are published, verified or not (rank 0's count, the same on every rank)."""
+        return int(broadcast_from_main(len(self.storage.published()) if self.context.is_main else None))
+
     def load(self, engine: Any, tag: str, manifest: dict[str, Any]) -> dict[str, Any]:
         """Load a checkpoint into the engine and this rank's RNG; returns the client state. ConfigError if
         it cannot resume at this world size and ZeRO stage (only checkpoints of the earlier layout)."""

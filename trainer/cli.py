@@ -10,6 +10,7 @@ import yaml
 
 from trainer import USAGE_EXIT_CODE
 from trainer.config import ConfigError, TrainConfig, load_config
+from trainer.writable import check_writable, directory_problem
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
@@ -18,6 +19,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 
 def cmd_train(args: argparse.Namespace) -> int:
     config = _config(args)
+    check_writable(config)  # before anything is written (launch checked it too, before its workers)
     from trainer.train import report_exit_code, train  # heavy imports only for training
 
     try:
@@ -31,6 +33,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     config = _config(args)
+    check_writable(config)
     from trainer.dataset import find_text_files, get_encoding
 
     get_encoding(config.data.encoding)
@@ -55,6 +58,9 @@ def cmd_launch(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from trainer.plot import plot_loss
 
+    problem = directory_problem("--out", str(Path(args.out).expanduser().absolute().parent))
+    if problem:
+        raise ConfigError(problem)
     plot_loss(Path(args.metrics), Path(args.out))
     print(f"wrote {args.out}")
     return 0

@@ -60,6 +60,8 @@ PRECISIONS = ("auto", "bf16", "fp32")
 SCIENTIFIC_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 PROGRESS_MODES = ("auto", "on", "off")
 TRACKERS = ("none", "mlflow")
+# checkpoint.on_unreadable: what a run does when checkpoint.dir holds checkpoints and none of them verifies.
+ON_UNREADABLE = ("fail", "restart")
 # MLflow tracking URIs the trainer image can use: a tracking server, or a local SQLite store (MLflow 3's
 # recommended local backend; the file store is deprecated).
 TRACKING_URI_SCHEMES = ("http", "https", "sqlite")
@@ -212,8 +214,8 @@ def parse_stop_at(text: str) -> StopCondition:
 def _stop_at(value: str) -> str | None:
     try:
         parse_stop_at(value)
-    except ConfigError as error:
-        return str(error).removeprefix("train.stop_at: ")
+    except ConfigError as error:  # _build_section adds ", got <value>" itself: drop parse_stop_at's own
+        return re.sub(r", got .*$", "", str(error).removeprefix("train.stop_at: "))
     return None
 
 
@@ -279,6 +281,8 @@ class CheckpointSection:
     dir: str = _key(check=_checkpoint_dir)  # a directory, or s3://bucket/prefix (trainer.s3_storage)
     every_steps: int = _key(check=_positive)
     keep_last: int = _key(3, _positive)
+    # fail: exit 2 naming them (restarting from step 0 would silently throw the run away); restart: from step 0
+    on_unreadable: str = _key("fail", _one_of(*ON_UNREADABLE))
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,11 @@ def init_distributed() -> DistContext:
     import deepspeed
     import deepspeed.ops
 
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # One thread per process, as torchrun gives each of its workers: the tiny preset ran 10x slower with
+        # torch's default (a thread per core) on a busy 2-core machine (docs/benchmarks.md, "CPU threads").
+        # OMP_NUM_THREADS=N asks for more.
+        torch.set_num_threads(1)
     if device.type == "cpu":
         # DeepSpeed JIT-compiles a shared-memory all-reduce op (deepspeed_shm_comm) for CPU ranks, which
         # needs a C++ compiler at run time; the CUDA runtime images have none, and gloo does the same job.

@@ -36,6 +36,20 @@ def lr_multiplier(step: int, warmup_steps: int, max_steps: int, min_ratio: float
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+@dataclass
+class Schedule:
+    """The LR schedule's shape. horizon: the step where the cosine reaches min_lr, the run's first
+    train.max_steps: a resumed run keeps it (Trainer.resume sets it from the checkpoint), so raising
+    train.max_steps extends the run at min_lr instead of re-stretching the cosine, which would jump the LR back up."""
+
+    warmup_steps: int
+    horizon: int
+    min_ratio: float
+
+    def __call__(self, step: int) -> float:
+        return lr_multiplier(step, self.warmup_steps, self.horizon, self.min_ratio)
+
+
 def use_bf16(config: TrainConfig, device: torch.device) -> bool:
     if config.train.precision == "auto":
         return device.type == "cuda"
@@ -110,6 +124,7 @@ class Engine:
     clip_norm: float | None  # set when the loop clips (see clips_itself); 0 means measure only
     zero_stage: int  # the stage the engine runs (zero_stage(): 0 on one rank whatever train.zero_stage says)
     compiled: bool = False  # torch.compile in effect (train.compile on a GPU with a C compiler for Triton)
+    schedule: Schedule | None = None  # the LR schedule's shape (its horizon is kept across resumes)
 
     def train_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, Any]:
         """Forward/backward every micro-batch, then the optimizer step (DeepSpeed averages the gradients
@@ -160,10 +175,8 @@ def build_engine(
         # fused kernels where PyTorch has them for this device (CUDA, and CPU since 2.4)
         fused=device.type in ("cuda", "cpu"),
     )
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: lr_multiplier(step, train.warmup_steps, train.max_steps, train.min_lr / train.lr),
-    )
+    shape = Schedule(train.warmup_steps, train.max_steps, train.min_lr / train.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, shape)
     bf16 = use_bf16(config, device)
     engine, _, _, _ = deepspeed.initialize(
         model=model,
@@ -189,7 +202,7 @@ def build_engine(
                 f"warning: train.compile=true ignored, running eager: {problem}", file=sys.stderr, flush=True
             )
     clip_norm = train.grad_clip if clips_itself(stage) else None
-    return Engine(engine, model, device, bf16, clip_norm, stage, compiled)
+    return Engine(engine, model, device, bf16, clip_norm, stage, compiled, shape)
 
 
 def compile_problem() -> str | None:

@@ -15,14 +15,17 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import IO, TextIO
 
 from trainer import PREEMPTED_EXIT_CODE, SHUTDOWN_TIMEOUT_ENV, STATUS_DIR_ENV, USAGE_EXIT_CODE
 from trainer.config import ConfigError, TrainConfig, is_s3_url, load_config, whole_number
 from trainer.startup import LAUNCH_START_ENV, process_start
+from trainer.writable import check_writable
 
 # Kubeflow Trainer's torch plugin (pkg/runtime/framework/plugins/torch/torch.go, v2.3.0) sets these on every
 # node: PET_NNODES and PET_NPROC_PER_NODE as values, PET_NODE_RANK from the Downward API field
@@ -164,6 +167,30 @@ def outcome(torchrun_code: int, worker_codes: list[int], signal_received: int | 
     return torchrun_code
 
 
+# The exception torchrun's agent raises on the SIGTERM/SIGINT it was sent (torch/distributed/elastic/
+# multiprocessing/api.py _terminate_process_handler, torch 2.13.0), which torchrun's main prints as a traceback.
+TORCHRUN_STOPPED = "torch.distributed.elastic.multiprocessing.api.SignalException:"
+
+
+def relay_stderr(source: IO[str], sink: TextIO) -> None:
+    """Copies torchrun's stderr (its workers' too: they inherit it) line by line, leaving out only torchrun's own
+    traceback for the stop signal it was sent: an expected stop, which the workers' closing line reports."""
+    held: list[str] = []
+    for line in source:
+        if held or line.startswith("Traceback (most recent call last):"):
+            held.append(line)
+            if line[:1] in (" ", "\t") or line.startswith("Traceback"):
+                continue
+            if not line.startswith(TORCHRUN_STOPPED):  # any other traceback is shown whole
+                sink.writelines(held)
+            held = []
+        else:
+            sink.write(line)
+        sink.flush()
+    sink.writelines(held)
+    sink.flush()
+
+
 def check_resumable(config: TrainConfig, identity: NodeIdentity) -> None:
     """A checkpoint that this job cannot resume, or an object store it cannot use
     (trainer.checkpoint.resume_stage), stops the launch here, on one line, before any worker starts; an
@@ -184,6 +211,7 @@ def check_resumable(config: TrainConfig, identity: NodeIdentity) -> None:
 
 def launch(config_path: str, overrides: list[str]) -> int:
     config = load_config(config_path, overrides)  # a bad config fails here, once, not in every worker
+    check_writable(config)
     command = torchrun_command(config_path, overrides, os.environ)  # every PET_* value checked first
     check_resumable(config, node_identity(os.environ))
     if shutdown_timeout(os.environ) is not None and not torchrun_has_shutdown_timeout():
@@ -200,7 +228,13 @@ def launch(config_path: str, overrides: list[str]) -> int:
             command,
             env={**os.environ, STATUS_DIR_ENV: status_dir, LAUNCH_START_ENV: str(process_start())},
             start_new_session=True,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
         )
+        assert process.stderr is not None
+        relay = threading.Thread(target=relay_stderr, args=(process.stderr, sys.stderr), daemon=True)
+        relay.start()
         received: list[int] = []
 
         def forward(signum: int, frame: FrameType | None) -> None:
@@ -210,6 +244,7 @@ def launch(config_path: str, overrides: list[str]) -> int:
         previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             torchrun_code = process.wait()
+            relay.join()  # the workers' last lines (they may outlive torchrun by a moment)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

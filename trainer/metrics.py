@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, TextIO
 
@@ -67,16 +68,33 @@ def clean(value: Any) -> Any:
 class ProgressBar:
     """A one-line bar redrawn in place; only for a terminal (it would litter a log file)."""
 
-    def __init__(self, total: int, stream: TextIO, width: int = 30) -> None:
+    def __init__(
+        self, total: int, stream: TextIO, width: int = 30, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.total = total
         self.stream = stream
         self.width = width
+        self.clock = clock
+        self.first: tuple[int, float] | None = (
+            None  # (step, time) of the first draw: the pace is measured from it
+        )
+
+    def eta(self, step: int) -> str:
+        """' eta 1m05s' at the pace since the first draw (this process's steps only), or '' before it is known."""
+        now = self.clock()
+        if self.first is None:
+            self.first = (step, now)
+            return ""
+        steps, seconds = step - self.first[0], now - self.first[1]
+        if steps <= 0 or step >= self.total:
+            return ""
+        return f" eta {duration(seconds / steps * (self.total - step))}"
 
     def draw(self, step: int, loss: float | None) -> None:
-        filled = self.width * step // self.total
+        filled = self.width * min(step, self.total) // self.total
         loss_text = f" loss {loss:.4f}" if loss is not None else ""
         bar = "#" * filled + "-" * (self.width - filled)
-        self.stream.write(f"\r[{bar}] {step}/{self.total}{loss_text}")
+        self.stream.write(f"\r[{bar}] {step}/{self.total}{loss_text}{self.eta(step)}\033[K")
         self.stream.flush()
 
     def clear(self) -> None:
@@ -146,3 +164,52 @@ class MetricsLog:
         """Tells every sink the process is ending (each bounds its own wait)."""
         for sink in self.sinks:
             sink.close(outcome)
+
+
+def duration(seconds: float) -> str:
+    """12.3 s, 4m05s, 2h03m."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def closing_line(
+    outcome: str,
+    *,
+    start_step: int,
+    step: int,
+    max_steps: int,
+    seconds: float,
+    loss: float | None,
+    val_loss: float | None,
+    tokens_per_sec: float | None,
+    checkpoint_dir: str,
+    checkpoint: str | None,
+    metrics_path: Path,
+    reason: str | None = None,
+) -> str:
+    """The run's last line, for a person: what happened, the result, and where it is. outcome: finished,
+    nothing (train.max_steps or train.stop_at already reached when it started) or the stop signal's name."""
+    losses = ", ".join(
+        f"{name} {value:.4f}" for name, value in (("loss", loss), ("val_loss", val_loss)) if value is not None
+    )
+    rate = f", {tokens_per_sec:,.0f} tokens/s" if tokens_per_sec else ""
+    where = f"checkpoints in {checkpoint_dir}" + (f" (newest {checkpoint})" if checkpoint else "")
+    curve = f"metrics in {metrics_path} (the curve: python -m trainer plot --metrics {metrics_path} --out loss.png)"
+    if outcome == "nothing":
+        why = reason or f"train.max_steps ({max_steps}) was already reached"
+        return (
+            f"nothing to train: resumed at step {step} and {why}; raise train.max_steps to train on"
+            f" ({losses}); {where}; {curve}"
+        )
+    if outcome == "finished":
+        what = f"trained steps {start_step}→{step}" + (f" ({reason})" if reason else f" of {max_steps}")
+        return f"done: {what} in {duration(seconds)}{rate}; {losses or 'no loss measured'}; {where}; {curve}"
+    return (
+        f"stopped by {outcome} at step {step} of {max_steps} after {duration(seconds)}{rate}"
+        f"{'; ' + losses if losses else ''}; {where}; run the same command again to resume"
+    )

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from trainer import PREEMPTED_EXIT_CODE, STATUS_DIR_ENV
-from trainer.checkpoint import CheckpointStore, Write, resume_stage
+from trainer.checkpoint import CheckpointStore, Write, resume_stage, tag_for
 from trainer.config import ConfigError, StopCondition, TrainConfig
 from trainer.dataset import DataError, TokenCache, TokenData, train_batch, val_batch
 from trainer.distributed import (
@@ -32,7 +32,7 @@ from trainer.distributed import (
     shutdown,
 )
 from trainer.engine import Engine, build_engine, enable_tf32, model_config
-from trainer.metrics import MetricsLog, MetricsSink, Outcome, mfu, peak_flops
+from trainer.metrics import MetricsLog, MetricsSink, Outcome, closing_line, mfu, peak_flops
 from trainer.model import GPT
 from trainer.progress import TrainJobStatusReporter
 from trainer.run_state import RunState
@@ -164,6 +164,7 @@ class Trainer:
         self.store.remove_abandoned()
         found = self.store.newest_complete()
         if found is None:
+            self.check_nothing_unreadable()
             return None
         tag, manifest = found
         if manifest.get("model") != self.identity:
@@ -182,6 +183,7 @@ class Trainer:
             )
         self.step = int(client_state["step"])
         self.last_loss = client_state.get("loss")
+        self.note_schedule()
         stopped = client_state.get("stopped_early") or {}
         if self.stop_condition is not None and stopped.get("stop_at") == str(self.stop_condition):
             self.stop_reason = stopped.get("reason")  # already done; a changed train.stop_at trains on
@@ -192,6 +194,30 @@ class Trainer:
                 written = time.time()
             self.exporter.checkpointed(self.step, written)
         return tag
+
+    def note_schedule(self) -> None:
+        """One line when a resumed run's train.max_steps is not the schedule's length (kept from its start)."""
+        schedule = self.engine.schedule
+        if schedule is None or not self.context.is_main:
+            return
+        max_steps = self.config.train.max_steps
+        if schedule.horizon != max_steps > self.step:
+            print(
+                f"note: train.max_steps is {max_steps}; the LR schedule keeps the {schedule.horizon} steps this"
+                f" run started with (cosine to train.min_lr at step {schedule.horizon}, then min_lr)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def check_nothing_unreadable(self) -> None:
+        """No checkpoint verified: fine when there are none; when there are (all damaged), ConfigError on every
+        rank unless checkpoint.on_unreadable is restart, since training from step 0 would throw the run away."""
+        count = self.store.published_count()
+        if count and self.config.checkpoint.on_unreadable == "fail":
+            raise ConfigError(
+                f"checkpoint.dir: none of the {count} checkpoint(s) in {self.config.checkpoint.dir} can be resumed"
+                " (each is named above); move them away, or set checkpoint.on_unreadable=restart to train from step 0"
+            )
 
     def save(self) -> None:
         """Snapshot the state and write it in the background (waiting first for a write in flight)."""
@@ -305,13 +331,16 @@ class Trainer:
             "resumed_from": resumed_from,
             "world_size": self.context.world_size,
             "device": self.device_name,
+            "threads": torch.get_num_threads(),
             "compiled": self.engine.compiled,
             "zero_stage": self.engine.zero_stage,
             "params": self.model.num_params(),
             "tokens": len(self.data.train),
             "data": self.data.describe,
         }
-        if self.step >= train.max_steps or self.stop_reason is not None:
+        start_step = self.step
+        nothing_to_do = self.step >= train.max_steps or self.stop_reason is not None
+        if nothing_to_do:
             self.record(**start, **self.clock.report(), first_step_s=None)
         rates: list[float] = []
         val_loss: float | None = None
@@ -364,6 +393,7 @@ class Trainer:
             if stopping:  # exit only once the stop's checkpoint is published
                 self.record_checkpoints(self.store.wait())
                 self.record(event="preempted", step=self.step, signal=stop.received)
+                self.close_with(str(stop.received), start_step, statistics.median(rates) if rates else None)
                 return PREEMPTED_EXIT_CODE
             paused += time.perf_counter() - pause_start
         if val_loss is None or self.step % train.eval_every:  # not evaluated at the last step yet
@@ -391,7 +421,38 @@ class Trainer:
                 device=self.device_name,
                 stop_reason=self.stop_reason or f"train.max_steps ({train.max_steps}) reached",
             )
+            outcome = "nothing" if nothing_to_do else "finished"
+            self.close_with(
+                outcome, start_step, median_rate, val_loss, resumed_from if nothing_to_do else None
+            )
         return 0
+
+    def close_with(
+        self,
+        outcome: str,
+        start_step: int,
+        tokens_per_sec: float | None,
+        val_loss: float | None = None,
+        checkpoint: str | None = None,
+    ) -> None:
+        """Rank 0's closing line on stderr (see metrics.closing_line)."""
+        if self.log is None:
+            return
+        line = closing_line(
+            outcome,
+            start_step=start_step,
+            step=self.step,
+            max_steps=self.config.train.max_steps,
+            seconds=time.time() - self.clock.origin,
+            loss=self.last_loss,
+            val_loss=val_loss,
+            tokens_per_sec=tokens_per_sec,
+            checkpoint_dir=self.config.checkpoint.dir,
+            checkpoint=checkpoint or tag_for(self.step),
+            metrics_path=self.log.path,
+            reason=self.stop_reason,
+        )
+        print(line, file=sys.stderr, flush=True)
 
 
 def train(config: TrainConfig) -> int:

@@ -352,3 +352,16 @@ def check_api_server(cluster: ExistingCluster, timeout: float = CHECK_TIMEOUT_SE
         return str(json.loads(body).get("gitVersion", ""))
     except (ValueError, AttributeError):
         return ""
+
+
+def with_namespace(kubeconfig: str, namespace: str) -> str:
+    """The kubeconfig with `namespace` as its current context's namespace: what the stack exports, so kubectl
+    and the Kubeflow SDK (TrainerClient reads the current context's namespace, else `default`) look where the
+    job is. A kubeconfig without a current context that names an existing one is returned unchanged."""
+    document = yaml.safe_load(kubeconfig)
+    current = document.get("current-context") if isinstance(document, dict) else None
+    for entry in document.get("contexts") or [] if current else []:
+        if entry.get("name") == current:
+            entry.setdefault("context", {})["namespace"] = namespace
+            return yaml.safe_dump(document, sort_keys=False)
+    return kubeconfig

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.e2e.faults import run_faults
@@ -54,7 +54,7 @@ def main() -> int:
         ["git", "describe", "--always", "--dirty"], cwd=REPO_ROOT, capture_output=True, text=True
     ).stdout.strip()
     run.report.data.update(
-        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        date=datetime.now(UTC).isoformat(timespec="seconds"),
         commit=commit,
         cluster_kind="existing",
         run_dir=str(run_dir),

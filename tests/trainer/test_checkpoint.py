@@ -1298,7 +1298,7 @@ def resuming(harness: Harness, stage: int = 0, stop_at: str | None = None, expor
     trainer = Trainer.__new__(Trainer)
     trainer.store = harness.store
     trainer.identity = dict(IDENTITY)
-    trainer.engine = SimpleNamespace(engine=FakeEngine(stage), zero_stage=stage)  # type: ignore[assignment]
+    trainer.engine = SimpleNamespace(engine=FakeEngine(stage), zero_stage=stage, schedule=None)  # type: ignore[assignment]
     trainer.context = harness.store.context
     trainer.step, trainer.last_loss, trainer.stop_reason = 0, None, None
     trainer.stop_condition = None if stop_at is None else parse_stop_at(stop_at)

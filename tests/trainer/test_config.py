@@ -231,3 +231,12 @@ def test_new_keys_default_to_off() -> None:
         ],
     )
     assert (good.output.tracking_uri, good.output.metrics_port) == ("https://mlflow.example:443", 9000)
+
+
+@pytest.mark.parametrize("text", ["val_loss", "val_loss=2.5", "val_loss<=low", "val_loss<=nan"])
+def test_a_stop_at_error_says_what_it_got_once(text: str) -> None:
+    """Issue 25 case 12: the message ended "..., got 'val_loss', got 'val_loss'"."""
+    with pytest.raises(ConfigError) as error:
+        load_config(TINY_CONFIG, [f"train.stop_at={text}"])
+    assert str(error.value).count(", got ") == 1, str(error.value)
+    assert str(error.value).endswith(f", got {text!r}")

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -234,7 +235,11 @@ class FakeTorchrun:
         self.status_dir: Path | None = None
         self.on_start: Any = lambda: None  # called as torchrun starts
 
-    def __call__(self, command: list[str], *, env: dict[str, str], start_new_session: bool) -> FakeTorchrun:
+    def __call__(
+        self, command: list[str], *, env: dict[str, str], start_new_session: bool, **piped: Any
+    ) -> FakeTorchrun:
+        assert piped == {"stderr": subprocess.PIPE, "text": True, "errors": "replace"}  # relayed by launch
+        self.stderr = io.StringIO()  # torchrun says nothing here
         self.calls.append((command, env, start_new_session))
         self.status_dir = Path(env[STATUS_DIR_ENV])
         self.on_start()

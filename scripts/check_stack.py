@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Check a stack file without the Pulumi CLI or a cluster: `make check STACK=gpu`.
+
+    .venv/bin/python scripts/check_stack.py gpu     # reads Pulumi.gpu.yaml with Pulumi.yaml's defaults
+
+Every value goes through the program's own validation (components.settings.parse_settings), so what passes
+here passes `pulumi up`'s own check. Each problem is one line, exit 2; else "ok" and the plan: the cluster,
+nodes x GPUs, what will be installed. parse_settings stops at the first bad value: this puts that key back to
+its default and checks again, so every bad key is named (a second complaint about a key already named is left
+out, since it comes from the default that stood in). Not checked here: an existing cluster's API server
+(needs the network; `pulumi up` asks it first) and encrypted secrets (only Pulumi can read them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from components.settings import (  # noqa: E402  (the repository root first, as Pulumi runs __main__.py)
+    PROJECT,
+    SECRET_KEYS,
+    StackConfigError,
+    StackSettings,
+    parse_settings,
+)
+
+USAGE_EXIT_CODE = 2
+
+
+def read_stack_file(path: Path) -> tuple[dict[str, Any], list[str], list[str]]:
+    """(plain values without the project prefix, secret keys it holds, problems with the file itself)."""
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        return {}, [], [f"{path.name}: cannot be read as YAML: {error}".splitlines()[0]]
+    config = document.get("config") or {} if isinstance(document, dict) else None
+    if not isinstance(config, dict):
+        return {}, [], [f"{path.name}: expected a `config:` mapping of {PROJECT}:KEY: VALUE"]
+    values: dict[str, Any] = {}
+    secrets: list[str] = []
+    problems: list[str] = []
+    for full_key, value in config.items():
+        project, _, key = str(full_key).partition(":")
+        if project != PROJECT or not key:
+            problems.append(f"{path.name}: {full_key}: not a {PROJECT}:KEY setting")
+        elif isinstance(value, dict) and "secure" in value:
+            secrets.append(key)  # encrypted: only Pulumi can read it
+        else:
+            values[key] = value
+    return values, secrets, problems
+
+
+def key_of(error: StackConfigError) -> str:
+    """The stack key a parse_settings error names ("trainstack:KEY: problem")."""
+    return str(error).removeprefix(f"{PROJECT}:").split(":", 1)[0]
+
+
+def check(values: dict[str, Any], secrets: list[str]) -> tuple[StackSettings | None, list[str]]:
+    """The settings (None when a problem remains) and every problem, one line each."""
+    remaining = dict(values)
+    named: set[str] = set()
+    problems: list[str] = []
+    # The stand-in for an encrypted kubeconfig: the stack's kubeconfigPath or context decide what is checked.
+    while True:
+        try:
+            settings = parse_settings(remaining, ask_api_server=False)
+        except StackConfigError as error:
+            key = key_of(error)
+            if key == "kubeconfig" and "kubeconfig" in secrets:
+                return None, problems  # the encrypted secret is what the cluster is read from: not checkable
+            if key not in named:
+                problems.append(str(error))
+            named.add(key)
+            if key not in remaining:  # a default (or a combination of defaults) is the problem: stop here
+                return None, problems
+            del remaining[key]
+            continue
+        return (None if problems else settings), problems
+
+
+def plan(settings: StackSettings) -> list[str]:
+    """What `pulumi up` would create, in a few lines."""
+    cluster, job, image = settings.cluster, settings.job, settings.image
+    if cluster.kind == "kind":
+        where = f"kind cluster {cluster.name!r} (Docker containers on this machine)"
+    elif cluster.kind == "existing":
+        where = f"your cluster (context {cluster.existing.context!r})" if cluster.existing else "your cluster"
+    elif cluster.docker is not None:
+        where = f"k3s {cluster.k3s_version} in Docker containers ({cluster.name!r})"
+    elif cluster.remote is not None:
+        where = f"k3s {cluster.k3s_version} over SSH on {cluster.remote.server}" + (
+            f" and {len(cluster.remote.agents)} agent host(s)" if cluster.remote.agents else ""
+        )
+    else:
+        where = f"k3s {cluster.k3s_version} on this machine"
+    gpus = f"{cluster.gpus_per_node} GPU(s)" if cluster.gpus_per_node else "no GPU (CPU training)"
+    config = yaml.safe_load(job.train_config)
+    installs = []
+    if settings.gpu is not None:
+        installs.append(settings.gpu.summary)
+    installs.append(f"Kubeflow Trainer {settings.trainer.version}")
+    delivery = "pushed to the registry" if image.push else "loaded into the nodes"
+    installs.append(f"the trainer image {image.repository} (built here, {delivery})")
+    if settings.mlflow_server is not None:
+        installs.append("an MLflow tracking server")
+    if settings.monitoring is not None:
+        installs.append(
+            f"/metrics on port {settings.monitoring.port}"
+            + (" with a PodMonitor" if settings.monitoring.pod_monitor else "")
+        )
+    return [
+        f"cluster: {where}",
+        f"training: {cluster.node_count} node(s) x {gpus}, TrainJob {job.job_name!r}, "
+        f"model {config['model']['preset']}, {config['train']['max_steps']} steps, "
+        f"checkpoints in {config['checkpoint']['dir']}",
+        f"installs: {', '.join(installs)}",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Check Pulumi.STACK.yaml without the Pulumi CLI or a cluster."
+    )
+    parser.add_argument(
+        "stack", help="the stack name: Pulumi.STACK.yaml is read (with Pulumi.yaml's defaults)"
+    )
+    args = parser.parse_args(argv)
+    path = REPO_ROOT / f"Pulumi.{args.stack}.yaml"
+    if not path.is_file():
+        stacks = sorted(p.name.split(".")[1] for p in REPO_ROOT.glob("Pulumi.*.yaml"))
+        print(f"error: no stack file {path.name}: STACK must be one of {', '.join(stacks)}", file=sys.stderr)
+        return USAGE_EXIT_CODE
+    values, secrets, problems = read_stack_file(path)
+    settings = None
+    if not problems:
+        settings, problems = check(values, secrets)
+    for problem in problems:
+        print(f"{path.name}: {problem}", file=sys.stderr)
+    if problems:
+        return USAGE_EXIT_CODE
+    print(f"ok: {path.name}")
+    if settings is None:
+        print(
+            "not checked: the cluster settings, read from the encrypted kubeconfig secret (pulumi up reads it)"
+        )
+        return 0
+    for line in plan(settings):
+        print(f"  {line}")
+    unread = sorted(set(secrets) - {"kubeconfig"} & set(SECRET_KEYS))
+    if unread:
+        print(f"  not checked: the encrypted secret(s) {', '.join(unread)}")
+    if settings.cluster.existing is not None:
+        print("  not checked: that the API server answers (needs the network; pulumi up asks it first)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

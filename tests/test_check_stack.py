@@ -1,0 +1,76 @@
+"""scripts/check_stack.py (`make check STACK=...`): a stack file checked with the program's own rules, without
+the Pulumi CLI or a cluster."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+# A script, not a package module: loaded from its file (as tests/test_mutation.py loads scripts/mutation.py).
+_spec = importlib.util.spec_from_file_location("check_stack", REPO / "scripts" / "check_stack.py")
+assert _spec is not None and _spec.loader is not None
+check_stack = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(check_stack)
+check, read_stack_file = check_stack.check, check_stack.read_stack_file
+
+
+def run(stack: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "scripts/check_stack.py", stack],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_good_stack_prints_ok_and_the_plan() -> None:
+    result = run("gpu")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "ok: Pulumi.gpu.yaml"
+    assert "cluster: k3s v1.33.6+k3s1 on this machine" in lines[1]
+    assert "1 node(s) x 1 GPU(s)" in lines[2] and "model gpt2-124m" in lines[2]
+    assert "GPU Operator v25.10.1: installed by the stack" in lines[3] and "Kubeflow Trainer 2.3.0" in lines[3]
+    dev = run("dev")
+    assert dev.returncode == 0, dev.stderr
+    assert "kind cluster 'trainstack'" in dev.stdout and "no GPU (CPU training)" in dev.stdout
+    assert "GPU Operator" not in dev.stdout
+
+
+def test_a_missing_stack_file_is_one_line() -> None:
+    result = run("nonexistent")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: no stack file Pulumi.nonexistent.yaml: STACK must be one of cluster, dev, docker, existing, gpu"
+    ]
+
+
+def test_every_bad_key_is_named_once_each(tmp_path: Path) -> None:
+    path = tmp_path / "Pulumi.bad.yaml"
+    path.write_text(
+        "config:\n"
+        "  trainstack:nodeCount: zero\n"
+        "  trainstack:gpusPerNode: -1\n"
+        "  trainstack:namespace: Not_A_Label\n"
+        "  trainstack:trainingPreset: huge\n"
+        "  trainstack:cpuPerNode: lots\n"
+    )
+    values, secrets, problems = read_stack_file(path)
+    assert problems == []
+    settings, problems = check(values, secrets)
+    assert settings is None
+    keys = [problem.split(":")[1] for problem in problems]
+    assert sorted(keys) == ["cpuPerNode", "gpusPerNode", "namespace", "nodeCount", "trainingPreset"], problems
+    assert all(problem.count("\n") == 0 for problem in problems)
+
+
+def test_a_key_of_another_project_and_an_encrypted_secret(tmp_path: Path) -> None:
+    path = tmp_path / "Pulumi.s.yaml"
+    path.write_text("config:\n  trainstak:nodeCount: 2\n  trainstack:hfToken:\n    secure: AAAA\n")
+    values, secrets, problems = read_stack_file(path)
+    assert problems == ["Pulumi.s.yaml: trainstak:nodeCount: not a trainstack:KEY setting"]
+    assert secrets == ["hfToken"] and values == {}

@@ -1,0 +1,79 @@
+"""The Makefile's targets install what they use and no more, and refuse an unsupported Python before
+anything is downloaded (`make -n` and runs against a scratch virtualenv path; nothing is installed)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def dry_run(target: str, venv: Path, *extra: str) -> str:
+    """What `make -n TARGET` would run with a virtualenv that does not exist yet."""
+    result = subprocess.run(
+        ["make", "-n", target, f"VENV={venv}", *extra], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("target", ["up", "down", "check"])
+def test_the_stack_targets_install_requirements_txt_only(target: str, tmp_path: Path) -> None:
+    commands = dry_run(target, tmp_path / "venv")
+    assert "pip install -q -r requirements.txt" in commands
+    for heavy in ("torch", "requirements-dev.txt", "trainer/requirements.txt"):
+        assert heavy not in commands, f"make {target} installs {heavy}"
+
+
+def test_train_local_adds_the_trainer_and_test_the_development_tools(tmp_path: Path) -> None:
+    train_local = dry_run("train-local", tmp_path / "venv")
+    assert "pip install -q torch==2.13.0" in train_local
+    assert "-r trainer/requirements.txt" in train_local
+    assert "requirements-dev.txt" not in train_local
+    test = dry_run("test", tmp_path / "venv")
+    for part in (
+        "-r requirements.txt",
+        "torch==2.13.0",
+        "-r trainer/requirements.txt",
+        "-r requirements-dev.txt",
+    ):
+        assert part in test
+
+
+def test_down_checks_what_destroy_runs_for_the_stack(tmp_path: Path) -> None:
+    commands = dry_run("down", tmp_path / "venv", "STACK=dev")
+    assert "scripts/check_prereqs.py --stack dev python pulumi docker kubectl" in commands
+
+
+def test_an_unsupported_python_is_refused_in_one_line_before_the_virtualenv(tmp_path: Path) -> None:
+    """A Python that says it is 3.10 (sys.version_info replaced at start-up by a sitecustomize)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import sys\nsys.version_info = (3, 10, 12, 'final', 0)\n")
+    fake = tmp_path / "python3.10"
+    fake.write_text(f'#!/bin/sh\nPYTHONPATH={site} exec {sys.executable} "$@"\n')
+    fake.chmod(0o755)
+    venv = tmp_path / "venv"
+    # No index: if the check let it through, pip fails fast instead of downloading.
+    env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(tmp_path)}
+    result = subprocess.run(
+        ["make", "--no-print-directory", "stack-venv", f"VENV={venv}", f"PYTHON={fake}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert not venv.exists(), "a virtualenv was made for an unsupported Python"
+    refusal = [line for line in result.stdout.splitlines() if line.startswith("error:")]
+    assert len(refusal) == 1, result.stdout
+    assert "Python 3.10.12; trainstack needs Python 3.11 to 3.14" in refusal[0]
+    assert "PYTHON=python3.11" in refusal[0]
+
+
+def test_pyproject_states_the_pythons_the_pins_need() -> None:
+    text = (REPO / "pyproject.toml").read_text()
+    assert 'requires-python = ">=3.11,<3.15"' in text
+    assert 'target-version = "py311"' in text
