@@ -68,6 +68,20 @@ def default_grace_period_seconds(parameters: int) -> int:
     return math.ceil(GRACE_FLOOR_SECONDS + SAVES_PER_STOP * VOLUME_SLOWDOWN * SAVE_SECONDS_PER_GB * gigabytes)
 
 
+# A TrainJob's delete waits, in the foreground (pulumi-kubernetes' default propagation), for its JobSet, Jobs and
+# every pod, each given terminationGracePeriodSeconds to save; pulumi-kubernetes gives a delete 10 minutes unless
+# the resource's customTimeouts say otherwise (docs: pulumi-kubernetes customTimeouts). The delete (and the
+# delete half of a replacement) gets the grace period plus this much for the API server, the garbage collector
+# and the kubelets to act, and never less than the provider's own 10 minutes.
+PROVIDER_DELETE_TIMEOUT_SECONDS = 600
+DELETE_MARGIN_SECONDS = 300
+
+
+def train_job_delete_timeout_seconds(grace_period_seconds: int) -> int:
+    """How long `pulumi destroy` or a replacement waits for a TrainJob's pods to save and go."""
+    return max(PROVIDER_DELETE_TIMEOUT_SECONDS, grace_period_seconds + DELETE_MARGIN_SECONDS)
+
+
 def torchrun_shutdown_timeout(grace_period_seconds: int) -> int:
     """torchrun's wait between its SIGTERM to the workers and its SIGKILL, matching the pod's grace period."""
     return grace_period_seconds - SHUTDOWN_MARGIN_SECONDS
@@ -560,6 +574,9 @@ class TrainingJob(pulumi.ComponentResource):
                 depends_on=[claim, config, runtime, *start_after],
                 replace_on_changes=["spec"],
                 delete_before_replace=True,
+                custom_timeouts=pulumi.CustomTimeouts(
+                    delete=f"{train_job_delete_timeout_seconds(args.termination_grace_period_seconds)}s"
+                ),
             ),
         )
         selector = f"{JOBSET_NAME_LABEL}={args.job_name}"

@@ -471,3 +471,30 @@ def test_a_claim_that_never_binds_fails_instead_of_looking_like_success(tmp_path
     assert result.returncode == 1 and result.stdout == ""
     assert "the checkpoint claim team/gpt-checkpoints is not bound after 0s" in result.stderr
     assert "nfs-client not found" in result.stderr
+
+
+@pytest.mark.parametrize(("grace", "timeout"), [(90, "600s"), (414, "714s"), (3600, "3900s")])
+def test_the_trainjob_delete_waits_as_long_as_its_pods_may_save(grace: int, timeout: str) -> None:
+    """Deleting (or replacing) the TrainJob waits in the foreground for every pod's SIGTERM checkpoint: the
+    delete timeout follows terminationGracePeriodSeconds instead of pulumi-kubernetes' fixed 10 minutes, which
+    a long grace period outlasts and leaves a replacement half done (issue 23, case 7)."""
+    args = job_args(termination_grace_period_seconds=grace)
+
+    def program() -> None:
+        TrainingJob(
+            "job",
+            args,
+            namespace="team",
+            service_account="trainer",
+            image=IMAGE,
+            hf_token_secret=None,
+            image_pull_secret=None,
+            kubeconfig=pulumi.Output.secret("kc"),
+            start_after=[],
+        )
+
+    job = evaluate(program).one("kubernetes:trainer.kubeflow.org/v1alpha1:TrainJob")
+    assert job.custom_timeouts["delete"] == timeout
+    assert trainjob(args)["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"][
+        "replicatedJobs"
+    ][0]["template"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == grace
