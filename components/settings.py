@@ -7,6 +7,7 @@ one StackConfigError naming the key and what is allowed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
@@ -266,11 +267,15 @@ def _cluster(values: Mapping[str, Any], kubeconfig: str | None = None) -> Cluste
         k3s_version=str(values["k3sVersion"]),
         remote=remote,
         docker=docker,
-        # Several nodes share the checkpoints: the cluster provides the storage unless the user names a class.
-        shared_storage=node_count > 1 and not values["checkpointStorageClass"],
         existing=existing,
     )
-    if args.shared_storage and provider_for(args).shared_storage is None:
+    # The checkpoints live on the cluster's own shared storage unless the user names a class, whatever
+    # nodeCount: a resize (1 -> 2 or back) then resumes from the same directory, while node-local storage
+    # would go with nodes a resize replaces. A kind without shared storage (k3s local, existing) uses the
+    # cluster's default class, one node only.
+    provided = provider_for(args).shared_storage is not None
+    args = dataclasses.replace(args, shared_storage=provided and not values["checkpointStorageClass"])
+    if node_count > 1 and not values["checkpointStorageClass"] and not provided:
         raise _error(
             "checkpointStorageClass",
             f"must name a ReadWriteMany StorageClass of the cluster when clusterKind is {kind} and nodeCount > 1"

@@ -78,6 +78,6 @@ class Cluster(pulumi.ComponentResource):
         self.provider = k8s.Provider(
             f"{name}-provider",
             kubeconfig=self.kubeconfig,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=provisioned.nodes),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*provisioned.nodes, *provisioned.storage]),
         )
         self.register_outputs({"kubeconfig": self.kubeconfig, "clusterName": args.name})

@@ -10,7 +10,7 @@ kinds share is in k3s.py, the script helpers in scripts.py.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -105,6 +105,9 @@ class Provisioned:
     nodes: list[pulumi.CustomResource]
     # The cluster's kubeconfig, as its command printed it (Cluster makes it a secret).
     kubeconfig: pulumi.Output[str]
+    # What holds the shared checkpoint storage: resources no resize replaces, whose `delete` (the only one
+    # that removes checkpoints) runs at destroy alone. The Kubernetes provider waits for them too.
+    storage: list[pulumi.Resource] = field(default_factory=list)
 
     @property
     def identity(self) -> pulumi.Output[str]:

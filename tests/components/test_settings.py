@@ -352,7 +352,8 @@ def test_a_pushed_image_needs_a_registry_host_first(repository: str, pushable: b
 @pytest.mark.parametrize(
     ("values", "mode"),
     [
-        ({}, "ReadWriteOnce"),  # the cluster's default class, one node
+        ({}, "ReadWriteMany"),  # kind's shared directory, whatever nodeCount
+        ({"clusterKind": "k3s", "k3sMode": "local"}, "ReadWriteOnce"),  # the default class, one node
         ({"checkpointStorageClass": "nfs"}, "ReadWriteMany"),
         ({"checkpointStorageClass": "nfs", "nodeCount": "2"}, "ReadWriteMany"),
         ({"nodeCount": "2"}, "ReadWriteMany"),  # the stack's shared directory
@@ -414,6 +415,19 @@ def test_a_created_priority_class_is_named_after_the_job() -> None:
 def test_restarts_and_shared_storage_reach_the_job() -> None:
     job = parse_settings({"maxRestarts": "3", "nodeCount": "2"}).job
     assert (job.max_restarts, job.shared_storage) == (3, True)
+
+
+@pytest.mark.parametrize("kind", [{}, {"clusterKind": "k3s", "k3sMode": "docker"}])
+def test_a_resize_on_the_clusters_own_storage_keeps_the_claim(kind: dict[str, str]) -> None:
+    """Issue 23, case 2: the checkpoints of a 1-node job are on the stack's shared storage too (node-local
+    storage goes with nodes a resize replaces), so 1 -> 2 and back resume from the same claim."""
+    one, two = (parse_settings({**kind, "nodeCount": n}) for n in ("1", "2"))
+    assert one.cluster.shared_storage and two.cluster.shared_storage
+    assert (one.job.checkpoint_access_mode, one.job.checkpoint_claim, one.job.shared_volume) == (
+        two.job.checkpoint_access_mode,
+        two.job.checkpoint_claim,
+        two.job.shared_volume,
+    )
     job = parse_settings({"nodeCount": "2", "checkpointStorageClass": "nfs-client"}).job
     assert job.shared_storage is False
 
