@@ -28,13 +28,18 @@ from components.cluster import (
     RemoteHosts,
     check_api_server,
     provider_for,
+    read_custom_resource_definition,
     read_kubeconfig,
 )
 from components.gpu_operator import GpuOperatorArgs
 from components.kubeflow_trainer import (
+    JOBSET_CRD,
+    JOBSET_CRD_URL,
+    JOBSET_RELEASE,
     TRAINER_CHART_NAME,
     TRAINJOB_STATUS_VALUES,
     KubeflowTrainerArgs,
+    jobset_schema_gaps,
     merged_values,
 )
 from components.mlflow_server import MlflowServerArgs, tracking_uri
@@ -51,6 +56,7 @@ from components.training_job import (
     default_grace_period_seconds,
     job_paths,
     rank0_labels,
+    training_runtime_spec,
 )
 from trainer.config import S3_URL_SHAPE, ConfigError, TrainConfig, load_config, parse_s3_url
 
@@ -588,8 +594,19 @@ def parse_settings(
     if cluster.existing is not None:
         try:
             check_api_server(cluster.existing)
+            jobset = read_custom_resource_definition(cluster.existing, JOBSET_CRD)
         except KubeconfigError as error:
             raise _error(error.key, error.problem) from None
+        # Helm never upgrades a CRD the cluster already has: an older JobSet's would prune what the runtime needs.
+        gaps = jobset_schema_gaps(jobset, training_runtime_spec(job, "image")["template"]["spec"]) if jobset else []
+        if gaps:
+            raise _error(
+                cluster.existing.source_key,
+                f"the cluster's {JOBSET_CRD} CRD lacks {'; '.join(gaps)}, which the training runtime needs"
+                f" (JobSet {JOBSET_RELEASE}, what the Trainer chart brings; Helm never upgrades a CRD the cluster"
+                f" has): upgrade JobSet there, its CRD with kubectl apply --server-side --force-conflicts -f"
+                f" {JOBSET_CRD_URL}",
+            )
     return StackSettings(
         cluster=cluster,
         gpu_operator=gpu_operator,

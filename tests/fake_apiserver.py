@@ -22,7 +22,7 @@ import ssl
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,6 +37,8 @@ USERNAME, PASSWORD = "fake-admin", "fake-password"
 # A user it knows with an empty password (as a kubeconfig user with a username and no password).
 NO_PASSWORD_USERNAME = "fake-no-password"
 GIT_VERSION = "v1.33.1-fake"
+# Where kube-apiserver serves the JobSet CRD (the stack reads it before anything is created).
+JOBSET_CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/jobsets.jobset.x-k8s.io"
 
 
 # A CA as some clusters have one: Basic Constraints not marked critical, no key usage. Go (client-go, kubectl)
@@ -153,10 +155,13 @@ def fake_api_server(
     status: int | None = None,
     lax: bool = False,
     git_version: str | None = GIT_VERSION,
+    objects: Mapping[str, Any] | None = None,
 ) -> Iterator[FakeApiServer]:
     """Serves until the block ends. anonymous: whether a request without credentials gets 200 (else 401);
     status: the HTTP status of every answer instead (with a Status body), whatever the credentials;
-    lax: certificates(lax=True); git_version: None for a version without gitVersion."""
+    lax: certificates(lax=True); git_version: None for a version without gitVersion; objects: what other
+    paths answer (e.g. a CRD at /apis/apiextensions.k8s.io/v1/customresourcedefinitions/<name>); any other
+    path is 404 Not Found, as kube-apiserver answers for an object that does not exist."""
     certs = certificates(lax)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     with tempfile.TemporaryDirectory(prefix="fake-apiserver-") as name:  # ssl reads a key from files only
@@ -188,7 +193,10 @@ def fake_api_server(
             version = {"major": "1", "minor": "33"} | (
                 {} if git_version is None else {"gitVersion": git_version}
             )
-            body = json.dumps(version).encode()
+            found = version if self.path.endswith("/version") else (objects or {}).get(self.path)
+            if found is None and answer == 200:
+                answer = 404
+            body = json.dumps(found).encode()
             if answer != 200:
                 body = json.dumps({"kind": "Status", "code": answer}).encode()
             self.send_response(answer)

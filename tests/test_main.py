@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from components.settings import StackConfigError
-from tests.fake_apiserver import fake_api_server
+from tests.fake_apiserver import JOBSET_CRD_PATH, fake_api_server
 from tests.k8s_validation import (
     crd_schema,
     is_plain_kubernetes_object,
@@ -534,7 +534,7 @@ def test_an_existing_cluster_s_kubeconfig_may_come_as_a_secret(tmp_path: Path) -
         yaml.safe_load(reveal(provider.inputs["kubeconfig"]))["clusters"][0]["cluster"]["server"]
         == server.url
     )
-    assert server.requests == [("/version", "token")]
+    assert server.requests == [("/version", "token"), (JOBSET_CRD_PATH, "token")]
 
 
 def _unreachable_url() -> str:

@@ -24,7 +24,12 @@ from components.cluster.k3s_docker import DOCKER_CLUSTER_LABEL, K3sDocker
 from components.cluster.k3s_local import K3sLocal
 from components.cluster.k3s_remote import K3sRemote
 from components.cluster.kind import Kind
-from components.cluster.kubeconfig import KubeconfigError, check_api_server, read_kubeconfig
+from components.cluster.kubeconfig import (
+    KubeconfigError,
+    check_api_server,
+    read_custom_resource_definition,
+    read_kubeconfig,
+)
 from components.cluster.provider import (
     SHARED_STORAGE_PATH,
     ClusterArgs,
@@ -45,6 +50,7 @@ __all__ = [
     "RemoteHosts",
     "check_api_server",
     "provider_for",
+    "read_custom_resource_definition",
     "read_kubeconfig",
 ]
 

@@ -263,6 +263,46 @@ def check_api_server(cluster: ExistingCluster, timeout: float = CHECK_TIMEOUT_SE
     Raises KubeconfigError, naming cluster.source_key, when the server cannot be reached within timeout
     seconds, its certificate does not verify, or it rejects the user's static credentials.
     """
+    status, body, where, user_name, static, plugin = _get(cluster, "/version", timeout)
+    if status == 401 and static:
+        raise KubeconfigError(
+            cluster.source_key,
+            f"{where} rejects the credentials of user {user_name!r} (HTTP 401 Unauthorized)",
+        )
+    if status == 401 and not plugin:
+        raise KubeconfigError(
+            cluster.source_key, f"{where} requires credentials and user {user_name!r} has none (HTTP 401)"
+        )
+    if status != 401 and not (200 <= status < 300 or status == 403):
+        raise KubeconfigError(cluster.source_key, f"{where} answers GET /version with HTTP {status}")
+    try:
+        return str(json.loads(body).get("gitVersion", ""))
+    except (ValueError, AttributeError):
+        return ""
+
+
+def read_custom_resource_definition(
+    cluster: ExistingCluster, name: str, timeout: float = CHECK_TIMEOUT_SECONDS
+) -> dict[str, Any] | None:
+    """The cluster's CustomResourceDefinition `name`, or None when it has none or the user may not read it
+    (nothing to check then: Helm's install says what it can). Raises KubeconfigError as check_api_server."""
+    path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+    status, body, where, _, _, _ = _get(cluster, path, timeout)
+    if status != 200:
+        return None
+    try:
+        crd = json.loads(body)
+    except ValueError:
+        raise KubeconfigError(cluster.source_key, f"{where} answers GET {path} with no JSON") from None
+    return crd if isinstance(crd, dict) else None
+
+
+def _get(
+    cluster: ExistingCluster, path: str, timeout: float
+) -> tuple[int, bytes, str, str, bool, bool]:
+    """GET path with the kubeconfig's CA and static credentials: the HTTP status and body, how to name the
+    server in an error, the user's name, whether it has static credentials, whether a plugin provides them.
+    Raises KubeconfigError when the server cannot be reached or its certificate does not verify."""
     document = yaml.safe_load(cluster.kubeconfig)
     entry, user = document["clusters"][0]["cluster"], document["users"][0]["user"]
     user_name = document["users"][0]["name"]
@@ -298,7 +338,7 @@ def check_api_server(cluster: ExistingCluster, timeout: float = CHECK_TIMEOUT_SE
         if proxies is not None:
             handlers.append(urllib.request.ProxyHandler(proxies))
         opener = urllib.request.build_opener(*handlers)
-        request = urllib.request.Request(f"{server}/version", headers=headers)
+        request = urllib.request.Request(f"{server}{path}", headers=headers)
         try:
             with opener.open(request, timeout=timeout) as response:
                 body = response.read()
@@ -314,18 +354,4 @@ def check_api_server(cluster: ExistingCluster, timeout: float = CHECK_TIMEOUT_SE
             else:
                 problem = f"cannot be reached: {' '.join(str(reason).split())}"
             raise KubeconfigError(cluster.source_key, f"{where} {problem}") from None
-    if status == 401 and static:
-        raise KubeconfigError(
-            cluster.source_key,
-            f"{where} rejects the credentials of user {user_name!r} (HTTP 401 Unauthorized)",
-        )
-    if status == 401 and not plugin:
-        raise KubeconfigError(
-            cluster.source_key, f"{where} requires credentials and user {user_name!r} has none (HTTP 401)"
-        )
-    if status != 401 and not (200 <= status < 300 or status == 403):
-        raise KubeconfigError(cluster.source_key, f"{where} answers GET /version with HTTP {status}")
-    try:
-        return str(json.loads(body).get("gitVersion", ""))
-    except (ValueError, AttributeError):
-        return ""
+    return status, body, where, user_name, static, plugin

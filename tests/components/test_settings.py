@@ -182,7 +182,7 @@ def test_a_grace_period_too_short_for_a_save_is_an_error(value: str) -> None:
 def test_an_existing_cluster_is_reached_through_its_kubeconfig_and_pulls_the_pushed_image(
     tmp_path: Path,
 ) -> None:
-    from tests.fake_apiserver import fake_api_server
+    from tests.fake_apiserver import JOBSET_CRD_PATH, fake_api_server
 
     with fake_api_server() as server:
         kubeconfig = tmp_path / "config"
@@ -197,11 +197,49 @@ def test_an_existing_cluster_is_reached_through_its_kubeconfig_and_pulls_the_pus
                 "checkpointStorageClass": "nfs-client",
             }
         )
-        assert server.requests == [("/version", "token")]  # asked before any resource
+        assert server.requests == [("/version", "token"), (JOBSET_CRD_PATH, "token")]  # before any resource
     assert settings.cluster.existing is not None and settings.cluster.existing.context == "fake"
     assert not settings.cluster.shared_storage and settings.job.checkpoint_storage_class == "nfs-client"
     assert settings.image.push and settings.image.delivery is None
     assert settings.trainer.ignore_webhook_failures is False and settings.gpu_operator is None
+
+
+UPSTREAM_JOBSET = Path(__file__).resolve().parents[1] / "upstream" / "jobset"
+
+
+@pytest.mark.parametrize(("release", "refused"), [("v0.12.0", False), ("v0.10.0", True)])
+def test_an_existing_cluster_with_an_older_jobset_crd_is_refused_before_anything_is_created(
+    tmp_path: Path, release: str, refused: bool
+) -> None:
+    """Issue 23, case 10: Helm never upgrades the JobSet CRD a cluster already has, and the API server prunes
+    what an older one lacks from every JobSet (onJobFailureMessagePatterns, before JobSet v0.11.0): then a
+    preemption fails the whole job. The installed CRD (the upstream release's own, tests/upstream/jobset) is
+    read and held against the runtime before anything is declared."""
+    from tests.fake_apiserver import JOBSET_CRD_PATH, fake_api_server
+
+    crd = yaml.safe_load((UPSTREAM_JOBSET / f"jobsets-{release}.yaml").read_text())
+    with fake_api_server(objects={JOBSET_CRD_PATH: crd}) as server:
+        kubeconfig = tmp_path / "config"
+        kubeconfig.write_text(server.kubeconfig())
+        values = {
+            "clusterKind": "existing",
+            "kubeconfigPath": str(kubeconfig),
+            "imagePush": "true",
+            "imageRepository": "registry.example.com/trainer",
+        }
+        if not refused:
+            assert parse_settings(values).cluster.existing is not None
+            return
+        with pytest.raises(StackConfigError) as error:
+            parse_settings(values)
+    assert str(error.value) == (
+        "trainstack:kubeconfigPath: the cluster's jobsets.jobset.x-k8s.io CRD lacks"
+        " spec.failurePolicy.rules[].onJobFailureMessagePatterns, which the training runtime needs (JobSet"
+        " v0.12.0, what the Trainer chart brings; Helm never upgrades a CRD the cluster has): upgrade JobSet"
+        " there, its CRD with kubectl apply --server-side --force-conflicts -f https://raw.githubusercontent.com"
+        "/kubernetes-sigs/jobset/v0.12.0/config/components/crd/bases/jobset.x-k8s.io_jobsets.yaml"
+    )
+    assert "\n" not in str(error.value)
 
 
 # Written for the mutants that survived `make mutation MODULES=settings`: whole messages and the values that reach
