@@ -24,7 +24,7 @@ gpu_operator = (
     GpuOperator("gpu-operator", settings.gpu_operator, on_cluster) if settings.gpu_operator else None
 )
 trainer = KubeflowTrainer(
-    "kubeflow-trainer", settings.trainer, kubeconfig=cluster.kubeconfig, opts=on_cluster
+    "kubeflow-trainer", settings.trainer, kubeconfig=cluster.kubectl_kubeconfig, opts=on_cluster
 )
 access = Access("access", settings.access, on_cluster)
 image = TrainerImage(
@@ -56,7 +56,7 @@ job = TrainingJob(
     image=image.reference,
     hf_token_secret=access.hf_token_secret,
     image_pull_secret=access.image_pull_secret,
-    kubeconfig=cluster.kubeconfig,
+    kubeconfig=cluster.kubectl_kubeconfig,
     start_after=[
         trainer,
         image,

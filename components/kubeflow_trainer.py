@@ -12,7 +12,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.shell import kubectl_command, script
+from components.shell import KubeconfigFile, kubectl_command, script
 
 TRAINER_NAMESPACE = "kubeflow-system"
 TRAINER_CHART = "oci://ghcr.io/kubeflow/charts/kubeflow-trainer"
@@ -144,7 +144,7 @@ class KubeflowTrainer(pulumi.ComponentResource):
         name: str,
         args: KubeflowTrainerArgs,
         *,
-        kubeconfig: pulumi.Input[str],
+        kubeconfig: pulumi.Input[str] | KubeconfigFile,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """kubeconfig: the cluster's, for the readiness gate's kubectl."""

@@ -12,7 +12,7 @@ import pulumi_kubernetes as k8s
 
 from components.access import HF_TOKEN_KEY
 from components.cluster import SHARED_STORAGE_PATH
-from components.shell import kubectl_command, script
+from components.shell import KubeconfigFile, kubectl_command, script
 from trainer import PREEMPTED_EXIT_CODE, SHUTDOWN_TIMEOUT_ENV, USAGE_EXIT_CODE
 
 TRAINER_API_VERSION = "trainer.kubeflow.org/v1alpha1"
@@ -478,7 +478,7 @@ class TrainingJob(pulumi.ComponentResource):
         image: pulumi.Input[str],
         hf_token_secret: pulumi.Input[str] | None,
         image_pull_secret: pulumi.Input[str] | None,
-        kubeconfig: pulumi.Input[str],
+        kubeconfig: pulumi.Input[str] | KubeconfigFile,
         start_after: list[pulumi.Resource],
         runtime_class: str | None = None,
         opts: pulumi.ResourceOptions | None = None,

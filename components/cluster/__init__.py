@@ -19,6 +19,8 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.shell import KubeconfigFile
+
 from components.cluster.existing import Existing
 from components.cluster.k3s_docker import DOCKER_CLUSTER_LABEL, K3sDocker
 from components.cluster.k3s_local import K3sLocal
@@ -72,6 +74,8 @@ class Cluster(pulumi.ComponentResource):
     """A cluster of any kind, its kubeconfig (a secret) and the Kubernetes provider bound to it."""
 
     kubeconfig: pulumi.Output[str]
+    # What the stack's kubectl commands use: the kubeconfig, or the user's file read when they run.
+    kubectl_kubeconfig: pulumi.Output[str] | KubeconfigFile
     provider: k8s.Provider
     # Changes whenever the nodes are created anew (a new cluster has none of the old one's images).
     identity: pulumi.Output[str]
@@ -81,9 +85,13 @@ class Cluster(pulumi.ComponentResource):
         provisioned = provider_for(args).provision(name, self)
         self.kubeconfig = pulumi.Output.secret(provisioned.kubeconfig)
         self.identity = provisioned.identity
+        file = provisioned.kubeconfig_file
+        self.kubectl_kubeconfig = file or self.kubeconfig
+        # pulumi-kubernetes reads a kubeconfig given as a path when it starts, destroy included.
         self.provider = k8s.Provider(
             f"{name}-provider",
-            kubeconfig=self.kubeconfig,
+            kubeconfig=file.path if file else self.kubeconfig,
+            context=file.context if file else None,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*provisioned.nodes, *provisioned.storage]),
         )
         self.register_outputs({"kubeconfig": self.kubeconfig, "clusterName": args.name})

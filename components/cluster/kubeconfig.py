@@ -19,6 +19,7 @@ proxy-url, or the environment's HTTPS_PROXY and NO_PROXY.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import http.client
 import ipaddress
@@ -79,7 +80,8 @@ def read_kubeconfig(*, secret: str | None, path: str, context: str) -> ExistingC
         text = file.read_text()
     except OSError as error:
         raise KubeconfigError(KUBECONFIG_PATH_KEY, f"cannot read {file}: {error.strerror}") from None
-    return parse_kubeconfig(text, key=KUBECONFIG_PATH_KEY, context=context, base_dir=file.resolve().parent)
+    parsed = parse_kubeconfig(text, key=KUBECONFIG_PATH_KEY, context=context, base_dir=file.resolve().parent)
+    return dataclasses.replace(parsed, path=str(file.resolve()))
 
 
 def _named(document: Mapping[str, Any], section: str, field: str, key: str) -> dict[str, dict[str, Any]]:
