@@ -120,7 +120,9 @@ def jobset_schema_gaps(crd: Mapping[str, Any], jobset_spec: Mapping[str, Any]) -
     versions = {v.get("name"): v for v in (crd.get("spec") or {}).get("versions") or []}
     version = versions.get(JOBSET_API_VERSION)
     if version is None or not version.get("served"):
-        return [f"no served version {JOBSET_API_VERSION} (it serves {', '.join(map(str, versions)) or 'none'})"]
+        return [
+            f"no served version {JOBSET_API_VERSION} (it serves {', '.join(map(str, versions)) or 'none'})"
+        ]
     schema = version.get("schema", {}).get("openAPIV3Schema", {}).get("properties", {}).get("spec", {})
     return _schema_gaps(jobset_spec, schema, "spec")
 

@@ -598,7 +598,11 @@ def parse_settings(
         except KubeconfigError as error:
             raise _error(error.key, error.problem) from None
         # Helm never upgrades a CRD the cluster already has: an older JobSet's would prune what the runtime needs.
-        gaps = jobset_schema_gaps(jobset, training_runtime_spec(job, "image")["template"]["spec"]) if jobset else []
+        gaps = (
+            jobset_schema_gaps(jobset, training_runtime_spec(job, "image")["template"]["spec"])
+            if jobset
+            else []
+        )
         if gaps:
             raise _error(
                 cluster.existing.source_key,

@@ -245,8 +245,7 @@ class RecordingMonitor(mocks.MockMonitor):
                     delete_before_replace=request.deleteBeforeReplace,
                     additional_secret_outputs=list(request.additionalSecretOutputs),
                     custom_timeouts={
-                        kind: getattr(request.customTimeouts, kind)
-                        for kind in ("create", "update", "delete")
+                        kind: getattr(request.customTimeouts, kind) for kind in ("create", "update", "delete")
                     },
                 )
             )

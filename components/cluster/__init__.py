@@ -19,8 +19,6 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.shell import KubeconfigFile
-
 from components.cluster.existing import Existing
 from components.cluster.k3s_docker import DOCKER_CLUSTER_LABEL, K3sDocker
 from components.cluster.k3s_local import K3sLocal
@@ -40,6 +38,7 @@ from components.cluster.provider import (
     ExistingCluster,
     RemoteHosts,
 )
+from components.shell import KubeconfigFile
 
 __all__ = [
     "DOCKER_CLUSTER_LABEL",

@@ -299,9 +299,7 @@ def read_custom_resource_definition(
     return crd if isinstance(crd, dict) else None
 
 
-def _get(
-    cluster: ExistingCluster, path: str, timeout: float
-) -> tuple[int, bytes, str, str, bool, bool]:
+def _get(cluster: ExistingCluster, path: str, timeout: float) -> tuple[int, bytes, str, str, bool, bool]:
     """GET path with the kubeconfig's CA and static credentials: the HTTP status and body, how to name the
     server in an error, the user's name, whether it has static credentials, whether a plugin provides them.
     Raises KubeconfigError when the server cannot be reached or its certificate does not verify."""

@@ -495,6 +495,9 @@ def test_the_trainjob_delete_waits_as_long_as_its_pods_may_save(grace: int, time
 
     job = evaluate(program).one("kubernetes:trainer.kubeflow.org/v1alpha1:TrainJob")
     assert job.custom_timeouts["delete"] == timeout
-    assert trainjob(args)["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"][
-        "replicatedJobs"
-    ][0]["template"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == grace
+    assert (
+        trainjob(args)["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"][
+            "replicatedJobs"
+        ][0]["template"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        == grace
+    )

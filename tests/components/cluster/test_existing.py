@@ -72,4 +72,6 @@ def test_destroy_uses_the_credentials_the_kubeconfig_file_holds_then(tmp_path: P
     assert (tmp_path / "used").read_text() == rotated
     assert (tmp_path / "used").stat().st_mode & 0o077 == 0  # private, like the file it copies
     context = existing.context
-    assert log.read_text().splitlines()[0] == f"kubectl config view --raw --minify --flatten --context {context}"
+    assert (
+        log.read_text().splitlines()[0] == f"kubectl config view --raw --minify --flatten --context {context}"
+    )

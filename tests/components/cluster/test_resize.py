@@ -30,7 +30,9 @@ COMMAND_TYPES = ("command:local:Command", "command:remote:Command")
 
 def replace_on_changes_fields() -> set[str]:
     """The command inputs whose change replaces the command, as pulumi-command v1.2.1 tags them."""
-    tagged = re.findall(r'`pulumi:"(\w+)[^"]*"\s+provider:"[^"]*replaceOnChanges[^"]*"`', UPSTREAM.read_text())
+    tagged = re.findall(
+        r'`pulumi:"(\w+)[^"]*"\s+provider:"[^"]*replaceOnChanges[^"]*"`', UPSTREAM.read_text()
+    )
     return set(tagged)
 
 
@@ -100,7 +102,11 @@ def remote(nodes: int, tmp_path: Path) -> ClusterArgs:
     )
 
 
-KINDS: dict[str, Callable[[int, Path], ClusterArgs]] = {"kind": kind, "k3s-docker": docker, "k3s-remote": remote}
+KINDS: dict[str, Callable[[int, Path], ClusterArgs]] = {
+    "kind": kind,
+    "k3s-docker": docker,
+    "k3s-remote": remote,
+}
 
 
 @pytest.mark.parametrize("name", KINDS)
