@@ -10,7 +10,7 @@ if ((${#owned[@]})); then
         # give it the current one (docs/stack.md, "Credentials that changed").
         if [ -z "${TRAINSTACK_KUBECONFIG_PATH:-}" ] && ! kubectl auth whoami >/dev/null 2>&1; then
             echo "trainstack: the cluster refuses the kubeconfig saved at the last pulumi up; with the current one:" \
-                "pulumi config set --secret kubeconfig \"\$(cat <file>)\" && pulumi up --target '**::cluster-provider'" \
+                "pulumi config set --secret kubeconfig < <file> && pulumi up --target '**::cluster-provider'" \
                 "--target '**::kubeflow-trainer-crds' --yes, then pulumi destroy again" >&2
         fi
         exit 1
