@@ -21,6 +21,12 @@ fi
 if kind get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
   echo "kind cluster $KIND_CLUSTER exists: reusing it" >&2
 else
-  kind create cluster --name "$KIND_CLUSTER" --config /dev/stdin --wait 180s >&2
+  # kind would merge the cluster's admin credentials into the file the user's KUBECONFIG names (or
+  # ~/.kube/config), which pulumi-command passes on: a private file instead, removed; the stack's
+  # kubeconfig is the secret output printed below.
+  umask 077
+  merged=$(mktemp)
+  trap 'rm -f "$merged"' EXIT
+  kind create cluster --name "$KIND_CLUSTER" --config /dev/stdin --wait 180s --kubeconfig "$merged" >&2
 fi
 kind get kubeconfig --name "$KIND_CLUSTER"
