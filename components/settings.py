@@ -129,6 +129,22 @@ def available_presets() -> list[str]:
     return sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
 
 
+# Kubernetes quantity suffixes (k8s.io/apimachinery pkg/api/resource): binary, decimal, and milli.
+_QUANTITY_SUFFIXES = {
+    **{
+        suffix: 1024**power for power, suffix in enumerate(("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei")) if suffix
+    },
+    **{suffix: 1000**power for power, suffix in enumerate(("", "k", "M", "G", "T", "P", "E"))},
+    "m": 0.001,
+}
+
+
+def quantity_bytes(quantity: str) -> float:
+    """The value of a Kubernetes quantity that matched _QUANTITY (e.g. 8Gi, 500M, 2), in base units."""
+    number = quantity.rstrip("".join({c for suffix in _QUANTITY_SUFFIXES for c in suffix}))
+    return float(number) * _QUANTITY_SUFFIXES[quantity[len(number) :]]
+
+
 def _error(key: str, problem: str) -> StackConfigError:
     return StackConfigError(f"{PROJECT}:{key}: {problem}")
 
@@ -510,6 +526,14 @@ def parse_settings(
         key: _matching(values, key, _QUANTITY, "a Kubernetes quantity such as 2, 500m, 8Gi")
         for key in ("cpuPerNode", "memoryPerNode", "shmSize", "checkpointStorageSize")
     }
+    # Keys that bound each other: /dev/shm is a memory-backed emptyDir, counted against the container's memory
+    # limit, and Kubernetes sizes its tmpfs at the smaller of the two: a larger shmSize would only be cut.
+    if quantity_bytes(quantities["shmSize"]) > quantity_bytes(quantities["memoryPerNode"]):
+        raise _error(
+            "shmSize",
+            f"must be at most memoryPerNode ({quantities['memoryPerNode']}): /dev/shm is memory counted against"
+            f" that limit, got {quantities['shmSize']}",
+        )
     replicas = _at_least(values, "gpuTimeSlicingReplicas", 0)
     if replicas == 1:
         raise _error("gpuTimeSlicingReplicas", "must be 0 (off) or >= 2, got 1")

@@ -549,3 +549,14 @@ def test_bad_object_store_settings_give_one_line(values: dict[str, str], message
     with pytest.raises(StackConfigError) as error:
         parse_settings(values)
     assert str(error.value).startswith(message)
+
+
+def test_shm_size_is_bounded_by_the_memory_it_counts_against() -> None:
+    """shmSize and memoryPerNode bound each other: checked together, one line naming both."""
+    assert parse_settings({"memoryPerNode": "4Gi", "shmSize": "4096Mi"}).job.shm_size == "4096Mi"
+    with pytest.raises(StackConfigError) as error:
+        parse_settings({"memoryPerNode": "3Gi", "shmSize": "4G"})
+    assert str(error.value) == (
+        "trainstack:shmSize: must be at most memoryPerNode (3Gi): /dev/shm is memory counted against that"
+        " limit, got 4G"
+    )
