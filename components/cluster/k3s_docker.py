@@ -13,7 +13,7 @@ from components.cluster.provider import (
     DockerNodes,
     Provisioned,
 )
-from components.cluster.scripts import cluster_script
+from components.cluster.scripts import cluster_script, shared_storage_command
 from components.shell import BASH
 
 # Label on every Docker object of a k3s-in-Docker cluster, so that destroy finds them all.
@@ -60,14 +60,10 @@ class K3sDocker(ClusterProvider):
             environment["AIRGAP_IMAGES"] = str(docker.airgap_images)
         shared: list[pulumi.Resource] = []
         if args.shared_storage:
+            volume = {key: environment[key] for key in ("CLUSTER", "LABEL", "NODE_IMAGE")}
             shared.append(
-                local.Command(
-                    f"{name}-k3s-docker-shared",
-                    create=SHARED_CREATE_SCRIPT,
-                    delete=SHARED_DELETE_SCRIPT,
-                    interpreter=BASH,
-                    environment={key: environment[key] for key in ("CLUSTER", "LABEL", "NODE_IMAGE")},
-                    opts=pulumi.ResourceOptions(parent=parent),
+                shared_storage_command(
+                    f"{name}-k3s-docker-shared", parent, SHARED_CREATE_SCRIPT, SHARED_DELETE_SCRIPT, volume
                 )
             )
         create = local.Command(

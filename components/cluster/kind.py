@@ -10,7 +10,7 @@ import yaml
 from pulumi_command import local
 
 from components.cluster.provider import SHARED_STORAGE_PATH, ClusterArgs, ClusterProvider, Provisioned
-from components.cluster.scripts import cluster_script
+from components.cluster.scripts import cluster_script, shared_storage_command
 from components.shell import BASH
 
 # nvkind's GPU passthrough: with accept-nvidia-visible-devices-as-volume-mounts on the host's toolkit, a
@@ -78,14 +78,10 @@ class Kind(ClusterProvider):
         environment = {"KIND_CLUSTER": args.name}
         shared: list[pulumi.Resource] = []
         if args.shared_storage:
+            directory = {"SHARED_DIR": str(kind_shared_directory(args.name))}
             shared.append(
-                local.Command(
-                    f"{name}-kind-shared",
-                    create=SHARED_CREATE_SCRIPT,
-                    delete=SHARED_DELETE_SCRIPT,
-                    interpreter=BASH,
-                    environment={"SHARED_DIR": str(kind_shared_directory(args.name))},
-                    opts=pulumi.ResourceOptions(parent=parent),
+                shared_storage_command(
+                    f"{name}-kind-shared", parent, SHARED_CREATE_SCRIPT, SHARED_DELETE_SCRIPT, directory
                 )
             )
         if args.gpus_per_node:
