@@ -81,7 +81,23 @@ def read_kubeconfig(*, secret: str | None, path: str, context: str) -> ExistingC
     except OSError as error:
         raise KubeconfigError(KUBECONFIG_PATH_KEY, f"cannot read {file}: {error.strerror}") from None
     parsed = parse_kubeconfig(text, key=KUBECONFIG_PATH_KEY, context=context, base_dir=file.resolve().parent)
-    return dataclasses.replace(parsed, path=str(file.resolve()))
+    # The provider and kubectl read the file again when they run (destroy included), unless it names files by
+    # relative paths: pulumi-kubernetes loads a kubeconfig path's text without resolving them against the
+    # file (v4.32.0 provider/pkg/provider/util.go, parseKubeconfigString), so those keep the inlined copy.
+    return parsed if _relative_references(text) else dataclasses.replace(parsed, path=str(file.resolve()))
+
+
+def _relative_references(text: str) -> bool:
+    """Whether any cluster or user of the kubeconfig names a file by a relative path."""
+    document = yaml.safe_load(text) or {}
+    fields = (*_CLUSTER_FILES, *_USER_FILES, "tokenFile")
+    for section, field in (("clusters", "cluster"), ("users", "user")):
+        for entry in document.get(section) or []:
+            for name in fields:
+                value = str((entry.get(field) or {}).get(name) or "")
+                if value and not Path(value).expanduser().is_absolute():
+                    return True
+    return False
 
 
 def _named(document: Mapping[str, Any], section: str, field: str, key: str) -> dict[str, dict[str, Any]]:
