@@ -31,10 +31,10 @@ curl -sfL https://get.k3s.io -o "$installer"
 sh "$installer" "$K3S_ROLE" ${K3S_FLAGS:-} >&2
 if [ "$K3S_ROLE" = server ]; then
   tries=0
-  until k3s kubectl get --raw=/readyz >/dev/null 2>&1; do
+  until as_root k3s kubectl get --raw=/readyz >/dev/null 2>&1; do
     tries=$((tries + 1))
     if [ "$tries" -gt 90 ]; then echo "the k3s API is not ready after 180s" >&2; exit 1; fi
     sleep 2
   done
-  cat /etc/rancher/k3s/k3s.yaml
+  as_root cat /etc/rancher/k3s/k3s.yaml # root-only (0600): it grants the whole cluster
 fi
