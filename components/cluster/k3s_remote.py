@@ -70,8 +70,8 @@ class K3sRemote(ClusterProvider):
     host: k3s is uninstalled from the old one and installed on the new one); the node token is read again
     whenever the server is installed anew.
     Shared storage: the directory is a command of its own with no triggers (another server address is an
-    update: the directory is made there and the old one's is kept); the export is replaced only when the
-    server moves, and a new list of agents updates it (pulumi-command replaces a command whose triggers
+    update: the directory is made there and the old one's is kept); the export is replaced when the server
+    or the agents change, and its delete only unexports (pulumi-command replaces a command whose triggers
     change, running the old `delete` first: pulumi-command v1.2.1 provider/pkg/provider/common/inputs.go).
     So adding or removing an agent never touches the checkpoints.
     Teardown: k3s's uninstallers, the agents' mounts and /etc/fstab lines, the export, then the directory.
@@ -169,7 +169,10 @@ class K3sRemote(ClusterProvider):
             connection=connection(hosts.server),
             create=scripts["export"],
             delete=scripts["unexport"],
-            triggers=[hosts.server],
+            # Another server or set of agents replaces the export: unexported first (the directory stays). The
+            # triggers are those stacks already deployed hold, so that upgrading one updates the export (its
+            # state then keeps this delete) rather than running the old delete, which removed the directory.
+            triggers=[hosts.server, *hosts.agents],
             opts=pulumi.ResourceOptions(
                 parent=parent, depends_on=[server, directory], delete_before_replace=True
             ),

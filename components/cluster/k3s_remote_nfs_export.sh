@@ -1,6 +1,6 @@
 #!/bin/sh
 # On the k3s server: SHARED_STORAGE_PATH (k3s_remote_nfs_shared.sh made it) exported over NFS to the agents.
-# Create and update: a new list of agents rewrites the export line, nothing is unexported or removed.
+# A new list of agents replaces the command: k3s_remote_nfs_unexport.sh drops the old line, this writes the new.
 # Debian/Ubuntu. POSIX sh; needs components/root.sh and k3s_remote_nfs_lib.sh first.
 # Environment: SHARED_STORAGE_PATH; NFS_CLIENTS, the agents' addresses separated by spaces (at least one).
 set -eu

@@ -165,9 +165,11 @@ def test_remote_multi_node_storage_is_an_nfs_export_of_the_server_mounted_on_eve
     # The export goes after k3s is on the server (and before it is uninstalled); each mount after the export
     # and its agent's k3s, and is removed before either.
     assert run_.depends_on(export, run_.one("command:remote:Command", "c-k3s-server"))
-    # Another set of agents is another export line, written by an update (create runs again); only another
-    # server replaces the export, unexported from the old one first. The directory is a command of its own.
-    assert export.inputs["triggers"] == ["192.0.2.1"] and export.delete_before_replace
+    # Another set of agents is another export line: exported anew, the old line unexported first (which
+    # keeps the directory: a command of its own). The triggers are what deployed stacks hold.
+    assert (
+        export.inputs["triggers"] == ["192.0.2.1", "192.0.2.2", "192.0.2.3"] and export.delete_before_replace
+    )
     directory = run_.one("command:remote:Command", "c-nfs-shared")
     assert (directory.inputs["create"], directory.inputs["delete"]) == (scripts["shared"], scripts["remove"])
     assert "triggers" not in directory.inputs or not directory.inputs["triggers"]
