@@ -154,18 +154,18 @@ def test_multi_node_kind_shares_a_host_directory_into_every_training_node(tmp_pa
     run_ = evaluate(lambda: Cluster("c", args))
     create = run_.one("command:local:Command", "c-kind")
     assert "SHARED_DIR" not in create.inputs["environment"]
-    shared = run_.one("command:local:Command", "c-kind-shared")
-    assert shared.inputs["environment"] == {"SHARED_DIR": str(kind_shared_directory("demo"))}
-    assert run_.depends_on(create, shared)
+    storage = run_.one("command:local:Command", "c-kind-shared")
+    assert storage.inputs["environment"] == {"SHARED_DIR": str(kind_shared_directory("demo"))}
+    assert run_.depends_on(create, storage)
     environment, log = fake_kind(tmp_path)
     shared_dir = tmp_path / "shared"
     environment |= {"KIND_CLUSTER": "demo", "SHARED_DIR": str(shared_dir)}
-    assert run(shared.inputs["create"], environment).returncode == 0
+    assert run(storage.inputs["create"], environment).returncode == 0
     assert shared_dir.is_dir() and shared_dir.stat().st_mode & 0o777 == 0o777
     assert run(CREATE_SCRIPT, environment).returncode == 0
     result = run(DELETE_SCRIPT, environment)
     assert result.returncode == 0, result.stderr
     assert calls(log)[-1].startswith("kind delete cluster --name demo --kubeconfig /")
     assert shared_dir.exists()  # a replaced cluster keeps the checkpoints
-    assert run(shared.inputs["delete"], environment).returncode == 0
+    assert run(storage.inputs["delete"], environment).returncode == 0
     assert not shared_dir.exists()
