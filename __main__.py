@@ -18,11 +18,33 @@ from components.training_job import TrainingJob
 settings = load_settings()
 
 cluster = Cluster("cluster", settings.cluster)
-on_cluster = pulumi.ResourceOptions(providers=[cluster.provider])
 
-gpu_operator = (
-    GpuOperator("gpu-operator", settings.gpu_operator, on_cluster) if settings.gpu_operator else None
-)
+gpu_operator = None
+if settings.gpu:
+    pulumi.log.info(settings.gpu.summary)
+    if settings.gpu.operator:
+        gpu_operator = GpuOperator(
+            "gpu-operator",
+            settings.gpu.operator,
+            kubeconfig=cluster.kubeconfig,
+            opts=pulumi.ResourceOptions(providers=[cluster.provider]),
+        )
+
+
+def _after(gates: list[pulumi.Resource]) -> pulumi.ResourceTransformation:
+    """Makes a component's every resource wait for gates (depends_on on a component does not reach its children)."""
+
+    def transform(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult:
+        waits = pulumi.ResourceOptions(depends_on=gates)
+        return pulumi.ResourceTransformationResult(args.props, pulumi.ResourceOptions.merge(args.opts, waits))
+
+    return transform
+
+
+# The GPU Operator's toolkit restarts containerd (and k3s with it): whatever else talks to the cluster waits
+# until it is done, and at destroy is gone before the operator is removed.
+gpu_gates: list[pulumi.Resource] = [gpu_operator.ready] if gpu_operator else []
+on_cluster = pulumi.ResourceOptions(providers=[cluster.provider], transformations=[_after(gpu_gates)])
 trainer = KubeflowTrainer(
     "kubeflow-trainer", settings.trainer, kubeconfig=cluster.kubectl_kubeconfig, opts=on_cluster
 )
@@ -31,7 +53,7 @@ image = TrainerImage(
     "trainer-image",
     settings.image,
     cluster_identity=cluster.identity,
-    opts=pulumi.ResourceOptions(depends_on=[cluster]),
+    opts=pulumi.ResourceOptions(depends_on=[cluster], transformations=[_after(gpu_gates)]),
 )
 
 # Optional: a tracking server the job logs to (it must answer before the job starts).
@@ -63,14 +85,14 @@ job = TrainingJob(
         *([gpu_operator] if gpu_operator else []),
         *(mlflow.ready if mlflow else []),
     ],
-    runtime_class=gpu_operator.runtime_class if gpu_operator else None,
+    runtime_class=settings.gpu.runtime_class if settings.gpu else None,
     opts=on_cluster,
 )
 if settings.monitoring:
     TrainingMonitoring(
         "monitoring",
         settings.monitoring,
-        pulumi.ResourceOptions(providers=[cluster.provider], depends_on=[access]),
+        pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[access])),
     )
 
 pulumi.export("kubeconfig", cluster.kubeconfig)

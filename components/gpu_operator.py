@@ -1,25 +1,64 @@
-"""The NVIDIA GPU Operator: container toolkit, device plugin and GPU discovery on every node."""
+"""The NVIDIA GPU Operator: container toolkit, device plugin and GPU discovery on every node.
+
+What the stack does for GPUs is decided before anything is created (gpu_setup): install the operator, or use
+the GPUs an existing cluster already offers (its own GPU Operator, or a managed cluster's device plugin), and
+which RuntimeClass the training pods name. The chart's and the operator's facts below are those of the pinned
+release; tests/upstream holds the upstream files the tests check them against.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from components.shell import kubectl_command, script
+
 GPU_OPERATOR_NAMESPACE = "gpu-operator"
 GPU_OPERATOR_REPOSITORY = "https://helm.ngc.nvidia.com/nvidia"
 TIME_SLICING_CONFIG = "time-slicing-config"
-# k3s runs its own containerd: the toolkit must edit that one's config and talk to that one's socket.
+# gpuOperator: auto installs the operator unless the cluster already offers GPUs; install and skip force it.
+GPU_OPERATOR_MODES = ("auto", "install", "skip")
+GPU_RESOURCE = "nvidia.com/gpu"
+# The label on the stack's gpu-operator Namespace naming the stack that installed the operator: a second `up`
+# finds its own operator and keeps it, where another's is used and left alone.
+OWNER_LABEL = "trainstack.dev/gpu-operator-owner"
+# k3s runs its own containerd: the toolkit edits that one's config and signals that one's socket. RKE2 (k3s's
+# sibling) keeps its config under its own data directory and the same socket.
 K3S_CONTAINERD_CONFIG = "/var/lib/rancher/k3s/agent/etc/containerd/config.toml"
 K3S_CONTAINERD_SOCKET = "/run/k3s/containerd/containerd.sock"
-# The RuntimeClass the operator creates for its containerd runtime handler (chart value operator.runtimeClass,
-# gpu-operator v25.10.1 deployments/gpu-operator/values.yaml; the operator also names the toolkit's
-# CONTAINERD_RUNTIME_CLASS after it). GPU pods name it, so they get the NVIDIA runtime even where containerd's
-# default runtime is not (k3s rewrites its containerd config on restart and upgrade).
+RKE2_CONTAINERD_CONFIG = "/var/lib/rancher/rke2/agent/etc/containerd/config.toml"
+# An existing cluster's distribution, by its nodes' kubelet version (v1.33.6+k3s1, v1.33.6+rke2r1).
+DISTRIBUTIONS = ("k3s", "rke2")
+# The RuntimeClass the operator creates and names its own pods after (chart value operator.runtimeClass,
+# upstream: NVIDIA/gpu-operator deployments/gpu-operator/values.yaml @ v25.10.1); the operator also sets the
+# toolkit's CONTAINERD_RUNTIME_CLASS from it (controllers/object_controls.go transformForRuntime).
 RUNTIME_CLASS = "nvidia"
+# The operator's DaemonSets (upstream: NVIDIA/gpu-operator assets/state-*/0500_daemonset.yaml @ v25.10.1):
+# the toolkit, which restarts the containerd it configures (restart mode "signal", upstream:
+# NVIDIA/nvidia-container-toolkit cmd/nvidia-ctk-installer/container/runtime/containerd/containerd.go
+# @ v1.18.1), and the validator, Ready only once the toolkit, the device plugin and a CUDA workload passed.
+TOOLKIT_DAEMONSET = "nvidia-container-toolkit-daemonset"
+VALIDATOR_DAEMONSET = "nvidia-operator-validator"
+# Waits for both DaemonSets to be Ready, riding out the API server's absence while k3s restarts with its
+# containerd; and, as the delete of a resource made before the release, for the toolkit's pods to be gone
+# (their cleanup restarts containerd again) before the namespace and the cluster go.
+READY_SCRIPT = script("gpu_operator_ready.sh")
+SETTLE_SCRIPT = script("gpu_operator_settle.sh")
+READY_TIMEOUT_SECONDS = 900
+# What gpu_setup asks an existing cluster (GET paths of the Kubernetes API; ClusterPolicy: group nvidia.com,
+# version v1, plural clusterpolicies, upstream: deployments/gpu-operator/crds/nvidia.com_clusterpolicies.yaml).
+INVENTORY_PATHS = {
+    "nodes": "/api/v1/nodes",
+    "clusterpolicies": "/apis/nvidia.com/v1/clusterpolicies",
+    "runtimeclasses": "/apis/node.k8s.io/v1/runtimeclasses",
+    "namespace": f"/api/v1/namespaces/{GPU_OPERATOR_NAMESPACE}",
+}
 
 
 @dataclass(frozen=True)
@@ -28,22 +67,206 @@ class GpuOperatorArgs:
 
     # Helm chart version.
     version: str
-    # The cluster is k3s: point the container toolkit at k3s's containerd.
-    on_k3s: bool
+    # The cluster kind ("kind", "k3s", "existing"): where the toolkit finds containerd and its config.
+    cluster_kind: str
     # Let the operator run its driver container; False when the hosts already have a driver.
     install_driver: bool
     # Time-slicing replicas per physical GPU; 0 leaves each GPU to one pod.
     time_slicing_replicas: int
+    # The value of OWNER_LABEL on the operator's namespace (the stack's name).
+    owner: str = ""
+    # An existing cluster's distribution when it runs its own containerd ("k3s" or "rke2"), else "".
+    distribution: str = ""
+
+
+@dataclass(frozen=True)
+class GpuInventory:
+    """What GPU software an existing cluster already runs, as its API answered INVENTORY_PATHS."""
+
+    # Nodes advertising nvidia.com/gpu, with how many each can allocate.
+    gpu_nodes: Mapping[str, int]
+    # The RuntimeClass a ClusterPolicy names (its spec.operator.runtimeClass), or None without a ClusterPolicy.
+    operator_runtime_class: str | None
+    # Names of the cluster's RuntimeClasses.
+    runtime_classes: frozenset[str]
+    # The gpu-operator Namespace's OWNER_LABEL; None when there is no such namespace, "" when it has no label.
+    namespace_owner: str | None
+    # "k3s" or "rke2" when a node's kubelet says so (their containerd is their own), else "".
+    distribution: str = ""
+
+    @property
+    def has_operator(self) -> bool:
+        return self.operator_runtime_class is not None
+
+
+@dataclass(frozen=True)
+class GpuSetup:
+    """What the stack does for GPUs, decided before anything is created."""
+
+    # The operator to install; None when the cluster's own GPU software is used.
+    operator: GpuOperatorArgs | None
+    # The RuntimeClass the training pods name; None for the cluster's default runtime.
+    runtime_class: str | None
+    # One line saying which, logged at the start of every preview and update.
+    summary: str
+
+
+class GpuSetupError(ValueError):
+    """gpuOperator cannot be honoured on this cluster; the message says why and what to set."""
+
+
+def inventory_from_api(answers: Mapping[str, tuple[int, Any]]) -> GpuInventory | None:
+    """The inventory from the (HTTP status, parsed JSON body) of each INVENTORY_PATHS key; None when the API
+    did not let the stack read it (401/403: credentials from an exec plugin, or RBAC)."""
+    if any(status in (401, 403) for status, _ in answers.values()):
+        return None
+    gpu_nodes: dict[str, int] = {}
+    distribution = ""
+    for node in answers["nodes"][1].get("items") or []:
+        status = node.get("status", {})
+        count = int((status.get("allocatable") or {}).get(GPU_RESOURCE, "0"))
+        if count:
+            gpu_nodes[node["metadata"]["name"]] = count
+        kubelet = str((status.get("nodeInfo") or {}).get("kubeletVersion", ""))
+        distribution = next((name for name in DISTRIBUTIONS if f"+{name}" in kubelet), distribution)
+    operator_runtime_class = None
+    status, body = answers["clusterpolicies"]
+    policies = (body.get("items") or []) if status == 200 else []  # 404: the CRD is not there
+    if policies:
+        operator = policies[0].get("spec", {}).get("operator") or {}
+        # The operator's own default when the ClusterPolicy names none (getRuntimeClassName).
+        operator_runtime_class = operator.get("runtimeClass") or RUNTIME_CLASS
+    classes = frozenset(item["metadata"]["name"] for item in answers["runtimeclasses"][1].get("items") or [])
+    status, body = answers["namespace"]
+    owner = None
+    if status == 200:
+        owner = str((body.get("metadata", {}).get("labels") or {}).get(OWNER_LABEL, ""))
+    return GpuInventory(gpu_nodes, operator_runtime_class, classes, owner, distribution)
+
+
+def gpu_setup(mode: str, args: GpuOperatorArgs, inventory: GpuInventory | None) -> GpuSetup:
+    """Install the operator or use the cluster's GPUs, and the RuntimeClass to name. Raises GpuSetupError.
+
+    inventory: an existing cluster's (None for a cluster the stack creates, or one whose API would not tell).
+    """
+    installed = f"GPU Operator {args.version}: installed by the stack"
+    if inventory is not None and inventory.distribution:
+        args = replace(args, distribution=inventory.distribution)
+        installed += f" (the nodes run {args.distribution}: the toolkit uses its containerd)"
+    install = GpuSetup(args, RUNTIME_CLASS, installed)
+    if args.cluster_kind != "existing":
+        if mode == "skip":
+            raise GpuSetupError(
+                "may be skip only when clusterKind is existing: a cluster the stack creates has no device"
+                " plugin but the operator's (allowed here: auto, install)"
+            )
+        return install
+    if inventory is None:
+        if mode == "auto":
+            raise GpuSetupError(
+                "auto cannot tell whether the cluster already offers GPUs (its API refused to list nodes,"
+                " ClusterPolicies or RuntimeClasses with these credentials): set install or skip"
+            )
+        if mode == "install":
+            return install
+        return GpuSetup(
+            None, None, "GPU Operator: not installed (gpuOperator skip); pods name no RuntimeClass"
+        )
+    ours = bool(args.owner) and inventory.namespace_owner == args.owner
+    if ours:  # a later `up` of the stack that installed it
+        if mode == "skip":
+            raise GpuSetupError(
+                "may not be skip while this stack's own GPU Operator is installed: destroy the stack to remove"
+                " it, or keep auto"
+            )
+        return install
+    if mode == "install":
+        if inventory.has_operator:
+            raise GpuSetupError(
+                "install, but the cluster already runs the GPU Operator (a ClusterPolicy exists): set auto or"
+                " skip to use it"
+            )
+        if inventory.gpu_nodes:
+            raise GpuSetupError(
+                f"install, but nodes already advertise {GPU_RESOURCE} ({', '.join(sorted(inventory.gpu_nodes))}):"
+                " another device plugin runs there; set auto or skip to use it"
+            )
+        if inventory.namespace_owner is not None:
+            raise GpuSetupError(
+                f"install, but the namespace {GPU_OPERATOR_NAMESPACE} exists and is not this stack's: delete it"
+                " or set skip"
+            )
+        return install
+    found = inventory.has_operator or bool(inventory.gpu_nodes)
+    if mode == "auto" and not found:
+        if inventory.namespace_owner is not None:
+            raise GpuSetupError(
+                f"auto would install the GPU Operator, but the namespace {GPU_OPERATOR_NAMESPACE} exists and is"
+                " not this stack's: delete it, or set skip"
+            )
+        return GpuSetup(
+            args,
+            RUNTIME_CLASS,
+            f"{installed}; no node advertises {GPU_RESOURCE} and no ClusterPolicy exists",
+        )
+    # Use what is there: the operator's RuntimeClass where it exists, else the cluster's default runtime.
+    wanted = inventory.operator_runtime_class or RUNTIME_CLASS
+    runtime_class = wanted if wanted in inventory.runtime_classes else None
+    what = (
+        "the cluster's GPU Operator"
+        if inventory.has_operator
+        else f"the cluster's {GPU_RESOURCE} device plugin"
+    )
+    nodes = ", ".join(f"{name}={count}" for name, count in sorted(inventory.gpu_nodes.items())) or "none yet"
+    pods = f"RuntimeClass {runtime_class}" if runtime_class else "no RuntimeClass"
+    return GpuSetup(
+        None,
+        runtime_class,
+        f"GPU Operator: not installed, using {what} (GPU nodes: {nodes}); pods name {pods}",
+    )
 
 
 def time_slicing_config(replicas: int) -> str:
-    """The device plugin's sharing config: every nvidia.com/gpu advertised `replicas` times."""
+    """The device plugin's sharing config: every nvidia.com/gpu advertised `replicas` times, and a request for
+    more than one shared GPU refused (failRequestsGreaterThanOne, as NVIDIA recommends: two replicas of one GPU
+    are not two GPUs). upstream: NVIDIA/k8s-device-plugin api/config/v1/replicas.go @ v0.18.1."""
     config = {
         "version": "v1",
         "flags": {"migStrategy": "none"},
-        "sharing": {"timeSlicing": {"resources": [{"name": "nvidia.com/gpu", "replicas": replicas}]}},
+        "sharing": {
+            "timeSlicing": {
+                "failRequestsGreaterThanOne": True,
+                "resources": [{"name": GPU_RESOURCE, "replicas": replicas}],
+            }
+        },
     }
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def toolkit_env(cluster_kind: str, distribution: str = "") -> list[dict[str, str]]:
+    """The container toolkit's environment beyond what the operator sets. Only settings the pinned operator and
+    toolkit honour: under the chart's default CDI mode the operator forces NVIDIA_RUNTIME_SET_AS_DEFAULT=false,
+    which wins over CONTAINERD_SET_AS_DEFAULT, and it sets CONTAINERD_RUNTIME_CLASS from operator.runtimeClass
+    itself (controllers/object_controls.go, cmd/nvidia-ctk-installer/container/runtime/runtime.go)."""
+    if distribution == "rke2":
+        return [
+            {"name": "CONTAINERD_CONFIG", "value": RKE2_CONTAINERD_CONFIG},
+            {"name": "CONTAINERD_SOCKET", "value": K3S_CONTAINERD_SOCKET},
+        ]
+    if "k3s" in (cluster_kind, distribution):
+        # k3s regenerates this file from its template at every start, dropping the toolkit's import of its
+        # drop-in; k3s then adds the `nvidia` runtime itself, as it finds the toolkit's
+        # /usr/local/nvidia/toolkit/nvidia-container-runtime (k3s-io/k3s pkg/agent/containerd/nvidia.go).
+        return [
+            {"name": "CONTAINERD_CONFIG", "value": K3S_CONTAINERD_CONFIG},
+            {"name": "CONTAINERD_SOCKET", "value": K3S_CONTAINERD_SOCKET},
+        ]
+    if cluster_kind == "kind":
+        # The node's /etc/containerd/config.toml as the source of the drop-in, not `containerd config dump`,
+        # whose version the toolkit misreads on containerd 2.x (upstream: NVIDIA/nvkind pkg/nvkind/node.go,
+        # `nvidia-ctk runtime configure --config-source=file`).
+        return [{"name": "RUNTIME_CONFIG_SOURCE", "value": "file"}]
+    return []
 
 
 def gpu_operator_values(args: GpuOperatorArgs) -> dict[str, Any]:
@@ -52,41 +275,59 @@ def gpu_operator_values(args: GpuOperatorArgs) -> dict[str, Any]:
         "driver": {"enabled": args.install_driver},
         "operator": {"runtimeClass": RUNTIME_CLASS},
     }
-    if args.on_k3s:
-        values["toolkit"] = {
-            "env": [
-                {"name": "CONTAINERD_CONFIG", "value": K3S_CONTAINERD_CONFIG},
-                {"name": "CONTAINERD_SOCKET", "value": K3S_CONTAINERD_SOCKET},
-                {"name": "CONTAINERD_RUNTIME_CLASS", "value": RUNTIME_CLASS},
-                # nvidia also as containerd's default runtime, for pods that name no RuntimeClass (the
-                # operator's own); the training pods name RUNTIME_CLASS and do not depend on it.
-                {"name": "CONTAINERD_SET_AS_DEFAULT", "value": "true"},
-            ]
-        }
+    env = toolkit_env(args.cluster_kind, args.distribution)
+    if env:
+        values["toolkit"] = {"env": env}
     if args.time_slicing_replicas:
         values["devicePlugin"] = {"config": {"name": TIME_SLICING_CONFIG, "default": "any"}}
     return values
 
 
 class GpuOperator(pulumi.ComponentResource):
-    """The GPU Operator Helm release, its namespace and (optionally) the time-slicing config."""
+    """The GPU Operator Helm release, its namespace, the time-slicing config and a readiness gate."""
 
     release: k8s.helm.v3.Release
+    # Ready once the toolkit has configured (and restarted) containerd and the validator passed: everything
+    # else that talks to the cluster waits for it.
+    ready: pulumi.Resource
     # The RuntimeClass GPU pods name (created by the operator).
     runtime_class: str = RUNTIME_CLASS
 
-    def __init__(self, name: str, args: GpuOperatorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: GpuOperatorArgs,
+        *,
+        kubeconfig: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        """kubeconfig: the cluster's, for the readiness gate's kubectl."""
         super().__init__("trainstack:index:GpuOperator", name, None, opts)
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
             # The operator's pods mount host paths and run privileged.
             metadata={
                 "name": GPU_OPERATOR_NAMESPACE,
-                "labels": {"pod-security.kubernetes.io/enforce": "privileged"},
+                "labels": {"pod-security.kubernetes.io/enforce": "privileged", OWNER_LABEL: args.owner},
             },
             opts=pulumi.ResourceOptions(parent=self),
         )
-        prerequisites: list[pulumi.Resource] = [namespace]
+        environment = {
+            "NAMESPACE": GPU_OPERATOR_NAMESPACE,
+            "DAEMONSETS": f"{TOOLKIT_DAEMONSET} {VALIDATOR_DAEMONSET}",
+            "TOOLKIT_DAEMONSET": TOOLKIT_DAEMONSET,
+            "TIMEOUT": str(READY_TIMEOUT_SECONDS),
+        }
+        # Created before the release, so deleted after it: its delete waits out the toolkit's cleanup.
+        settle = kubectl_command(
+            f"{name}-settle",
+            kubeconfig=kubeconfig,
+            script="true\n",
+            delete=SETTLE_SCRIPT,
+            environment=environment,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
+        )
+        prerequisites: list[pulumi.Resource] = [namespace, settle]
         if args.time_slicing_replicas:
             prerequisites.append(
                 k8s.core.v1.ConfigMap(
@@ -99,6 +340,7 @@ class GpuOperator(pulumi.ComponentResource):
         # helm.v3.Release, not helm.v4.Chart: a v4 Chart renders at preview through a provider whose
         # kubeconfig is still unknown when this stack creates the cluster, and fails
         # (pulumi/pulumi-kubernetes#3027, open). A Release installs during the update, once the cluster exists.
+        values = gpu_operator_values(args)
         self.release = k8s.helm.v3.Release(
             name,
             name="gpu-operator",
@@ -106,8 +348,17 @@ class GpuOperator(pulumi.ComponentResource):
             version=args.version,
             repository_opts={"repo": GPU_OPERATOR_REPOSITORY},
             namespace=GPU_OPERATOR_NAMESPACE,
-            values=gpu_operator_values(args),
+            values=values,
             timeout=900,
             opts=pulumi.ResourceOptions(parent=self, depends_on=prerequisites),
+        )
+        self.ready = kubectl_command(
+            f"{name}-ready",
+            kubeconfig=kubeconfig,
+            script=READY_SCRIPT,
+            environment=environment,
+            # A new chart version or new values restart the toolkit: wait again.
+            triggers=[args.version, json.dumps(values, sort_keys=True)],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
         )
         self.register_outputs({"status": self.release.status})

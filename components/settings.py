@@ -26,12 +26,22 @@ from components.cluster import (
     ExistingCluster,
     KubeconfigError,
     RemoteHosts,
+    ask_api,
     check_api_server,
+    host_gpu_count,
     provider_for,
     read_custom_resource_definition,
     read_kubeconfig,
 )
-from components.gpu_operator import GpuOperatorArgs
+from components.gpu_operator import (
+    GPU_OPERATOR_MODES,
+    INVENTORY_PATHS,
+    GpuOperatorArgs,
+    GpuSetup,
+    GpuSetupError,
+    gpu_setup,
+    inventory_from_api,
+)
 from components.kubeflow_trainer import (
     JOBSET_CRD,
     JOBSET_CRD_URL,
@@ -103,7 +113,7 @@ class StackSettings:
 
     cluster: ClusterArgs
     # None on a CPU-only stack.
-    gpu_operator: GpuOperatorArgs | None
+    gpu: GpuSetup | None
     trainer: KubeflowTrainerArgs
     access: AccessArgs
     image: TrainerImageArgs
@@ -259,6 +269,23 @@ def _existing_cluster(values: Mapping[str, Any], kubeconfig: str | None) -> Exis
         raise _error(error.key, error.problem) from None
 
 
+def _kind_gpus(node_count: int, gpus_per_node: int) -> None:
+    """kind shares this machine's GPUs with one node: nodeCount 1, and no more GPUs than the host has."""
+    if node_count > 1:
+        raise _error(
+            "nodeCount",
+            f"must be 1 when clusterKind is kind and gpusPerNode > 0 (every kind node would get all of this"
+            f" machine's GPUs), got {node_count}; for several GPU nodes use k3sMode remote or clusterKind existing",
+        )
+    available = host_gpu_count()
+    if gpus_per_node > available:
+        raise _error(
+            "gpusPerNode",
+            f"must be at most the GPUs of this machine, which the kind node shares (nvidia-smi lists"
+            f" {available}), got {gpus_per_node}",
+        )
+
+
 def _cluster(values: Mapping[str, Any], kubeconfig: str | None = None) -> ClusterArgs:
     kind = _one_of(values, "clusterKind", ["kind", "k3s", "existing"])
     node_count = _at_least(values, "nodeCount", 1)
@@ -280,6 +307,8 @@ def _cluster(values: Mapping[str, Any], kubeconfig: str | None = None) -> Cluste
                 "nodeCount",
                 f"must be 1 when k3sMode is local (one machine), got {node_count}; use k3sMode remote or docker for more nodes",
             )
+    if kind == "kind" and gpus_per_node:
+        _kind_gpus(node_count, gpus_per_node)
     args = ClusterArgs(
         kind=kind,
         name=_matching(values, "clusterName", _DNS_LABEL, _DNS_LABEL_RULE),
@@ -304,6 +333,27 @@ def _cluster(values: Mapping[str, Any], kubeconfig: str | None = None) -> Cluste
             " (the stack provides no shared storage on it), got ''",
         )
     return args
+
+
+def _gpu_setup(mode: str, operator: GpuOperatorArgs, cluster: ClusterArgs) -> GpuSetup:
+    """Install the GPU Operator or use the GPUs an existing cluster offers (asked of its API server)."""
+    inventory = None
+    if cluster.existing is not None:
+        try:
+            inventory = inventory_from_api(ask_api(cluster.existing, INVENTORY_PATHS))
+        except KubeconfigError as error:
+            raise _error(error.key, error.problem) from None
+    try:
+        setup = gpu_setup(mode, operator, inventory)
+    except GpuSetupError as error:
+        raise _error("gpuOperator", str(error)) from None
+    if setup.operator is None and operator.time_slicing_replicas:
+        raise _error(
+            "gpuTimeSlicingReplicas",
+            "must be 0 when the stack does not install the GPU Operator (the cluster's device plugin keeps its"
+            f" own sharing config), got {operator.time_slicing_replicas}",
+        )
+    return setup
 
 
 def _port(values: Mapping[str, Any], key: str) -> int:
@@ -512,11 +562,13 @@ def parse_settings(
     hf_token: pulumi.Input[str] | None = None,
     registry_password: pulumi.Input[str] | None = None,
     kubeconfig: str | None = None,
+    stack: str = "",
 ) -> StackSettings:
     """Validated settings from the stack's config values (keys without the project prefix) and its secrets.
 
     kubeconfig: the `kubeconfig` secret's plaintext (clusterKind existing). An existing cluster's API server
-    is asked last, after every other value has passed.
+    is asked last, after every other value has passed. stack: the label value naming this stack on what it
+    installs into a cluster it shares (see gpu_operator.OWNER_LABEL).
     """
     values = resolve_values(stack_values)
     cluster = _cluster(values, kubeconfig)
@@ -537,6 +589,13 @@ def parse_settings(
     replicas = _at_least(values, "gpuTimeSlicingReplicas", 0)
     if replicas == 1:
         raise _error("gpuTimeSlicingReplicas", "must be 0 (off) or >= 2, got 1")
+    if replicas and cluster.gpus_per_node > 1:
+        raise _error(
+            "gpuTimeSlicingReplicas",
+            f"must be 0 when gpusPerNode > 1 (got {replicas} with gpusPerNode {cluster.gpus_per_node}): a pod"
+            " asking for several time-sliced GPUs could get slices of one GPU; time-slice with gpusPerNode 1",
+        )
+    gpu_mode = _one_of(values, "gpuOperator", list(GPU_OPERATOR_MODES))
     registry = _registry(values, registry_password)
     push = bool(values["imagePush"])
     if cluster.existing is not None and not push:
@@ -607,14 +666,6 @@ def parse_settings(
             rank0_labels=rank0_labels(job_name),
             pod_monitor=bool(values["prometheusPodMonitor"]),
         )
-    gpu_operator = None
-    if cluster.gpus_per_node:
-        gpu_operator = GpuOperatorArgs(
-            version=str(values["gpuOperatorVersion"]),
-            on_k3s=cluster.kind == "k3s",
-            install_driver=not values["hostHasGpuDriver"],
-            time_slicing_replicas=replicas,
-        )
     if cluster.existing is not None:
         try:
             check_api_server(cluster.existing)
@@ -635,9 +686,25 @@ def parse_settings(
                 f" has): upgrade JobSet there, its CRD with kubectl apply --server-side --force-conflicts -f"
                 f" {JOBSET_CRD_URL}",
             )
+    gpu = None
+    if cluster.gpus_per_node:
+        if cluster.kind == "kind" and not values["hostHasGpuDriver"]:
+            raise _error(
+                "hostHasGpuDriver",
+                "must be true when clusterKind is kind: the kind node uses this machine's NVIDIA driver, and the"
+                " operator's driver container cannot load one from inside a node container",
+            )
+        operator = GpuOperatorArgs(
+            version=str(values["gpuOperatorVersion"]),
+            cluster_kind=cluster.kind,
+            install_driver=not values["hostHasGpuDriver"],
+            time_slicing_replicas=replicas,
+            owner=stack,
+        )
+        gpu = _gpu_setup(gpu_mode, operator, cluster)
     return StackSettings(
         cluster=cluster,
-        gpu_operator=gpu_operator,
+        gpu=gpu,
         trainer=_trainer(values, on_k3s=cluster.kind == "k3s"),
         access=AccessArgs(
             namespace=namespace,
@@ -698,4 +765,10 @@ def load_settings() -> StackSettings:
         hf_token=config.get_secret("hfToken"),
         registry_password=config.get_secret("registryPassword"),
         kubeconfig=kubeconfig,
+        stack=_label_value(f"{pulumi.get_project()}.{pulumi.get_stack()}"),
     )
+
+
+def _label_value(text: str) -> str:
+    """text as a Kubernetes label value: at most 63 characters of [A-Za-z0-9_.-], alphanumeric at both ends."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:63].strip("-_.")

@@ -159,9 +159,8 @@ def fake_api_server(
 ) -> Iterator[FakeApiServer]:
     """Serves until the block ends. anonymous: whether a request without credentials gets 200 (else 401);
     status: the HTTP status of every answer instead (with a Status body), whatever the credentials;
-    lax: certificates(lax=True); git_version: None for a version without gitVersion; objects: what other
-    paths answer (e.g. a CRD at /apis/apiextensions.k8s.io/v1/customresourcedefinitions/<name>); any other
-    path is 404 Not Found, as kube-apiserver answers for an object that does not exist."""
+    lax: certificates(lax=True); git_version: None for a version without gitVersion; objects: the JSON
+    answer of further GET paths (as kube-apiserver lists or gets them); any other path not ending in /version is 404."""
     certs = certificates(lax)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     with tempfile.TemporaryDirectory(prefix="fake-apiserver-") as name:  # ssl reads a key from files only
@@ -193,10 +192,11 @@ def fake_api_server(
             version = {"major": "1", "minor": "33"} | (
                 {} if git_version is None else {"gitVersion": git_version}
             )
-            found = version if self.path.endswith("/version") else (objects or {}).get(self.path)
-            if found is None and answer == 200:
-                answer = 404
-            body = json.dumps(found).encode()
+            body = json.dumps(version).encode()
+            if answer == 200 and not self.path.endswith("/version"):
+                found = (objects or {}).get(self.path)
+                answer = 404 if found is None else 200
+                body = json.dumps(found).encode()
             if answer != 200:
                 body = json.dumps({"kind": "Status", "code": answer}).encode()
             self.send_response(answer)

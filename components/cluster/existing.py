@@ -6,8 +6,13 @@ read, reduced and checked against the API server by kubeconfig.py before anythin
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from typing import Any
+
 import pulumi
 
+from components.cluster.kubeconfig import api_get
 from components.cluster.provider import ClusterArgs, ClusterProvider, ExistingCluster, Provisioned
 from components.shell import KubeconfigFile
 
@@ -36,3 +41,17 @@ class Existing(ClusterProvider):
         return Provisioned(
             nodes=[], kubeconfig=pulumi.Output.from_input(cluster.kubeconfig), kubeconfig_file=file
         )
+
+
+def ask_api(cluster: ExistingCluster, paths: Mapping[str, str]) -> dict[str, tuple[int, Any]]:
+    """Each path's HTTP status and JSON body (an empty mapping when the answer has none) from the cluster's API
+    server, as the kubeconfig's user. Raises KubeconfigError when the server cannot be reached."""
+    answers: dict[str, tuple[int, Any]] = {}
+    for key, path in paths.items():
+        status, body = api_get(cluster, path)
+        try:
+            document = json.loads(body) if body else {}
+        except ValueError:
+            document = {}
+        answers[key] = (status, document if isinstance(document, dict) else {})
+    return answers

@@ -21,10 +21,9 @@ UNINSTALL_SCRIPT = cluster_script(ROOT_PRELUDE, "k3s_uninstall.sh")
 
 
 def k3s_server_flags(advertised_host: str | None) -> list[str]:
-    """k3s server flags: no unneeded add-ons, and the remote address in the API certificate. The admin
-    kubeconfig k3s writes (/etc/rancher/k3s/k3s.yaml) keeps k3s's own mode 0600: it grants the whole cluster,
-    so only root reads it (k3s_install.sh prints it through as_root)."""
-    flags = [f"--disable={K3S_DISABLED}"]
+    """k3s server flags: a kubeconfig readable by root alone (it holds cluster-admin credentials; the install
+    script reads it through sudo), no unneeded add-ons, and the remote address in the API certificate."""
+    flags = ["--write-kubeconfig-mode=600", f"--disable={K3S_DISABLED}"]
     if advertised_host is not None:
         flags.append(f"--tls-san={advertised_host}")
     return flags

@@ -36,5 +36,6 @@ if [ "$K3S_ROLE" = server ]; then
     if [ "$tries" -gt 90 ]; then echo "the k3s API is not ready after 180s" >&2; exit 1; fi
     sleep 2
   done
-  as_root cat /etc/rancher/k3s/k3s.yaml # root-only (0600): it grants the whole cluster
+  # Root-only (--write-kubeconfig-mode=600): it holds the cluster-admin credentials.
+  as_root cat /etc/rancher/k3s/k3s.yaml
 fi

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,10 @@ from components.shell import BASH
 
 # nvkind's GPU passthrough: with accept-nvidia-visible-devices-as-volume-mounts on the host's toolkit, a
 # /dev/null mount at this path makes Docker's nvidia runtime hand every GPU to the kind node container.
+# A GPU stack on kind has one node (settings refuses more): the kind node is privileged and sees every
+# device node of the host, so giving several workers disjoint GPUs takes nvkind's in-node surgery (removing
+# the other GPUs' /dev/nvidiaN and masking ModifyDeviceFiles, upstream: NVIDIA/nvkind pkg/nvkind/node.go),
+# which the stack does not do.
 NVIDIA_DEVICES_MOUNT = "/var/run/nvidia-container-devices/all"
 # Creates (or reuses) the cluster from the config on stdin and prints its kubeconfig.
 CREATE_SCRIPT = cluster_script("kind_create.sh")
@@ -30,8 +36,29 @@ def kind_shared_directory(cluster_name: str) -> Path:
     return Path.home() / ".local" / "share" / "trainstack" / cluster_name / "shared"
 
 
+def host_gpu_count() -> int:
+    """The NVIDIA GPUs of this machine (the kind node's host), as nvidia-smi lists them; 0 without nvidia-smi."""
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        listed = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return len([line for line in listed.splitlines() if line.strip()])
+
+
 def render_kind_config(args: ClusterArgs) -> str:
-    """kind's cluster config: the nodes, their pinned image, nvkind's GPU mount and the shared directory."""
+    """kind's cluster config: the nodes, their pinned image, nvkind's GPU mount and the shared directory.
+
+    Raises ValueError for GPUs on more than one node (each would get every GPU of the host)."""
+    if args.gpus_per_node and args.node_count > 1:
+        raise ValueError("kind gives GPUs to one node only: every node would get all of the host's GPUs")
     training_mounts = []
     if args.gpus_per_node:
         training_mounts.append({"hostPath": "/dev/null", "containerPath": NVIDIA_DEVICES_MOUNT})

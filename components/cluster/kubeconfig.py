@@ -275,13 +275,86 @@ def _proxies(cluster: Mapping[str, Any], host: str, key: str) -> dict[str, str] 
     return {} if _is_loopback(host) else None
 
 
+def _credentials(cluster: ExistingCluster) -> tuple[dict[str, str], bool, bool]:
+    """The request headers of the kubeconfig's user, whether it has static credentials, whether a plugin's."""
+    document = yaml.safe_load(cluster.kubeconfig)
+    user, user_name = document["users"][0]["user"], document["users"][0]["name"]
+    headers = {"Accept": "application/json"}
+    if user.get("token"):
+        headers["Authorization"] = f"Bearer {user['token']}"
+    elif user.get("tokenFile"):
+        try:
+            headers["Authorization"] = f"Bearer {Path(user['tokenFile']).read_text().strip()}"
+        except OSError as error:
+            raise KubeconfigError(
+                cluster.source_key, f"users[{user_name}].tokenFile: cannot read it: {error.strerror}"
+            ) from None
+    elif user.get("username"):
+        basic = base64.b64encode(f"{user['username']}:{user.get('password', '')}".encode()).decode()
+        headers["Authorization"] = f"Basic {basic}"
+    static = "Authorization" in headers or "client-certificate-data" in user
+    plugin = "exec" in user or "auth-provider" in user
+    return headers, static, plugin
+
+
+def api_get(cluster: ExistingCluster, path: str, timeout: float = CHECK_TIMEOUT_SECONDS) -> tuple[int, bytes]:
+    """GET path from the API server with the kubeconfig's CA and static credentials: (HTTP status, body).
+
+    Raises KubeconfigError, naming cluster.source_key, when the server cannot be reached within timeout
+    seconds or its certificate does not verify.
+    """
+    document = yaml.safe_load(cluster.kubeconfig)
+    entry, user = document["clusters"][0]["cluster"], document["users"][0]["user"]
+    server = str(entry["server"]).rstrip("/")
+    headers, _, _ = _credentials(cluster)
+    with tempfile.TemporaryDirectory() as private:
+        handlers: list[urllib.request.BaseHandler] = []
+        if server.startswith("https://"):
+            try:
+                context = _tls_context(entry, user, Path(private))
+            except (ssl.SSLError, ValueError) as error:
+                raise KubeconfigError(
+                    cluster.source_key,
+                    f"the CA or client certificate of context {cluster.context!r} is unusable: {error}",
+                ) from None
+            handlers.append(_HTTPSHandler(context, entry.get("tls-server-name")))
+        proxies = _proxies(entry, urlsplit(server).hostname or "", cluster.source_key)
+        if proxies is not None:
+            handlers.append(urllib.request.ProxyHandler(proxies))
+        opener = urllib.request.build_opener(*handlers)
+        request = urllib.request.Request(f"{server}{path}", headers=headers)
+        try:
+            with opener.open(request, timeout=timeout) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, b""
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                problem = f"presents a certificate that does not verify: {reason.verify_message}"
+            elif isinstance(reason, (TimeoutError, socket.timeout)):
+                problem = f"does not answer within {timeout:g} s"
+            else:
+                problem = f"cannot be reached: {' '.join(str(reason).split())}"
+            raise KubeconfigError(cluster.source_key, f"{_where(cluster)} {problem}") from None
+
+
+def _where(cluster: ExistingCluster) -> str:
+    """The API server and context, as errors name them."""
+    server = str(yaml.safe_load(cluster.kubeconfig)["clusters"][0]["cluster"]["server"]).rstrip("/")
+    return f"the API server {server} (context {cluster.context!r})"
+
+
 def check_api_server(cluster: ExistingCluster, timeout: float = CHECK_TIMEOUT_SECONDS) -> str:
     """Asks the API server for /version with the kubeconfig's CA and credentials; returns its gitVersion.
 
     Raises KubeconfigError, naming cluster.source_key, when the server cannot be reached within timeout
     seconds, its certificate does not verify, or it rejects the user's static credentials.
     """
-    status, body, where, user_name, static, plugin = _get(cluster, "/version", timeout)
+    user_name = yaml.safe_load(cluster.kubeconfig)["users"][0]["name"]
+    where = _where(cluster)
+    _, static, plugin = _credentials(cluster)
+    status, body = api_get(cluster, "/version", timeout)
     if status == 401 and static:
         raise KubeconfigError(
             cluster.source_key,
@@ -303,71 +376,15 @@ def read_custom_resource_definition(
     cluster: ExistingCluster, name: str, timeout: float = CHECK_TIMEOUT_SECONDS
 ) -> dict[str, Any] | None:
     """The cluster's CustomResourceDefinition `name`, or None when it has none or the user may not read it
-    (nothing to check then: Helm's install says what it can). Raises KubeconfigError as check_api_server."""
+    (nothing to check then: Helm's install says what it can). Raises KubeconfigError as api_get."""
     path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
-    status, body, where, _, _, _ = _get(cluster, path, timeout)
+    status, body = api_get(cluster, path, timeout)
     if status != 200:
         return None
     try:
         crd = json.loads(body)
     except ValueError:
-        raise KubeconfigError(cluster.source_key, f"{where} answers GET {path} with no JSON") from None
+        raise KubeconfigError(
+            cluster.source_key, f"{_where(cluster)} answers GET {path} with no JSON"
+        ) from None
     return crd if isinstance(crd, dict) else None
-
-
-def _get(cluster: ExistingCluster, path: str, timeout: float) -> tuple[int, bytes, str, str, bool, bool]:
-    """GET path with the kubeconfig's CA and static credentials: the HTTP status and body, how to name the
-    server in an error, the user's name, whether it has static credentials, whether a plugin provides them.
-    Raises KubeconfigError when the server cannot be reached or its certificate does not verify."""
-    document = yaml.safe_load(cluster.kubeconfig)
-    entry, user = document["clusters"][0]["cluster"], document["users"][0]["user"]
-    user_name = document["users"][0]["name"]
-    server = str(entry["server"]).rstrip("/")
-    where = f"the API server {server} (context {cluster.context!r})"
-    headers = {"Accept": "application/json"}
-    if user.get("token"):
-        headers["Authorization"] = f"Bearer {user['token']}"
-    elif user.get("tokenFile"):
-        try:
-            headers["Authorization"] = f"Bearer {Path(user['tokenFile']).read_text().strip()}"
-        except OSError as error:
-            raise KubeconfigError(
-                cluster.source_key, f"users[{user_name}].tokenFile: cannot read it: {error.strerror}"
-            ) from None
-    elif user.get("username"):
-        basic = base64.b64encode(f"{user['username']}:{user.get('password', '')}".encode()).decode()
-        headers["Authorization"] = f"Basic {basic}"
-    static = "Authorization" in headers or "client-certificate-data" in user
-    plugin = "exec" in user or "auth-provider" in user
-    with tempfile.TemporaryDirectory() as private:
-        handlers: list[urllib.request.BaseHandler] = []
-        if server.startswith("https://"):
-            try:
-                context = _tls_context(entry, user, Path(private))
-            except (ssl.SSLError, ValueError) as error:
-                raise KubeconfigError(
-                    cluster.source_key,
-                    f"the CA or client certificate of context {cluster.context!r} is unusable: {error}",
-                ) from None
-            handlers.append(_HTTPSHandler(context, entry.get("tls-server-name")))
-        proxies = _proxies(entry, urlsplit(server).hostname or "", cluster.source_key)
-        if proxies is not None:
-            handlers.append(urllib.request.ProxyHandler(proxies))
-        opener = urllib.request.build_opener(*handlers)
-        request = urllib.request.Request(f"{server}{path}", headers=headers)
-        try:
-            with opener.open(request, timeout=timeout) as response:
-                body = response.read()
-                status = response.status
-        except urllib.error.HTTPError as error:
-            status, body = error.code, b""
-        except (urllib.error.URLError, OSError) as error:
-            reason = getattr(error, "reason", error)
-            if isinstance(reason, ssl.SSLCertVerificationError):
-                problem = f"presents a certificate that does not verify: {reason.verify_message}"
-            elif isinstance(reason, (TimeoutError, socket.timeout)):
-                problem = f"does not answer within {timeout:g} s"
-            else:
-                problem = f"cannot be reached: {' '.join(str(reason).split())}"
-            raise KubeconfigError(cluster.source_key, f"{where} {problem}") from None
-    return status, body, where, user_name, static, plugin

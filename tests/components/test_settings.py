@@ -57,7 +57,7 @@ def test_values_arrive_as_strings_and_are_coerced_to_their_declared_type() -> No
 def test_defaults_make_a_cpu_kind_stack() -> None:
     settings = parse_settings({})
     assert settings.cluster.kind == "kind" and settings.cluster.node_count == 1
-    assert settings.gpu_operator is None
+    assert settings.gpu is None
     assert settings.trainer.ignore_webhook_failures is False
     assert settings.image.delivery == KindLoad("trainstack")
     assert settings.access.config_map == settings.job.config_map
@@ -85,10 +85,10 @@ def test_presets_are_the_trainer_config_files() -> None:
 
 
 def test_gpu_k3s_stack_installs_the_gpu_operator_without_a_driver() -> None:
-    settings = parse_settings({"clusterKind": "k3s", "gpusPerNode": "2", "gpuTimeSlicingReplicas": "4"})
-    assert settings.gpu_operator is not None
-    assert settings.gpu_operator.on_k3s and not settings.gpu_operator.install_driver
-    assert settings.gpu_operator.time_slicing_replicas == 4
+    settings = parse_settings({"clusterKind": "k3s", "gpusPerNode": "1", "gpuTimeSlicingReplicas": "4"})
+    assert settings.gpu is not None and settings.gpu.operator is not None
+    assert settings.gpu.operator.cluster_kind == "k3s" and not settings.gpu.operator.install_driver
+    assert settings.gpu.operator.time_slicing_replicas == 4
     assert settings.trainer.ignore_webhook_failures is True
     assert settings.image.delivery == K3sImport(None)
 
@@ -201,7 +201,7 @@ def test_an_existing_cluster_is_reached_through_its_kubeconfig_and_pulls_the_pus
     assert settings.cluster.existing is not None and settings.cluster.existing.context == "fake"
     assert not settings.cluster.shared_storage and settings.job.checkpoint_storage_class == "nfs-client"
     assert settings.image.push and settings.image.delivery is None
-    assert settings.trainer.ignore_webhook_failures is False and settings.gpu_operator is None
+    assert settings.trainer.ignore_webhook_failures is False and settings.gpu is None
 
 
 UPSTREAM_JOBSET = Path(__file__).resolve().parents[1] / "upstream" / "jobset"

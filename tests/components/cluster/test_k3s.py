@@ -16,7 +16,15 @@ from components.cluster.k3s import (
     k3s_server_flags,
     rewrite_kubeconfig_server,
 )
-from tests.components.cluster.stubs import FAKE_INSTALLER, POSIX_SH, ROOT_ID, calls, run, stub_tools
+from tests.components.cluster.stubs import (
+    FAKE_INSTALLER,
+    POSIX_SH,
+    ROOT_ID,
+    USER_ID,
+    calls,
+    run,
+    stub_tools,
+)
 from tests.stack_helpers import FAKE_KUBECONFIG, contains_secret, evaluate
 
 VERSION = "v1.33.6+k3s1"
@@ -42,30 +50,30 @@ def test_server_install_pins_the_version_waits_for_the_api_and_prints_the_kubeco
     assert result.returncode == 0, result.stderr
     assert result.stdout == "kubeconfig\n"
     assert (
-        "installer server --disable=traefik,servicelb,metrics-server"
+        "installer server --write-kubeconfig-mode=600 --disable=traefik,servicelb,metrics-server"
         f" --tls-san=192.0.2.1 token= url= version={VERSION}"
     ) in calls(log)
     assert "k3s kubectl get --raw=/readyz" in calls(log)
 
 
-def test_the_admin_kubeconfig_stays_root_only_and_is_read_through_sudo(tmp_path: Path) -> None:
-    """k3s.yaml grants the whole cluster: k3s's own mode (0600) stays, and a non-root user with passwordless
-    sudo reads it through sudo (k3s-io/k3s pkg/server/server.go: the kubeconfig mode defaults to 0600)."""
-    assert not [flag for flag in k3s_server_flags("192.0.2.1") if flag.startswith("--write-kubeconfig-mode")]
+def test_the_server_kubeconfig_is_root_only_and_read_through_sudo(tmp_path: Path) -> None:
+    """Issue 23, the whole kind: the k3s kubeconfig holds cluster-admin credentials, so k3s writes it 0600
+    (--write-kubeconfig-mode) and a non-root installer reads it (and asks the API) through sudo."""
     environment, log = stub_tools(
         tmp_path,
         {
             "curl": FAKE_INSTALLER,
-            "id": 'case "$1" in -u) echo 1000;; -un) echo ops;; esac',
-            "sudo": 'shift; if [ "$1" = cat ]; then echo kubeconfig; fi; exit 0',  # sudo -n CMD...
-            "k3s": "exit 1",  # only through sudo
-            "cat": 'if [ "$1" = /etc/rancher/k3s/k3s.yaml ]; then exit 1; else exec /bin/cat "$@"; fi',
+            "id": USER_ID,
+            "sudo": 'if [ "$1" = -n ]; then shift; fi; if [ "$1" = true ]; then exit 0; fi; exec "$@"',
+            "k3s": "exit 0",
+            "cat": 'if [ "$1" = /etc/rancher/k3s/k3s.yaml ]; then echo "kubeconfig"; else exec /bin/cat "$@"; fi',
         },
     )
     server = install_environment(VERSION, "server", k3s_server_flags(None))
     result = run(INSTALL_SCRIPT, {**environment, **server}, interpreter=POSIX_SH)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "kubeconfig\n"
+    assert "--write-kubeconfig-mode=600" in server["K3S_FLAGS"].split()
     assert "sudo -n cat /etc/rancher/k3s/k3s.yaml" in calls(log)
     assert "sudo -n k3s kubectl get --raw=/readyz" in calls(log)
 
@@ -146,7 +154,7 @@ def test_local_k3s_cluster_component() -> None:
     assert server.inputs["environment"] == {
         "K3S_ROLE": "server",
         "INSTALL_K3S_VERSION": VERSION,
-        "K3S_FLAGS": "--disable=traefik,servicelb,metrics-server",
+        "K3S_FLAGS": "--write-kubeconfig-mode=600 --disable=traefik,servicelb,metrics-server",
     }
     assert "interpreter" not in server.inputs  # /bin/sh, as on a remote host
     assert server.inputs["logging"] == "stderr" and server.additional_secret_outputs == ["stdout"]

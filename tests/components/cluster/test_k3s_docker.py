@@ -42,7 +42,7 @@ def test_k3s_in_docker_cluster_component(tmp_path: Path) -> None:
         "LABEL": LABEL,
         "NODE_IMAGE": "rancher/k3s:v1.33.6-k3s1",
         "NODE_COUNT": "3",
-        "K3S_FLAGS": "--disable=traefik,servicelb,metrics-server --tls-san=127.0.0.1",
+        "K3S_FLAGS": "--write-kubeconfig-mode=600 --disable=traefik,servicelb,metrics-server --tls-san=127.0.0.1",
         "SHARED": "1",
         "SHARED_STORAGE_PATH": SHARED_STORAGE_PATH,
         "AIRGAP_IMAGES": str(tmp_path),
@@ -142,7 +142,7 @@ def test_k3s_in_docker_script_creates_labelled_nodes_and_prints_a_reachable_kube
     port = int(server.split("-p 127.0.0.1:", 1)[1].split(":6443 ", 1)[0])
     assert 0 < port < 65536
     assert (
-        f"-p 127.0.0.1:{port}:6443 k3s:test server"
+        f"-p 127.0.0.1:{port}:6443 k3s:test server --write-kubeconfig-mode=600"
         " --disable=traefik,servicelb,metrics-server --tls-san=127.0.0.1"
     ) in server
     assert server_of(result.stdout) == f"https://127.0.0.1:{port}"

@@ -40,7 +40,7 @@ def test_remote_k3s_cluster_component(tmp_path: Path) -> None:
     assert server.inputs["create"] == install_script(
         VERSION,
         "server",
-        ["--disable=traefik,servicelb,metrics-server", "--tls-san=192.0.2.1"],
+        ["--write-kubeconfig-mode=600", "--disable=traefik,servicelb,metrics-server", "--tls-san=192.0.2.1"],
     )
     assert server.inputs["delete"] == uninstall_script("server")
     # SSH would refuse an `environment` (sshd's AcceptEnv): the inputs are exported by the script text.

@@ -40,7 +40,7 @@ def test_the_config_text_is_the_same_for_the_same_cluster(monkeypatch: pytest.Mo
     go.yaml.in/yaml/v3, which resolves aliases, and accepts only `kind: Cluster` for kind.x-k8s.io/v1alpha4
     (sigs.k8s.io/kind pkg/internal/apis/config/encoding/load.go, Parse)."""
     monkeypatch.setenv("HOME", "/home/ops")
-    assert render_kind_config(kind_args(node_count=2, gpus=1, shared=True)) == (
+    assert render_kind_config(kind_args(node_count=2, gpus=0, shared=True)) == (
         "kind: Cluster\n"
         "apiVersion: kind.x-k8s.io/v1alpha4\n"
         "nodes:\n"
@@ -49,8 +49,6 @@ def test_the_config_text_is_the_same_for_the_same_cluster(monkeypatch: pytest.Mo
         "- role: worker\n"
         "  image: kindest/node:v1.33.1\n"
         "  extraMounts: &id001\n"
-        "  - hostPath: /dev/null\n"
-        "    containerPath: /var/run/nvidia-container-devices/all\n"
         "  - hostPath: /home/ops/.local/share/trainstack/demo/shared\n"
         "    containerPath: /var/lib/trainstack/shared\n"
         "- role: worker\n"
@@ -59,12 +57,18 @@ def test_the_config_text_is_the_same_for_the_same_cluster(monkeypatch: pytest.Mo
     )
 
 
-def test_gpu_kind_cluster_mounts_the_gpus_into_the_training_nodes_only() -> None:
-    nodes = yaml.safe_load(render_kind_config(kind_args(node_count=2, gpus=1)))["nodes"]
-    assert [node["role"] for node in nodes] == ["control-plane", "worker", "worker"]
-    assert "extraMounts" not in nodes[0]
-    for worker in nodes[1:]:
-        assert worker["extraMounts"] == [{"hostPath": "/dev/null", "containerPath": NVIDIA_DEVICES_MOUNT}]
+def test_gpu_kind_cluster_mounts_the_gpus_into_its_one_node() -> None:
+    """Issue 23 case 3: several workers would each get all of the host's GPUs, so GPUs go to one node only."""
+    nodes = yaml.safe_load(render_kind_config(kind_args(node_count=1, gpus=1)))["nodes"]
+    assert nodes == [
+        {
+            "role": "control-plane",
+            "image": IMAGE,
+            "extraMounts": [{"hostPath": "/dev/null", "containerPath": NVIDIA_DEVICES_MOUNT}],
+        }
+    ]
+    with pytest.raises(ValueError, match="one node only"):
+        render_kind_config(kind_args(node_count=2, gpus=1))
 
 
 def fake_kind(

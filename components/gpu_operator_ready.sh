@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The GPU Operator's readiness gate (components/gpu_operator.py runs it after kubeconfig.sh): every pod of the
+# toolkit and validator DaemonSets Ready, three checks in a row. The toolkit restarts the containerd it
+# configures, and k3s, whose child that containerd is, restarts with it: until then kubectl may fail to
+# connect, which is a try, not an error. The validator is Ready only after the toolkit, the device plugin and
+# a CUDA workload passed, so nothing that talks to the cluster after this gate meets that restart.
+# Environment: NAMESPACE, the operator's; DAEMONSETS, names (space-separated); TIMEOUT, seconds;
+# KUBECONFIG, as kubectl reads it.
+set -euo pipefail
+deadline=$(($(date +%s) + TIMEOUT))
+read -ra names <<<"$DAEMONSETS"
+steady=0
+while [ "$steady" -lt 3 ]; do
+  ready=1
+  last=""
+  for daemonset in "${names[@]}"; do
+    # desired, ready and up-to-date pods; empty while the operator has not made it or the API is away.
+    last="$(kubectl -n "$NAMESPACE" get daemonset "$daemonset" --ignore-not-found --request-timeout=10s \
+      -o jsonpath='{.status.desiredNumberScheduled} {.status.numberReady} {.status.updatedNumberScheduled}' \
+      2>/dev/null || true)"
+    read -r desired pods updated <<<"$last" || true
+    if [ -z "${desired:-}" ] || [ "$desired" -eq 0 ] || [ "${pods:-0}" -ne "$desired" ] ||
+      [ "${updated:-0}" -ne "$desired" ]; then
+      ready=0
+      last="$daemonset: ${last:-not there yet} (desired ready updated)"
+      break
+    fi
+  done
+  if [ "$ready" = 1 ]; then steady=$((steady + 1)); else steady=0; fi
+  if [ "$steady" -lt 3 ]; then
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      echo "GPU Operator not ready after ${TIMEOUT}s: $last; see kubectl -n $NAMESPACE get pods" >&2
+      exit 1
+    fi
+    sleep 5
+  fi
+done
+echo "GPU Operator is ready: the toolkit configured containerd and the validator passed"
