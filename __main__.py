@@ -47,7 +47,7 @@ def _after(gates: list[pulumi.Resource]) -> pulumi.ResourceTransformation:
 gpu_gates: list[pulumi.Resource] = [gpu_operator.ready] if gpu_operator else []
 on_cluster = pulumi.ResourceOptions(providers=[cluster.provider], transformations=[_after(gpu_gates)])
 trainer = KubeflowTrainer(
-    "kubeflow-trainer", settings.trainer, kubeconfig=cluster.kubeconfig, opts=on_cluster
+    "kubeflow-trainer", settings.trainer, kubeconfig=cluster.kubectl_kubeconfig, opts=on_cluster
 )
 access = Access("access", settings.access, on_cluster)
 image = TrainerImage(
@@ -79,7 +79,7 @@ job = TrainingJob(
     image=image.reference,
     hf_token_secret=access.hf_token_secret,
     image_pull_secret=access.image_pull_secret,
-    kubeconfig=cluster.kubeconfig,
+    kubeconfig=cluster.kubectl_kubeconfig,
     start_after=[
         trainer,
         image,

@@ -12,7 +12,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.shell import kubectl_command, script
+from components.shell import KubeconfigFile, kubectl_command, script
 
 TRAINER_NAMESPACE = "kubeflow-system"
 TRAINER_CHART = "oci://ghcr.io/kubeflow/charts/kubeflow-trainer"
@@ -42,7 +42,17 @@ READINESS_SCRIPT = script("kubeflow_trainer_ready.sh")
 # CRDs the chart installs from a crds/ directory, which Helm never deletes: JobSet's (kubernetes-sigs/jobset
 # v0.12.0, charts/jobset/crds/, the subchart Trainer 2.3.0 depends on; Trainer's own CRDs are templates, which
 # Helm deletes with the release). The stack deletes those it added (kubeflow_trainer_crds_*.sh).
-CHART_CRDS = ("jobsets.jobset.x-k8s.io",)
+JOBSET_CRD = "jobsets.jobset.x-k8s.io"
+CHART_CRDS = (JOBSET_CRD,)
+# The JobSet API version Trainer 2.3.0 creates JobSets with, and the release its chart installs; Helm never
+# upgrades a CRD under crds/, so a cluster that had an older JobSet keeps its older schema, and the API server
+# prunes the fields it lacks from every JobSet (jobset_schema_gaps).
+JOBSET_API_VERSION = "v1alpha2"
+JOBSET_RELEASE = "v0.12.0"
+JOBSET_CRD_URL = (
+    f"https://raw.githubusercontent.com/kubernetes-sigs/jobset/{JOBSET_RELEASE}"
+    "/config/components/crd/bases/jobset.x-k8s.io_jobsets.yaml"
+)
 CRDS_RECORD_SCRIPT = script("kubeflow_trainer_crds_record.sh")
 CRDS_DELETE_SCRIPT = script("kubeflow_trainer_crds_delete.sh")
 
@@ -82,6 +92,41 @@ def chart_source(chart: str, version: str) -> dict[str, Any]:
     return {"chart": chart}
 
 
+def _schema_gaps(value: Any, schema: Mapping[str, Any], path: str) -> list[str]:
+    """Where value has what schema would prune (a field it does not define) or refuse (a value off its enum)."""
+    if isinstance(value, Mapping):
+        properties = schema.get("properties")
+        if properties is None:  # free-form (preserve-unknown-fields, additionalProperties): kept as is
+            return []
+        gaps = []
+        for key, item in value.items():
+            if key in properties:
+                gaps += _schema_gaps(item, properties[key], f"{path}.{key}")
+            else:
+                gaps.append(f"{path}.{key}")
+        return gaps
+    if isinstance(value, list):
+        items = schema.get("items") or {}
+        return sorted({gap for item in value for gap in _schema_gaps(item, items, f"{path}[]")})
+    if "enum" in schema and value not in schema["enum"]:
+        return [f"{path}={value} (allowed: {', '.join(map(str, schema['enum']))})"]
+    return []
+
+
+def jobset_schema_gaps(crd: Mapping[str, Any], jobset_spec: Mapping[str, Any]) -> list[str]:
+    """What of jobset_spec (the JobSet spec a TrainingRuntime's template gives Trainer) the installed JobSet
+    CRD would drop or refuse: its fields missing from the CRD's JOBSET_API_VERSION schema (the API server
+    prunes them silently), its enum values the CRD does not allow, or no such version served at all."""
+    versions = {v.get("name"): v for v in (crd.get("spec") or {}).get("versions") or []}
+    version = versions.get(JOBSET_API_VERSION)
+    if version is None or not version.get("served"):
+        return [
+            f"no served version {JOBSET_API_VERSION} (it serves {', '.join(map(str, versions)) or 'none'})"
+        ]
+    schema = version.get("schema", {}).get("openAPIV3Schema", {}).get("properties", {}).get("spec", {})
+    return _schema_gaps(jobset_spec, schema, "spec")
+
+
 def webhook_patch_digest() -> str:
     """A hash of the post-renderer and the patch it runs."""
     digest = hashlib.sha256()
@@ -101,7 +146,7 @@ class KubeflowTrainer(pulumi.ComponentResource):
         name: str,
         args: KubeflowTrainerArgs,
         *,
-        kubeconfig: pulumi.Input[str],
+        kubeconfig: pulumi.Input[str] | KubeconfigFile,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """kubeconfig: the cluster's, for the readiness gate's kubectl."""

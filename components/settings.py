@@ -7,6 +7,7 @@ one StackConfigError naming the key and what is allowed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ from components.cluster import (
     check_api_server,
     host_gpu_count,
     provider_for,
+    read_custom_resource_definition,
     read_kubeconfig,
 )
 from components.gpu_operator import (
@@ -41,9 +43,13 @@ from components.gpu_operator import (
     inventory_from_api,
 )
 from components.kubeflow_trainer import (
+    JOBSET_CRD,
+    JOBSET_CRD_URL,
+    JOBSET_RELEASE,
     TRAINER_CHART_NAME,
     TRAINJOB_STATUS_VALUES,
     KubeflowTrainerArgs,
+    jobset_schema_gaps,
     merged_values,
 )
 from components.mlflow_server import MlflowServerArgs, tracking_uri
@@ -60,6 +66,7 @@ from components.training_job import (
     default_grace_period_seconds,
     job_paths,
     rank0_labels,
+    training_runtime_spec,
 )
 from trainer.config import S3_URL_SHAPE, ConfigError, TrainConfig, load_config, parse_s3_url
 
@@ -130,6 +137,22 @@ def declared_keys() -> dict[str, ConfigKey]:
 def available_presets() -> list[str]:
     """Training presets: the files under trainer/configs."""
     return sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
+
+
+# Kubernetes quantity suffixes (k8s.io/apimachinery pkg/api/resource): binary, decimal, and milli.
+_QUANTITY_SUFFIXES = {
+    **{
+        suffix: 1024**power for power, suffix in enumerate(("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei")) if suffix
+    },
+    **{suffix: 1000**power for power, suffix in enumerate(("", "k", "M", "G", "T", "P", "E"))},
+    "m": 0.001,
+}
+
+
+def quantity_bytes(quantity: str) -> float:
+    """The value of a Kubernetes quantity that matched _QUANTITY (e.g. 8Gi, 500M, 2), in base units."""
+    number = quantity.rstrip("".join({c for suffix in _QUANTITY_SUFFIXES for c in suffix}))
+    return float(number) * _QUANTITY_SUFFIXES[quantity[len(number) :]]
 
 
 def _error(key: str, problem: str) -> StackConfigError:
@@ -295,11 +318,15 @@ def _cluster(values: Mapping[str, Any], kubeconfig: str | None = None) -> Cluste
         k3s_version=str(values["k3sVersion"]),
         remote=remote,
         docker=docker,
-        # Several nodes share the checkpoints: the cluster provides the storage unless the user names a class.
-        shared_storage=node_count > 1 and not values["checkpointStorageClass"],
         existing=existing,
     )
-    if args.shared_storage and provider_for(args).shared_storage is None:
+    # The checkpoints live on the cluster's own shared storage unless the user names a class, whatever
+    # nodeCount: a resize (1 -> 2 or back) then resumes from the same directory, while node-local storage
+    # would go with nodes a resize replaces. A kind without shared storage (k3s local, existing) uses the
+    # cluster's default class, one node only.
+    provided = provider_for(args).shared_storage is not None
+    args = dataclasses.replace(args, shared_storage=provided and not values["checkpointStorageClass"])
+    if node_count > 1 and not values["checkpointStorageClass"] and not provided:
         raise _error(
             "checkpointStorageClass",
             f"must name a ReadWriteMany StorageClass of the cluster when clusterKind is {kind} and nodeCount > 1"
@@ -559,6 +586,14 @@ def parse_settings(
         key: _matching(values, key, _QUANTITY, "a Kubernetes quantity such as 2, 500m, 8Gi")
         for key in ("cpuPerNode", "memoryPerNode", "shmSize", "checkpointStorageSize")
     }
+    # Keys that bound each other: /dev/shm is a memory-backed emptyDir, counted against the container's memory
+    # limit, and Kubernetes sizes its tmpfs at the smaller of the two: a larger shmSize would only be cut.
+    if quantity_bytes(quantities["shmSize"]) > quantity_bytes(quantities["memoryPerNode"]):
+        raise _error(
+            "shmSize",
+            f"must be at most memoryPerNode ({quantities['memoryPerNode']}): /dev/shm is memory counted against"
+            f" that limit, got {quantities['shmSize']}",
+        )
     replicas = _at_least(values, "gpuTimeSlicingReplicas", 0)
     if replicas == 1:
         raise _error("gpuTimeSlicingReplicas", "must be 0 (off) or >= 2, got 1")
@@ -642,8 +677,23 @@ def parse_settings(
     if cluster.existing is not None and ask_api_server:
         try:
             check_api_server(cluster.existing)
+            jobset = read_custom_resource_definition(cluster.existing, JOBSET_CRD)
         except KubeconfigError as error:
             raise _error(error.key, error.problem) from None
+        # Helm never upgrades a CRD the cluster already has: an older JobSet's would prune what the runtime needs.
+        gaps = (
+            jobset_schema_gaps(jobset, training_runtime_spec(job, "image")["template"]["spec"])
+            if jobset
+            else []
+        )
+        if gaps:
+            raise _error(
+                cluster.existing.source_key,
+                f"the cluster's {JOBSET_CRD} CRD lacks {'; '.join(gaps)}, which the training runtime needs"
+                f" (JobSet {JOBSET_RELEASE}, what the Trainer chart brings; Helm never upgrades a CRD the cluster"
+                f" has): upgrade JobSet there, its CRD with kubectl apply --server-side --force-conflicts -f"
+                f" {JOBSET_CRD_URL}",
+            )
     gpu = None
     if cluster.gpus_per_node:
         if cluster.kind == "kind" and not values["hostHasGpuDriver"]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,26 @@ def script(*names: str) -> str:
     return "".join((COMPONENTS_DIR / name).read_text() for name in names)
 
 
-# Put before every kubectl script: the kubeconfig from a secret environment variable into a private temporary file.
+# Put before every kubectl script: the kubeconfig (a secret variable, or a file read then) in a private temporary file.
 KUBECONFIG_PRELUDE = script("kubeconfig.sh")
+
+
+@dataclass(frozen=True)
+class KubeconfigFile:
+    """The user's kubeconfig file and context of an existing cluster (kubeconfigPath): read whenever a command
+    runs, `pulumi destroy`'s deletes included, so that rotated credentials in the file are the ones used."""
+
+    # Absolute path of the kubeconfig file.
+    path: str
+    # The context the stack uses.
+    context: str
+
+
+def kubeconfig_environment(kubeconfig: pulumi.Input[str] | KubeconfigFile) -> dict[str, pulumi.Input[str]]:
+    """The variables kubeconfig.sh reads: the kubeconfig's text (a secret), or a file and its context."""
+    if isinstance(kubeconfig, KubeconfigFile):
+        return {"TRAINSTACK_KUBECONFIG_PATH": kubeconfig.path, "TRAINSTACK_KUBE_CONTEXT": kubeconfig.context}
+    return {"TRAINSTACK_KUBECONFIG": kubeconfig}
 
 
 def assign(name: str, value: str | int) -> str:
@@ -39,7 +58,7 @@ def assign(name: str, value: str | int) -> str:
 def kubectl_command(
     resource_name: str,
     *,
-    kubeconfig: pulumi.Input[str],
+    kubeconfig: pulumi.Input[str] | KubeconfigFile,
     script: str,
     delete: str | None = None,
     triggers: Sequence[Any] | None = None,
@@ -49,15 +68,16 @@ def kubectl_command(
     """A local command whose script (bash text), and delete script if any, run with kubectl pointed at the
     stack's cluster.
 
-    The kubeconfig travels as the secret environment variable TRAINSTACK_KUBECONFIG; kubeconfig.sh, put
-    before each script, writes it to a private temporary file that KUBECONFIG names.
+    The kubeconfig travels as the secret environment variable TRAINSTACK_KUBECONFIG, or as a file's path and
+    context (KubeconfigFile); kubeconfig.sh, put before each script, writes it to a private temporary file
+    that KUBECONFIG names.
     """
     return local.Command(
         resource_name,
         create=KUBECONFIG_PRELUDE + script,
         delete=None if delete is None else KUBECONFIG_PRELUDE + delete,
         interpreter=BASH,
-        environment={"TRAINSTACK_KUBECONFIG": kubeconfig, **(environment or {})},
+        environment={**kubeconfig_environment(kubeconfig), **(environment or {})},
         triggers=list(triggers or []),
         opts=opts,
     )

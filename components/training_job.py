@@ -12,7 +12,7 @@ import pulumi_kubernetes as k8s
 
 from components.access import HF_TOKEN_KEY
 from components.cluster import SHARED_STORAGE_PATH
-from components.shell import kubectl_command, script
+from components.shell import KubeconfigFile, kubectl_command, script
 from trainer import PREEMPTED_EXIT_CODE, SHUTDOWN_TIMEOUT_ENV, USAGE_EXIT_CODE
 
 TRAINER_API_VERSION = "trainer.kubeflow.org/v1alpha1"
@@ -66,6 +66,20 @@ def default_grace_period_seconds(parameters: int) -> int:
     (CHECKPOINT_BYTES_PER_PARAMETER bytes per parameter). GPT-2 124M: 89 s; GPT-2 1.5B: 414 s."""
     gigabytes = parameters * CHECKPOINT_BYTES_PER_PARAMETER / 1e9
     return math.ceil(GRACE_FLOOR_SECONDS + SAVES_PER_STOP * VOLUME_SLOWDOWN * SAVE_SECONDS_PER_GB * gigabytes)
+
+
+# A TrainJob's delete waits, in the foreground (pulumi-kubernetes' default propagation), for its JobSet, Jobs and
+# every pod, each given terminationGracePeriodSeconds to save; pulumi-kubernetes gives a delete 10 minutes unless
+# the resource's customTimeouts say otherwise (docs: pulumi-kubernetes customTimeouts). The delete (and the
+# delete half of a replacement) gets the grace period plus this much for the API server, the garbage collector
+# and the kubelets to act, and never less than the provider's own 10 minutes.
+PROVIDER_DELETE_TIMEOUT_SECONDS = 600
+DELETE_MARGIN_SECONDS = 300
+
+
+def train_job_delete_timeout_seconds(grace_period_seconds: int) -> int:
+    """How long `pulumi destroy` or a replacement waits for a TrainJob's pods to save and go."""
+    return max(PROVIDER_DELETE_TIMEOUT_SECONDS, grace_period_seconds + DELETE_MARGIN_SECONDS)
 
 
 def torchrun_shutdown_timeout(grace_period_seconds: int) -> int:
@@ -468,7 +482,7 @@ class TrainingJob(pulumi.ComponentResource):
         image: pulumi.Input[str],
         hf_token_secret: pulumi.Input[str] | None,
         image_pull_secret: pulumi.Input[str] | None,
-        kubeconfig: pulumi.Input[str],
+        kubeconfig: pulumi.Input[str] | KubeconfigFile,
         start_after: list[pulumi.Resource],
         runtime_class: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
@@ -564,6 +578,9 @@ class TrainingJob(pulumi.ComponentResource):
                 depends_on=[claim, config, runtime, *start_after],
                 replace_on_changes=["spec"],
                 delete_before_replace=True,
+                custom_timeouts=pulumi.CustomTimeouts(
+                    delete=f"{train_job_delete_timeout_seconds(args.termination_grace_period_seconds)}s"
+                ),
             ),
         )
         selector = f"{JOBSET_NAME_LABEL}={args.job_name}"

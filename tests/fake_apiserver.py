@@ -37,6 +37,8 @@ USERNAME, PASSWORD = "fake-admin", "fake-password"
 # A user it knows with an empty password (as a kubeconfig user with a username and no password).
 NO_PASSWORD_USERNAME = "fake-no-password"
 GIT_VERSION = "v1.33.1-fake"
+# Where kube-apiserver serves the JobSet CRD (the stack reads it before anything is created).
+JOBSET_CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/jobsets.jobset.x-k8s.io"
 
 
 # A CA as some clusters have one: Basic Constraints not marked critical, no key usage. Go (client-go, kubectl)

@@ -116,6 +116,8 @@ class Registration:
     replace_on_changes: list[str] = field(default_factory=list)
     delete_before_replace: bool = False
     additional_secret_outputs: list[str] = field(default_factory=list)
+    # The customTimeouts option (create, update, delete as Go durations; "" when not set).
+    custom_timeouts: dict[str, str] = field(default_factory=dict)
 
     @property
     def plain(self) -> dict[str, Any]:
@@ -242,6 +244,9 @@ class RecordingMonitor(mocks.MockMonitor):
                     replace_on_changes=list(request.replaceOnChanges),
                     delete_before_replace=request.deleteBeforeReplace,
                     additional_secret_outputs=list(request.additionalSecretOutputs),
+                    custom_timeouts={
+                        kind: getattr(request.customTimeouts, kind) for kind in ("create", "update", "delete")
+                    },
                 )
             )
         return response

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from components.settings import StackConfigError
-from tests.fake_apiserver import fake_api_server
+from tests.fake_apiserver import JOBSET_CRD_PATH, fake_api_server
 from tests.k8s_validation import (
     crd_schema,
     is_plain_kubernetes_object,
@@ -138,7 +138,12 @@ def test_a_pushed_image_is_pulled_by_its_registry_digest_and_its_password_stays_
 def test_every_kubernetes_resource_uses_the_cluster_provider(runs: dict[str, StackRun], stack: str) -> None:
     run = runs[stack]
     provider = run.one("pulumi:providers:kubernetes")
-    assert contains_secret(provider.inputs["kubeconfig"])
+    if stack == "existing":
+        # kubeconfigPath: the provider reads the file when it starts, destroy included (issue 23, case 9).
+        assert provider.inputs["kubeconfig"].startswith("/") and provider.inputs["context"]
+        assert "token" not in provider.inputs["kubeconfig"]
+    else:
+        assert contains_secret(provider.inputs["kubeconfig"])
     kubernetes = [r for r in run.resources if r.custom and r.type.startswith("kubernetes:")]
     assert kubernetes
     for resource in kubernetes:
@@ -176,11 +181,17 @@ def test_cluster_matches_the_stack(runs: dict[str, StackRun], stack: str) -> Non
         assert "trainer-image-kind-load" in commands
         assert run.depends_on(provider, commands["cluster-kind"])
     elif config["clusterKind"] == "existing":
-        # Nothing of the cluster is created: the provider uses the user's kubeconfig (its reduced form).
+        # Nothing of the cluster is created: the provider reads the user's kubeconfigPath file, with its
+        # context, whenever it runs; the stack's output is the reduced form.
         assert not [name for name in commands if name.startswith("cluster-")]
         assert provider.dependencies == []
-        kubeconfig = yaml.safe_load(reveal(provider.inputs["kubeconfig"]))
+        assert (Path(provider.inputs["kubeconfig"]).is_file(), provider.inputs["context"]) == (True, "fake")
+        kubeconfig = yaml.safe_load(reveal(run.outputs["kubeconfig"]))
         assert kubeconfig["current-context"] == "fake" and len(kubeconfig["clusters"]) == 1
+        for name in ("kubeflow-trainer-ready", "kubeflow-trainer-crds", "training-pods"):
+            environment = reveal(commands[name].inputs["environment"])
+            assert "TRAINSTACK_KUBECONFIG" not in environment, name
+            assert environment["TRAINSTACK_KUBECONFIG_PATH"] == provider.inputs["kubeconfig"], name
         # No delivery into nodes: the image is pushed and pulled by digest.
         assert run.one(IMAGE, "trainer-image").plain.get("skipPush", False) is False
         deliveries = ("trainer-image-kind-load", "trainer-image-node-import", "trainer-image-k3s-import")
@@ -545,7 +556,7 @@ def test_an_existing_cluster_s_kubeconfig_may_come_as_a_secret(tmp_path: Path) -
         yaml.safe_load(reveal(provider.inputs["kubeconfig"]))["clusters"][0]["cluster"]["server"]
         == server.url
     )
-    assert server.requests == [("/version", "token")]
+    assert server.requests == [("/version", "token"), (JOBSET_CRD_PATH, "token")]
 
 
 def _unreachable_url() -> str:

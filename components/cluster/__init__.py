@@ -24,7 +24,12 @@ from components.cluster.k3s_docker import DOCKER_CLUSTER_LABEL, K3sDocker
 from components.cluster.k3s_local import K3sLocal
 from components.cluster.k3s_remote import K3sRemote
 from components.cluster.kind import Kind, host_gpu_count
-from components.cluster.kubeconfig import KubeconfigError, check_api_server, read_kubeconfig
+from components.cluster.kubeconfig import (
+    KubeconfigError,
+    check_api_server,
+    read_custom_resource_definition,
+    read_kubeconfig,
+)
 from components.cluster.provider import (
     SHARED_STORAGE_PATH,
     ClusterArgs,
@@ -33,6 +38,7 @@ from components.cluster.provider import (
     ExistingCluster,
     RemoteHosts,
 )
+from components.shell import KubeconfigFile
 
 __all__ = [
     "DOCKER_CLUSTER_LABEL",
@@ -47,6 +53,7 @@ __all__ = [
     "check_api_server",
     "host_gpu_count",
     "provider_for",
+    "read_custom_resource_definition",
     "read_kubeconfig",
 ]
 
@@ -68,6 +75,8 @@ class Cluster(pulumi.ComponentResource):
     """A cluster of any kind, its kubeconfig (a secret) and the Kubernetes provider bound to it."""
 
     kubeconfig: pulumi.Output[str]
+    # What the stack's kubectl commands use: the kubeconfig, or the user's file read when they run.
+    kubectl_kubeconfig: pulumi.Output[str] | KubeconfigFile
     provider: k8s.Provider
     # Changes whenever the nodes are created anew (a new cluster has none of the old one's images).
     identity: pulumi.Output[str]
@@ -77,9 +86,13 @@ class Cluster(pulumi.ComponentResource):
         provisioned = provider_for(args).provision(name, self)
         self.kubeconfig = pulumi.Output.secret(provisioned.kubeconfig)
         self.identity = provisioned.identity
+        file = provisioned.kubeconfig_file
+        self.kubectl_kubeconfig = file or self.kubeconfig
+        # pulumi-kubernetes reads a kubeconfig given as a path when it starts, destroy included.
         self.provider = k8s.Provider(
             f"{name}-provider",
-            kubeconfig=self.kubeconfig,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=provisioned.nodes),
+            kubeconfig=file.path if file else self.kubeconfig,
+            context=file.context if file else None,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*provisioned.nodes, *provisioned.storage]),
         )
         self.register_outputs({"kubeconfig": self.kubeconfig, "clusterName": args.name})

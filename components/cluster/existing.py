@@ -14,10 +14,14 @@ import pulumi
 
 from components.cluster.kubeconfig import api_get
 from components.cluster.provider import ClusterArgs, ClusterProvider, ExistingCluster, Provisioned
+from components.shell import KubeconfigFile
 
 
 class Existing(ClusterProvider):
     """Creates: nothing. Kubeconfig: the user's, reduced to one context with its certificate files inline.
+    With kubeconfigPath the Kubernetes provider and the kubectl commands get the file's path and the context
+    instead, and read the file whenever they run: `pulumi destroy` (which does not run the program) then uses
+    the credentials the file holds at that time, not the ones of the last `up`.
     Node identity: none, as nothing is delivered into nodes the stack did not make: the cluster pulls the
     image from imageRepository (imagePush). Shared storage: none of its own; a multi-node job needs the
     ReadWriteMany class the user names in checkpointStorageClass. Teardown: nothing of the cluster (destroy
@@ -31,7 +35,12 @@ class Existing(ClusterProvider):
         self.cluster = cluster
 
     def provision(self, name: str, parent: pulumi.Resource) -> Provisioned:
-        return Provisioned(nodes=[], kubeconfig=pulumi.Output.from_input(self.cluster.kubeconfig))
+        cluster = self.cluster
+        # kubeconfigPath: the file is read at every run, destroy included, so rotated credentials are used.
+        file = KubeconfigFile(cluster.path, cluster.context) if cluster.path else None
+        return Provisioned(
+            nodes=[], kubeconfig=pulumi.Output.from_input(cluster.kubeconfig), kubeconfig_file=file
+        )
 
 
 def ask_api(cluster: ExistingCluster, paths: Mapping[str, str]) -> dict[str, tuple[int, Any]]:

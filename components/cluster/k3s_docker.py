@@ -13,23 +13,30 @@ from components.cluster.provider import (
     DockerNodes,
     Provisioned,
 )
-from components.cluster.scripts import cluster_script
+from components.cluster.scripts import cluster_script, shared_storage_command
 from components.shell import BASH
 
 # Label on every Docker object of a k3s-in-Docker cluster, so that destroy finds them all.
 DOCKER_CLUSTER_LABEL = "dev.trainstack.cluster"
 # Creates (or reuses) the node containers and prints the kubeconfig.
 CREATE_SCRIPT = cluster_script("k3s_docker_create.sh")
-# Removes every Docker object carrying the cluster's label.
+# Removes every Docker object carrying the cluster's label but the shared checkpoint volume.
 DELETE_SCRIPT = cluster_script("k3s_docker_delete.sh")
+# The shared checkpoint volume: made once, removed at destroy only (a command no resize replaces).
+SHARED_CREATE_SCRIPT = cluster_script("k3s_docker_shared_create.sh")
+SHARED_DELETE_SCRIPT = cluster_script("k3s_docker_shared_delete.sh")
 
 
 class K3sDocker(ClusterProvider):
     """Creates: one `local.Command` running k3s_docker_create.sh: a network, a privileged server container and
     nodeCount - 1 agents, each with its own data volume and a static address, every object labelled; stdout
     is the server's kubeconfig pointed at the API's loopback port on this machine, pinned at creation.
-    Node identity: that command. Shared storage: a Docker volume mounted into every node. Teardown: every
-    labelled container, volume and network. Restarts: port, addresses and token stay (see the script).
+    Node identity: that command. Shared storage: a Docker volume mounted into every node, made and removed by
+    a command of its own with no triggers, so that the replacement of the nodes (any change to them, a
+    resize included: pulumi-command replaces a command whose triggers change and runs the old `delete`
+    first, pulumi-command v1.2.1 provider/pkg/provider/common/inputs.go) never removes the checkpoints.
+    Teardown: every labelled container, volume and network, then the shared volume. Restarts: port,
+    addresses and token stay (see the script).
     """
 
     shared_storage = "the Docker volume <clusterName>-shared, mounted into every node container"
@@ -51,6 +58,14 @@ class K3sDocker(ClusterProvider):
         }
         if docker.airgap_images is not None:
             environment["AIRGAP_IMAGES"] = str(docker.airgap_images)
+        shared: list[pulumi.Resource] = []
+        if args.shared_storage:
+            volume = {key: environment[key] for key in ("CLUSTER", "LABEL", "NODE_IMAGE")}
+            shared.append(
+                shared_storage_command(
+                    f"{name}-k3s-docker-shared", parent, SHARED_CREATE_SCRIPT, SHARED_DELETE_SCRIPT, volume
+                )
+            )
         create = local.Command(
             f"{name}-k3s-docker",
             create=CREATE_SCRIPT,
@@ -69,7 +84,10 @@ class K3sDocker(ClusterProvider):
             # stdout is the kubeconfig: only stderr is logged, and stdout is a secret in the state.
             logging=local.Logging.STDERR,
             opts=pulumi.ResourceOptions(
-                parent=parent, additional_secret_outputs=["stdout"], delete_before_replace=True
+                parent=parent,
+                additional_secret_outputs=["stdout"],
+                delete_before_replace=True,
+                depends_on=shared,
             ),
         )
-        return Provisioned(nodes=[create], kubeconfig=create.stdout)
+        return Provisioned(nodes=[create], kubeconfig=create.stdout, storage=shared)

@@ -3,7 +3,7 @@
 # Environment: CLUSTER (name, prefix of every object), LABEL (name=value carried by every Docker object,
 # so that k3s_docker_delete.sh finds them all), NODE_IMAGE, NODE_COUNT (a server and NODE_COUNT - 1 agents),
 # K3S_FLAGS (the server's flags, separated by spaces), SHARED (1 to give every node the shared volume at
-# SHARED_STORAGE_PATH), AIRGAP_IMAGES (optional host directory of image archives every node imports),
+# SHARED_STORAGE_PATH; k3s_docker_shared_create.sh made it), AIRGAP_IMAGES (optional host directory of image archives every node imports),
 # PULUMI_COMMAND_STDOUT (set by pulumi-command when create runs again on an update: the kubeconfig this
 # command printed before, whose API port is taken again).
 #
@@ -82,11 +82,6 @@ else
       --privileged --restart unless-stopped --tmpfs /run --tmpfs /var/run "${mounts[@]}" \
       -e K3S_TOKEN="$token" "$@" >/dev/null
   }
-  if [ "$SHARED" = 1 ]; then
-    docker volume create --label "$LABEL" "$CLUSTER-shared" >/dev/null
-    # The training pods run as uid 1000: the shared root must be writable for them.
-    docker run --rm --entrypoint /bin/sh -v "$CLUSTER-shared:/shared" "$NODE_IMAGE" -c 'chmod 0777 /shared'
-  fi
   run_node "$server" "$prefix.$first" -p "127.0.0.1:$port:6443" "$NODE_IMAGE" server "${server_flags[@]}"
   for ((index = 1; index < NODE_COUNT; index++)); do
     run_node "${nodes[index]}" "$prefix.$((first + index))" -e K3S_URL="https://$server:6443" "$NODE_IMAGE" agent

@@ -7,6 +7,16 @@
 # K3S_FLAGS (k3s flags separated by spaces), and for an agent K3S_URL (the server's API; the installer reads it).
 set -eu
 require_root "installing k3s"
+# The installer reads every K3S_* and INSTALL_K3S_* variable (get.k3s.io: K3S_URL and K3S_TOKEN join another
+# cluster, INSTALL_K3S_EXEC replaces the command, INSTALL_K3S_SKIP_*...), and pulumi-command hands this script
+# the environment of the shell that ran `pulumi up`: only the stack's own reach it.
+for name in $(env | sed -n 's/^\(K3S_[A-Za-z0-9_]*\|INSTALL_K3S_[A-Za-z0-9_]*\)=.*/\1/p'); do
+  case "$name" in
+    K3S_ROLE | K3S_FLAGS | INSTALL_K3S_VERSION) ;;
+    K3S_URL) if [ "$K3S_ROLE" != agent ]; then unset K3S_URL; fi ;;
+    *) unset "$name" ;;
+  esac
+done
 if [ "$K3S_ROLE" = agent ]; then
   # `read` fails at end of input when the last line has no newline: the token counts if anything was read.
   IFS= read -r K3S_TOKEN || [ -n "${K3S_TOKEN:-}" ]

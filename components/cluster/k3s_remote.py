@@ -40,9 +40,12 @@ def uninstall_script(role: str) -> str:
 
 
 def nfs_scripts(hosts: RemoteHosts) -> dict[str, str]:
-    """The NFS scripts for these hosts: export, unexport (server), mount, unmount (every agent)."""
+    """The storage scripts for these hosts: make and remove the directory, export and unexport it (server),
+    mount and unmount it (every agent)."""
     storage = {"SHARED_STORAGE_PATH": SHARED_STORAGE_PATH}
     return {
+        "shared": remote_script(storage, ROOT_PRELUDE, "k3s_remote_nfs_shared.sh"),
+        "remove": remote_script(storage, ROOT_PRELUDE, "k3s_remote_nfs_remove.sh"),
         "export": remote_script(
             {**storage, "NFS_CLIENTS": " ".join(hosts.agents)},
             ROOT_PRELUDE,
@@ -66,7 +69,12 @@ class K3sRemote(ClusterProvider):
     Restarts: the kubeconfig names k3sServerHost, which only the user changes (another address is another
     host: k3s is uninstalled from the old one and installed on the new one); the node token is read again
     whenever the server is installed anew.
-    Teardown: k3s's uninstallers, the agents' mounts and /etc/fstab lines, the export and its directory.
+    Shared storage: the directory is a command of its own with no triggers (another server address is an
+    update: the directory is made there and the old one's is kept); the export is replaced when the server
+    or the agents change, and its delete only unexports (pulumi-command replaces a command whose triggers
+    change, running the old `delete` first: pulumi-command v1.2.1 provider/pkg/provider/common/inputs.go).
+    So adding or removing an agent never touches the checkpoints.
+    Teardown: k3s's uninstallers, the agents' mounts and /etc/fstab lines, the export, then the directory.
     """
 
     shared_storage = (
@@ -130,10 +138,11 @@ class K3sRemote(ClusterProvider):
             for index, host in enumerate(hosts.agents)
         ]
         nodes: list[pulumi.CustomResource] = [server, *agents]
+        storage: list[pulumi.Resource] = []
         if args.shared_storage:
-            nodes += self._nfs(name, parent, hosts, connection, server, agents)
+            storage = self._nfs(name, parent, hosts, connection, server, agents)
         kubeconfig = server.stdout.apply(lambda text: rewrite_kubeconfig_server(text, join_url))
-        return Provisioned(nodes=nodes, kubeconfig=kubeconfig)
+        return Provisioned(nodes=nodes, kubeconfig=kubeconfig, storage=storage)
 
     @staticmethod
     def _nfs(
@@ -143,18 +152,33 @@ class K3sRemote(ClusterProvider):
         connection: Callable[[str], remote.ConnectionArgs],
         server: remote.Command,
         agents: list[remote.Command],
-    ) -> list[pulumi.CustomResource]:
+    ) -> list[pulumi.Resource]:
         """The server's SHARED_STORAGE_PATH exported over NFS and mounted at the same path on every agent."""
         scripts = nfs_scripts(hosts)
+        directory = remote.Command(
+            f"{name}-nfs-shared",
+            connection=connection(hosts.server),
+            create=scripts["shared"],
+            delete=scripts["remove"],
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=[server]),
+        )
+        if not hosts.agents:
+            return [directory]  # one node: nothing to export (an export line without clients exports to all)
         export = remote.Command(
             f"{name}-nfs-export",
             connection=connection(hosts.server),
             create=scripts["export"],
             delete=scripts["unexport"],
+            # Another server or set of agents replaces the export: unexported first (the directory stays). The
+            # triggers are those stacks already deployed hold, so that upgrading one updates the export (its
+            # state then keeps this delete) rather than running the old delete, which removed the directory.
             triggers=[hosts.server, *hosts.agents],
-            opts=pulumi.ResourceOptions(parent=parent, depends_on=[server], delete_before_replace=True),
+            opts=pulumi.ResourceOptions(
+                parent=parent, depends_on=[server, directory], delete_before_replace=True
+            ),
         )
         return [
+            directory,
             export,
             *(
                 remote.Command(

@@ -12,7 +12,7 @@ import yaml
 from pulumi_command import local
 
 from components.cluster.provider import SHARED_STORAGE_PATH, ClusterArgs, ClusterProvider, Provisioned
-from components.cluster.scripts import cluster_script
+from components.cluster.scripts import cluster_script, shared_storage_command
 from components.shell import BASH
 
 # nvkind's GPU passthrough: with accept-nvidia-visible-devices-as-volume-mounts on the host's toolkit, a
@@ -24,8 +24,11 @@ from components.shell import BASH
 NVIDIA_DEVICES_MOUNT = "/var/run/nvidia-container-devices/all"
 # Creates (or reuses) the cluster from the config on stdin and prints its kubeconfig.
 CREATE_SCRIPT = cluster_script("kind_create.sh")
-# Deletes the cluster and its shared directory.
+# Deletes the cluster (its shared directory stays).
 DELETE_SCRIPT = cluster_script("kind_delete.sh")
+# The shared checkpoint directory: made once, removed at destroy only (a command no config change replaces).
+SHARED_CREATE_SCRIPT = cluster_script("kind_shared_create.sh")
+SHARED_DELETE_SCRIPT = cluster_script("kind_shared_delete.sh")
 
 
 def kind_shared_directory(cluster_name: str) -> Path:
@@ -86,8 +89,10 @@ class Kind(ClusterProvider):
     `kind get kubeconfig`. kind publishes the API on a loopback port it picks once and pins in the control
     plane container's port binding, so the kubeconfig survives a restart of the container, Docker or the
     host (sigs.k8s.io/kind pkg/cluster/internal/providers/common/getport.go and docker/provision.go).
-    Node identity: that command. Shared storage: a host directory mounted into every training node.
-    Teardown: `kind delete cluster` and the shared directory.
+    Node identity: that command. Shared storage: a host directory mounted into every training node, made
+    and removed by a command of its own with no triggers: any change of the config replaces the cluster
+    (pulumi-command runs the old `delete` first), which must never take the checkpoints with it.
+    Teardown: `kind delete cluster`, then the shared directory.
     """
 
     shared_storage = (
@@ -98,8 +103,14 @@ class Kind(ClusterProvider):
         args = self.args
         config = render_kind_config(args)
         environment = {"KIND_CLUSTER": args.name}
+        shared: list[pulumi.Resource] = []
         if args.shared_storage:
-            environment["SHARED_DIR"] = str(kind_shared_directory(args.name))
+            directory = {"SHARED_DIR": str(kind_shared_directory(args.name))}
+            shared.append(
+                shared_storage_command(
+                    f"{name}-kind-shared", parent, SHARED_CREATE_SCRIPT, SHARED_DELETE_SCRIPT, directory
+                )
+            )
         if args.gpus_per_node:
             environment["GPU_PASSTHROUGH"] = "1"
         create = local.Command(
@@ -116,7 +127,10 @@ class Kind(ClusterProvider):
             logging=local.Logging.STDERR,
             # A new config means a new cluster: delete the old one first, as both carry the same name.
             opts=pulumi.ResourceOptions(
-                parent=parent, additional_secret_outputs=["stdout"], delete_before_replace=True
+                parent=parent,
+                additional_secret_outputs=["stdout"],
+                delete_before_replace=True,
+                depends_on=shared,
             ),
         )
-        return Provisioned(nodes=[create], kubeconfig=create.stdout)
+        return Provisioned(nodes=[create], kubeconfig=create.stdout, storage=shared)

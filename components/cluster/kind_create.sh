@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # Creates the kind cluster named $KIND_CLUSTER from the kind config on stdin (reusing one that exists) and
 # prints its kubeconfig.
-# Environment: KIND_CLUSTER; SHARED_DIR (optional) is made world-writable first, as the training pods
-# (uid 1000) write checkpoints there; GPU_PASSTHROUGH=1 (optional) checks the host's nvkind settings first.
+# Environment: KIND_CLUSTER; GPU_PASSTHROUGH=1 (optional) checks the host's nvkind settings first. The shared
+# directory the config mounts is kind_shared_create.sh's.
 set -euo pipefail
-if [ -n "${SHARED_DIR:-}" ]; then mkdir -p "$SHARED_DIR" && chmod 0777 "$SHARED_DIR"; fi
 if [ "${GPU_PASSTHROUGH:-0}" = 1 ]; then
   # Fail with the fix instead of creating a cluster that silently has no GPU.
   if [ "$(docker info --format '{{.DefaultRuntime}}')" != nvidia ]; then
@@ -22,6 +21,12 @@ fi
 if kind get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
   echo "kind cluster $KIND_CLUSTER exists: reusing it" >&2
 else
-  kind create cluster --name "$KIND_CLUSTER" --config /dev/stdin --wait 180s >&2
+  # kind would merge the cluster's admin credentials into the file the user's KUBECONFIG names (or
+  # ~/.kube/config), which pulumi-command passes on: a private file instead, removed; the stack's
+  # kubeconfig is the secret output printed below.
+  umask 077
+  merged=$(mktemp)
+  trap 'rm -f "$merged"' EXIT
+  kind create cluster --name "$KIND_CLUSTER" --config /dev/stdin --wait 180s --kubeconfig "$merged" >&2
 fi
 kind get kubeconfig --name "$KIND_CLUSTER"

@@ -19,6 +19,7 @@ proxy-url, or the environment's HTTPS_PROXY and NO_PROXY.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import http.client
 import ipaddress
@@ -79,7 +80,24 @@ def read_kubeconfig(*, secret: str | None, path: str, context: str) -> ExistingC
         text = file.read_text()
     except OSError as error:
         raise KubeconfigError(KUBECONFIG_PATH_KEY, f"cannot read {file}: {error.strerror}") from None
-    return parse_kubeconfig(text, key=KUBECONFIG_PATH_KEY, context=context, base_dir=file.resolve().parent)
+    parsed = parse_kubeconfig(text, key=KUBECONFIG_PATH_KEY, context=context, base_dir=file.resolve().parent)
+    # The provider and kubectl read the file again when they run (destroy included), unless it names files by
+    # relative paths: pulumi-kubernetes loads a kubeconfig path's text without resolving them against the
+    # file (v4.32.0 provider/pkg/provider/util.go, parseKubeconfigString), so those keep the inlined copy.
+    return parsed if _relative_references(text) else dataclasses.replace(parsed, path=str(file.resolve()))
+
+
+def _relative_references(text: str) -> bool:
+    """Whether any cluster or user of the kubeconfig names a file by a relative path."""
+    document = yaml.safe_load(text) or {}
+    fields = (*_CLUSTER_FILES, *_USER_FILES, "tokenFile")
+    for section, field in (("clusters", "cluster"), ("users", "user")):
+        for entry in document.get(section) or []:
+            for name in fields:
+                value = str((entry.get(field) or {}).get(name) or "")
+                if value and not Path(value).expanduser().is_absolute():
+                    return True
+    return False
 
 
 def _named(document: Mapping[str, Any], section: str, field: str, key: str) -> dict[str, dict[str, Any]]:
@@ -365,3 +383,21 @@ def with_namespace(kubeconfig: str, namespace: str) -> str:
             entry.setdefault("context", {})["namespace"] = namespace
             return yaml.safe_dump(document, sort_keys=False)
     return kubeconfig
+
+
+def read_custom_resource_definition(
+    cluster: ExistingCluster, name: str, timeout: float = CHECK_TIMEOUT_SECONDS
+) -> dict[str, Any] | None:
+    """The cluster's CustomResourceDefinition `name`, or None when it has none or the user may not read it
+    (nothing to check then: Helm's install says what it can). Raises KubeconfigError as api_get."""
+    path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+    status, body = api_get(cluster, path, timeout)
+    if status != 200:
+        return None
+    try:
+        crd = json.loads(body)
+    except ValueError:
+        raise KubeconfigError(
+            cluster.source_key, f"{_where(cluster)} answers GET {path} with no JSON"
+        ) from None
+    return crd if isinstance(crd, dict) else None

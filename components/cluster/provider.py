@@ -10,11 +10,13 @@ kinds share is in k3s.py, the script helpers in scripts.py.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 import pulumi
+
+from components.shell import KubeconfigFile
 
 # Shared checkpoint storage of a multi-node cluster: the same directory on every node (a Docker volume in
 # every k3s node container, a host directory in every kind node, an NFS export of the k3s server mounted on
@@ -63,6 +65,8 @@ class ExistingCluster:
     context: str
     # The config key it came from (kubeconfig or kubeconfigPath), named by errors about it.
     source_key: str
+    # The kubeconfig file's absolute path (kubeconfigPath), read again by every later run; "" for the secret.
+    path: str = ""
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,12 @@ class Provisioned:
     nodes: list[pulumi.CustomResource]
     # The cluster's kubeconfig, as its command printed it (Cluster makes it a secret).
     kubeconfig: pulumi.Output[str]
+    # What holds the shared checkpoint storage: resources no resize replaces, whose `delete` (the only one
+    # that removes checkpoints) runs at destroy alone. The Kubernetes provider waits for them too.
+    storage: list[pulumi.Resource] = field(default_factory=list)
+    # A kubeconfig file the provider and the kubectl commands read whenever they run (destroy included)
+    # instead of the kubeconfig above, which the state keeps as it was at the last `pulumi up`.
+    kubeconfig_file: KubeconfigFile | None = None
 
     @property
     def identity(self) -> pulumi.Output[str]:

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from components.shell import assign, script
+import pulumi
+from pulumi_command import local
+
+from components.shell import BASH, assign, script
 
 # The package's scripts, relative to components/.
 PACKAGE = "cluster"
@@ -23,6 +26,22 @@ ROOT_PRELUDE = "root.sh"
 def cluster_script(*names: str) -> str:
     """The text of this package's named scripts, after root.sh when the first name is ROOT_PRELUDE."""
     return script(*(name if name == ROOT_PRELUDE else f"{PACKAGE}/{name}" for name in names))
+
+
+def shared_storage_command(
+    name: str, parent: pulumi.Resource, create: str, delete: str, environment: Mapping[str, str]
+) -> local.Command:
+    """A local command that makes a kind's shared checkpoint storage and removes it: no triggers, so no
+    change replaces it (pulumi-command v1.2.1 replaces a command only when its triggers change), and its
+    delete, the one that removes checkpoints, runs at `pulumi destroy` alone."""
+    return local.Command(
+        name,
+        create=create,
+        delete=delete,
+        interpreter=BASH,
+        environment=dict(environment),
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
 
 
 def remote_script(environment: Mapping[str, str], *names: str) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pulumi
 import pytest
+import yaml
 
 from components.kubeflow_trainer import (
     CHART_CRDS,
@@ -113,16 +114,42 @@ def test_readiness_gate_waits_for_the_release_controllers_and_webhooks() -> None
     assert not contains_secret(gate.inputs["create"])
 
 
-# kubectl: the Deployments wait succeeds; of the webhook configurations only the Trainer's two exist, and a
-# CA bundle shows from the second look on (looks counted in a file). date reads the clock from STUB_NOW, a
+# The admission webhook configurations and the Services they call, as the Trainer 2.3.0 chart (with its JobSet
+# 0.12.0 subchart) renders them with the stack's values (tests/upstream/kubeflow-trainer/README.md).
+UPSTREAM_WEBHOOKS = PROJECT_ROOT / "tests" / "upstream" / "kubeflow-trainer" / "webhooks.yaml"
+
+
+def upstream_webhook_services() -> dict[str, list[str]]:
+    """kind/name of each rendered webhook configuration -> the namespace/name of every Service it calls."""
+    services = {}
+    for document in yaml.safe_load_all(UPSTREAM_WEBHOOKS.read_text()):
+        if document and document["kind"].endswith("WebhookConfiguration"):
+            called = {
+                f"{hook['clientConfig']['service']['namespace']}/{hook['clientConfig']['service']['name']}"
+                for hook in document["webhooks"]
+                if "service" in hook["clientConfig"]
+            }
+            services[f"{document['kind'].lower()}/{document['metadata']['name']}"] = sorted(called)
+    return services
+
+
+# kubectl: the Deployments wait succeeds; the webhook configurations the chart renders exist (a name in
+# $HOME/present), each asked for its Services answers what the chart's own configuration calls
+# ($HOME/services/<kind>/<name>); a CA bundle shows from the second look on, and each Service's EndpointSlices
+# list a ready endpoint from the third look on (looks counted in files). date reads the clock from STUB_NOW, a
 # file it moves 400 s on at every call, when set; else it answers 0.
 READINESS_STUBS = {
     "kubectl": """case "$*" in
   *wait*) exit 0 ;;
-  *--ignore-not-found*) case "$2" in *trainer.kubeflow.org*) echo "$2" ;; esac ;;
+  *--ignore-not-found*) grep -qx "$2" "$HOME/present" && echo "$2" ;;
   *caBundle*)
     looks=$(cat "$HOME/looks" 2>/dev/null || echo 0); echo $((looks + 1)) > "$HOME/looks"
     if [ "$looks" -ge 1 ]; then echo Y2E=; fi ;;
+  *clientConfig.service*) cat "$HOME/services/$2" ;;
+  *endpointslices*)
+    seen="$HOME/endpoints-$(echo "$*" | md5sum | cut -c1-8)"
+    looks=$(cat "$seen" 2>/dev/null || echo 0); echo $((looks + 1)) > "$seen"
+    if [ "$looks" -ge 2 ]; then echo 10.244.0.7; fi ;;
 esac""",
     "sleep": "exit 0",
     "date": """if [ -z "$STUB_NOW" ]; then echo 0; exit 0; fi
@@ -132,12 +159,22 @@ read -r now < "$STUB_NOW"; echo "$now"; echo $((now + 400)) > "$STUB_NOW\"""",
 
 def readiness_environment(tmp_path: Path) -> tuple[dict[str, str], Path]:
     environment, log = stub_tools(tmp_path, READINESS_STUBS)
+    services = upstream_webhook_services()
+    (tmp_path / "present").write_text("".join(f"{name}\n" for name in services))
+    for name, called in services.items():
+        (tmp_path / "services" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "services" / name).write_text("".join(f"{service}\n" for service in called))
     webhooks = " ".join(WEBHOOK_CONFIGURATIONS)
     return {**environment, "NAMESPACE": TRAINER_NAMESPACE, "WEBHOOKS": webhooks, "STUB_NOW": ""}, log
 
 
+def test_the_gate_names_every_webhook_configuration_the_chart_renders() -> None:
+    assert sorted(upstream_webhook_services()) == sorted(WEBHOOK_CONFIGURATIONS)
+
+
 def test_readiness_script_waits_for_a_ca_bundle_on_every_webhook_that_exists(tmp_path: Path) -> None:
     environment, log = readiness_environment(tmp_path)
+    (tmp_path / "present").write_text(f"{WEBHOOK_CONFIGURATIONS[0]}\n{WEBHOOK_CONFIGURATIONS[1]}\n")
     result = run_file("kubeflow_trainer_ready.sh", environment)
     assert result.stdout == "Kubeflow Trainer is ready\n"
     calls = log.read_text().splitlines()
@@ -150,7 +187,27 @@ def test_readiness_script_waits_for_a_ca_bundle_on_every_webhook_that_exists(tmp
     # The first webhook's bundle is empty at first: asked twice, with a sleep between; the second's once.
     bundles = [call.split()[2] for call in calls if "caBundle" in call]
     assert bundles == [WEBHOOK_CONFIGURATIONS[0], WEBHOOK_CONFIGURATIONS[0], WEBHOOK_CONFIGURATIONS[1]]
-    assert calls.count("sleep 3") == 1
+
+
+def test_readiness_script_waits_for_a_ready_endpoint_of_every_webhook_service(tmp_path: Path) -> None:
+    """Issue 23, case 8: an Available Deployment is not a Service with endpoints; the gate waits until every
+    Service the chart's webhooks call lists a ready endpoint in its EndpointSlices."""
+    environment, log = readiness_environment(tmp_path)
+    result = run_file("kubeflow_trainer_ready.sh", environment)
+    assert result.stdout == "Kubeflow Trainer is ready\n", result.stderr
+    asked = [call for call in log.read_text().splitlines() if "endpointslices" in call]
+    expected = sorted({service for called in upstream_webhook_services().values() for service in called})
+    assert expected, "the chart's webhooks call Services"
+    for service in expected:
+        namespace, name = service.split("/")
+        mine = [
+            call
+            for call in asked
+            if f"-n {namespace} " in call and f"kubernetes.io/service-name={name} " in call
+        ]
+        assert len(mine) == 3, (service, asked)  # empty twice, then ready
+        assert "conditions.ready==true" in mine[0]
+    assert len(asked) == 3 * len(expected)
 
 
 def test_readiness_script_gives_up_after_300_s_without_a_ca_bundle(tmp_path: Path) -> None:
@@ -161,6 +218,18 @@ def test_readiness_script_gives_up_after_300_s_without_a_ca_bundle(tmp_path: Pat
     )
     assert result.returncode == 1
     assert result.stderr == f"{WEBHOOK_CONFIGURATIONS[0]} has no CA bundle after 300s\n"
+
+
+def test_readiness_script_gives_up_after_300_s_without_a_ready_endpoint(tmp_path: Path) -> None:
+    environment, _ = readiness_environment(tmp_path)
+    (tmp_path / "looks").write_text("5\n")  # every CA bundle is there
+    (tmp_path / "now").write_text("1000\n")
+    result = run_file(
+        "kubeflow_trainer_ready.sh", {**environment, "STUB_NOW": str(tmp_path / "now")}, check=False
+    )
+    assert result.returncode == 1
+    first = sorted({s for called in upstream_webhook_services().values() for s in called})[0]
+    assert result.stderr == f"the webhook Service {first} has no ready endpoint after 300s\n"
 
 
 def test_the_crds_helm_never_deletes_are_recorded_before_the_release_and_deleted_after_it() -> None:
@@ -228,3 +297,28 @@ def test_crds_delete_deletes_what_was_recorded_only(tmp_path: Path, recorded: st
     environment, log = stub_tools(tmp_path, CRD_STUBS)
     run_file("kubeflow_trainer_crds_delete.sh", {**environment, "PULUMI_COMMAND_STDOUT": recorded})
     assert log.read_text().splitlines() == calls
+
+
+def test_the_jobset_check_holds_the_runtime_against_the_upstream_crds() -> None:
+    """The pinned JobSet's CRD takes every field and value of the runtime; an older one's pruned field, an
+    action off its enum and a CRD without the version Trainer writes are each named."""
+    from components.kubeflow_trainer import jobset_schema_gaps
+    from components.training_job import training_runtime_spec
+    from tests.components.test_training_job import job_args
+
+    upstream = PROJECT_ROOT / "tests" / "upstream" / "jobset"
+    spec = training_runtime_spec(job_args(), "image")["template"]["spec"]
+    current, older = (
+        yaml.safe_load((upstream / f"jobsets-{release}.yaml").read_text())
+        for release in ("v0.12.0", "v0.10.0")
+    )
+    assert jobset_schema_gaps(current, spec) == []
+    assert jobset_schema_gaps(older, spec) == ["spec.failurePolicy.rules[].onJobFailureMessagePatterns"]
+    misspelt = {
+        **spec,
+        "failurePolicy": {**spec["failurePolicy"], "rules": [{"name": "x", "action": "Restart"}]},
+    }
+    (gap,) = jobset_schema_gaps(current, misspelt)
+    assert gap.startswith("spec.failurePolicy.rules[].action=Restart (allowed: FailJobSet, RestartJobSet,")
+    v1alpha1 = {"spec": {"versions": [{"name": "v1alpha1", "served": True}]}}
+    assert jobset_schema_gaps(v1alpha1, spec) == ["no served version v1alpha2 (it serves v1alpha1)"]

@@ -182,7 +182,7 @@ def test_a_grace_period_too_short_for_a_save_is_an_error(value: str) -> None:
 def test_an_existing_cluster_is_reached_through_its_kubeconfig_and_pulls_the_pushed_image(
     tmp_path: Path,
 ) -> None:
-    from tests.fake_apiserver import fake_api_server
+    from tests.fake_apiserver import JOBSET_CRD_PATH, fake_api_server
 
     with fake_api_server() as server:
         kubeconfig = tmp_path / "config"
@@ -197,11 +197,49 @@ def test_an_existing_cluster_is_reached_through_its_kubeconfig_and_pulls_the_pus
                 "checkpointStorageClass": "nfs-client",
             }
         )
-        assert server.requests == [("/version", "token")]  # asked before any resource
+        assert server.requests == [("/version", "token"), (JOBSET_CRD_PATH, "token")]  # before any resource
     assert settings.cluster.existing is not None and settings.cluster.existing.context == "fake"
     assert not settings.cluster.shared_storage and settings.job.checkpoint_storage_class == "nfs-client"
     assert settings.image.push and settings.image.delivery is None
     assert settings.trainer.ignore_webhook_failures is False and settings.gpu is None
+
+
+UPSTREAM_JOBSET = Path(__file__).resolve().parents[1] / "upstream" / "jobset"
+
+
+@pytest.mark.parametrize(("release", "refused"), [("v0.12.0", False), ("v0.10.0", True)])
+def test_an_existing_cluster_with_an_older_jobset_crd_is_refused_before_anything_is_created(
+    tmp_path: Path, release: str, refused: bool
+) -> None:
+    """Issue 23, case 10: Helm never upgrades the JobSet CRD a cluster already has, and the API server prunes
+    what an older one lacks from every JobSet (onJobFailureMessagePatterns, before JobSet v0.11.0): then a
+    preemption fails the whole job. The installed CRD (the upstream release's own, tests/upstream/jobset) is
+    read and held against the runtime before anything is declared."""
+    from tests.fake_apiserver import JOBSET_CRD_PATH, fake_api_server
+
+    crd = yaml.safe_load((UPSTREAM_JOBSET / f"jobsets-{release}.yaml").read_text())
+    with fake_api_server(objects={JOBSET_CRD_PATH: crd}) as server:
+        kubeconfig = tmp_path / "config"
+        kubeconfig.write_text(server.kubeconfig())
+        values = {
+            "clusterKind": "existing",
+            "kubeconfigPath": str(kubeconfig),
+            "imagePush": "true",
+            "imageRepository": "registry.example.com/trainer",
+        }
+        if not refused:
+            assert parse_settings(values).cluster.existing is not None
+            return
+        with pytest.raises(StackConfigError) as error:
+            parse_settings(values)
+    assert str(error.value) == (
+        "trainstack:kubeconfigPath: the cluster's jobsets.jobset.x-k8s.io CRD lacks"
+        " spec.failurePolicy.rules[].onJobFailureMessagePatterns, which the training runtime needs (JobSet"
+        " v0.12.0, what the Trainer chart brings; Helm never upgrades a CRD the cluster has): upgrade JobSet"
+        " there, its CRD with kubectl apply --server-side --force-conflicts -f https://raw.githubusercontent.com"
+        "/kubernetes-sigs/jobset/v0.12.0/config/components/crd/bases/jobset.x-k8s.io_jobsets.yaml"
+    )
+    assert "\n" not in str(error.value)
 
 
 # Written for the mutants that survived `make mutation MODULES=settings`: whole messages and the values that reach
@@ -352,7 +390,8 @@ def test_a_pushed_image_needs_a_registry_host_first(repository: str, pushable: b
 @pytest.mark.parametrize(
     ("values", "mode"),
     [
-        ({}, "ReadWriteOnce"),  # the cluster's default class, one node
+        ({}, "ReadWriteMany"),  # kind's shared directory, whatever nodeCount
+        ({"clusterKind": "k3s", "k3sMode": "local"}, "ReadWriteOnce"),  # the default class, one node
         ({"checkpointStorageClass": "nfs"}, "ReadWriteMany"),
         ({"checkpointStorageClass": "nfs", "nodeCount": "2"}, "ReadWriteMany"),
         ({"nodeCount": "2"}, "ReadWriteMany"),  # the stack's shared directory
@@ -414,6 +453,19 @@ def test_a_created_priority_class_is_named_after_the_job() -> None:
 def test_restarts_and_shared_storage_reach_the_job() -> None:
     job = parse_settings({"maxRestarts": "3", "nodeCount": "2"}).job
     assert (job.max_restarts, job.shared_storage) == (3, True)
+
+
+@pytest.mark.parametrize("kind", [{}, {"clusterKind": "k3s", "k3sMode": "docker"}])
+def test_a_resize_on_the_clusters_own_storage_keeps_the_claim(kind: dict[str, str]) -> None:
+    """Issue 23, case 2: the checkpoints of a 1-node job are on the stack's shared storage too (node-local
+    storage goes with nodes a resize replaces), so 1 -> 2 and back resume from the same claim."""
+    one, two = (parse_settings({**kind, "nodeCount": n}) for n in ("1", "2"))
+    assert one.cluster.shared_storage and two.cluster.shared_storage
+    assert (one.job.checkpoint_access_mode, one.job.checkpoint_claim, one.job.shared_volume) == (
+        two.job.checkpoint_access_mode,
+        two.job.checkpoint_claim,
+        two.job.shared_volume,
+    )
     job = parse_settings({"nodeCount": "2", "checkpointStorageClass": "nfs-client"}).job
     assert job.shared_storage is False
 
@@ -497,3 +549,14 @@ def test_bad_object_store_settings_give_one_line(values: dict[str, str], message
     with pytest.raises(StackConfigError) as error:
         parse_settings(values)
     assert str(error.value).startswith(message)
+
+
+def test_shm_size_is_bounded_by_the_memory_it_counts_against() -> None:
+    """shmSize and memoryPerNode bound each other: checked together, one line naming both."""
+    assert parse_settings({"memoryPerNode": "4Gi", "shmSize": "4096Mi"}).job.shm_size == "4096Mi"
+    with pytest.raises(StackConfigError) as error:
+        parse_settings({"memoryPerNode": "3Gi", "shmSize": "4G"})
+    assert str(error.value) == (
+        "trainstack:shmSize: must be at most memoryPerNode (3Gi): /dev/shm is memory counted against that"
+        " limit, got 4G"
+    )

@@ -378,6 +378,21 @@ def test_failure_policies_follow_the_published_schemas() -> None:
     )
 
 
+def training_job(args: TrainingJobArgs, start_after: list[pulumi.Resource]) -> TrainingJob:
+    """The component in namespace `team` with the stack's other inputs stood in for."""
+    return TrainingJob(
+        "job",
+        args,
+        namespace="team",
+        service_account="trainer",
+        image=IMAGE,
+        hf_token_secret=None,
+        image_pull_secret=None,
+        kubeconfig=pulumi.Output.secret("kc"),
+        start_after=start_after,
+    )
+
+
 @pytest.mark.parametrize(
     ("num_nodes", "mode"), [(1, "ReadWriteOnce"), (1, "ReadWriteMany"), (2, "ReadWriteMany")]
 )
@@ -387,17 +402,7 @@ def test_component_graph(num_nodes: int, mode: str) -> None:
 
     def program() -> None:
         gate = pulumi.CustomResource("test:index:Gate", "gate", {})
-        job = TrainingJob(
-            "job",
-            args,
-            namespace="team",
-            service_account="trainer",
-            image=IMAGE,
-            hf_token_secret=None,
-            image_pull_secret=None,
-            kubeconfig=pulumi.Output.secret("kc"),
-            start_after=[gate],
-        )
+        job = training_job(args, start_after=[gate])
         pulumi.export("pods", job.pod_names)
         pulumi.export("job", job.job_name)
         pulumi.export("location", job.checkpoint_location)
@@ -471,3 +476,22 @@ def test_a_claim_that_never_binds_fails_instead_of_looking_like_success(tmp_path
     assert result.returncode == 1 and result.stdout == ""
     assert "the checkpoint claim team/gpt-checkpoints is not bound after 0s" in result.stderr
     assert "nfs-client not found" in result.stderr
+
+
+@pytest.mark.parametrize(("grace", "timeout"), [(90, "600s"), (414, "714s"), (3600, "3900s")])
+def test_the_trainjob_delete_waits_as_long_as_its_pods_may_save(grace: int, timeout: str) -> None:
+    """Deleting (or replacing) the TrainJob waits in the foreground for every pod's SIGTERM checkpoint: the
+    delete timeout follows terminationGracePeriodSeconds instead of pulumi-kubernetes' fixed 10 minutes, which
+    a long grace period outlasts and leaves a replacement half done (issue 23, case 7)."""
+    args = job_args(termination_grace_period_seconds=grace)
+
+    job = evaluate(lambda: training_job(args, start_after=[])).one(
+        "kubernetes:trainer.kubeflow.org/v1alpha1:TrainJob"
+    )
+    assert job.custom_timeouts["delete"] == timeout
+    assert (
+        trainjob(args)["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"][
+            "replicatedJobs"
+        ][0]["template"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        == grace
+    )

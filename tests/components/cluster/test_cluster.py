@@ -139,18 +139,19 @@ def every_kind(tmp_path: Path) -> dict[str, ClusterArgs]:
 # Every resource each kind declares, by name: their names (and so their URNs) are those of the stacks already
 # deployed; another name or parent is another resource to Pulumi, which would delete the cluster it has.
 RESOURCES = {
-    "kind": ["c-kind"],
+    "kind": ["c-kind", "c-kind-shared"],
     "k3s": ["c-k3s-server"],
     "k3s-remote": [
         "c-k3s-server",
         "c-k3s-token",
         "c-k3s-agent-0",
         "c-k3s-agent-1",
+        "c-nfs-shared",
         "c-nfs-export",
         "c-nfs-mount-0",
         "c-nfs-mount-1",
     ],
-    "k3s-docker": ["c-k3s-docker"],
+    "k3s-docker": ["c-k3s-docker", "c-k3s-docker-shared"],
     "existing": [],
 }
 

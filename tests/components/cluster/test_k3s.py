@@ -160,3 +160,28 @@ def test_local_k3s_cluster_component() -> None:
     assert server.inputs["logging"] == "stderr" and server.additional_secret_outputs == ["stdout"]
     assert run_.depends_on(run_.one("pulumi:providers:kubernetes"), server)
     assert contains_secret(run_.outputs["kubeconfig"])
+
+
+def test_the_installer_sees_only_the_stacks_own_k3s_variables(tmp_path: Path) -> None:
+    """pulumi-command runs a local command with the user's whole environment (v1.2.1,
+    provider/pkg/provider/local/commandOutputs.go: os.Environ() then the command's own), and get.k3s.io reads
+    every K3S_* and INSTALL_K3S_* variable: a K3S_URL and K3S_TOKEN left in the user's shell would join the
+    new server to another cluster, INSTALL_K3S_EXEC would replace its command."""
+    stray = {
+        "K3S_URL": "https://other:6443",
+        "K3S_TOKEN": "other-token",
+        "INSTALL_K3S_EXEC": "agent",
+        "INSTALL_K3S_SKIP_START": "true",
+    }
+    recorder = (
+        'out=""; while [ $# -gt 0 ]; do if [ "$1" = -o ]; then out=$2; fi; shift; done\n'
+        'printf \'%s\\n\' \'env | grep -E "^(INSTALL_)?K3S_" | sort >> "$CALLS"\' > "$out"\n'
+    )
+    environment, log = stub_tools(
+        tmp_path, {"curl": recorder, "id": ROOT_ID, "k3s": "exit 0", "cat": "exit 0"}
+    )
+    server = install_environment(VERSION, "server", ["--disable=traefik"])
+    result = run(INSTALL_SCRIPT, {**environment, **stray, **server}, interpreter=POSIX_SH)
+    assert result.returncode == 0, result.stderr
+    seen = [line for line in calls(log) if line.startswith(("K3S_", "INSTALL_K3S_"))]
+    assert seen == [f"INSTALL_K3S_VERSION={VERSION}", "K3S_FLAGS=--disable=traefik", "K3S_ROLE=server"]

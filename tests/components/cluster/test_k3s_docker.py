@@ -149,7 +149,10 @@ def test_k3s_in_docker_script_creates_labelled_nodes_and_prints_a_reachable_kube
     assert "-e K3S_URL=https://demo-server:6443 k3s:test agent" in agent
     token = server.split("K3S_TOKEN=", 1)[1].split()[0]
     assert len(token) == 48 and f"K3S_TOKEN={token}" in agent  # one random token, shared
-    assert f"docker volume create --label {LABEL} demo-shared" in log_lines
+    # The shared volume is not the nodes' command's: k3s_docker_shared_create.sh makes it.
+    assert not [
+        call for call in log_lines if call.startswith("docker volume create") and "demo-shared" in call
+    ]
 
 
 def test_k3s_in_docker_made_again_on_an_update_takes_the_port_its_kubeconfig_names(tmp_path: Path) -> None:

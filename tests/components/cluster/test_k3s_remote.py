@@ -118,8 +118,6 @@ def test_nfs_scripts_export_the_shared_directory_to_the_agents_and_mount_it_ther
         "env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nfs-kernel-server",
         "apt-get install -y -q nfs-kernel-server",
         "id -u",
-        f"install -d -m 0777 {SHARED_STORAGE_PATH}",
-        "id -u",
         f"sed -i \\#^{SHARED_STORAGE_PATH} #d /etc/exports",  # re-runs leave one line
         "id -u",
         "tee -a /etc/exports",
@@ -139,6 +137,12 @@ def test_nfs_scripts_export_the_shared_directory_to_the_agents_and_mount_it_ther
     ]
     log.write_text("")
     assert run(scripts["unexport"], environment, interpreter=POSIX_SH).returncode == 0
+    assert f"rm -rf {SHARED_STORAGE_PATH}" not in calls(log)  # the checkpoints stay (a moved server)
+    log.write_text("")
+    assert run(scripts["shared"], environment, interpreter=POSIX_SH).returncode == 0
+    assert f"install -d -m 0777 {SHARED_STORAGE_PATH}" in calls(log)
+    log.write_text("")
+    assert run(scripts["remove"], environment, interpreter=POSIX_SH).returncode == 0
     assert f"rm -rf {SHARED_STORAGE_PATH}" in calls(log)  # destroy leaves nothing on the server
     log.write_text("")
     assert run(scripts["unmount"], environment, interpreter=POSIX_SH).returncode == 0
@@ -161,11 +165,15 @@ def test_remote_multi_node_storage_is_an_nfs_export_of_the_server_mounted_on_eve
     # The export goes after k3s is on the server (and before it is uninstalled); each mount after the export
     # and its agent's k3s, and is removed before either.
     assert run_.depends_on(export, run_.one("command:remote:Command", "c-k3s-server"))
-    # Another set of agents is another export line: exported anew, the old one removed first (unexport on
-    # the same host after the new export would remove the new line and the directory).
+    # Another set of agents is another export line: exported anew, the old line unexported first (which
+    # keeps the directory: a command of its own). The triggers are what deployed stacks hold.
     assert (
         export.inputs["triggers"] == ["192.0.2.1", "192.0.2.2", "192.0.2.3"] and export.delete_before_replace
     )
+    directory = run_.one("command:remote:Command", "c-nfs-shared")
+    assert (directory.inputs["create"], directory.inputs["delete"]) == (scripts["shared"], scripts["remove"])
+    assert "triggers" not in directory.inputs or not directory.inputs["triggers"]
+    assert run_.depends_on(export, directory)
     for index, mount in enumerate(mounts):
         assert (mount.inputs["create"], mount.inputs["delete"]) == (scripts["mount"], scripts["unmount"])
         assert run_.depends_on(mount, export)

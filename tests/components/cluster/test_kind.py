@@ -90,14 +90,22 @@ def test_kind_create_makes_a_cluster_from_the_config_on_stdin_and_prints_its_kub
     tmp_path: Path,
 ) -> None:
     environment, log = fake_kind(tmp_path, clusters="other\\n")
-    result = run(CREATE_SCRIPT, {**environment, "KIND_CLUSTER": "demo"}, stdin="kind: Cluster\n")
+    users = tmp_path / "users-kubeconfig"
+    result = run(
+        CREATE_SCRIPT,
+        {**environment, "KIND_CLUSTER": "demo", "KUBECONFIG": str(users)},
+        stdin="kind: Cluster\n",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "kubeconfig of demo\n"
-    assert calls(log) == [
-        "kind get clusters",
-        "kind create cluster --name demo --config /dev/stdin --wait 180s",
-        "kind get kubeconfig --name demo",
-    ]
+    first, create, last = calls(log)
+    assert (first, last) == ("kind get clusters", "kind get kubeconfig --name demo")
+    # The admin credentials go to a private file of the script's own, removed, not the user's KUBECONFIG
+    # (which pulumi-command passes on from the user's shell).
+    prefix = "kind create cluster --name demo --config /dev/stdin --wait 180s --kubeconfig "
+    assert create.startswith(prefix)
+    merged = create.removeprefix(prefix)
+    assert merged != str(users) and not Path(merged).exists()
 
 
 def test_kind_create_reuses_a_cluster_of_the_same_name(tmp_path: Path) -> None:
@@ -147,14 +155,21 @@ def test_multi_node_kind_shares_a_host_directory_into_every_training_node(tmp_pa
     shared = {"hostPath": str(kind_shared_directory("demo")), "containerPath": SHARED_STORAGE_PATH}
     assert "extraMounts" not in nodes[0]
     assert all(node["extraMounts"] == [shared] for node in nodes[1:])
-    create = evaluate(lambda: Cluster("c", args)).one("command:local:Command", "c-kind")
-    assert create.inputs["environment"]["SHARED_DIR"] == str(kind_shared_directory("demo"))
+    run_ = evaluate(lambda: Cluster("c", args))
+    create = run_.one("command:local:Command", "c-kind")
+    assert "SHARED_DIR" not in create.inputs["environment"]
+    storage = run_.one("command:local:Command", "c-kind-shared")
+    assert storage.inputs["environment"] == {"SHARED_DIR": str(kind_shared_directory("demo"))}
+    assert run_.depends_on(create, storage)
     environment, log = fake_kind(tmp_path)
     shared_dir = tmp_path / "shared"
     environment |= {"KIND_CLUSTER": "demo", "SHARED_DIR": str(shared_dir)}
-    assert run(CREATE_SCRIPT, environment).returncode == 0
+    assert run(storage.inputs["create"], environment).returncode == 0
     assert shared_dir.is_dir() and shared_dir.stat().st_mode & 0o777 == 0o777
+    assert run(CREATE_SCRIPT, environment).returncode == 0
     result = run(DELETE_SCRIPT, environment)
     assert result.returncode == 0, result.stderr
-    assert calls(log)[-1] == "kind delete cluster --name demo"
+    assert calls(log)[-1].startswith("kind delete cluster --name demo --kubeconfig /")
+    assert shared_dir.exists()  # a replaced cluster keeps the checkpoints
+    assert run(storage.inputs["delete"], environment).returncode == 0
     assert not shared_dir.exists()

@@ -138,6 +138,16 @@ def test_certificate_files_are_inlined_relative_to_the_kubeconfig_and_token_file
     assert user["tokenFile"] == str(tmp_path / "token")
     assert cluster.source_key == KUBECONFIG_PATH_KEY
     assert check_api_server(cluster) == GIT_VERSION
+    # Relative references: pulumi-kubernetes would not resolve them against the file, so the stack keeps the
+    # inlined copy rather than handing the provider the path (issue 23, case 9).
+    assert cluster.path == ""
+    absolute = tmp_path / "absolute"
+    absolute.write_text(
+        server.kubeconfig(
+            cluster={"server": server.url, "certificate-authority": str(tmp_path / "pki" / "ca.crt")}
+        )
+    )
+    assert read_kubeconfig(secret=None, path=str(absolute), context="").path == str(absolute)
     assert server.requests == [("/version", "token")]  # the token goes first, as in client-go
 
 
