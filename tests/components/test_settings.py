@@ -508,10 +508,16 @@ def test_data_source_names_the_corpus_and_an_s3_one_reads_with_the_checkpoint_st
     assert yaml.safe_load(on_s3.job.train_config)["data"]["path"] == "s3://team-bucket/corpus/"
     assert on_s3.job.object_store is not None  # its Secret and endpoint reach the pods
     for values, message in [
-        ({"dataSource": "s3://team-bucket/corpus"}, "dataSource: an s3:// source is read with the checkpoint"),
+        (
+            {"dataSource": "s3://team-bucket/corpus"},
+            "dataSource: an s3:// source is read with the checkpoint",
+        ),
         ({**S3, "dataSource": "s3://Team_Bucket/x"}, "dataSource: must be s3://bucket/prefix"),
         ({"dataSource": " "}, "dataSource: must name the corpus (trainer/data: the bundled sample)"),
-        ({"trainingOverrides": '["data.path=/x"]'}, "may not set data.path: the stack sets it from dataSource"),
+        (
+            {"trainingOverrides": '["data.path=/x"]'},
+            "may not set data.path: the stack sets it from dataSource",
+        ),
     ]:
         with pytest.raises(StackConfigError) as error:
             parse_settings(values)
