@@ -47,7 +47,7 @@ from trainer.shared_files import HeldLock, write_once
 from trainer.sources import Source, Unit, documents, read_bytes, resolve_source, unit_split
 
 BUSY_POLL_SECONDS = 0.5
-CHECK_CHUNK_TOKENS = 1 << 24  # token ids checked against the vocabulary this many at a time
+CHECK_CHUNK_TOKENS = 1 << 22  # token ids read, hashed and checked this many at a time
 
 
 def prepared_directory(data: DataSection, source: Source) -> Path:
@@ -87,15 +87,21 @@ def _sha256_of(path: Path, offset: int = 0) -> str:
     return digest.hexdigest()
 
 
-def _check_ids(shard: Shard, vocab_size: int, describe: str) -> None:
-    tokens = np.memmap(shard.path, dtype=shard.dtype, mode="r", offset=shard.offset, shape=(shard.tokens,))
-    for start in range(0, shard.tokens, CHECK_CHUNK_TOKENS):
-        largest = int(tokens[start : start + CHECK_CHUNK_TOKENS].max())
-        if largest >= vocab_size:
-            raise DataError(
-                f"data.path: {describe}: token file {shard.path} holds id {largest}, outside the "
-                f"{vocab_size}-token vocabulary of data.encoding"
-            )
+def _scan_token_file(shard: Shard, vocab_size: int, describe: str) -> str:
+    """The sha256 of a token file, its ids checked against the vocabulary, in one pass of bounded memory."""
+    digest = hashlib.sha256()
+    dtype = np.dtype(shard.dtype)
+    with open(shard.path, "rb") as handle:
+        digest.update(handle.read(shard.offset))
+        while chunk := handle.read(CHECK_CHUNK_TOKENS * dtype.itemsize):
+            digest.update(chunk)
+            largest = int(np.frombuffer(chunk, dtype=dtype).max())
+            if largest >= vocab_size:
+                raise DataError(
+                    f"data.path: {describe}: token file {shard.path} holds id {largest}, outside the "
+                    f"{vocab_size}-token vocabulary of data.encoding"
+                )
+    return digest.hexdigest()
 
 
 def _token_file(source: Source, unit: Unit, target: Path, vocab_size: int) -> tuple[Shard, bool]:
@@ -103,10 +109,8 @@ def _token_file(source: Source, unit: Unit, target: Path, vocab_size: int) -> tu
     split = unit_split(unit)
     if source.s3_url is None:
         shard = inspect_bin(Path(unit.location), split)
-        _check_ids(shard, vocab_size, source.describe)
-        return Shard(
-            shard.path, shard.offset, shard.tokens, shard.dtype, split, _sha256_of(Path(shard.path))
-        ), False
+        sha256 = _scan_token_file(shard, vocab_size, source.describe)
+        return Shard(shard.path, shard.offset, shard.tokens, shard.dtype, split, sha256), False
     if target.exists():
         found = shard_of_bytes(str(target), target.read_bytes()[:1024], target.stat().st_size, split)
         return Shard(str(target), found.offset, found.tokens, found.dtype, split, _sha256_of(target)), False
