@@ -1,6 +1,6 @@
 """`make e2e`: the real end-to-end run, then real failures and real scale, on the test cluster.
 
-    python -m tests.e2e [--keep] [--nodes N] [--no-faults] [--only object_storage]
+    python -m tests.e2e [--keep] [--nodes N] [--no-faults] [--only object_storage|data]
 
 Writes runs/e2e/report.json (after every phase) and prints a short summary. Exits 1 when any check failed
 (each is listed under `failures`), 2 when the toolchain `make e2e-toolchain` builds is not complete, 3 when
@@ -17,6 +17,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tests.e2e.data_source import data_source
 from tests.e2e.faults import run_faults
 from tests.e2e.harness import CACHE, REPO_ROOT, DiskWatch, disk_problem, docker_root, toolchain_complete
 from tests.e2e.object_storage import object_storage
@@ -32,7 +33,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["object_storage"],
+        choices=["object_storage", "data"],
         help="only this scenario (on a fresh test cluster), e.g. while working on it",
     )
     args = parser.parse_args()
@@ -74,7 +75,10 @@ def main() -> int:
                 run.destroy()
                 if not args.no_faults:
                     run_faults(run, base)
-            object_storage(run, base)
+            if args.only != "data":
+                object_storage(run, base)
+            if args.only in (None, "data"):
+                data_source(run, base)
     finally:
         run.report.data["total_seconds"] = round(time.monotonic() - started, 1)
         run.report.data["disk"] = disk.stop()
