@@ -36,10 +36,12 @@ from trainer.config import load_config  # noqa: E402
 
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 SAMPLE = REPO / "trainer" / "data"
-# `python -m trainer` that prints its own peak resident memory (getrusage RUSAGE_SELF) on stderr at the end.
+# `python -m trainer` that prints its own peak resident memory on stderr at the end: VmHWM, which starts afresh
+# at exec (getrusage's ru_maxrss would carry the forking parent's peak over execve).
 TRAIN_REPORTING_PEAK = (
-    "import resource, sys\nfrom trainer.cli import main\ncode = main(sys.argv[1:])\n"
-    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(code)"
+    "import re, sys\nfrom trainer.cli import main\ncode = main(sys.argv[1:])\n"
+    "hwm = re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1)\n"
+    "print('PEAK_RSS_KB', hwm, file=sys.stderr)\nsys.exit(code)"
 )
 
 
@@ -110,7 +112,7 @@ def memory(args: argparse.Namespace) -> None:
                 tokens = int(size_gb * 2**30) // 2
                 with (corpus / "train.bin").open("wb") as handle:
                     rng = np.random.default_rng(0)
-                    for start in range(0, tokens, 2**26):
+                    for start in range(0, tokens, 2**24):
                         handle.write(
                             rng.integers(0, 256, min(2**26, tokens - start), dtype=np.uint16).tobytes()
                         )
