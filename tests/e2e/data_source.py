@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.faults import for_stack, set_config, set_override
-from tests.e2e.harness import check, wait_until
-from tests.e2e.object_storage import BUCKET, s3_in_cluster, use_object_store
+from tests.e2e.harness import check
+from tests.e2e.object_storage import BUCKET, rerun_longer, s3_in_cluster, use_object_store
 from tests.e2e.real_run import NAMESPACE, Run
 
 DATA_STACK = "e2e-data"
@@ -94,13 +94,7 @@ def train_from_the_bucket(
     manifests = [name for name in files if name.endswith("/manifest.json")]
     check(len(manifests) == 1, f"prepared directories on the claim: {manifests}")
 
-    before = run.trainjob()
-    assert before is not None
-    set_override(run, "train.max_steps", SECOND_STEPS)
-    run.pulumi("up", "--yes", "--skip-preview", timeout=3600)
-    after = wait_until("the second TrainJob", 300, run.trainjob)
-    check(after["metadata"]["uid"] != before["metadata"]["uid"], "the TrainJob was not replaced")
-    run.wait_complete(1200, uid=after["metadata"]["uid"])
+    rerun_longer(run, SECOND_STEPS)
     second = prepared_line(run)
     record["tokenized_second"] = int(second.group(5))
     check(record["tokenized_second"] == 0, f"the second job prepared again: {second.group(0)}")

@@ -233,6 +233,17 @@ def use_object_store(run: Run, access_key: str, secret_key: str) -> tuple[thread
     return creator, problems
 
 
+def rerun_longer(run: Run, steps: int) -> None:
+    """A second job: `pulumi up` with train.max_steps raised replaces the TrainJob; waits until it is Complete."""
+    before = run.trainjob()
+    assert before is not None
+    set_override(run, "train.max_steps", steps)
+    run.pulumi("up", "--yes", "--skip-preview", timeout=3600)
+    after = wait_until("the longer TrainJob", 300, run.trainjob)
+    check(after["metadata"]["uid"] != before["metadata"]["uid"], "the TrainJob was not replaced")
+    run.wait_complete(1200, uid=after["metadata"]["uid"])
+
+
 def train_on_object_storage(
     run: Run, base_image: str, s3: Any, access_key: str, secret_key: str, record: dict[str, Any]
 ) -> None:
@@ -259,13 +270,7 @@ def train_on_object_storage(
         not record["claim_checkpoint_steps"], f"checkpoints on the claim: {record['claim_checkpoint_steps']}"
     )
 
-    before = run.trainjob()
-    assert before is not None
-    set_override(run, "train.max_steps", SECOND_STEPS)
-    run.pulumi("up", "--yes", "--skip-preview", timeout=3600)
-    after = wait_until("the longer TrainJob", 300, run.trainjob)
-    check(after["metadata"]["uid"] != before["metadata"]["uid"], "the TrainJob was not replaced")
-    run.wait_complete(1200, uid=after["metadata"]["uid"])
+    rerun_longer(run, SECOND_STEPS)
     resumed, record["resumed_from_step"] = run.resumed_from()
     record["resumed_from"] = resumed
     check(record["resumed_from_step"] == FIRST_STEPS, f"the longer job resumed from {resumed}")
