@@ -112,9 +112,10 @@ def memory(args: argparse.Namespace) -> None:
                 tokens = int(size_gb * 2**30) // 2
                 with (corpus / "train.bin").open("wb") as handle:
                     rng = np.random.default_rng(0)
-                    for start in range(0, tokens, 2**24):
+                    chunk = 2**24
+                    for start in range(0, tokens, chunk):
                         handle.write(
-                            rng.integers(0, 256, min(2**26, tokens - start), dtype=np.uint16).tobytes()
+                            rng.integers(0, 256, min(chunk, tokens - start), dtype=np.uint16).tobytes()
                         )
                 run = Path(tmp) / f"run-{size_gb}"
                 overrides = [f"data.path={corpus}", f"data.cache_dir={run}/cache", f"checkpoint.dir={run}/ck",
