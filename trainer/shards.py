@@ -16,6 +16,7 @@ resident memory stay bounded however large the corpus.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -173,24 +174,28 @@ def check_shard(shard: Shard) -> None:
 class TokenView:
     """A read-only sequence of tokens made of pieces of shards: len() and slicing (a slice is an ndarray
     copied out of the shards' memory maps; it may span shards). The maps are opened on first use and at
-    most OPEN_MAPS are kept, least recently used closed first."""
+    most OPEN_MAPS are kept, least recently used closed first. They are read at random (MADV_RANDOM: no
+    read-around of neighbouring pages) and each window's pages are released from the process once copied
+    (MADV_DONTNEED: they stay in the page cache), so resident memory does not grow with the windows drawn."""
 
     def __init__(self, pieces: list[tuple[Shard, int, int]]) -> None:
         self.pieces = [(shard, start, stop) for shard, start, stop in pieces if stop > start]
         lengths = [stop - start for _, start, stop in self.pieces]
         self.starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-        self.maps: OrderedDict[str, np.memmap] = OrderedDict()
+        self.maps: OrderedDict[str, tuple[mmap.mmap, np.ndarray]] = OrderedDict()
         self.dtype = np.dtype(self.pieces[0][0].dtype) if self.pieces else np.dtype(np.uint16)
 
     def __len__(self) -> int:
         return int(self.starts[-1])
 
-    def _map(self, shard: Shard) -> np.memmap:
+    def _map(self, shard: Shard) -> tuple[mmap.mmap, np.ndarray]:
         mapped = self.maps.pop(shard.path, None)
         if mapped is None:
-            mapped = np.memmap(
-                shard.path, dtype=shard.dtype, mode="r", offset=shard.offset, shape=(shard.tokens,)
-            )
+            with open(shard.path, "rb") as handle:
+                region = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            region.madvise(mmap.MADV_RANDOM)
+            tokens = np.frombuffer(region, dtype=shard.dtype, count=shard.tokens, offset=shard.offset)
+            mapped = (region, tokens)
             while len(self.maps) >= OPEN_MAPS:
                 self.maps.popitem(last=False)  # dropping the last reference unmaps it
         self.maps[shard.path] = mapped
@@ -206,12 +211,16 @@ class TokenView:
             shard, first, last = self.pieces[piece]
             offset = start - int(self.starts[piece])
             take = min(stop - start, last - first - offset)
-            parts.append(np.asarray(self._map(shard)[first + offset : first + offset + take]))
+            region, tokens = self._map(shard)
+            parts.append(tokens[first + offset : first + offset + take].copy())
+            byte_start = shard.offset + (first + offset) * tokens.itemsize
+            aligned = byte_start - byte_start % mmap.PAGESIZE
+            region.madvise(mmap.MADV_DONTNEED, aligned, byte_start + take * tokens.itemsize - aligned)
             start += take
             piece += 1
         if not parts:
             return np.empty(0, dtype=self.dtype)
-        return parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         whole = self[0 : len(self)]

@@ -180,7 +180,7 @@ def test_files_are_read_as_utf_8_with_bad_bytes_replaced_and_globs_recurse(tmp_p
     assert data.describe == f"1 file(s) at {nested / 'scene.txt'}"
     assert data.vocab_size == 257
     assert isinstance(data.train, TokenView) and isinstance(data.val, TokenView)
-    assert all(not m.flags.writeable for m in data.train.maps.values())  # mapped read-only: shared
+    assert all(not m.flags.writeable for _, m in data.train.maps.values())  # mapped read-only: shared
 
 
 def test_an_encoding_that_cannot_load_says_what_it_needs(monkeypatch: pytest.MonkeyPatch) -> None:
