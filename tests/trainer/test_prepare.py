@@ -344,3 +344,22 @@ def test_the_command_line_prepares_and_reports_on_one_line(tmp_path: Path) -> No
                          capture_output=True, timeout=120)  # fmt: skip
     assert bad.returncode == 2 and bad.stderr == "error: data.path: no such file or directory: /no/such\n"
     assert byte_encoding().n_vocab == 257
+
+
+def resident_file_kib() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("RssFile:")))
+
+
+def test_drawing_windows_keeps_resident_memory_flat(tmp_path: Path) -> None:
+    """64 MiB of tokens, 8,000 windows at random: without releasing each window's pages (and with the
+    kernel's read-around) the process's mapped pages grow toward the whole file."""
+    path = tmp_path / "train.bin"
+    np.random.default_rng(0).integers(0, 256, 2**25, dtype=np.uint16).tofile(path)
+    view = TokenView([(Shard(str(path), 0, 2**25, "uint16"), 0, 2**25)])
+    view[0:10]
+    before = resident_file_kib()
+    rng = np.random.default_rng(1)
+    for start in rng.integers(0, 2**25 - 65, 8000):
+        view[int(start) : int(start) + 65]
+    assert resident_file_kib() - before < 4096  # KiB: less than 4 MiB of the 64 MiB mapped
