@@ -247,10 +247,6 @@ def split_views(manifest: Manifest, val_fraction: float) -> tuple[TokenView, Tok
     return TokenView(train), TokenView(val)
 
 
-def is_token_file(path: Path) -> bool:
-    return path.suffix == ".bin"
-
-
 def split_of_name(name: str) -> str:
     """nanoGPT's val.bin and llm.c's <name>_val_<n>.bin hold the validation split."""
     stem = Path(name).stem
