@@ -151,14 +151,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    first = commands.add_parser("throughput")
-    first.add_argument("--mb", type=int, default=64)
-    first.add_argument("--repeats", type=int, default=3)
-    second = commands.add_parser("memory")
-    second.add_argument("--limit-mb", type=int, default=1536)
-    second.add_argument("--sizes-gb", default="1,3,6")
-    second.add_argument("--dir", default=None)
+    parser.add_argument("command", choices=["throughput", "memory"])
+    parser.add_argument("--mb", type=int, default=64, help="throughput: MiB of text")
+    parser.add_argument("--repeats", type=int, default=3, help="throughput: best of this many")
+    parser.add_argument("--limit-mb", type=int, default=1536, help="memory: the cgroup's limit")
+    parser.add_argument("--sizes-gb", default="1,3,6", help="memory: corpus sizes, GiB, comma-separated")
+    parser.add_argument("--dir", default=None, help="memory: where the corpora go (default: TMPDIR)")
     args = parser.parse_args()
     throughput(args) if args.command == "throughput" else memory(args)
 
