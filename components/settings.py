@@ -433,6 +433,25 @@ def _object_store(values: Mapping[str, Any], job_name: str) -> ObjectStore | Non
     )
 
 
+def _data_source(values: Mapping[str, Any], object_store: ObjectStore | None) -> str:
+    """dataSource checked: an s3:// source is read from the checkpoint object store with its Secret."""
+    source = str(values["dataSource"]).strip()
+    if not source:
+        raise _error("dataSource", "must name the corpus (trainer/data: the bundled sample)")
+    if source.lower().startswith("s3:"):
+        try:
+            parse_s3_url(source)
+        except ConfigError:
+            raise _error("dataSource", f"must be {S3_URL_SHAPE}, got {source!r}") from None
+        if object_store is None:
+            raise _error(
+                "dataSource",
+                "an s3:// source is read with the checkpoint object store's credentials: set checkpointS3Url "
+                "and checkpointS3Secret (and checkpointS3Endpoint for a store other than Amazon S3)",
+            )
+    return source
+
+
 def _trainer(values: Mapping[str, Any], on_k3s: bool) -> KubeflowTrainerArgs:
     """Where the Trainer chart comes from and the extra values it gets, checked before anything is installed."""
     version = str(values["trainerVersion"])
@@ -644,6 +663,7 @@ def parse_settings(
         stack_keys["output.tracking_uri"] = (tracking_uri(namespace), "mlflowServer")
     priority_class, priority = _priority(values, job_name)
     object_store = _object_store(values, job_name)
+    stack_keys["data.path"] = (_data_source(values, object_store), "dataSource")
     train_config = _train_config(values, job_name, stack_keys, object_store)
     job = TrainingJobArgs(
         job_name=job_name,

@@ -109,13 +109,14 @@ def usage_failure_pattern() -> str:
 def job_paths(job_name: str, checkpoint_url: str = "") -> dict[str, str]:
     """The training config's storage keys under the job's own directory on the checkpoint volume; with
     checkpoint_url (s3://bucket/prefix) the checkpoints go to <prefix>/<job>/checkpoints in that object store
-    instead, and the volume keeps the outputs and the token cache."""
+    instead, and the volume keeps the outputs and the token shards. The shards are shared by every job on
+    the volume (trainer.prepare keys them by source and encoding: a second job reuses them)."""
     root = f"{CHECKPOINT_MOUNT}/{job_name}"
     checkpoints = f"{checkpoint_url.rstrip('/')}/{job_name}" if checkpoint_url else root
     return {
         "checkpoint.dir": f"{checkpoints}/checkpoints",
         "output.dir": f"{root}/output",
-        "data.cache_dir": f"{root}/cache",
+        "data.cache_dir": f"{CHECKPOINT_MOUNT}/tokens",
     }
 
 

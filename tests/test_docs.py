@@ -102,6 +102,7 @@ RULES: list[tuple[str, str, str]] = [
     (r"^\.venv/bin/python -m trainer (train|print-config|plot) ", "run", "the README's walk-through: tiny, CPU, offline"),
     (r"^PET_NPROC_PER_NODE=2 \.venv/bin/python -m trainer launch ", "run", "two CPU processes, offline"),
     (r"^\.venv/bin/python bench/stack_eval\.py$", "run", "the mock engine: seconds"),
+    (r"^\.venv/bin/python bench/data_bench\.py ", "help", "minutes of both cores; memory writes GiBs of corpus"),
     (r"^python -m trainer ", "help", "a synopsis with placeholders (FILE, ...), not a command to run"),
     (r"^(OMP_NUM_THREADS=1 DS_ACCELERATOR=cpu \.venv/bin/)?python bench/train_throughput\.py ", "help",
      "minutes of CPU training (9 repeats), or a GPU"),

@@ -1,4 +1,4 @@
-"""Command line: train, validate, print-config, launch, plot. Bad input: one line on stderr, exit 2."""
+"""Command line: train, validate, prepare, print-config, launch, plot. Bad input: one line on stderr, exit 2."""
 
 from __future__ import annotations
 
@@ -34,13 +34,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     config = _config(args)
     check_writable(config)
-    from trainer.dataset import find_text_files, get_encoding
+    from trainer.dataset import get_encoding
+    from trainer.sources import resolve_source
 
     get_encoding(config.data.encoding)
-    source = f"Hugging Face dataset {config.data.hf_dataset}" if config.data.hf_dataset else None
-    if source is None:
-        source = f"{len(find_text_files(config.data.path))} text file(s) at {config.data.path}"
+    source = resolve_source(config.data).describe
     print(f"config {args.config} is valid: model {config.model.preset}, {source}")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from trainer.prepare import run_prepare
+
+    run_prepare(config.data, args.workers)
     return 0
 
 
@@ -72,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     configured = {
         "train": (cmd_train, "train (or resume) until train.max_steps"),
         "validate": (cmd_validate, "check a config and that its data and encoding exist"),
+        "prepare": (cmd_prepare, "tokenize the data into token shards once (training does it if needed)"),
         "print-config": (cmd_print_config, "print the resolved config, defaults included"),
         "launch": (cmd_launch, "run train under torchrun from Kubeflow's PET_* variables"),
     }
@@ -83,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
             help="override one dotted key, e.g. --set train.max_steps=100 (repeatable)",
         )  # fmt: skip
         command.set_defaults(handler=handler)
+        if name == "prepare":
+            command.add_argument(
+                "--workers", type=int, default=0, metavar="N",
+                help="tokenizing processes (default: data.workers, else every CPU this process may use)",
+            )  # fmt: skip
     plot = commands.add_parser("plot", help="plot the loss curve of a metrics.jsonl to a PNG")
     plot.add_argument("--metrics", required=True, help="a run's metrics.jsonl")
     plot.add_argument("--out", required=True, help="the PNG to write")

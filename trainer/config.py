@@ -239,14 +239,18 @@ class ModelSection:
 
 @dataclass(frozen=True)
 class DataSection:
-    path: str = _key()  # a text file, a directory of text files or a glob; ignored with hf_dataset
+    # A file, directory or glob (*.txt, *.jsonl, *.bin), s3://bucket/prefix, hf://name, or a directory written
+    # by datasets' save_to_disk (trainer.sources); ignored with hf_dataset.
+    path: str = _key()
     encoding: str = _key("gpt2")  # a tiktoken encoding name, or "bytes" (built in, no download)
-    cache_dir: str = _key("runs/cache")
+    cache_dir: str = _key("runs/cache")  # prepared token shards (trainer.prepare)
     val_fraction: float = _key(0.1, _fraction)
+    text_field: str = _key("text", _not_blank)  # the text of a JSONL line or a Hugging Face dataset row
+    workers: int = _key(0, _non_negative)  # preparation processes; 0: every CPU the process may use
+    shard_bytes: int = _key(64 * 1024 * 1024, _positive)  # source bytes per token shard (about)
     hf_dataset: str | None = _key(None)  # a Hugging Face dataset name, used instead of path when set
     hf_config: str | None = _key(None)
     hf_split: str = _key("train")
-    hf_text_field: str = _key("text")
 
 
 @dataclass(frozen=True)
@@ -417,7 +421,10 @@ def _check_consistency(config: TrainConfig) -> None:
             "output.tracking_uri: set while output.tracking is none; set output.tracking=mlflow or drop the URI"
         )
     if not config.data.path and config.data.hf_dataset is None:
-        raise ConfigError("data.path: must name a text file, a directory or a glob (or set data.hf_dataset)")
+        raise ConfigError(
+            "data.path: must name a file, a directory, a glob, s3://bucket/prefix or hf://name "
+            "(or set data.hf_dataset)"
+        )
 
 
 def _apply_override(tree: dict[str, Any], override: str) -> None:

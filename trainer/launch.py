@@ -214,6 +214,10 @@ def launch(config_path: str, overrides: list[str]) -> int:
     check_writable(config)
     command = torchrun_command(config_path, overrides, os.environ)  # every PET_* value checked first
     check_resumable(config, node_identity(os.environ))
+    # The node's data prepared before any worker starts (trainer.prepare): no rank waits on it.
+    from trainer.prepare import run_prepare
+
+    run_prepare(config.data)
     if shutdown_timeout(os.environ) is not None and not torchrun_has_shutdown_timeout():
         command = torchrun_command(config_path, overrides, os.environ, shutdown_flag=False)
         print(

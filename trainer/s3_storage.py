@@ -62,10 +62,8 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import torch
 from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
 from trainer.checkpoint import (
@@ -81,6 +79,7 @@ from trainer.checkpoint import (
 )
 from trainer.config import ConfigError, parse_s3_url
 from trainer.shared_files import LockState
+from trainer.sources import s3_client
 
 # A run is alive while its lease is younger than this (seconds, by the store's clock); rank 0 rewrites it
 # every RENEW_SECONDS.
@@ -89,7 +88,6 @@ RENEW_SECONDS = 15.0
 # Multipart uploads above this size, in parts of this size (S3: at least 5 MiB a part, at most 10,000 parts:
 # shards up to 640 GB).
 MULTIPART_CHUNK_BYTES = 64 * 1024 * 1024
-ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 LEASE_PATTERN = re.compile(r"^\.run-(?P<run>[0-9a-f]+)\.lease$")
 # step_N/<run>/<file>: a run's files of step N.
 DATA_PATTERN = re.compile(r"^(?P<tag>step_\d+)/(?P<run>[0-9a-f]+)/")
@@ -117,12 +115,7 @@ class S3Storage:
         """ConfigError (one line) for a URL that is not s3://bucket/prefix or an endpoint URL boto3 rejects."""
         self.url = url.rstrip("/")
         self.bucket, self.prefix = parse_s3_url(url)
-        endpoint = next((os.environ[name] for name in ENDPOINT_VARIABLES if os.environ.get(name)), None)
-        config = Config(s3={"addressing_style": "path"}) if endpoint else None
-        try:
-            self.client = boto3.session.Session().client("s3", config=config)
-        except (ValueError, BotoCoreError) as error:
-            raise ConfigError(f"checkpoint.dir: {self.url}: cannot use the S3 client: {error}") from None
+        self.client = s3_client(f"checkpoint.dir: {self.url}")
         self.endpoint = str(self.client.meta.endpoint_url)
         self.downloads: Path | None = None
         self.manifests: dict[str, dict[str, Any]] = {}

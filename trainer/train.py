@@ -69,18 +69,19 @@ def to_device(
     return torch.from_numpy(batch[0]), torch.from_numpy(batch[1])
 
 
-def prepare_data(cache: TokenCache, context: DistContext) -> TokenData:
-    """Tokenize once per node (local rank 0), everyone else waits; an error reaches every rank."""
-    problem = None
-    if context.local_rank == 0:
-        try:
-            cache.prepare()
-        except DataError as error:
-            problem = str(error)
+def open_data(cache: TokenCache) -> TokenData:
+    """Map the prepared shards (prepared before the process group, see train); a shard one rank cannot use
+    stops every rank with the same line."""
+    data, problem = None, None
+    try:
+        data = cache.open()
+    except DataError as error:
+        problem = str(error)
     problems = [p for p in gather_objects(problem) if p]
     if problems:
         raise DataError(problems[0])
-    return cache.open()
+    assert data is not None
+    return data
 
 
 def model_identity(config: TrainConfig, vocab_size: int) -> dict[str, Any]:
@@ -110,7 +111,7 @@ class Trainer:
         self.clock = clock or StartupClock()
         self.clock.lap("startup")
         train = config.train
-        self.data = prepare_data(cache, context)
+        self.data = open_data(cache)
         self.clock.lap("data")
         torch.manual_seed(train.seed)  # the same initial weights on every rank
         self.model = GPT(model_config(config, self.data.vocab_size))
@@ -459,6 +460,10 @@ def train(config: TrainConfig) -> int:
     """Train (or resume) to train.max_steps; the exit code: 0, or PREEMPTED_EXIT_CODE after a stop signal."""
     clock = StartupClock()
     cache = TokenCache(config.data, config.model.block_size)  # a missing path or unknown encoding fails here
+    # Preparation before the process group: however long it takes, no rank waits on a collective (with its
+    # timeout); the other ranks of the node wait on the manifest file.
+    local_rank = os.environ.get("LOCAL_RANK", "0")  # checked with the others by init_distributed
+    cache.ready(int(local_rank) if local_rank.isdigit() else 0)
     context = init_distributed()
     try:
         exporter = start_exporter(config, context)

@@ -70,7 +70,8 @@ def test_training_config_is_the_preset_with_the_stack_paths() -> None:
     assert config["model"]["preset"] == "tiny"
     assert config["checkpoint"]["dir"] == "/mnt/checkpoints/gpt-train/checkpoints"
     assert config["output"]["dir"] == "/mnt/checkpoints/gpt-train/output"
-    assert config["data"]["cache_dir"] == "/mnt/checkpoints/gpt-train/cache"
+    assert config["data"]["cache_dir"] == "/mnt/checkpoints/tokens"  # shared by the jobs on the volume
+    assert config["data"]["path"] == "trainer/data"  # dataSource's default: the bundled sample
 
 
 def test_a_new_training_config_gets_a_new_config_map() -> None:
@@ -479,7 +480,8 @@ def test_checkpoints_in_an_object_store_keep_outputs_and_cache_on_the_claim() ->
     config = yaml.safe_load(settings.job.train_config)
     assert config["checkpoint"]["dir"] == "s3://team-bucket/training/gpt-train/checkpoints"
     assert config["output"]["dir"] == "/mnt/checkpoints/gpt-train/output"
-    assert config["data"]["cache_dir"] == "/mnt/checkpoints/gpt-train/cache"
+    assert config["data"]["cache_dir"] == "/mnt/checkpoints/tokens"  # shared by the jobs on the volume
+    assert config["data"]["path"] == "trainer/data"  # dataSource's default: the bundled sample
     assert settings.job.object_store == ObjectStore(
         url="s3://team-bucket/training/gpt-train/checkpoints",
         secret="s3-credentials",
@@ -560,3 +562,26 @@ def test_shm_size_is_bounded_by_the_memory_it_counts_against() -> None:
         "trainstack:shmSize: must be at most memoryPerNode (3Gi): /dev/shm is memory counted against that"
         " limit, got 4G"
     )
+
+
+def test_data_source_names_the_corpus_and_an_s3_one_reads_with_the_checkpoint_store() -> None:
+    config = yaml.safe_load(parse_settings({"dataSource": "/mnt/checkpoints/corpus"}).job.train_config)
+    assert config["data"]["path"] == "/mnt/checkpoints/corpus"
+    on_s3 = parse_settings({**S3, "dataSource": "s3://team-bucket/corpus/"})
+    assert yaml.safe_load(on_s3.job.train_config)["data"]["path"] == "s3://team-bucket/corpus/"
+    assert on_s3.job.object_store is not None  # its Secret and endpoint reach the pods
+    for values, message in [
+        (
+            {"dataSource": "s3://team-bucket/corpus"},
+            "dataSource: an s3:// source is read with the checkpoint",
+        ),
+        ({**S3, "dataSource": "s3://Team_Bucket/x"}, "dataSource: must be s3://bucket/prefix"),
+        ({"dataSource": " "}, "dataSource: must name the corpus (trainer/data: the bundled sample)"),
+        (
+            {"trainingOverrides": '["data.path=/x"]'},
+            "may not set data.path: the stack sets it from dataSource",
+        ),
+    ]:
+        with pytest.raises(StackConfigError) as error:
+            parse_settings(values)
+        assert message in str(error.value)

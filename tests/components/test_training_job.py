@@ -83,7 +83,7 @@ def test_job_paths_follow_the_contract() -> None:
     assert job_paths("gpt") == {
         "checkpoint.dir": "/mnt/checkpoints/gpt/checkpoints",
         "output.dir": "/mnt/checkpoints/gpt/output",
-        "data.cache_dir": "/mnt/checkpoints/gpt/cache",
+        "data.cache_dir": "/mnt/checkpoints/tokens",  # token shards: shared by the jobs on the volume
     }
     assert config_map_name("gpt", "a") != config_map_name("gpt", "b")
 
@@ -92,7 +92,7 @@ def test_job_paths_put_only_the_checkpoints_in_an_object_store() -> None:
     assert job_paths("gpt", "s3://bucket/team/") == {
         "checkpoint.dir": "s3://bucket/team/gpt/checkpoints",
         "output.dir": "/mnt/checkpoints/gpt/output",
-        "data.cache_dir": "/mnt/checkpoints/gpt/cache",
+        "data.cache_dir": "/mnt/checkpoints/tokens",  # token shards: shared by the jobs on the volume
     }
 
 

@@ -1,6 +1,6 @@
 """`make e2e`: the real end-to-end run, then real failures and real scale, on the test cluster.
 
-    python -m tests.e2e [--keep] [--nodes N] [--no-faults] [--only object_storage|clusterops]
+    python -m tests.e2e [--keep] [--nodes N] [--no-faults] [--only object_storage|clusterops|data]
 
 Writes runs/e2e/report.json (after every phase) and prints a short summary. Exits 1 when any check failed
 (each is listed under `failures`), 2 when the toolchain `make e2e-toolchain` builds is not complete, 3 when
@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.e2e.clusterops import clusterops
+from tests.e2e.data_source import data_source
 from tests.e2e.faults import run_faults
 from tests.e2e.harness import CACHE, REPO_ROOT, DiskWatch, disk_problem, docker_root, toolchain_complete
 from tests.e2e.object_storage import object_storage
@@ -33,7 +34,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["object_storage", "clusterops"],
+        choices=["object_storage", "clusterops", "data"],
         help="only this scenario (on a fresh test cluster), e.g. while working on it",
     )
     args = parser.parse_args()
@@ -79,6 +80,8 @@ def main() -> int:
                 object_storage(run, base)
             if args.only in (None, "clusterops"):
                 clusterops(run, base)
+            if args.only in (None, "data"):
+                data_source(run, base)
     finally:
         run.report.data["total_seconds"] = round(time.monotonic() - started, 1)
         run.report.data["disk"] = disk.stop()

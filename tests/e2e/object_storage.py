@@ -177,33 +177,37 @@ def complete_checkpoints(
     return found
 
 
+@contextmanager
+def s3_in_cluster(run: Run) -> Iterator[tuple[Any, str, str]]:
+    """The S3 server running in the cluster with a bucket BUCKET; yields (a client through a port-forward,
+    access key, secret key) and removes the server's namespace afterwards."""
+    access_key, secret_key = f"e2e{secrets.token_hex(4)}", secrets.token_hex(16)
+    image = server_image(run)
+    objects = server_objects(image, access_key, secret_key)
+    run.kubectl("apply", "-f", "-", input="\n---\n".join(yaml.safe_dump(o) for o in objects))
+    run.kubectl("-n", S3_NAMESPACE, "rollout", "status", "deployment/s3", "--timeout=300s", timeout=330)
+    try:
+        with port_forward(run) as endpoint:
+            s3 = s3_client(endpoint, access_key, secret_key)
+            s3.create_bucket(Bucket=BUCKET)
+            yield s3, access_key, secret_key
+    finally:
+        run.kubectl("delete", "namespace", S3_NAMESPACE, "--wait=true", timeout=300, check=False)
+
+
 def object_storage(run: Run, base_image: str) -> None:
     s3_run = for_stack(run, S3_STACK, S3_JOB)
-    with run.report.phase("object_storage") as record:
-        access_key, secret_key = f"e2e{secrets.token_hex(4)}", secrets.token_hex(16)
-        image = server_image(run)
-        objects = server_objects(image, access_key, secret_key)
-        run.kubectl("apply", "-f", "-", input="\n---\n".join(yaml.safe_dump(o) for o in objects))
-        run.kubectl("-n", S3_NAMESPACE, "rollout", "status", "deployment/s3", "--timeout=300s", timeout=330)
-        try:
-            with port_forward(run) as endpoint:
-                s3 = s3_client(endpoint, access_key, secret_key)
-                s3.create_bucket(Bucket=BUCKET)
-                train_on_object_storage(s3_run, base_image, s3, access_key, secret_key, record)
-        finally:
-            run.kubectl("delete", "namespace", S3_NAMESPACE, "--wait=true", timeout=300, check=False)
+    with run.report.phase("object_storage") as record, s3_in_cluster(run) as (s3, access_key, secret_key):
+        train_on_object_storage(s3_run, base_image, s3, access_key, secret_key, record)
 
 
-def train_on_object_storage(
-    run: Run, base_image: str, s3: Any, access_key: str, secret_key: str, record: dict[str, Any]
-) -> None:
-    run.sh.run(["pulumi", "stack", "init", run.stack, "--non-interactive"])
-    run.stack_config(base_image, FIRST_STEPS)
-    set_override(run, "checkpoint.every_steps", EVERY_STEPS)
+def use_object_store(run: Run, access_key: str, secret_key: str) -> tuple[threading.Thread, list[str]]:
+    """The stack's checkpointS3* keys set to the in-cluster server, and a thread that creates their Secret
+    once `pulumi up` has made the namespace (as docs/stack.md tells users); join it, then check the
+    problems it lists are none."""
     set_config(run, "checkpointS3Url", f"s3://{BUCKET}/{PREFIX}")
     set_config(run, "checkpointS3Endpoint", f"http://s3.{S3_NAMESPACE}.svc.cluster.local:{S3_PORT}")
     set_config(run, "checkpointS3Secret", S3_SECRET)
-
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -213,8 +217,7 @@ def train_on_object_storage(
     problems: list[str] = []
 
     def create_secret() -> None:
-        # As a user does (docs/stack.md): once `pulumi up` has created the namespace. From stdin, which
-        # commands.log does not keep.
+        # From stdin, which commands.log does not keep.
         try:
             wait_until(
                 f"namespace {NAMESPACE}",
@@ -227,6 +230,27 @@ def train_on_object_storage(
 
     creator = threading.Thread(target=create_secret, daemon=True)
     creator.start()
+    return creator, problems
+
+
+def rerun_longer(run: Run, steps: int) -> None:
+    """A second job: `pulumi up` with train.max_steps raised replaces the TrainJob; waits until it is Complete."""
+    before = run.trainjob()
+    assert before is not None
+    set_override(run, "train.max_steps", steps)
+    run.pulumi("up", "--yes", "--skip-preview", timeout=3600)
+    after = wait_until("the longer TrainJob", 300, run.trainjob)
+    check(after["metadata"]["uid"] != before["metadata"]["uid"], "the TrainJob was not replaced")
+    run.wait_complete(1200, uid=after["metadata"]["uid"])
+
+
+def train_on_object_storage(
+    run: Run, base_image: str, s3: Any, access_key: str, secret_key: str, record: dict[str, Any]
+) -> None:
+    run.sh.run(["pulumi", "stack", "init", run.stack, "--non-interactive"])
+    run.stack_config(base_image, FIRST_STEPS)
+    set_override(run, "checkpoint.every_steps", EVERY_STEPS)
+    creator, problems = use_object_store(run, access_key, secret_key)
     started = time.monotonic()
     run.pulumi("up", "--yes", "--skip-preview", timeout=3600)
     creator.join(timeout=660)
@@ -246,13 +270,7 @@ def train_on_object_storage(
         not record["claim_checkpoint_steps"], f"checkpoints on the claim: {record['claim_checkpoint_steps']}"
     )
 
-    before = run.trainjob()
-    assert before is not None
-    set_override(run, "train.max_steps", SECOND_STEPS)
-    run.pulumi("up", "--yes", "--skip-preview", timeout=3600)
-    after = wait_until("the longer TrainJob", 300, run.trainjob)
-    check(after["metadata"]["uid"] != before["metadata"]["uid"], "the TrainJob was not replaced")
-    run.wait_complete(1200, uid=after["metadata"]["uid"])
+    rerun_longer(run, SECOND_STEPS)
     resumed, record["resumed_from_step"] = run.resumed_from()
     record["resumed_from"] = resumed
     check(record["resumed_from_step"] == FIRST_STEPS, f"the longer job resumed from {resumed}")

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from trainer.config import MODEL_PRESETS, ConfigError, StopCondition, is_s3_url, load_config, parse_s3_url
-from trainer.dataset import find_text_files
+from trainer.sources import find_text_files
 
 from .conftest import REPO, TINY_CONFIG
 

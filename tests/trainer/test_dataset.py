@@ -1,4 +1,4 @@
-"""trainer.dataset: offline encoding, content-keyed atomic token cache, deterministic per-rank windows."""
+"""trainer.dataset: offline encoding, source-keyed prepared token shards, deterministic per-rank windows."""
 
 from __future__ import annotations
 
@@ -18,16 +18,15 @@ import tiktoken
 from trainer.config import load_config
 from trainer.dataset import (
     DataError,
-    TextSource,
     TokenCache,
     byte_encoding,
-    find_text_files,
     get_encoding,
     token_dtype,
-    tokenize,
     train_batch,
     val_batch,
 )
+from trainer.shards import TokenView
+from trainer.sources import find_text_files
 
 from .conftest import REPO, TINY_CONFIG, trainer_env
 
@@ -71,8 +70,10 @@ def test_cache_is_built_once_and_keyed_by_content(tmp_path: Path) -> None:
     assert tokens[: len(expected)].tolist() == expected
     assert int((tokens == 256).sum()) == 2  # one end-of-text after each document
     assert len(data.val) == int(len(tokens) * 0.1)
-    # no temporary left behind; the builders' lock file stays (removing it could let two builders in)
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [cache.path.name, cache.lock_path.name]
+    # no temporary left behind; the shard locks stay (removing one could let two preparers in)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [cache.directory.name]
+    names = sorted(p.name for p in cache.directory.iterdir())
+    assert names == [".locks", "manifest.json", "shard_000000.bin", "shard_000001.bin"]
 
     mtime = cache.path.stat().st_mtime_ns
     TokenCache(section, block_size=16).prepare()
@@ -135,7 +136,7 @@ def test_each_split_needs_one_window_plus_its_target_and_the_smallest_one_is_sam
     cache.prepare()
     data = cache.open()
     tokens = [*text.encode(), 256]
-    assert (data.train.tolist(), data.val.tolist()) == (tokens[:17], tokens[17:])
+    assert (np.asarray(data.train).tolist(), np.asarray(data.val).tolist()) == (tokens[:17], tokens[17:])
     inputs, targets = train_batch(data, 2, 16, seed=1, rank=0, step=0, micro_step=0)
     assert inputs.tolist() == [tokens[:16]] * 2 and targets.tolist() == [tokens[1:17]] * 2
     val_inputs, val_targets = val_batch(data, 2, 16, seed=1, rank=0, index=0)
@@ -143,11 +144,13 @@ def test_each_split_needs_one_window_plus_its_target_and_the_smallest_one_is_sam
 
     (tmp_path / "short.txt").write_text(text[:32])
     short = TokenCache(data_section(tmp_path, path=tmp_path / "short.txt", val_fraction=0.5), block_size=16)
+    short.prepare()  # whole data, only too short for this context
     with pytest.raises(DataError) as error:
-        short.prepare()
+        short.open()
     assert str(error.value).startswith(
         f"data: 1 file(s) at {tmp_path / 'short.txt'} gives 33 tokens, too short for model.block_size=16: "
-        "both the training split (17) and the validation split (16, data.val_fraction=0.5) need at least 17 tokens"
+        "both the training split (17) and the validation split (16, data.val_fraction=0.5 or the *val* token "
+        "files) need at least 17 tokens"
     )
 
 
@@ -160,8 +163,6 @@ def test_token_ids_take_the_smallest_unsigned_type_that_holds_the_vocabulary() -
     assert token_dtype(vocabulary(2**16 + 1)) is np.uint32
     assert token_dtype(vocabulary(100_277)) is np.uint32  # cl100k_base
     assert byte_encoding().name == "bytes"
-    empty = tokenize(TextSource("none", "no documents", lambda: []), byte_encoding())
-    assert empty.shape == (0,) and empty.dtype == np.uint16
 
 
 def test_files_are_read_as_utf_8_with_bad_bytes_replaced_and_globs_recurse(tmp_path: Path) -> None:
@@ -178,7 +179,8 @@ def test_files_are_read_as_utf_8_with_bad_bytes_replaced_and_globs_recurse(tmp_p
     assert np.concatenate([data.train, data.val]).tolist() == [*([*b"caf", *replacement, 32] * 20), 256]
     assert data.describe == f"1 file(s) at {nested / 'scene.txt'}"
     assert data.vocab_size == 257
-    assert not data.train.flags.writeable and not data.val.flags.writeable  # mapped read-only: shared
+    assert isinstance(data.train, TokenView) and isinstance(data.val, TokenView)
+    assert all(not m.flags.writeable for _, m in data.train.maps.values())  # mapped read-only: shared
 
 
 def test_an_encoding_that_cannot_load_says_what_it_needs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -212,8 +214,8 @@ def test_caches_go_into_a_new_nested_directory_and_share_an_existing_one(tmp_pat
         cache = TokenCache(data_section(tmp_path, path=tmp_path / "corpus.txt", cache_dir=cache_dir), 16)
         cache.prepare()
         paths.append(cache.path)
-    assert sorted(p.name for p in cache_dir.iterdir() if p.suffix == ".bin") == sorted(p.name for p in paths)
-    assert paths[0] != paths[1]
+    assert sorted(p.name for p in cache_dir.iterdir()) == sorted(p.parent.name for p in paths)
+    assert paths[0] != paths[1] and all(p.is_file() for p in paths)
 
 
 def test_hugging_face_without_the_package_names_the_install(
@@ -236,6 +238,12 @@ class FakeDataset:
     def __getitem__(self, column: str) -> list[Any]:
         return self.columns[column]
 
+    def __len__(self) -> int:
+        return len(self.columns["text"])
+
+    def select(self, rows: range) -> dict[str, list[Any]]:
+        return {name: [values[i] for i in rows] for name, values in self.columns.items()}
+
 
 def test_a_hugging_face_dataset_is_loaded_with_its_config_split_and_token(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -255,6 +263,7 @@ def test_a_hugging_face_dataset_is_loaded_with_its_config_split_and_token(
     cache = TokenCache(data_section(tmp_path, **settings), block_size=2)
     assert loaded == [("user/plays", "small", "train", "hf_not_a_real_token")]
     cache.prepare()
+    assert set(loaded) == {("user/plays", "small", "train", "hf_not_a_real_token")}
     data = cache.open()
     assert np.concatenate([data.train, data.val]).tolist() == [*b"to be", 256, *b"or not", 256]
     assert data.describe == "Hugging Face dataset user/plays"
@@ -263,10 +272,8 @@ def test_a_hugging_face_dataset_is_loaded_with_its_config_split_and_token(
     assert TokenCache(data_section(tmp_path, **settings), block_size=2).path != cache.path
 
     with pytest.raises(DataError) as error:
-        TokenCache(data_section(tmp_path, **{**settings, "hf_text_field": "body"}), block_size=2)
-    assert (
-        str(error.value) == "data.hf_text_field: 'body' is not a column of 'user/plays'; columns: text, label"
-    )
+        TokenCache(data_section(tmp_path, **{**settings, "text_field": "body"}), block_size=2)
+    assert str(error.value) == "data.text_field: 'body' is not a column of 'user/plays'; columns: text, label"
     with pytest.raises(DataError) as error:
         TokenCache(data_section(tmp_path, **{**settings, "hf_split": "missing"}), block_size=2)
     assert (
@@ -280,7 +287,7 @@ def test_a_hugging_face_dataset_is_loaded_with_its_config_split_and_token(
     [
         ({"path": "/no/such/corpus"}, "data.path: no such file or directory: /no/such/corpus"),
         ({"path": "/no/such/*.txt"}, "data.path: glob '/no/such/*.txt' matches no files"),
-        ({"path": str(REPO / "trainer" / "configs")}, "holds no *.txt files"),
+        ({"path": str(REPO / "trainer" / "configs")}, "holds no *.txt, *.jsonl or *.bin files"),
         (
             {"path": str(SAMPLE), "encoding": "klingon"},
             "data.encoding: unknown encoding 'klingon'; allowed: bytes, ",
@@ -293,12 +300,13 @@ def test_unusable_data_is_one_clear_error(tmp_path: Path, settings: dict[str, st
     assert message in str(error.value)
 
 
-def test_data_shorter_than_a_block_fails_before_writing(tmp_path: Path) -> None:
+def test_data_shorter_than_a_block_fails_when_opened_with_nothing_half_written(tmp_path: Path) -> None:
     (tmp_path / "short.txt").write_text("too short")
     cache = TokenCache(data_section(tmp_path, path=tmp_path / "short.txt"), block_size=64)
+    cache.prepare()
     with pytest.raises(DataError, match=r"gives 10 tokens, too short for model\.block_size=64"):
-        cache.prepare()
-    assert not (tmp_path / "cache").exists()
+        cache.open()
+    assert not [p for p in cache.directory.rglob("*") if p.name.endswith(".tmp")]
 
 
 def test_hugging_face_without_datasets_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -325,6 +333,7 @@ import errno, fcntl, json, os, sys, time, uuid
 from pathlib import Path
 from trainer.config import load_config
 from trainer.dataset import TokenCache
+from trainer.prepare import prepare
 
 rendezvous, cache_dir, corpus, locking = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 me = uuid.uuid4().hex
@@ -353,8 +362,8 @@ config = load_config(None, ["model.preset=tiny", "train.max_steps=1", "checkpoin
 cache = TokenCache(config.data, block_size=16)
 (rendezvous / f"ready-{me}").touch()
 wait_for("ready", 60.0)
-cache.prepare()
-print(json.dumps({"pid": os.getpid(), "wrote": bool(written), "cache": cache.path.name}))
+manifest, tokenized = prepare(config.data, 1, cache.source)
+print(json.dumps({"pid": os.getpid(), "tokenized": tokenized, "cache": cache.directory.name}))
 """
 
 
@@ -369,9 +378,9 @@ def pid_namespaces_available() -> bool:
 @pytest.mark.skipif(not pid_namespaces_available(), reason="needs unshare --pid (root or CAP_SYS_ADMIN)")
 @pytest.mark.parametrize("locking", ["lock", "nolock"])
 def test_two_nodes_build_one_shared_cache_at_once(tmp_path: Path, locking: str) -> None:
-    """Issue 18 case 4: two containers (each trainer PID 1, as in a pod) build the same cache on a shared
-    volume at the same moment. Both succeed, the cache is whole; with a lock service only one writes it,
-    without one (NFS mounted nolock) both write and the first to publish wins."""
+    """Issue 18 case 4: two containers (each trainer PID 1, as in a pod) prepare the same data on a shared
+    volume at the same moment. Both succeed, the shard is whole; with a lock service only one tokenizes it,
+    without one (NFS mounted nolock) both do and the first to publish wins."""
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("To be, or not to be, that is the question. " * 40)
     rendezvous, cache_dir = tmp_path / "rendezvous", tmp_path / "shared" / "cache"
@@ -387,10 +396,10 @@ def test_two_nodes_build_one_shared_cache_at_once(tmp_path: Path, locking: str) 
         assert builder.returncode == 0, err[-3000:]
     reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
     assert [r["pid"] for r in reports] == [1, 1]  # the condition of the bug: the same PID on both nodes
-    assert sum(r["wrote"] for r in reports) == (1 if locking == "lock" else 2)
+    assert sum(r["tokenized"] for r in reports) == (1 if locking == "lock" else 2)
 
     encoding = byte_encoding()
     expected = np.asarray([*encoding.encode_ordinary(corpus.read_text()), 256], dtype=np.uint16)
-    cache_file = cache_dir / reports[0]["cache"]
-    assert np.array_equal(np.fromfile(cache_file, dtype=np.uint16), expected)  # whole, one copy
-    assert sorted(p.name for p in cache_dir.iterdir()) == [cache_file.name, cache_file.name + ".lock"]
+    prepared = cache_dir / reports[0]["cache"]
+    assert np.array_equal(np.fromfile(prepared / "shard_000000.bin", dtype=np.uint16), expected)  # whole
+    assert sorted(p.name for p in prepared.iterdir()) == [".locks", "manifest.json", "shard_000000.bin"]

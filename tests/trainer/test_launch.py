@@ -285,7 +285,7 @@ def launcher(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
             monkeypatch.setenv(name, value)
         monkeypatch.setattr("trainer.launch.subprocess.Popen", torchrun)
         sets = [f"checkpoint.dir={tmp_path / 'checkpoints'}", f"output.dir={tmp_path / 'output'}",
-                *(overrides or [])]  # fmt: skip
+                f"data.cache_dir={tmp_path / 'cache'}", *(overrides or [])]  # fmt: skip
         return launch(str(config), sets)
 
     run.received = received  # type: ignore[attr-defined]
@@ -303,6 +303,7 @@ def test_launch_runs_torchrun_in_its_own_session_with_a_status_directory(launche
     sets = [
         f"checkpoint.dir={launcher.config.parent / 'checkpoints'}",
         f"output.dir={launcher.config.parent / 'output'}",
+        f"data.cache_dir={launcher.config.parent / 'cache'}",
         "train.max_steps=7",
     ]
     assert command == [
@@ -353,12 +354,32 @@ def test_the_launchers_handlers_are_restored_when_waiting_fails(launcher: Any) -
     assert {sig: signal.getsignal(sig) for sig in launcher.handlers} == launcher.handlers
 
 
+def but_preparation(stderr: str) -> str:
+    """The launcher's stderr without its line about preparing the data (trainer.prepare.report)."""
+    return "".join(line for line in stderr.splitlines(keepends=True) if not line.startswith("prepared "))
+
+
+def test_the_data_is_prepared_before_torchrun_starts_and_bad_data_starts_nothing(
+    launcher: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torchrun = FakeTorchrun(0, {"rank0.exit": "0", "rank1.exit": "0"})
+    manifests: list[list[Path]] = []
+    torchrun.on_start = lambda: manifests.append(list((tmp_path / "cache").glob("tokens-*/manifest.json")))
+    assert launcher(torchrun) == 0
+    assert len(manifests[0]) == 1  # ready when the workers start: none of them waits for it
+    assert "4 shard(s) from 4 file(s) at trainer/data (4 tokenized now" in capsys.readouterr().err
+    bad = FakeTorchrun(0)
+    with pytest.raises(ConfigError, match=r"^data\.path: no such file or directory: /no/corpus$"):
+        launcher(bad, ["data.path=/no/corpus"])
+    assert not bad.calls
+
+
 def test_the_shutdown_timeout_reaches_torchrun_or_is_warned_about(
     launcher: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     torchrun = FakeTorchrun(0)
     launcher(torchrun, TORCH_ELASTIC_SHUTDOWN_TIMEOUT="170")
-    assert "--shutdown-timeout=170" in torchrun.calls[0][0] and capsys.readouterr().err == ""
+    assert "--shutdown-timeout=170" in torchrun.calls[0][0] and but_preparation(capsys.readouterr().err) == ""
     monkeypatch.setattr("trainer.launch.torchrun_has_shutdown_timeout", lambda: False)
     older = FakeTorchrun(0)
     # stderr block-buffered (a file or pipe): the warning is out before torchrun starts writing to it
@@ -369,12 +390,12 @@ def test_the_shutdown_timeout_reaches_torchrun_or_is_warned_about(
         older.on_start = lambda: written.append(stderr.getvalue().decode())
         launcher(older, TORCH_ELASTIC_SHUTDOWN_TIMEOUT="170")
     assert not [arg for arg in older.calls[0][0] if arg.startswith("--shutdown")]
-    assert written == [
+    assert [but_preparation(text) for text in written] == [
         "warning: TORCH_ELASTIC_SHUTDOWN_TIMEOUT ignored: this torch's torchrun has no --shutdown-timeout and "
         "SIGKILLs its workers 30 s after a SIGTERM\n"
     ]
     launcher(FakeTorchrun(0))  # unset: no question asked, no warning
-    assert capsys.readouterr().err == ""
+    assert but_preparation(capsys.readouterr().err) == ""
 
 
 @pytest.mark.parametrize(

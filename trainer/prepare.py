@@ -1,0 +1,233 @@
+"""Preparation: a source tokenized once into token shards and a manifest, before any rank trains.
+
+The prepared directory is data.cache_dir/tokens-<key>, the key a hash of the source's fingerprint, the
+encoding, the text field and data.shard_bytes: a second job with the same source finds it and tokenizes
+nothing. Each unit of the source (trainer.sources) becomes one shard, shard_<index>.bin, tokenized by a pool
+of processes (data.workers) with tiktoken's encode_ordinary_batch.
+
+- Resumable: a shard is published whole (a unique temporary file, then link: trainer.shared_files.write_once)
+  and a restart skips the shards that exist; the units are planned from the source alone, so a resumed
+  preparation writes exactly what an uninterrupted one would.
+- Atomic on a shared directory: preparers on several processes or nodes take a lock per shard
+  (.locks/<shard>.lock) and skip the ones another holds, so they split the work; where the volume cannot
+  lock, two may tokenize the same shard and the first to publish wins (the same bytes). manifest.json is
+  written last: a directory without one is never read for training.
+- Already-tokenized files (*.bin) are checked (header, size, token ids within the vocabulary) and named in
+  place; from a bucket they are copied in as they are.
+"""
+
+from __future__ import annotations
+
+import array
+import concurrent.futures
+import dataclasses
+import hashlib
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainer.config import DataSection
+from trainer.dataset import get_encoding, token_dtype
+from trainer.shards import (
+    MANIFEST,
+    MANIFEST_FORMAT,
+    DataError,
+    Manifest,
+    Shard,
+    environment_workers,
+    inspect_bin,
+    read_manifest,
+    shard_of_bytes,
+    write_manifest_bytes,
+)
+from trainer.shared_files import HeldLock, write_once
+from trainer.sources import Source, Unit, documents, read_bytes, resolve_source, unit_split
+
+BUSY_POLL_SECONDS = 0.5
+CHECK_CHUNK_TOKENS = 1 << 22  # token ids read, hashed and checked this many at a time
+
+
+def prepared_directory(data: DataSection, source: Source) -> Path:
+    identity = f"{MANIFEST_FORMAT}/{data.encoding}/{data.text_field}/{data.shard_bytes}/{source.fingerprint}"
+    key = hashlib.sha256(identity.encode()).hexdigest()[:32]
+    return Path(data.cache_dir).expanduser() / f"tokens-{key}"
+
+
+def shard_path(directory: Path, index: int) -> Path:
+    return directory / f"shard_{index:06d}.bin"
+
+
+def tokenize_unit(source: Source, unit: Unit, encoding_name: str) -> np.ndarray:
+    """The unit's token ids, each document followed by end-of-text, in the encoding's dtype."""
+    encoding = get_encoding(encoding_name)
+    dtype = token_dtype(encoding)
+    pieces = documents(source, unit)
+    encoded = encoding.encode_ordinary_batch([text for text, _ in pieces], num_threads=1)
+    # array.array takes tiktoken's lists of ints in C, faster than numpy's conversion of a list
+    buffer = array.array("H" if dtype == np.uint16 else "I")
+    assert buffer.itemsize == np.dtype(dtype).itemsize
+    for tokens, (_, ends) in zip(encoded, pieces, strict=True):
+        buffer.extend(tokens)
+        if ends:
+            buffer.append(encoding.eot_token)
+    return np.frombuffer(buffer, dtype=dtype)
+
+
+def _sha256_of(path: Path, offset: int = 0) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _scan_token_file(shard: Shard, vocab_size: int, describe: str) -> str:
+    """The sha256 of a token file, its ids checked against the vocabulary, in one pass of bounded memory."""
+    digest = hashlib.sha256()
+    dtype = np.dtype(shard.dtype)
+    with open(shard.path, "rb") as handle:
+        digest.update(handle.read(shard.offset))
+        while chunk := handle.read(CHECK_CHUNK_TOKENS * dtype.itemsize):
+            digest.update(chunk)
+            largest = int(np.frombuffer(chunk, dtype=dtype).max())
+            if largest >= vocab_size:
+                raise DataError(
+                    f"data.path: {describe}: token file {shard.path} holds id {largest}, outside the "
+                    f"{vocab_size}-token vocabulary of data.encoding"
+                )
+    return digest.hexdigest()
+
+
+def _token_file(source: Source, unit: Unit, target: Path, vocab_size: int) -> tuple[Shard, bool]:
+    """A *.bin unit: named in place (a local file) or copied in whole (from a bucket)."""
+    split = unit_split(unit)
+    if source.s3_url is None:
+        shard = inspect_bin(Path(unit.location), split)
+        sha256 = _scan_token_file(shard, vocab_size, source.describe)
+        return Shard(shard.path, shard.offset, shard.tokens, shard.dtype, split, sha256), False
+    if target.exists():
+        found = shard_of_bytes(str(target), target.read_bytes()[:1024], target.stat().st_size, split)
+        return Shard(str(target), found.offset, found.tokens, found.dtype, split, _sha256_of(target)), False
+    content = read_bytes(source, unit)
+    shard = shard_of_bytes(f"{source.s3_url} {unit.location}", content[:1024], len(content), split)
+    dtype = np.dtype(shard.dtype)
+    largest = int(np.frombuffer(content, dtype=dtype, offset=shard.offset).max())
+    if largest >= vocab_size:
+        raise DataError(
+            f"data.path: {unit.location} holds id {largest}, outside the {vocab_size}-token vocabulary"
+        )
+    write_once(target, content)
+    return Shard(
+        str(target), shard.offset, shard.tokens, shard.dtype, split, hashlib.sha256(content).hexdigest()
+    ), True
+
+
+def prepare_unit(
+    directory: Path, source: Source, index: int, unit: Unit, encoding_name: str
+) -> tuple[Shard | None, bool]:
+    """Publish shard `index` (of `unit`) unless it exists; (its Shard, whether this call tokenized it), or
+    (None, False) while another preparer holds its lock."""
+    target = shard_path(directory, index)
+    encoding = get_encoding(encoding_name)
+    dtype = np.dtype(token_dtype(encoding)).name
+    lock = HeldLock(directory / ".locks" / f"{target.name}.lock")
+    if not target.exists() and unit.kind != "bin" and lock.acquire() == "busy":
+        return None, False
+    try:
+        if unit.kind == "bin":
+            return _token_file(source, unit, target, encoding.n_vocab)
+        if target.exists():
+            count = target.stat().st_size // np.dtype(dtype).itemsize
+            return Shard(str(target), 0, count, dtype, "", _sha256_of(target)), False
+        tokens = tokenize_unit(source, unit, encoding_name)
+        content = tokens.data.cast("B")
+        write_once(target, content)
+        return Shard(str(target), 0, len(tokens), dtype, "", hashlib.sha256(content).hexdigest()), True
+    finally:
+        lock.release()
+
+
+def _run_pool(
+    directory: Path, source: Source, encoding: str, indices: list[int], workers: int
+) -> dict[int, Any]:
+    units = source.units
+    if workers <= 1 or len(indices) <= 1:
+        return {i: prepare_unit(directory, source, i, units[i], encoding) for i in indices}
+    source = dataclasses.replace(source, units=())  # each task carries its own unit only
+    results: dict[int, Any] = {}
+    # fork: the workers need nothing from the caller's threads (torch's are not started before preparation),
+    # and spawn would re-run the caller's __main__ (a training script, torchrun's worker) in each worker.
+    context = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(min(workers, len(indices)), mp_context=context) as pool:
+        futures = {pool.submit(prepare_unit, directory, source, i, units[i], encoding): i for i in indices}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                results[futures[future]] = future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return results
+
+
+def prepare(data: DataSection, workers: int = 0, source: Source | None = None) -> tuple[Manifest, int]:
+    """Prepare the source data names (unless prepared already); (its manifest, the shards tokenized here).
+    DataError (one line, nothing published half-written) for missing, empty or unreadable data."""
+    source = source or resolve_source(data)
+    encoding = get_encoding(data.encoding)
+    directory = prepared_directory(data, source)
+    if (directory / MANIFEST).exists():
+        return read_manifest(directory), 0
+    if not source.units:
+        raise DataError(f"data.path: {source.describe} is empty")
+    directory.mkdir(parents=True, exist_ok=True)
+    workers = workers or data.workers or environment_workers()
+    pending = list(range(len(source.units)))
+    shards: dict[int, Shard] = {}
+    tokenized = 0
+    while pending:
+        results = _run_pool(directory, source, data.encoding, pending, workers)
+        busy = []
+        for index, (shard, fresh) in sorted(results.items()):
+            if shard is None:
+                busy.append(index)
+            else:
+                shards[index] = shard
+                tokenized += fresh
+        if busy:  # another preparer holds them: wait for it to publish (or die, freeing the lock)
+            time.sleep(BUSY_POLL_SECONDS)
+        pending = busy
+    ordered = [shards[i] for i in range(len(source.units))]
+    if sum(s.tokens for s in ordered) == 0:
+        raise DataError(f"data.path: {source.describe} holds no text")
+    manifest_bytes = write_manifest_bytes(
+        directory, source.describe, source.fingerprint, data.encoding, encoding.n_vocab, ordered
+    )
+    write_once(directory / MANIFEST, manifest_bytes)
+    return read_manifest(directory), tokenized
+
+
+def wait_for_manifest(directory: Path, poll_seconds: float = 1.0) -> None:
+    """Wait (on the file, no collective) for another process of this node to publish the manifest."""
+    while not (directory / MANIFEST).exists():
+        time.sleep(poll_seconds)
+
+
+def report(manifest: Manifest, tokenized: int, seconds: float) -> str:
+    return (
+        f"prepared {manifest.directory}: {manifest.tokens} tokens in {len(manifest.shards)} shard(s) from "
+        f"{manifest.source} ({tokenized} tokenized now, the rest found prepared) in {seconds:.1f} s"
+    )
+
+
+def run_prepare(data: DataSection, workers: int = 0) -> Manifest:
+    """Prepare and print one line about it on stderr (the CLI's prepare, and launch before torchrun)."""
+    start = time.perf_counter()
+    manifest, tokenized = prepare(data, workers)
+    print(report(manifest, tokenized, time.perf_counter() - start), file=sys.stderr, flush=True)
+    return manifest

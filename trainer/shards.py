@@ -1,0 +1,258 @@
+"""Token shards on disk and reading them without loading them.
+
+A prepared corpus is a directory of token shards and one manifest.json, written last (trainer.prepare):
+
+    shard_000000.bin   the token ids of one piece of the source, raw little-endian uint16 (uint32 when the
+                       encoding has more than 65536 tokens): nanoGPT's .bin format
+    manifest.json      source, encoding, dtype, and per shard: file, header bytes, tokens, sha256, split
+
+Already-tokenized files are read as they are: nanoGPT's .bin (raw uint16, no header) and llm.c's .bin (a
+header of 256 int32: magic 20240520, version 1, token count; then uint16 tokens). A manifest names them in
+place. Opening a manifest checks each shard's size and header (cheap: no token is read); reading draws
+windows through memory maps of whole shards, at most OPEN_MAPS of them at a time, so the address space and
+resident memory stay bounded however large the corpus.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainer.config import ConfigError
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+LLMC_MAGIC = 20240520  # upstream: karpathy/llm.c dev/data/data_common.py write_datafile (version 1: uint16)
+LLMC_VERSION = 1
+LLMC_HEADER_BYTES = 256 * 4
+OPEN_MAPS = 8  # shards memory-mapped at once by one reader
+
+
+class DataError(ConfigError):
+    """Data that cannot be used (missing, too short, unreadable, unknown encoding); the message says what and
+    why. A kind of ConfigError: the config points at it, and the command line reports both the same way."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One file of tokens: where its tokens start (header bytes), how many, and which split it belongs to
+    ("train", "val", or "" for either: the manifest's split then follows data.val_fraction)."""
+
+    path: str
+    offset: int
+    tokens: int
+    dtype: str
+    split: str = ""
+    sha256: str = ""
+
+    def to_dict(self, directory: Path) -> dict[str, Any]:
+        inside = Path(self.path).parent == directory
+        return {
+            "file": Path(self.path).name if inside else self.path,
+            "offset": self.offset,
+            "tokens": self.tokens,
+            "split": self.split,
+            "sha256": self.sha256,
+        }
+
+
+def inspect_bin(path: Path, split: str = "") -> Shard:
+    """An already-tokenized .bin: llm.c's (header checked) or nanoGPT's raw uint16; DataError for a file that
+    is neither (a wrong llm.c version, a size that does not match its header, an odd byte count, empty)."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            head = handle.read(LLMC_HEADER_BYTES)
+    except OSError as error:
+        raise DataError(f"data.path: cannot read token file {path}: {error.strerror}") from None
+    return shard_of_bytes(str(path), head, size, split)
+
+
+def shard_of_bytes(name: str, head: bytes, size: int, split: str = "") -> Shard:
+    """The Shard of a token file whose first bytes are `head` and whole size `size` (see inspect_bin)."""
+    if len(head) >= 4 and int(np.frombuffer(head[:4], dtype="<i4")[0]) == LLMC_MAGIC:
+        if len(head) < LLMC_HEADER_BYTES:
+            raise DataError(f"data.path: {name}: llm.c header cut short ({size} bytes, header is 1024)")
+        header = np.frombuffer(head, dtype="<i4")
+        if int(header[1]) != LLMC_VERSION:
+            raise DataError(
+                f"data.path: {name}: wrong header: llm.c version {int(header[1])}, only version 1 "
+                "(uint16 tokens) is read"
+            )
+        tokens = int(header[2])
+        if size != LLMC_HEADER_BYTES + 2 * tokens:
+            raise DataError(
+                f"data.path: {name}: wrong header: it announces {tokens} tokens "
+                f"({LLMC_HEADER_BYTES + 2 * tokens} bytes) but the file has {size} bytes"
+            )
+        return Shard(name, LLMC_HEADER_BYTES, tokens, "uint16", split)
+    if size == 0 or size % 2:
+        raise DataError(
+            f"data.path: {name}: not a token file: {size} bytes, neither an llm.c header (magic "
+            f"{LLMC_MAGIC}) nor whole uint16 tokens"
+        )
+    return Shard(name, 0, size // 2, "uint16", split)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    directory: Path
+    source: str
+    encoding: str
+    vocab_size: int
+    shards: tuple[Shard, ...]
+
+    @property
+    def tokens(self) -> int:
+        return sum(shard.tokens for shard in self.shards)
+
+
+def write_manifest_bytes(
+    directory: Path, source: str, fingerprint: str, encoding: str, vocab_size: int, shards: list[Shard]
+) -> bytes:
+    """The manifest's text; the same bytes for the same shards, whoever writes it."""
+    document = {
+        "format": MANIFEST_FORMAT,
+        "source": source,
+        "fingerprint": fingerprint,
+        "encoding": encoding,
+        "vocab_size": vocab_size,
+        "dtype": shards[0].dtype if shards else "uint16",
+        "tokens": sum(s.tokens for s in shards),
+        "shards": [s.to_dict(directory) for s in shards],
+    }
+    return (json.dumps(document, indent=1) + "\n").encode()
+
+
+def read_manifest(directory: Path) -> Manifest:
+    """The manifest of a prepared directory, each shard's size and header checked; DataError naming the
+    file and what is wrong otherwise."""
+    path = directory / MANIFEST
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        dtype = str(document["dtype"])
+        shards = []
+        for entry in document["shards"]:
+            file = Path(entry["file"])
+            file = file if file.is_absolute() else directory / file
+            offset, tokens = int(entry["offset"]), int(entry["tokens"])
+            shards.append(Shard(str(file), offset, tokens, dtype, entry["split"], entry["sha256"]))
+        manifest = Manifest(
+            directory, document["source"], document["encoding"], int(document["vocab_size"]), tuple(shards)
+        )
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DataError(f"data: unreadable manifest {path}: {error}") from None
+    for shard in manifest.shards:
+        check_shard(shard)
+    return manifest
+
+
+def check_shard(shard: Shard) -> None:
+    """That a shard's file is there with the size its manifest entry says (and an llm.c header where it
+    had one); DataError otherwise."""
+    path = Path(shard.path)
+    expected = shard.offset + shard.tokens * np.dtype(shard.dtype).itemsize
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            head = handle.read(shard.offset)
+    except OSError as error:
+        raise DataError(f"data: unreadable shard {path}: {error.strerror}") from None
+    if size != expected:
+        raise DataError(f"data: unreadable shard {path}: {size} bytes, its manifest says {expected}")
+    if shard.offset and shard_of_bytes(str(path), head, size).tokens != shard.tokens:
+        raise DataError(f"data: shard {path}: wrong header: its token count differs from the manifest's")
+
+
+class TokenView:
+    """A read-only sequence of tokens made of pieces of shards: len() and slicing (a slice is an ndarray
+    copied out of the shards' memory maps; it may span shards). The maps are opened on first use and at
+    most OPEN_MAPS are kept, least recently used closed first. They are read at random (MADV_RANDOM: no
+    read-around of neighbouring pages) and each window's pages are released from the process once copied
+    (MADV_DONTNEED: they stay in the page cache), so resident memory does not grow with the windows drawn."""
+
+    def __init__(self, pieces: list[tuple[Shard, int, int]]) -> None:
+        self.pieces = [(shard, start, stop) for shard, start, stop in pieces if stop > start]
+        lengths = [stop - start for _, start, stop in self.pieces]
+        self.starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+        self.maps: OrderedDict[str, tuple[mmap.mmap, np.ndarray]] = OrderedDict()
+        self.dtype = np.dtype(self.pieces[0][0].dtype) if self.pieces else np.dtype(np.uint16)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def _map(self, shard: Shard) -> tuple[mmap.mmap, np.ndarray]:
+        mapped = self.maps.pop(shard.path, None)
+        if mapped is None:
+            with open(shard.path, "rb") as handle:
+                region = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            region.madvise(mmap.MADV_RANDOM)
+            tokens = np.frombuffer(region, dtype=shard.dtype, count=shard.tokens, offset=shard.offset)
+            mapped = (region, tokens)
+            while len(self.maps) >= OPEN_MAPS:
+                self.maps.popitem(last=False)  # dropping the last reference unmaps it
+        self.maps[shard.path] = mapped
+        return mapped
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        if not isinstance(index, slice) or index.step not in (None, 1):
+            raise TypeError("TokenView supports contiguous slices only")
+        start, stop, _ = index.indices(len(self))
+        parts = []
+        piece = int(np.searchsorted(self.starts, start, side="right")) - 1
+        while start < stop:
+            shard, first, last = self.pieces[piece]
+            offset = start - int(self.starts[piece])
+            take = min(stop - start, last - first - offset)
+            region, tokens = self._map(shard)
+            parts.append(tokens[first + offset : first + offset + take].copy())
+            byte_start = shard.offset + (first + offset) * tokens.itemsize
+            aligned = byte_start - byte_start % mmap.PAGESIZE
+            region.madvise(mmap.MADV_DONTNEED, aligned, byte_start + take * tokens.itemsize - aligned)
+            start += take
+            piece += 1
+        if not parts:
+            return np.empty(0, dtype=self.dtype)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = self[0 : len(self)]
+        return whole if dtype is None else whole.astype(dtype)
+
+
+def split_views(manifest: Manifest, val_fraction: float) -> tuple[TokenView, TokenView]:
+    """(train, val): the shards marked val form the validation split when there are any (nanoGPT's val.bin,
+    llm.c's *_val_* files); otherwise the last val_fraction of all tokens, in shard order."""
+    marked = [s for s in manifest.shards if s.split == "val"]
+    if marked:
+        rest = [s for s in manifest.shards if s.split != "val"]
+        return TokenView([(s, 0, s.tokens) for s in rest]), TokenView([(s, 0, s.tokens) for s in marked])
+    total = manifest.tokens
+    boundary = total - int(total * val_fraction)
+    train: list[tuple[Shard, int, int]] = []
+    val: list[tuple[Shard, int, int]] = []
+    position = 0
+    for shard in manifest.shards:
+        cut = min(max(boundary - position, 0), shard.tokens)
+        train.append((shard, 0, cut))
+        val.append((shard, cut, shard.tokens))
+        position += shard.tokens
+    return TokenView(train), TokenView(val)
+
+
+def split_of_name(name: str) -> str:
+    """nanoGPT's val.bin and llm.c's <name>_val_<n>.bin hold the validation split."""
+    stem = Path(name).stem
+    return "val" if stem == "val" or "_val_" in f"_{stem}_" else ""
+
+
+def environment_workers() -> int:
+    """The CPUs this process may use (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
