@@ -7,6 +7,34 @@
 
 KIND_MODULE=sigs.k8s.io/kind
 KIND_WORK=$CACHE/kind-v$KIND_VERSION
+KIND_DEBIAN_SUITE=bookworm
+# kind's base image (images/base/Dockerfile @ v$KIND_VERSION): the packages its Dockerfile installs, plus
+# Debian's containerd, runc and CNI plugins in place of the ones it builds from source (containerd v2.1.1,
+# runc v1.3.0, CNI plugins v1.7.1: their sources are not brought here); crictl and the fuse-overlayfs
+# snapshotter (only for rootless Docker) are left out.
+KIND_BASE_PACKAGES=(systemd conntrack iptables nftables iproute2 ethtool util-linux mount kmod libseccomp2 pigz
+    fuse-overlayfs nfs-common open-iscsi bash ca-certificates curl jq procps)
+KIND_BASE_DEBIAN_PACKAGES=(containerd runc containernetworking-plugins)
+KIND_BASE_TAG=v$KIND_VERSION-$KIND_DEBIAN_SUITE-$(printf '%s\n' "${KIND_BASE_PACKAGES[@]}" "${KIND_BASE_DEBIAN_PACKAGES[@]}" |
+    sha256sum | cut -c1-12)
+KIND_BASE_IMAGE=trainstack-e2e/kind-base:$KIND_BASE_TAG
+# The node image: Kubernetes of the kubernetes part, with the images kubeadm and kind's manifests name.
+KIND_KUBERNETES_VERSION=v1.33.13
+KIND_KUBERNETES_BIN=$CACHE/kubernetes-$KIND_KUBERNETES_VERSION/bin
+# Stand-in for registry.k8s.io/build-image/distroless-iptables, the base of upstream's kube-proxy and
+# kindnetd images: what they run (iptables, nft, conntrack, ipset) on a minimal Debian.
+KIND_IPTABLES_PACKAGES=(iptables nftables conntrack ipset kmod)
+KIND_IPTABLES_ROOTFS_TAG=$KIND_DEBIAN_SUITE-$(printf '%s\n' "${KIND_IPTABLES_PACKAGES[@]}" | sha256sum | cut -c1-12)
+
+# kind_kubeadm_constant NAME: a version kubeadm pins for this release (cmd/kubeadm/app/constants/constants.go),
+# e.g. DefaultEtcdVersion 3.5.24-0, CoreDNSVersion v1.12.0.
+kind_kubeadm_constant() {
+    grep -oP "^\s+$1 = \"\K[^\"]+" \
+        "$(module_dir k8s.io/kubernetes "$KIND_KUBERNETES_VERSION")/cmd/kubeadm/app/constants/constants.go"
+}
+KIND_ETCD_VERSION=$(kind_kubeadm_constant DefaultEtcdVersion)
+KIND_COREDNS_VERSION=$(kind_kubeadm_constant CoreDNSVersion)
+KIND_NODE_IMAGE=trainstack-e2e/kind-node:$KIND_KUBERNETES_VERSION-kind-v$KIND_VERSION
 
 # kind_build: upstream's Makefile flags (-trimpath, -buildid= -w, the commit baked into its version package;
 # a release build has no commit count), CGO off as its Makefile sets it.
@@ -30,4 +58,207 @@ kind_check() {
     [[ $report == "kind v$KIND_VERSION "* ]]
 }
 
+# kind_build_base: kind's base image from its own files (images/base/files of the kind snapshot at the release)
+# and the steps of its Dockerfile, on a debootstrapped Debian (nothing pulled from a registry).
+kind_build_base() {
+    local rootfs=$KIND_WORK/base-rootfs files=$KIND_WORK/kind-source packages
+    ensure_docker
+    snapshot_tree kubernetes-sigs/kind "v$KIND_VERSION" "$files" images/base/files
+    rm -rf "$rootfs"
+    packages=$(
+        IFS=,
+        echo "${KIND_BASE_PACKAGES[*]},${KIND_BASE_DEBIAN_PACKAGES[*]}"
+    )
+    debootstrap --variant=minbase --include="$packages" "$KIND_DEBIAN_SUITE" "$rootfs"
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    # The Dockerfile's COPY lines: the files keep upstream's modes (0755 where executable, else 0644).
+    cp -a "$files/images/base/files/." "$rootfs/"
+    # Where kind's files and its source-built binaries live: /usr/local/bin/containerd, ctr and the shim,
+    # /usr/local/sbin/runc, /opt/cni/bin/{host-local,loopback,ptp,portmap}.
+    ln -sf /usr/bin/containerd /usr/bin/ctr /usr/bin/containerd-shim-runc-v2 "$rootfs/usr/local/bin/"
+    ln -sf /usr/sbin/runc "$rootfs/usr/local/sbin/runc"
+    mkdir -p "$rootfs/opt/cni/bin"
+    ln -sf /usr/lib/cni/host-local /usr/lib/cni/loopback /usr/lib/cni/ptp /usr/lib/cni/portmap "$rootfs/opt/cni/bin/"
+    # The Dockerfile's RUN steps, in a chroot (systemctl enable/mask only write symlinks; ctr oci spec needs no daemon).
+    # shellcheck disable=SC2016 # expanded by the bash in the chroot
+    chroot "$rootfs" /bin/bash -euo pipefail -c '
+        chmod 755 /kind/bin
+        find /lib/systemd/system/sysinit.target.wants/ -name "systemd-tmpfiles-setup.service" -delete
+        rm -f /lib/systemd/system/multi-user.target.wants/* /etc/systemd/system/*.wants/* \
+            /lib/systemd/system/local-fs.target.wants/* /lib/systemd/system/sockets.target.wants/*udev* \
+            /lib/systemd/system/sockets.target.wants/*initctl* /lib/systemd/system/basic.target.wants/*
+        echo "ReadKMsg=no" >> /etc/systemd/journald.conf
+        ln -s "$(command -v systemd || echo /lib/systemd/systemd)" /sbin/init
+        systemctl enable kubelet.service containerd.service undo-mount-hacks.service
+        systemctl mask systemd-binfmt.service
+        mkdir -p /etc/kubernetes/manifests
+        ctr oci spec | jq ".hooks.createContainer[.hooks.createContainer| length] |= . + {\"path\": \"/kind/bin/mount-product-files.sh\"}" |
+            jq "del(.process.rlimits)" > /etc/containerd/cri-base.json
+        containerd --version && runc --version | head -n 1'
+    import_rootfs "$rootfs" "$KIND_BASE_IMAGE.rootfs" 'ENV container=docker' \
+        'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]'
+    rm -rf "$rootfs"
+    # `docker import` takes no STOPSIGNAL: a one-line build on the imported image (local, nothing pulled).
+    printf 'FROM %s\nSTOPSIGNAL SIGRTMIN+3\n' "$KIND_BASE_IMAGE.rootfs" | docker build -q -t "$KIND_BASE_IMAGE" -
+    docker image rm "$KIND_BASE_IMAGE.rootfs"
+    docker save -o "$KIND_WORK/base.tar.partial" "$KIND_BASE_IMAGE"
+    mv -f "$KIND_WORK/base.tar.partial" "$KIND_WORK/base.tar"
+}
+
+# kind_source: kind's source tree at the release (the snapshot), for its base files, kindnetd and manifests.
+kind_source() {
+    snapshot_tree kubernetes-sigs/kind "v$KIND_VERSION" "$KIND_WORK/kind-source" images pkg/build/nodeimage
+}
+
+# kind_iptables_rootfs: a fresh copy of the distroless-iptables stand-in's root filesystem in $1.
+kind_iptables_rootfs() {
+    local cached=$KIND_WORK/iptables-rootfs-$KIND_IPTABLES_ROOTFS_TAG.tar packages
+    if [[ ! -e $cached ]]; then
+        rm -rf "$1"
+        packages=$(
+            IFS=,
+            echo "${KIND_IPTABLES_PACKAGES[*]}"
+        )
+        debootstrap --variant=minbase --include="$packages" "$KIND_DEBIAN_SUITE" "$1"
+        rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*
+        tar --numeric-owner -C "$1" -cf "$cached.partial" .
+        mv -f "$cached.partial" "$cached"
+    fi
+    rm -rf "$1"
+    mkdir -p "$1"
+    tar --numeric-owner -C "$1" -xf "$cached"
+}
+
+# The images kubeadm runs, as upstream publishes them: the binary in /usr/local/bin (kubeadm's static pods
+# name the command), on scratch, or on the iptables stand-in for kube-proxy.
+kind_build_kube_images() {
+    local name rootfs
+    ensure_docker
+    for name in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do
+        rootfs=$KIND_WORK/$name
+        if [[ $name == kube-proxy ]]; then kind_iptables_rootfs "$rootfs"; else rm -rf "$rootfs"; fi
+        install -D -m 0755 "$KIND_KUBERNETES_BIN/$name" "$rootfs/usr/local/bin/$name"
+        import_rootfs "$rootfs" "registry.k8s.io/$name:$KIND_KUBERNETES_VERSION" \
+            'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' "ENTRYPOINT [\"/usr/local/bin/$name\"]"
+        save_image "registry.k8s.io/$name:$KIND_KUBERNETES_VERSION" "$KIND_WORK/images/$name"
+        rm -rf "$rootfs"
+    done
+}
+
+# etcd at the version kubeadm pins, from its modules placed as in etcd's repository (server/go.mod replaces
+# its siblings with ../api, ../pkg, ...), as upstream's image lays it out (/usr/local/bin/etcd).
+kind_build_etcd() {
+    local version=${KIND_ETCD_VERSION%-*} src=$SRC/etcd-${KIND_ETCD_VERSION%-*} rootfs=$KIND_WORK/etcd commit
+    module_tree "$src" "go.etcd.io/etcd/server/v3@v$version=server" "go.etcd.io/etcd/api/v3@v$version=api" \
+        "go.etcd.io/etcd/client/pkg/v3@v$version=client/pkg" "go.etcd.io/etcd/client/v2@v2.305.${version##*.}=client/v2" \
+        "go.etcd.io/etcd/client/v3@v$version=client/v3" "go.etcd.io/etcd/pkg/v3@v$version=pkg" \
+        "go.etcd.io/etcd/raft/v3@v$version=raft"
+    commit=$(module_origin_hash go.etcd.io/etcd/server/v3 "v$version")
+    rm -rf "$rootfs"
+    (cd "$src/server" && CGO_ENABLED=0 go build -mod=mod -trimpath \
+        -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${commit:0:7}" -o "$rootfs/usr/local/bin/etcd" .)
+    "$rootfs/usr/local/bin/etcd" --version
+    mkdir -p "$rootfs/var/lib/etcd" "$rootfs/tmp"
+    ensure_docker
+    import_rootfs "$rootfs" "registry.k8s.io/etcd:$KIND_ETCD_VERSION" 'ENV PATH=/usr/local/bin' \
+        'ENTRYPOINT ["/usr/local/bin/etcd"]'
+    save_image "registry.k8s.io/etcd:$KIND_ETCD_VERSION" "$KIND_WORK/images/etcd"
+    rm -rf "$rootfs"
+}
+
+kind_build_coredns() {
+    local rootfs=$KIND_WORK/coredns
+    rm -rf "$rootfs"
+    go_static_binary github.com/coredns/coredns "$KIND_COREDNS_VERSION" . "$rootfs/coredns"
+    "$rootfs/coredns" -version
+    ensure_docker
+    import_rootfs "$rootfs" "registry.k8s.io/coredns/coredns:$KIND_COREDNS_VERSION" 'ENTRYPOINT ["/coredns"]'
+    save_image "registry.k8s.io/coredns/coredns:$KIND_COREDNS_VERSION" "$KIND_WORK/images/coredns"
+    rm -rf "$rootfs"
+}
+
+# kindnetd, kind's CNI daemon, from its source at the release (images/kindnetd, a module of its own), on the
+# iptables stand-in, tagged as kind's manifest names it.
+kind_build_kindnetd() {
+    local src=$KIND_WORK/kind-source/images/kindnetd rootfs=$KIND_WORK/kindnetd image
+    kind_source
+    image=$(python3 "$here/kind_manifest.py" "$KIND_WORK/kind-source/pkg/build/nodeimage/const_cni.go" kindnetdImage)
+    kind_iptables_rootfs "$rootfs"
+    (cd "$src" && CGO_ENABLED=0 go build -mod=mod -trimpath -ldflags "-s -w" -o "$rootfs/bin/kindnetd" ./cmd/kindnetd)
+    ensure_docker
+    import_rootfs "$rootfs" "$image" 'CMD ["/bin/kindnetd"]'
+    save_image "$image" "$KIND_WORK/images/kindnetd"
+    rm -rf "$rootfs"
+}
+
+# kind_build_node_image: what `kind build node-image` does (pkg/build/nodeimage/buildcontext.go @ v0.29.0), step
+# by step, with every image it would pull given as an archive instead: a container of the base image (not
+# privileged), kubeadm, kubelet and kubectl in /usr/bin, /kind/version, its CNI and storage manifests, each
+# image imported into the node's containerd as kind imports them, then `docker commit` with its entrypoint.
+# kind's local-path images are stood in for by the node part's (local-path-provisioner v0.0.30 and Debian's
+# static busybox as its helper), tagged as kind's manifest names them.
+kind_build_node_image() {
+    local src=$KIND_WORK/kind-source/pkg/build/nodeimage container binary image archive required
+    ensure_docker
+    kind_source
+    docker tag trainstack-e2e/busybox:1.35.0 "$(python3 "$here/kind_manifest.py" "$src/const_storage.go" storageHelperImage)"
+    docker tag rancher/local-path-provisioner:v0.0.30 \
+        "$(python3 "$here/kind_manifest.py" "$src/const_storage.go" storageProvisionerImage)"
+    for image in storageHelperImage storageProvisionerImage; do
+        image=$(python3 "$here/kind_manifest.py" "$src/const_storage.go" "$image")
+        save_image "$image" "$KIND_WORK/images/${image//[\/:]/_}"
+    done
+    container=kind-build-$(date +%s)-$$
+    docker run -d --entrypoint=sleep --name="$container" --security-opt seccomp=unconfined "$KIND_BASE_IMAGE" infinity
+    trap 'docker rm -f -v "$container" >/dev/null 2>&1 || true' RETURN
+    for binary in kubeadm kubelet kubectl; do
+        docker cp "$KIND_KUBERNETES_BIN/$binary" "$container:/usr/bin/$binary"
+        docker exec "$container" chown root:root "/usr/bin/$binary"
+    done
+    docker exec "$container" sh -c "echo -n $KIND_KUBERNETES_VERSION > /kind/version && mkdir -p /kind/manifests"
+    python3 "$here/kind_manifest.py" "$src/const_cni.go" defaultCNIManifest |
+        docker exec -i "$container" sh -c 'cat > /kind/manifests/default-cni.yaml'
+    python3 "$here/kind_manifest.py" "$src/const_storage.go" defaultStorageManifest |
+        docker exec -i "$container" sh -c 'cat > /kind/manifests/default-storage.yaml'
+    docker exec "$container" bash -c 'nohup containerd > /dev/null 2>&1 &'
+    docker exec "$container" bash -c 'for i in 0 1 2 3 4 5; do [ -S /run/containerd/containerd.sock ] && break; sleep 1; done; ctr info >/dev/null'
+    for archive in "$KIND_WORK"/images/*.tar "$IMAGES/pause.tar"; do
+        docker exec -i "$container" ctr --namespace=k8s.io images import --label=io.cri-containerd.pinned=pinned \
+            --all-platforms --no-unpack --digests - <"$archive"
+    done
+    # Every image kubeadm and kind's manifests need is there (kind would have pulled the missing ones).
+    required=$(docker exec "$container" kubeadm config images list --kubernetes-version "$KIND_KUBERNETES_VERSION")
+    for image in $required $(docker exec "$container" sh -c "grep -ho 'image: .*' /kind/manifests/*.yaml" | awk '{ print $2 }'); do
+        docker exec "$container" ctr --namespace=k8s.io images list -q | grep -qx "$(kind_normalized "$image")" ||
+            { echo "the node image lacks $image" >&2; return 1; }
+    done
+    docker exec "$container" ctr --namespace=k8s.io images list -q
+    docker exec "$container" pkill containerd
+    docker commit --change 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]' \
+        --change 'ENV HTTP_PROXY="" HTTPS_PROXY="" NO_PROXY=""' "$container" "$KIND_NODE_IMAGE"
+    save_image "$KIND_NODE_IMAGE" "$KIND_WORK/node"
+}
+
+# kind_normalized IMAGE: the name containerd lists it by (docker.io/ for a name without a registry).
+kind_normalized() {
+    case ${1%%/*} in
+    *.*) echo "$1" ;;
+    *) echo "docker.io/$1" ;;
+    esac
+}
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+mkdir -p "$KIND_WORK/images"
 step "kind-v$KIND_VERSION" kind_build
+step "kind-base-$KIND_BASE_TAG" kind_build_base
+step "kind-etcd-$KIND_ETCD_VERSION" kind_build_etcd
+step "kind-coredns-$KIND_COREDNS_VERSION" kind_build_coredns
+step "kind-kindnetd-v$KIND_VERSION" kind_build_kindnetd
+if [[ -e $KIND_KUBERNETES_BIN/kubeadm && -e $IMAGES/pause.tar ]]; then
+    step "kind-kube-images-$KIND_KUBERNETES_VERSION" kind_build_kube_images
+    step "kind-node-image-$KIND_KUBERNETES_VERSION-kind-v$KIND_VERSION-$KIND_BASE_TAG" kind_build_node_image
+    echo "KIND_NODE_IMAGE=$KIND_NODE_IMAGE" >"$CACHE/kind-images.env"
+else
+    echo "[$(elapsed)] kind node image: not yet (the kubernetes and node parts come first: $KIND_KUBERNETES_BIN/kubeadm, $IMAGES/pause.tar)"
+fi

@@ -89,6 +89,32 @@ ensure_docker() {
     return 1
 }
 
+# import_rootfs DIR TAG [CHANGE...]: DIR (owned by root) as a one-layer image, each CHANGE a Dockerfile
+# instruction (`docker import --change`).
+import_rootfs() {
+    local dir=$1 tag=$2 changes=() change
+    shift 2
+    for change in "$@"; do changes+=(--change "$change"); done
+    tar --owner=0 --group=0 --numeric-owner -C "$dir" -c . | docker import "${changes[@]}" - "$tag"
+}
+
+# save_image TAG DIR/NAME: docker save into DIR/NAME.tar, renamed into place at the end (nodes may be reading DIR).
+save_image() {
+    docker save -o "$2.tar.partial" "$1"
+    chmod 0644 "$2.tar.partial"
+    mv -f "$2.tar.partial" "$2.tar"
+}
+
+# go_static_binary MODULE VERSION PACKAGE OUTPUT [GO BUILD FLAGS...]: a static build of PACKAGE inside the
+# module's tree from the proxy, with the module's own go.mod and go.sum. -mod=mod: a module zip may carry a
+# vendor/ directory without its modules.txt (local-path-provisioner's does), which would switch on vendoring.
+go_static_binary() {
+    local dir
+    dir=$(module_dir "$1" "$2")
+    mkdir -p "$(dirname "$4")"
+    (cd "$dir" && CGO_ENABLED=0 go build -mod=mod -trimpath -ldflags "-s -w" -o "$4" "${@:5}" "$3")
+}
+
 # module_tree DEST MODULE@VERSION=SUBDIR...: writable copies of modules placed in DEST as in their upstream
 # repository, so relative replaces (`=> ../sdk`) resolve; go.sum comes along. For modules `go install` refuses.
 module_tree() {
