@@ -152,5 +152,29 @@ def test_multi_node_kind_shares_a_host_directory_into_every_training_node(tmp_pa
     assert shared_dir.is_dir() and shared_dir.stat().st_mode & 0o777 == 0o777
     result = run(DELETE_SCRIPT, environment)
     assert result.returncode == 0, result.stderr
-    assert calls(log)[-1] == "kind delete cluster --name demo"
+    assert "kind delete cluster --name demo" in calls(log)
     assert not shared_dir.exists()
+
+
+def test_kind_delete_removes_kinds_docker_network_once_no_container_is_on_it(tmp_path: Path) -> None:
+    """kind creates the `kind` network for its nodes and never removes it; destroy leaves no network behind,
+    but one that other clusters' nodes (or anything else) are still on stays."""
+    for containers, removed in (("0", True), ("2", False), ("", False)):  # "": no such network
+        environment, log = stub_tools(
+            tmp_path,
+            {
+                "kind": "",
+                "docker": f'case "$1 $2" in "network inspect") [ -n "{containers}" ] && echo {containers} ;; esac',
+            },
+        )
+        log.write_text("")
+        result = run(DELETE_SCRIPT, {**environment, "KIND_CLUSTER": "demo"})
+        assert result.returncode == 0, result.stderr
+        assert calls(log) == [
+            "kind delete cluster --name demo",
+            "docker network inspect --format {{len .Containers}} kind",
+            *(["docker network rm kind"] if removed else []),
+        ], containers
+    environment |= {"KIND_EXPERIMENTAL_DOCKER_NETWORK": "lab"}
+    run(DELETE_SCRIPT, {**environment, "KIND_CLUSTER": "demo"})
+    assert calls(log)[-1] == "docker network inspect --format {{len .Containers}} lab"
