@@ -202,6 +202,11 @@ kind_build_node_image() {
     local src=$KIND_WORK/kind-source/pkg/build/nodeimage container binary image archive required
     ensure_docker
     kind_source
+    # The base and the node part's images, from their archives when the engine lost them.
+    docker image inspect "$KIND_BASE_IMAGE" >/dev/null 2>&1 || docker load -i "$KIND_WORK/base.tar"
+    docker image inspect trainstack-e2e/busybox:1.35.0 >/dev/null 2>&1 || docker load -i "$IMAGES/busybox.tar"
+    docker image inspect rancher/local-path-provisioner:v0.0.30 >/dev/null 2>&1 ||
+        docker load -i "$IMAGES/local-path-provisioner.tar"
     docker tag trainstack-e2e/busybox:1.35.0 "$(python3 "$here/kind_manifest.py" "$src/const_storage.go" storageHelperImage)"
     docker tag rancher/local-path-provisioner:v0.0.30 \
         "$(python3 "$here/kind_manifest.py" "$src/const_storage.go" storageProvisionerImage)"
@@ -223,7 +228,9 @@ kind_build_node_image() {
         docker exec -i "$container" sh -c 'cat > /kind/manifests/default-storage.yaml'
     docker exec "$container" bash -c 'nohup containerd > /dev/null 2>&1 &'
     docker exec "$container" bash -c 'for i in 0 1 2 3 4 5; do [ -S /run/containerd/containerd.sock ] && break; sleep 1; done; ctr info >/dev/null'
-    for archive in "$KIND_WORK"/images/*.tar "$IMAGES/pause.tar"; do
+    # Also every archive the test cluster's nodes import at start ($IMAGES: pause, the Trainer and JobSet
+    # controllers, ...), as kind's own node image carries the images its cluster runs.
+    for archive in "$KIND_WORK"/images/*.tar "$IMAGES"/*.tar; do
         docker exec -i "$container" ctr --namespace=k8s.io images import --label=io.cri-containerd.pinned=pinned \
             --all-platforms --no-unpack --digests - <"$archive"
     done
@@ -255,10 +262,14 @@ step "kind-base-$KIND_BASE_TAG" kind_build_base
 step "kind-etcd-$KIND_ETCD_VERSION" kind_build_etcd
 step "kind-coredns-$KIND_COREDNS_VERSION" kind_build_coredns
 step "kind-kindnetd-v$KIND_VERSION" kind_build_kindnetd
-if [[ -e $KIND_KUBERNETES_BIN/kubeadm && -e $IMAGES/pause.tar ]]; then
+# The node image needs the kubernetes, node and trainer parts' output; its stamp names the archives it took in.
+kind_needs=("$KIND_KUBERNETES_BIN/kubeadm" "$IMAGES/pause.tar" "$IMAGES/busybox.tar" "$IMAGES/local-path-provisioner.tar"
+    "$IMAGES/kubeflow-trainer-controller-manager-v$TRAINER_VERSION.tar")
+if ls "${kind_needs[@]}" >/dev/null 2>&1; then
     step "kind-kube-images-$KIND_KUBERNETES_VERSION" kind_build_kube_images
-    step "kind-node-image-$KIND_KUBERNETES_VERSION-kind-v$KIND_VERSION-$KIND_BASE_TAG" kind_build_node_image
+    kind_archives=$(cd "$IMAGES" && stat -c '%n %s %Y' ./*.tar | sha256sum | cut -c1-12)
+    step "kind-node-image-$KIND_KUBERNETES_VERSION-kind-v$KIND_VERSION-$KIND_BASE_TAG-$kind_archives" kind_build_node_image
     echo "KIND_NODE_IMAGE=$KIND_NODE_IMAGE" >"$CACHE/kind-images.env"
 else
-    echo "[$(elapsed)] kind node image: not yet (the kubernetes and node parts come first: $KIND_KUBERNETES_BIN/kubeadm, $IMAGES/pause.tar)"
+    echo "[$(elapsed)] kind node image: not yet (the kubernetes, node and trainer parts come first: ${kind_needs[*]})"
 fi
