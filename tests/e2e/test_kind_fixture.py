@@ -6,7 +6,10 @@ import json
 import subprocess
 from pathlib import Path
 
+import yaml
+
 from tests.e2e.harness import REPO_ROOT
+from tests.e2e.kind_run import fixture_config
 
 KIND_FIXTURE = REPO_ROOT / "tests" / "e2e" / "kind"
 
@@ -75,3 +78,10 @@ def test_the_shim_ends_in_kinds_own_entrypoint() -> None:
     assert shim.rstrip().endswith('exec /usr/local/bin/entrypoint /sbin/init "$@"')
     # It never binds the host's cgroup tree: only the node's own mounts are remounted.
     assert "remount,bind,rw" in shim and "-v /sys/fs/cgroup" not in shim
+
+
+def test_the_kind_run_keeps_the_dev_stacks_own_config_and_adds_only_the_fixtures() -> None:
+    dev = yaml.safe_load((REPO_ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    config = fixture_config(REPO_ROOT, {"kindNodeImage": "trainstack-e2e/kind-node:v1.33.13-kind-v0.29.0"})
+    assert config == {**dev, "trainstack:kindNodeImage": "trainstack-e2e/kind-node:v1.33.13-kind-v0.29.0"}
+    assert config["trainstack:clusterKind"] == "kind"
