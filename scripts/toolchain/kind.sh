@@ -58,19 +58,18 @@ kind_check() {
     [[ $report == "kind v$KIND_VERSION "* ]]
 }
 
+# kind_source: kind's source tree at the release (the snapshot), for its base files, kindnetd and manifests.
+kind_source() {
+    snapshot_tree kubernetes-sigs/kind "v$KIND_VERSION" "$KIND_WORK/kind-source" images pkg/build/nodeimage
+}
+
 # kind_build_base: kind's base image from its own files (images/base/files of the kind snapshot at the release)
 # and the steps of its Dockerfile, on a debootstrapped Debian (nothing pulled from a registry).
 kind_build_base() {
-    local rootfs=$KIND_WORK/base-rootfs files=$KIND_WORK/kind-source packages
+    local rootfs=$KIND_WORK/base-rootfs files=$KIND_WORK/kind-source
     ensure_docker
-    snapshot_tree kubernetes-sigs/kind "v$KIND_VERSION" "$files" images/base/files
-    rm -rf "$rootfs"
-    packages=$(
-        IFS=,
-        echo "${KIND_BASE_PACKAGES[*]},${KIND_BASE_DEBIAN_PACKAGES[*]}"
-    )
-    debootstrap --variant=minbase --include="$packages" "$KIND_DEBIAN_SUITE" "$rootfs"
-    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    kind_source
+    debootstrap_rootfs "$rootfs" "$KIND_DEBIAN_SUITE" "${KIND_BASE_PACKAGES[@]}" "${KIND_BASE_DEBIAN_PACKAGES[@]}"
     # The Dockerfile's COPY lines: the files keep upstream's modes (0755 where executable, else 0644).
     cp -a "$files/images/base/files/." "$rootfs/"
     # Where kind's files and its source-built binaries live: /usr/local/bin/containerd, ctr and the shim,
@@ -106,22 +105,11 @@ kind_build_base() {
     mv -f "$KIND_WORK/base.tar.partial" "$KIND_WORK/base.tar"
 }
 
-# kind_source: kind's source tree at the release (the snapshot), for its base files, kindnetd and manifests.
-kind_source() {
-    snapshot_tree kubernetes-sigs/kind "v$KIND_VERSION" "$KIND_WORK/kind-source" images pkg/build/nodeimage
-}
-
 # kind_iptables_rootfs: a fresh copy of the distroless-iptables stand-in's root filesystem in $1.
 kind_iptables_rootfs() {
-    local cached=$KIND_WORK/iptables-rootfs-$KIND_IPTABLES_ROOTFS_TAG.tar packages
+    local cached=$KIND_WORK/iptables-rootfs-$KIND_IPTABLES_ROOTFS_TAG.tar
     if [[ ! -e $cached ]]; then
-        rm -rf "$1"
-        packages=$(
-            IFS=,
-            echo "${KIND_IPTABLES_PACKAGES[*]}"
-        )
-        debootstrap --variant=minbase --include="$packages" "$KIND_DEBIAN_SUITE" "$1"
-        rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*
+        debootstrap_rootfs "$1" "$KIND_DEBIAN_SUITE" "${KIND_IPTABLES_PACKAGES[@]}"
         tar --numeric-owner -C "$1" -cf "$cached.partial" .
         mv -f "$cached.partial" "$cached"
     fi
@@ -167,15 +155,10 @@ kind_build_etcd() {
     rm -rf "$rootfs"
 }
 
+# CoreDNS at kubeadm's pin (the test cluster's, v1.12.3, is another release).
 kind_build_coredns() {
-    local rootfs=$KIND_WORK/coredns
-    rm -rf "$rootfs"
-    go_static_binary github.com/coredns/coredns "$KIND_COREDNS_VERSION" . "$rootfs/coredns"
-    "$rootfs/coredns" -version
-    ensure_docker
-    import_rootfs "$rootfs" "registry.k8s.io/coredns/coredns:$KIND_COREDNS_VERSION" 'ENTRYPOINT ["/coredns"]'
-    save_image "registry.k8s.io/coredns/coredns:$KIND_COREDNS_VERSION" "$KIND_WORK/images/coredns"
-    rm -rf "$rootfs"
+    coredns_image "$KIND_COREDNS_VERSION" "$KIND_WORK/coredns" "$KIND_WORK/images/coredns"
+    rm -rf "$KIND_WORK/coredns"
 }
 
 # kindnetd, kind's CNI daemon, from its source at the release (images/kindnetd, a module of its own), on the

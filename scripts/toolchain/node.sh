@@ -37,16 +37,9 @@ REGISTRY_IMAGE=trainstack-e2e/registry:$REGISTRY_VERSION
 NODE_KUBERNETES_VERSION=v1.33.13
 
 node_build_image() {
-    local rootfs=$NODE_WORK/rootfs packages
+    local rootfs=$NODE_WORK/rootfs
     ensure_docker
-    rm -rf "$rootfs"
-    packages=$(
-        IFS=,
-        echo "${NODE_PACKAGES[*]}"
-    )
-    debootstrap --variant=minbase --include="$packages" "$NODE_DEBIAN_SUITE" "$rootfs"
-    # apt's lists and downloaded packages are not needed in a node.
-    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    debootstrap_rootfs "$rootfs" "$NODE_DEBIAN_SUITE" "${NODE_PACKAGES[@]}"
     import_rootfs "$rootfs" "$NODE_IMAGE" 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
     rm -rf "$rootfs"
     docker run --rm --entrypoint /bin/sh "$NODE_IMAGE" -c 'containerd --version && runc --version | head -n 1 && etcd --version | head -n 1 && ls /usr/lib/cni'
@@ -67,13 +60,7 @@ node_build_pause() {
 }
 
 node_build_coredns() {
-    local rootfs=$NODE_WORK/coredns
-    rm -rf "$rootfs"
-    go_static_binary github.com/coredns/coredns "$COREDNS_VERSION" . "$rootfs/coredns"
-    "$rootfs/coredns" -version
-    ensure_docker
-    import_rootfs "$rootfs" "$COREDNS_IMAGE" 'ENTRYPOINT ["/coredns"]'
-    save_image "$COREDNS_IMAGE" "$IMAGES/coredns"
+    coredns_image "$COREDNS_VERSION" "$NODE_WORK/coredns" "$IMAGES/coredns"
 }
 
 node_build_local_path() {

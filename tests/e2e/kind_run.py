@@ -28,7 +28,7 @@ from components.cluster.kind import kind_shared_directory
 from components.cluster.provider import SHARED_STORAGE_PATH
 from tests.e2e.faults import LOSS_TOLERANCE, reference_loss
 from tests.e2e.harness import CACHE, check, read_env_file
-from tests.e2e.real_run import EVERY_STEPS, NAMESPACE, Run
+from tests.e2e.real_run import NAMESPACE, Run, training_settings
 
 KIND_FIXTURE = Path(__file__).resolve().parent / "kind"
 KIND_STACK = "dev"
@@ -67,28 +67,11 @@ class KindRun(Run):
     def stack_config(
         self, base_image: str, max_steps: int, *, node_count: int = 1, storage_class: str = ""
     ) -> None:
-        chart = CACHE / "charts" / "kubeflow-trainer-2.3.0"
-        values = (CACHE / "charts" / "kubeflow-trainer-2.3.0.values.yaml").read_text()
         settings = {
             "clusterName": self.cluster_name,
             "nodeCount": node_count,
             "kindNodeImage": kind_node_image(),
-            "namespace": NAMESPACE,
-            "trainJobName": self.job,
-            "trainerChart": str(chart),
-            "trainerChartValues": json.dumps(yaml.safe_load(values)),
-            "baseImage": base_image,
-            "imageBuildArgs": ["BAKE_TOKENIZER=0"],
-            "trainingOverrides": [
-                f"train.max_steps={max_steps}",
-                f"checkpoint.every_steps={EVERY_STEPS}",
-                "train.eval_every=20",
-                "output.log_every=5",
-            ],
-            "cpuPerNode": "500m",
-            "memoryPerNode": "3Gi",
-            "checkpointStorageSize": "1Gi",
-            "podNamesTimeoutSeconds": 600,
+            **training_settings(self.job, base_image, max_steps),
         }
         document = {"config": fixture_config(self.project, settings)}
         (self.project / f"Pulumi.{self.stack}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
