@@ -199,7 +199,8 @@ kind_build_node_image() {
     done
     container=kind-build-$(date +%s)-$$
     docker run -d --entrypoint=sleep --name="$container" --security-opt seccomp=unconfined "$KIND_BASE_IMAGE" infinity
-    trap 'docker rm -f -v "$container" >/dev/null 2>&1 || true' RETURN
+    # (step runs this in a subshell of its own: the build container goes when it ends, whatever happened)
+    trap 'docker rm -f -v "$container" >/dev/null 2>&1 || true' EXIT
     for binary in kubeadm kubelet kubectl; do
         docker cp "$KIND_KUBERNETES_BIN/$binary" "$container:/usr/bin/$binary"
         docker exec "$container" chown root:root "/usr/bin/$binary"
