@@ -21,10 +21,6 @@ KIND_BASE_IMAGE=trainstack-e2e/kind-base:$KIND_BASE_TAG
 # The node image: Kubernetes of the kubernetes part, with the images kubeadm and kind's manifests name.
 KIND_KUBERNETES_VERSION=v1.33.13
 KIND_KUBERNETES_BIN=$CACHE/kubernetes-$KIND_KUBERNETES_VERSION/bin
-# Stand-in for registry.k8s.io/build-image/distroless-iptables, the base of upstream's kube-proxy and
-# kindnetd images: what they run (iptables, nft, conntrack, ipset) on a minimal Debian.
-KIND_IPTABLES_PACKAGES=(iptables nftables conntrack ipset kmod)
-KIND_IPTABLES_ROOTFS_TAG=$KIND_DEBIAN_SUITE-$(printf '%s\n' "${KIND_IPTABLES_PACKAGES[@]}" | sha256sum | cut -c1-12)
 
 # kind_kubeadm_constant NAME: a version kubeadm pins for this release (cmd/kubeadm/app/constants/constants.go),
 # e.g. DefaultEtcdVersion 3.5.24-0, CoreDNSVersion v1.12.0.
@@ -105,32 +101,39 @@ kind_build_base() {
     mv -f "$KIND_WORK/base.tar.partial" "$KIND_WORK/base.tar"
 }
 
-# kind_iptables_rootfs: a fresh copy of the distroless-iptables stand-in's root filesystem in $1.
-kind_iptables_rootfs() {
-    local cached=$KIND_WORK/iptables-rootfs-$KIND_IPTABLES_ROOTFS_TAG.tar
-    if [[ ! -e $cached ]]; then
-        debootstrap_rootfs "$1" "$KIND_DEBIAN_SUITE" "${KIND_IPTABLES_PACKAGES[@]}"
-        tar --numeric-owner -C "$1" -cf "$cached.partial" .
-        mv -f "$cached.partial" "$cached"
-    fi
-    rm -rf "$1"
-    mkdir -p "$1"
-    tar --numeric-owner -C "$1" -xf "$cached"
+# kind_on_base TAG BINARY PATH [INSTRUCTION...]: TAG, the base image with BINARY at PATH, its entrypoint reset:
+# the stand-in for registry.k8s.io/build-image/distroless-iptables, on which upstream's kube-proxy and kindnetd
+# images are made (they run iptables, nft and conntrack, which the base has). A layer on the base's, which the
+# node's containerd stores once for both; a local build, nothing pulled.
+kind_on_base() {
+    local context
+    context=$(mktemp -d)
+    install -m 0755 "$2" "$context/binary"
+    {
+        printf 'FROM %s\nCOPY binary %s\nENTRYPOINT []\n' "$KIND_BASE_IMAGE" "$3"
+        printf '%s\n' "${@:4}"
+    } >"$context/Dockerfile"
+    docker build -q -t "$1" "$context"
+    rm -rf "$context"
 }
 
 # The images kubeadm runs, as upstream publishes them: the binary in /usr/local/bin (kubeadm's static pods
-# name the command), on scratch, or on the iptables stand-in for kube-proxy.
+# name the command), on scratch, or on the base (iptables) for kube-proxy.
 kind_build_kube_images() {
-    local name rootfs
+    local name rootfs image
     ensure_docker
     for name in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do
-        rootfs=$KIND_WORK/$name
-        if [[ $name == kube-proxy ]]; then kind_iptables_rootfs "$rootfs"; else rm -rf "$rootfs"; fi
-        install -D -m 0755 "$KIND_KUBERNETES_BIN/$name" "$rootfs/usr/local/bin/$name"
-        import_rootfs "$rootfs" "registry.k8s.io/$name:$KIND_KUBERNETES_VERSION" \
-            'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' "ENTRYPOINT [\"/usr/local/bin/$name\"]"
-        save_image "registry.k8s.io/$name:$KIND_KUBERNETES_VERSION" "$KIND_WORK/images/$name"
-        rm -rf "$rootfs"
+        image=registry.k8s.io/$name:$KIND_KUBERNETES_VERSION
+        if [[ $name == kube-proxy ]]; then
+            kind_on_base "$image" "$KIND_KUBERNETES_BIN/$name" "/usr/local/bin/$name" "ENTRYPOINT [\"/usr/local/bin/$name\"]"
+        else
+            rootfs=$KIND_WORK/$name
+            rm -rf "$rootfs"
+            install -D -m 0755 "$KIND_KUBERNETES_BIN/$name" "$rootfs/usr/local/bin/$name"
+            import_rootfs "$rootfs" "$image" 'ENV PATH=/usr/local/bin' "ENTRYPOINT [\"/usr/local/bin/$name\"]"
+            rm -rf "$rootfs"
+        fi
+        save_image "$image" "$KIND_WORK/images/$name"
     done
 }
 
@@ -162,17 +165,16 @@ kind_build_coredns() {
 }
 
 # kindnetd, kind's CNI daemon, from its source at the release (images/kindnetd, a module of its own), on the
-# iptables stand-in, tagged as kind's manifest names it.
+# base (iptables), tagged as kind's manifest names it.
 kind_build_kindnetd() {
-    local src=$KIND_WORK/kind-source/images/kindnetd rootfs=$KIND_WORK/kindnetd image
+    local src=$KIND_WORK/kind-source/images/kindnetd image
     kind_source
     image=$(python3 "$here/kind_manifest.py" "$KIND_WORK/kind-source/pkg/build/nodeimage/const_cni.go" kindnetdImage)
-    kind_iptables_rootfs "$rootfs"
-    (cd "$src" && CGO_ENABLED=0 go build -mod=mod -trimpath -ldflags "-s -w" -o "$rootfs/bin/kindnetd" ./cmd/kindnetd)
+    (cd "$src" && CGO_ENABLED=0 go build -mod=mod -trimpath -ldflags "-s -w" -o "$KIND_WORK/kindnetd" ./cmd/kindnetd)
     ensure_docker
-    import_rootfs "$rootfs" "$image" 'CMD ["/bin/kindnetd"]'
+    docker image inspect "$KIND_BASE_IMAGE" >/dev/null 2>&1 || docker load -i "$KIND_WORK/base.tar"
+    kind_on_base "$image" "$KIND_WORK/kindnetd" /bin/kindnetd 'CMD ["/bin/kindnetd"]'
     save_image "$image" "$KIND_WORK/images/kindnetd"
-    rm -rf "$rootfs"
 }
 
 # kind_build_node_image: what `kind build node-image` does (pkg/build/nodeimage/buildcontext.go @ v0.29.0), step
