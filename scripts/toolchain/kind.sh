@@ -201,8 +201,10 @@ kind_build_node_image() {
     done
     container=kind-build-$(date +%s)-$$
     docker run -d --entrypoint=sleep --name="$container" --security-opt seccomp=unconfined "$KIND_BASE_IMAGE" infinity
-    # (step runs this in a subshell of its own: the build container goes when it ends, whatever happened)
-    trap 'docker rm -f -v "$container" >/dev/null 2>&1 || true' EXIT
+    # step runs this in a subshell of its own: the build container goes when it ends, whatever happened (the
+    # name is expanded now: the local variable is gone by then).
+    # shellcheck disable=SC2064
+    trap "docker rm -f -v $container >/dev/null 2>&1 || true" EXIT
     for binary in kubeadm kubelet kubectl; do
         docker cp "$KIND_KUBERNETES_BIN/$binary" "$container:/usr/bin/$binary"
         docker exec "$container" chown root:root "/usr/bin/$binary"
@@ -212,8 +214,9 @@ kind_build_node_image() {
         docker exec -i "$container" sh -c 'cat > /kind/manifests/default-cni.yaml'
     python3 "$here/kind_manifest.py" "$src/const_storage.go" defaultStorageManifest |
         docker exec -i "$container" sh -c 'cat > /kind/manifests/default-storage.yaml'
+    # kind waits with `ctr info`, which containerd 1.6's ctr lacks: `ctr version` asks the daemon too.
     docker exec "$container" bash -c 'nohup containerd > /dev/null 2>&1 &'
-    docker exec "$container" bash -c 'for i in 0 1 2 3 4 5; do [ -S /run/containerd/containerd.sock ] && break; sleep 1; done; ctr info >/dev/null'
+    docker exec "$container" bash -c 'for i in 0 1 2 3 4 5; do [ -S /run/containerd/containerd.sock ] && break; sleep 1; done; ctr version >/dev/null'
     # Also every archive the test cluster's nodes import at start ($IMAGES: pause, the Trainer and JobSet
     # controllers, ...), as kind's own node image carries the images its cluster runs.
     for archive in "$KIND_WORK"/images/*.tar "$IMAGES"/*.tar; do
