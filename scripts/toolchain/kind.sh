@@ -184,7 +184,7 @@ kind_build_kindnetd() {
 # kind's local-path images are stood in for by the node part's (local-path-provisioner v0.0.30 and Debian's
 # static busybox as its helper), tagged as kind's manifest names them.
 kind_build_node_image() {
-    local src=$KIND_WORK/kind-source/pkg/build/nodeimage container binary image archive required
+    local src=$KIND_WORK/kind-source/pkg/build/nodeimage container binary image archive required imported
     ensure_docker
     kind_source
     # The base and the node part's images, from their archives when the engine lost them.
@@ -225,11 +225,11 @@ kind_build_node_image() {
     done
     # Every image kubeadm and kind's manifests need is there (kind would have pulled the missing ones).
     required=$(docker exec "$container" kubeadm config images list --kubernetes-version "$KIND_KUBERNETES_VERSION")
+    imported=$(docker exec "$container" ctr --namespace=k8s.io images list -q)
+    echo "$imported"
     for image in $required $(docker exec "$container" sh -c "grep -ho 'image: .*' /kind/manifests/*.yaml" | awk '{ print $2 }'); do
-        docker exec "$container" ctr --namespace=k8s.io images list -q | grep -qx "$(kind_normalized "$image")" ||
-            { echo "the node image lacks $image" >&2; return 1; }
+        grep -qx "$(kind_normalized "$image")" <<<"$imported" || { echo "the node image lacks $image" >&2; return 1; }
     done
-    docker exec "$container" ctr --namespace=k8s.io images list -q
     docker exec "$container" pkill containerd
     docker commit --change 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]' \
         --change 'ENV HTTP_PROXY="" HTTPS_PROXY="" NO_PROXY=""' "$container" "$KIND_NODE_IMAGE"
