@@ -14,10 +14,13 @@ Standard library only: it runs before the virtualenv exists (so a stack file is 
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,11 +87,18 @@ def stack_files() -> list[str]:
     return sorted(path.name.split(".")[1] for path in REPO_ROOT.glob("Pulumi.*.yaml"))
 
 
+def stack_setting(stack: str, key: str, default: str) -> str:
+    """trainstack:<key> from Pulumi.<stack>.yaml (the default when the file or the key is absent)."""
+    path = REPO_ROOT / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        return default
+    match = re.search(rf"^\s*trainstack:{key}:\s*[\"']?([A-Za-z0-9-]+)", path.read_text(), flags=re.M)
+    return match[1] if match else default
+
+
 def cluster_kind(stack: str) -> str:
     """The stack's clusterKind from Pulumi.<stack>.yaml (Pulumi.yaml's default when it sets none)."""
-    path = REPO_ROOT / f"Pulumi.{stack}.yaml"
-    match = re.search(r"^\s*trainstack:clusterKind:\s*[\"']?([A-Za-z0-9-]+)", path.read_text(), flags=re.M)
-    return match[1] if match else DEFAULT_CLUSTER_KIND
+    return stack_setting(stack, "clusterKind", DEFAULT_CLUSTER_KIND)
 
 
 def problem_with(tool: Tool) -> str | None:
@@ -104,6 +114,59 @@ def problem_with(tool: Tool) -> str | None:
         detail = (probe.stderr or probe.stdout).strip().splitlines()
         return f"`{' '.join(tool.probe)}` failed: {detail[-1] if detail else f'exit {probe.returncode}'}"
     return None
+
+
+# kind's nodes and k3s-in-Docker's are containers Docker starts with --privileged. An engine that itself lacks
+# a capability (e.g. one running inside an unprivileged container) answers `docker info` but refuses them.
+PRIVILEGED_DOCKER = Tool(
+    (),
+    "kind's nodes (and k3s-in-Docker's) are containers Docker starts with --privileged",
+    "run Docker on a host or VM whose engine holds every capability (not inside a container that lacks some), "
+    "or train on a cluster you already have: make up STACK=existing (clusterKind existing, Pulumi.existing.yaml)",
+)
+# A command the probe's empty image does not have: exit 127 (not found) means the runtime had applied the
+# privileged settings and got as far as looking for it; a refusal of those settings fails earlier (125).
+PRIVILEGED_PROBE_EXIT = 127
+
+
+def runs_privileged_nodes(stack: str) -> bool:
+    """Whether the stack's cluster runs its nodes as privileged containers on this machine's Docker."""
+    kind = cluster_kind(stack)
+    return kind == "kind" or (kind == "k3s" and stack_setting(stack, "k3sMode", "local") == "docker")
+
+
+def privileged_problem() -> str | None:
+    """Why this Docker cannot start a privileged container, or None: a second's probe with an empty image
+    imported from an empty tar (nothing pulled), removed again afterwards."""
+    tag = f"trainstack-privileged-probe:{os.getpid()}"
+    empty_tar = io.BytesIO()
+    tarfile.open(fileobj=empty_tar, mode="w").close()
+    imported = subprocess.run(
+        ["docker", "import", "-", tag],
+        input=empty_tar.getvalue(),
+        capture_output=True,
+        timeout=PROBE_TIMEOUT_S,
+    )
+    if imported.returncode != 0:
+        return f"`docker import` of an empty probe image failed: {last_line(imported.stderr.decode())}"
+    try:
+        probe = subprocess.run(
+            ["docker", "run", "--rm", "--privileged", "--network", "none", tag, "/absent"],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+        )
+    finally:
+        subprocess.run(["docker", "image", "rm", tag], capture_output=True, timeout=PROBE_TIMEOUT_S)
+    if probe.returncode == PRIVILEGED_PROBE_EXIT:
+        return None
+    return f"this Docker cannot start a privileged container: `docker run --privileged` failed: {last_line(probe.stderr)}"
+
+
+def last_line(output: str) -> str:
+    """The error line of a docker client's stderr (it ends with a 'Run docker ... --help' hint)."""
+    lines = [line for line in output.strip().splitlines() if line.strip() and "--help" not in line]
+    return lines[-1].strip() if lines else "no message"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         tool = TOOLS[name]
         problem = problem_with(tool)
+        if problem is None and name == "docker" and args.stack and runs_privileged_nodes(args.stack):
+            problem, tool = privileged_problem(), PRIVILEGED_DOCKER
         if problem is None:
             print(f"ok       {name}")
             continue

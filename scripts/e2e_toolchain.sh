@@ -21,10 +21,10 @@ if [[ ${1:-} == --check ]]; then
 fi
 
 echo "toolchain cache: $CACHE"
-echo "versions: pulumi $PULUMI_VERSION, pulumi-kubernetes $PULUMI_KUBERNETES_VERSION, pulumi-command $PULUMI_COMMAND_VERSION, pulumi-docker $PULUMI_DOCKER_VERSION, Kubeflow Trainer $TRAINER_VERSION"
+echo "versions: pulumi $PULUMI_VERSION, pulumi-kubernetes $PULUMI_KUBERNETES_VERSION, pulumi-command $PULUMI_COMMAND_VERSION, pulumi-docker $PULUMI_DOCKER_VERSION, Kubeflow Trainer $TRAINER_VERSION, kind $KIND_VERSION"
 
 parts=("$@")
-((${#parts[@]})) || parts=(pulumi kubernetes node trainer)
+((${#parts[@]})) || parts=(pulumi kubernetes node trainer kind)
 failed=()
 for part in "${parts[@]}"; do
     # Each part in a bash of its own (errexit holds there, unlike in a subshell of an `||` list): a part that

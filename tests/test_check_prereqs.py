@@ -61,10 +61,73 @@ def test_rejects_a_tool_it_does_not_know(tmp_path: Path) -> None:
     assert "invalid choice: 'helm'" in result.stderr
 
 
+def fake_docker(bin_dir: Path, run_exit: int, run_message: str = "") -> Path:
+    """A docker whose `info` answers and whose `run` exits run_exit; it logs each call's subcommand and flags."""
+    log = bin_dir / "docker.log"
+    script = bin_dir / "docker"
+    script.write_text(
+        f'#!/bin/sh\necho "$*" >> {log}\n'
+        'case "$1" in\n'
+        "  import) cat > /dev/null ;;\n"
+        f"  run) echo '{run_message}' >&2; echo \"Run 'docker run --help' for more information\" >&2; exit {run_exit} ;;\n"
+        "esac\nexit 0\n"
+    )
+    script.chmod(0o755)
+    return log
+
+
+# What Docker 20.10 answers here, where the engine lacks CAP_SYS_RESOURCE (2026-12-05).
+CAPS_REFUSED = (
+    "docker: Error response from daemon: failed to create shim task: OCI runtime create failed: runc create "
+    "failed: unable to start container process: unable to apply caps: operation not permitted: unknown"
+)
+
+
+def test_kind_and_k3s_in_docker_ask_whether_docker_starts_privileged_containers(tmp_path: Path) -> None:
+    """Where the engine refuses --privileged, the docker block says so and what to do instead of 'ok docker'."""
+    log = fake_docker(tmp_path, 125, CAPS_REFUSED)
+    for stack in ("dev", "docker"):
+        result = check(tmp_path, "--stack", stack, "docker")
+        assert result.returncode == 1, (stack, result.stdout)
+        assert "ok       docker" not in result.stdout
+        assert (
+            "MISSING  docker: this Docker cannot start a privileged container: `docker run --privileged` failed: "
+            f"{CAPS_REFUSED}\n         needed because kind's nodes (and k3s-in-Docker's) are containers Docker "
+            "starts with --privileged\n         get it: run Docker on a host or VM"
+        ) in result.stdout, stack
+        assert "make up STACK=existing" in result.stdout
+    calls = log.read_text().splitlines()
+    runs = [call for call in calls if call.startswith("run ")]
+    assert len(runs) == 2 and all("--privileged" in run and "--rm" in run for run in runs), calls
+    # The probe image is imported (nothing pulled) and removed again each time.
+    imported = [call.split()[-1] for call in calls if call.startswith("import ")]
+    removed = [call.split()[-1] for call in calls if call.startswith("image rm ")]
+    assert len(imported) == 2 and imported == removed, calls
+    assert all(run.split()[-2] == tag for run, tag in zip(runs, imported, strict=True))
+
+
+def test_a_docker_that_starts_privileged_containers_is_ok(tmp_path: Path) -> None:
+    """Exit 127 (the probe's absent command not found) means the privileged settings were applied."""
+    fake_docker(tmp_path, 127, 'exec: "/absent": stat /absent: no such file or directory: unknown')
+    fake_tool(tmp_path, "kind")
+    result = check(tmp_path, "--stack", "dev", "docker")
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.split() == ["ok", "docker", "ok", "kind"]
+
+
+def test_other_cluster_kinds_do_not_probe_privileged_containers(tmp_path: Path) -> None:
+    log = fake_docker(tmp_path, 125, CAPS_REFUSED)
+    for stack in ("existing", "gpu", "cluster"):  # existing; k3s local; k3s remote
+        result = check(tmp_path, "--stack", stack, "docker")
+        assert result.stdout.split() == ["ok", "docker"], (stack, result.stdout)
+    assert [call.split()[0] for call in log.read_text().splitlines()] == ["info"] * 3
+
+
 def test_a_stack_adds_only_what_its_cluster_kind_needs(tmp_path: Path) -> None:
     """kind only for clusterKind kind (dev, and any stack that leaves it at its default)."""
-    for name in ("pulumi", "docker", "kubectl"):
+    for name in ("pulumi", "kubectl"):
         fake_tool(tmp_path, name)
+    fake_docker(tmp_path, 127)
     for stack, needs_kind in (("dev", True), ("existing", False), ("gpu", False), ("docker", False)):
         result = check(tmp_path, "--stack", stack, "pulumi", "docker", "kubectl")
         assert (result.returncode == 1) is needs_kind, (stack, result.stdout)

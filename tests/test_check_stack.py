@@ -34,7 +34,9 @@ def test_a_good_stack_prints_ok_and_the_plan() -> None:
     assert lines[0] == "ok: Pulumi.gpu.yaml"
     assert "cluster: k3s v1.33.6+k3s1 on this machine" in lines[1]
     assert "1 node(s) x 1 GPU(s)" in lines[2] and "model gpt2-124m" in lines[2]
-    assert "GPU Operator v25.10.1: installed by the stack" in lines[3] and "Kubeflow Trainer 2.3.0" in lines[3]
+    assert (
+        "GPU Operator v25.10.1: installed by the stack" in lines[3] and "Kubeflow Trainer 2.3.0" in lines[3]
+    )
     dev = run("dev")
     assert dev.returncode == 0, dev.stderr
     assert "kind cluster 'trainstack'" in dev.stdout and "no GPU (CPU training)" in dev.stdout

@@ -3,7 +3,8 @@
 #
 # Builds the Kubernetes server binaries a node image needs (kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubelet, kube-proxy) and kubectl from the k8s.io/kubernetes module, Go module proxy only,
-# into $CACHE/kubernetes-<version>/bin; kubectl is also linked into $BIN.
+# into $CACHE/kubernetes-<version>/bin; kubectl is also linked into $BIN. kubeadm (for kind's node image) joins
+# them in a step of its own.
 #
 # k3s itself cannot be built here (the proxy refuses github.com/k3s-io/k3s), so the node image is put
 # together from these upstream binaries instead.
@@ -123,4 +124,19 @@ kubernetes_check() {
 }
 
 step "kubernetes-tree-$KUBERNETES_VERSION" kubernetes_prepare_tree
+# kubernetes_build_kubeadm: kubeadm (kind's node image runs it; scripts/toolchain/kind.sh) with the same
+# flags into the same bin/, a step of its own so that a cache built without it gains it alone.
+kubernetes_build_kubeadm() {
+    local out=$KUBERNETES_WORK/bin report
+    cd "$KUBERNETES_TREE" || return
+    CGO_ENABLED=0 go build -v -trimpath -tags selinux,notest -ldflags "$(kubernetes_ldflags)" \
+        -o "$out/kubeadm.partial" ./cmd/kubeadm
+    mv -f "$out/kubeadm.partial" "$out/kubeadm"
+    file "$out/kubeadm" | grep -q "statically linked"
+    report=$("$out/kubeadm" version -o short)
+    echo "kubeadm: $report"
+    [[ $report == "$KUBERNETES_VERSION" ]]
+}
+
 step "kubernetes-$KUBERNETES_VERSION" kubernetes_build
+step "kubeadm-$KUBERNETES_VERSION" kubernetes_build_kubeadm

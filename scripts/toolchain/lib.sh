@@ -89,6 +89,58 @@ ensure_docker() {
     return 1
 }
 
+# debootstrap_rootfs DIR SUITE PACKAGE...: a minimal Debian SUITE with PACKAGEs in DIR (replaced), without apt's
+# lists and downloaded packages (not needed in an image).
+debootstrap_rootfs() {
+    local dir=$1 suite=$2 packages
+    shift 2
+    packages=$(
+        IFS=,
+        echo "$*"
+    )
+    rm -rf "$dir"
+    debootstrap --variant=minbase --include="$packages" "$suite" "$dir"
+    rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
+}
+
+# import_rootfs DIR TAG [CHANGE...]: DIR (owned by root) as a one-layer image, each CHANGE a Dockerfile
+# instruction (`docker import --change`).
+import_rootfs() {
+    local dir=$1 tag=$2 changes=() change
+    shift 2
+    for change in "$@"; do changes+=(--change "$change"); done
+    tar --owner=0 --group=0 --numeric-owner -C "$dir" -c . | docker import "${changes[@]}" - "$tag"
+}
+
+# save_image TAG DIR/NAME: docker save into DIR/NAME.tar, renamed into place at the end (nodes may be reading DIR).
+save_image() {
+    docker save -o "$2.tar.partial" "$1"
+    chmod 0644 "$2.tar.partial"
+    mv -f "$2.tar.partial" "$2.tar"
+}
+
+# go_static_binary MODULE VERSION PACKAGE OUTPUT [GO BUILD FLAGS...]: a static build of PACKAGE inside the
+# module's tree from the proxy, with the module's own go.mod and go.sum. -mod=mod: a module zip may carry a
+# vendor/ directory without its modules.txt (local-path-provisioner's does), which would switch on vendoring.
+go_static_binary() {
+    local dir
+    dir=$(module_dir "$1" "$2")
+    mkdir -p "$(dirname "$4")"
+    (cd "$dir" && CGO_ENABLED=0 go build -mod=mod -trimpath -ldflags "-s -w" -o "$4" "${@:5}" "$3")
+}
+
+# coredns_image VERSION ROOTFS ARCHIVE: registry.k8s.io/coredns/coredns:VERSION, its static build FROM scratch
+# as upstream's image has it (/coredns), saved as ARCHIVE.tar (the test cluster's and kind's node images).
+coredns_image() {
+    local image=registry.k8s.io/coredns/coredns:$1
+    rm -rf "$2"
+    go_static_binary github.com/coredns/coredns "$1" . "$2/coredns"
+    "$2/coredns" -version
+    ensure_docker
+    import_rootfs "$2" "$image" 'ENTRYPOINT ["/coredns"]'
+    save_image "$image" "$3"
+}
+
 # module_tree DEST MODULE@VERSION=SUBDIR...: writable copies of modules placed in DEST as in their upstream
 # repository, so relative replaces (`=> ../sdk`) resolve; go.sum comes along. For modules `go install` refuses.
 module_tree() {

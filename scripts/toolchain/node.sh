@@ -36,47 +36,14 @@ REGISTRY_IMAGE=trainstack-e2e/registry:$REGISTRY_VERSION
 # Kubernetes release whose pause.c is built (kubernetes.sh builds the binaries of the same release).
 NODE_KUBERNETES_VERSION=v1.33.13
 
-# node_import_rootfs DIR TAG [CHANGE...]: DIR (owned by root) as a one-layer image, each CHANGE a Dockerfile
-# instruction (`docker import --change`).
-node_import_rootfs() {
-    local dir=$1 tag=$2 changes=() change
-    shift 2
-    for change in "$@"; do changes+=(--change "$change"); done
-    tar --owner=0 --group=0 --numeric-owner -C "$dir" -c . | docker import "${changes[@]}" - "$tag"
-}
-
-# node_save TAG DIR/NAME: docker save into DIR/NAME.tar, renamed into place at the end (nodes may be reading DIR).
-node_save() {
-    docker save -o "$2.tar.partial" "$1"
-    chmod 0644 "$2.tar.partial"
-    mv -f "$2.tar.partial" "$2.tar"
-}
-
-# node_go_binary MODULE VERSION PACKAGE OUTPUT [GO BUILD FLAGS...]: a static build of PACKAGE inside the
-# module's tree from the proxy, with the module's own go.mod and go.sum. -mod=mod: a module zip may carry a
-# vendor/ directory without its modules.txt (local-path-provisioner's does), which would switch on vendoring.
-node_go_binary() {
-    local dir
-    dir=$(module_dir "$1" "$2")
-    mkdir -p "$(dirname "$4")"
-    (cd "$dir" && CGO_ENABLED=0 go build -mod=mod -trimpath -ldflags "-s -w" -o "$4" "${@:5}" "$3")
-}
-
 node_build_image() {
-    local rootfs=$NODE_WORK/rootfs packages
+    local rootfs=$NODE_WORK/rootfs
     ensure_docker
-    rm -rf "$rootfs"
-    packages=$(
-        IFS=,
-        echo "${NODE_PACKAGES[*]}"
-    )
-    debootstrap --variant=minbase --include="$packages" "$NODE_DEBIAN_SUITE" "$rootfs"
-    # apt's lists and downloaded packages are not needed in a node.
-    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-    node_import_rootfs "$rootfs" "$NODE_IMAGE" 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+    debootstrap_rootfs "$rootfs" "$NODE_DEBIAN_SUITE" "${NODE_PACKAGES[@]}"
+    import_rootfs "$rootfs" "$NODE_IMAGE" 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
     rm -rf "$rootfs"
     docker run --rm --entrypoint /bin/sh "$NODE_IMAGE" -c 'containerd --version && runc --version | head -n 1 && etcd --version | head -n 1 && ls /usr/lib/cni'
-    node_save "$NODE_IMAGE" "$NODE_WORK/node"
+    save_image "$NODE_IMAGE" "$NODE_WORK/node"
 }
 
 # pause: the Kubernetes tree's build/pause/linux/pause.c, static, as its Makefile builds it (-Os -Wall -Werror -static).
@@ -88,29 +55,23 @@ node_build_pause() {
     gcc -Os -Wall -Werror -static -DVERSION="v$PAUSE_VERSION-trainstack" -o "$rootfs/pause" "$dir/build/pause/linux/pause.c"
     strip "$rootfs/pause"
     ensure_docker
-    node_import_rootfs "$rootfs" "$PAUSE_IMAGE" 'ENTRYPOINT ["/pause"]' 'USER 65535:65535'
-    node_save "$PAUSE_IMAGE" "$IMAGES/pause"
+    import_rootfs "$rootfs" "$PAUSE_IMAGE" 'ENTRYPOINT ["/pause"]' 'USER 65535:65535'
+    save_image "$PAUSE_IMAGE" "$IMAGES/pause"
 }
 
 node_build_coredns() {
-    local rootfs=$NODE_WORK/coredns
-    rm -rf "$rootfs"
-    node_go_binary github.com/coredns/coredns "$COREDNS_VERSION" . "$rootfs/coredns"
-    "$rootfs/coredns" -version
-    ensure_docker
-    node_import_rootfs "$rootfs" "$COREDNS_IMAGE" 'ENTRYPOINT ["/coredns"]'
-    node_save "$COREDNS_IMAGE" "$IMAGES/coredns"
+    coredns_image "$COREDNS_VERSION" "$NODE_WORK/coredns" "$IMAGES/coredns"
 }
 
 node_build_local_path() {
     local rootfs=$NODE_WORK/local-path
     rm -rf "$rootfs"
-    node_go_binary github.com/rancher/local-path-provisioner "$LOCAL_PATH_VERSION" . \
+    go_static_binary github.com/rancher/local-path-provisioner "$LOCAL_PATH_VERSION" . \
         "$rootfs/usr/bin/local-path-provisioner" -ldflags "-s -w -X main.VERSION=$LOCAL_PATH_VERSION"
     ensure_docker
-    node_import_rootfs "$rootfs" "$LOCAL_PATH_IMAGE" 'ENTRYPOINT ["local-path-provisioner"]' \
+    import_rootfs "$rootfs" "$LOCAL_PATH_IMAGE" 'ENTRYPOINT ["local-path-provisioner"]' \
         'ENV PATH=/usr/bin'
-    node_save "$LOCAL_PATH_IMAGE" "$IMAGES/local-path-provisioner"
+    save_image "$LOCAL_PATH_IMAGE" "$IMAGES/local-path-provisioner"
 }
 
 # The helper pods of local-path-provisioner run `sh` with mkdir, chmod and rm: Debian's static busybox.
@@ -125,9 +86,9 @@ node_build_busybox() {
     for applet in sh mkdir chmod rm ls cat sleep; do ln -s busybox "$rootfs/bin/$applet"; done
     chmod 1777 "$rootfs/tmp"
     ensure_docker
-    node_import_rootfs "$rootfs" "$BUSYBOX_IMAGE" 'ENV PATH=/bin' 'CMD ["sh"]'
+    import_rootfs "$rootfs" "$BUSYBOX_IMAGE" 'ENV PATH=/bin' 'CMD ["sh"]'
     docker run --rm "$BUSYBOX_IMAGE" sh -c 'mkdir -p /tmp/a && rm -r /tmp/a && echo busybox ok'
-    node_save "$BUSYBOX_IMAGE" "$IMAGES/busybox"
+    save_image "$BUSYBOX_IMAGE" "$IMAGES/busybox"
     rm -rf "$NODE_WORK/busybox-deb"
 }
 
@@ -136,7 +97,7 @@ node_build_busybox() {
 node_build_registry() {
     local rootfs=$NODE_WORK/registry
     rm -rf "$rootfs"
-    node_go_binary github.com/distribution/distribution/v3 "$REGISTRY_VERSION" ./cmd/registry "$rootfs/bin/registry" \
+    go_static_binary github.com/distribution/distribution/v3 "$REGISTRY_VERSION" ./cmd/registry "$rootfs/bin/registry" \
         -ldflags "-s -w -X github.com/distribution/distribution/v3/version.version=$REGISTRY_VERSION"
     mkdir -p "$rootfs/etc/distribution" "$rootfs/var/lib/registry"
     cat >"$rootfs/etc/distribution/config.yml" <<'EOF'
@@ -152,10 +113,10 @@ http:
   addr: :5000
 EOF
     ensure_docker
-    node_import_rootfs "$rootfs" "$REGISTRY_IMAGE" 'ENTRYPOINT ["/bin/registry"]' \
+    import_rootfs "$rootfs" "$REGISTRY_IMAGE" 'ENTRYPOINT ["/bin/registry"]' \
         'CMD ["serve", "/etc/distribution/config.yml"]' 'EXPOSE 5000' 'VOLUME ["/var/lib/registry"]'
     docker run --rm "$REGISTRY_IMAGE" --version
-    node_save "$REGISTRY_IMAGE" "$NODE_WORK/registry"
+    save_image "$REGISTRY_IMAGE" "$NODE_WORK/registry"
 }
 
 # node_images: the image references the fixture uses, as shell assignments (tests/e2e reads them).

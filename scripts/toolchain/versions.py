@@ -3,6 +3,8 @@
 - PULUMI_VERSION: `pulumi` in requirements.txt (the CLI must match the Python SDK).
 - PULUMI_<PLUGIN>_VERSION: the plugin version each provider SDK asks for (its pulumi-plugin.json).
 - TRAINER_VERSION: the Pulumi.yaml default the stacks install.
+- KIND_VERSION: the kind release whose node image Pulumi.yaml's kindNodeImage default is (its description
+  names it: "the image published with kind vX.Y.Z").
 """
 
 from __future__ import annotations
@@ -61,6 +63,16 @@ def plugin_version(package: str, version: str) -> str:
             return str(json.loads(archive.read(name))["version"]).removeprefix("v")
 
 
+def kind_version(config: dict[str, dict[str, str]]) -> str:
+    """The kind release kindNodeImage's description names."""
+    match = re.search(r"published with kind v(\d+\.\d+\.\d+)", config["kindNodeImage"]["description"])
+    if match is None:
+        raise SystemExit(
+            "Pulumi.yaml: kindNodeImage's description names no kind release ('published with kind vX.Y.Z')"
+        )
+    return match[1]
+
+
 def main() -> None:
     pins = pinned_requirements()
     config = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
@@ -68,6 +80,7 @@ def main() -> None:
         "PULUMI_VERSION": pins["pulumi"],
         **{f"PULUMI_{key}_VERSION": plugin_version(pkg, pins[pkg]) for key, pkg in PROVIDER_PACKAGES.items()},
         "TRAINER_VERSION": config["trainerVersion"]["default"].removeprefix("v"),
+        "KIND_VERSION": kind_version(config),
     }
     for key, value in values.items():
         print(f"{key}={shlex.quote(value)}")

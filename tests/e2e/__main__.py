@@ -1,6 +1,6 @@
 """`make e2e`: the real end-to-end run, then real failures and real scale, on the test cluster.
 
-    python -m tests.e2e [--keep] [--nodes N] [--no-faults] [--only object_storage|clusterops|data]
+    python -m tests.e2e [--keep] [--nodes N] [--no-faults] [--only object_storage|clusterops|data|kind]
 
 Writes runs/e2e/report.json (after every phase) and prints a short summary. Exits 1 when any check failed
 (each is listed under `failures`), 2 when the toolchain `make e2e-toolchain` builds is not complete, 3 when
@@ -21,6 +21,7 @@ from tests.e2e.clusterops import clusterops
 from tests.e2e.data_source import data_source
 from tests.e2e.faults import run_faults
 from tests.e2e.harness import CACHE, REPO_ROOT, DiskWatch, disk_problem, docker_root, toolchain_complete
+from tests.e2e.kind_run import kind_run
 from tests.e2e.object_storage import object_storage
 from tests.e2e.real_run import Run
 
@@ -34,8 +35,8 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["object_storage", "clusterops", "data"],
-        help="only this scenario (on a fresh test cluster), e.g. while working on it",
+        choices=["object_storage", "clusterops", "data", "kind"],
+        help="only this scenario (on a fresh test cluster; kind: the dev stack's own kind cluster instead)",
     )
     args = parser.parse_args()
     complete, answer = toolchain_complete()
@@ -64,8 +65,11 @@ def main() -> int:
     started = time.monotonic()
     try:
         run.versions()
-        run.start_cluster()
-        if run.report.data["cluster"].get("ok"):
+        if args.only != "kind":
+            run.start_cluster()
+        if args.only == "kind":
+            kind_run(run)
+        elif run.report.data["cluster"].get("ok"):
             base = run.base_image()
             if not args.only:
                 run.up(base)

@@ -56,6 +56,31 @@ EVERY_STEPS = 20
 NO_SPACE = "no space left on device"
 
 
+def training_settings(job: str, base_image: str, max_steps: int) -> dict[str, Any]:
+    """What every end-to-end stack sets besides its cluster: the job, the local Trainer chart (no internet),
+    the CPU base image, a short training with checkpoints on the way, and small pods."""
+    chart = CACHE / "charts" / "kubeflow-trainer-2.3.0"
+    values = (CACHE / "charts" / "kubeflow-trainer-2.3.0.values.yaml").read_text()
+    return {
+        "namespace": NAMESPACE,
+        "trainJobName": job,
+        "trainerChart": str(chart),
+        "trainerChartValues": json.dumps(yaml.safe_load(values)),
+        "baseImage": base_image,
+        "imageBuildArgs": ["BAKE_TOKENIZER=0"],
+        "trainingOverrides": [
+            f"train.max_steps={max_steps}",
+            f"checkpoint.every_steps={EVERY_STEPS}",
+            "train.eval_every=20",
+            "output.log_every=5",
+        ],
+        "cpuPerNode": "500m",
+        "memoryPerNode": "3Gi",
+        "checkpointStorageSize": "1Gi",
+        "podNamesTimeoutSeconds": 600,
+    }
+
+
 class Run:
     """One end-to-end run: the cluster, the project copy, the stack, and the report."""
 
@@ -184,32 +209,15 @@ class Run:
     def stack_config(
         self, base_image: str, max_steps: int, *, node_count: int = 1, storage_class: str = ""
     ) -> None:
-        chart = CACHE / "charts" / "kubeflow-trainer-2.3.0"
-        values = (CACHE / "charts" / "kubeflow-trainer-2.3.0.values.yaml").read_text()
         config = {
             "clusterKind": "existing",
             "clusterName": "trainstack-e2e",
             "nodeCount": node_count,
             "checkpointStorageClass": storage_class,
-            "namespace": NAMESPACE,
-            "trainJobName": self.job,
-            "trainerChart": str(chart),
-            "trainerChartValues": json.dumps(yaml.safe_load(values)),
             "imagePush": True,
             "imageRepository": f"{self.cluster['REGISTRY']}/trainstack/trainer",
-            "baseImage": base_image,
-            "imageBuildArgs": ["BAKE_TOKENIZER=0"],
             "trainingPreset": "tiny",
-            "trainingOverrides": [
-                f"train.max_steps={max_steps}",
-                f"checkpoint.every_steps={EVERY_STEPS}",
-                "train.eval_every=20",
-                "output.log_every=5",
-            ],
-            "cpuPerNode": "500m",
-            "memoryPerNode": "3Gi",
-            "checkpointStorageSize": "1Gi",
-            "podNamesTimeoutSeconds": 600,
+            **training_settings(self.job, base_image, max_steps),
         }
         document = {"config": {f"trainstack:{key}": value for key, value in config.items()}}
         (self.project / f"Pulumi.{self.stack}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))

@@ -169,7 +169,32 @@ def test_multi_node_kind_shares_a_host_directory_into_every_training_node(tmp_pa
     assert run(CREATE_SCRIPT, environment).returncode == 0
     result = run(DELETE_SCRIPT, environment)
     assert result.returncode == 0, result.stderr
-    assert calls(log)[-1].startswith("kind delete cluster --name demo --kubeconfig /")
+    assert any(call.startswith("kind delete cluster --name demo --kubeconfig /") for call in calls(log))
     assert shared_dir.exists()  # a replaced cluster keeps the checkpoints
     assert run(storage.inputs["delete"], environment).returncode == 0
     assert not shared_dir.exists()
+
+
+def test_kind_delete_removes_kinds_docker_network_once_no_container_is_on_it(tmp_path: Path) -> None:
+    """kind creates the `kind` network for its nodes and never removes it; destroy leaves no network behind,
+    but one that other clusters' nodes (or anything else) are still on stays."""
+    for containers, removed in (("0", True), ("2", False), ("", False)):  # "": no such network
+        environment, log = stub_tools(
+            tmp_path,
+            {
+                "kind": "",
+                "docker": f'case "$1 $2" in "network inspect") [ -n "{containers}" ] && echo {containers} ;; esac',
+            },
+        )
+        log.write_text("")
+        result = run(DELETE_SCRIPT, {**environment, "KIND_CLUSTER": "demo"})
+        assert result.returncode == 0, result.stderr
+        deleted, *rest = calls(log)
+        assert deleted.startswith("kind delete cluster --name demo --kubeconfig /")
+        assert rest == [
+            "docker network inspect --format {{len .Containers}} kind",
+            *(["docker network rm kind"] if removed else []),
+        ], containers
+    environment |= {"KIND_EXPERIMENTAL_DOCKER_NETWORK": "lab"}
+    run(DELETE_SCRIPT, {**environment, "KIND_CLUSTER": "demo"})
+    assert calls(log)[-1] == "docker network inspect --format {{len .Containers}} lab"

@@ -26,9 +26,12 @@ if ((${#volumes[@]})); then docker volume rm "${volumes[@]}" >/dev/null; fi
 mapfile -t networks < <(docker network ls -q --filter "label=$LABEL")
 if ((${#networks[@]})); then docker network rm "${networks[@]}" >/dev/null; fi
 # The kubelets' cgroups, deepest first (their processes died with the node containers' PID namespaces).
-for hierarchy in /sys/fs/cgroup/*/; do
-    root=$hierarchy$CLUSTER
-    if [[ -d $root && ! -L ${hierarchy%/} ]]; then
+# shellcheck source=tests/e2e/cluster/cgroups.sh
+source "$(dirname "$0")/cgroups.sh"
+mapfile -t hierarchies < <(cgroup_mounts /sys/fs/cgroup)
+for hierarchy in "${hierarchies[@]}"; do
+    root=$hierarchy/$CLUSTER
+    if [[ -d $root ]]; then
         find "$root" -depth -type d -exec rmdir {} + 2>/dev/null || true
         if [[ -d $root ]]; then echo "e2e cluster: could not remove $root (a process is still in it)" >&2; fi
     fi

@@ -12,7 +12,7 @@
 #   E2E_SUBNET_PREFIX     the Docker network is <prefix>.0/24 (default 10.213.7)
 # Writes $E2E_STATE/kubeconfig (admin, for the host) and $E2E_STATE/cluster.env (REGISTRY, STORAGE_CLASS, ...).
 # down.sh removes all of it. Nothing on the host changes but Docker objects, the cgroups the kubelets make
-# under /sys/fs/cgroup/*/$E2E_CLUSTER (removed by down.sh) and $E2E_STATE.
+# in each cgroup hierarchy under $E2E_CLUSTER (cgroups.sh; removed by down.sh) and $E2E_STATE.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 CACHE=${TRAINSTACK_E2E_CACHE:-$HOME/.cache/trainstack/e2e}
@@ -36,6 +36,8 @@ for needed in "$KUBECTL" "$KUBERNETES_BIN/kubelet" "$CACHE/node-images.env"; do
 done
 # shellcheck source=/dev/null
 source "$CACHE/node-images.env"
+# shellcheck source=tests/e2e/cluster/cgroups.sh
+source "$here/cgroups.sh"
 
 log() { echo "[e2e-cluster $(date -u +%T)] $*"; }
 
@@ -111,13 +113,12 @@ cp "$STATE/pki/admin.kubeconfig" "$STATE/kubeconfig"
 export KUBECONFIG=$STATE/kubeconfig
 
 log "$NODES node(s)"
+mapfile -t hierarchies < <(cgroup_mounts /sys/fs/cgroup)
 for ((i = 1; i <= NODES; i++)); do
     node=node$i
     cgroup_root=/$CLUSTER/$node
     # The kubelet's cgroup root must exist in every hierarchy (cgroup v1 here; the node sees the host's).
-    for hierarchy in /sys/fs/cgroup/*/; do
-        [[ -L ${hierarchy%/} ]] || mkdir -p "$hierarchy${cgroup_root#/}"
-    done
+    for hierarchy in "${hierarchies[@]}"; do mkdir -p "$hierarchy$cgroup_root"; done
     # --privileged is refused here (the host's root lacks CAP_SYS_RESOURCE): everything else it grants.
     docker run -d --name "$CLUSTER-$node" --hostname "$node" --label "$LABEL" \
         --network "$CLUSTER" --ip "${node_ips[$((i - 1))]}" \

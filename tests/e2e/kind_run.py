@@ -1,0 +1,234 @@
+"""The default stack, `dev` (clusterKind kind), for real: `make e2e E2E_ARGS="--only kind"`.
+
+Our `pulumi up` of the project's own Pulumi.dev.yaml (kind creates the cluster, `kind load` delivers the image),
+with only what this machine needs set on top: the node image the toolchain's kind part builds (`kindNodeImage`,
+nothing pulled), the local Trainer chart, the CPU base image and a short training. Then, as for `existing`
+(tests/e2e/real_run.py): the outputs, the TrainJob Complete with its checkpoints, `logsCommand`, a second
+`pulumi up --expect-no-changes`, a rollout that resumes, and `pulumi destroy` leaving no kind container, network,
+volume or image tag (`kind_*` phases). Then a 2-node kind stack: one job across both nodes, its final loss
+against the same training on two local processes (`kind_multinode`).
+
+The fixture: tests/e2e/kind/docker is first on PATH, so kind's nodes start with the near-privileged flags in
+place of the `--privileged` this machine's Docker refuses (tests/e2e/kind/README.md). The product is unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.cluster.kind import kind_shared_directory
+from components.cluster.provider import SHARED_STORAGE_PATH
+from tests.e2e.faults import LOSS_TOLERANCE, reference_loss
+from tests.e2e.harness import CACHE, check, read_env_file
+from tests.e2e.real_run import NAMESPACE, Run, training_settings
+
+KIND_FIXTURE = Path(__file__).resolve().parent / "kind"
+KIND_STACK = "dev"
+KIND_CLUSTER = "trainstack-e2e-kind"
+KIND_JOB = "gpt-kind"
+MULTINODE_STACK = "dev-multinode"
+MULTINODE_CLUSTER = "trainstack-e2e-kind2"
+MULTINODE_STEPS = 60
+# What kind labels its node containers with (sigs.k8s.io/kind pkg/cluster/internal/providers/docker/constants.go).
+KIND_CLUSTER_LABEL = "io.x-k8s.kind.cluster"
+
+
+def kind_node_image() -> str | None:
+    """The node image the toolchain's kind part built (kind-images.env), or None."""
+    env = CACHE / "kind-images.env"
+    return read_env_file(env).get("KIND_NODE_IMAGE") if env.exists() else None
+
+
+def fixture_config(project: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """Pulumi.dev.yaml's own config with the fixture's settings on top (trainstack: keys)."""
+    config: dict[str, Any] = yaml.safe_load((project / "Pulumi.dev.yaml").read_text())["config"]
+    return {**config, **{f"trainstack:{key}": value for key, value in settings.items()}}
+
+
+class KindRun(Run):
+    """A Run whose cluster is the one the stack itself makes with kind, through the fixture's docker."""
+
+    def __init__(self, run: Run, stack: str, job: str, cluster_name: str, nodes: int) -> None:
+        super().__init__(run.run_dir / stack, nodes, stack=stack, job=job)
+        self.report = run.report
+        self.cluster_name = cluster_name
+        self.sh.env["PATH"] = f"{KIND_FIXTURE}:{self.sh.env['PATH']}"
+        self.cluster = {"KUBECONFIG": str(self.run_dir / "kubeconfig")}
+        self.copies = self.run_dir / "from-nodes"
+
+    def stack_config(
+        self, base_image: str, max_steps: int, *, node_count: int = 1, storage_class: str = ""
+    ) -> None:
+        settings = {
+            "clusterName": self.cluster_name,
+            "nodeCount": node_count,
+            "kindNodeImage": kind_node_image(),
+            **training_settings(self.job, base_image, max_steps),
+        }
+        document = {"config": fixture_config(self.project, settings)}
+        (self.project / f"Pulumi.{self.stack}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+
+    def up(self, base_image: str) -> None:
+        """Run.up, while a watcher writes the cluster's kubeconfig as soon as kind has made it and records
+        the time from the start of `up` to every node Ready (`kind_ready_s`)."""
+        stop = threading.Event()
+        watcher = threading.Thread(target=self._watch_cluster, args=(time.monotonic(), stop), daemon=True)
+        watcher.start()
+        try:
+            super().up(base_image)
+        finally:
+            stop.set()
+            watcher.join(timeout=30)
+
+    def _watch_cluster(self, started: float, stop: threading.Event) -> None:
+        kubeconfig = Path(self.cluster["KUBECONFIG"])
+        while not stop.wait(2):
+            if not kubeconfig.exists():
+                got = self.sh.run(
+                    ["kind", "get", "kubeconfig", "--name", self.cluster_name], check=False, log=False
+                )
+                if got.returncode != 0:
+                    continue
+                kubeconfig.write_text(got.stdout)
+                kubeconfig.chmod(0o600)
+            nodes = self.kubectl("get", "nodes", "-o", "json", check=False, log=False)
+            if nodes.returncode == 0:
+                items = json.loads(nodes.stdout)["items"]
+                ready = [
+                    n
+                    for n in items
+                    if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
+                ]
+                if items and len(ready) == len(items):
+                    self.report.data[f"{self.stack}_ready_s"] = round(time.monotonic() - started, 1)
+                    self.report.save()
+                    return
+
+    def host_path(self, pod_path: str) -> Path:
+        """Where a file under the checkpoint claim is readable here: the stack's shared directory (several
+        nodes), or a fresh copy out of the node container that holds the claim's local-path volume."""
+        claim = self.kube_json("get", "pvc", f"{self.job}-checkpoints", "-n", NAMESPACE, log=False)
+        volume = self.kube_json("get", "pv", claim["spec"]["volumeName"], log=False)
+        node_path = (volume["spec"].get("hostPath") or volume["spec"]["local"])["path"]
+        relative = pod_path.removeprefix("/mnt/checkpoints/")
+        if node_path == SHARED_STORAGE_PATH:
+            return kind_shared_directory(self.cluster_name) / relative
+        node = f"{self.cluster_name}-control-plane"  # a 1-node kind cluster trains on its control plane
+        copy = self.copies / relative
+        shutil.rmtree(copy, ignore_errors=True)
+        copy.unlink(missing_ok=True)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        self.sh.run(["docker", "cp", f"{node}:{node_path}/{relative}", str(copy)], check=False, log=False)
+        return copy
+
+    def leftovers(self, image: str) -> list[str]:
+        """What of the stack is left on this machine: kind's containers, network and volumes, the image tag,
+        the shared directory (the cluster itself is gone with its objects)."""
+        found = []
+        label = f"label={KIND_CLUSTER_LABEL}={self.cluster_name}"
+        found += [
+            f"container {c}" for c in self.sh.run(["docker", "ps", "-aq", "--filter", label]).stdout.split()
+        ]
+        found += [
+            f"volume {v}"
+            for v in self.sh.run(["docker", "volume", "ls", "-q", "--filter", label]).stdout.split()
+        ]
+        if self.sh.run(["docker", "network", "inspect", "kind"], check=False, log=False).returncode == 0:
+            found.append("network kind")
+        repository = image.rsplit("@", 1)[0].rsplit(":", 1)[0]
+        tags = self.sh.run(
+            [
+                "docker",
+                "image",
+                "ls",
+                "--filter",
+                f"reference={repository}",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+            ]
+        ).stdout.split()
+        found += [f"local image {tag}" for tag in tags]
+        if kind_shared_directory(self.cluster_name).exists():
+            found.append(f"directory {kind_shared_directory(self.cluster_name)}")
+        return found
+
+
+def kind_phases(run: Run, base_image: str) -> None:
+    """The dev stack on kind, then the 2-node kind stack; each phase's record under a kind_ key."""
+    with run.report.phase("kind_node_image") as record:
+        image = kind_node_image()
+        check(image is not None, "no kind node image: run `bash scripts/e2e_toolchain.sh kind`")
+        record["image"] = image
+    if not run.report.data["kind_node_image"].get("ok"):
+        return
+    kind = KindRun(run, KIND_STACK, KIND_JOB, KIND_CLUSTER, nodes=1)
+    try:
+        kind.up(base_image)
+        if run.report.data["up"].get("ok"):
+            kind.check_outputs()
+            kind.check_training()
+            with run.report.phase("kind_second_up"):
+                kind.pulumi("up", "--yes", "--expect-no-changes", timeout=1800)
+            kind.rollout()
+    finally:
+        kind.destroy()
+    multinode = KindRun(run, MULTINODE_STACK, KIND_JOB, MULTINODE_CLUSTER, nodes=2)
+    try:
+        with run.report.phase("kind_multinode") as record:
+            multinode.sh.run(["pulumi", "stack", "init", MULTINODE_STACK, "--non-interactive"])
+            multinode.stack_config(base_image, MULTINODE_STEPS, node_count=2)
+            started = time.monotonic()
+            multinode.pulumi("up", "--yes", "--skip-preview", timeout=3600)
+            record["up_seconds"] = round(time.monotonic() - started, 1)
+            multinode.wait_complete(1800)
+            hosts = sorted({p["spec"].get("nodeName", "") for p in multinode.job_pods()})
+            summary_path = multinode.host_path(f"/mnt/checkpoints/{KIND_JOB}/output/summary.json")
+            summary = json.loads(summary_path.read_text())
+            record.update(
+                hosts=hosts, final_loss=summary["final_loss"], tokens_per_sec=summary.get("tokens_per_sec")
+            )
+            record["reference_loss"] = reference_loss(multinode, MULTINODE_STEPS)
+            check(len(hosts) == 2, f"the 2 pods ran on {hosts}")
+            check(
+                abs(record["final_loss"] - record["reference_loss"]) <= LOSS_TOLERANCE,
+                f"final loss {record['final_loss']} vs reference {record['reference_loss']}",
+            )
+    finally:
+        with run.report.phase("kind_multinode_destroy") as record:
+            image = (
+                str(multinode.outputs().get("image", ""))
+                if multinode.pulumi("stack", "output", check=False).returncode == 0
+                else ""
+            )
+            multinode.pulumi("destroy", "--yes", "--skip-preview", timeout=1800)
+            record["leftovers"] = leftovers = multinode.leftovers(image)
+            check(not leftovers, f"left behind: {leftovers}")
+
+
+def kind_run(run: Run) -> None:
+    """`--only kind`: the base image, the kind phases, and the cleanup whatever happened."""
+    run.report.data["cluster_kind"] = "kind"
+    try:
+        kind_phases(run, run.base_image())
+    finally:
+        kind_cleanup(run)
+
+
+def kind_cleanup(run: Run) -> None:
+    """Removes whatever a failed kind phase left (the clusters, kind's network), so the machine is as found."""
+    for cluster in (KIND_CLUSTER, MULTINODE_CLUSTER):
+        subprocess.run(
+            ["kind", "delete", "cluster", "--name", cluster],
+            env={**run.sh.env, "PATH": f"{KIND_FIXTURE}:{run.sh.env['PATH']}"},
+            capture_output=True,
+            check=False,
+        )
+    subprocess.run(["docker", "network", "rm", "kind"], capture_output=True, check=False)
