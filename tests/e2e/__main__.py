@@ -1,6 +1,9 @@
 """`make e2e`: the real end-to-end run, then real failures and real scale, on the test cluster.
 
-    python -m tests.e2e [--keep] [--nodes N] [--no-faults] [--only object_storage]
+    python -m tests.e2e [--keep] [--nodes N] [--no-faults] [--only object_storage|speed]
+
+`--only speed`: `up`, a code change's `up` and a preemption on the 1-node stack, each with its timeline
+(tests/e2e/timing.py), then `destroy`.
 
 Writes runs/e2e/report.json (after every phase) and prints a short summary. Exits 1 when any check failed
 (each is listed under `failures`), 2 when the toolchain `make e2e-toolchain` builds is not complete, 3 when
@@ -17,10 +20,20 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tests.e2e.faults import run_faults
+from tests.e2e.faults import preemption, run_faults
 from tests.e2e.harness import CACHE, REPO_ROOT, DiskWatch, disk_problem, docker_root, toolchain_complete
 from tests.e2e.object_storage import object_storage
 from tests.e2e.real_run import Run
+
+
+def speed(run: Run, base: str) -> None:
+    """The three timelines on one 1-node stack: `up`, a code change's `up`, a preemption; then `destroy`."""
+    run.up(base)
+    if run.report.data["up"].get("ok"):
+        run.wait_complete(1200)
+        run.rollout()
+        preemption(run)
+    run.destroy()
 
 
 def main() -> int:
@@ -32,7 +45,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["object_storage"],
+        choices=["object_storage", "speed"],
         help="only this scenario (on a fresh test cluster), e.g. while working on it",
     )
     args = parser.parse_args()
@@ -74,7 +87,10 @@ def main() -> int:
                 run.destroy()
                 if not args.no_faults:
                     run_faults(run, base)
-            object_storage(run, base)
+            if args.only in (None, "object_storage"):
+                object_storage(run, base)
+            if args.only == "speed":
+                speed(run, base)
     finally:
         run.report.data["total_seconds"] = round(time.monotonic() - started, 1)
         run.report.data["disk"] = disk.stop()
