@@ -18,12 +18,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from components.trainer_image import PREPULL_LABELS
 from tests.e2e import timeline
 from tests.e2e.real_run import JOBSET_LABEL, NAMESPACE, Run
 
-# The pre-pull DaemonSet's pods carry this label (components/trainer_image.py PREPULL_LABEL).
+# The pre-pull DaemonSet's pods carry this label (components/trainer_image.py PREPULL_LABELS).
 PREPULL_LABEL = "app.kubernetes.io/component"
-PREPULL_VALUE = "trainer-image-prepull"
+PREPULL_VALUE = PREPULL_LABELS[PREPULL_LABEL]
+PREPULL_INSTANCE = "app.kubernetes.io/instance"
 # How long leaving an UpTimeline waits for the job's first step.
 FIRST_STEP_WAIT_S = 600
 
@@ -115,7 +117,11 @@ def record_up(run: Run, name: str, origin: float, event_log: Path, watch: PodWat
             "engine_events": timeline.read_event_log(event_log.read_text()) if event_log.exists() else [],
             "deployment": json.loads(run.pulumi("stack", "export").stdout).get("deployment", {}),
             "job_pods": [p for p in pods if labelled(p, JOBSET_LABEL, run.job)],
-            "prepull_pods": [p for p in pods if labelled(p, PREPULL_LABEL, PREPULL_VALUE)],
+            "prepull_pods": [
+                p
+                for p in pods
+                if labelled(p, PREPULL_LABEL, PREPULL_VALUE) and labelled(p, PREPULL_INSTANCE, run.job)
+            ],
             "k8s_events": run.kube_json("get", "events", "-n", NAMESPACE)["items"],
             "start": starts[0] if starts else None,
         }

@@ -59,7 +59,17 @@ def test_start_event_and_summary_give_the_time_to_first_step(uninterrupted: Path
     assert 0 < start["time_to_first_step_s"] < 120
     # the same instants on the wall clock, in order, for the e2e timeline (tests/e2e/timeline.py)
     at = start["at"]
-    order = ["process", "imported", "rendezvous", "startup", "data", "engine", "resume", "prepare", "first_step"]
+    order = [
+        "process",
+        "imported",
+        "rendezvous",
+        "startup",
+        "data",
+        "engine",
+        "resume",
+        "prepare",
+        "first_step",
+    ]
     assert list(at) == order and [at[n] for n in order] == sorted(at.values()), at
     assert abs(at["first_step"] - at["process"] - start["time_to_first_step_s"]) < 0.01
     summary = json.loads((uninterrupted / "output" / "summary.json").read_text())
