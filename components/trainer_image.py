@@ -28,7 +28,7 @@ from pulumi_command import local
 from components.access import RegistryCredentials
 from components.cluster import DOCKER_CLUSTER_LABEL, RemoteHosts
 from components.shell import BASH, script
-from components.training_job import TRAINER_UID
+from components.training_job import GPU_TOLERATIONS, TRAINER_UID
 
 # What goes into the image, hence into its tag: a change to any of these rolls the job out.
 IMAGE_INPUT_FILES = ("Dockerfile", ".dockerignore")
@@ -302,7 +302,7 @@ class TrainerImage(pulumi.ComponentResource):
             pod["imagePullSecrets"] = [{"name": prepull.image_pull_secret}]
         labels = {**PREPULL_LABELS, "app.kubernetes.io/instance": prepull.job_name}
         if prepull.gpu_nodes:
-            pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+            pod["tolerations"] = GPU_TOLERATIONS
         return k8s.apps.v1.DaemonSet(
             f"{name}-prepull",
             metadata={
