@@ -303,17 +303,19 @@ class TrainerImage(pulumi.ComponentResource):
         labels = {**PREPULL_LABELS, "app.kubernetes.io/instance": prepull.job_name}
         if prepull.gpu_nodes:
             pod["tolerations"] = GPU_TOLERATIONS
+        metadata: Any = {  # the SDK's TypedDicts do not take a plain dict
+            "namespace": prepull.namespace,
+            "labels": labels,
+            "annotations": {"pulumi.com/skipAwait": "true"},
+        }
+        spec: Any = {
+            "selector": {"matchLabels": labels},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%"}},
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        }
         return k8s.apps.v1.DaemonSet(
             f"{name}-prepull",
-            metadata={
-                "namespace": prepull.namespace,
-                "labels": labels,
-                "annotations": {"pulumi.com/skipAwait": "true"},
-            },
-            spec={
-                "selector": {"matchLabels": labels},
-                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%"}},
-                "template": {"metadata": {"labels": labels}, "spec": pod},
-            },
+            metadata=metadata,
+            spec=spec,
             opts=pulumi.ResourceOptions(parent=self, provider=prepull.provider),
         )
