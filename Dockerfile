@@ -1,7 +1,11 @@
-# The trainer image: `python -m trainer ...` on a CUDA PyTorch base.
-# Layers go from rarely to often changed, so a code-only change rebuilds only the last one.
+# The trainer image: `python -m trainer ...` on a CUDA PyTorch base, or on a plain Python base with PyTorch's
+# CPU wheels (what a stack with gpusPerNode 0 builds: components/settings.py CPU_BUILD_ARGS).
+# Layers go from rarely to often changed, so a code-only change rebuilds only the last one, and the heavy ones
+# (base, torch, requirements) are the same for every stack that builds this Dockerfile with the same arguments.
 #
 #   docker build -t trainstack-trainer .                                  # production (CUDA base, gpt2 baked in)
+#   docker build --build-arg BASE_IMAGE=python:3.12-slim-bookworm \
+#       --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu .  # CPU only (about 1 GB, not 8)
 #   docker build --build-arg BAKE_TOKENIZER=0 --build-arg BASE_IMAGE=... .  # offline: no tokenizer download
 
 # Pinned: torch 2.11.0, CUDA 12.8, cuDNN 9 (DeepSpeed 0.19 wants torch >= 2.6 or so). The runtime images
@@ -12,6 +16,9 @@ FROM ${BASE_IMAGE}
 
 # 1 = download the production `gpt2` encoding now, so pods never fetch it; 0 for builds with no route to it.
 ARG BAKE_TOKENIZER=1
+# Empty: the base has torch (the default). Set: torch==TORCH_VERSION (the CUDA base's) from this index, first.
+ARG TORCH_INDEX_URL=""
+ARG TORCH_VERSION=2.11.0
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -30,9 +37,18 @@ RUN set -eu; \
 
 WORKDIR /app
 
+# A base without torch (the CPU build): torch from TORCH_INDEX_URL, and the build tools DeepSpeed's sdist needs
+# under --no-build-isolation (Python 3.12 images ship pip only).
+RUN if [ -n "$TORCH_INDEX_URL" ]; then \
+        python -m pip install --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION" \
+        && python -m pip install setuptools wheel; \
+    fi
+
 # torch.compile (train.compile, on in the GPU preset) has Triton build small host-side launchers with a C
-# compiler when a run starts. The default base has one; an older or slimmer base gets gcc here.
-RUN if ! command -v cc >/dev/null 2>&1; then \
+# compiler when a run starts. The default base has one; an older or slimmer base with a CUDA torch gets gcc
+# here (a CPU-only torch does not: the CPU presets do not compile; a CPU stack that does names a base with cc).
+RUN if ! command -v cc >/dev/null 2>&1 \
+        && python -c "import sys, torch; sys.exit(0 if torch.version.cuda else 1)"; then \
         apt-get update \
         && apt-get install -y --no-install-recommends gcc libc6-dev \
         && rm -rf /var/lib/apt/lists/*; \

@@ -13,7 +13,7 @@ from components.kubeflow_trainer import KubeflowTrainer
 from components.mlflow_server import MlflowServer
 from components.monitoring import TrainingMonitoring
 from components.settings import load_settings
-from components.trainer_image import TrainerImage
+from components.trainer_image import PrePull, TrainerImage
 from components.training_job import TrainingJob
 
 settings = load_settings()
@@ -50,11 +50,20 @@ trainer = KubeflowTrainer(
     "kubeflow-trainer", settings.trainer, kubeconfig=cluster.kubectl_kubeconfig, opts=on_cluster
 )
 access = Access("access", settings.access, on_cluster)
+# The build waits for nothing (it needs no cluster); the delivery into the nodes waits for the cluster and
+# runs beside the Trainer and GPU Operator installs: a pushed image is pre-pulled on every node.
 image = TrainerImage(
     "trainer-image",
     settings.image,
     cluster_identity=cluster.identity,
-    opts=pulumi.ResourceOptions(depends_on=[cluster], transformations=[_after(gpu_gates)]),
+    deliver_after=[cluster, *gpu_gates],
+    prepull=PrePull(
+        namespace=access.namespace,
+        image_pull_secret=access.image_pull_secret,
+        provider=cluster.provider,
+        job_name=settings.job.job_name,
+        gpu_nodes=bool(settings.job.gpus_per_node),
+    ),
 )
 
 # Optional: a tracking server the job logs to (it must answer before the job starts).

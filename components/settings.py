@@ -85,6 +85,11 @@ _ENDPOINT = re.compile(r"^https?://[^\s/?#@]+(/[^\s?#]*)?$")
 _REGION = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _K3S_VERSION = re.compile(r"^v[0-9]+\.[0-9]+\.[0-9]+\+k3s[0-9]+$")
 _BUILD_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+# A CPU stack's image: plain Python and PyTorch's CPU wheels (about 1 GB) instead of the CUDA base (about 8 GB).
+CPU_BUILD_ARGS = {
+    "BASE_IMAGE": "python:3.12-slim-bookworm",
+    "TORCH_INDEX_URL": "https://download.pytorch.org/whl/cpu",
+}
 K3S_IMAGE_REPOSITORY = "rancher/k3s"
 # Kubernetes reserves priorities above one billion (and the system- prefix) for system classes.
 MAX_USER_PRIORITY = 1_000_000_000
@@ -485,8 +490,9 @@ def _trainer(values: Mapping[str, Any], on_k3s: bool) -> KubeflowTrainerArgs:
     return KubeflowTrainerArgs(version=version, ignore_webhook_failures=on_k3s, chart=chart, values=extra)
 
 
-def _build_args(values: Mapping[str, Any]) -> dict[str, str]:
-    """The image's build arguments: imageBuildArgs (NAME=value), and baseImage as BASE_IMAGE."""
+def _build_args(values: Mapping[str, Any], gpus_per_node: int) -> dict[str, str]:
+    """The image's build arguments: imageBuildArgs (NAME=value), and baseImage as BASE_IMAGE; a CPU stack
+    (gpusPerNode 0) that names no base builds on CPU_BUILD_ARGS' instead of pulling the CUDA one."""
     build_args = {}
     for item in values["imageBuildArgs"]:
         if not _BUILD_ARG.match(item):
@@ -497,6 +503,8 @@ def _build_args(values: Mapping[str, Any]) -> dict[str, str]:
         if "BASE_IMAGE" in build_args:
             raise _error("baseImage", "and BASE_IMAGE in imageBuildArgs may not both be set")
         build_args["BASE_IMAGE"] = str(values["baseImage"])
+    if not gpus_per_node and "BASE_IMAGE" not in build_args:
+        build_args = {**CPU_BUILD_ARGS, **build_args}
     return build_args
 
 
@@ -748,7 +756,7 @@ def parse_settings(
             push=push,
             registry=registry,
             delivery=delivery,
-            build_args=_build_args(values),
+            build_args=_build_args(values, cluster.gpus_per_node),
         ),
         job=job,
         monitoring=monitoring,

@@ -5,22 +5,30 @@ through the Docker Engine API with BuildKit (Docker 23+'s default builder), and 
 rebuilds when its inputs differ from the state's (the image name, which carries the content tag below, the
 build options, and a hash of the build context it adds itself); registry username and password changes do
 not rebuild. Its delete does nothing, so a small command removes the local tag on destroy.
+
+The build needs no cluster and waits for none: it runs while the cluster is created and the Trainer and the GPU
+Operator are installed. Only the delivery waits for the cluster (`deliver_after`), and it starts as soon as
+the image exists, beside those installs: an unpushed image is loaded into every node; a pushed one is pulled
+ahead of the job by a DaemonSet on every node the job may run on (`PrePull`), so the job's pods find it there.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import pulumi_docker as docker
+import pulumi_kubernetes as k8s
 from pulumi_command import local
 
 from components.access import RegistryCredentials
 from components.cluster import DOCKER_CLUSTER_LABEL, RemoteHosts
 from components.shell import BASH, script
+from components.training_job import GPU_TOLERATIONS, TRAINER_UID
 
 # What goes into the image, hence into its tag: a change to any of these rolls the job out.
 IMAGE_INPUT_FILES = ("Dockerfile", ".dockerignore")
@@ -52,6 +60,27 @@ class DockerNodesImport:
 
 
 Delivery = KindLoad | K3sImport | DockerNodesImport
+
+# The pre-pull DaemonSet's pods (tests/e2e/timing.py finds them by these).
+PREPULL_LABELS = {
+    "app.kubernetes.io/part-of": "trainstack",
+    "app.kubernetes.io/component": "trainer-image-prepull",
+}
+# The pre-pull container: it only holds the image on the node (the kubelet's image GC leaves images in use).
+PREPULL_COMMAND = ["sleep", "infinity"]
+
+
+@dataclass(frozen=True)
+class PrePull:
+    """Where a pushed image is pulled ahead of the job: the job's namespace, its pull secret, its cluster."""
+
+    # The job's name: its pre-pull pods' app.kubernetes.io/instance (stacks may share a namespace).
+    job_name: str
+    namespace: pulumi.Input[str]
+    image_pull_secret: pulumi.Input[str] | None
+    provider: k8s.Provider
+    # Tolerate the GPU nodes' nvidia.com/gpu taint, as the training pods do.
+    gpu_nodes: bool
 
 
 @dataclass(frozen=True)
@@ -125,9 +154,13 @@ class TrainerImage(pulumi.ComponentResource):
         args: TrainerImageArgs,
         *,
         cluster_identity: pulumi.Input[str] = "",
+        deliver_after: Sequence[pulumi.Resource] = (),
+        prepull: PrePull | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """cluster_identity: changes when the cluster is created anew, which then needs the image again."""
+        """cluster_identity: changes when the cluster is created anew, which then needs the image again.
+        deliver_after: what the delivery into the nodes waits for (the cluster); the build waits for nothing.
+        prepull: for a pushed image, where to pull it ahead of the job (None: the job's pods pull it)."""
         super().__init__("trainstack:index:TrainerImage", name, None, opts)
         image_name = f"{args.repository}:{content_tag(args.context, args.platform, args.build_args)}"
         registry = None
@@ -188,7 +221,12 @@ class TrainerImage(pulumi.ComponentResource):
             # Unpushed, the digest is the local image ID: not pullable, but it pins what was loaded.
             self.reference = digest.apply(lambda _: image_name)
             self.pinned = digest.apply(lambda image_id: f"{image_name}@{image_id}")
-        self.deliveries = self._deliver(name, args.delivery, image_name, digest, cluster_identity)
+        self.deliveries = self._deliver(
+            name, args.delivery, image_name, digest, cluster_identity, list(deliver_after)
+        )
+        self.prepull = None
+        if args.push and prepull is not None:
+            self.prepull = self._prepull(name, prepull)
         self.register_outputs({"image": self.pinned})
 
     def _deliver(
@@ -198,6 +236,7 @@ class TrainerImage(pulumi.ComponentResource):
         image_name: str,
         digest: pulumi.Output[str],
         cluster_identity: pulumi.Input[str],
+        deliver_after: list[pulumi.Resource],
     ) -> list[local.Command]:
 
         def command(suffix: str, script_text: str, environment: dict[str, str]) -> local.Command:
@@ -208,7 +247,7 @@ class TrainerImage(pulumi.ComponentResource):
                 environment={"IMAGE": image_name, **environment},
                 # Again for every new image, and for every new cluster (a replaced one has no images).
                 triggers=[digest, cluster_identity],
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.image]),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.image, *deliver_after]),
             )
 
         if isinstance(delivery, KindLoad):
@@ -231,3 +270,52 @@ class TrainerImage(pulumi.ComponentResource):
                 for index, host in enumerate(hosts.all)
             ]
         return []
+
+    def _prepull(self, name: str, prepull: PrePull) -> k8s.apps.v1.DaemonSet:
+        """A DaemonSet whose pods pull the pushed image on every node the job may run on, as soon as it is
+        pushed; `up` does not wait for the pulls (skipAwait): the job's pods join a pull still running. A new
+        image replaces every node's pod at once (maxUnavailable 100%)."""
+        pod: dict[str, Any] = {
+            "automountServiceAccountToken": False,
+            "terminationGracePeriodSeconds": 0,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": TRAINER_UID,
+                "runAsGroup": TRAINER_UID,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "pull",
+                    "image": self.reference,
+                    "command": PREPULL_COMMAND,
+                    "resources": {"requests": {"cpu": "1m", "memory": "8Mi"}, "limits": {"memory": "16Mi"}},
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                        "readOnlyRootFilesystem": True,
+                    },
+                }
+            ],
+        }
+        if prepull.image_pull_secret is not None:
+            pod["imagePullSecrets"] = [{"name": prepull.image_pull_secret}]
+        labels = {**PREPULL_LABELS, "app.kubernetes.io/instance": prepull.job_name}
+        if prepull.gpu_nodes:
+            pod["tolerations"] = GPU_TOLERATIONS
+        metadata: Any = {  # the SDK's TypedDicts do not take a plain dict
+            "namespace": prepull.namespace,
+            "labels": labels,
+            "annotations": {"pulumi.com/skipAwait": "true"},
+        }
+        spec: Any = {
+            "selector": {"matchLabels": labels},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%"}},
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        }
+        return k8s.apps.v1.DaemonSet(
+            f"{name}-prepull",
+            metadata=metadata,
+            spec=spec,
+            opts=pulumi.ResourceOptions(parent=self, provider=prepull.provider),
+        )

@@ -22,6 +22,8 @@ CONFIG_FILE = "train.yaml"
 CHECKPOINT_MOUNT = "/mnt/checkpoints"
 SHM_MOUNT = "/dev/shm"
 TRAINER_UID = 1000
+# The GPU nodes' taint, tolerated by the training pods (and the image's pre-pull pods).
+GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 TRAINER_COMMAND = ["python", "-m", "trainer"]
 TRAINER_ARGS = ["launch", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"]
 # The torch runtime's replicated job and container, which Trainer fills from TrainJob.spec.trainer.
@@ -429,7 +431,7 @@ def train_job_spec(
         ],
     }
     if args.gpus_per_node:
-        pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        pod["tolerations"] = GPU_TOLERATIONS
     if image_pull_secret is not None:
         pod["imagePullSecrets"] = [{"name": image_pull_secret}]
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from components.settings import CPU_BUILD_ARGS
 from tests.as_user import run_as
 from tests.docker_base_image import REPO_ROOT, BaseImageUnavailable, ensure_base_image
 
@@ -164,6 +165,18 @@ def test_default_base_image_is_a_pinned_cuda_pytorch_runtime() -> None:
     pinned = re.fullmatch(r"pytorch/pytorch:(\d+)\.(\d+)\.\d+-cuda12\.\d+-cudnn9-runtime", match.group(1))
     assert pinned, f"{match.group(1)} is not a pinned pytorch/pytorch CUDA 12 runtime tag"
     assert (int(pinned.group(1)), int(pinned.group(2))) >= MIN_BASE_TORCH
+
+
+def test_cpu_build_installs_the_cuda_base_s_torch_from_the_cpu_index() -> None:
+    """CPU stacks (components/settings.py CPU_BUILD_ARGS) build on plain Python with TORCH_INDEX_URL: the
+    torch they install is the default CUDA base's version, before the requirements (a shared, heavy layer)."""
+    text = (REPO_ROOT / "Dockerfile").read_text()
+    base = re.search(r"^ARG BASE_IMAGE=pytorch/pytorch:(\S+?)-cuda", text, flags=re.MULTILINE)
+    version = re.search(r"^ARG TORCH_VERSION=(\S+)$", text, flags=re.MULTILINE)
+    assert base and version and base.group(1) == version.group(1)
+    assert re.search(r'^ARG TORCH_INDEX_URL=""$', text, flags=re.MULTILINE)
+    assert text.index('--index-url "$TORCH_INDEX_URL"') < text.index("COPY trainer/requirements.txt")
+    assert CPU_BUILD_ARGS["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
 
 
 @pytest.mark.docker

@@ -39,6 +39,8 @@ RELEASE = "kubernetes:helm.sh/v3:Release"
 LOCAL_COMMAND = "command:local:Command"
 REMOTE_COMMAND = "command:remote:Command"
 IMAGE = "docker:index/image:Image"
+# The commands that put an unpushed image into the nodes.
+DELIVERIES = ("trainer-image-kind-load", "trainer-image-node-import", "trainer-image-k3s-import")
 HF_TOKEN = "hf_do_not_leak_0123456789"
 REGISTRY_PASSWORD = "registry-password-do-not-leak"
 
@@ -167,6 +169,39 @@ def test_train_job_waits_for_trainer_image_and_gpu_operator(runs: dict[str, Stac
         assert gpu_operators == []
     pods = run.one(LOCAL_COMMAND, "training-pods")
     assert run.depends_on(pods, job)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_image_build_waits_for_nothing_and_its_delivery_runs_beside_the_installs(
+    runs: dict[str, StackRun], stack: str
+) -> None:
+    """The build needs no cluster (it runs while the cluster is made); the delivery waits for the cluster only,
+    not for the Trainer or GPU Operator installs; a pushed image is pre-pulled on the nodes the job may use."""
+    run = runs[stack]
+    image = run.one(IMAGE, "trainer-image")
+    assert image.dependencies == []
+    nodes = [
+        r for r in run.of_type(LOCAL_COMMAND) + run.of_type(REMOTE_COMMAND) if r.name.startswith("cluster-")
+    ]
+    installs = run.of_type(RELEASE)
+    deliveries = [r for r in run.of_type(LOCAL_COMMAND) if r.name.startswith(DELIVERIES)]
+    for delivery in deliveries:
+        assert run.depends_on(delivery, image) and all(run.depends_on(delivery, node) for node in nodes)
+        assert not any(run.depends_on(delivery, install) for install in installs), delivery.name
+    prepulls = run.of_type("kubernetes:apps/v1:DaemonSet")
+    job = run.one(TRAIN_JOB)
+    if stack_config(stack).get("clusterKind") == "existing":  # pushed: the nodes pull it
+        assert deliveries == [] and len(prepulls) == 1
+        prepull = prepulls[0]
+        assert run.depends_on(prepull, image) and not any(run.depends_on(prepull, i) for i in installs)
+        spec = prepull.plain["spec"]["template"]["spec"]
+        assert spec["containers"][0]["image"] == job.plain["spec"]["trainer"]["image"]
+        assert spec["containers"][0]["securityContext"]["allowPrivilegeEscalation"] is False
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        # Created, not awaited: the job (which waits for the image's component) joins a pull still running.
+        assert prepull.plain["metadata"]["annotations"] == {"pulumi.com/skipAwait": "true"}
+    else:
+        assert deliveries and prepulls == []
 
 
 @pytest.mark.parametrize("stack", STACKS)

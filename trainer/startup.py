@@ -11,6 +11,10 @@ the end of the first optimizer step, in parts.
 
 Process start times come from psutil (the kernel's record of the process's start, 10 ms resolution on Linux),
 so the interpreter's own start-up and the imports count too.
+
+The same instants as wall-clock times (`timestamps()`, seconds since the epoch), for lining the trainer's start up
+with what Kubernetes saw (tests/e2e/timeline.py): `launch` and `process` (the starts above), `imported` (the
+clock made, after the heavy imports), `rendezvous` (the process group joined), and the end of every lap.
 """
 
 from __future__ import annotations
@@ -46,12 +50,25 @@ class StartupClock:
                 self.parts["launch_s"] = round(started - self.origin, 3)
         self.last = started
         self.first_step_done = False
+        self.marks: dict[str, float] = {"process": started}
+        if self.origin < started:
+            self.marks["launch"] = self.origin
+        self.mark("imported")
 
     def lap(self, part: str) -> None:
         """Close the part that ran since the previous lap (or since the process started)."""
         now = time.time()
         self.parts[f"{part}_s"] = round(now - self.last, 3)
         self.last = now
+        self.marks[part] = now
+
+    def mark(self, instant: str) -> None:
+        """Remember when `instant` happened (now) without closing a lap."""
+        self.marks[instant] = time.time()
+
+    def timestamps(self) -> dict[str, float]:
+        """Every instant the clock knows, oldest first, in seconds since the epoch (millisecond precision)."""
+        return {name: round(at, 3) for name, at in sorted(self.marks.items(), key=lambda item: item[1])}
 
     def report(self) -> dict[str, float | None]:
         """time_to_first_step_s (origin to the last lap) and every part, in seconds."""

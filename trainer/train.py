@@ -47,11 +47,13 @@ class StopSignal:
 
     def __init__(self) -> None:
         self.received: str | None = None
+        self.received_at: float | None = None  # seconds since the epoch, for the recovery's timeline
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.received = signal.Signals(signum).name
+        self.received_at = round(time.time(), 3)
 
 
 def report_exit_code(code: int) -> None:
@@ -342,7 +344,7 @@ class Trainer:
         start_step = self.step
         nothing_to_do = self.step >= train.max_steps or self.stop_reason is not None
         if nothing_to_do:
-            self.record(**start, **self.clock.report(), first_step_s=None)
+            self.record(**start, **self.clock.report(), first_step_s=None, at=self.clock.timestamps())
         rates: list[float] = []
         val_loss: float | None = None
         flops_per_token = self.model.flops_per_token()
@@ -356,7 +358,7 @@ class Trainer:
             if "first_step_s" not in self.clock.parts:
                 loss.item()  # waits for the device: the first step is done
                 self.clock.lap("first_step")
-                self.record(**start, **self.clock.report())
+                self.record(**start, **self.clock.report(), at=self.clock.timestamps())
             reached = False
             if self.step % output.log_every == 0 or self.step == train.max_steps:
                 self.last_loss = mean_over_ranks(
@@ -393,7 +395,8 @@ class Trainer:
                 self.log.progress(self.step)
             if stopping:  # exit only once the stop's checkpoint is published
                 self.record_checkpoints(self.store.wait())
-                self.record(event="preempted", step=self.step, signal=stop.received)
+                self.record(event="preempted", step=self.step, signal=stop.received,
+                            signal_at=stop.received_at, at=round(time.time(), 3))  # fmt: skip
                 self.close_with(str(stop.received), start_step, statistics.median(rates) if rates else None)
                 return PREEMPTED_EXIT_CODE
             paused += time.perf_counter() - pause_start
@@ -465,6 +468,7 @@ def train(config: TrainConfig) -> int:
     local_rank = os.environ.get("LOCAL_RANK", "0")  # checked with the others by init_distributed
     cache.ready(int(local_rank) if local_rank.isdigit() else 0)
     context = init_distributed()
+    clock.mark("rendezvous")
     try:
         exporter = start_exporter(config, context)
         try:

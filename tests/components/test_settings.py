@@ -10,6 +10,7 @@ import yaml
 
 from components.cluster import RemoteHosts
 from components.settings import (
+    CPU_BUILD_ARGS,
     StackConfigError,
     available_presets,
     declared_keys,
@@ -324,6 +325,20 @@ def test_base_image_and_platform_reach_the_image_build() -> None:
     image = parse_settings({"baseImage": "my/base:1", "imagePlatform": "linux/arm64"}).image
     assert dict(image.build_args) == {"BASE_IMAGE": "my/base:1"}
     assert image.platform == "linux/arm64"
+
+
+def test_a_cpu_stack_builds_on_python_and_cpu_wheels_unless_it_names_a_base() -> None:
+    assert dict(parse_settings({}).image.build_args) == CPU_BUILD_ARGS
+    assert dict(parse_settings({"imageBuildArgs": ["BAKE_TOKENIZER=0"]}).image.build_args) == {
+        **CPU_BUILD_ARGS,
+        "BAKE_TOKENIZER": "0",
+    }
+    assert dict(parse_settings({"baseImage": "my/base:1"}).image.build_args) == {"BASE_IMAGE": "my/base:1"}
+    named = parse_settings({"imageBuildArgs": ["BASE_IMAGE=my/base:2"]}).image.build_args
+    assert dict(named) == {"BASE_IMAGE": "my/base:2"}
+    # A GPU stack keeps the Dockerfile's CUDA default.
+    gpu = {"clusterKind": "k3s", "gpusPerNode": 1}
+    assert dict(parse_settings(gpu).image.build_args) == {}
 
 
 def test_chart_repositories_by_http_and_https_are_not_local_directories() -> None:

@@ -1,6 +1,9 @@
 """`make e2e`: the real end-to-end run, then real failures and real scale, on the test cluster.
 
-    python -m tests.e2e [--keep] [--nodes N] [--no-faults] [--only object_storage|clusterops|data|kind]
+    python -m tests.e2e [--keep] [--nodes N] [--no-faults] [--only object_storage|clusterops|data|kind|speed]
+
+`--only speed`: `up`, a code change's `up` and a preemption on the 1-node stack, each with its timeline
+(tests/e2e/timing.py), then `destroy`.
 
 Writes runs/e2e/report.json (after every phase) and prints a short summary. Exits 1 when any check failed
 (each is listed under `failures`), 2 when the toolchain `make e2e-toolchain` builds is not complete, 3 when
@@ -19,11 +22,21 @@ from pathlib import Path
 
 from tests.e2e.clusterops import clusterops
 from tests.e2e.data_source import data_source
-from tests.e2e.faults import run_faults
+from tests.e2e.faults import preemption, run_faults
 from tests.e2e.harness import CACHE, REPO_ROOT, DiskWatch, disk_problem, docker_root, toolchain_complete
 from tests.e2e.kind_run import kind_run
 from tests.e2e.object_storage import object_storage
 from tests.e2e.real_run import Run
+
+
+def speed(run: Run, base: str) -> None:
+    """The three timelines on one 1-node stack: `up`, a code change's `up`, a preemption; then `destroy`."""
+    run.up(base)
+    if run.report.data["up"].get("ok"):
+        run.wait_complete(1200)
+        run.rollout()
+        preemption(run)
+    run.destroy()
 
 
 def main() -> int:
@@ -35,7 +48,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["object_storage", "clusterops", "data", "kind"],
+        choices=["object_storage", "clusterops", "data", "kind", "speed"],
         help="only this scenario (on a fresh test cluster; kind: the dev stack's own kind cluster instead)",
     )
     args = parser.parse_args()
@@ -86,6 +99,8 @@ def main() -> int:
                 clusterops(run, base)
             if args.only in (None, "data"):
                 data_source(run, base)
+            if args.only == "speed":
+                speed(run, base)
     finally:
         run.report.data["total_seconds"] = round(time.monotonic() - started, 1)
         run.report.data["disk"] = disk.stop()

@@ -5,7 +5,8 @@ Each scenario records its figures under its own key of runs/e2e/report.json:
     storage both nodes share (the cluster's ReadWriteMany class, named as `clusterKind: existing` users name
     theirs); its final loss against the same training on two local processes (`reference_loss`);
   - `preemption`: a training pod evicted as `kubectl drain` evicts it (the Eviction API: graceful, SIGTERM);
-    the job restarts through the failure policy without spending `maxRestarts` and resumes;
+    the job restarts through the failure policy without spending `maxRestarts` and resumes; the eviction ->
+    first step after the resume as a timeline (`timeline.preemption`, tests/e2e/timing.py);
   - `node_loss`: the container of a node running a training pod is stopped; what Kubernetes and JobSet do,
     and whether the job recovers before the node returns;
   - `out_of_band`: the TrainJob and the Trainer's Helm release deleted behind Pulumi's back; `pulumi refresh`
@@ -26,6 +27,7 @@ import yaml
 
 from tests.e2e.harness import REPO_ROOT, check, wait_until
 from tests.e2e.real_run import JOBSET_LABEL, NAMESPACE, Run
+from tests.e2e.timing import PodWatch, record_recovery
 
 FAULTS_STACK = "e2e-faults"
 FAULTS_JOB = "gpt-faults"
@@ -130,12 +132,14 @@ def set_override(run: Run, key: str, value: Any) -> None:
 def preemption(run: Run) -> None:
     with run.report.phase("preemption") as record:
         set_override(run, "train.max_steps", FAULTS_STEPS)
+        set_override(run, "checkpoint.every_steps", FAULTS_EVERY)
+        earlier = max(run.checkpoint_steps() or [0])
         run.pulumi("up", "--yes", "--skip-preview", timeout=3600)
         # Past a checkpoint of this job's own.
         wait_until(
-            "a checkpoint past the multinode run",
+            "a checkpoint past the earlier job's",
             900,
-            lambda: max(run.checkpoint_steps() or [0]) >= MULTINODE_STEPS + FAULTS_EVERY,
+            lambda: max(run.checkpoint_steps() or [0]) >= earlier + FAULTS_EVERY,
         )
         # Counted only now: the job `up` started records its own `start` after its first step, which may come
         # after `up` returns; counted earlier, that start passed for the restart (CI, 2026-11-30: "lost 15").
@@ -144,7 +148,8 @@ def preemption(run: Run) -> None:
         restarts_before = jobset.get("status", {}).get("restarts", 0)
         pod = sorted(p["metadata"]["name"] for p in run.job_pods())[0]
         killed_at = last_step(run)
-        evicted = time.monotonic()
+        watch = PodWatch(run).__enter__()
+        evicted, evicted_at = time.monotonic(), time.time()
         run.kubectl(
             "create",
             "--raw",
@@ -159,12 +164,20 @@ def preemption(run: Run) -> None:
                 }
             ),
         )
+        returned_at = time.time()
 
         def resumed() -> bool:
             return len(run.starts()) > starts_before and last_step(run) > killed_at
 
-        wait_until("training after the eviction", 900, resumed)
+        try:
+            wait_until("training after the eviction", 900, resumed)
+        finally:
+            watch.stop()
         recovery = time.monotonic() - evicted
+        preempted = [m for m in run.metrics() if m.get("event") == "preempted"]
+        record_recovery(
+            run, "preemption", evicted_at, returned_at, watch, preempted[-1] if preempted else None
+        )
         tag, resumed_from = run.resumed_from()
         check(resumed_from is not None, f"the job's newest start resumed from {tag}")
         assert resumed_from is not None

@@ -4,14 +4,15 @@ What it proves (each a phase of runs/e2e/report.json, which it writes after ever
   - the toolchain's versions (`versions`), and the test cluster (tests/e2e/cluster/) starting (`cluster`);
   - `pulumi preview`, then `pulumi up --yes` of a fresh stack (`clusterKind: existing` on that cluster, the
     image built by pulumi-docker and pushed to the cluster's local registry) on a throwaway `file://` backend
-    (`up`, `first_step_s` = start of `up` to the first logged training step);
+    (`up`, `first_step_s` = start of `up` to the first logged training step; its critical path under
+    `timeline.up`, tests/e2e/timing.py);
   - every output present, `kubeconfig` secret (`outputs`); `podNames` equal to what kubectl lists
     (`pods_match`); the pods run the image the stack built and pushed (`image`);
   - the TrainJob completes (`trainjob_complete`), the checkpoints named by `checkpointLocation` exist with
     their manifests (`final_step`, `checkpoint_steps`); `logsCommand` shows the training log (`logs_command`);
   - `pulumi preview --expect-no-changes` right after (`idempotent`);
   - a trainer code change + `pulumi up` rebuilds the image, replaces the job, and the new job resumes from the
-    claim (`rollout`);
+    claim (`rollout`; `up` to the new job's first step under `timeline.rollout`);
   - `pulumi destroy --yes` leaves nothing of the stack in the cluster or the registry (`destroy`), and
     `pulumi stack rm` (`stack_rm`).
 `python -m tests.e2e` (`make e2e`) runs these phases, then tests/e2e/faults.py's, then tests/e2e/object_storage.py's.
@@ -271,6 +272,8 @@ class Run:
         raise E2EFailure("no base image")  # reached only when the phase failed
 
     def up(self, base_image: str) -> None:
+        from tests.e2e.timing import UpTimeline  # it builds on this module
+
         with self.report.phase("stack"):
             self.sh.run(["pulumi", "stack", "init", self.stack, "--non-interactive"])
             self.stack_config(base_image, MAX_STEPS)
@@ -281,8 +284,8 @@ class Run:
         started = time.monotonic()
         watcher = threading.Thread(target=self._watch_first_step, args=(started, first_step), daemon=True)
         watcher.start()
-        with self.report.phase("up") as record:
-            self.pulumi("up", "--yes", "--skip-preview", timeout=3600)
+        with UpTimeline(self, "up") as timed, self.report.phase("up") as record:
+            self.pulumi("up", "--yes", "--skip-preview", *timed.args, timeout=3600)
             record["seconds"] = round(time.monotonic() - started, 1)
         watcher.join(timeout=900)
         self.report.data["first_step_s"] = first_step.get("seconds")
@@ -372,6 +375,8 @@ class Run:
             self.report.data["idempotent"] = True
 
     def rollout(self) -> None:
+        from tests.e2e.timing import UpTimeline  # it builds on this module
+
         with self.report.phase("rollout") as record:
             before = self.trainjob()
             image_before = self.outputs()["image"]
@@ -384,8 +389,9 @@ class Run:
             document["config"]["trainstack:trainingOverrides"][0] = f"train.max_steps={ROLLOUT_MAX_STEPS}"
             config_file.write_text(yaml.safe_dump(document, sort_keys=False))
             started = time.monotonic()
-            self.pulumi("up", "--yes", "--skip-preview", timeout=3600)
-            record["up_seconds"] = round(time.monotonic() - started, 1)
+            with UpTimeline(self, "rollout") as timed:
+                self.pulumi("up", "--yes", "--skip-preview", *timed.args, timeout=3600)
+                record["up_seconds"] = round(time.monotonic() - started, 1)
             image_after = self.outputs()["image"]
             check(image_after != image_before, f"the image did not change: {image_after}")
             after = wait_until("the new TrainJob", 300, self.trainjob)

@@ -55,6 +55,25 @@ def test_under_launch_the_clock_starts_with_the_launcher(
     assert clock.report() == {"time_to_first_step_s": 12.5, "launch_s": 2.5, "startup_s": 10.0}
 
 
+def test_timestamps_are_the_wall_clock_instants_in_order(
+    fake_time: FakeTime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(LAUNCH_START_ENV, "987.5")
+    clock = StartupClock()  # made at 1000: the imports are done
+    fake_time.now = 1003.0
+    clock.mark("rendezvous")
+    fake_time.now = 1004.5
+    clock.lap("startup")
+    assert clock.timestamps() == {
+        "launch": 987.5,
+        "process": 990.0,
+        "imported": 1000.0,
+        "rendezvous": 1003.0,
+        "startup": 1004.5,
+    }
+    assert clock.report() == {"time_to_first_step_s": 17.0, "launch_s": 2.5, "startup_s": 14.5}
+
+
 def test_compile_estimate() -> None:
     assert compile_estimate(31.0, 1.0, compiled=True) == 30.0
     assert compile_estimate(0.8, 1.0, compiled=True) == 0.0  # never negative

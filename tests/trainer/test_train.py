@@ -57,6 +57,21 @@ def test_start_event_and_summary_give_the_time_to_first_step(uninterrupted: Path
     # the parts cover the whole time from the process start (each rounded to the millisecond)
     assert abs(sum(start[part] for part in parts) - start["time_to_first_step_s"]) < 0.01
     assert 0 < start["time_to_first_step_s"] < 120
+    # the same instants on the wall clock, in order, for the e2e timeline (tests/e2e/timeline.py)
+    at = start["at"]
+    order = [
+        "process",
+        "imported",
+        "rendezvous",
+        "startup",
+        "data",
+        "engine",
+        "resume",
+        "prepare",
+        "first_step",
+    ]
+    assert list(at) == order and [at[n] for n in order] == sorted(at.values()), at
+    assert abs(at["first_step"] - at["process"] - start["time_to_first_step_s"]) < 0.01
     summary = json.loads((uninterrupted / "output" / "summary.json").read_text())
     assert summary["time_to_first_step_s"] == start["time_to_first_step_s"]
     assert summary["compile_s"] is None  # CPU: not compiled
@@ -82,8 +97,11 @@ def test_sigterm_saves_then_resume_is_bit_exact(uninterrupted: Path, tmp_path: P
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     code, _, err = stop_when(process, tmp_path / "checkpoints" / "step_000020")
     assert code == PREEMPTED_EXIT_CODE, err
-    stopped_at = next(m["step"] for m in metrics(tmp_path) if m["event"] == "preempted")
+    preempted = next(m for m in metrics(tmp_path) if m["event"] == "preempted")
+    stopped_at = preempted["step"]
     assert 20 <= stopped_at < STEPS
+    # when SIGTERM arrived and when the stop's checkpoint was published (the recovery's timeline)
+    assert 0 <= preempted["at"] - preempted["signal_at"] < 60
     assert (tmp_path / "checkpoints" / f"step_{stopped_at:06d}" / "manifest.json").is_file()
 
     resumed = run(args)
