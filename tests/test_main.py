@@ -187,7 +187,10 @@ def test_the_image_build_waits_for_nothing_and_its_delivery_runs_beside_the_inst
     deliveries = [r for r in run.of_type(LOCAL_COMMAND) if r.name.startswith(DELIVERIES)]
     for delivery in deliveries:
         assert run.depends_on(delivery, image) and all(run.depends_on(delivery, node) for node in nodes)
-        assert not any(run.depends_on(delivery, install) for install in installs), delivery.name
+        # Not the Trainer's install; the GPU Operator's, yes: its toolkit restarts the nodes' containerd, which
+        # an import into it must not race (issue 23 case 5, tests/test_main_gpu.py).
+        others = [install for install in installs if install.name != "gpu-operator"]
+        assert not any(run.depends_on(delivery, install) for install in others), delivery.name
     prepulls = run.of_type("kubernetes:apps/v1:DaemonSet")
     job = run.one(TRAIN_JOB)
     if stack_config(stack).get("clusterKind") == "existing":  # pushed: the nodes pull it
