@@ -198,6 +198,9 @@ def toolchain_env(run_dir: Path) -> dict[str, str]:
         "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "1",
         "PULUMI_SKIP_UPDATE_CHECK": "1",
         "PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK": "1",
+        # `up --event-log` (the timeline's engine events) exists only with debug commands on.
+        # upstream: pulumi/pulumi pkg/cmd/pulumi/operations/up.go @ v3.259.0
+        "PULUMI_DEBUG_COMMANDS": "true",
         # No colour codes in logs; no interactive prompts.
         "NO_COLOR": "1",
         "PULUMI_NON_INTERACTIVE": "1",
