@@ -109,6 +109,7 @@ RULES: list[tuple[str, str, str]] = [
     (r"^\.venv/bin/python -m tests\.docker_base_image ", "help", "needs Docker and debootstrap (the docker tier)"),
     (r"^\.venv/bin/python -m pytest .*tests/test_dockerfile\.py$", "collect",
      "the image tests: make test runs them under the docker marker"),
+    (r"^make trainer-venv$", "make-n", "installs torch (GBs) into the shared .venv"),
     (r"^make test$", "make-n", "the whole suite, this test included: CI runs it"),
     (r"^make (up|down)\b", "make-n", "needs the Pulumi CLI, Docker and kind, and makes a cluster"),
     (r"^make e2e-toolchain\b", "make-n", "builds the real toolchain from source (about an hour)"),
@@ -248,8 +249,8 @@ def test_scripts_and_subcommands_accept_every_documented_flag(command: DocComman
 
 
 def scratch_checkout(tmp_path: Path) -> Path:
-    """A directory that links to the repository's files, so what the commands write (runs/, loss.png)
-    lands in it rather than in the checkout."""
+    """A directory that links to the repository's files, so what the commands write (runs/) lands in it
+    rather than in the checkout."""
     for entry in REPO.iterdir():
         if entry.name not in {"runs", ".git"}:
             (tmp_path / entry.name).symlink_to(entry)
@@ -276,7 +277,7 @@ def test_runnable_commands_succeed_in_the_order_the_docs_give_them(tmp_path: Pat
         ):  # each training step of a walk-through trains
             closing = result.stderr.splitlines()[-1]
             assert closing.startswith("done: trained steps "), f"{command} trained nothing: {closing}"
-    assert (directory / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (directory / "runs/tiny/output/loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # ---- statements in the docs that a newcomer acts on (issue 25), held against the code ----
@@ -347,3 +348,18 @@ def test_make_check_and_the_sdk_are_documented_as_they_run() -> None:
     stack = doc_text("docs/stack.md")
     assert "pip install kubeflow==0.5.0" in stack and "kubeflow==0.5.0" in doc_text("requirements-dev.txt")
     assert "the node container therefore states `limits.cpu`" in stack
+
+
+def test_the_trainer_walk_through_first_adds_the_trainer_packages() -> None:
+    """make up / make check build .venv from requirements.txt only: without torch, numpy, the README's
+    `python -m trainer train` fails; its block starts with make trainer-venv, whose packages are the trainer's."""
+    block = next(lines for info, _, lines in fenced_blocks(REPO / "README.md") if info == "sh" and any(
+        "-m trainer train" in line for line in lines))  # fmt: skip
+    assert strip_comment(block[0]) == "make trainer-venv"
+    assert "numpy" not in (REPO / "requirements.txt").read_text()
+    assert "numpy" in (REPO / "trainer" / "requirements.txt").read_text()
+    makefile = (REPO / "Makefile").read_text()
+    assert "trainer-venv: $(TRAINER_STAMP)" in makefile
+    assert "-r trainer/requirements.txt" in makefile.split("$(TRAINER_STAMP):", 1)[1].split("touch", 1)[0]
+    plots = [line for line in block if " -m trainer plot " in line]
+    assert plots and all("--out runs/" in line for line in plots)  # not loss.png in the repository root
