@@ -24,7 +24,7 @@ UP_TOOLS := pulumi docker kubectl
 # `make train-local` writes here (replaced on each run).
 LOCAL_RUN ?= runs/train-local
 
-.PHONY: venv stack-venv trainer-venv check lint typecheck test up down check-prereqs train-local e2e-toolchain e2e mutation
+.PHONY: venv stack-venv trainer-venv check lint typecheck test up down kubeconfig logs check-prereqs train-local e2e-toolchain e2e mutation
 
 # One virtualenv (.venv, the one Pulumi.yaml names), filled in layers so each target installs only what it uses:
 #   stack   requirements.txt: what `pulumi up` runs (make up, make down, make check): about 150 MB, seconds
@@ -103,6 +103,19 @@ down: check-prereqs
 	$(MAKE) --no-print-directory stack-venv
 	$(PULUMI) login "$(PULUMI_BACKEND_URL)"
 	$(PULUMI) destroy --stack $(STACK)
+
+# The stack's kubeconfig output (a secret: read with the passphrase above, as `make up` had it) written to
+# KUBECONFIG_FILE, readable by you only (it holds the cluster's credentials); then export KUBECONFIG.
+KUBECONFIG_FILE ?= $(HOME)/.kube/trainstack-$(STACK)
+kubeconfig:
+	mkdir -p "$(dir $(KUBECONFIG_FILE))"
+	umask 077 && $(PULUMI) stack output kubeconfig --show-secrets --stack $(STACK) > "$(KUBECONFIG_FILE).tmp" \
+		&& mv -f "$(KUBECONFIG_FILE).tmp" "$(KUBECONFIG_FILE)" || { rm -f "$(KUBECONFIG_FILE).tmp"; exit 1; }
+	@echo "export KUBECONFIG=$(KUBECONFIG_FILE)"
+
+# Follow every pod's log: the stack's logsCommand (bash: it reads the kubeconfig secret with the passphrase).
+logs:
+	command="$$($(PULUMI) stack output logsCommand --stack $(STACK))" && bash -c "$$command"
 
 # Just see training work: the tiny preset on the bundled Shakespeare sample, on this CPU, no cluster.
 train-local: $(TRAINER_STAMP)

@@ -109,6 +109,8 @@ RULES: list[tuple[str, str, str]] = [
     (r"^\.venv/bin/python -m tests\.docker_base_image ", "help", "needs Docker and debootstrap (the docker tier)"),
     (r"^\.venv/bin/python -m pytest .*tests/test_dockerfile\.py$", "collect",
      "the image tests: make test runs them under the docker marker"),
+    (r"^make (kubeconfig|logs) STACK=\w+$", "make-n",
+     "needs the Pulumi CLI and a deployed stack"),
     (r"^make trainer-venv$", "make-n", "installs torch (GBs) into the shared .venv"),
     (r"^make test$", "make-n", "the whole suite, this test included: CI runs it"),
     (r"^make (up|down)\b", "make-n", "needs the Pulumi CLI, Docker and kind, and makes a cluster"),
@@ -363,3 +365,19 @@ def test_the_trainer_walk_through_first_adds_the_trainer_packages() -> None:
     assert "-r trainer/requirements.txt" in makefile.split("$(TRAINER_STAMP):", 1)[1].split("touch", 1)[0]
     plots = [line for line in block if " -m trainer plot " in line]
     assert plots and all("--out runs/" in line for line in plots)  # not loss.png in the repository root
+
+
+def test_secret_outputs_are_read_through_make_which_has_the_passphrase() -> None:
+    """PULUMI_CONFIG_PASSPHRASE is exported by the Makefile only: a bare `pulumi stack output kubeconfig
+    --show-secrets` (or logsCommand, which runs one) in the user's shell cannot decrypt the secret."""
+    for command in COMMANDS:
+        if rule_for(command)[1] == "pulumi":
+            assert "--show-secrets" not in command.text and "logsCommand" not in command.text, command
+    makefile = (REPO / "Makefile").read_text()
+    default = re.search(r"^export PULUMI_CONFIG_PASSPHRASE \?= (\S+)$", makefile, re.MULTILINE)
+    assert (
+        default
+        and f"`{default[1]}`" in doc_text("README.md")
+        and f"`{default[1]}`" in doc_text("docs/stack.md")
+    )
+    assert "make kubeconfig STACK=dev" in doc_text("README.md")

@@ -77,3 +77,43 @@ def test_pyproject_states_the_pythons_the_pins_need() -> None:
     text = (REPO / "pyproject.toml").read_text()
     assert 'requires-python = ">=3.11,<3.15"' in text
     assert 'target-version = "py311"' in text
+
+
+def fake_pulumi(tmp_path: Path) -> Path:
+    """A `pulumi` that prints the passphrase it was given and its arguments (as a stack output would)."""
+    fake = tmp_path / "pulumi"
+    fake.write_text(
+        '#!/bin/sh\ncase "$*" in\n'
+        # logsCommand is bash (a process substitution reads the kubeconfig secret, with the passphrase)
+        "  *logsCommand*) echo 'cat <(echo \"logs with passphrase=$PULUMI_CONFIG_PASSPHRASE\")' ;;\n"
+        '  *) echo "passphrase=${PULUMI_CONFIG_PASSPHRASE:-unset} args=$*" ;;\nesac\n'
+    )
+    fake.chmod(0o755)
+    return fake
+
+
+def run_make(target: str, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "MAKE"))}
+    return subprocess.run(
+        ["make", "--no-print-directory", target, f"PULUMI={fake_pulumi(tmp_path)}", *extra],
+        cwd=REPO, capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+
+
+def test_make_kubeconfig_reads_the_secret_with_the_passphrase_make_up_used(tmp_path: Path) -> None:
+    """In the user's own shell the passphrase make exports is unset, and `pulumi stack output kubeconfig
+    --show-secrets` fails: make kubeconfig runs it with the Makefile's, into a file only its owner reads."""
+    target = tmp_path / "kube" / "trainstack-gpu"
+    result = run_make("kubeconfig", tmp_path, "STACK=gpu", f"KUBECONFIG_FILE={target}")
+    assert result.returncode == 0, result.stderr
+    assert target.read_text() == (
+        "passphrase=trainstack-dev-not-a-secret args=stack output kubeconfig --show-secrets --stack gpu\n"
+    )
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert f"export KUBECONFIG={target}" in result.stdout
+
+
+def test_make_logs_runs_the_stacks_logs_command_with_the_passphrase(tmp_path: Path) -> None:
+    result = run_make("logs", tmp_path, "STACK=gpu")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "logs with passphrase=trainstack-dev-not-a-secret"
