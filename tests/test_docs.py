@@ -381,3 +381,17 @@ def test_secret_outputs_are_read_through_make_which_has_the_passphrase() -> None
         and f"`{default[1]}`" in doc_text("docs/stack.md")
     )
     assert "make kubeconfig STACK=dev" in doc_text("README.md")
+
+
+def test_a_corpus_of_your_own_is_put_where_the_pods_read_it() -> None:
+    """docs/stack.md's way onto the checkpoint claim: the copy's container and mount are the job's, and the
+    dataSource it then names is one the stack accepts (a relative path is refused)."""
+    from components.settings import StackConfigError, parse_settings
+    from components.training_job import CHECKPOINT_MOUNT, NODE
+
+    stack = doc_text("docs/stack.md")
+    copy = f"`kubectl -n trainstack cp ./my_corpus <pod>:{CHECKPOINT_MOUNT}/corpus -c {NODE}`"
+    assert copy in stack and f"set `dataSource: {CHECKPOINT_MOUNT}/corpus`" in stack
+    parse_settings({"dataSource": f"{CHECKPOINT_MOUNT}/corpus"})
+    with pytest.raises(StackConfigError):
+        parse_settings({"dataSource": "./my_corpus"})
