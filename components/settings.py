@@ -76,6 +76,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PRESETS_DIR = REPO_ROOT / "trainer" / "configs"
 # Secrets the program reads but Pulumi.yaml cannot declare (a declared key needs a default).
 SECRET_KEYS = ("hfToken", "registryPassword", "kubeconfig")
+KUBECONFIG_NOT_SECRET = 'must be a secret, as it holds the cluster\'s credentials: pulumi config set --secret kubeconfig "$(cat ...)"'
 TRAINING_SERVICE_ACCOUNT = "trainer"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -809,10 +810,7 @@ def load_settings() -> StackSettings:
     raw = stack_values()
     kubeconfig = raw.get("kubeconfig")
     if kubeconfig is not None and not _is_secret("kubeconfig"):
-        raise _error(
-            "kubeconfig",
-            'must be a secret, as it holds the cluster\'s credentials: pulumi config set --secret kubeconfig "$(cat ...)"',
-        )
+        raise _error("kubeconfig", KUBECONFIG_NOT_SECRET)
     values = {key: value for key, value in raw.items() if key not in SECRET_KEYS}
     return parse_settings(
         values,

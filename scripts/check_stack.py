@@ -26,10 +26,12 @@ sys.path.insert(0, str(REPO_ROOT))
 from components.settings import (  # noqa: E402  (the repository root first, as Pulumi runs __main__.py)
     BUNDLED_DATA,
     HF_SCHEME,
+    KUBECONFIG_NOT_SECRET,
     PROJECT,
     SECRET_KEYS,
     StackConfigError,
     StackSettings,
+    declared_keys,
     parse_settings,
 )
 
@@ -70,21 +72,41 @@ def key_of(error: StackConfigError) -> str:
     return str(error).removeprefix(f"{PROJECT}:").split(":", 1)[0]
 
 
+def _stand_in_named(problem: str, key: str, values: dict[str, Any], named: set[str]) -> str:
+    """An override is checked against the default preset once trainingPreset was found bad: say so, rather
+    than seem to name the preset in use."""
+    if key == "trainingOverrides" and "trainingPreset" in named:
+        default = declared_keys()["trainingPreset"].default
+        return problem.replace(
+            f"for preset {default!r}",
+            f"for the default preset {default!r} (standing in for trainingPreset {values.get('trainingPreset')!r})",
+        )
+    return problem
+
+
 def check(values: dict[str, Any], secrets: list[str]) -> tuple[StackSettings | None, list[str]]:
     """The settings (None when a problem remains) and every problem, one line each."""
     remaining = dict(values)
     named: set[str] = set()
     problems: list[str] = []
-    # The stand-in for an encrypted kubeconfig: the stack's kubeconfigPath or context decide what is checked.
+    if "kubeconfig" in remaining:  # in plaintext: `pulumi up` (load_settings) refuses it before anything else
+        problems.append(f"{PROJECT}:kubeconfig: {KUBECONFIG_NOT_SECRET}")
+        del remaining["kubeconfig"]
+        named.add("kubeconfig")
+        secrets = [*secrets, "kubeconfig"]
     while True:
         try:
             settings = parse_settings(remaining, ask_api_server=False)
         except StackConfigError as error:
             key = key_of(error)
-            if key == "kubeconfig" and "kubeconfig" in secrets:
-                return None, problems  # the encrypted secret is what the cluster is read from: not checkable
+            if (
+                key in {"kubeconfig", "kubeconfigPath"}
+                and "kubeconfig" in secrets
+                and "kubeconfigPath" not in remaining
+            ):
+                return None, problems  # the secret is what the cluster is read from: not checkable here
             if key not in named:
-                problems.append(str(error))
+                problems.append(_stand_in_named(str(error), key, values, named))
             named.add(key)
             if key not in remaining:  # a default (or a combination of defaults) is the problem: stop here
                 return None, problems

@@ -110,3 +110,26 @@ def test_the_plan_names_the_data_source(tmp_path: Path, monkeypatch: Any, capsys
         "config:\n  trainstack:dataSource: ./my_corpus.txt\n", tmp_path, monkeypatch, capsys
     )
     assert code == 2 and err.count("\n") == 1 and "dataSource: must be trainer/data" in err
+
+
+def test_an_override_checked_against_the_stand_in_preset_says_so() -> None:
+    """A bad trainingPreset is put back to its default to go on checking: the override's complaint names that
+    default as the stand-in, not as the preset in use."""
+    settings, problems = check({"trainingPreset": "tinyy", "trainingOverrides": ["train.max_steps=many"]}, [])
+    assert settings is None and len(problems) == 2
+    assert problems[0].startswith("trainstack:trainingPreset: must be one of")
+    assert "for the default preset 'tiny' (standing in for trainingPreset 'tinyy')" in problems[1], problems[
+        1
+    ]
+
+
+def test_a_plaintext_kubeconfig_gets_the_settings_refusal_and_an_encrypted_one_is_not_checked() -> None:
+    """As `pulumi up` (components.settings.load_settings): a plaintext kubeconfig is refused as such, not
+    reported as a missing kubeconfigPath; an encrypted one needs no kubeconfigPath."""
+    settings, problems = check({"clusterKind": "existing", "kubeconfig": "apiVersion: v1"}, [])
+    assert settings is None
+    assert problems == [f"trainstack:kubeconfig: {check_stack.KUBECONFIG_NOT_SECRET}"]
+    assert "must be a secret" in problems[0]
+    assert check({"clusterKind": "existing"}, ["kubeconfig"]) == (None, [])
+    settings, problems = check({"clusterKind": "existing"}, [])
+    assert [p.split(":")[1] for p in problems] == ["kubeconfigPath"]  # neither: the path is what is missing
