@@ -32,12 +32,13 @@ LOCAL_RUN ?= runs/train-local
 #   dev     + requirements-dev.txt: tests, linters, mutation testing (make test, make e2e, make mutation)
 # PyPI's torch 2.13.0 for Linux is the CUDA build (about 3 GB with its nvidia-* wheels); it runs on CPU too.
 # torch comes before the trainer's requirements, since DeepSpeed builds against the torch it finds.
-# The Python is checked first (scripts/check_prereqs.py python): one line, before anything is downloaded.
+# The Python is checked first (scripts/python_check.py, which any Python parses): one line, before anything is
+# downloaded.
 STACK_STAMP   := $(VENV)/.stack-installed
 TRAINER_STAMP := $(VENV)/.trainer-installed
 
 $(STACK_STAMP): requirements.txt
-	$(PYTHON) scripts/check_prereqs.py python
+	$(PYTHON) scripts/python_check.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
@@ -82,6 +83,7 @@ mutation: $(STAMP)
 
 # Every tool `make up` needs, with how to get what is missing.
 check-prereqs:
+	$(PYTHON) scripts/python_check.py
 	$(PYTHON) scripts/check_prereqs.py --stack $(STACK) python $(UP_TOOLS)
 
 # Check Pulumi.$(STACK).yaml with Pulumi.yaml's defaults, without the Pulumi CLI or a cluster: every problem one

@@ -297,10 +297,10 @@ def test_the_readme_starts_with_make_up_and_make_test() -> None:
 def test_the_stated_pythons_are_the_checked_ones() -> None:
     sys.path.insert(0, str(REPO / "scripts"))
     try:
-        import check_prereqs
+        import python_check
     finally:
         sys.path.remove(str(REPO / "scripts"))
-    (low_major, low_minor), (high_major, high_minor) = check_prereqs.SUPPORTED_PYTHON
+    (low_major, low_minor), (high_major, high_minor) = python_check.SUPPORTED_PYTHON
     stated = f"Python {low_major}.{low_minor} to {high_major}.{high_minor}"
     assert stated in doc_text("docs/stack.md") and stated in doc_text("README.md")
     assert f'requires-python = ">={low_major}.{low_minor},<{high_major}.{high_minor + 1}"' in doc_text(

@@ -3,7 +3,9 @@ anything is downloaded (`make -n` and runs against a scratch virtualenv path; no
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +119,32 @@ def test_make_logs_runs_the_stacks_logs_command_with_the_passphrase(tmp_path: Pa
     result = run_make("logs", tmp_path, "STACK=gpu")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "logs with passphrase=trainstack-dev-not-a-secret"
+
+
+OLD_PYTHONS = [  # pyenv's interpreters older than 3.11, where this machine has them (3.6 and 2.7 do not parse 3.11's)
+    path
+    for path in sorted(Path.home().glob(".pyenv/versions/*/bin/python[23].*"))
+    if re.fullmatch(r"python(\d)\.(\d+)", path.name) and (int(path.name[6]), int(path.name[8:])) < (3, 11)
+]
+
+
+@pytest.mark.parametrize("target", ["stack-venv", "check-prereqs"])
+def test_a_python_too_old_to_parse_the_scripts_is_still_refused_in_one_line(
+    target: str, tmp_path: Path
+) -> None:
+    """`make check PYTHON=python3.6` once ended in `SyntaxError: future feature annotations`: the first step
+    (scripts/python_check.py) parses on any Python. Checked with the interpreter itself where one is installed
+    here (pyenv), else with the grammar of the oldest Python 3 ast knows."""
+    tree = ast.parse((REPO / "scripts" / "python_check.py").read_text(), feature_version=(3, 4))
+    assert not [node for node in ast.walk(tree) if isinstance(node, (ast.JoinedStr, ast.ImportFrom))]
+    assert not [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.returns]
+    for old in OLD_PYTHONS or pytest.skip("no Python older than 3.11 installed here"):
+        venv = tmp_path / old.name
+        result = subprocess.run(
+            ["make", "--no-print-directory", target, f"VENV={venv}", f"PYTHON={old}", "STACK=dev"],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode != 0 and not venv.exists(), result.stdout
+        assert "SyntaxError" not in result.stderr + result.stdout
+        refusal = [line for line in result.stdout.splitlines() if line.startswith("error:")]
+        assert len(refusal) == 1 and "trainstack needs Python 3.11 to 3.14" in refusal[0], result.stdout
