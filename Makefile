@@ -24,7 +24,7 @@ UP_TOOLS := pulumi docker kubectl
 # `make train-local` writes here (replaced on each run).
 LOCAL_RUN ?= runs/train-local
 
-.PHONY: venv stack-venv trainer-venv check lint typecheck test up down check-prereqs train-local e2e-toolchain e2e mutation
+.PHONY: venv stack-venv trainer-venv check lint typecheck test up down kubeconfig logs check-prereqs train-local e2e-toolchain e2e mutation
 
 # One virtualenv (.venv, the one Pulumi.yaml names), filled in layers so each target installs only what it uses:
 #   stack   requirements.txt: what `pulumi up` runs (make up, make down, make check): about 150 MB, seconds
@@ -32,12 +32,13 @@ LOCAL_RUN ?= runs/train-local
 #   dev     + requirements-dev.txt: tests, linters, mutation testing (make test, make e2e, make mutation)
 # PyPI's torch 2.13.0 for Linux is the CUDA build (about 3 GB with its nvidia-* wheels); it runs on CPU too.
 # torch comes before the trainer's requirements, since DeepSpeed builds against the torch it finds.
-# The Python is checked first (scripts/check_prereqs.py python): one line, before anything is downloaded.
+# The Python is checked first (scripts/python_check.py, which any Python parses): one line, before anything is
+# downloaded.
 STACK_STAMP   := $(VENV)/.stack-installed
 TRAINER_STAMP := $(VENV)/.trainer-installed
 
 $(STACK_STAMP): requirements.txt
-	$(PYTHON) scripts/check_prereqs.py python
+	$(PYTHON) scripts/python_check.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
@@ -82,6 +83,7 @@ mutation: $(STAMP)
 
 # Every tool `make up` needs, with how to get what is missing.
 check-prereqs:
+	$(PYTHON) scripts/python_check.py
 	$(PYTHON) scripts/check_prereqs.py --stack $(STACK) python $(UP_TOOLS)
 
 # Check Pulumi.$(STACK).yaml with Pulumi.yaml's defaults, without the Pulumi CLI or a cluster: every problem one
@@ -103,6 +105,19 @@ down: check-prereqs
 	$(MAKE) --no-print-directory stack-venv
 	$(PULUMI) login "$(PULUMI_BACKEND_URL)"
 	$(PULUMI) destroy --stack $(STACK)
+
+# The stack's kubeconfig output (a secret: read with the passphrase above, as `make up` had it) written to
+# KUBECONFIG_FILE, readable by you only (it holds the cluster's credentials); then export KUBECONFIG.
+KUBECONFIG_FILE ?= $(HOME)/.kube/trainstack-$(STACK)
+kubeconfig:
+	mkdir -p "$(dir $(KUBECONFIG_FILE))"
+	umask 077 && $(PULUMI) stack output kubeconfig --show-secrets --stack $(STACK) > "$(KUBECONFIG_FILE).tmp" \
+		&& mv -f "$(KUBECONFIG_FILE).tmp" "$(KUBECONFIG_FILE)" || { rm -f "$(KUBECONFIG_FILE).tmp"; exit 1; }
+	@echo "export KUBECONFIG=$(KUBECONFIG_FILE)"
+
+# Follow every pod's log: the stack's logsCommand (bash: it reads the kubeconfig secret with the passphrase).
+logs:
+	command="$$($(PULUMI) stack output logsCommand --stack $(STACK))" && bash -c "$$command"
 
 # Just see training work: the tiny preset on the bundled Shakespeare sample, on this CPU, no cluster.
 train-local: $(TRAINER_STAMP)

@@ -57,6 +57,7 @@ from components.monitoring import MonitoringArgs
 from components.trainer_image import Delivery, DockerNodesImport, K3sImport, KindLoad, TrainerImageArgs
 from components.training_job import (
     CHECKPOINT_ACCESS_MODES,
+    CHECKPOINT_MOUNT,
     MIN_GRACE_PERIOD_SECONDS,
     PREEMPTION_POLICIES,
     S3_SECRET_KEYS,
@@ -75,6 +76,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PRESETS_DIR = REPO_ROOT / "trainer" / "configs"
 # Secrets the program reads but Pulumi.yaml cannot declare (a declared key needs a default).
 SECRET_KEYS = ("hfToken", "registryPassword", "kubeconfig")
+KUBECONFIG_NOT_SECRET = 'must be a secret, as it holds the cluster\'s credentials: pulumi config set --secret kubeconfig "$(cat ...)"'
 TRAINING_SERVICE_ACCOUNT = "trainer"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -438,22 +440,39 @@ def _object_store(values: Mapping[str, Any], job_name: str) -> ObjectStore | Non
     )
 
 
+BUNDLED_DATA = "trainer/data"  # the sample in the image, relative to its working directory (/app)
+HF_SCHEME = "hf://"  # trainer.sources.HF_SCHEME (not imported: it needs numpy, which the stack's venv lacks)
+
+
 def _data_source(values: Mapping[str, Any], object_store: ObjectStore | None) -> str:
-    """dataSource checked: an s3:// source is read from the checkpoint object store with its Secret."""
+    """dataSource checked: one a pod can read (trainer.sources.resolve_source); an s3:// source is read from
+    the checkpoint object store with its Secret."""
     source = str(values["dataSource"]).strip()
+    allowed = (
+        f"{BUNDLED_DATA} (the bundled sample), an absolute path inside the pod (on the checkpoint volume, "
+        f"{CHECKPOINT_MOUNT}/..., or in the image), s3://bucket/prefix or {HF_SCHEME}name"
+    )
     if not source:
-        raise _error("dataSource", "must name the corpus (trainer/data: the bundled sample)")
-    if source.lower().startswith("s3:"):
-        try:
-            parse_s3_url(source)
-        except ConfigError:
-            raise _error("dataSource", f"must be {S3_URL_SHAPE}, got {source!r}") from None
-        if object_store is None:
-            raise _error(
-                "dataSource",
-                "an s3:// source is read with the checkpoint object store's credentials: set checkpointS3Url "
-                "and checkpointS3Secret (and checkpointS3Endpoint for a store other than Amazon S3)",
-            )
+        raise _error("dataSource", f"must name the corpus: {allowed}")
+    if source.startswith(HF_SCHEME):
+        if not source.removeprefix(HF_SCHEME).strip("/") or any(c.isspace() for c in source):
+            raise _error("dataSource", f"must be {HF_SCHEME}name (a Hugging Face dataset), got {source!r}")
+        return source
+    if not source.lower().startswith("s3:"):
+        bundled = source.rstrip("/") == BUNDLED_DATA or source.startswith(f"{BUNDLED_DATA}/")
+        if not (bundled or source.startswith("/")):
+            raise _error("dataSource", f"must be {allowed}; got {source!r}")
+        return source
+    try:
+        parse_s3_url(source)
+    except ConfigError:
+        raise _error("dataSource", f"must be {S3_URL_SHAPE}, got {source!r}") from None
+    if object_store is None:
+        raise _error(
+            "dataSource",
+            "an s3:// source is read with the checkpoint object store's credentials: set checkpointS3Url "
+            "and checkpointS3Secret (and checkpointS3Endpoint for a store other than Amazon S3)",
+        )
     return source
 
 
@@ -791,10 +810,7 @@ def load_settings() -> StackSettings:
     raw = stack_values()
     kubeconfig = raw.get("kubeconfig")
     if kubeconfig is not None and not _is_secret("kubeconfig"):
-        raise _error(
-            "kubeconfig",
-            'must be a secret, as it holds the cluster\'s credentials: pulumi config set --secret kubeconfig "$(cat ...)"',
-        )
+        raise _error("kubeconfig", KUBECONFIG_NOT_SECRET)
     values = {key: value for key, value in raw.items() if key not in SECRET_KEYS}
     return parse_settings(
         values,

@@ -24,6 +24,9 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # python_check.py, also when loaded from its file
+from python_check import python_problem  # parses on any Python: the Makefile runs it first
+
 PROBE_TIMEOUT_S = 20
 
 
@@ -61,26 +64,11 @@ TOOLS = {
 
 # The Pythons the pins install on: SQLAlchemy 2.1.9, numpy, pillow (matplotlib) and others need >= 3.11;
 # triton (torch's, on Linux) < 3.15.
-SUPPORTED_PYTHON = ((3, 11), (3, 14))
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # clusterKind's default in Pulumi.yaml.
 DEFAULT_CLUSTER_KIND = "kind"
 # Tools a cluster kind needs on this machine beyond the ones every stack needs.
 KIND_TOOLS = {"kind": ["kind"]}
-
-
-def python_problem(version: tuple[int, ...] = tuple(sys.version_info[:3])) -> str | None:
-    """Why this Python cannot run trainstack's pins, or None."""
-    low, high = SUPPORTED_PYTHON
-    if low <= tuple(version[:2]) <= high:
-        return None
-    shown = ".".join(str(part) for part in version[:3])
-    return (
-        f"{sys.executable} is Python {shown}; trainstack needs Python {low[0]}.{low[1]} to {high[0]}.{high[1]} "
-        f"(its pinned packages install on no other): install one (Ubuntu 22.04: apt-get install python3.11-venv) "
-        f"and pass it, e.g. make up PYTHON=python3.11"
-    )
 
 
 def stack_files() -> list[str]:

@@ -24,10 +24,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from components.settings import (  # noqa: E402  (the repository root first, as Pulumi runs __main__.py)
+    BUNDLED_DATA,
+    HF_SCHEME,
+    KUBECONFIG_NOT_SECRET,
     PROJECT,
     SECRET_KEYS,
     StackConfigError,
     StackSettings,
+    declared_keys,
     parse_settings,
 )
 
@@ -35,21 +39,27 @@ USAGE_EXIT_CODE = 2
 
 
 def read_stack_file(path: Path) -> tuple[dict[str, Any], list[str], list[str]]:
-    """(plain values without the project prefix, secret keys it holds, problems with the file itself)."""
+    """(plain values without the project prefix, secret keys it holds, problems with the file itself; main
+    puts the file's name before each)."""
     try:
         document = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        return {}, [], [f"{path.name}: cannot be read as YAML: {error}".splitlines()[0]]
+    except OSError as error:
+        return {}, [], [f"cannot be read: {error.strerror}"]
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        return {}, [], [f"not valid YAML: {where}{problem}"]
     config = document.get("config") or {} if isinstance(document, dict) else None
     if not isinstance(config, dict):
-        return {}, [], [f"{path.name}: expected a `config:` mapping of {PROJECT}:KEY: VALUE"]
+        return {}, [], [f"expected a `config:` mapping of {PROJECT}:KEY: VALUE"]
     values: dict[str, Any] = {}
     secrets: list[str] = []
     problems: list[str] = []
     for full_key, value in config.items():
         project, _, key = str(full_key).partition(":")
         if project != PROJECT or not key:
-            problems.append(f"{path.name}: {full_key}: not a {PROJECT}:KEY setting")
+            problems.append(f"{full_key}: not a {PROJECT}:KEY setting")
         elif isinstance(value, dict) and "secure" in value:
             secrets.append(key)  # encrypted: only Pulumi can read it
         else:
@@ -62,27 +72,58 @@ def key_of(error: StackConfigError) -> str:
     return str(error).removeprefix(f"{PROJECT}:").split(":", 1)[0]
 
 
+def _stand_in_named(problem: str, key: str, values: dict[str, Any], named: set[str]) -> str:
+    """An override is checked against the default preset once trainingPreset was found bad: say so, rather
+    than seem to name the preset in use."""
+    if key == "trainingOverrides" and "trainingPreset" in named:
+        default = declared_keys()["trainingPreset"].default
+        return problem.replace(
+            f"for preset {default!r}",
+            f"for the default preset {default!r} (standing in for trainingPreset {values.get('trainingPreset')!r})",
+        )
+    return problem
+
+
 def check(values: dict[str, Any], secrets: list[str]) -> tuple[StackSettings | None, list[str]]:
     """The settings (None when a problem remains) and every problem, one line each."""
     remaining = dict(values)
     named: set[str] = set()
     problems: list[str] = []
-    # The stand-in for an encrypted kubeconfig: the stack's kubeconfigPath or context decide what is checked.
+    if "kubeconfig" in remaining:  # in plaintext: `pulumi up` (load_settings) refuses it before anything else
+        problems.append(f"{PROJECT}:kubeconfig: {KUBECONFIG_NOT_SECRET}")
+        del remaining["kubeconfig"]
+        named.add("kubeconfig")
+        secrets = [*secrets, "kubeconfig"]
     while True:
         try:
             settings = parse_settings(remaining, ask_api_server=False)
         except StackConfigError as error:
             key = key_of(error)
-            if key == "kubeconfig" and "kubeconfig" in secrets:
-                return None, problems  # the encrypted secret is what the cluster is read from: not checkable
+            if (
+                key in {"kubeconfig", "kubeconfigPath"}
+                and "kubeconfig" in secrets
+                and "kubeconfigPath" not in remaining
+            ):
+                return None, problems  # the secret is what the cluster is read from: not checkable here
             if key not in named:
-                problems.append(str(error))
+                problems.append(_stand_in_named(str(error), key, values, named))
             named.add(key)
             if key not in remaining:  # a default (or a combination of defaults) is the problem: stop here
                 return None, problems
             del remaining[key]
             continue
         return (None if problems else settings), problems
+
+
+def data_source(path: str) -> str:
+    """Where the job's corpus comes from (dataSource), as the pods will read it."""
+    if path.rstrip("/") == BUNDLED_DATA:
+        return f"{path} (the bundled Shakespeare sample, in the image)"
+    if path.startswith("s3://"):
+        return f"{path} (the checkpoint object store)"
+    if path.startswith(HF_SCHEME):
+        return f"{path} (a Hugging Face dataset, downloaded by the job)"
+    return f"{path} (inside the pods: the checkpoint volume or the image)"
 
 
 def plan(settings: StackSettings) -> list[str]:
@@ -120,6 +161,7 @@ def plan(settings: StackSettings) -> list[str]:
         f"training: {cluster.node_count} node(s) x {gpus}, TrainJob {job.job_name!r}, "
         f"model {config['model']['preset']}, {config['train']['max_steps']} steps, "
         f"checkpoints in {config['checkpoint']['dir']}",
+        f"data: {data_source(config['data']['path'])}",
         f"installs: {', '.join(installs)}",
     ]
 

@@ -7,6 +7,7 @@ import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 # A script, not a package module: loaded from its file (as tests/test_mutation.py loads scripts/mutation.py).
@@ -34,8 +35,9 @@ def test_a_good_stack_prints_ok_and_the_plan() -> None:
     assert lines[0] == "ok: Pulumi.gpu.yaml"
     assert "cluster: k3s v1.33.6+k3s1 on this machine" in lines[1]
     assert "1 node(s) x 1 GPU(s)" in lines[2] and "model gpt2-124m" in lines[2]
+    assert lines[3] == "  data: trainer/data (the bundled Shakespeare sample, in the image)"  # dataSource
     assert (
-        "GPU Operator v25.10.1: installed by the stack" in lines[3] and "Kubeflow Trainer 2.3.0" in lines[3]
+        "GPU Operator v25.10.1: installed by the stack" in lines[4] and "Kubeflow Trainer 2.3.0" in lines[4]
     )
     dev = run("dev")
     assert dev.returncode == 0, dev.stderr
@@ -74,5 +76,60 @@ def test_a_key_of_another_project_and_an_encrypted_secret(tmp_path: Path) -> Non
     path = tmp_path / "Pulumi.s.yaml"
     path.write_text("config:\n  trainstak:nodeCount: 2\n  trainstack:hfToken:\n    secure: AAAA\n")
     values, secrets, problems = read_stack_file(path)
-    assert problems == ["Pulumi.s.yaml: trainstak:nodeCount: not a trainstack:KEY setting"]
+    assert problems == ["trainstak:nodeCount: not a trainstack:KEY setting"]  # main names the file, once
     assert secrets == ["hfToken"] and values == {}
+
+
+def check_file(text: str, tmp_path: Path, monkeypatch: Any, capsys: Any) -> tuple[int, str, str]:
+    """main() on a Pulumi.s.yaml of this text: exit code, stdout, stderr."""
+    (tmp_path / "Pulumi.s.yaml").write_text(text)
+    monkeypatch.setattr(check_stack, "REPO_ROOT", tmp_path)
+    code = check_stack.main(["s"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_file_problem_names_the_file_once_and_a_yaml_error_its_line(
+    tmp_path: Path, monkeypatch: Any, capsys: Any
+) -> None:
+    code, _, err = check_file("config:\n  nodeCount: 2\n", tmp_path, monkeypatch, capsys)
+    assert code == 2 and err == "Pulumi.s.yaml: nodeCount: not a trainstack:KEY setting\n"
+    code, _, err = check_file(
+        "config:\n  trainstack:nodeCount: 2\n   bad: [\n", tmp_path, monkeypatch, capsys
+    )
+    assert code == 2 and err.startswith("Pulumi.s.yaml: not valid YAML: line 3, column "), err
+    assert err.count("\n") == 1
+
+
+def test_the_plan_names_the_data_source(tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
+    text = "config:\n  trainstack:dataSource: /mnt/checkpoints/corpus\n"
+    code, out, _ = check_file(text, tmp_path, monkeypatch, capsys)
+    assert code == 0
+    assert "  data: /mnt/checkpoints/corpus (inside the pods: the checkpoint volume or the image)" in out
+    code, _, err = check_file(
+        "config:\n  trainstack:dataSource: ./my_corpus.txt\n", tmp_path, monkeypatch, capsys
+    )
+    assert code == 2 and err.count("\n") == 1 and "dataSource: must be trainer/data" in err
+
+
+def test_an_override_checked_against_the_stand_in_preset_says_so() -> None:
+    """A bad trainingPreset is put back to its default to go on checking: the override's complaint names that
+    default as the stand-in, not as the preset in use."""
+    settings, problems = check({"trainingPreset": "tinyy", "trainingOverrides": ["train.max_steps=many"]}, [])
+    assert settings is None and len(problems) == 2
+    assert problems[0].startswith("trainstack:trainingPreset: must be one of")
+    assert "for the default preset 'tiny' (standing in for trainingPreset 'tinyy')" in problems[1], problems[
+        1
+    ]
+
+
+def test_a_plaintext_kubeconfig_gets_the_settings_refusal_and_an_encrypted_one_is_not_checked() -> None:
+    """As `pulumi up` (components.settings.load_settings): a plaintext kubeconfig is refused as such, not
+    reported as a missing kubeconfigPath; an encrypted one needs no kubeconfigPath."""
+    settings, problems = check({"clusterKind": "existing", "kubeconfig": "apiVersion: v1"}, [])
+    assert settings is None
+    assert problems == [f"trainstack:kubeconfig: {check_stack.KUBECONFIG_NOT_SECRET}"]
+    assert "must be a secret" in problems[0]
+    assert check({"clusterKind": "existing"}, ["kubeconfig"]) == (None, [])
+    settings, problems = check({"clusterKind": "existing"}, [])
+    assert [p.split(":")[1] for p in problems] == ["kubeconfigPath"]  # neither: the path is what is missing

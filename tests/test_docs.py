@@ -109,6 +109,9 @@ RULES: list[tuple[str, str, str]] = [
     (r"^\.venv/bin/python -m tests\.docker_base_image ", "help", "needs Docker and debootstrap (the docker tier)"),
     (r"^\.venv/bin/python -m pytest .*tests/test_dockerfile\.py$", "collect",
      "the image tests: make test runs them under the docker marker"),
+    (r"^make (kubeconfig|logs) STACK=\w+$", "make-n",
+     "needs the Pulumi CLI and a deployed stack"),
+    (r"^make trainer-venv$", "make-n", "installs torch (GBs) into the shared .venv"),
     (r"^make test$", "make-n", "the whole suite, this test included: CI runs it"),
     (r"^make (up|down)\b", "make-n", "needs the Pulumi CLI, Docker and kind, and makes a cluster"),
     (r"^make e2e-toolchain\b", "make-n", "builds the real toolchain from source (about an hour)"),
@@ -248,8 +251,8 @@ def test_scripts_and_subcommands_accept_every_documented_flag(command: DocComman
 
 
 def scratch_checkout(tmp_path: Path) -> Path:
-    """A directory that links to the repository's files, so what the commands write (runs/, loss.png)
-    lands in it rather than in the checkout."""
+    """A directory that links to the repository's files, so what the commands write (runs/) lands in it
+    rather than in the checkout."""
     for entry in REPO.iterdir():
         if entry.name not in {"runs", ".git"}:
             (tmp_path / entry.name).symlink_to(entry)
@@ -276,7 +279,7 @@ def test_runnable_commands_succeed_in_the_order_the_docs_give_them(tmp_path: Pat
         ):  # each training step of a walk-through trains
             closing = result.stderr.splitlines()[-1]
             assert closing.startswith("done: trained steps "), f"{command} trained nothing: {closing}"
-    assert (directory / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (directory / "runs/tiny/output/loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # ---- statements in the docs that a newcomer acts on (issue 25), held against the code ----
@@ -294,10 +297,10 @@ def test_the_readme_starts_with_make_up_and_make_test() -> None:
 def test_the_stated_pythons_are_the_checked_ones() -> None:
     sys.path.insert(0, str(REPO / "scripts"))
     try:
-        import check_prereqs
+        import python_check
     finally:
         sys.path.remove(str(REPO / "scripts"))
-    (low_major, low_minor), (high_major, high_minor) = check_prereqs.SUPPORTED_PYTHON
+    (low_major, low_minor), (high_major, high_minor) = python_check.SUPPORTED_PYTHON
     stated = f"Python {low_major}.{low_minor} to {high_major}.{high_minor}"
     assert stated in doc_text("docs/stack.md") and stated in doc_text("README.md")
     assert f'requires-python = ">={low_major}.{low_minor},<{high_major}.{high_minor + 1}"' in doc_text(
@@ -347,3 +350,48 @@ def test_make_check_and_the_sdk_are_documented_as_they_run() -> None:
     stack = doc_text("docs/stack.md")
     assert "pip install kubeflow==0.5.0" in stack and "kubeflow==0.5.0" in doc_text("requirements-dev.txt")
     assert "the node container therefore states `limits.cpu`" in stack
+
+
+def test_the_trainer_walk_through_first_adds_the_trainer_packages() -> None:
+    """make up / make check build .venv from requirements.txt only: without torch, numpy, the README's
+    `python -m trainer train` fails; its block starts with make trainer-venv, whose packages are the trainer's."""
+    block = next(lines for info, _, lines in fenced_blocks(REPO / "README.md") if info == "sh" and any(
+        "-m trainer train" in line for line in lines))  # fmt: skip
+    assert strip_comment(block[0]) == "make trainer-venv"
+    assert "numpy" not in (REPO / "requirements.txt").read_text()
+    assert "numpy" in (REPO / "trainer" / "requirements.txt").read_text()
+    makefile = (REPO / "Makefile").read_text()
+    assert "trainer-venv: $(TRAINER_STAMP)" in makefile
+    assert "-r trainer/requirements.txt" in makefile.split("$(TRAINER_STAMP):", 1)[1].split("touch", 1)[0]
+    plots = [line for line in block if " -m trainer plot " in line]
+    assert plots and all("--out runs/" in line for line in plots)  # not loss.png in the repository root
+
+
+def test_secret_outputs_are_read_through_make_which_has_the_passphrase() -> None:
+    """PULUMI_CONFIG_PASSPHRASE is exported by the Makefile only: a bare `pulumi stack output kubeconfig
+    --show-secrets` (or logsCommand, which runs one) in the user's shell cannot decrypt the secret."""
+    for command in COMMANDS:
+        if rule_for(command)[1] == "pulumi":
+            assert "--show-secrets" not in command.text and "logsCommand" not in command.text, command
+    makefile = (REPO / "Makefile").read_text()
+    default = re.search(r"^export PULUMI_CONFIG_PASSPHRASE \?= (\S+)$", makefile, re.MULTILINE)
+    assert (
+        default
+        and f"`{default[1]}`" in doc_text("README.md")
+        and f"`{default[1]}`" in doc_text("docs/stack.md")
+    )
+    assert "make kubeconfig STACK=dev" in doc_text("README.md")
+
+
+def test_a_corpus_of_your_own_is_put_where_the_pods_read_it() -> None:
+    """docs/stack.md's way onto the checkpoint claim: the copy's container and mount are the job's, and the
+    dataSource it then names is one the stack accepts (a relative path is refused)."""
+    from components.settings import StackConfigError, parse_settings
+    from components.training_job import CHECKPOINT_MOUNT, NODE
+
+    stack = doc_text("docs/stack.md")
+    copy = f"`kubectl -n trainstack cp ./my_corpus <pod>:{CHECKPOINT_MOUNT}/corpus -c {NODE}`"
+    assert copy in stack and f"set `dataSource: {CHECKPOINT_MOUNT}/corpus`" in stack
+    parse_settings({"dataSource": f"{CHECKPOINT_MOUNT}/corpus"})
+    with pytest.raises(StackConfigError):
+        parse_settings({"dataSource": "./my_corpus"})

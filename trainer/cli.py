@@ -110,3 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return USAGE_EXIT_CODE
+    except ModuleNotFoundError as error:
+        if (error.name or "trainer").partition(".")[0] == "trainer":
+            raise  # a module of our own missing is a bug: its traceback says where
+        # e.g. the stack's venv (make up, make check) has neither torch nor numpy
+        print(
+            f"error: {error.name} is not installed in {sys.executable}: the trainer needs torch and "
+            "trainer/requirements.txt; run `make trainer-venv` first (adds them to .venv, about 3 GB)",
+            file=sys.stderr,
+        )
+        return USAGE_EXIT_CODE

@@ -591,7 +591,7 @@ def test_data_source_names_the_corpus_and_an_s3_one_reads_with_the_checkpoint_st
             "dataSource: an s3:// source is read with the checkpoint",
         ),
         ({**S3, "dataSource": "s3://Team_Bucket/x"}, "dataSource: must be s3://bucket/prefix"),
-        ({"dataSource": " "}, "dataSource: must name the corpus (trainer/data: the bundled sample)"),
+        ({"dataSource": " "}, "dataSource: must name the corpus: trainer/data (the bundled sample)"),
         (
             {"trainingOverrides": '["data.path=/x"]'},
             "may not set data.path: the stack sets it from dataSource",
@@ -600,3 +600,34 @@ def test_data_source_names_the_corpus_and_an_s3_one_reads_with_the_checkpoint_st
         with pytest.raises(StackConfigError) as error:
             parse_settings(values)
         assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "source", ["./my_corpus.txt", "my_corpus", "http://x/y", "HF://x", "trainer/database"]
+)
+def test_a_data_source_no_pod_can_read_is_refused_in_one_line(source: str) -> None:
+    """A relative path is resolved in the image's working directory, where only trainer/data exists; a URL
+    scheme other than s3:// and hf:// is read by nothing (trainer.sources)."""
+    with pytest.raises(StackConfigError) as error:
+        parse_settings({"dataSource": source})
+    assert str(error.value) == (
+        "trainstack:dataSource: must be trainer/data (the bundled sample), an absolute path inside the pod "
+        "(on the checkpoint volume, /mnt/checkpoints/..., or in the image), s3://bucket/prefix or hf://name; "
+        f"got {source!r}"
+    )
+
+
+@pytest.mark.parametrize(
+    "source", ["trainer/data", "trainer/data/hamlet.txt", "/mnt/checkpoints/corpus/*.jsonl", "hf://org/name"]
+)
+def test_a_data_source_a_pod_reads_is_kept(source: str) -> None:
+    assert yaml.safe_load(parse_settings({"dataSource": source}).job.train_config)["data"]["path"] == source
+
+
+def test_an_hf_source_names_a_dataset_and_the_scheme_is_the_trainers() -> None:
+    from components.settings import HF_SCHEME as STACK_HF_SCHEME
+    from trainer.sources import HF_SCHEME
+
+    assert STACK_HF_SCHEME == HF_SCHEME
+    with pytest.raises(StackConfigError, match="dataSource: must be hf://name"):
+        parse_settings({"dataSource": "hf://"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -98,3 +99,20 @@ def test_metrics_port_in_use_is_one_line_before_anything_is_written(tmp_path: Pa
         )
     assert_clean_failure(result, f"output.metrics_port: cannot serve /metrics on 0.0.0.0:{port}", "in use")
     assert not (tmp_path / "output").exists() and not (tmp_path / "checkpoints").exists()
+
+
+# A Python without the trainer's packages, as the stack's venv (make up, make check builds only that layer).
+WITHOUT_TORCH = (
+    "import runpy, sys; sys.modules.update(numpy=None, torch=None); "
+    "sys.argv[0] = 'trainer'; runpy.run_module('trainer', run_name='__main__')"
+)
+
+
+def test_train_without_its_packages_names_make_trainer_venv(tmp_path: Path) -> None:
+    """README's `python -m trainer train` in a venv lacking numpy/torch: one line, not a traceback."""
+    args = [sys.executable, "-c", WITHOUT_TORCH, "train", "--config", str(TINY_CONFIG)]
+    result = run([*args, *run_overrides(tmp_path)])
+    assert_clean_failure(result, "is not installed in", "make trainer-venv")
+    assert result.stderr.split()[1] in {"numpy", "torch"}, result.stderr
+    printed = run([sys.executable, "-c", WITHOUT_TORCH, "print-config", "--config", str(TINY_CONFIG)])
+    assert printed.returncode == 0 and "max_steps" in printed.stdout, printed.stderr  # needs neither
