@@ -29,6 +29,7 @@ from trainer.distributed import (
     gather_objects,
     init_distributed,
     mean_over_ranks,
+    process_identity,
     shutdown,
 )
 from trainer.engine import Engine, build_engine, enable_tf32, model_config
@@ -465,8 +466,9 @@ def train(config: TrainConfig) -> int:
     cache = TokenCache(config.data, config.model.block_size)  # a missing path or unknown encoding fails here
     # Preparation before the process group: however long it takes, no rank waits on a collective (with its
     # timeout); the other ranks of the node wait on the manifest file.
-    local_rank = os.environ.get("LOCAL_RANK", "0")  # checked with the others by init_distributed
-    cache.ready(int(local_rank) if local_rank.isdigit() else 0)
+    # torchrun's variables are checked first: a rank with a bad identity must not wait for a manifest.
+    identity = process_identity(os.environ, torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    cache.ready(identity.local_rank if identity else 0)
     context = init_distributed()
     clock.mark("rendezvous")
     try:

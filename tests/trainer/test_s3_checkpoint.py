@@ -321,9 +321,13 @@ def starts(run_dir: Path) -> list[Any]:
 
 
 def test_resume_from_s3_is_bit_exact(tmp_path: Path, storage: S3Storage, s3_env: dict[str, str]) -> None:
+    # The same run on local disk, 20 steps then resumed to 40 (the resume keeps the 20-step LR schedule:
+    # docs/trainer.md), is the reference the bucket's resume must match bit for bit.
     reference = tmp_path / "reference"
-    done = run_s3(trainer_command("train", TINY_CONFIG, run_overrides(reference, **SETTINGS)), {})
-    assert done.returncode == 0, done.stderr[-3000:]
+    for steps in (20, 40):
+        done = run_s3(trainer_command("train", TINY_CONFIG, run_overrides(reference, **{**SETTINGS,
+                                                                          "train__max_steps": steps})), {})  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
     resumed = tmp_path / "resumed"
     first = run_s3(trainer_command("train", TINY_CONFIG, s3_overrides(resumed, storage.url, train__max_steps=20)),
                    s3_env)  # fmt: skip
@@ -350,9 +354,11 @@ def test_resume_from_s3_is_bit_exact(tmp_path: Path, storage: S3Storage, s3_env:
 
 def test_two_ranks_write_and_resume_on_s3(tmp_path: Path, storage: S3Storage, s3_env: dict[str, str]) -> None:
     settings = {"train__max_steps": 30, "train__zero_stage": 1}
-    reference = tmp_path / "reference"
-    done = run_s3(torchrun_command(2, TINY_CONFIG, run_overrides(reference, **{**SETTINGS, **settings})), {})
-    assert done.returncode == 0, done.stderr[-3000:]
+    reference = tmp_path / "reference"  # on local disk, 20 steps then resumed to 30, as the bucket's run
+    for steps in (20, 30):
+        overrides = run_overrides(reference, **{**SETTINGS, **settings, "train__max_steps": steps})
+        done = run_s3(torchrun_command(2, TINY_CONFIG, overrides), {})
+        assert done.returncode == 0, done.stderr[-3000:]
     resumed = tmp_path / "resumed"
     first = run_s3(torchrun_command(2, TINY_CONFIG, s3_overrides(resumed, storage.url, **{**settings,
                                                                  "train__max_steps": 20})), s3_env)  # fmt: skip
