@@ -147,6 +147,17 @@ class FakeApiServer:
         }
         return yaml.safe_dump({**config, **document}, sort_keys=False)
 
+    def stack_values(self, directory: Path) -> dict[str, str]:
+        """The stack values of an existing cluster reached through this server (its kubeconfig in directory)."""
+        kubeconfig = directory / "kubeconfig"
+        kubeconfig.write_text(self.kubeconfig())
+        return {
+            "clusterKind": "existing",
+            "kubeconfigPath": str(kubeconfig),
+            "imagePush": "true",
+            "imageRepository": "registry.example.com/trainer",
+        }
+
 
 def reply(
     handler: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str = "application/json"

@@ -221,14 +221,7 @@ def test_an_existing_cluster_with_an_older_jobset_crd_is_refused_before_anything
 
     crd = yaml.safe_load((UPSTREAM_JOBSET / f"jobsets-{release}.yaml").read_text())
     with fake_api_server(objects={JOBSET_CRD_PATH: crd}) as server:
-        kubeconfig = tmp_path / "config"
-        kubeconfig.write_text(server.kubeconfig())
-        values = {
-            "clusterKind": "existing",
-            "kubeconfigPath": str(kubeconfig),
-            "imagePush": "true",
-            "imageRepository": "registry.example.com/trainer",
-        }
+        values = server.stack_values(tmp_path)
         if not refused:
             assert parse_settings(values).cluster.existing is not None
             return

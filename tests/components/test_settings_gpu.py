@@ -116,16 +116,7 @@ NVIDIA_CLASS = {"items": [{"metadata": {"name": "nvidia"}, "handler": "nvidia"}]
 
 def _existing(tmp_path: Path, objects: dict[str, Any], **values: str) -> Any:
     with fake_api_server(objects=objects) as server:
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(server.kubeconfig())
-        config = {
-            "clusterKind": "existing",
-            "kubeconfigPath": str(kubeconfig),
-            "imagePush": "true",
-            "imageRepository": "registry.example.com/trainer",
-            "gpusPerNode": "1",
-            **values,
-        }
+        config = {**server.stack_values(tmp_path), "gpusPerNode": "1", **values}
         return parse_settings(config, stack="trainstack.existing")
 
 
