@@ -2,6 +2,9 @@
 
     python -m tests.e2e [--keep] [--nodes N] [--no-faults] [--only object_storage|clusterops|data|kind|speed]
 
+After the test cluster's phases, once it is down, the `dev` stack's own kind cluster (tests/e2e/kind_run.py):
+`up`, training, a second `up`, a rollout, `destroy`, then a 2-node kind stack (`--only kind`: those alone).
+
 `--only speed`: `up`, a code change's `up` and a preemption on the 1-node stack, each with its timeline
 (tests/e2e/timing.py), then `destroy`.
 
@@ -72,17 +75,17 @@ def main() -> int:
     run.report.data.update(
         date=datetime.now(UTC).isoformat(timespec="seconds"),
         commit=commit,
-        cluster_kind="existing",
+        cluster_kind={None: "existing, kind", "kind": "kind"}.get(args.only, "existing"),
         run_dir=str(run_dir),
     )
     started = time.monotonic()
+    cluster_stopped = False
     try:
         run.versions()
         if args.only != "kind":
             run.start_cluster()
-        if args.only == "kind":
-            kind_run(run)
-        elif run.report.data["cluster"].get("ok"):
+        base = None
+        if args.only != "kind" and run.report.data["cluster"].get("ok"):
             base = run.base_image()
             if not args.only:
                 run.up(base)
@@ -101,11 +104,18 @@ def main() -> int:
                 data_source(run, base)
             if args.only == "speed":
                 speed(run, base)
+        if args.only in (None, "kind"):
+            # kind's clusters after the test cluster is down: the two never share the 2 cores and the disk.
+            if args.only is None:
+                run.stop_cluster(args.keep)
+                cluster_stopped = True
+            kind_run(run, base)
     finally:
         run.report.data["total_seconds"] = round(time.monotonic() - started, 1)
         run.report.data["disk"] = disk.stop()
         run.report.save()
-        run.stop_cluster(args.keep)
+        if not cluster_stopped:
+            run.stop_cluster(args.keep)
     failures = run.report.failures
     print(
         f"e2e: {'FAILED' if failures else 'passed'} in {run.report.data['total_seconds']} s; "

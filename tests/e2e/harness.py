@@ -52,8 +52,19 @@ class Report:
     path: Path = REPORT_PATH
     data: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    # A nested report (`nested`) prefixes its phases with its key where they are printed or failed, and saves
+    # through the report it lives in.
+    label: str = ""
+    parent: Report | None = None
+
+    def nested(self, key: str) -> Report:
+        """Another stack's phases under one key of this report (a kind stack's `up` beside the test cluster's)."""
+        return Report(self.path, self.data.setdefault(key, {}), self.failures, f"{key}.", self)
 
     def save(self) -> None:
+        if self.parent is not None:
+            self.parent.save()
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.data["failures"] = self.failures
         temporary = self.path.with_suffix(".json.tmp")
@@ -65,6 +76,7 @@ class Report:
         """A phase's record: `ok` false and the error when its body raises E2EFailure (the run goes on)."""
         record: dict[str, Any] = self.data.setdefault(name, {})
         started = time.monotonic()
+        name = f"{self.label}{name}"
         print(f"e2e: {name} ...", flush=True)
         try:
             yield record

@@ -5,8 +5,9 @@ with only what this machine needs set on top: the node image the toolchain's kin
 nothing pulled), the local Trainer chart, the CPU base image and a short training. Then, as for `existing`
 (tests/e2e/real_run.py): the outputs, the TrainJob Complete with its checkpoints, `logsCommand`, a second
 `pulumi up --expect-no-changes`, a rollout that resumes, and `pulumi destroy` leaving no kind container, network,
-volume or image tag (`kind_*` phases). Then a 2-node kind stack: one job across both nodes, its final loss
-against the same training on two local processes (`kind_multinode`).
+volume or image tag (report key `kind_dev`). Then a 2-node kind stack: one job across both nodes, its final
+loss against the same training on two local processes (`kind_dev-multinode`). In the default `make e2e` these
+run after the test cluster's phases, once that cluster is down.
 
 The fixture: tests/e2e/kind/docker is first on PATH, so kind's nodes start with the near-privileged flags in
 place of the `--privileged` this machine's Docker refuses (tests/e2e/kind/README.md). The product is unchanged.
@@ -58,7 +59,7 @@ class KindRun(Run):
 
     def __init__(self, run: Run, stack: str, job: str, cluster_name: str, nodes: int) -> None:
         super().__init__(run.run_dir / stack, nodes, stack=stack, job=job)
-        self.report = run.report
+        self.report = run.report.nested(f"kind_{stack}")  # its `up`, `destroy`... beside the test cluster's
         self.cluster_name = cluster_name
         self.sh.env["PATH"] = f"{KIND_FIXTURE}:{self.sh.env['PATH']}"
         self.cluster = {"KUBECONFIG": str(self.run_dir / "kubeconfig")}
@@ -78,7 +79,7 @@ class KindRun(Run):
 
     def up(self, base_image: str) -> None:
         """Run.up, while a watcher writes the cluster's kubeconfig as soon as kind has made it and records
-        the time from the start of `up` to every node Ready (`kind_ready_s`)."""
+        the time from the start of `up` to every node Ready (`ready_s`)."""
         stop = threading.Event()
         watcher = threading.Thread(target=self._watch_cluster, args=(time.monotonic(), stop), daemon=True)
         watcher.start()
@@ -108,7 +109,7 @@ class KindRun(Run):
                     if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
                 ]
                 if items and len(ready) == len(items):
-                    self.report.data[f"{self.stack}_ready_s"] = round(time.monotonic() - started, 1)
+                    self.report.data["ready_s"] = round(time.monotonic() - started, 1)
                     self.report.save()
                     return
 
@@ -162,7 +163,7 @@ class KindRun(Run):
 
 
 def kind_phases(run: Run, base_image: str) -> None:
-    """The dev stack on kind, then the 2-node kind stack; each phase's record under a kind_ key."""
+    """The dev stack on kind, then the 2-node kind stack; each stack's phases under its kind_<stack> key."""
     with run.report.phase("kind_node_image") as record:
         image = kind_node_image()
         check(image is not None, "no kind node image: run `bash scripts/e2e_toolchain.sh kind`")
@@ -172,17 +173,17 @@ def kind_phases(run: Run, base_image: str) -> None:
     kind = KindRun(run, KIND_STACK, KIND_JOB, KIND_CLUSTER, nodes=1)
     try:
         kind.up(base_image)
-        if run.report.data["up"].get("ok"):
+        if kind.report.data["up"].get("ok"):
             kind.check_outputs()
             kind.check_training()
-            with run.report.phase("kind_second_up"):
+            with kind.report.phase("second_up"):
                 kind.pulumi("up", "--yes", "--expect-no-changes", timeout=1800)
             kind.rollout()
     finally:
         kind.destroy()
     multinode = KindRun(run, MULTINODE_STACK, KIND_JOB, MULTINODE_CLUSTER, nodes=2)
     try:
-        with run.report.phase("kind_multinode") as record:
+        with multinode.report.phase("train") as record:
             multinode.sh.run(["pulumi", "stack", "init", MULTINODE_STACK, "--non-interactive"])
             multinode.stack_config(base_image, MULTINODE_STEPS, node_count=2)
             started = time.monotonic()
@@ -202,7 +203,7 @@ def kind_phases(run: Run, base_image: str) -> None:
                 f"final loss {record['final_loss']} vs reference {record['reference_loss']}",
             )
     finally:
-        with run.report.phase("kind_multinode_destroy") as record:
+        with multinode.report.phase("destroy") as record:
             image = (
                 str(multinode.outputs().get("image", ""))
                 if multinode.pulumi("stack", "output", check=False).returncode == 0
@@ -213,11 +214,11 @@ def kind_phases(run: Run, base_image: str) -> None:
             check(not leftovers, f"left behind: {leftovers}")
 
 
-def kind_run(run: Run) -> None:
-    """`--only kind`: the base image, the kind phases, and the cleanup whatever happened."""
-    run.report.data["cluster_kind"] = "kind"
+def kind_run(run: Run, base_image: str | None = None) -> None:
+    """The kind phases (after the test cluster's, or alone with `--only kind`: then the base image first), and
+    the cleanup whatever happened."""
     try:
-        kind_phases(run, run.base_image())
+        kind_phases(run, base_image or run.base_image())
     finally:
         kind_cleanup(run)
 

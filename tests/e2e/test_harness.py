@@ -215,3 +215,18 @@ def test_resumed_from_is_the_newest_starts_tag_and_its_step(tmp_path: Path) -> N
     events.append({"event": "start", "resumed_from": "step_000040"})
     assert run.resumed_from() == ("step_000040", 40)
     assert len(run.starts()) == 2
+
+
+def test_a_nested_report_keeps_another_stacks_phases_apart_and_saves_with_the_run(tmp_path: Path) -> None:
+    report = Report(path=tmp_path / "report.json")
+    with report.phase("up"):
+        pass
+    kind = report.nested("kind_dev")
+    with kind.phase("up"):
+        raise E2EFailure("no node Ready")
+    kind.data["ready_s"] = 21.5
+    kind.save()
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["up"]["ok"] is True
+    assert saved["kind_dev"]["up"]["ok"] is False and saved["kind_dev"]["ready_s"] == 21.5
+    assert saved["failures"] == ["kind_dev.up: no node Ready"] == report.failures
