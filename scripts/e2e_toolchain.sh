@@ -13,7 +13,7 @@ set -a # the versions and the start time reach every part
 eval "$(python3 "$here/toolchain/versions.py")"
 _toolchain_started=$(date +%s)
 set +a
-complete_stamp=$STAMPS/complete-pulumi-$PULUMI_VERSION-k8s-$PULUMI_KUBERNETES_VERSION-command-$PULUMI_COMMAND_VERSION-docker-$PULUMI_DOCKER_VERSION-trainer-$TRAINER_VERSION
+complete_stamp=$STAMPS/complete-pulumi-$PULUMI_VERSION-k8s-$PULUMI_KUBERNETES_VERSION-command-$PULUMI_COMMAND_VERSION-docker-$PULUMI_DOCKER_VERSION-trainer-$TRAINER_VERSION-kind-$KIND_VERSION
 if [[ ${1:-} == --check ]]; then
     # Exit 0 when everything `make e2e` needs is built (CI asks this before it runs the real end-to-end).
     [[ -e $complete_stamp ]] || { echo "not built: no $(basename "$complete_stamp")"; exit 1; }
