@@ -57,6 +57,8 @@ def fixture_config(project: Path, settings: dict[str, Any]) -> dict[str, Any]:
 class KindRun(Run):
     """A Run whose cluster is the one the stack itself makes with kind, through the fixture's docker."""
 
+    pushed = False  # `kind load` puts the image on the nodes
+
     def __init__(self, run: Run, stack: str, job: str, cluster_name: str, nodes: int) -> None:
         super().__init__(run.run_dir / stack, nodes, stack=stack, job=job)
         self.report = run.report.nested(f"kind_{stack}")  # its `up`, `destroy`... beside the test cluster's
