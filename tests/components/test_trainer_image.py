@@ -254,7 +254,8 @@ def test_destroy_and_a_new_tag_remove_the_local_tag(context: Path, tmp_path: Pat
 
 
 def docker_stub(tmp_path: Path) -> tuple[dict[str, str], Path]:
-    """docker (save writes an archive, ps lists two nodes, exec reads the archive) and kind, logged."""
+    """docker (save writes an archive, ps lists two nodes, exec reads the archive) and kind (get nodes lists
+    $KIND_NODES, load reads the archive), logged."""
     return stub_tools(
         tmp_path,
         {
@@ -262,7 +263,10 @@ def docker_stub(tmp_path: Path) -> tuple[dict[str, str], Path]:
                 'case "$1" in save) printf archive > "$4";; ps) echo node1; echo node2;;'
                 ' exec) echo "read $(cat)" >> "$(dirname "$0")/../calls.log";; esac'
             ),
-            "kind": 'echo "read $(cat "$3")" >> "$(dirname "$0")/../calls.log"',
+            "kind": (
+                'case "$1" in get) printf "$KIND_NODES";;'
+                ' load) echo "read $(cat "$3")" >> "$(dirname "$0")/../calls.log";; esac'
+            ),
         },
     )
 
@@ -277,12 +281,27 @@ def test_kind_load_saves_an_archive_and_loads_it(context: Path, tmp_path: Path) 
     assert load.inputs["triggers"][0] == mock_image_id(image_name)
     assert run.depends_on(load, image)
     environment, log = docker_stub(tmp_path)
-    run_text(KIND_LOAD_SCRIPT, {**environment, "IMAGE": "trainstack/trainer:t1", "KIND_CLUSTER": "demo"})
+    one_node = {**environment, "IMAGE": "trainstack/trainer:t1", "KIND_CLUSTER": "demo"}
+    run_text(KIND_LOAD_SCRIPT, {**one_node, "KIND_NODES": "demo-control-plane\n"})
     calls = log.read_text().splitlines()
     assert calls[0].startswith("docker save trainstack/trainer:t1 -o ")
     archive = calls[0].rsplit(" ", 1)[1]
-    assert calls[1:] == [f"kind load image-archive {archive} --name demo", "read archive"]
+    assert calls[1:] == [
+        "kind get nodes --name demo",
+        f"kind load image-archive {archive} --name demo",
+        "read archive",
+    ]
     assert not Path(archive).exists()  # the archive goes when the script ends
+
+
+def test_kind_load_skips_the_control_plane_of_a_cluster_with_workers(tmp_path: Path) -> None:
+    """Tainted NoSchedule there, it runs no training: a copy of several GB on it is disk and time for nothing
+    (the first real 2-node kind run ran out of disk loading it into all three nodes)."""
+    environment, log = docker_stub(tmp_path)
+    nodes = "demo-control-plane\ndemo-worker\ndemo-worker2\n"
+    run_text(KIND_LOAD_SCRIPT, {**environment, "IMAGE": "t:1", "KIND_CLUSTER": "demo", "KIND_NODES": nodes})
+    load = [line for line in log.read_text().splitlines() if line.startswith("kind load")]
+    assert len(load) == 1 and load[0].endswith("--name demo --nodes demo-worker,demo-worker2")
 
 
 def test_delivery_follows_the_cluster_identity(context: Path) -> None:

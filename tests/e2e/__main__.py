@@ -10,7 +10,7 @@ After the test cluster's phases, once it is down, the `dev` stack's own kind clu
 
 Writes runs/e2e/report.json (after every phase) and prints a short summary. Exits 1 when any check failed
 (each is listed under `failures`), 2 when the toolchain `make e2e-toolchain` builds is not complete, 3 when
-Docker's filesystem lacks the free space the run needs (`MIN_FREE_GIB`); those two before anything starts.
+Docker's filesystem lacks the free space the run needs (`MIN_FREE_GIB`, `KIND_MIN_FREE_GIB` with kind); those two before anything starts.
 """
 
 from __future__ import annotations
@@ -26,8 +26,16 @@ from pathlib import Path
 from tests.e2e.clusterops import clusterops
 from tests.e2e.data_source import data_source
 from tests.e2e.faults import preemption, run_faults
-from tests.e2e.harness import CACHE, REPO_ROOT, DiskWatch, disk_problem, docker_root, toolchain_complete
-from tests.e2e.kind_run import kind_run
+from tests.e2e.harness import (
+    CACHE,
+    MIN_FREE_GIB,
+    REPO_ROOT,
+    DiskWatch,
+    disk_problem,
+    docker_root,
+    toolchain_complete,
+)
+from tests.e2e.kind_run import KIND_MIN_FREE_GIB, kind_run
 from tests.e2e.object_storage import object_storage
 from tests.e2e.real_run import Run
 
@@ -60,7 +68,7 @@ def main() -> int:
         print(f"e2e: the toolchain is not complete ({answer or 'run make e2e-toolchain'})", file=sys.stderr)
         return 2
     docker_disk = docker_root()
-    problem = disk_problem(docker_disk)
+    problem = disk_problem(docker_disk, KIND_MIN_FREE_GIB if args.only in (None, "kind") else MIN_FREE_GIB)
     if problem:
         print(f"e2e: not started: {problem}", file=sys.stderr)
         return 3
