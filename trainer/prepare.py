@@ -3,7 +3,7 @@
 The prepared directory is data.cache_dir/tokens-<key>, the key a hash of the source's fingerprint, the
 encoding, the text field and data.shard_bytes: a second job with the same source finds it and tokenizes
 nothing. Each unit of the source (trainer.sources) becomes one shard, shard_<index>.bin, tokenized by a pool
-of processes (data.workers) with tiktoken's encode_ordinary_batch.
+of processes (data.workers) with tiktoken (encode_ids: encode_ordinary's ids as an array).
 
 - Resumable: a shard is published whole (a unique temporary file, then link: trainer.shared_files.write_once)
   and a restart skips the shards that exist; the units are planned from the source alone, so a resumed
