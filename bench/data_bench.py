@@ -4,8 +4,9 @@
         preparation tokens/s (wall clock, and per CPU second) on 1 and 2 CPUs (sched_setaffinity) against
         tiktoken's own encode_ordinary_batch on the same text, the same encoding and CPU count, in
         interleaved rounds; and each side's scaling from 1 CPU to 2
-    python bench/data_bench.py ids [--mb 16] [--rounds 8]
-        the CPU time of tiktoken's lists of ids, of those lists copied into an array, and of encode_to_numpy
+    python bench/data_bench.py ids [--mb 16] [--rounds 8] [--doc-chars 0]
+        the CPU time of tiktoken's lists of ids, of those lists copied into an array, and of encode_to_numpy,
+        on a text file's 64 KiB pieces or (--doc-chars) on short documents
     python bench/data_bench.py memory [--limit-mb 1536] [--sizes-gb 1,3,6]
         a tiny CPU training run on nanoGPT-format corpora of each size, under a cgroup (v1) memory limit:
         peak resident memory and the time to the first step, the corpus prepared beforehand
@@ -172,7 +173,10 @@ def ids(args: argparse.Namespace) -> None:
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     with tempfile.TemporaryDirectory(prefix="data-bench-") as tmp:
         texts = _corpus(Path(tmp) / "corpus", args.mb)
-    pieces = [piece for text in texts for piece, _ in _text_pieces(text, True)]
+    if args.doc_chars:  # short documents (JSONL lines, dataset rows) instead of a text file's pieces
+        pieces = [text[i : i + args.doc_chars] for text in texts for i in range(0, len(text), args.doc_chars)]
+    else:
+        pieces = [piece for text in texts for piece, _ in _text_pieces(text, True)]
 
     def whole_texts() -> int:  # the throughput baseline's own call
         return sum(len(t) for t in encoding.encode_ordinary_batch(texts, num_threads=1))
@@ -258,6 +262,7 @@ def main() -> None:
     parser.add_argument("command", choices=["throughput", "ids", "memory"])
     parser.add_argument("--mb", type=int, default=16, help="throughput, ids: MiB of text (8 files)")
     parser.add_argument("--shard-mb", type=int, default=8, help="throughput: data.shard_bytes, MiB")
+    parser.add_argument("--doc-chars", type=int, default=0, help="ids: documents of this many characters")
     parser.add_argument("--rounds", type=int, default=8, help="throughput, ids: interleaved rounds")
     parser.add_argument("--limit-mb", type=int, default=1536, help="memory: the cgroup's limit")
     parser.add_argument("--sizes-gb", default="1,3,6", help="memory: corpus sizes, GiB, comma-separated")
