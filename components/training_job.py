@@ -20,6 +20,10 @@ TRAINER_API_VERSION = "trainer.kubeflow.org/v1alpha1"
 CONFIG_DIR = "/etc/trainstack"
 CONFIG_FILE = "train.yaml"
 CHECKPOINT_MOUNT = "/mnt/checkpoints"
+# Hugging Face's caches (hub downloads, datasets' Arrow files) on the checkpoint volume, not in the container's
+# writable layer under HOME: kept across pod restarts and jobs, one copy for the nodes that share the volume,
+# never counted against a node's ephemeral storage.
+HF_HOME = f"{CHECKPOINT_MOUNT}/huggingface"
 SHM_MOUNT = "/dev/shm"
 TRAINER_UID = 1000
 # The GPU nodes' taint, tolerated by the training pods (and the image's pre-pull pods).
@@ -382,6 +386,7 @@ def train_job_spec(
             "name": SHUTDOWN_TIMEOUT_ENV,
             "value": str(torchrun_shutdown_timeout(args.termination_grace_period_seconds)),
         },
+        {"name": "HF_HOME", "value": HF_HOME},
     ]
     if args.object_store is not None:
         env += args.object_store.environment()

@@ -3,7 +3,7 @@
 The prepared directory is data.cache_dir/tokens-<key>, the key a hash of the source's fingerprint, the
 encoding, the text field and data.shard_bytes: a second job with the same source finds it and tokenizes
 nothing. Each unit of the source (trainer.sources) becomes one shard, shard_<index>.bin, tokenized by a pool
-of processes (data.workers) with tiktoken's encode_ordinary_batch.
+of processes (data.workers) with tiktoken (encode_ids: encode_ordinary's ids as an array).
 
 - Resumable: a shard is published whole (a unique temporary file, then link: trainer.shared_files.write_once)
   and a restart skips the shards that exist; the units are planned from the source alone, so a resumed
@@ -18,7 +18,6 @@ of processes (data.workers) with tiktoken's encode_ordinary_batch.
 
 from __future__ import annotations
 
-import array
 import concurrent.futures
 import dataclasses
 import hashlib
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tiktoken
 
 from trainer.config import DataSection
 from trainer.dataset import get_encoding, token_dtype
@@ -61,20 +61,33 @@ def shard_path(directory: Path, index: int) -> Path:
     return directory / f"shard_{index:06d}.bin"
 
 
+def encode_ids(encoding: tiktoken.Encoding, text: str) -> np.ndarray:
+    """encode_ordinary(text) as a uint32 array, without a Python int per token.
+
+    tiktoken's lists cost a Python int object per token, and converting them back into an array of ids another
+    pass (about a quarter of the preparation's time, docs/benchmarks.md). encode_to_numpy returns the Rust
+    buffer itself; with no special token allowed or disallowed it is encode_ordinary (special tokens' text is
+    ordinary text). Lone surrogates (JSON escapes) are replaced as encode_ordinary replaces them."""
+    try:
+        return encoding.encode_to_numpy(text, disallowed_special=())
+    except UnicodeEncodeError:
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return encoding.encode_to_numpy(text, disallowed_special=())
+
+
 def tokenize_unit(source: Source, unit: Unit, encoding_name: str) -> np.ndarray:
     """The unit's token ids, each document followed by end-of-text, in the encoding's dtype."""
     encoding = get_encoding(encoding_name)
-    dtype = token_dtype(encoding)
-    pieces = documents(source, unit)
-    encoded = encoding.encode_ordinary_batch([text for text, _ in pieces], num_threads=1)
-    # array.array takes tiktoken's lists of ints in C, faster than numpy's conversion of a list
-    buffer = array.array("H" if dtype == np.uint16 else "I")
-    assert buffer.itemsize == np.dtype(dtype).itemsize
-    for tokens, (_, ends) in zip(encoded, pieces, strict=True):
-        buffer.extend(tokens)
+    end_of_text = np.array([encoding.eot_token], dtype=np.uint32)
+    parts = []
+    for text, ends in documents(source, unit):
+        parts.append(encode_ids(encoding, text))
         if ends:
-            buffer.append(encoding.eot_token)
-    return np.frombuffer(buffer, dtype=dtype)
+            parts.append(end_of_text)
+    if not parts:
+        return np.zeros(0, dtype=token_dtype(encoding))
+    # every id is below n_vocab, which token_dtype fits: the narrowing cast loses nothing
+    return np.concatenate(parts, dtype=token_dtype(encoding), casting="unsafe")
 
 
 def _sha256_of(path: Path, offset: int = 0) -> str:

@@ -30,7 +30,7 @@ from trainer.shards import DataError, split_of_name
 
 HF_SCHEME = "hf://"
 TEXT_SUFFIXES = {".txt": "text", ".jsonl": "jsonl", ".bin": "bin"}
-PIECE_CHARS = 1 << 16  # text is handed to encode_ordinary_batch in pieces of about this many characters
+PIECE_CHARS = 1 << 16  # text is handed to the encoder in pieces of about this many characters
 HF_ROW_BYTES = 2048  # rows of a Hugging Face dataset per shard: data.shard_bytes / this
 ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 

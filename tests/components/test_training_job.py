@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from components.training_job import (
 )
 from tests.k8s_validation import KUBERNETES_VERSION, SCHEMAS, normalise, unknown_fields
 from tests.shell_stubs import run_file, stub_tools
+from tests.stack_helpers import REPO_ROOT as REPO
 from tests.stack_helpers import evaluate, reveal
 from trainer import PREEMPTED_EXIT_CODE
 
@@ -158,6 +161,35 @@ def test_trainer_runs_the_contract_command_with_gpus_and_the_secret_env() -> Non
     } in trainer["env"]
     assert {"name": "DS_ACCELERATOR", "value": "cuda"} in trainer["env"]
     assert all("value" not in item or item["name"] != "HF_TOKEN" for item in trainer["env"])
+
+
+def test_hugging_face_caches_land_on_the_checkpoint_volume(tmp_path: Path) -> None:
+    """An hf:// source: the hub's downloads and datasets' Arrow files go to HF_HOME on the checkpoint volume
+    (mounted writable), not under HOME in the container's writable layer, where they were lost with the pod,
+    fetched again after every restart and on every node, and counted against the node's ephemeral storage.
+    Run for real: the trainer prepares an hf:// source (a local directory, no hub here) with the pod's
+    environment, the volume a directory of this test."""
+    document = trainjob(job_args())
+    env = {item["name"]: item["value"] for item in document["spec"]["trainer"]["env"] if "value" in item}
+    assert env["HF_HOME"].startswith(f"{CHECKPOINT_MOUNT}/")
+    mounts = pod_patch(document)["containers"][0]["volumeMounts"]
+    assert {"name": "checkpoints", "mountPath": CHECKPOINT_MOUNT} in mounts  # writable: no readOnly
+    volume, home, corpus = tmp_path / "volume", tmp_path / "home", tmp_path / "corpus"
+    home.mkdir()
+    corpus.mkdir()
+    (corpus / "part.jsonl").write_text("".join(f'{{"text": "line {i} of the play"}}\n' for i in range(200)))
+    pod_env = {name: value.replace(CHECKPOINT_MOUNT, str(volume)) for name, value in env.items()}
+    process_env = {**os.environ, **pod_env, "HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
+                   "DS_ACCELERATOR": "cpu", "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
+    prepared = subprocess.run(
+        [sys.executable, "-m", "trainer", "prepare", "--config", str(REPO / "trainer/configs/tiny.yaml"),
+         "--workers", "1", "--set", f"data.path=hf://{corpus}", "--set", f"data.cache_dir={volume}/tokens"],
+        cwd=REPO, env=process_env, text=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert prepared.returncode == 0, prepared.stderr
+    assert "from Hugging Face dataset" in prepared.stderr
+    assert list((volume / "huggingface" / "datasets").rglob("*.arrow"))
+    assert not list(home.rglob("*")), "nothing under HOME"
 
 
 def test_runtime_patches_set_identity_volumes_and_placement() -> None:

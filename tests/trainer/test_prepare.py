@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tiktoken
 
 from tests.s3_server import S3Server
 from trainer import prepare as prepare_module
@@ -60,6 +61,41 @@ def test_jsonl_documents_are_the_text_field_each_followed_by_end_of_text(tmp_pat
     cache = TokenCache(section(tmp_path, tmp_path / "body.jsonl", text_field="body", val_fraction=0.5), 2)
     cache.prepare()
     assert all_tokens(cache) == [*b"to be or not to be", EOT]
+
+
+def wide_encoding() -> tiktoken.Encoding:
+    """A BPE encoding of 65,792 tokens (the 256 bytes, then every byte pair, the pairs starting with 'z'
+    last): token ids past 65,535 (uint32 shards) and merges, where the bytes encoding has neither."""
+    pairs = [bytes([a, b]) for a in range(256) for b in range(256)]
+    pairs.sort(key=lambda pair: pair[0] == ord("z"))
+    ranks = {bytes([i]): i for i in range(256)} | {pair: 256 + i for i, pair in enumerate(pairs)}
+    return tiktoken.Encoding(
+        "wide", pat_str=r"\S+|\s+", mergeable_ranks=ranks, special_tokens={"<|endoftext|>": len(ranks)}
+    )
+
+
+@pytest.mark.parametrize("encoding", [byte_encoding(), wide_encoding()], ids=["bytes", "wide"])
+def test_shards_hold_exactly_what_encode_ordinary_gives_each_document(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, encoding: tiktoken.Encoding
+) -> None:
+    """Preparation takes tiktoken's ids as an array (encode_to_numpy, no Python int per token): the shards are
+    still encode_ordinary's ids, with special tokens' text as ordinary text and lone surrogates (a JSON
+    escape) replaced as encode_ordinary replaces them."""
+    monkeypatch.setattr(prepare_module, "get_encoding", lambda name: encoding)
+    documents = [
+        "zz top <|endoftext|> ends\n",
+        "caf\u00e9 \ud800 \U0001f600",
+        "x" * 70_000 + "\n" + "zzz " * 9,
+    ]
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in documents))
+    manifest, _ = prepare(section(tmp_path, corpus), 1)
+    (shard,) = manifest.shards
+    expected = [t for d in documents for t in [*encoding.encode_ordinary(d), encoding.eot_token]]
+    dtype = np.uint16 if encoding.n_vocab <= 2**16 else np.uint32
+    assert shard.dtype == np.dtype(dtype).name
+    assert np.fromfile(shard.path, dtype=dtype).tolist() == expected
+    assert encoding.name == "bytes" or max(expected) > 65535  # the wide one reaches past uint16
 
 
 def test_large_files_are_cut_after_newlines_into_shards_read_as_one_sequence(tmp_path: Path) -> None:
