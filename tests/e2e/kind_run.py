@@ -119,6 +119,23 @@ class KindRun(Run):
                     self.report.save()
                     return
 
+    def running_image_ids(self, pods: list[dict[str, Any]]) -> list[str]:
+        """The image ID (its config's digest, what Docker's image ID is) of what every container runs: the
+        kubelet reports a loaded image by the digest of the manifest `kind load` made for it
+        (`docker.io/library/import-<date>@sha256:...`), whose config the node's containerd holds."""
+        ids = []
+        for pod in pods:
+            for status in pod.get("status", {}).get("containerStatuses", []):
+                manifest = status.get("imageID", "").rsplit("@", 1)[-1]
+                node = pod["spec"]["nodeName"]  # kind's node names are its containers'
+                found = self.sh.run(
+                    ["docker", "exec", node, "ctr", "--namespace=k8s.io", "content", "get", manifest],
+                    check=False,
+                    log=False,
+                )
+                ids.append(json.loads(found.stdout)["config"]["digest"] if found.returncode == 0 else "")
+        return ids
+
     def host_path(self, pod_path: str) -> Path:
         """Where a file under the checkpoint claim is readable here: the stack's shared directory (several
         nodes), or a fresh copy out of the node container that holds the claim's local-path volume."""

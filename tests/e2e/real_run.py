@@ -337,11 +337,13 @@ class Run:
                 record["pod_images"] == [expected],
                 f"pods run {record['pod_images']}, the stack built {image}",
             )
-            running = [
-                s.get("imageID", "") for p in pods for s in p.get("status", {}).get("containerStatuses", [])
-            ]
+            running = self.running_image_ids(pods)
             record["pod_image_ids"] = running
             check(all(i.endswith(digest) for i in running), f"pods' image IDs {running} are not {digest}")
+
+    def running_image_ids(self, pods: list[dict[str, Any]]) -> list[str]:
+        """The image every container of pods runs, as the kubelet reports it (pulled: the registry digest)."""
+        return [s.get("imageID", "") for p in pods for s in p.get("status", {}).get("containerStatuses", [])]
 
     def check_training(self) -> None:
         with self.report.phase("trainjob") as record:
