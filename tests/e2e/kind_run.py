@@ -95,17 +95,23 @@ class KindRun(Run):
             stop.set()
             watcher.join(timeout=30)
 
-    def _watch_cluster(self, started: float, stop: threading.Event) -> None:
+    def write_kubeconfig(self) -> bool:
+        """Writes the kind cluster's kubeconfig where kubectl here reads it (once); whether it is there."""
         kubeconfig = Path(self.cluster["KUBECONFIG"])
+        if not kubeconfig.exists():
+            got = self.sh.run(
+                ["kind", "get", "kubeconfig", "--name", self.cluster_name], check=False, log=False
+            )
+            if got.returncode != 0:
+                return False
+            kubeconfig.write_text(got.stdout)
+            kubeconfig.chmod(0o600)
+        return True
+
+    def _watch_cluster(self, started: float, stop: threading.Event) -> None:
         while not stop.wait(2):
-            if not kubeconfig.exists():
-                got = self.sh.run(
-                    ["kind", "get", "kubeconfig", "--name", self.cluster_name], check=False, log=False
-                )
-                if got.returncode != 0:
-                    continue
-                kubeconfig.write_text(got.stdout)
-                kubeconfig.chmod(0o600)
+            if not self.write_kubeconfig():
+                continue
             nodes = self.kubectl("get", "nodes", "-o", "json", check=False, log=False)
             if nodes.returncode == 0:
                 items = json.loads(nodes.stdout)["items"]
@@ -212,6 +218,7 @@ def kind_phases(run: Run, base_image: str) -> None:
             started = time.monotonic()
             multinode.pulumi("up", "--yes", "--skip-preview", timeout=3600)
             record["up_seconds"] = round(time.monotonic() - started, 1)
+            check(multinode.write_kubeconfig(), f"kind has no cluster {MULTINODE_CLUSTER} after `up`")
             multinode.wait_complete(1800)
             hosts = sorted({p["spec"].get("nodeName", "") for p in multinode.job_pods()})
             summary_path = multinode.host_path(f"/mnt/checkpoints/{KIND_JOB}/output/summary.json")
