@@ -41,7 +41,7 @@ MULTINODE_STEPS = 60
 # Free space the kind phases need on Docker's filesystem (their peak, measured as the test cluster's
 # MIN_FREE_GIB is, with room): the 2-node stack's two workers each keep the image's layers and their unpacked
 # copy, beside the archive `kind load` reads (docs/benchmarks.md, "kind in the end-to-end run").
-KIND_MIN_FREE_GIB = 36
+KIND_MIN_FREE_GIB = 40
 # What kind labels its node containers with (sigs.k8s.io/kind pkg/cluster/internal/providers/docker/constants.go).
 KIND_CLUSTER_LABEL = "io.x-k8s.kind.cluster"
 
