@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         # e.g. the stack's venv (make up, make check) has neither torch nor numpy
         print(
             f"error: {error.name} is not installed in {sys.executable}: the trainer needs torch and "
-            "trainer/requirements.txt; run `make trainer-venv` first (adds them to .venv, about 3 GB)",
+            "trainer/requirements.txt; run `make trainer-venv` first (adds them to .venv: about 5.7 GB in all)",
             file=sys.stderr,
         )
         return USAGE_EXIT_CODE

@@ -234,7 +234,8 @@ def wait_for_manifest(directory: Path, poll_seconds: float = 1.0) -> None:
 def report(manifest: Manifest, tokenized: int, seconds: float) -> str:
     return (
         f"prepared {manifest.directory}: {manifest.tokens} tokens in {len(manifest.shards)} shard(s) from "
-        f"{manifest.source} ({tokenized} tokenized now, the rest found prepared) in {seconds:.1f} s"
+        f"{manifest.source} ({tokenized} tokenized now, {len(manifest.shards) - tokenized} found prepared)"
+        f" in {seconds:.1f} s"
     )
 
 

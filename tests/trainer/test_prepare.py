@@ -373,9 +373,12 @@ def test_the_command_line_prepares_and_reports_on_one_line(tmp_path: Path) -> No
             "--set", f"data.cache_dir={tmp_path}", "--set", "data.shard_bytes=100000"]  # fmt: skip
     first = subprocess.run(args, cwd=REPO, env=trainer_env(), text=True, capture_output=True, timeout=120)
     assert first.returncode == 0, first.stderr
-    assert "tokens in 7 shard(s) from 4 file(s) at trainer/data (7 tokenized now" in first.stderr
+    assert (
+        "tokens in 7 shard(s) from 4 file(s) at trainer/data (7 tokenized now, 0 found prepared)"
+        in first.stderr
+    )
     again = subprocess.run(args, cwd=REPO, env=trainer_env(), text=True, capture_output=True, timeout=120)
-    assert "(0 tokenized now, the rest found prepared)" in again.stderr
+    assert "(0 tokenized now, 7 found prepared)" in again.stderr
     bad = subprocess.run([*args, "--set", "data.path=/no/such"], cwd=REPO, env=trainer_env(), text=True,
                          capture_output=True, timeout=120)  # fmt: skip
     assert bad.returncode == 2 and bad.stderr == "error: data.path: no such file or directory: /no/such\n"
