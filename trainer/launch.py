@@ -23,6 +23,7 @@ from types import FrameType
 from typing import IO, TextIO
 
 from trainer import PREEMPTED_EXIT_CODE, SHUTDOWN_TIMEOUT_ENV, STATUS_DIR_ENV, USAGE_EXIT_CODE
+from trainer.checkpoint_storage import is_legacy, newest_manifest
 from trainer.config import ConfigError, TrainConfig, is_s3_url, load_config, whole_number
 from trainer.startup import LAUNCH_START_ENV, process_start
 from trainer.writable import check_writable
@@ -122,26 +123,40 @@ def shutdown_timeout(env: Mapping[str, str]) -> int | None:
 
 
 def torchrun_has_shutdown_timeout() -> bool:
-    """Whether this torch's torchrun takes --shutdown-timeout (added in pytorch/pytorch#172596)."""
-    from torch.distributed.run import get_args_parser  # imports torch: only when needed
+    """Whether this torch's torchrun takes --shutdown-timeout (added in pytorch/pytorch#172596), and with it
+    TORCH_ELASTIC_SHUTDOWN_TIMEOUT. Imports torch: asked by a worker (shutdown_timeout_warning), not `launch`."""
+    from torch.distributed.run import get_args_parser
 
     return any("--shutdown-timeout" in action.option_strings for action in get_args_parser()._actions)
 
 
-def torchrun_command(
-    config_path: str, overrides: list[str], env: Mapping[str, str], *, shutdown_flag: bool = True
-) -> list[str]:
-    """The torchrun command for this node. shutdown_flag: pass TORCH_ELASTIC_SHUTDOWN_TIMEOUT as
-    --shutdown-timeout (when this torch's torchrun has the option)."""
+def shutdown_timeout_warning(env: Mapping[str, str]) -> str | None:
+    """The warning for a TORCH_ELASTIC_SHUTDOWN_TIMEOUT that this torch's torchrun ignores, said once per node
+    (by local rank 0 of the workers `launch` started), else None. A worker asks, having imported torch anyway:
+    `launch` imports no torch, as the recovery path would wait for a second import."""
+    if SHUTDOWN_TIMEOUT_ENV not in env or LAUNCH_START_ENV not in env or env.get("LOCAL_RANK") != "0":
+        return None
+    if torchrun_has_shutdown_timeout():
+        return None
+    return (
+        f"warning: {SHUTDOWN_TIMEOUT_ENV} ignored: this torch's torchrun has no --shutdown-timeout and SIGKILLs"
+        " its workers 30 s after a SIGTERM"
+    )
+
+
+def torchrun_command(config_path: str, overrides: list[str], env: Mapping[str, str]) -> list[str]:
+    """The torchrun command for this node. TORCH_ELASTIC_SHUTDOWN_TIMEOUT (checked here) reaches torchrun in
+    its environment, which it reads itself where --shutdown-timeout is not given (upstream: pytorch/pytorch
+    torch/distributed/launcher/api.py LaunchConfig.__post_init__ @ v2.13.0): no need to know, before torchrun
+    starts, whether this torch has the option."""
     identity = node_identity(env)
-    timeout = shutdown_timeout(env)
+    shutdown_timeout(env)
     port = identity.master_port
     if port is None:
         from trainer.distributed import free_port  # imports torch: only when needed
 
         port = free_port()
     sets = [arg for override in overrides for arg in ("--set", override)]
-    shutdown = [f"--shutdown-timeout={timeout}"] if timeout is not None and shutdown_flag else []
     return [
         sys.executable, "-m", "torch.distributed.run",
         f"--nnodes={identity.nnodes}",
@@ -149,7 +164,6 @@ def torchrun_command(
         f"--node-rank={identity.node_rank}",
         f"--master-addr={identity.master_addr}",
         f"--master-port={port}",
-        *shutdown,
         "-m", "trainer", "train", "--config", config_path, *sets,
     ]  # fmt: skip
 
@@ -192,17 +206,21 @@ def relay_stderr(source: IO[str], sink: TextIO) -> None:
 
 
 def check_resumable(config: TrainConfig, identity: NodeIdentity) -> None:
-    """A checkpoint that this job cannot resume, or an object store it cannot use
-    (trainer.checkpoint.resume_stage), stops the launch here, on one line, before any worker starts; an
-    elastic node range or a per-device process count (auto, gpu, cpu) leaves it to the workers, which know
-    their world size."""
+    """A checkpoint that this job cannot resume, or an object store it cannot use, stops the launch here, on
+    one line, before any worker starts; an elastic node range or a per-device process count (auto, gpu, cpu)
+    leaves it to the workers, which know their world size. Reads manifests only (trainer.checkpoint_storage):
+    no torch, which the workers import anyway; only a checkpoint of the earlier layout needs torch to be judged
+    (trainer.checkpoint.resume_stage)."""
     nproc = identity.nproc_per_node
     directory = config.checkpoint.dir
     if ":" in identity.nnodes or not nproc.isdigit():
         return
     if not is_s3_url(directory) and not Path(directory).expanduser().is_dir():
         return
-    from trainer.checkpoint import resume_stage  # imports torch: only when there may be a checkpoint
+    newest = newest_manifest(directory)  # ConfigError: an object store that cannot be used
+    if newest is None or not is_legacy(newest[2]):
+        return  # none, or of this layout: it resumes at any world size and ZeRO stage
+    from trainer.checkpoint import resume_stage  # imports torch: only for a checkpoint of the earlier layout
 
     _, problem = resume_stage(config, int(identity.nnodes) * int(nproc))
     if problem:
@@ -218,14 +236,6 @@ def launch(config_path: str, overrides: list[str]) -> int:
     from trainer.prepare import run_prepare
 
     run_prepare(config.data)
-    if shutdown_timeout(os.environ) is not None and not torchrun_has_shutdown_timeout():
-        command = torchrun_command(config_path, overrides, os.environ, shutdown_flag=False)
-        print(
-            f"warning: {SHUTDOWN_TIMEOUT_ENV} ignored: this torch's torchrun has no --shutdown-timeout and"
-            " SIGKILLs its workers 30 s after a SIGTERM",
-            file=sys.stderr,
-            flush=True,
-        )
     with tempfile.TemporaryDirectory(prefix="trainstack-status-") as status_dir:
         # Its own session: a terminal's Ctrl-C reaches torchrun once, through us, like Kubernetes' SIGTERM.
         process = subprocess.Popen(
