@@ -2,9 +2,10 @@
 
 Kubeflow Trainer's torch-distributed runtime describes the job in PET_* variables (PET_NNODES,
 PET_NPROC_PER_NODE, PET_NODE_RANK, PET_MASTER_ADDR, PET_MASTER_PORT). This builds the torchrun command from
-them (a single local process when they are absent), runs it in its own session, forwards SIGTERM/SIGINT to it,
-and maps the outcome to the trainer's exit codes: torchrun itself exits 1 for any worker failure and also when
-it was stopped by a signal, so the workers report their own exit code in a status directory.
+them (a single local process when they are absent; a node of one process starts its worker itself, see
+worker_start), runs it in its own session, forwards SIGTERM/SIGINT to it, and maps the outcome to the trainer's
+exit codes: torchrun itself exits 1 for any worker failure and also when it was stopped by a signal, so the
+workers report their own exit code in a status directory.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ NODE_RANK_SOURCE = (
     "which only an Indexed Job has (the TrainingRuntime must state completionMode: Indexed)"
 )
 NPROC_WORDS = ("auto", "gpu", "cpu")
+# torchrun gives each worker it starts this variable (torch/distributed/elastic/agent/server/
+# local_elastic_agent.py, torch 2.13.0).
+TORCHRUN_WORKER_ENV = "TORCHELASTIC_RUN_ID"
 
 
 @dataclass(frozen=True)
@@ -132,9 +136,9 @@ def torchrun_has_shutdown_timeout() -> bool:
 
 def shutdown_timeout_warning(env: Mapping[str, str]) -> str | None:
     """The warning for a TORCH_ELASTIC_SHUTDOWN_TIMEOUT that this torch's torchrun ignores, said once per node
-    (by local rank 0 of the workers `launch` started), else None. A worker asks, having imported torch anyway:
+    (by local rank 0 of the workers torchrun started), else None. A worker asks, having imported torch anyway:
     `launch` imports no torch, as the recovery path would wait for a second import."""
-    if SHUTDOWN_TIMEOUT_ENV not in env or LAUNCH_START_ENV not in env or env.get("LOCAL_RANK") != "0":
+    if SHUTDOWN_TIMEOUT_ENV not in env or TORCHRUN_WORKER_ENV not in env or env.get("LOCAL_RANK") != "0":
         return None
     if torchrun_has_shutdown_timeout():
         return None
@@ -142,6 +146,34 @@ def shutdown_timeout_warning(env: Mapping[str, str]) -> str | None:
         f"warning: {SHUTDOWN_TIMEOUT_ENV} ignored: this torch's torchrun has no --shutdown-timeout and SIGKILLs"
         " its workers 30 s after a SIGTERM"
     )
+
+
+def worker_start(
+    config_path: str, overrides: list[str], env: Mapping[str, str]
+) -> tuple[list[str], dict[str, str]]:
+    """How this node starts its workers: (command, variables to add to its environment). A node of one
+    process in a job of a fixed node count starts its worker itself, with the variables torchrun would give it
+    (RANK = the node's rank, WORLD_SIZE = the node count, LOCAL_RANK 0, MASTER_ADDR and MASTER_PORT from
+    PET_*; none without PET_MASTER_PORT, a single local node: the worker is then a world of one on a free port):
+    torchrun's agent would import torch once more before the worker starts, on the way to every first step
+    (docs/benchmarks.md). The worker's process group rendezvous at MASTER_ADDR:MASTER_PORT as under torchrun's
+    static rendezvous. Several processes per node, a per-device count or an elastic node range: torchrun."""
+    identity = node_identity(env)
+    shutdown_timeout(env)  # checked whichever starts the workers
+    if identity.nproc_per_node != "1" or ":" in identity.nnodes:
+        return torchrun_command(config_path, overrides, env), {}
+    sets = [arg for override in overrides for arg in ("--set", override)]
+    command = [sys.executable, "-m", "trainer", "train", "--config", config_path, *sets]
+    if identity.master_port is None:
+        return command, {}
+    return command, {
+        "RANK": str(identity.node_rank),
+        "WORLD_SIZE": identity.nnodes,
+        "LOCAL_RANK": "0",
+        "LOCAL_WORLD_SIZE": "1",
+        "MASTER_ADDR": identity.master_addr,
+        "MASTER_PORT": str(identity.master_port),
+    }
 
 
 def torchrun_command(config_path: str, overrides: list[str], env: Mapping[str, str]) -> list[str]:
@@ -230,7 +262,7 @@ def check_resumable(config: TrainConfig, identity: NodeIdentity) -> None:
 def launch(config_path: str, overrides: list[str]) -> int:
     config = load_config(config_path, overrides)  # a bad config fails here, once, not in every worker
     check_writable(config)
-    command = torchrun_command(config_path, overrides, os.environ)  # every PET_* value checked first
+    command, worker_env = worker_start(config_path, overrides, os.environ)  # every PET_* value checked first
     check_resumable(config, node_identity(os.environ))
     # The node's data prepared before any worker starts (trainer.prepare): no rank waits on it.
     from trainer.prepare import run_prepare
@@ -240,7 +272,12 @@ def launch(config_path: str, overrides: list[str]) -> int:
         # Its own session: a terminal's Ctrl-C reaches torchrun once, through us, like Kubernetes' SIGTERM.
         process = subprocess.Popen(
             command,
-            env={**os.environ, STATUS_DIR_ENV: status_dir, LAUNCH_START_ENV: str(process_start())},
+            env={
+                **os.environ,
+                **worker_env,
+                STATUS_DIR_ENV: status_dir,
+                LAUNCH_START_ENV: str(process_start()),
+            },
             start_new_session=True,
             stderr=subprocess.PIPE,
             text=True,

@@ -30,6 +30,7 @@ from trainer.launch import (
     shutdown_timeout_warning,
     torchrun_command,
     torchrun_has_shutdown_timeout,
+    worker_start,
 )
 from trainer.startup import LAUNCH_START_ENV, process_start
 
@@ -56,6 +57,39 @@ def test_single_local_process_without_variables() -> None:
     ]
     port = int(command[7].removeprefix("--master-port="))
     assert 0 < port < 65536
+
+
+def test_a_node_of_one_process_starts_its_worker_without_torchrun() -> None:
+    """torchrun's agent would import torch before the worker does: a node of one process in a job of a fixed
+    node count gives its worker torchrun's variables itself."""
+    env = {"PET_NNODES": "2", "PET_NPROC_PER_NODE": "1", "PET_NODE_RANK": "1",
+           "PET_MASTER_ADDR": "job-node-0-0.job", "PET_MASTER_PORT": "29400"}  # fmt: skip
+    command, worker_env = worker_start("/etc/trainstack/train.yaml", ["train.max_steps=5"], env)
+    assert command == [
+        sys.executable, "-m", "trainer", "train", "--config", "/etc/trainstack/train.yaml",
+        "--set", "train.max_steps=5",
+    ]  # fmt: skip
+    assert worker_env == {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
+                          "MASTER_ADDR": "job-node-0-0.job", "MASTER_PORT": "29400"}  # fmt: skip
+    assert worker_start("c.yaml", [], {}) == (  # a single local node: a world of one on a free port
+        [sys.executable, "-m", "trainer", "train", "--config", "c.yaml"],
+        {},
+    )
+    for changed in ({"PET_NPROC_PER_NODE": "2"}, {"PET_NPROC_PER_NODE": "gpu"}, {"PET_NNODES": "1:2"}):
+        command, worker_env = worker_start("c.yaml", [], {**env, **changed})
+        assert command[1:3] == ["-m", "torch.distributed.run"] and worker_env == {}
+    with pytest.raises(ConfigError, match="TORCH_ELASTIC_SHUTDOWN_TIMEOUT: expected"):
+        worker_start("c.yaml", [], {**env, "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "soon"})
+
+
+def test_launch_starts_a_one_process_node_s_worker_itself(launcher: Any) -> None:
+    worker = FakeTorchrun(1, {"rank0.exit": "75"})
+    assert launcher(worker, PET_NPROC_PER_NODE="1") == PREEMPTED_EXIT_CODE
+    ((command, env, new_session),) = worker.calls
+    assert command[:5] == [sys.executable, "-m", "trainer", "train", "--config"] and new_session
+    assert {name: env[name] for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")} == {
+        "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29511",
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -395,14 +429,14 @@ def test_the_shutdown_timeout_reaches_torchrun_without_a_warning(
 def test_a_worker_warns_once_per_node_when_its_torchrun_ignores_the_shutdown_timeout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    launched = {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "170", LAUNCH_START_ENV: "1.0", "LOCAL_RANK": "0"}
+    launched = {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "170", "TORCHELASTIC_RUN_ID": "none", "LOCAL_RANK": "0"}
     assert shutdown_timeout_warning(launched) is None  # this torch has the option
     monkeypatch.setattr("trainer.launch.torchrun_has_shutdown_timeout", lambda: False)
     assert shutdown_timeout_warning(launched) == (
         "warning: TORCH_ELASTIC_SHUTDOWN_TIMEOUT ignored: this torch's torchrun has no --shutdown-timeout and "
         "SIGKILLs its workers 30 s after a SIGTERM"
     )
-    for missing in launched:  # unset: nothing to warn about; not started by launch; not local rank 0
+    for missing in launched:  # unset: nothing to warn about; not started by torchrun; not local rank 0
         assert shutdown_timeout_warning({k: v for k, v in launched.items() if k != missing}) is None
     assert shutdown_timeout_warning({**launched, "LOCAL_RANK": "1"}) is None
 
