@@ -41,6 +41,7 @@ NPROC_WORDS = ("auto", "gpu", "cpu")
 # torchrun gives each worker it starts this variable (torch/distributed/elastic/agent/server/
 # local_elastic_agent.py, torch 2.13.0).
 TORCHRUN_WORKER_ENV = "TORCHELASTIC_RUN_ID"
+LOOPBACK = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def node_identity(env: Mapping[str, str]) -> NodeIdentity:
         0,
         max_nodes - 1,
     )
-    address = values["PET_MASTER_ADDR"] or "127.0.0.1"
+    address = values["PET_MASTER_ADDR"] or LOOPBACK
     if re.search(r"\s", address):
         raise ConfigError(f"PET_MASTER_ADDR: expected a host name or address, got {address!r}")
     port = values["PET_MASTER_PORT"]
@@ -154,7 +155,8 @@ def worker_start(
     """How this node starts its workers: (command, variables to add to its environment). A node of one
     process in a job of a fixed node count starts its worker itself, with the variables torchrun would give it
     (RANK = the node's rank, WORLD_SIZE = the node count, LOCAL_RANK 0, MASTER_ADDR and MASTER_PORT from
-    PET_*; none without PET_MASTER_PORT, a single local node: the worker is then a world of one on a free port):
+    PET_*, node 0 its own loopback; none without PET_MASTER_PORT, a single local node: the worker is then a world
+    of one on a free port):
     torchrun's agent would import torch once more before the worker starts, on the way to every first step
     (docs/benchmarks.md). The worker's process group rendezvous at MASTER_ADDR:MASTER_PORT as under torchrun's
     static rendezvous. Several processes per node, a per-device count or an elastic node range: torchrun."""
@@ -171,7 +173,11 @@ def worker_start(
         "WORLD_SIZE": identity.nnodes,
         "LOCAL_RANK": "0",
         "LOCAL_WORLD_SIZE": "1",
-        "MASTER_ADDR": identity.master_addr,
+        # Rank 0 hosts the process group's store, which listens on every interface: it reaches it on its own
+        # loopback. PET_MASTER_ADDR names node 0's pod in DNS, and after a restart the cluster's DNS cache may
+        # answer with the previous pod's address for its TTL (30 s in kubeadm's CoreDNS): the first real
+        # `--only speed` run's resumed worker waited 14 s there to join a group of one (docs/benchmarks.md).
+        "MASTER_ADDR": LOOPBACK if identity.node_rank == 0 else identity.master_addr,
         "MASTER_PORT": str(identity.master_port),
     }
 

@@ -61,7 +61,8 @@ def test_single_local_process_without_variables() -> None:
 
 def test_a_node_of_one_process_starts_its_worker_without_torchrun() -> None:
     """torchrun's agent would import torch before the worker does: a node of one process in a job of a fixed
-    node count gives its worker torchrun's variables itself."""
+    node count gives its worker torchrun's variables itself; node 0 reaches the store it hosts on its loopback
+    (after a restart the cluster's DNS may still name the previous pod)."""
     env = {"PET_NNODES": "2", "PET_NPROC_PER_NODE": "1", "PET_NODE_RANK": "1",
            "PET_MASTER_ADDR": "job-node-0-0.job", "PET_MASTER_PORT": "29400"}  # fmt: skip
     command, worker_env = worker_start("/etc/trainstack/train.yaml", ["train.max_steps=5"], env)
@@ -71,6 +72,8 @@ def test_a_node_of_one_process_starts_its_worker_without_torchrun() -> None:
     ]  # fmt: skip
     assert worker_env == {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
                           "MASTER_ADDR": "job-node-0-0.job", "MASTER_PORT": "29400"}  # fmt: skip
+    _, node_0 = worker_start("c.yaml", [], {**env, "PET_NODE_RANK": "0"})
+    assert node_0["MASTER_ADDR"] == "127.0.0.1"  # it hosts the store: its own loopback, no DNS
     assert worker_start("c.yaml", [], {}) == (  # a single local node: a world of one on a free port
         [sys.executable, "-m", "trainer", "train", "--config", "c.yaml"],
         {},
