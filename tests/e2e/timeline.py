@@ -33,9 +33,9 @@ NOTABLE_GAP_S = 2.0
 # The trainer's instants in order (trainer/startup.py StartupClock.timestamps) and what ends at each.
 TRAINER_STAGES = (
     ("launch", "launcher started"),
-    ("process", "torchrun: rendezvous, worker started"),
+    ("process", "worker process started (after torchrun, where it runs)"),
     ("imported", "imports"),
-    ("rendezvous", "process group joined"),
+    ("rendezvous", "DeepSpeed imported, process group joined"),
     ("engine", "data, model, engine"),
     ("resume", "checkpoint loaded"),
     ("prepare", "metric sinks, checkpoint writer"),
