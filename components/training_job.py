@@ -381,7 +381,7 @@ def train_job_spec(
     """The TrainJob: trainer settings, plus runtimePatches for identity, volumes and placement."""
     env: list[dict[str, Any]] = [
         {"name": "DS_ACCELERATOR", "value": "cuda" if args.gpus_per_node else "cpu"},
-        # torchrun's SIGTERM -> SIGKILL wait (`launch` passes it as --shutdown-timeout), inside the pod's grace.
+        # torchrun's SIGTERM -> SIGKILL wait (torchrun reads it as its --shutdown-timeout), inside the pod's grace.
         {
             "name": SHUTDOWN_TIMEOUT_ENV,
             "value": str(torchrun_shutdown_timeout(args.termination_grace_period_seconds)),

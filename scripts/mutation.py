@@ -77,11 +77,11 @@ MODULES: dict[str, Module] = {
     # The checkpoint store, and the choice of the checkpoint to resume from in Trainer.resume. Not
     # trainer/s3_storage.py: every test of S3Storage (tests/trainer/test_s3_checkpoint.py, the `s3` backend of
     # tests/trainer/test_checkpoint.py) runs against a real S3 server and is slow, so no fast test could kill its
-    # mutants; the rules it shares with a directory (abandoned, run_gone, files_problem, newest_verified,
-    # superseded) are in trainer/checkpoint.py and counted here.
+    # mutants; the rules it shares with a directory (abandoned, run_gone, files_problem in
+    # trainer/checkpoint_storage.py, newest_verified and superseded in trainer/checkpoint.py) are counted here.
     "checkpoint": Module(
-        ("trainer/checkpoint.py", "trainer/train.py"),
-        ("trainer.checkpoint.*", "trainer.train.xǁTrainerǁresume__mutmut_*"),
+        ("trainer/checkpoint.py", "trainer/checkpoint_storage.py", "trainer/train.py"),
+        ("trainer.checkpoint.*", "trainer.checkpoint_storage.*", "trainer.train.xǁTrainerǁresume__mutmut_*"),
         ("tests/trainer/test_checkpoint.py",),
     ),
     "launch": Module(("trainer/launch.py",), ("trainer.launch.*",), ("tests/trainer/test_launch.py",)),
@@ -164,25 +164,21 @@ _IMPLIED_DEPENDENCY = (
     "the engine gets the same dependencies and order."
 )
 EQUIVALENT: dict[str, str] = {
-    "trainer.launch.x_launch__mutmut_26": (
-        "torchrun_command(shutdown_flag=None) instead of False: it only tests the flag's truth (`if timeout is "
-        "not None and shutdown_flag`), and None is false like False: no --shutdown-timeout either way."
-    ),
-    "trainer.checkpoint.x_read_manifest__mutmut_3": _MANIFEST_ASCII,
-    "trainer.checkpoint.x_read_manifest__mutmut_6": _MANIFEST_ASCII,
-    "trainer.checkpoint.xǁLocalStorageǁmanifest__mutmut_3": _MANIFEST_ASCII,
-    "trainer.checkpoint.xǁLocalStorageǁmanifest__mutmut_7": _MANIFEST_ASCII,
-    "trainer.checkpoint.xǁLocalStorageǁpublish__mutmut_5": _MANIFEST_ASCII,
-    "trainer.checkpoint.xǁLocalStorageǁpublish__mutmut_8": _MANIFEST_ASCII,
-    "trainer.checkpoint.xǁLocalStorageǁpublish__mutmut_13": _MANIFEST_ASCII,
-    "trainer.checkpoint.xǁLocalStorageǁpublish__mutmut_16": _MANIFEST_INDENT,
-    "trainer.checkpoint.xǁLocalStorageǁpublish__mutmut_20": _MANIFEST_INDENT,
-    "trainer.checkpoint.xǁLocalStorageǁpublish__mutmut_22": _MANIFEST_INDENT,
-    "trainer.checkpoint.xǁLocalStorageǁstaged_problem__mutmut_3": (
+    "trainer.checkpoint_storage.x_read_manifest__mutmut_3": _MANIFEST_ASCII,
+    "trainer.checkpoint_storage.x_read_manifest__mutmut_6": _MANIFEST_ASCII,
+    "trainer.checkpoint_storage.xǁLocalStorageǁmanifest__mutmut_3": _MANIFEST_ASCII,
+    "trainer.checkpoint_storage.xǁLocalStorageǁmanifest__mutmut_7": _MANIFEST_ASCII,
+    "trainer.checkpoint_storage.xǁLocalStorageǁpublish__mutmut_5": _MANIFEST_ASCII,
+    "trainer.checkpoint_storage.xǁLocalStorageǁpublish__mutmut_8": _MANIFEST_ASCII,
+    "trainer.checkpoint_storage.xǁLocalStorageǁpublish__mutmut_13": _MANIFEST_ASCII,
+    "trainer.checkpoint_storage.xǁLocalStorageǁpublish__mutmut_16": _MANIFEST_INDENT,
+    "trainer.checkpoint_storage.xǁLocalStorageǁpublish__mutmut_20": _MANIFEST_INDENT,
+    "trainer.checkpoint_storage.xǁLocalStorageǁpublish__mutmut_22": _MANIFEST_INDENT,
+    "trainer.checkpoint_storage.xǁLocalStorageǁstaged_problem__mutmut_3": (
         "_files_problem(checksums=None) instead of False: it only tests the flag's truth (`if checksums and "
         "...`), and None is false like False."
     ),
-    "trainer.checkpoint.xǁLocalStorageǁwrite_shard__mutmut_18": (
+    "trainer.checkpoint_storage.xǁLocalStorageǁwrite_shard__mutmut_18": (
         "open(path) (text mode 'r') instead of 'rb' before os.fsync: the file is opened only for its "
         "descriptor, nothing is read or decoded, and fsync(2) flushes the file's data through any descriptor "
         "of it, whatever its access mode."
@@ -204,7 +200,7 @@ EQUIVALENT: dict[str, str] = {
         "out such a manifest (its read_manifest, behind verify and manifest, refuses one without 'format'), so "
         "both assertions hold wherever _load_legacy runs; the isinstance is there for mypy."
     ),
-    "trainer.checkpoint.xǁRunLockǁrelease__mutmut_1": (
+    "trainer.checkpoint_storage.xǁRunLockǁrelease__mutmut_1": (
         "The default of `remove` in the RunLock Protocol's stub (True instead of False): a Protocol's method is "
         "never called (its body is `...`); calls go to the implementations, HeldLock.release and "
         "S3Storage's Lease.release, whose own defaults apply. Only mypy reads the stub's signature."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -20,8 +21,12 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 def cmd_train(args: argparse.Namespace) -> int:
     config = _config(args)
     check_writable(config)  # before anything is written (launch checked it too, before its workers)
+    from trainer.launch import shutdown_timeout_warning
     from trainer.train import report_exit_code, train  # heavy imports only for training
 
+    warning = shutdown_timeout_warning(os.environ)  # asked here, where torch is imported anyway
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     try:
         code = train(config)
     except ConfigError:

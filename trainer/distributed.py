@@ -11,7 +11,8 @@ import contextlib
 import gc
 import os
 import socket
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -114,6 +115,30 @@ def process_identity(env: Mapping[str, str], cuda_devices: int) -> ProcessIdenti
     return ProcessIdentity(rank, world_size, local_rank, value["MASTER_ADDR"], port)
 
 
+@contextlib.contextmanager
+def unimportable(name: str) -> Iterator[None]:
+    """Within: `import name` raises ImportError, unless it is imported already; afterwards it imports again."""
+    if name in sys.modules:
+        yield
+        return
+    sys.modules[name] = None  # type: ignore[assignment]  # the import system's "not importable" marker
+    try:
+        yield
+    finally:
+        if sys.modules.get(name, ...) is None:
+            del sys.modules[name]
+
+
+def import_deepspeed() -> None:
+    """Import DeepSpeed without MLflow: its autotuner imports mlflow whenever it can (upstream: deepspeedai/
+    DeepSpeed deepspeed/autotuning/autotuner.py @ v0.19.8), 1.6-1.9 s of every worker's start on this CPU
+    (docs/benchmarks.md), for autotuning the trainer never runs. output.tracking: mlflow imports it itself,
+    later, in its own thread."""
+    with unimportable("mlflow"):
+        import deepspeed
+        import deepspeed.ops  # noqa: F401
+
+
 def init_distributed() -> DistContext:
     """Join (or, alone, create) the process group and pick this rank's device. A missing or inconsistent
     torchrun variable raises ConfigError before anything else happens."""
@@ -131,6 +156,7 @@ def init_distributed() -> DistContext:
     else:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed reads it when first imported
         device = torch.device("cpu")
+    import_deepspeed()
     import deepspeed
     import deepspeed.ops
 

@@ -2,9 +2,10 @@
 
 Kubeflow Trainer's torch-distributed runtime describes the job in PET_* variables (PET_NNODES,
 PET_NPROC_PER_NODE, PET_NODE_RANK, PET_MASTER_ADDR, PET_MASTER_PORT). This builds the torchrun command from
-them (a single local process when they are absent), runs it in its own session, forwards SIGTERM/SIGINT to it,
-and maps the outcome to the trainer's exit codes: torchrun itself exits 1 for any worker failure and also when
-it was stopped by a signal, so the workers report their own exit code in a status directory.
+them (a single local process when they are absent; a node of one process starts its worker itself, see
+worker_start), runs it in its own session, forwards SIGTERM/SIGINT to it, and maps the outcome to the trainer's
+exit codes: torchrun itself exits 1 for any worker failure and also when it was stopped by a signal, so the
+workers report their own exit code in a status directory.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from types import FrameType
 from typing import IO, TextIO
 
 from trainer import PREEMPTED_EXIT_CODE, SHUTDOWN_TIMEOUT_ENV, STATUS_DIR_ENV, USAGE_EXIT_CODE
+from trainer.checkpoint_storage import is_legacy, newest_manifest
 from trainer.config import ConfigError, TrainConfig, is_s3_url, load_config, whole_number
 from trainer.startup import LAUNCH_START_ENV, process_start
 from trainer.writable import check_writable
@@ -36,6 +38,10 @@ NODE_RANK_SOURCE = (
     "which only an Indexed Job has (the TrainingRuntime must state completionMode: Indexed)"
 )
 NPROC_WORDS = ("auto", "gpu", "cpu")
+# torchrun gives each worker it starts this variable (torch/distributed/elastic/agent/server/
+# local_elastic_agent.py, torch 2.13.0).
+TORCHRUN_WORKER_ENV = "TORCHELASTIC_RUN_ID"
+LOOPBACK = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,7 @@ def node_identity(env: Mapping[str, str]) -> NodeIdentity:
         0,
         max_nodes - 1,
     )
-    address = values["PET_MASTER_ADDR"] or "127.0.0.1"
+    address = values["PET_MASTER_ADDR"] or LOOPBACK
     if re.search(r"\s", address):
         raise ConfigError(f"PET_MASTER_ADDR: expected a host name or address, got {address!r}")
     port = values["PET_MASTER_PORT"]
@@ -122,26 +128,73 @@ def shutdown_timeout(env: Mapping[str, str]) -> int | None:
 
 
 def torchrun_has_shutdown_timeout() -> bool:
-    """Whether this torch's torchrun takes --shutdown-timeout (added in pytorch/pytorch#172596)."""
-    from torch.distributed.run import get_args_parser  # imports torch: only when needed
+    """Whether this torch's torchrun takes --shutdown-timeout (added in pytorch/pytorch#172596), and with it
+    TORCH_ELASTIC_SHUTDOWN_TIMEOUT. Imports torch: asked by a worker (shutdown_timeout_warning), not `launch`."""
+    from torch.distributed.run import get_args_parser
 
     return any("--shutdown-timeout" in action.option_strings for action in get_args_parser()._actions)
 
 
-def torchrun_command(
-    config_path: str, overrides: list[str], env: Mapping[str, str], *, shutdown_flag: bool = True
-) -> list[str]:
-    """The torchrun command for this node. shutdown_flag: pass TORCH_ELASTIC_SHUTDOWN_TIMEOUT as
-    --shutdown-timeout (when this torch's torchrun has the option)."""
+def shutdown_timeout_warning(env: Mapping[str, str]) -> str | None:
+    """The warning for a TORCH_ELASTIC_SHUTDOWN_TIMEOUT that this torch's torchrun ignores, said once per node
+    (by local rank 0 of the workers torchrun started), else None. A worker asks, having imported torch anyway:
+    `launch` imports no torch, as the recovery path would wait for a second import."""
+    if SHUTDOWN_TIMEOUT_ENV not in env or TORCHRUN_WORKER_ENV not in env or env.get("LOCAL_RANK") != "0":
+        return None
+    if torchrun_has_shutdown_timeout():
+        return None
+    return (
+        f"warning: {SHUTDOWN_TIMEOUT_ENV} ignored: this torch's torchrun has no --shutdown-timeout and SIGKILLs"
+        " its workers 30 s after a SIGTERM"
+    )
+
+
+def worker_start(
+    config_path: str, overrides: list[str], env: Mapping[str, str]
+) -> tuple[list[str], dict[str, str]]:
+    """How this node starts its workers: (command, variables to add to its environment). A node of one
+    process in a job of a fixed node count starts its worker itself, with the variables torchrun would give it
+    (RANK = the node's rank, WORLD_SIZE = the node count, LOCAL_RANK 0, MASTER_ADDR and MASTER_PORT from
+    PET_*, node 0 its own loopback; none without PET_MASTER_PORT, a single local node: the worker is then a world
+    of one on a free port):
+    torchrun's agent would import torch once more before the worker starts, on the way to every first step
+    (docs/benchmarks.md). The worker's process group rendezvous at MASTER_ADDR:MASTER_PORT as under torchrun's
+    static rendezvous. Several processes per node, a per-device count or an elastic node range: torchrun."""
     identity = node_identity(env)
-    timeout = shutdown_timeout(env)
+    shutdown_timeout(env)  # checked whichever starts the workers
+    if identity.nproc_per_node != "1" or ":" in identity.nnodes:
+        return torchrun_command(config_path, overrides, env), {}
+    sets = [arg for override in overrides for arg in ("--set", override)]
+    command = [sys.executable, "-m", "trainer", "train", "--config", config_path, *sets]
+    if identity.master_port is None:
+        return command, {}
+    return command, {
+        "RANK": str(identity.node_rank),
+        "WORLD_SIZE": identity.nnodes,
+        "LOCAL_RANK": "0",
+        "LOCAL_WORLD_SIZE": "1",
+        # Rank 0 hosts the process group's store, which listens on every interface: it reaches it on its own
+        # loopback. PET_MASTER_ADDR names node 0's pod in DNS, and after a restart the cluster's DNS cache may
+        # answer with the previous pod's address for its TTL (30 s in kubeadm's CoreDNS): the first real
+        # `--only speed` run's resumed worker waited 14 s there to join a group of one (docs/benchmarks.md).
+        "MASTER_ADDR": LOOPBACK if identity.node_rank == 0 else identity.master_addr,
+        "MASTER_PORT": str(identity.master_port),
+    }
+
+
+def torchrun_command(config_path: str, overrides: list[str], env: Mapping[str, str]) -> list[str]:
+    """The torchrun command for this node. TORCH_ELASTIC_SHUTDOWN_TIMEOUT (checked here) reaches torchrun in
+    its environment, which it reads itself where --shutdown-timeout is not given (upstream: pytorch/pytorch
+    torch/distributed/launcher/api.py LaunchConfig.__post_init__ @ v2.13.0): no need to know, before torchrun
+    starts, whether this torch has the option."""
+    identity = node_identity(env)
+    shutdown_timeout(env)
     port = identity.master_port
     if port is None:
         from trainer.distributed import free_port  # imports torch: only when needed
 
         port = free_port()
     sets = [arg for override in overrides for arg in ("--set", override)]
-    shutdown = [f"--shutdown-timeout={timeout}"] if timeout is not None and shutdown_flag else []
     return [
         sys.executable, "-m", "torch.distributed.run",
         f"--nnodes={identity.nnodes}",
@@ -149,7 +202,6 @@ def torchrun_command(
         f"--node-rank={identity.node_rank}",
         f"--master-addr={identity.master_addr}",
         f"--master-port={port}",
-        *shutdown,
         "-m", "trainer", "train", "--config", config_path, *sets,
     ]  # fmt: skip
 
@@ -192,17 +244,21 @@ def relay_stderr(source: IO[str], sink: TextIO) -> None:
 
 
 def check_resumable(config: TrainConfig, identity: NodeIdentity) -> None:
-    """A checkpoint that this job cannot resume, or an object store it cannot use
-    (trainer.checkpoint.resume_stage), stops the launch here, on one line, before any worker starts; an
-    elastic node range or a per-device process count (auto, gpu, cpu) leaves it to the workers, which know
-    their world size."""
+    """A checkpoint that this job cannot resume, or an object store it cannot use, stops the launch here, on
+    one line, before any worker starts; an elastic node range or a per-device process count (auto, gpu, cpu)
+    leaves it to the workers, which know their world size. Reads manifests only (trainer.checkpoint_storage):
+    no torch, which the workers import anyway; only a checkpoint of the earlier layout needs torch to be judged
+    (trainer.checkpoint.resume_stage)."""
     nproc = identity.nproc_per_node
     directory = config.checkpoint.dir
     if ":" in identity.nnodes or not nproc.isdigit():
         return
     if not is_s3_url(directory) and not Path(directory).expanduser().is_dir():
         return
-    from trainer.checkpoint import resume_stage  # imports torch: only when there may be a checkpoint
+    newest = newest_manifest(directory)  # ConfigError: an object store that cannot be used
+    if newest is None or not is_legacy(newest[2]):
+        return  # none, or of this layout: it resumes at any world size and ZeRO stage
+    from trainer.checkpoint import resume_stage  # imports torch: only for a checkpoint of the earlier layout
 
     _, problem = resume_stage(config, int(identity.nnodes) * int(nproc))
     if problem:
@@ -212,25 +268,22 @@ def check_resumable(config: TrainConfig, identity: NodeIdentity) -> None:
 def launch(config_path: str, overrides: list[str]) -> int:
     config = load_config(config_path, overrides)  # a bad config fails here, once, not in every worker
     check_writable(config)
-    command = torchrun_command(config_path, overrides, os.environ)  # every PET_* value checked first
+    command, worker_env = worker_start(config_path, overrides, os.environ)  # every PET_* value checked first
     check_resumable(config, node_identity(os.environ))
     # The node's data prepared before any worker starts (trainer.prepare): no rank waits on it.
     from trainer.prepare import run_prepare
 
     run_prepare(config.data)
-    if shutdown_timeout(os.environ) is not None and not torchrun_has_shutdown_timeout():
-        command = torchrun_command(config_path, overrides, os.environ, shutdown_flag=False)
-        print(
-            f"warning: {SHUTDOWN_TIMEOUT_ENV} ignored: this torch's torchrun has no --shutdown-timeout and"
-            " SIGKILLs its workers 30 s after a SIGTERM",
-            file=sys.stderr,
-            flush=True,
-        )
     with tempfile.TemporaryDirectory(prefix="trainstack-status-") as status_dir:
         # Its own session: a terminal's Ctrl-C reaches torchrun once, through us, like Kubernetes' SIGTERM.
         process = subprocess.Popen(
             command,
-            env={**os.environ, STATUS_DIR_ENV: status_dir, LAUNCH_START_ENV: str(process_start())},
+            env={
+                **os.environ,
+                **worker_env,
+                STATUS_DIR_ENV: status_dir,
+                LAUNCH_START_ENV: str(process_start()),
+            },
             start_new_session=True,
             stderr=subprocess.PIPE,
             text=True,

@@ -1,6 +1,6 @@
 """Checkpoints in an S3-compatible object store: checkpoint.dir = s3://bucket/prefix.
 
-Layout under the prefix (the same tags and manifest as on a volume, trainer.checkpoint):
+Layout under the prefix (the same tags and manifest as on a volume, trainer.checkpoint_storage):
 
     step_000100/manifest.json         uploaded last: the checkpoint exists from this object on, and only while
                                       its files match it (sizes, sha256); "objects" names their prefix
@@ -62,11 +62,10 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
-import torch
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
-from trainer.checkpoint import (
+from trainer.checkpoint_storage import (
     MANIFEST,
     TAG_PATTERN,
     CheckpointError,
@@ -109,7 +108,7 @@ def error_code(error: ClientError) -> str:
 
 
 class S3Storage:
-    """trainer.checkpoint.Storage on s3://bucket/prefix (the module docstring has the layout and rules)."""
+    """trainer.checkpoint_storage.Storage on s3://bucket/prefix (the module docstring has the layout and rules)."""
 
     def __init__(self, url: str) -> None:
         """ConfigError (one line) for a URL that is not s3://bucket/prefix or an endpoint URL boto3 rejects."""
@@ -306,9 +305,13 @@ class S3Storage:
         return path
 
     def read_shard(self, tag: str, name: str) -> dict[str, Any]:
+        import torch  # only where a shard is written or read: never in `launch`
+
         return torch.load(self.local_copy(tag, name), map_location="cpu", mmap=True, weights_only=True)
 
     def read_legacy(self, tag: str, name: str) -> Any:
+        import torch
+
         return torch.load(self.local_copy(tag, name), map_location="cpu", mmap=True, weights_only=False)
 
     # -- writing --
@@ -322,6 +325,8 @@ class S3Storage:
         descriptor, spooled = tempfile.mkstemp(prefix="trainstack-shard-", suffix=".pt")
         os.close(descriptor)
         try:
+            import torch
+
             torch.save(state, spooled)
             record = file_record(Path(spooled))
             key = self.key(f"{self.data_prefix(staging)}{name}")

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from trainer import PREEMPTED_EXIT_CODE, STATUS_DIR_ENV
-from trainer.checkpoint import CheckpointStore, Write, resume_stage, tag_for
+from trainer.checkpoint import CheckpointStore, Write, resume_stage
+from trainer.checkpoint_storage import tag_for
 from trainer.config import ConfigError, StopCondition, TrainConfig
 from trainer.dataset import DataError, TokenCache, TokenData, train_batch, val_batch
 from trainer.distributed import (

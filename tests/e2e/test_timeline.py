@@ -8,6 +8,8 @@ import json
 from datetime import UTC
 from typing import Any
 
+import pytest
+
 from tests.e2e import timeline
 from tests.e2e.timeline import FIRST_STEP, ROOT, Timeline
 
@@ -229,9 +231,9 @@ def test_up_timeline_from_the_engine_through_the_pod_to_the_first_step() -> None
         ("pod 0-x7k2p image pulled", 61.0, "pod"),
         ("pod 0-x7k2p container started", 2.0, "pod"),
         ("trainer launcher started", 0.0, "pod"),
-        ("trainer torchrun: rendezvous, worker started", 1.5, "trainer"),
+        ("trainer worker process started (after torchrun, where it runs)", 1.5, "trainer"),
         ("trainer imports", 7.5, "trainer"),
-        ("trainer process group joined", 0.4, "trainer"),
+        ("trainer DeepSpeed imported, process group joined", 0.4, "trainer"),
         ("trainer data, model, engine", 2.6, "trainer"),
         ("trainer checkpoint loaded", 0.0, "trainer"),
         ("trainer metric sinks, checkpoint writer", 0.8, "trainer"),
@@ -332,6 +334,27 @@ def test_kubectl_watch_stream_is_folded_by_pod_with_its_deletion() -> None:
     pods = timeline.fold_watch(zip([1.0, 2.0, 3.5], objects, strict=True))
     assert pods["u1"].first_seen == 1.0 and pods["u1"].deleted_at == 3.5
     assert pods["u1"].obj["status"]["phase"] == "Failed"
+
+
+@pytest.mark.parametrize("indent", [None, 4])
+def test_watch_lines_end_an_object_on_one_line_or_pretty_printed(indent: int | None) -> None:
+    """kubectl v1.33.13 prints each watch event whole on one line (the first real `--only speed` run: no pod
+    was caught while the reader waited for a closing brace alone); pretty-printed, the brace ends it."""
+    events = [
+        {"type": "ADDED", "object": {"metadata": {"uid": "u1", "name": "p"}, "spec": {"x": {"y": [1]}}}},
+        {
+            "type": "MODIFIED",
+            "object": {"metadata": {"uid": "u1", "name": "p"}, "status": {"phase": "Running"}},
+        },
+    ]
+    lines = timeline.WatchLines()
+    caught = []
+    for event in events:
+        text = json.dumps(event, indent=indent) + "\n"
+        fed = [lines.feed(line) for line in text.splitlines(keepends=True)]
+        assert all(not objects for objects in fed[:-1])  # nothing before the object is whole
+        caught += fed[-1]
+    assert caught == events and lines.pending == ""
 
 
 def test_a_torn_last_line_of_the_event_log_is_left_out() -> None:

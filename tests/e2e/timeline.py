@@ -33,9 +33,9 @@ NOTABLE_GAP_S = 2.0
 # The trainer's instants in order (trainer/startup.py StartupClock.timestamps) and what ends at each.
 TRAINER_STAGES = (
     ("launch", "launcher started"),
-    ("process", "torchrun: rendezvous, worker started"),
+    ("process", "worker process started (after torchrun, where it runs)"),
     ("imported", "imports"),
-    ("rendezvous", "process group joined"),
+    ("rendezvous", "DeepSpeed imported, process group joined"),
     ("engine", "data, model, engine"),
     ("resume", "checkpoint loaded"),
     ("prepare", "metric sinks, checkpoint writer"),
@@ -377,6 +377,27 @@ def watch_objects(text: str) -> Iterator[dict[str, Any]]:
         except json.JSONDecodeError:
             return  # a torn last object
         yield obj
+
+
+class WatchLines:
+    """The objects of a `kubectl get --watch --output-watch-events -o json` stream, fed line by line as they
+    arrive. kubectl prints each object whole on one line (kubectl v1.33.13, the test cluster's; the first real
+    `--only speed` run caught nothing while this waited for a closing brace alone on its line) or pretty-printed,
+    its closing brace then alone on the last line: either ends an object."""
+
+    def __init__(self) -> None:
+        self.pending = ""
+
+    def feed(self, line: str) -> list[dict[str, Any]]:
+        """The objects that `line` completes (none while one is still open)."""
+        self.pending += line
+        end = line.rstrip()
+        if end != "}" and not (line.startswith("{") and end.endswith("}")):
+            return []
+        objects = list(watch_objects(self.pending))
+        if objects:
+            self.pending = ""
+        return objects
 
 
 def fold_watch(stamped: Iterable[tuple[float, Mapping[str, Any]]]) -> dict[str, WatchedPod]:

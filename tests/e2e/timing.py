@@ -64,16 +64,12 @@ class PodWatch:
                 command, env=self.run.sh.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
             )
             assert self._process.stdout is not None
-            pending = ""
+            lines = timeline.WatchLines()
             for line in self._process.stdout:
-                pending += line
-                if line.rstrip() != "}":  # kubectl prints each object indented, its closing brace alone
-                    continue
-                objects = list(timeline.watch_objects(pending))
+                objects = lines.feed(line)
                 if objects:
                     now = time.time()
                     self.events += [(now, obj) for obj in objects]
-                    pending = ""
             self._process.wait()
             self._stopped.wait(1)
 

@@ -29,22 +29,24 @@ import torch
 from tests.s3_server import S3Server
 from trainer import PREEMPTED_EXIT_CODE
 from trainer.checkpoint import (
-    CheckpointError,
     CheckpointStore,
     LegacyCheckpoint,
+    legacy_checkpoint,
+    newest_verified,
+    resume_stage,
+    superseded,
+)
+from trainer.checkpoint_storage import (
+    CheckpointError,
     LocalStorage,
     Storage,
     abandoned,
     file_record,
     files_problem,
-    legacy_checkpoint,
-    newest_verified,
     open_storage,
     read_manifest,
-    resume_stage,
     sha256_of,
     shard_name,
-    superseded,
     tag_for,
     warn,
 )
@@ -271,7 +273,7 @@ def test_removal_never_leaves_a_half_deleted_checkpoint_that_looks_published(
             assert storage.published() == [(20, "step_000020")]  # step 10 is already out of the pattern
         real_rmtree(path, *args, **kwargs)
 
-    monkeypatch.setattr("trainer.checkpoint.shutil.rmtree", observe)
+    monkeypatch.setattr("trainer.checkpoint_storage.shutil.rmtree", observe)
     storage.remove("step_000010", "cc")
     assert "step_000010.tmp-cc.old" in deleted
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_000020"]
@@ -291,7 +293,7 @@ def test_removing_a_staging_directory_deletes_it_in_place(
         deleted.append(Path(str(path)).name)
         real_rmtree(path, *args, **kwargs)
 
-    monkeypatch.setattr("trainer.checkpoint.shutil.rmtree", observe)
+    monkeypatch.setattr("trainer.checkpoint_storage.shutil.rmtree", observe)
     storage.remove("step_000010.tmp-aa", "cc")
     assert deleted == ["step_000010.tmp-aa"] and list(tmp_path.iterdir()) == []
     storage.remove("step_000010.tmp-aa", "cc")  # gone already: nothing to do, no error
@@ -354,7 +356,7 @@ def test_sha256_reads_in_bounded_blocks(tmp_path: Path, monkeypatch: pytest.Monk
     def recorded_open(*args: Any, **kwargs: Any) -> Recorded:
         return Recorded(open(*args, **kwargs))  # Recorded closes it
 
-    monkeypatch.setattr("trainer.checkpoint.open", recorded_open, raising=False)
+    monkeypatch.setattr("trainer.checkpoint_storage.open", recorded_open, raising=False)
     assert sha256_of(path) == hashlib.sha256(content).hexdigest()
     assert len(sizes) == 7 and all(size == 1 << 20 for size in sizes), sizes
 
@@ -436,7 +438,7 @@ def test_a_shard_is_written_durably_into_a_new_staging_directory(
         synced.append(descriptor)
         real_fsync(descriptor)
 
-    monkeypatch.setattr("trainer.checkpoint.os.fsync", fsync)
+    monkeypatch.setattr("trainer.checkpoint_storage.os.fsync", fsync)
     record = storage.write_shard("step_000005.tmp-aa", "shard_00001.pt", {"params": {"w": torch.ones(3)}})
     path = tmp_path / "checkpoints" / "step_000005.tmp-aa" / "shard_00001.pt"
     assert record == {"bytes": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
@@ -640,7 +642,7 @@ def test_leftovers_another_run_removes_at_the_same_time_are_no_error(
         real_rmtree(path)  # the other run got there first
         real_rmtree(path, *args, **kwargs)
 
-    monkeypatch.setattr("trainer.checkpoint.shutil.rmtree", raced)
+    monkeypatch.setattr("trainer.checkpoint_storage.shutil.rmtree", raced)
     assert storage.remove_abandoned("c3") == []
     assert list(tmp_path.iterdir()) == []
 
@@ -1006,7 +1008,8 @@ def test_an_old_checkpoint_whose_deletion_a_crash_cut_short_is_removed_by_the_ne
     harness.store.save(FakeEngine(), 10, {"step": 10}, {})
     harness.store.wait()
     with monkeypatch.context() as patched:
-        patched.setattr("trainer.checkpoint.shutil.rmtree", lambda *args, **kwargs: None)  # dies in rmtree
+        # dies in rmtree
+        patched.setattr("trainer.checkpoint_storage.shutil.rmtree", lambda *args, **kwargs: None)
         harness.store.save(FakeEngine(), 20, {"step": 20}, {})
         harness.store.wait()
     assert harness.store.storage.published() == [(20, "step_000020")]  # step 10 is out of the pattern
@@ -1165,7 +1168,7 @@ def test_only_rank_0_reads_the_checkpoints_to_choose(
         hashed.append(path)
         return "0" * 64
 
-    monkeypatch.setattr("trainer.checkpoint.sha256_of", sha256_of)
+    monkeypatch.setattr("trainer.checkpoint_storage.sha256_of", sha256_of)
     assert other.store.newest_complete() is None
     assert hashed == [] and capsys.readouterr().err == ""
 
@@ -1463,18 +1466,18 @@ def test_only_unpublished_directories_of_dead_runs_are_removed(tmp_path: Path) -
 # argv: "step_000020=3,step_000030=1", then the trainer's arguments.
 SLOW_VOLUME = """
 import sys, time
-import trainer.checkpoint as checkpoint
+import trainer.checkpoint_storage as checkpoint_storage
 from trainer.cli import main
 
 delays = dict((tag, float(s)) for tag, s in (item.split("=") for item in sys.argv[1].split(",")))
-real_write_shard = checkpoint.LocalStorage.write_shard
+real_write_shard = checkpoint_storage.LocalStorage.write_shard
 
 def slow_write_shard(self, staging, name, state):
     record = real_write_shard(self, staging, name, state)
     time.sleep(delays.get(staging.split(".")[0], 0.0))
     return record
 
-checkpoint.LocalStorage.write_shard = slow_write_shard
+checkpoint_storage.LocalStorage.write_shard = slow_write_shard
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -1644,7 +1647,7 @@ LEGACY_CHECKPOINT = """
 import json, sys
 from pathlib import Path
 import torch
-from trainer.checkpoint import file_record
+from trainer.checkpoint_storage import file_record
 from trainer.engine_state import rng_state
 from trainer.config import load_config
 from trainer.distributed import init_distributed, shutdown

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from trainer import PREEMPTED_EXIT_CODE, STATUS_DIR_ENV, USAGE_EXIT_CODE
-from trainer.checkpoint import file_record
+from trainer.checkpoint_storage import file_record
 from trainer.config import ConfigError, load_config
 from trainer.launch import (
     NodeIdentity,
@@ -27,12 +27,14 @@ from trainer.launch import (
     node_identity,
     outcome,
     shutdown_timeout,
+    shutdown_timeout_warning,
     torchrun_command,
     torchrun_has_shutdown_timeout,
+    worker_start,
 )
 from trainer.startup import LAUNCH_START_ENV, process_start
 
-from .conftest import TINY_CONFIG
+from .conftest import REPO, TINY_CONFIG
 
 
 def test_command_from_kubeflow_variables() -> None:
@@ -55,6 +57,42 @@ def test_single_local_process_without_variables() -> None:
     ]
     port = int(command[7].removeprefix("--master-port="))
     assert 0 < port < 65536
+
+
+def test_a_node_of_one_process_starts_its_worker_without_torchrun() -> None:
+    """torchrun's agent would import torch before the worker does: a node of one process in a job of a fixed
+    node count gives its worker torchrun's variables itself; node 0 reaches the store it hosts on its loopback
+    (after a restart the cluster's DNS may still name the previous pod)."""
+    env = {"PET_NNODES": "2", "PET_NPROC_PER_NODE": "1", "PET_NODE_RANK": "1",
+           "PET_MASTER_ADDR": "job-node-0-0.job", "PET_MASTER_PORT": "29400"}  # fmt: skip
+    command, worker_env = worker_start("/etc/trainstack/train.yaml", ["train.max_steps=5"], env)
+    assert command == [
+        sys.executable, "-m", "trainer", "train", "--config", "/etc/trainstack/train.yaml",
+        "--set", "train.max_steps=5",
+    ]  # fmt: skip
+    assert worker_env == {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
+                          "MASTER_ADDR": "job-node-0-0.job", "MASTER_PORT": "29400"}  # fmt: skip
+    _, node_0 = worker_start("c.yaml", [], {**env, "PET_NODE_RANK": "0"})
+    assert node_0["MASTER_ADDR"] == "127.0.0.1"  # it hosts the store: its own loopback, no DNS
+    assert worker_start("c.yaml", [], {}) == (  # a single local node: a world of one on a free port
+        [sys.executable, "-m", "trainer", "train", "--config", "c.yaml"],
+        {},
+    )
+    for changed in ({"PET_NPROC_PER_NODE": "2"}, {"PET_NPROC_PER_NODE": "gpu"}, {"PET_NNODES": "1:2"}):
+        command, worker_env = worker_start("c.yaml", [], {**env, **changed})
+        assert command[1:3] == ["-m", "torch.distributed.run"] and worker_env == {}
+    with pytest.raises(ConfigError, match="TORCH_ELASTIC_SHUTDOWN_TIMEOUT: expected"):
+        worker_start("c.yaml", [], {**env, "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "soon"})
+
+
+def test_launch_starts_a_one_process_node_s_worker_itself(launcher: Any) -> None:
+    worker = FakeTorchrun(1, {"rank0.exit": "75"})
+    assert launcher(worker, PET_NPROC_PER_NODE="1") == PREEMPTED_EXIT_CODE
+    ((command, env, new_session),) = worker.calls
+    assert command[:5] == [sys.executable, "-m", "trainer", "train", "--config"] and new_session
+    assert {name: env[name] for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")} == {
+        "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29511",
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -124,19 +162,25 @@ def test_a_node_count_range_allows_ranks_below_its_maximum() -> None:
     assert "--node-rank=2" in torchrun_command("c.yaml", [], env)
 
 
-def test_shutdown_timeout_is_passed_to_torchrun() -> None:
+def test_the_shutdown_timeout_is_checked_and_left_to_torchrun_in_its_environment() -> None:
     env = {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "170"}
-    command = torchrun_command("c.yaml", [], env)
-    assert command[command.index("-m", 3) - 1] == "--shutdown-timeout=170"  # a torchrun option, before -m
-    assert not any(
-        arg.startswith("--shutdown") for arg in torchrun_command("c.yaml", [], env, shutdown_flag=False)
-    )
-    assert not any(arg.startswith("--shutdown") for arg in torchrun_command("c.yaml", [], {}))
+    assert not any(arg.startswith("--shutdown") for arg in torchrun_command("c.yaml", [], env))
+    with pytest.raises(ConfigError, match="TORCH_ELASTIC_SHUTDOWN_TIMEOUT: expected a whole number"):
+        torchrun_command("c.yaml", [], {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "-1"})
 
 
-def test_this_torchrun_has_the_shutdown_timeout_option() -> None:
-    """torch 2.13 (the venv's) has it; launch warns and leaves it out where a torch does not."""
+def test_this_torchrun_reads_the_shutdown_timeout_from_its_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """torch 2.13 (the venv's) has --shutdown-timeout, and without it takes TORCH_ELASTIC_SHUTDOWN_TIMEOUT:
+    the launcher passes only the variable."""
+    from torch.distributed.run import config_from_args, get_args_parser
+
     assert torchrun_has_shutdown_timeout()
+    monkeypatch.setenv("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "170")
+    command = torchrun_command("c.yaml", [], {**NODE, "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "170"})
+    config, _, _ = config_from_args(get_args_parser().parse_args(command[3:]))
+    assert config.shutdown_timeout == 170
 
 
 @pytest.mark.parametrize(
@@ -374,28 +418,64 @@ def test_the_data_is_prepared_before_torchrun_starts_and_bad_data_starts_nothing
     assert not bad.calls
 
 
-def test_the_shutdown_timeout_reaches_torchrun_or_is_warned_about(
-    launcher: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_the_shutdown_timeout_reaches_torchrun_without_a_warning(
+    launcher: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     torchrun = FakeTorchrun(0)
     launcher(torchrun, TORCH_ELASTIC_SHUTDOWN_TIMEOUT="170")
-    assert "--shutdown-timeout=170" in torchrun.calls[0][0] and but_preparation(capsys.readouterr().err) == ""
-    monkeypatch.setattr("trainer.launch.torchrun_has_shutdown_timeout", lambda: False)
-    older = FakeTorchrun(0)
-    # stderr block-buffered (a file or pipe): the warning is out before torchrun starts writing to it
-    stderr = io.BytesIO()
-    with monkeypatch.context() as patched:
-        patched.setattr(sys, "stderr", io.TextIOWrapper(stderr, encoding="utf-8", line_buffering=False))
-        written: list[str] = []
-        older.on_start = lambda: written.append(stderr.getvalue().decode())
-        launcher(older, TORCH_ELASTIC_SHUTDOWN_TIMEOUT="170")
-    assert not [arg for arg in older.calls[0][0] if arg.startswith("--shutdown")]
-    assert [but_preparation(text) for text in written] == [
-        "warning: TORCH_ELASTIC_SHUTDOWN_TIMEOUT ignored: this torch's torchrun has no --shutdown-timeout and "
-        "SIGKILLs its workers 30 s after a SIGTERM\n"
-    ]
-    launcher(FakeTorchrun(0))  # unset: no question asked, no warning
+    ((command, env, _),) = torchrun.calls
+    assert env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "170"
+    assert not [arg for arg in command if arg.startswith("--shutdown")]
     assert but_preparation(capsys.readouterr().err) == ""
+
+
+def test_a_worker_warns_once_per_node_when_its_torchrun_ignores_the_shutdown_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    launched = {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "170", "TORCHELASTIC_RUN_ID": "none", "LOCAL_RANK": "0"}
+    assert shutdown_timeout_warning(launched) is None  # this torch has the option
+    monkeypatch.setattr("trainer.launch.torchrun_has_shutdown_timeout", lambda: False)
+    assert shutdown_timeout_warning(launched) == (
+        "warning: TORCH_ELASTIC_SHUTDOWN_TIMEOUT ignored: this torch's torchrun has no --shutdown-timeout and "
+        "SIGKILLs its workers 30 s after a SIGTERM"
+    )
+    for missing in launched:  # unset: nothing to warn about; not started by torchrun; not local rank 0
+        assert shutdown_timeout_warning({k: v for k, v in launched.items() if k != missing}) is None
+    assert shutdown_timeout_warning({**launched, "LOCAL_RANK": "1"}) is None
+
+
+def test_the_launch_check_imports_neither_torch_nor_deepspeed(tmp_path: Path) -> None:
+    """What `launch` does before torchrun starts (the config, the node's identity, the checkpoint.dir check on
+    a published checkpoint, the data) leaves torch to the workers: the recovery path imports it once."""
+    published = tmp_path / "checkpoints" / "step_000005"
+    published.mkdir(parents=True)
+    (published / "manifest.json").write_text(
+        json.dumps({"format": 2, "step": 5, "world_size": 2, "files": {}})
+    )
+    script = f"""
+import json, subprocess, sys
+import trainer.launch as launch
+
+class Started(Exception):
+    pass
+
+def torchrun(*args, **kwargs):
+    raise Started  # not started: what ran before it is the question
+
+subprocess.Popen = torchrun
+try:
+    launch.launch({str(TINY_CONFIG)!r}, ["checkpoint.dir={tmp_path / "checkpoints"}",
+                  "output.dir={tmp_path / "output"}", "data.cache_dir={tmp_path / "cache"}"])
+except Started:
+    print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "deepspeed"))))
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PET_")}
+    env.update({**NODE, "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "170"})
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+    assert result.returncode == 0 and result.stdout, result.stderr  # it got as far as starting torchrun
+    assert json.loads(result.stdout.splitlines()[-1]) == []
 
 
 @pytest.mark.parametrize(
@@ -463,20 +543,20 @@ def test_the_launcher_checks_a_checkpoint_for_the_world_size_it_knows(
 
 
 def test_the_launcher_checks_an_object_store_before_any_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    """checkpoint.dir = s3://bucket/prefix is no directory to look for: the store is asked (resume_stage: it
-    answers, the credentials may write there, its newest checkpoint resumes) for the whole job's world size;
-    an elastic range leaves it to the workers."""
+    """checkpoint.dir = s3://bucket/prefix is no directory to look for: the store is asked (newest_manifest: it
+    answers, the credentials may write there) when the job's world size is known; an elastic range leaves it
+    to the workers."""
     refused = "checkpoint.dir: s3://bucket/ckpt (endpoint http://store): access denied"
-    asked: list[tuple[str, int]] = []
+    asked: list[str] = []
 
-    def resume_stage(config: Any, world_size: int) -> tuple[int, str | None]:
-        asked.append((config.checkpoint.dir, world_size))
-        return 0, refused
+    def newest_manifest(directory: str) -> None:
+        asked.append(directory)
+        raise ConfigError(refused)
 
-    monkeypatch.setattr("trainer.checkpoint.resume_stage", resume_stage)
+    monkeypatch.setattr("trainer.launch.newest_manifest", newest_manifest)
     config = load_config(str(TINY_CONFIG), ["checkpoint.dir=s3://bucket/ckpt", "output.dir=x"])
     with pytest.raises(ConfigError) as raised:
         check_resumable(config, NodeIdentity("2", 2, "3", 0, "a", 29500))
-    assert str(raised.value) == refused and asked == [("s3://bucket/ckpt", 6)]
+    assert str(raised.value) == refused and asked == ["s3://bucket/ckpt"]
     check_resumable(config, NodeIdentity("1:2", 2, "3", 0, "a", 29500))
     assert len(asked) == 1

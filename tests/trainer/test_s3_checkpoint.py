@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 
 from tests.e2e.object_storage import complete_checkpoints
 from tests.s3_server import S3Server
-from trainer.checkpoint import tag_for
+from trainer.checkpoint_storage import tag_for
 from trainer.s3_storage import S3Storage
 
 from .conftest import (
