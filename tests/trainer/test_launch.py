@@ -459,15 +459,20 @@ import trainer.launch as launch
 class Started(Exception):
     pass
 
-def torchrun(*args, **kwargs):
-    raise Started  # not started: what ran before it is the question
+real_popen = subprocess.Popen
 
-subprocess.Popen = torchrun
+def popen(command, *args, **kwargs):
+    if command[:2] == [sys.executable, "-m"]:  # the workers' start (other commands, e.g. ldconfig, run)
+        raise Started(command[2])  # not started: what ran before it is the question
+    return real_popen(command, *args, **kwargs)
+
+subprocess.Popen = popen
 try:
     launch.launch({str(TINY_CONFIG)!r}, ["checkpoint.dir={tmp_path / "checkpoints"}",
                   "output.dir={tmp_path / "output"}", "data.cache_dir={tmp_path / "cache"}"])
-except Started:
-    print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "deepspeed"))))
+except Started as started:
+    imported = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "deepspeed"))
+    print(json.dumps([str(started), imported]))
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith("PET_")}
     env.update({**NODE, "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "170"})
@@ -475,7 +480,7 @@ except Started:
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, cwd=REPO
     )
     assert result.returncode == 0 and result.stdout, result.stderr  # it got as far as starting torchrun
-    assert json.loads(result.stdout.splitlines()[-1]) == []
+    assert json.loads(result.stdout.splitlines()[-1]) == ["torch.distributed.run", []]
 
 
 @pytest.mark.parametrize(
