@@ -148,6 +148,19 @@ def test_the_critical_path_follows_what_each_span_waited_for_that_ended_last() -
     assert [span["name"] for span in report["spans"]] == ["root", "b", "a", "c"]
 
 
+def test_an_order_the_stack_needs_is_not_named_needless() -> None:
+    """kind's image load waits for the cluster by depends_on alone, and must: its nodes receive the image."""
+    line = Timeline(origin=100.0)
+    line.add("pulumi cluster-kind", 100, 140)
+    line.add("pulumi trainer-image-kind-load", 140, 300, {"pulumi cluster-kind": "order"})
+    line.add("pulumi training-runtime", 300, 301, {"pulumi trainer-image-kind-load": "order"})
+    line.add("pulumi training-trainjob", 301, 302, {"pulumi training-runtime": "order"})
+    report = line.report("pulumi training-trainjob")
+    assert report["needless_waits"] == [
+        "pulumi training-runtime: ordered after the previous link by depends_on, no value flows"
+    ]
+
+
 def test_ties_of_whole_second_timestamps_go_to_the_later_event() -> None:
     line = Timeline(origin=0.0)
     line.add("x", 0, 10).order = 7

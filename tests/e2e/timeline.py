@@ -9,7 +9,7 @@ say where the time went. All sources share this machine's clock (the test cluste
     @ v3.259.0, EngineEvent);
   - what each resource waited for, from the state (`pulumi stack export`): its provider and `dependencies`,
     `data` when a property of it came from the other (`propertyDependencies`), else `order` (depends_on only,
-    the edges an ordering choice put there: `needless_waits` names those on the path);
+    the edges an ordering choice put there: `needless_waits` names those on the path but NEEDED_ORDERS);
   - the job's pods (created, PodScheduled, the kubelet's Pulling/Pulled events, the container's start and
     exit, and when a watch saw the pod deleted);
   - the trainer's own instants (trainer/startup.py's `at`: launcher, worker process, imports done, process group
@@ -140,13 +140,27 @@ class Timeline:
         }
 
 
+# `depends_on` orders of the stack that no Pulumi value carries but that are needed: (the waiting resource,
+# the prefix of what it waits for) -> why. An `order` link of these is on the path for a reason.
+NEEDED_ORDERS = {
+    ("pulumi cluster-kind", "pulumi cluster-kind-shared"): "kind mounts the shared directory into its nodes",
+    ("pulumi trainer-image-kind-load", "pulumi cluster-"): "it loads the image into the cluster's nodes",
+    ("pulumi training-trainjob", "pulumi training-runtime"): "the TrainJob runs on its runtime",
+}
+
+
+def needed_order(waiting: str, waited_for: str) -> bool:
+    return any(waiting == name and waited_for.startswith(prefix) for (name, prefix) in NEEDED_ORDERS)
+
+
 def needless_waits(path: Sequence[Link]) -> list[str]:
     """The links of a critical path that wait without needing to: an `order` edge (depends_on with no value
-    flowing) or an idle gap of NOTABLE_GAP_S or more that no span accounts for (but the CLI's and the
-    program's start before a resource's registration, a `program` edge's gap)."""
+    flowing) that is not one of NEEDED_ORDERS, or an idle gap of NOTABLE_GAP_S or more that no span accounts
+    for (but the CLI's and the program's start before a resource's registration, a `program` edge's gap)."""
     found = []
-    for link in path:
-        if link.edge == "order":
+    for previous, link in zip([None, *path], path, strict=False):
+        waited_for = previous.name if previous else ""
+        if link.edge == "order" and not needed_order(link.name, waited_for):
             found.append(f"{link.name}: ordered after the previous link by depends_on, no value flows")
         if link.gap_s >= NOTABLE_GAP_S and link.edge != "program":
             found.append(f"{link.name}: started {link.gap_s:.1f} s after what it waited for")
