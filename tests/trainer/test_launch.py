@@ -21,11 +21,13 @@ from trainer import PREEMPTED_EXIT_CODE, STATUS_DIR_ENV, USAGE_EXIT_CODE
 from trainer.checkpoint_storage import file_record
 from trainer.config import ConfigError, load_config
 from trainer.launch import (
+    TORCHRUN_STOPPED,
     NodeIdentity,
     check_resumable,
     launch,
     node_identity,
     outcome,
+    relay_stderr,
     shutdown_timeout,
     shutdown_timeout_warning,
     torchrun_command,
@@ -278,12 +280,13 @@ class FakeTorchrun:
         self.signals: list[int] = []
         self.status_dir: Path | None = None
         self.on_start: Any = lambda: None  # called as torchrun starts
+        self.stderr_text = ""  # what torchrun and its workers write to stderr
 
     def __call__(
         self, command: list[str], *, env: dict[str, str], start_new_session: bool, **piped: Any
     ) -> FakeTorchrun:
         assert piped == {"stderr": subprocess.PIPE, "text": True, "errors": "replace"}  # relayed by launch
-        self.stderr = io.StringIO()  # torchrun says nothing here
+        self.stderr = io.StringIO(self.stderr_text)
         self.calls.append((command, env, start_new_session))
         self.status_dir = Path(env[STATUS_DIR_ENV])
         self.on_start()
@@ -338,6 +341,37 @@ def launcher(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     yield run
     for sig, handler in previous.items():
         signal.signal(sig, handler)
+
+
+STOP_TRACEBACK = ["Traceback (most recent call last):\n", '  File "run.py", line 9, in main\n',
+                  f"{TORCHRUN_STOPPED} Process 7 got signal: 15\n"]  # fmt: skip
+OTHER_TRACEBACK = ["Traceback (most recent call last):\n", '\tFile "train.py", line 3\n', "ValueError: bad\n"]
+
+
+@pytest.mark.parametrize(
+    ("written", "shown"),
+    [
+        (["a\n", "b\n"], ["a\n", "b\n"]),
+        (["a\n", *STOP_TRACEBACK, "b\n"], ["a\n", "b\n"]),
+        (["a\n", *OTHER_TRACEBACK, "b\n"], ["a\n", *OTHER_TRACEBACK, "b\n"]),
+        (["a\n", *STOP_TRACEBACK[:2]], ["a\n", *STOP_TRACEBACK[:2]]),  # cut off: what was held is shown
+    ],
+)
+def test_the_relay_leaves_out_only_torchruns_traceback_for_its_stop(
+    written: list[str], shown: list[str]
+) -> None:
+    sink = io.StringIO()
+    relay_stderr(io.StringIO("".join(written)), sink)
+    assert sink.getvalue() == "".join(shown)
+
+
+def test_launch_relays_what_torchrun_and_its_workers_write(
+    launcher: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torchrun = FakeTorchrun(0, {"rank0.exit": "0", "rank1.exit": "0"})
+    torchrun.stderr_text = "".join(["worker: step 1\n", *STOP_TRACEBACK, "worker: done\n"])
+    assert launcher(torchrun) == 0
+    assert but_preparation(capsys.readouterr().err) == "worker: step 1\nworker: done\n"
 
 
 def test_launch_runs_torchrun_in_its_own_session_with_a_status_directory(launcher: Any) -> None:
