@@ -149,6 +149,11 @@ def shutdown_timeout_warning(env: Mapping[str, str]) -> str | None:
     )
 
 
+def train_arguments(config_path: str, overrides: list[str]) -> list[str]:
+    """A worker's command after the interpreter (or torchrun's options): `-m trainer train` with the config."""
+    return ["-m", "trainer", "train", "--config", config_path, *(a for o in overrides for a in ("--set", o))]
+
+
 def worker_start(
     config_path: str, overrides: list[str], env: Mapping[str, str]
 ) -> tuple[list[str], dict[str, str]]:
@@ -161,11 +166,10 @@ def worker_start(
     (docs/benchmarks.md). The worker's process group rendezvous at MASTER_ADDR:MASTER_PORT as under torchrun's
     static rendezvous. Several processes per node, a per-device count or an elastic node range: torchrun."""
     identity = node_identity(env)
-    shutdown_timeout(env)  # checked whichever starts the workers
     if identity.nproc_per_node != "1" or ":" in identity.nnodes:
         return torchrun_command(config_path, overrides, env), {}
-    sets = [arg for override in overrides for arg in ("--set", override)]
-    command = [sys.executable, "-m", "trainer", "train", "--config", config_path, *sets]
+    shutdown_timeout(env)  # checked whichever starts the workers (torchrun_command checks it too)
+    command = [sys.executable, *train_arguments(config_path, overrides)]
     if identity.master_port is None:
         return command, {}
     return command, {
@@ -194,7 +198,6 @@ def torchrun_command(config_path: str, overrides: list[str], env: Mapping[str, s
         from trainer.distributed import free_port  # imports torch: only when needed
 
         port = free_port()
-    sets = [arg for override in overrides for arg in ("--set", override)]
     return [
         sys.executable, "-m", "torch.distributed.run",
         f"--nnodes={identity.nnodes}",
@@ -202,7 +205,7 @@ def torchrun_command(config_path: str, overrides: list[str], env: Mapping[str, s
         f"--node-rank={identity.node_rank}",
         f"--master-addr={identity.master_addr}",
         f"--master-port={port}",
-        "-m", "trainer", "train", "--config", config_path, *sets,
+        *train_arguments(config_path, overrides),
     ]  # fmt: skip
 
 
