@@ -61,21 +61,13 @@ def nfs_scripts(hosts: RemoteHosts) -> dict[str, str]:
 
 
 class K3sRemote(ClusterProvider):
-    """Creates: over SSH, a `remote.Command` per host that installs the k3s server or an agent, one that reads
-    the server's node token (given to every agent on stdin), and with shared storage an NFS export on the
-    server and a mount on every agent. The kubeconfig is the server's, its API address set to
-    https://<k3sServerHost>:6443, an address the user chose and the server's certificate names (--tls-san).
-    Node identity: every one of these commands. Shared storage: the server's SHARED_STORAGE_PATH over NFS.
-    Restarts: the kubeconfig names k3sServerHost, which only the user changes (another address is another
-    host: k3s is uninstalled from the old one and installed on the new one); the node token is read again
-    whenever the server is installed anew.
-    Shared storage: the directory is a command of its own with no triggers (another server address is an
-    update: the directory is made there and the old one's is kept); the export is replaced when the server
-    or the agents change, and its delete only unexports (pulumi-command replaces a command whose triggers
-    change, running the old `delete` first: pulumi-command v1.2.1 provider/pkg/provider/common/inputs.go).
-    So adding or removing an agent never touches the checkpoints.
-    Teardown: k3s's uninstallers, the agents' mounts and /etc/fstab lines, the export, then the directory.
-    """
+    """Over SSH: a `remote.Command` installing k3s per host, one reading the server's node token (the agents'
+    stdin), and with shared storage the server's directory exported over NFS and mounted on every agent. The
+    kubeconfig names https://<k3sServerHost>:6443 (--tls-san). The directory is a command with no triggers
+    (kept when the server moves); the export is replaced when the hosts change and its delete only unexports,
+    so adding or removing an agent never touches the checkpoints (upstream: pulumi/pulumi-command
+    provider/pkg/provider/common/inputs.go @ v1.2.1: old delete first). Node identity: every command.
+    Teardown: uninstall, unmount, unexport, then the directory."""
 
     shared_storage = (
         "the server's directory, exported over NFS (nfs-kernel-server) to the agents, which mount it"

@@ -15,12 +15,9 @@ from components.cluster.provider import SHARED_STORAGE_PATH, ClusterArgs, Cluste
 from components.cluster.scripts import cluster_script, shared_storage_command
 from components.shell import BASH
 
-# nvkind's GPU passthrough: with accept-nvidia-visible-devices-as-volume-mounts on the host's toolkit, a
-# /dev/null mount at this path makes Docker's nvidia runtime hand every GPU to the kind node container.
-# A GPU stack on kind has one node (settings refuses more): the kind node is privileged and sees every
-# device node of the host, so giving several workers disjoint GPUs takes nvkind's in-node surgery (removing
-# the other GPUs' /dev/nvidiaN and masking ModifyDeviceFiles, upstream: NVIDIA/nvkind pkg/nvkind/node.go),
-# which the stack does not do.
+# nvkind's GPU passthrough: a /dev/null mount here hands every GPU to the node container (with the toolkit's
+# accept-nvidia-visible-devices-as-volume-mounts). One GPU node only: disjoint GPUs per node take nvkind's
+# in-node surgery (upstream: NVIDIA/nvkind pkg/nvkind/node.go), which the stack does not do.
 NVIDIA_DEVICES_MOUNT = "/var/run/nvidia-container-devices/all"
 # Creates (or reuses) the cluster from the config on stdin and prints its kubeconfig.
 CREATE_SCRIPT = cluster_script("kind_create.sh")

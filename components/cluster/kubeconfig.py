@@ -1,19 +1,9 @@
-"""A user's kubeconfig, checked before anything is created: parsed, reduced to one context, its API server asked.
+"""A user's kubeconfig, checked before anything is created: reduced to one context, its API server asked.
 
-The rules follow client-go's kubeconfig handling (k8s.io/client-go/tools/clientcmd): api/types.go for the
-fields; validation.go for what must exist (the context, its cluster with a server, its user); loader.go for
-file references, which resolve against the directory of the kubeconfig file; `kubectl config view --minify
---flatten` for the reduced form, which keeps one context and puts the certificate files' contents inline, so
-the stack's kubeconfig (a secret output, handed to the Kubernetes provider and to kubectl in a temporary
-file) needs nothing else from this machine. A tokenFile stays a reference, made absolute: such tokens are
-rotated by whoever writes them, and a copy would expire.
-
-The reachability check is one GET of /version (what `kubectl version` asks), with the kubeconfig's CA (or
-none, with insecure-skip-tls-verify) and its user's static credentials: a bearer token or tokenFile, a client
-certificate and key, or a username and password. Users whose credentials come from an exec plugin or an
-auth-provider are checked for reachability only (any HTTP answer): their plugin runs when the provider first
-connects. Loopback servers are never proxied (as in Go's net/http); others go through the kubeconfig's
-proxy-url, or the environment's HTTPS_PROXY and NO_PROXY.
+Rules as client-go's (k8s.io/client-go/tools/clientcmd: api/types.go, validation.go, loader.go); the reduced form
+is `kubectl config view --minify --flatten`'s (a tokenFile stays a reference: its token is rotated). The check is
+one GET /version with the kubeconfig's CA and static credentials; exec/auth-provider users are checked for
+reachability only. Kept over the Kubernetes Python client's loader: docs/stack.md "Libraries".
 """
 
 from __future__ import annotations
@@ -59,10 +49,7 @@ class KubeconfigError(ValueError):
 
 
 def read_kubeconfig(*, secret: str | None, path: str, context: str) -> ExistingCluster:
-    """The kubeconfig from exactly one of the secret value and the file path, reduced to one context.
-
-    context: the context to use; empty for the kubeconfig's current-context. Raises KubeconfigError.
-    """
+    """The kubeconfig from exactly one of the secret and the file, reduced to `context` (empty: current)."""
     if secret and path:
         raise KubeconfigError(
             KUBECONFIG_PATH_KEY, "and the kubeconfig secret may not both be set: keep one of them"
@@ -141,11 +128,8 @@ def _resolve(reference: Path, where: str, key: str, base_dir: Path | None) -> Pa
 
 
 def parse_kubeconfig(text: str, *, key: str, context: str, base_dir: Path | None) -> ExistingCluster:
-    """The kubeconfig reduced to one context, its cluster and user, files inline. Raises KubeconfigError.
-
-    key: the config key the text came from; context: empty for current-context; base_dir: the directory
-    relative file references resolve against (None for a kubeconfig that is no file: they are errors).
-    """
+    """The kubeconfig reduced to one context, files inline; relative references resolve against base_dir
+    (None: they are errors). key: the config key the text came from, named by errors."""
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -228,10 +212,7 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
 
 def _tls_context(cluster: Mapping[str, Any], user: Mapping[str, Any], private: Path) -> ssl.SSLContext:
     """Verification by the kubeconfig's CA alone (else the system's, or none), and the user's client certificate.
-
-    As in client-go (v0.33, transport/transport.go, rootCertPool), a kubeconfig's CA replaces the system's roots
-    rather than adding to them.
-    """
+    upstream: kubernetes/client-go transport/transport.go rootCertPool @ v0.33 (the CA replaces the roots)."""
     authority = cluster.get("certificate-authority-data")
     cadata = base64.b64decode(authority).decode() if authority else None
     context = ssl.create_default_context(cadata=cadata)
@@ -260,11 +241,8 @@ def _is_loopback(host: str) -> bool:
 
 
 def _proxies(cluster: Mapping[str, Any], host: str, key: str) -> dict[str, str] | None:
-    """urllib's proxies: the kubeconfig's proxy-url; else none for loopback; else the environment's (None).
-
-    As in client-go: proxy-url is used for every server (http.ProxyURL), the environment's proxy never for
-    a loopback one (http.ProxyFromEnvironment).
-    """
+    """urllib's proxies: the kubeconfig's proxy-url; else none for loopback; else the environment's (None),
+    as client-go's http.ProxyURL and http.ProxyFromEnvironment."""
     proxy = str(cluster.get("proxy-url") or "")
     if proxy:
         if urlsplit(proxy).scheme not in ("http", "https"):
@@ -298,11 +276,8 @@ def _credentials(cluster: ExistingCluster) -> tuple[dict[str, str], bool, bool]:
 
 
 def api_get(cluster: ExistingCluster, path: str, timeout: float = CHECK_TIMEOUT_SECONDS) -> tuple[int, bytes]:
-    """GET path from the API server with the kubeconfig's CA and static credentials: (HTTP status, body).
-
-    Raises KubeconfigError, naming cluster.source_key, when the server cannot be reached within timeout
-    seconds or its certificate does not verify.
-    """
+    """GET path with the kubeconfig's CA and static credentials: (HTTP status, body). Raises KubeconfigError
+    (naming cluster.source_key) when the server cannot be reached in time or its certificate does not verify."""
     document = yaml.safe_load(cluster.kubeconfig)
     entry, user = document["clusters"][0]["cluster"], document["users"][0]["user"]
     server = str(entry["server"]).rstrip("/")
@@ -346,11 +321,8 @@ def _where(cluster: ExistingCluster) -> str:
 
 
 def check_api_server(cluster: ExistingCluster, timeout: float = CHECK_TIMEOUT_SECONDS) -> str:
-    """Asks the API server for /version with the kubeconfig's CA and credentials; returns its gitVersion.
-
-    Raises KubeconfigError, naming cluster.source_key, when the server cannot be reached within timeout
-    seconds, its certificate does not verify, or it rejects the user's static credentials.
-    """
+    """The API server's gitVersion (GET /version). Raises KubeconfigError as api_get, and when the server
+    rejects the user's static credentials."""
     user_name = yaml.safe_load(cluster.kubeconfig)["users"][0]["name"]
     where = _where(cluster)
     _, static, plugin = _credentials(cluster)

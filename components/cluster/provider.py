@@ -1,10 +1,5 @@
-"""What every cluster kind is given and the one interface each implements.
-
-Modelled on kind's node providers (sigs.k8s.io/kind, pkg/cluster/internal/providers/provider.go: one provider
-per folder behind one `Provider` interface that the cluster code composes): each kind is one module of this
-package with one ClusterProvider subclass, and the shell scripts it runs lie next to it as `.sh` files.
-`Cluster` (the package's __init__) picks the kind and composes it. No kind imports another; what the k3s
-kinds share is in k3s.py, the script helpers in scripts.py.
+"""What every cluster kind is given and the one interface each implements (one module per kind).
+upstream: kubernetes-sigs/kind pkg/cluster/internal/providers/provider.go @ v0.29.0 (the model).
 """
 
 from __future__ import annotations
@@ -94,11 +89,6 @@ class ClusterArgs:
     # The user's cluster when kind is "existing"; None otherwise.
     existing: ExistingCluster | None = None
 
-    @property
-    def k3s_in_docker(self) -> bool:
-        """k3s nodes are Docker containers on this machine."""
-        return self.kind == "k3s" and self.docker is not None
-
 
 @dataclass(frozen=True)
 class Provisioned:
@@ -118,21 +108,13 @@ class Provisioned:
 
     @property
     def identity(self) -> pulumi.Output[str]:
-        """Changes whenever the nodes are created anew: a new cluster has none of the old one's images.
-
-        A replaced command gets a new id, so the ids of the node resources name this incarnation; a kind that
-        creates no node has the empty identity (nothing is delivered into its nodes).
-        """
+        """The node resources' ids: new whenever the nodes are (a new cluster has none of the old images)."""
         return pulumi.Output.all(*(node.id for node in self.nodes)).apply(",".join)
 
 
 class ClusterProvider(ABC):
-    """One cluster kind: what it creates, its kubeconfig, its node identity, its shared storage, its teardown.
-
-    A provider declares its resources under the Cluster component (parent), so its resources keep the names
-    and URNs they have always had. Teardown is the `delete` of every resource in Provisioned.nodes, run by
-    `pulumi destroy` (and before a replacement, as each is delete_before_replace).
-    """
+    """One cluster kind: its nodes (declared under the Cluster component), kubeconfig and shared storage.
+    Teardown is the `delete` of every resource in Provisioned.nodes."""
 
     # What backs SHARED_STORAGE_PATH on every node when several nodes share the checkpoints and the stack
     # names no StorageClass; None when the kind cannot provide it (the stack must name a class).

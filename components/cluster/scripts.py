@@ -1,11 +1,8 @@
-"""The cluster kinds' shell scripts: `.sh` files next to the modules, their inputs environment variables.
+"""The cluster kinds' `.sh` scripts (names relative to components/), their inputs environment variables.
 
-Names are relative to components/ (components.shell.script), e.g. "cluster/kind_create.sh"; scripts that act
-as root start with "root.sh" (as_root, require_root). Scripts run locally get their inputs through the
-command's `environment`. A remote command cannot: pulumi-command hands `environment` to SSH's setenv, which
-sshd refuses for every name its AcceptEnv does not list, and the command then fails (pulumi-command v1.2.1,
-provider/pkg/provider/remote/commandOutputs.go). remote_script puts the same variables, quoted, in `export`
-lines ahead of the unchanged script text instead.
+A remote command gets them as `export` lines ahead of the script: pulumi-command hands `environment` to SSH's
+setenv, which sshd refuses unless AcceptEnv lists the name (upstream: pulumi/pulumi-command
+provider/pkg/provider/remote/commandOutputs.go @ v1.2.1).
 """
 
 from __future__ import annotations
