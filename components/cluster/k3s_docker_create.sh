@@ -29,9 +29,14 @@ previous_port() {
   sed -n 's#^ *server: https://127\.0\.0\.1:\([0-9][0-9]*\)$#\1#p' <<<"${PULUMI_COMMAND_STDOUT:-}" | head -n 1
 }
 
-# A free TCP port on 127.0.0.1, chosen by the kernel (as kind's GetFreePort does).
+# A loopback port in the dynamic range (49152-65535) that nothing listens on: a refused connection.
 free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  local port
+  for _ in {1..64}; do
+    port=$((49152 + RANDOM % 16384))
+    (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port" && return; }
+  done
+  echo "k3s-in-Docker cluster $CLUSTER: no free loopback port for the API" >&2 && return 1
 }
 
 existing=$(docker ps -a --filter "label=$LABEL" --format '{{.Names}}' | sort)
