@@ -9,9 +9,12 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.settings import DNS_LABEL, DNS_LABEL_RULE, Values, error, matching
+
 HF_TOKEN_SECRET = "hf-token"
 HF_TOKEN_KEY = "token"
 REGISTRY_SECRET = "registry-credentials"
+TRAINING_SERVICE_ACCOUNT = "trainer"
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,28 @@ def docker_config_json(server: str, username: str, password: str) -> str:
     """The .dockerconfigjson payload of a kubernetes.io/dockerconfigjson Secret."""
     auth = base64.b64encode(f"{username}:{password}".encode()).decode()
     return json.dumps({"auths": {server: {"username": username, "password": password, "auth": auth}}})
+
+
+def namespace(values: Values) -> str:
+    return matching(values, "namespace", DNS_LABEL, DNS_LABEL_RULE)
+
+
+def registry_credentials(values: Values, password: pulumi.Input[str] | None) -> RegistryCredentials | None:
+    """The registry login (registryServer, registryUsername and the registryPassword secret), or None."""
+    server, username = str(values["registryServer"]), str(values["registryUsername"])
+    if password is None:
+        if username:
+            raise error(
+                "registryPassword",
+                "must be set (pulumi config set --secret registryPassword ...) when registryUsername is set",
+            )
+        return None
+    if not server or not username:
+        raise error(
+            "registryServer",
+            "registryServer and registryUsername must both be set when registryPassword is set",
+        )
+    return RegistryCredentials(server, username, password)
 
 
 class Access(pulumi.ComponentResource):

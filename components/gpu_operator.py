@@ -17,6 +17,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from components.settings import Values, at_least, error, one_of
 from components.shell import kubectl_command, script
 
 GPU_OPERATOR_NAMESPACE = "gpu-operator"
@@ -224,6 +225,56 @@ def gpu_setup(mode: str, args: GpuOperatorArgs, inventory: GpuInventory | None) 
         runtime_class,
         f"GPU Operator: not installed, using {what} (GPU nodes: {nodes}); pods name {pods}",
     )
+
+
+def gpu_operator_args(
+    values: Values, *, cluster_kind: str, gpus_per_node: int, owner: str
+) -> tuple[str, GpuOperatorArgs] | None:
+    """gpuOperator's mode and the operator's Args from the stack's values; None on a CPU stack (gpusPerNode 0).
+    owner: the stack's label value (OWNER_LABEL)."""
+    replicas = at_least(values, "gpuTimeSlicingReplicas", 0)
+    if replicas == 1:
+        raise error("gpuTimeSlicingReplicas", "must be 0 (off) or >= 2, got 1")
+    if replicas and gpus_per_node > 1:
+        raise error(
+            "gpuTimeSlicingReplicas",
+            f"must be 0 when gpusPerNode > 1 (got {replicas} with gpusPerNode {gpus_per_node}): a pod"
+            " asking for several time-sliced GPUs could get slices of one GPU; time-slice with gpusPerNode 1",
+        )
+    mode = one_of(values, "gpuOperator", list(GPU_OPERATOR_MODES))
+    if not gpus_per_node:
+        return None
+    if cluster_kind == "kind" and not values["hostHasGpuDriver"]:
+        raise error(
+            "hostHasGpuDriver",
+            "must be true when clusterKind is kind: the kind node uses this machine's NVIDIA driver, and the"
+            " operator's driver container cannot load one from inside a node container",
+        )
+    install_driver = not values["hostHasGpuDriver"]
+    version = str(values["gpuOperatorVersion"])
+    return mode, GpuOperatorArgs(version, cluster_kind, install_driver, replicas, owner=owner)
+
+
+def checked_gpu_setup(
+    mode: str, operator: GpuOperatorArgs, inventory: GpuInventory | None, decided_by_up: bool = False
+) -> GpuSetup:
+    """gpu_setup as a StackConfigError. decided_by_up: an existing cluster not asked (scripts/check_stack.py),
+    where `auto` is left to `up`."""
+    if decided_by_up and mode == "auto":
+        return GpuSetup(
+            None, None, "GPU Operator: decided by `up` from what the cluster offers (gpuOperator auto)"
+        )
+    try:
+        setup = gpu_setup(mode, operator, inventory)
+    except GpuSetupError as failure:
+        raise error("gpuOperator", str(failure)) from None
+    if setup.operator is None and operator.time_slicing_replicas:
+        raise error(
+            "gpuTimeSlicingReplicas",
+            "must be 0 when the stack does not install the GPU Operator (the cluster's device plugin keeps its"
+            f" own sharing config), got {operator.time_slicing_replicas}",
+        )
+    return setup
 
 
 def time_slicing_config(replicas: int) -> str:

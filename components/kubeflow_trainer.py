@@ -11,7 +11,9 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
+import yaml
 
+from components.settings import Values, error
 from components.shell import KubeconfigFile, kubectl_command, script
 
 TRAINER_NAMESPACE = "kubeflow-system"
@@ -127,6 +129,53 @@ def jobset_schema_gaps(crd: Mapping[str, Any], jobset_spec: Mapping[str, Any]) -
     return _schema_gaps(jobset_spec, schema, "spec")
 
 
+def check_jobset_crd(crd: Mapping[str, Any] | None, jobset_spec: Mapping[str, Any], key: str) -> None:
+    """An existing cluster's JobSet CRD (None: none yet) must keep what the runtime needs: Helm never upgrades
+    a CRD the cluster has. key: the stack key that names the cluster."""
+    gaps = jobset_schema_gaps(crd, jobset_spec) if crd else []
+    if gaps:
+        raise error(
+            key,
+            f"the cluster's {JOBSET_CRD} CRD lacks {'; '.join(gaps)}, which the training runtime needs"
+            f" (JobSet {JOBSET_RELEASE}, what the Trainer chart brings; Helm never upgrades a CRD the cluster"
+            f" has): upgrade JobSet there, its CRD with kubectl apply --server-side --force-conflicts -f"
+            f" {JOBSET_CRD_URL}",
+        )
+
+
+def trainer_args(values: Values, on_k3s: bool) -> KubeflowTrainerArgs:
+    """Where the Trainer chart comes from and the extra values it gets, checked before anything is installed."""
+    version = str(values["trainerVersion"])
+    chart = str(values["trainerChart"])
+    if not chart.startswith(("oci://", "http://", "https://")):
+        chart_file = Path(chart).expanduser().resolve() / "Chart.yaml"
+        if not chart_file.is_file():
+            raise error(
+                "trainerChart",
+                f"must be an oci:// reference, a chart repository URL or a chart directory; {chart_file} does not exist",
+            )
+        metadata = yaml.safe_load(chart_file.read_text()) or {}
+        found = (metadata.get("name"), str(metadata.get("version")))
+        if found != (TRAINER_CHART_NAME, version):
+            raise error(
+                "trainerChart",
+                f"must hold {TRAINER_CHART_NAME} version {version} (trainerVersion), {chart_file} has {found[0]} {found[1]}",
+            )
+        chart = str(chart_file.parent)
+    try:
+        extra = yaml.safe_load(str(values["trainerChartValues"])) or {}
+    except yaml.YAMLError as failure:
+        raise error(
+            "trainerChartValues",
+            f"must be a YAML or JSON mapping of chart values: {' '.join(str(failure).split())}",
+        ) from None
+    if not isinstance(extra, dict):
+        raise error("trainerChartValues", f"must be a YAML or JSON mapping of chart values, got {extra!r}")
+    if values["trainJobProgress"]:
+        extra = merged_values(TRAINJOB_STATUS_VALUES, extra)  # trainerChartValues may still turn it off
+    return KubeflowTrainerArgs(version=version, ignore_webhook_failures=on_k3s, chart=chart, values=extra)
+
+
 def webhook_patch_digest() -> str:
     """A hash of the post-renderer and the patch it runs."""
     digest = hashlib.sha256()
@@ -184,7 +233,7 @@ class KubeflowTrainer(pulumi.ComponentResource):
             timeout=600,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, crds]),
         )
-        self.ready = kubectl_command(
+        kubectl_command(  # the gate TrainJobs wait for (they depend on this component)
             f"{name}-ready",
             kubeconfig=kubeconfig,
             script=READINESS_SCRIPT,

@@ -8,18 +8,13 @@ import pulumi
 import pytest
 import yaml
 
+from components.checkpoints import ObjectStore
 from components.cluster import RemoteHosts
-from components.settings import (
-    CPU_BUILD_ARGS,
-    StackConfigError,
-    available_presets,
-    declared_keys,
-    load_settings,
-    parse_settings,
-    resolve_values,
-)
-from components.trainer_image import K3sImport, KindLoad
-from components.training_job import ObjectStore
+from components.cluster.provider import SHARED_STORAGE_PATH
+from components.settings import StackConfigError, declared_keys, resolve_values
+from components.stack import load_settings, parse_settings
+from components.trainer_image import CPU_BUILD_ARGS, K3sImport, KindLoad
+from components.training_job_config import available_presets
 from tests.stack_helpers import evaluate, is_secret, reveal
 
 
@@ -461,7 +456,7 @@ def test_a_created_priority_class_is_named_after_the_job() -> None:
 
 def test_restarts_and_shared_storage_reach_the_job() -> None:
     job = parse_settings({"maxRestarts": "3", "nodeCount": "2"}).job
-    assert (job.max_restarts, job.shared_storage) == (3, True)
+    assert (job.max_restarts, job.shared_storage_path) == (3, SHARED_STORAGE_PATH)
 
 
 @pytest.mark.parametrize("kind", [{}, {"clusterKind": "k3s", "k3sMode": "docker"}])
@@ -476,7 +471,7 @@ def test_a_resize_on_the_clusters_own_storage_keeps_the_claim(kind: dict[str, st
         two.job.shared_volume,
     )
     job = parse_settings({"nodeCount": "2", "checkpointStorageClass": "nfs-client"}).job
-    assert job.shared_storage is False
+    assert job.shared_storage_path == ""
 
 
 S3 = {"checkpointS3Url": "s3://team-bucket/training", "checkpointS3Secret": "s3-credentials"}
@@ -618,7 +613,7 @@ def test_a_data_source_a_pod_reads_is_kept(source: str) -> None:
 
 
 def test_an_hf_source_names_a_dataset_and_the_scheme_is_the_trainers() -> None:
-    from components.settings import HF_SCHEME as STACK_HF_SCHEME
+    from components.training_job_config import HF_SCHEME as STACK_HF_SCHEME
     from trainer.sources import HF_SCHEME
 
     assert STACK_HF_SCHEME == HF_SCHEME

@@ -1,0 +1,168 @@
+"""The stack's config as each component's Args, all checked before __main__.py declares anything.
+
+Each component builds and checks its own Args from the stack's values (settings.py reads them);
+here they meet: what one component's Args take from another's, and the rules between them. Apart from
+__main__.py so that scripts/check_stack.py and the tests check a stack without declaring it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+from components import settings
+from components.access import (
+    TRAINING_SERVICE_ACCOUNT,
+    AccessArgs,
+    namespace,
+    registry_credentials,
+)
+from components.cluster import (
+    DOCKER_CLUSTER_LABEL,
+    SHARED_STORAGE_PATH,
+    ClusterArgs,
+    KubeconfigError,
+    ask_api,
+    check_api_server,
+    read_custom_resource_definition,
+)
+from components.cluster.config import cluster_args
+from components.gpu_operator import (
+    INVENTORY_PATHS,
+    GpuSetup,
+    checked_gpu_setup,
+    gpu_operator_args,
+    inventory_from_api,
+)
+from components.kubeflow_trainer import JOBSET_CRD, KubeflowTrainerArgs, check_jobset_crd, trainer_args
+from components.mlflow_server import MlflowServerArgs, mlflow_args, tracking_uri
+from components.monitoring import MonitoringArgs, metrics_port, monitoring_args
+from components.settings import StackConfigError, error
+from components.trainer_image import (
+    Delivery,
+    DockerNodesImport,
+    K3sImport,
+    KindLoad,
+    TrainerImageArgs,
+    image_args,
+)
+from components.training_job import TrainingJobArgs, rank0_labels
+from components.training_job_config import job_args
+from components.training_runtime import training_runtime_spec
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """Everything the program declares, as the components' Args."""
+
+    cluster: ClusterArgs
+    # None on a CPU-only stack.
+    gpu: GpuSetup | None
+    trainer: KubeflowTrainerArgs
+    access: AccessArgs
+    image: TrainerImageArgs
+    job: TrainingJobArgs
+    # None when metricsPort is 0.
+    monitoring: MonitoringArgs | None = None
+    # None unless mlflowServer is true.
+    mlflow_server: MlflowServerArgs | None = None
+
+
+def unpushed_delivery(cluster: ClusterArgs) -> Delivery | None:
+    """How an unpushed image reaches the cluster's nodes; None: an existing cluster only pulls."""
+    if cluster.kind == "kind":
+        return KindLoad(cluster.name)
+    if cluster.docker is not None:
+        return DockerNodesImport(cluster.name, DOCKER_CLUSTER_LABEL)
+    return K3sImport(cluster.remote) if cluster.existing is None else None
+
+
+def _asked(question: Any, *args: Any) -> Any:
+    """An existing cluster's answer, its failure as a StackConfigError."""
+    try:
+        return question(*args)
+    except KubeconfigError as failure:
+        raise error(failure.key, failure.problem) from None
+
+
+def parse_settings(
+    stack_values: Mapping[str, Any],
+    *,
+    hf_token: pulumi.Input[str] | None = None,
+    registry_password: pulumi.Input[str] | None = None,
+    kubeconfig: str | None = None,
+    stack: str = "",
+    ask_api_server: bool = True,
+) -> StackSettings:
+    """Validated settings from the stack's values (keys without the project prefix) and its secrets.
+
+    kubeconfig: the `kubeconfig` secret's plaintext (clusterKind existing), whose API server is asked last,
+    after every other value passed (unless ask_api_server is False: scripts/check_stack.py). stack: the label
+    value naming this stack on what it installs into a cluster it shares (gpu_operator.OWNER_LABEL).
+    """
+    values = settings.resolve_values(stack_values)
+    cluster = cluster_args(values, kubeconfig)
+    space = namespace(values)
+    gpu = gpu_operator_args(
+        values, cluster_kind=cluster.kind, gpus_per_node=cluster.gpus_per_node, owner=stack
+    )
+    registry = registry_credentials(values, registry_password)
+    image = image_args(
+        values, registry=registry, gpus_per_node=cluster.gpus_per_node, delivery=unpushed_delivery(cluster)
+    )
+    # Training keys other components set: (value, the stack key it comes from).
+    stack_keys: dict[str, tuple[str, str]] = {}
+    port = metrics_port(values)
+    mlflow = mlflow_args(values, space)
+    if mlflow is not None:
+        stack_keys["output.tracking"] = ("mlflow", "mlflowServer")
+        stack_keys["output.tracking_uri"] = (tracking_uri(space), "mlflowServer")
+    job = job_args(
+        values,
+        node_count=cluster.node_count,
+        gpus_per_node=cluster.gpus_per_node,
+        shared_storage_path=SHARED_STORAGE_PATH if cluster.shared_storage else "",
+        metrics_port=port,
+        stack_keys=stack_keys,
+    )
+    monitoring = monitoring_args(
+        values, namespace=space, job_name=job.job_name, rank0_labels=rank0_labels(job.job_name)
+    )
+    trainer = trainer_args(values, on_k3s=cluster.kind == "k3s")
+    existing = cluster.existing if ask_api_server else None
+    if existing is not None:
+        _asked(check_api_server, existing)
+        runtime = training_runtime_spec(job, "image")["template"]["spec"]
+        check_jobset_crd(
+            _asked(read_custom_resource_definition, existing, JOBSET_CRD), runtime, existing.source_key
+        )
+    gpu_setup = None
+    if gpu is not None:
+        inventory = inventory_from_api(_asked(ask_api, existing, INVENTORY_PATHS)) if existing else None
+        gpu_setup = checked_gpu_setup(
+            *gpu, inventory, decided_by_up=cluster.existing is not None and not ask_api_server
+        )
+    access = AccessArgs(space, TRAINING_SERVICE_ACCOUNT, job.config_map, hf_token, registry)
+    return StackSettings(cluster, gpu_setup, trainer, access, image, job, monitoring, mlflow)
+
+
+def load_settings() -> StackSettings:
+    """Settings for the running stack: its config values and its optional secrets."""
+    config = pulumi.Config(settings.PROJECT)
+    raw = settings.stack_values()
+    kubeconfig = raw.get("kubeconfig")
+    if kubeconfig is not None and not settings.is_secret("kubeconfig"):
+        raise error("kubeconfig", settings.KUBECONFIG_NOT_SECRET)
+    return parse_settings(
+        {key: value for key, value in raw.items() if key not in settings.SECRET_KEYS},
+        hf_token=config.get_secret("hfToken"),
+        registry_password=config.get_secret("registryPassword"),
+        kubeconfig=kubeconfig,
+        stack=settings.label_value(f"{pulumi.get_project()}.{pulumi.get_stack()}"),
+    )
+
+
+__all__ = ["StackConfigError", "StackSettings", "load_settings", "parse_settings", "unpushed_delivery"]
