@@ -37,10 +37,12 @@ _BUILD_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 class SshHosts(Protocol):
     """Remote nodes reached over SSH (the cluster's RemoteHosts)."""
 
-    user: str
-    port: int
-    private_key_path: Path
-
+    @property
+    def user(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def private_key_path(self) -> Path: ...
     @property
     def all(self) -> tuple[str, ...]: ...
 
@@ -48,9 +50,12 @@ class SshHosts(Protocol):
 class Registry(Protocol):
     """A registry login (Access's RegistryCredentials)."""
 
-    server: str
-    username: str
-    password: pulumi.Input[str]
+    @property
+    def server(self) -> str: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def password(self) -> pulumi.Input[str]: ...
 
 
 @dataclass(frozen=True)

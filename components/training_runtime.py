@@ -28,10 +28,14 @@ POD_FAILURE_POLICY_REASON = "PodFailurePolicy"
 class RuntimeArgs(Protocol):
     """What the runtime takes from the job's Args (components.training_job.TrainingJobArgs)."""
 
-    shm_size: str
-    max_restarts: int
-    metrics_port: int
-    priority_class: str
+    @property
+    def shm_size(self) -> str: ...
+    @property
+    def max_restarts(self) -> int: ...
+    @property
+    def metrics_port(self) -> int: ...
+    @property
+    def priority_class(self) -> str: ...
 
 
 def usage_failure_pattern() -> str:
