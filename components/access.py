@@ -19,13 +19,10 @@ TRAINING_SERVICE_ACCOUNT = "trainer"
 
 @dataclass(frozen=True)
 class RegistryCredentials:
-    """A private registry login."""
+    """A private registry login; the password a Pulumi secret."""
 
-    # Registry host, e.g. ghcr.io.
     server: str
-    # User name.
     username: str
-    # Password or token (a Pulumi secret).
     password: pulumi.Input[str]
 
 
@@ -33,16 +30,11 @@ class RegistryCredentials:
 class AccessArgs:
     """The namespace and identity of the training pods."""
 
-    # Namespace of the job and everything it uses.
     namespace: str
-    # ServiceAccount the training pods run as.
     service_account: str
-    # ConfigMap holding the training config, the one object the pods may read through the API.
-    config_map: str
-    # Hugging Face token (a Pulumi secret); None creates no Secret.
-    hf_token: pulumi.Input[str] | None = None
-    # Private registry login; None creates no image pull secret.
-    registry: RegistryCredentials | None = None
+    config_map: str  # the training config, the one object the pods may read through the API
+    hf_token: pulumi.Input[str] | None = None  # a Pulumi secret; None creates no Secret
+    registry: RegistryCredentials | None = None  # None creates no image pull secret
 
 
 def docker_config_json(server: str, username: str, password: str) -> str:

@@ -25,11 +25,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # changes nothing; the content hash of the patch goes into the Release instead, so that editing it upgrades.
 K3S_WEBHOOK_POSTRENDER = Path("components") / "k3s_webhook_postrender.sh"
 WEBHOOK_PATCH_FILES = (K3S_WEBHOOK_POSTRENDER, Path("components") / "webhook_patch.py")
-# The chart's runtime installer is a Helm hook Job on docker.io/alpine that runs `apk add kubectl`: it needs
-# the internet at install and at uninstall. The stack brings its own TrainingRuntime, so it stays off.
+# The chart's runtime installer (a hook Job that runs `apk add kubectl`) stays off: the stack brings its own.
 BASE_VALUES: dict[str, Any] = {"runtimes": {"defaultEnabled": False}}
-# Trainer's TrainJobStatus feature gate (alpha in v2.3.0, off by default): the controller serves the status
-# endpoint through which a training pod writes TrainJob.status.trainerStatus (see trainer/progress.py).
+# Trainer's TrainJobStatus feature gate (alpha in v2.3.0): the pods write status.trainerStatus (trainer/progress.py).
 TRAINJOB_STATUS_VALUES: dict[str, Any] = {"manager": {"config": {"featureGates": {"TrainJobStatus": True}}}}
 # Admission webhook configurations of Trainer and of the JobSet it bundles (fixed names in both charts).
 WEBHOOK_CONFIGURATIONS = (
@@ -41,14 +39,11 @@ WEBHOOK_CONFIGURATIONS = (
 
 # The controllers are Available and their webhooks serve with a CA bundle: kubeflow_trainer_ready.sh.
 READINESS_SCRIPT = script("kubeflow_trainer_ready.sh")
-# CRDs the chart installs from a crds/ directory, which Helm never deletes: JobSet's (kubernetes-sigs/jobset
-# v0.12.0, charts/jobset/crds/, the subchart Trainer 2.3.0 depends on; Trainer's own CRDs are templates, which
-# Helm deletes with the release). The stack deletes those it added (kubeflow_trainer_crds_*.sh).
+# CRDs from the chart's crds/ directory, which Helm never deletes: the stack deletes those it added.
+# upstream: kubernetes-sigs/jobset charts/jobset/crds/ @ v0.12.0
 JOBSET_CRD = "jobsets.jobset.x-k8s.io"
 CHART_CRDS = (JOBSET_CRD,)
-# The JobSet API version Trainer 2.3.0 creates JobSets with, and the release its chart installs; Helm never
-# upgrades a CRD under crds/, so a cluster that had an older JobSet keeps its older schema, and the API server
-# prunes the fields it lacks from every JobSet (jobset_schema_gaps).
+# Helm never upgrades a CRD under crds/: an older JobSet's schema would prune fields (jobset_schema_gaps).
 JOBSET_API_VERSION = "v1alpha2"
 JOBSET_RELEASE = "v0.12.0"
 JOBSET_CRD_URL = (
@@ -63,14 +58,11 @@ CRDS_DELETE_SCRIPT = script("kubeflow_trainer_crds_delete.sh")
 class KubeflowTrainerArgs:
     """How to install Kubeflow Trainer."""
 
-    # Helm chart version (the Trainer release).
     version: str
     # Rewrite every Trainer and JobSet admission webhook to failurePolicy Ignore (needed on k3s).
     ignore_webhook_failures: bool
-    # Where the chart comes from: an oci:// reference, a chart repository URL, or a local chart directory.
-    chart: str = TRAINER_CHART
-    # Extra chart values, merged over BASE_VALUES (e.g. image overrides for mirrored images).
-    values: Mapping[str, Any] = field(default_factory=dict)
+    chart: str = TRAINER_CHART  # an oci:// reference, a chart repository URL, or a local chart directory
+    values: Mapping[str, Any] = field(default_factory=dict)  # merged over BASE_VALUES
 
 
 def merged_values(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -188,7 +180,6 @@ class KubeflowTrainer(pulumi.ComponentResource):
     """The Trainer Helm release and a readiness gate that TrainJobs wait for."""
 
     release: k8s.helm.v3.Release
-    ready: pulumi.Resource
 
     def __init__(
         self,

@@ -63,12 +63,9 @@ SERVER_ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 class MlflowServerArgs:
     """The tracking server's place and storage."""
 
-    # Namespace of the server (the job's).
     namespace: str
-    # Size of its claim (SQLite store and artifacts).
-    storage_size: str
-    # StorageClass of its claim; empty means the cluster default.
-    storage_class: str = ""
+    storage_size: str  # its claim: SQLite store and artifacts
+    storage_class: str = ""  # empty: the cluster default
 
 
 def mlflow_args(values: Values, namespace: str) -> MlflowServerArgs | None:

@@ -20,17 +20,11 @@ POD_MONITOR_API_VERSION = "monitoring.coreos.com/v1"
 class MonitoringArgs:
     """Where rank 0's /metrics is and how Prometheus finds it."""
 
-    # Namespace of the job.
     namespace: str
-    # Name of the TrainJob: the Service is <job>-metrics.
-    job_name: str
-    # Port rank 0 serves /metrics on (the container port named "metrics").
-    port: int
-    # Labels of the rank-0 pod only (the other pods serve nothing).
-    rank0_labels: Mapping[str, str] = field(default_factory=dict)
-    # Also declare a PodMonitor (the cluster must have the Prometheus Operator's CRDs).
-    pod_monitor: bool = False
-    # Scrape interval of the PodMonitor, e.g. 30s.
+    job_name: str  # the Service is <job>-metrics
+    port: int  # the container port named "metrics"
+    rank0_labels: Mapping[str, str] = field(default_factory=dict)  # the rank-0 pod only
+    pod_monitor: bool = False  # the cluster must have the Prometheus Operator's CRDs
     scrape_interval: str = "30s"
 
 

@@ -29,7 +29,7 @@ from components.cluster import (
     check_api_server,
     read_custom_resource_definition,
 )
-from components.cluster.config import cluster_args
+from components.cluster_config import cluster_args
 from components.gpu_operator import (
     INVENTORY_PATHS,
     GpuSetup,

@@ -62,7 +62,6 @@ class Registry(Protocol):
 class KindLoad:
     """Deliver the image with `kind load image-archive` (works with Docker's containerd image store too)."""
 
-    # The kind cluster.
     cluster_name: str
 
 
@@ -98,8 +97,7 @@ PREPULL_COMMAND = ["sleep", "infinity"]
 class PrePull:
     """Where a pushed image is pulled ahead of the job: the job's namespace, its pull secret, its cluster."""
 
-    # The job's name: its pre-pull pods' app.kubernetes.io/instance (stacks may share a namespace).
-    job_name: str
+    job_name: str  # the pre-pull pods' app.kubernetes.io/instance (stacks may share a namespace)
     namespace: pulumi.Input[str]
     image_pull_secret: pulumi.Input[str] | None
     provider: k8s.Provider
@@ -112,20 +110,13 @@ class PrePull:
 class TrainerImageArgs:
     """How to build and deliver the trainer image."""
 
-    # Image repository, e.g. trainstack/trainer or ghcr.io/acme/trainer.
-    repository: str
-    # Build context, the repository root (holds the Dockerfile).
-    context: Path
-    # Build platform, e.g. linux/amd64.
-    platform: str
-    # Push to the repository's registry (then the cluster pulls it by digest).
-    push: bool
-    # Login for the push; None uses the Docker CLI's own login.
-    registry: Registry | None
-    # How an unpushed image reaches the nodes; None when pushing.
-    delivery: Delivery | None
-    # Dockerfile build arguments (BASE_IMAGE, BAKE_TOKENIZER, ...); empty keeps the Dockerfile's defaults.
-    build_args: Mapping[str, str] = field(default_factory=dict)
+    repository: str  # e.g. trainstack/trainer or ghcr.io/acme/trainer
+    context: Path  # the repository root (holds the Dockerfile)
+    platform: str  # e.g. linux/amd64
+    push: bool  # to the repository's registry (then the cluster pulls it by digest)
+    registry: Registry | None  # login for the push; None: the Docker CLI's own
+    delivery: Delivery | None  # how an unpushed image reaches the nodes; None when pushing
+    build_args: Mapping[str, str] = field(default_factory=dict)  # Dockerfile build arguments
 
 
 def image_input_paths(context: Path) -> Iterator[Path]:
@@ -212,11 +203,9 @@ K3S_NODE_IMPORT_SCRIPT = script("root.sh", "trainer_image_k3s_node_import.sh")
 class TrainerImage(pulumi.ComponentResource):
     """The built (and pushed) image, the command that removes its local tag, and those that put it on the nodes."""
 
-    # The docker.Image: its repo_digest is the registry digest when pushed, else the local image ID.
     image: docker.Image
-    # What the TrainJob runs: the registry digest when pushed, else the content-addressed tag.
+    # What the TrainJob runs: the registry digest when pushed, else the content tag; pinned: tag@image ID.
     reference: pulumi.Output[str]
-    # The reference pinned to a digest: the registry digest, or tag@local image ID when not pushed.
     pinned: pulumi.Output[str]
 
     def __init__(

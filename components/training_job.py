@@ -45,7 +45,6 @@ def rank0_labels(job_name: str) -> dict[str, str]:
 class PriorityClassSpec:
     """A PriorityClass the stack creates for the training pods."""
 
-    # Priority of the pods: higher schedules first and may preempt lower (user classes: <= 1,000,000,000).
     value: int
     # PreemptLowerPriority, or Never (queue ahead of lower priorities without evicting them).
     preemption_policy: str = "PreemptLowerPriority"
@@ -58,65 +57,42 @@ def config_map_name(job_name: str, train_config: str) -> str:
 
 @dataclass(frozen=True)
 class TrainingJobArgs:
-    """The TrainJob and what it runs with."""
+    """The TrainJob and what it runs with: one pod per node, on distinct Kubernetes nodes."""
 
-    # Name of the TrainJob, and of the JobSet and pods Trainer creates for it.
     job_name: str
-    # Training nodes: one pod per node, spread over distinct Kubernetes nodes.
     num_nodes: int
-    # GPUs per node (nvidia.com/gpu); 0 trains on CPU with one process per node.
-    gpus_per_node: int
-    # CPU request per node.
+    gpus_per_node: int  # 0 trains on CPU, one process per node
     cpu_per_node: str
-    # Memory request and limit per node.
-    memory_per_node: str
-    # Size of the in-memory /dev/shm.
+    memory_per_node: str  # request and limit
     shm_size: str
-    # JobSet restarts after failures before the job fails (preemptions do not count).
-    max_restarts: int
-    # Size of the checkpoint claim (with object_store it holds the outputs and the token cache only).
+    max_restarts: int  # JobSet restarts after failures (preemptions do not count)
     checkpoint_size: str
-    # StorageClass of the checkpoint claim; empty means the cluster default (or the shared volume).
-    checkpoint_storage_class: str
-    # Access mode of the checkpoint claim and its shared volume: one of CHECKPOINT_ACCESS_MODES
-    # (ReadWriteMany whenever num_nodes > 1).
-    checkpoint_access_mode: str
-    # The resolved training config (YAML), mounted at /etc/trainstack/train.yaml.
-    train_config: str
-    # How long to wait for the job's pods to exist (podNames) and its checkpoint claim to bind.
-    pod_names_timeout_seconds: int
-    # Seconds from a pod's SIGTERM to its SIGKILL (>= MIN_GRACE_PERIOD_SECONDS); torchrun's own wait ends
-    # SHUTDOWN_MARGIN_SECONDS earlier.
+    checkpoint_storage_class: str  # empty: the cluster default (or the shared volume)
+    checkpoint_access_mode: str  # one of CHECKPOINT_ACCESS_MODES
+    train_config: str  # the resolved training config (YAML)
+    pod_names_timeout_seconds: int  # for the pods to exist and the claim to bind
     termination_grace_period_seconds: int
-    # The cluster's shared directory (the same on every node), claimed through a volume; empty: none.
-    shared_storage_path: str = ""
-    # Port rank 0 serves Prometheus /metrics on (declared as the container port "metrics"); 0: none.
-    metrics_port: int = 0
-    # PriorityClass of the training pods; empty: the cluster's default priority.
-    priority_class: str = ""
-    # Create that PriorityClass with this spec; None: it exists already.
-    priority: PriorityClassSpec | None = None
-    # Checkpoints in an object store; None: on the claim.
-    object_store: ObjectStore | None = None
+    shared_storage_path: str = ""  # the cluster's shared directory, claimed through a volume; "": none
+    metrics_port: int = 0  # rank 0's /metrics; 0: none
+    priority_class: str = ""  # empty: the cluster's default priority
+    priority: PriorityClassSpec | None = None  # create the class; None: it exists already
+    object_store: ObjectStore | None = None  # checkpoints there rather than on the claim
 
     @property
     def config_map(self) -> str:
-        """Name of the ConfigMap that carries the training config."""
         return config_map_name(self.job_name, self.train_config)
 
     @property
     def checkpoint_claim(self) -> str:
-        """Name of the checkpoint PersistentVolumeClaim."""
         return f"{self.job_name}-checkpoints"
 
     @property
     def shared_volume(self) -> str:
-        """Name of the PersistentVolume over the cluster's shared directory (cluster-scoped)."""
+        """The PersistentVolume over the shared directory (cluster-scoped)."""
         return f"trainstack-{self.job_name}-checkpoints"
 
     @property
     def processes_per_node(self) -> int:
-        """One process per GPU, or one on CPU."""
         return max(self.gpus_per_node, 1)
 
 

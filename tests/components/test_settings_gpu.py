@@ -22,7 +22,7 @@ def host_gpus(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
     def set_count(count: int) -> None:
         # raising=False: on a tree without the check the tests still run (and fail on what they assert).
-        monkeypatch.setattr("components.cluster.config.host_gpu_count", lambda: count, raising=False)
+        monkeypatch.setattr("components.cluster_config.host_gpu_count", lambda: count, raising=False)
 
     set_count(8)
     yield set_count

@@ -1,4 +1,4 @@
-"""The cluster's Args from the stack's config: the kind, its nodes and hosts, checked before anything is created."""
+"""The cluster's Args from the stack's config (the kind, its nodes and hosts), checked before anything is created."""
 
 from __future__ import annotations
 
