@@ -102,7 +102,11 @@ MODULES: dict[str, Module] = {
             "components.checkpoints.*",
             "components.cluster_config.*",
         ),
-        ("tests/components/test_settings.py", "tests/test_main.py"),
+        (
+            "tests/components/test_settings.py",
+            "tests/components/test_training_job_config.py",
+            "tests/test_main.py",
+        ),
         sample=0.25,
     ),
     # The cluster kinds (kind, k3s local/remote/in Docker, an existing cluster) and their rules.
