@@ -282,9 +282,8 @@ class TrainerImage(pulumi.ComponentResource):
             self.reference = digest.apply(lambda _: image_name)
             self.pinned = digest.apply(lambda image_id: f"{image_name}@{image_id}")
         self._deliver(name, args.delivery, image_name, digest, cluster_identity, list(deliver_after))
-        self.prepull = None
         if args.push and prepull is not None:
-            self.prepull = self._prepull(name, prepull)
+            self._prepull(name, prepull)
         self.register_outputs({"image": self.pinned})
 
     def _deliver(
