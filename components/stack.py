@@ -13,12 +13,18 @@ from typing import Any
 
 import pulumi
 
-from components import settings
-from components.access import (
-    TRAINING_SERVICE_ACCOUNT,
-    AccessArgs,
-    namespace,
-    registry_credentials,
+from components import (
+    access,
+    cluster_config,
+    gpu_operator,
+    kubeflow_trainer,
+    mlflow_server,
+    monitoring,
+    settings,
+    trainer_image,
+    training_job,
+    training_job_config,
+    training_runtime,
 )
 from components.cluster import (
     DOCKER_CLUSTER_LABEL,
@@ -29,29 +35,7 @@ from components.cluster import (
     check_api_server,
     read_custom_resource_definition,
 )
-from components.cluster_config import cluster_args
-from components.gpu_operator import (
-    INVENTORY_PATHS,
-    GpuSetup,
-    checked_gpu_setup,
-    gpu_operator_args,
-    inventory_from_api,
-)
-from components.kubeflow_trainer import JOBSET_CRD, KubeflowTrainerArgs, check_jobset_crd, trainer_args
-from components.mlflow_server import MlflowServerArgs, mlflow_args, tracking_uri
-from components.monitoring import MonitoringArgs, metrics_port, monitoring_args
-from components.settings import StackConfigError, error
-from components.trainer_image import (
-    Delivery,
-    DockerNodesImport,
-    K3sImport,
-    KindLoad,
-    TrainerImageArgs,
-    image_args,
-)
-from components.training_job import TrainingJobArgs, rank0_labels
-from components.training_job_config import job_args
-from components.training_runtime import training_runtime_spec
+from components.settings import error
 
 
 @dataclass(frozen=True)
@@ -60,24 +44,24 @@ class StackSettings:
 
     cluster: ClusterArgs
     # None on a CPU-only stack.
-    gpu: GpuSetup | None
-    trainer: KubeflowTrainerArgs
-    access: AccessArgs
-    image: TrainerImageArgs
-    job: TrainingJobArgs
+    gpu: gpu_operator.GpuSetup | None
+    trainer: kubeflow_trainer.KubeflowTrainerArgs
+    access: access.AccessArgs
+    image: trainer_image.TrainerImageArgs
+    job: training_job.TrainingJobArgs
     # None when metricsPort is 0.
-    monitoring: MonitoringArgs | None = None
+    monitoring: monitoring.MonitoringArgs | None = None
     # None unless mlflowServer is true.
-    mlflow_server: MlflowServerArgs | None = None
+    mlflow_server: mlflow_server.MlflowServerArgs | None = None
 
 
-def unpushed_delivery(cluster: ClusterArgs) -> Delivery | None:
+def unpushed_delivery(cluster: ClusterArgs) -> trainer_image.Delivery | None:
     """How an unpushed image reaches the cluster's nodes; None: an existing cluster only pulls."""
     if cluster.kind == "kind":
-        return KindLoad(cluster.name)
+        return trainer_image.KindLoad(cluster.name)
     if cluster.docker is not None:
-        return DockerNodesImport(cluster.name, DOCKER_CLUSTER_LABEL)
-    return K3sImport(cluster.remote) if cluster.existing is None else None
+        return trainer_image.DockerNodesImport(cluster.name, DOCKER_CLUSTER_LABEL)
+    return trainer_image.K3sImport(cluster.remote) if cluster.existing is None else None
 
 
 def _asked(question: Any, *args: Any) -> Any:
@@ -104,49 +88,49 @@ def parse_settings(
     value naming this stack on what it installs into a cluster it shares (gpu_operator.OWNER_LABEL).
     """
     values = settings.resolve_values(stack_values)
-    cluster = cluster_args(values, kubeconfig)
-    space = namespace(values)
-    gpu = gpu_operator_args(
-        values, cluster_kind=cluster.kind, gpus_per_node=cluster.gpus_per_node, owner=stack
-    )
-    registry = registry_credentials(values, registry_password)
-    image = image_args(
-        values, registry=registry, gpus_per_node=cluster.gpus_per_node, delivery=unpushed_delivery(cluster)
-    )
+    cluster = cluster_config.cluster_args(values, kubeconfig)
+    gpus = cluster.gpus_per_node
+    namespace = access.namespace(values)
+    gpu = gpu_operator.gpu_operator_args(values, cluster_kind=cluster.kind, gpus_per_node=gpus, owner=stack)
+    registry = access.registry_credentials(values, registry_password)
+    delivery = unpushed_delivery(cluster)
+    image = trainer_image.image_args(values, registry=registry, gpus_per_node=gpus, delivery=delivery)
     # Training keys other components set: (value, the stack key it comes from).
     stack_keys: dict[str, tuple[str, str]] = {}
-    port = metrics_port(values)
-    mlflow = mlflow_args(values, space)
+    port = monitoring.metrics_port(values)
+    mlflow = mlflow_server.mlflow_args(values, namespace)
     if mlflow is not None:
         stack_keys["output.tracking"] = ("mlflow", "mlflowServer")
-        stack_keys["output.tracking_uri"] = (tracking_uri(space), "mlflowServer")
-    job = job_args(
+        stack_keys["output.tracking_uri"] = (mlflow_server.tracking_uri(namespace), "mlflowServer")
+    job = training_job_config.job_args(
         values,
         node_count=cluster.node_count,
-        gpus_per_node=cluster.gpus_per_node,
+        gpus_per_node=gpus,
         shared_storage_path=SHARED_STORAGE_PATH if cluster.shared_storage else "",
         metrics_port=port,
         stack_keys=stack_keys,
     )
-    monitoring = monitoring_args(
-        values, namespace=space, job_name=job.job_name, rank0_labels=rank0_labels(job.job_name)
+    rank0 = training_job.rank0_labels(job.job_name)
+    metrics = monitoring.monitoring_args(
+        values, namespace=namespace, job_name=job.job_name, rank0_labels=rank0
     )
-    trainer = trainer_args(values, on_k3s=cluster.kind == "k3s")
+    trainer = kubeflow_trainer.trainer_args(values, on_k3s=cluster.kind == "k3s")
     existing = cluster.existing if ask_api_server else None
     if existing is not None:
         _asked(check_api_server, existing)
-        runtime = training_runtime_spec(job, "image")["template"]["spec"]
-        check_jobset_crd(
-            _asked(read_custom_resource_definition, existing, JOBSET_CRD), runtime, existing.source_key
-        )
+        crd = _asked(read_custom_resource_definition, existing, kubeflow_trainer.JOBSET_CRD)
+        runtime = training_runtime.training_runtime_spec(job, "image")["template"]["spec"]
+        kubeflow_trainer.check_jobset_crd(crd, runtime, existing.source_key)
     gpu_setup = None
     if gpu is not None:
-        inventory = inventory_from_api(_asked(ask_api, existing, INVENTORY_PATHS)) if existing else None
-        gpu_setup = checked_gpu_setup(
-            *gpu, inventory, decided_by_up=cluster.existing is not None and not ask_api_server
-        )
-    access = AccessArgs(space, TRAINING_SERVICE_ACCOUNT, job.config_map, hf_token, registry)
-    return StackSettings(cluster, gpu_setup, trainer, access, image, job, monitoring, mlflow)
+        answers = _asked(ask_api, existing, gpu_operator.INVENTORY_PATHS) if existing else None
+        inventory = gpu_operator.inventory_from_api(answers) if answers else None
+        undecided = cluster.existing is not None and not ask_api_server
+        gpu_setup = gpu_operator.checked_gpu_setup(*gpu, inventory, decided_by_up=undecided)
+    access_args = access.AccessArgs(
+        namespace, access.TRAINING_SERVICE_ACCOUNT, job.config_map, hf_token, registry
+    )
+    return StackSettings(cluster, gpu_setup, trainer, access_args, image, job, metrics, mlflow)
 
 
 def load_settings() -> StackSettings:
@@ -163,6 +147,3 @@ def load_settings() -> StackSettings:
         kubeconfig=kubeconfig,
         stack=settings.label_value(f"{pulumi.get_project()}.{pulumi.get_stack()}"),
     )
-
-
-__all__ = ["StackConfigError", "StackSettings", "load_settings", "parse_settings", "unpushed_delivery"]

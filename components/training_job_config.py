@@ -7,25 +7,13 @@ from collections.abc import Mapping
 
 import yaml
 
-from components import checkpoints
+from components import checkpoints, settings
 from components.checkpoints import CHECKPOINT_MOUNT, ObjectStore, job_paths
-from components.settings import (
-    DNS_LABEL,
-    DNS_LABEL_RULE,
-    QUANTITY,
-    QUANTITY_RULE,
-    REPO_ROOT,
-    Values,
-    at_least,
-    error,
-    matching,
-    one_of,
-    quantity_bytes,
-)
+from components.settings import Values, error
 from components.training_job import PREEMPTION_POLICIES, PriorityClassSpec, TrainingJobArgs
 from trainer.config import S3_URL_SHAPE, ConfigError, TrainConfig, load_config, parse_s3_url
 
-PRESETS_DIR = REPO_ROOT / "trainer" / "configs"
+PRESETS_DIR = settings.REPO_ROOT / "trainer" / "configs"
 BUNDLED_DATA = "trainer/data"  # the sample in the image, relative to its working directory (/app)
 HF_SCHEME = "hf://"  # trainer.sources.HF_SCHEME (not imported: it needs numpy, which the stack's venv lacks)
 # Kubernetes reserves priorities above one billion (and the system- prefix) for system classes.
@@ -42,9 +30,9 @@ def _priority(values: Values, job_name: str) -> tuple[str, PriorityClassSpec | N
     """The pods' PriorityClass name, and its spec when the stack creates it (priorityClassValue != 0)."""
     name = str(values["priorityClassName"])
     value = int(values["priorityClassValue"])
-    policy = one_of(values, "priorityPreemptionPolicy", list(PREEMPTION_POLICIES))
-    if name and not DNS_LABEL.match(name):
-        raise error("priorityClassName", f"must be {DNS_LABEL_RULE}, got {name!r}")
+    policy = settings.one_of(values, "priorityPreemptionPolicy", list(PREEMPTION_POLICIES))
+    if name and not settings.DNS_LABEL.match(name):
+        raise error("priorityClassName", f"must be {settings.DNS_LABEL_RULE}, got {name!r}")
     if value == 0:
         if policy != PREEMPTION_POLICIES[0]:
             raise error(
@@ -103,7 +91,7 @@ def _train_config(
 ) -> TrainConfig:
     """The preset with the overrides and the stack's in-cluster paths (the checkpoints in store when given),
     validated by the trainer's own loader. stack_keys: training keys the stack sets, as (value, stack key)."""
-    preset = one_of(values, "trainingPreset", available_presets())
+    preset = settings.one_of(values, "trainingPreset", available_presets())
     overrides = list(values["trainingOverrides"])
     paths = job_paths(job_name)
     if store is not None:
@@ -128,16 +116,16 @@ def _train_config(
 
 
 def job_name(values: Values) -> str:
-    return matching(values, "trainJobName", DNS_LABEL, DNS_LABEL_RULE)
+    return settings.matching(values, "trainJobName", settings.DNS_LABEL, settings.DNS_LABEL_RULE)
 
 
 def quantities(values: Values) -> dict[str, str]:
     """The pods' resource quantities; /dev/shm is memory counted against the container's limit."""
     found = {
-        key: matching(values, key, QUANTITY, QUANTITY_RULE)
+        key: settings.matching(values, key, settings.QUANTITY, settings.QUANTITY_RULE)
         for key in ("cpuPerNode", "memoryPerNode", "shmSize", "checkpointStorageSize")
     }
-    if quantity_bytes(found["shmSize"]) > quantity_bytes(found["memoryPerNode"]):
+    if settings.quantity_bytes(found["shmSize"]) > settings.quantity_bytes(found["memoryPerNode"]):
         raise error(
             "shmSize",
             f"must be at most memoryPerNode ({found['memoryPerNode']}): /dev/shm is memory counted against"
@@ -174,13 +162,13 @@ def job_args(
         cpu_per_node=sizes["cpuPerNode"],
         memory_per_node=sizes["memoryPerNode"],
         shm_size=sizes["shmSize"],
-        max_restarts=at_least(values, "maxRestarts", 0),
+        max_restarts=settings.at_least(values, "maxRestarts", 0),
         checkpoint_size=sizes["checkpointStorageSize"],
         checkpoint_storage_class=str(values["checkpointStorageClass"]),
         checkpoint_access_mode=checkpoints.access_mode(values, node_count, bool(shared_storage_path)),
         shared_storage_path=shared_storage_path,
         train_config=yaml.safe_dump(train_config.to_dict(), sort_keys=False),
-        pod_names_timeout_seconds=at_least(values, "podNamesTimeoutSeconds", 0),
+        pod_names_timeout_seconds=settings.at_least(values, "podNamesTimeoutSeconds", 0),
         termination_grace_period_seconds=checkpoints.grace_period(values, train_config.parameter_count()),
         metrics_port=metrics_port,
         priority_class=priority_class,
