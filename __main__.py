@@ -1,20 +1,21 @@
 """trainstack: a cluster, the GPU Operator, Kubeflow Trainer, access, the trainer image and a TrainJob.
 
-Reads the stack's config (validated before anything is declared) and composes the components.
+The stack's config, every component's Args checked (components/stack.py), before the components are composed here.
 """
 
 import pulumi
 
-from components.access import Access
+from components.access import HF_TOKEN_KEY, Access
 from components.cluster import Cluster
 from components.cluster.kubeconfig import with_namespace
 from components.gpu_operator import GpuOperator
 from components.kubeflow_trainer import KubeflowTrainer
 from components.mlflow_server import MlflowServer
 from components.monitoring import TrainingMonitoring
-from components.settings import load_settings
+from components.stack import load_settings
 from components.trainer_image import PrePull, TrainerImage
 from components.training_job import TrainingJob
+from components.training_runtime import GPU_TOLERATIONS, TRAINER_UID
 
 settings = load_settings()
 
@@ -62,7 +63,8 @@ image = TrainerImage(
         image_pull_secret=access.image_pull_secret,
         provider=cluster.provider,
         job_name=settings.job.job_name,
-        gpu_nodes=bool(settings.job.gpus_per_node),
+        uid=TRAINER_UID,
+        tolerations=GPU_TOLERATIONS if settings.job.gpus_per_node else (),
     ),
 )
 
@@ -87,6 +89,7 @@ job = TrainingJob(
     service_account=access.service_account,
     image=image.reference,
     hf_token_secret=access.hf_token_secret,
+    hf_token_key=HF_TOKEN_KEY,
     image_pull_secret=access.image_pull_secret,
     kubeconfig=cluster.kubectl_kubeconfig,
     start_after=[

@@ -1,9 +1,6 @@
 #!/usr/bin/env bash
-# The GPU Operator's readiness gate (components/gpu_operator.py runs it after kubeconfig.sh): every pod of the
-# toolkit and validator DaemonSets Ready, three checks in a row. The toolkit restarts the containerd it
-# configures, and k3s, whose child that containerd is, restarts with it: until then kubectl may fail to
-# connect, which is a try, not an error. The validator is Ready only after the toolkit, the device plugin and
-# a CUDA workload passed, so nothing that talks to the cluster after this gate meets that restart.
+# The GPU Operator's readiness gate (after kubeconfig.sh): every toolkit and validator pod Ready, three checks
+# in a row. The toolkit restarts containerd (and k3s with it): a failed kubectl meanwhile is a try, not an error.
 # Environment: NAMESPACE, the operator's; DAEMONSETS, names (space-separated); TIMEOUT, seconds;
 # KUBECONFIG, as kubectl reads it.
 set -euo pipefail

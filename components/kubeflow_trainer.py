@@ -11,7 +11,9 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
+import yaml
 
+from components.settings import Values, error
 from components.shell import KubeconfigFile, kubectl_command, script
 
 TRAINER_NAMESPACE = "kubeflow-system"
@@ -23,11 +25,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # changes nothing; the content hash of the patch goes into the Release instead, so that editing it upgrades.
 K3S_WEBHOOK_POSTRENDER = Path("components") / "k3s_webhook_postrender.sh"
 WEBHOOK_PATCH_FILES = (K3S_WEBHOOK_POSTRENDER, Path("components") / "webhook_patch.py")
-# The chart's runtime installer is a Helm hook Job on docker.io/alpine that runs `apk add kubectl`: it needs
-# the internet at install and at uninstall. The stack brings its own TrainingRuntime, so it stays off.
+# The chart's runtime installer (a hook Job that runs `apk add kubectl`) stays off: the stack brings its own.
 BASE_VALUES: dict[str, Any] = {"runtimes": {"defaultEnabled": False}}
-# Trainer's TrainJobStatus feature gate (alpha in v2.3.0, off by default): the controller serves the status
-# endpoint through which a training pod writes TrainJob.status.trainerStatus (see trainer/progress.py).
+# Trainer's TrainJobStatus feature gate (alpha in v2.3.0): the pods write status.trainerStatus (trainer/progress.py).
 TRAINJOB_STATUS_VALUES: dict[str, Any] = {"manager": {"config": {"featureGates": {"TrainJobStatus": True}}}}
 # Admission webhook configurations of Trainer and of the JobSet it bundles (fixed names in both charts).
 WEBHOOK_CONFIGURATIONS = (
@@ -39,14 +39,11 @@ WEBHOOK_CONFIGURATIONS = (
 
 # The controllers are Available and their webhooks serve with a CA bundle: kubeflow_trainer_ready.sh.
 READINESS_SCRIPT = script("kubeflow_trainer_ready.sh")
-# CRDs the chart installs from a crds/ directory, which Helm never deletes: JobSet's (kubernetes-sigs/jobset
-# v0.12.0, charts/jobset/crds/, the subchart Trainer 2.3.0 depends on; Trainer's own CRDs are templates, which
-# Helm deletes with the release). The stack deletes those it added (kubeflow_trainer_crds_*.sh).
+# CRDs from the chart's crds/ directory, which Helm never deletes: the stack deletes those it added.
+# upstream: kubernetes-sigs/jobset charts/jobset/crds/ @ v0.12.0
 JOBSET_CRD = "jobsets.jobset.x-k8s.io"
 CHART_CRDS = (JOBSET_CRD,)
-# The JobSet API version Trainer 2.3.0 creates JobSets with, and the release its chart installs; Helm never
-# upgrades a CRD under crds/, so a cluster that had an older JobSet keeps its older schema, and the API server
-# prunes the fields it lacks from every JobSet (jobset_schema_gaps).
+# Helm never upgrades a CRD under crds/: an older JobSet's schema would prune fields (jobset_schema_gaps).
 JOBSET_API_VERSION = "v1alpha2"
 JOBSET_RELEASE = "v0.12.0"
 JOBSET_CRD_URL = (
@@ -61,14 +58,11 @@ CRDS_DELETE_SCRIPT = script("kubeflow_trainer_crds_delete.sh")
 class KubeflowTrainerArgs:
     """How to install Kubeflow Trainer."""
 
-    # Helm chart version (the Trainer release).
     version: str
     # Rewrite every Trainer and JobSet admission webhook to failurePolicy Ignore (needed on k3s).
     ignore_webhook_failures: bool
-    # Where the chart comes from: an oci:// reference, a chart repository URL, or a local chart directory.
-    chart: str = TRAINER_CHART
-    # Extra chart values, merged over BASE_VALUES (e.g. image overrides for mirrored images).
-    values: Mapping[str, Any] = field(default_factory=dict)
+    chart: str = TRAINER_CHART  # an oci:// reference, a chart repository URL, or a local chart directory
+    values: Mapping[str, Any] = field(default_factory=dict)  # merged over BASE_VALUES
 
 
 def merged_values(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -127,6 +121,53 @@ def jobset_schema_gaps(crd: Mapping[str, Any], jobset_spec: Mapping[str, Any]) -
     return _schema_gaps(jobset_spec, schema, "spec")
 
 
+def check_jobset_crd(crd: Mapping[str, Any] | None, jobset_spec: Mapping[str, Any], key: str) -> None:
+    """An existing cluster's JobSet CRD (None: none yet) must keep what the runtime needs: Helm never upgrades
+    a CRD the cluster has. key: the stack key that names the cluster."""
+    gaps = jobset_schema_gaps(crd, jobset_spec) if crd else []
+    if gaps:
+        raise error(
+            key,
+            f"the cluster's {JOBSET_CRD} CRD lacks {'; '.join(gaps)}, which the training runtime needs"
+            f" (JobSet {JOBSET_RELEASE}, what the Trainer chart brings; Helm never upgrades a CRD the cluster"
+            f" has): upgrade JobSet there, its CRD with kubectl apply --server-side --force-conflicts -f"
+            f" {JOBSET_CRD_URL}",
+        )
+
+
+def trainer_args(values: Values, on_k3s: bool) -> KubeflowTrainerArgs:
+    """Where the Trainer chart comes from and the extra values it gets, checked before anything is installed."""
+    version = str(values["trainerVersion"])
+    chart = str(values["trainerChart"])
+    if not chart.startswith(("oci://", "http://", "https://")):
+        chart_file = Path(chart).expanduser().resolve() / "Chart.yaml"
+        if not chart_file.is_file():
+            raise error(
+                "trainerChart",
+                f"must be an oci:// reference, a chart repository URL or a chart directory; {chart_file} does not exist",
+            )
+        metadata = yaml.safe_load(chart_file.read_text()) or {}
+        found = (metadata.get("name"), str(metadata.get("version")))
+        if found != (TRAINER_CHART_NAME, version):
+            raise error(
+                "trainerChart",
+                f"must hold {TRAINER_CHART_NAME} version {version} (trainerVersion), {chart_file} has {found[0]} {found[1]}",
+            )
+        chart = str(chart_file.parent)
+    try:
+        extra = yaml.safe_load(str(values["trainerChartValues"])) or {}
+    except yaml.YAMLError as failure:
+        raise error(
+            "trainerChartValues",
+            f"must be a YAML or JSON mapping of chart values: {' '.join(str(failure).split())}",
+        ) from None
+    if not isinstance(extra, dict):
+        raise error("trainerChartValues", f"must be a YAML or JSON mapping of chart values, got {extra!r}")
+    if values["trainJobProgress"]:
+        extra = merged_values(TRAINJOB_STATUS_VALUES, extra)  # trainerChartValues may still turn it off
+    return KubeflowTrainerArgs(version=version, ignore_webhook_failures=on_k3s, chart=chart, values=extra)
+
+
 def webhook_patch_digest() -> str:
     """A hash of the post-renderer and the patch it runs."""
     digest = hashlib.sha256()
@@ -139,7 +180,6 @@ class KubeflowTrainer(pulumi.ComponentResource):
     """The Trainer Helm release and a readiness gate that TrainJobs wait for."""
 
     release: k8s.helm.v3.Release
-    ready: pulumi.Resource
 
     def __init__(
         self,
@@ -184,7 +224,7 @@ class KubeflowTrainer(pulumi.ComponentResource):
             timeout=600,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, crds]),
         )
-        self.ready = kubectl_command(
+        kubectl_command(  # the gate TrainJobs wait for (they depend on this component)
             f"{name}-ready",
             kubeconfig=kubeconfig,
             script=READINESS_SCRIPT,

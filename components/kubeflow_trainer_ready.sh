@@ -1,10 +1,6 @@
 #!/usr/bin/env bash
-# The Kubeflow Trainer readiness gate (components/kubeflow_trainer.py runs it after kubeconfig.sh): the
-# controllers' Deployments are Available, every admission webhook that exists has a CA bundle (the
-# controllers inject it after start-up), and every Service those webhooks call has a ready endpoint in its
-# EndpointSlices: the API server sends an admission request to a ready endpoint of the Service, and with
-# none the request fails, which fails the object under a failurePolicy: Fail webhook (an Available Deployment
-# says nothing about the Service's endpoints; kueue hit this in its own CI). Only then is a TrainJob admitted.
+# The Kubeflow Trainer readiness gate (after kubeconfig.sh): Deployments Available, every webhook with a CA
+# bundle, and every webhook Service with a ready endpoint (without one, admission fails under failurePolicy Fail).
 # Environment: NAMESPACE, the release's namespace; WEBHOOKS, the webhook configurations to wait for
 # (kind/name, space-separated); KUBECONFIG, as kubectl reads it.
 set -euo pipefail

@@ -1,11 +1,7 @@
-"""An MLflow tracking server in the cluster (optional, `mlflowServer: true`), for the job's experiment tracking.
+"""An MLflow tracking server in the cluster (`mlflowServer: true`) the job logs to, before which it waits.
 
-It runs from the trainer image itself (which carries mlflow-skinny and what `mlflow server` needs, see
-trainer/requirements.txt), so it needs no registry and no other image: a Deployment of one replica, its
-SQLite store and artifacts on a PersistentVolumeClaim, and a Service `mlflow` on port 5000. The training
-config points at it (output.tracking_uri = `tracking_uri(namespace)`); the TrainJob waits until the server is
-ready. Clients reach the REST API through the Service, or from a workstation with
-`kubectl -n <namespace> port-forward svc/mlflow 5000`. mlflow-skinny has no web UI.
+It runs from the trainer image (mlflow-skinny: no web UI, no other image to pull): one replica, SQLite and
+artifacts on a claim, the Service `mlflow` on port 5000 (`kubectl port-forward svc/mlflow 5000` from outside).
 """
 
 from __future__ import annotations
@@ -15,6 +11,8 @@ from typing import Any, cast
 
 import pulumi
 import pulumi_kubernetes as k8s
+
+from components.settings import QUANTITY, Values, matching
 
 SERVICE_NAME = "mlflow"
 PORT = 5000
@@ -65,12 +63,17 @@ SERVER_ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 class MlflowServerArgs:
     """The tracking server's place and storage."""
 
-    # Namespace of the server (the job's).
     namespace: str
-    # Size of its claim (SQLite store and artifacts).
-    storage_size: str
-    # StorageClass of its claim; empty means the cluster default.
-    storage_class: str = ""
+    storage_size: str  # its claim: SQLite store and artifacts
+    storage_class: str = ""  # empty: the cluster default
+
+
+def mlflow_args(values: Values, namespace: str) -> MlflowServerArgs | None:
+    """The tracking server when mlflowServer is true (on the checkpoints' StorageClass), else None."""
+    if not values["mlflowServer"]:
+        return None
+    size = matching(values, "mlflowStorageSize", QUANTITY, "a Kubernetes quantity such as 5Gi")
+    return MlflowServerArgs(namespace, size, str(values["checkpointStorageClass"]))
 
 
 class MlflowServer(pulumi.ComponentResource):

@@ -19,12 +19,8 @@ COMPONENTS_DIR = Path(__file__).resolve().parent
 
 
 def script(*names: str) -> str:
-    """The text of the .sh files `names` (relative to components/), joined in order, preludes first.
-
-    A command holds the script's text, not its path: a changed script shows as a change to the command, and
-    `pulumi destroy` runs the delete script kept in the state, whatever the checkout holds by then.
-    Raises FileNotFoundError for a name that is not there.
-    """
+    """The text of the .sh files `names` (relative to components/), joined in order, preludes first. A command
+    holds the text, not the path: a changed script changes the command, and destroy runs the one in the state."""
     return "".join((COMPONENTS_DIR / name).read_text() for name in names)
 
 
@@ -37,9 +33,7 @@ class KubeconfigFile:
     """The user's kubeconfig file and context of an existing cluster (kubeconfigPath): read whenever a command
     runs, `pulumi destroy`'s deletes included, so that rotated credentials in the file are the ones used."""
 
-    # Absolute path of the kubeconfig file.
-    path: str
-    # The context the stack uses.
+    path: str  # absolute
     context: str
 
 

@@ -1,12 +1,7 @@
 #!/usr/bin/env bash
-# Deletes the pushed trainer image from its registry: the delete of components/trainer_image.py's
-# registry-delete command, run on `pulumi destroy` and when a new image replaces this one. It deletes the
-# manifest by digest with the registry's HTTP API (distribution spec: DELETE /v2/<name>/manifests/<digest>),
-# which removes every tag that points at it; the registry frees the layers at its next garbage collection.
-# Loopback registries (127.0.0.0/8, localhost) are spoken to over HTTP, as Docker does; every other over HTTPS.
-# A registry that refuses deletes (405), or asks for a token login this script does not do, keeps the image:
-# the script says so on stderr and succeeds, so that `pulumi destroy` goes on (docs/stack.md says how to
-# delete it by hand).
+# Deletes the pushed trainer image's manifest by digest (on destroy and replacement): loopback registries over
+# HTTP, others over HTTPS. A registry that refuses (405) or wants a token login keeps it: said on stderr, exit 0.
+# upstream: opencontainers/distribution-spec spec.md (DELETE /v2/<name>/manifests/<digest>) @ v1.1.0
 # Environment: IMAGE_DIGEST (host/repository@sha256:...), optional REGISTRY_USERNAME and REGISTRY_PASSWORD.
 set -euo pipefail
 host=${IMAGE_DIGEST%%/*}
