@@ -210,7 +210,9 @@ def torchrun_command(config_path: str, overrides: list[str], env: Mapping[str, s
 
 
 def outcome(torchrun_code: int, worker_codes: list[int], signal_received: int | None) -> int:
-    """The launcher's exit code from torchrun's and the workers' reported ones."""
+    """The launcher's exit code from torchrun's (or the direct worker's) and the workers' reported ones
+    (0, PREEMPTED_EXIT_CODE, USAGE_EXIT_CODE; a crashed worker reports none). Preemption first, as in the
+    TrainJob's pod failure policy: a restart resumes, and bad input then fails the restarted run on its own."""
     if torchrun_code == 0:
         return 0
     if PREEMPTED_EXIT_CODE in worker_codes:  # they saved a checkpoint and stopped: a restart resumes
@@ -219,7 +221,7 @@ def outcome(torchrun_code: int, worker_codes: list[int], signal_received: int | 
         return USAGE_EXIT_CODE
     if signal_received is not None:  # stopped before the workers could save (e.g. while starting up)
         return 128 + signal_received
-    return torchrun_code
+    return 128 - torchrun_code if torchrun_code < 0 else torchrun_code  # killed by a signal: the shell's 128+N
 
 
 # The exception torchrun's agent raises on the SIGTERM/SIGINT it was sent (torch/distributed/elastic/
