@@ -221,7 +221,9 @@ def outcome(torchrun_code: int, worker_codes: list[int], signal_received: int | 
         return USAGE_EXIT_CODE
     if signal_received is not None:  # stopped before the workers could save (e.g. while starting up)
         return 128 + signal_received
-    return 128 - torchrun_code if torchrun_code < 0 else torchrun_code  # killed by a signal: the shell's 128+N
+    return (
+        128 - torchrun_code if torchrun_code < 0 else torchrun_code
+    )  # killed by a signal: the shell's 128+N
 
 
 # The exception torchrun's agent raises on the SIGTERM/SIGINT it was sent (torch/distributed/elastic/

@@ -1,12 +1,16 @@
-"""train.stop_at, early stopping's condition: "<metric> <operator> <number>", e.g. "val_loss<=2.5". Only metrics
-every rank agrees on: loss (the step's training loss averaged over ranks, at each logged step) and val_loss."""
+"""Why a run stops before train.max_steps: a stop signal (SIGTERM/SIGINT), or train.stop_at, early stopping's
+condition "<metric> <operator> <number>", e.g. "val_loss<=2.5", on metrics every rank agrees on: loss (the
+step's training loss averaged over ranks, at each logged step) and val_loss (each evaluation)."""
 
 from __future__ import annotations
 
 import math
 import operator
 import re
+import signal
+import time
 from dataclasses import dataclass
+from types import FrameType
 
 STOP_METRICS = ("loss", "val_loss")
 COMPARISONS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
@@ -52,3 +56,17 @@ def parse_stop_at(text: str) -> StopCondition:
     if not math.isfinite(threshold):
         raise ValueError("the threshold must be a finite number")
     return StopCondition(metric, comparison, threshold)
+
+
+class StopSignal:
+    """Remembers SIGTERM (Kubernetes draining or preempting the pod) and SIGINT instead of dying mid-step."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self.received_at: float | None = None  # seconds since the epoch, for the recovery's timeline
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signal.Signals(signum).name
+        self.received_at = round(time.time(), 3)
