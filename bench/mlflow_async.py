@@ -43,6 +43,7 @@ def main() -> None:
     ]
     for operation in pending:
         try:
+            assert operation is not None  # synchronous=False returns the operation
             operation.wait()
         except Exception as error:  # each one is also an ERROR line from MLflow's logger
             print(f"batch failed: {type(error).__name__}")
