@@ -379,7 +379,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if unknown:
         raise ConfigError(f"unknown section {unknown[0]!r}; allowed sections: {', '.join(SECTIONS)}")
     try:
-        config = TrainConfig.model_validate({name: tree.get(name) or {} for name in SECTIONS})
+        config = TrainConfig.model_validate(
+            {name: {} if tree.get(name) is None else tree[name] for name in SECTIONS}
+        )
     except ValidationError as invalid:
         # As a reader goes: section by section, a key that does not exist before what the others hold.
         order = list(SECTIONS)

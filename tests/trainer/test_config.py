@@ -147,6 +147,8 @@ def test_a_bad_checkpoint_url_is_one_line_naming_the_key_and_the_shape(value: st
     ("text", "message"),
     [
         ("model: [1, 2]\n", r"model: expected a mapping of keys, got list"),
+        ("model: []\n", r"model: expected a mapping of keys, got list"),
+        ("model:\n", r"missing required key model\.preset"),
         ("- just a list\n", r"expected a mapping of sections, got list"),
         ("model: {preset: tiny\n", r"is not valid YAML \(line \d+\)"),
         ("extra: {}\n", r"unknown section 'extra'"),
