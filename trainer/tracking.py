@@ -150,15 +150,12 @@ class MlflowTracker:
             except Exception:  # deleted from the store, or another store at the same URI: a new run
                 run = None
         if run is None:
-            experiment = client.get_experiment_by_name(self.config.output.experiment)
-            experiment_id = (
-                experiment.experiment_id
-                if experiment is not None
-                else client.create_experiment(
-                    self.config.output.experiment,
-                    artifact_location=sqlite_artifact_location(self.tracking_uri),
-                )
-            )
+            name, artifacts = self.config.output.experiment, sqlite_artifact_location(self.tracking_uri)
+            experiment = client.get_experiment_by_name(name)
+            if experiment is not None:
+                experiment_id = experiment.experiment_id
+            else:
+                experiment_id = client.create_experiment(name, artifact_location=artifacts)
             run = client.create_run(experiment_id, tags={"trainstack.output_dir": str(self.output_dir)})
             self.run_id = run.info.run_id
             self.state.update(mlflow={"tracking_uri": self.tracking_uri, "run_id": self.run_id})
