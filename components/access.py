@@ -38,7 +38,6 @@ class AccessArgs:
 
 
 def docker_config_json(server: str, username: str, password: str) -> str:
-    """The .dockerconfigjson payload of a kubernetes.io/dockerconfigjson Secret."""
     auth = base64.b64encode(f"{username}:{password}".encode()).decode()
     return json.dumps({"auths": {server: {"username": username, "password": password, "auth": auth}}})
 
@@ -48,7 +47,6 @@ def namespace(values: Values) -> str:
 
 
 def registry_credentials(values: Values, password: pulumi.Input[str] | None) -> RegistryCredentials | None:
-    """The registry login (registryServer, registryUsername and the registryPassword secret), or None."""
     server, username = str(values["registryServer"]), str(values["registryUsername"])
     if password is None:
         if username:
@@ -88,7 +86,6 @@ class Access(pulumi.ComponentResource):
             opts=in_namespace,
         )
         self.service_account = account.metadata.name
-
         self.hf_token_secret = None
         if args.hf_token is not None:
             token = k8s.core.v1.Secret(
@@ -99,7 +96,6 @@ class Access(pulumi.ComponentResource):
                 opts=in_namespace,
             )
             self.hf_token_secret = token.metadata.name
-
         self.image_pull_secret = None
         if args.registry is not None:
             registry = args.registry
@@ -115,7 +111,6 @@ class Access(pulumi.ComponentResource):
                 opts=in_namespace,
             )
             self.image_pull_secret = pull.metadata.name
-
         # Least privilege: read its own config and token by name, nothing cluster-scoped, no wildcards.
         readable = [("configmaps", args.config_map)]
         if args.hf_token is not None:
