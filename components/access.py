@@ -74,9 +74,7 @@ class Access(pulumi.ComponentResource):
     def __init__(self, name: str, args: AccessArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("trainstack:index:Access", name, None, opts)
         namespace = k8s.core.v1.Namespace(
-            f"{name}-namespace",
-            metadata={"name": args.namespace},
-            opts=pulumi.ResourceOptions(parent=self),
+            f"{name}-namespace", metadata={"name": args.namespace}, opts=pulumi.ResourceOptions(parent=self)
         )
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
         self.namespace = namespace.metadata.name
