@@ -172,7 +172,6 @@ def gpu_setup(mode: str, args: GpuOperatorArgs, inventory: GpuInventory | None) 
         return GpuSetup(
             args, RUNTIME_CLASS, f"{installed}; no node advertises {GPU_RESOURCE} and no ClusterPolicy exists"
         )
-    # Use what is there: the operator's RuntimeClass where it exists, else the cluster's default runtime.
     wanted = inventory.operator_runtime_class or RUNTIME_CLASS
     runtime_class = wanted if wanted in inventory.runtime_classes else None
     what = (

@@ -1,5 +1,7 @@
 #!/bin/sh
-# Helm post-renderer on k3s: manifests on stdin to components/webhook_patch.py, in the project's .venv.
+# Helm post-renderer for the Kubeflow Trainer release on k3s (helm.v3.Release `postrender`).
+# Helm executes exactly one file, with no arguments, the rendered manifests on stdin; this hands them to
+# the pure patch in components/webhook_patch.py, run by the project's virtualenv (Pulumi.yaml: .venv).
 set -eu
 root=$(CDPATH='' cd -- "$(dirname -- "$0")/.." && pwd)
 python="$root/.venv/bin/python"

@@ -161,6 +161,7 @@ def train_job_spec(
         pod["tolerations"] = GPU_TOLERATIONS
     if image_pull_secret is not None:
         pod["imagePullSecrets"] = [{"name": image_pull_secret}]
+    patch = {"replicatedJobs": [{"name": NODE, "template": {"spec": {"template": {"spec": pod}}}}]}
     return {
         "runtimeRef": {"apiGroup": "trainer.kubeflow.org", "kind": "TrainingRuntime", "name": RUNTIME_NAME},
         "trainer": {
@@ -173,18 +174,7 @@ def train_job_spec(
             "resourcesPerNode": {"requests": requests, "limits": limits},
         },
         "runtimePatches": [
-            {
-                "manager": RUNTIME_PATCH_MANAGER,
-                "trainingRuntimeSpec": {
-                    "template": {
-                        "spec": {
-                            "replicatedJobs": [
-                                {"name": NODE, "template": {"spec": {"template": {"spec": pod}}}}
-                            ]
-                        }
-                    }
-                },
-            }
+            {"manager": RUNTIME_PATCH_MANAGER, "trainingRuntimeSpec": {"template": {"spec": patch}}}
         ],
     }
 
