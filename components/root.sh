@@ -1,6 +1,7 @@
 # shellcheck shell=sh
-# Prelude of the scripts that act as root (POSIX sh). pulumi-command has no terminal, so `sudo -n` fails at
-# once instead of prompting, and require_root says why before anything changes.
+# Prelude of the scripts that act as root (POSIX sh: on a remote node it runs in the login's shell).
+# pulumi-command runs scripts without a terminal, so a sudo that would prompt could only fail: `sudo -n`
+# fails at once instead, and require_root says why before anything is changed.
 
 # require_root WHAT: stops with one clear error unless this user is root or has passwordless sudo.
 require_root() {

@@ -1,11 +1,15 @@
 #!/bin/sh
-# Installs (or upgrades) a pinned k3s server (prints its kubeconfig) or agent (join token on stdin, never
-# in a process list). POSIX sh (a remote login shell); root.sh first. Environment: K3S_ROLE,
-# INSTALL_K3S_VERSION, K3S_FLAGS, and for an agent K3S_URL.
+# Installs (or upgrades) a pinned k3s server or agent with get.k3s.io. A server waits for its API and prints
+# its kubeconfig; an agent reads the join token from stdin, so that it never shows in a process list or the
+# command text. POSIX sh, because a remote login shell may not be bash. Needs components/root.sh first. The installer
+# runs as the login user and calls sudo itself, so passwordless sudo is checked first.
+# Environment: K3S_ROLE (server or agent), INSTALL_K3S_VERSION (the release; the installer reads it),
+# K3S_FLAGS (k3s flags separated by spaces), and for an agent K3S_URL (the server's API; the installer reads it).
 set -eu
 require_root "installing k3s"
-# The installer reads every K3S_*/INSTALL_K3S_* variable and pulumi-command passes on the user's shell's:
-# only the stack's own reach it.
+# The installer reads every K3S_* and INSTALL_K3S_* variable (get.k3s.io: K3S_URL and K3S_TOKEN join another
+# cluster, INSTALL_K3S_EXEC replaces the command, INSTALL_K3S_SKIP_*...), and pulumi-command hands this script
+# the environment of the shell that ran `pulumi up`: only the stack's own reach it.
 for name in $(env | sed -n 's/^\(K3S_[A-Za-z0-9_]*\|INSTALL_K3S_[A-Za-z0-9_]*\)=.*/\1/p'); do
   case "$name" in
     K3S_ROLE | K3S_FLAGS | INSTALL_K3S_VERSION) ;;

@@ -1,6 +1,7 @@
 #!/bin/sh
-# k3s's own uninstaller of a server or agent (K3S_ROLE) from INSTALL_K3S_BIN_DIR, if k3s is there.
-# POSIX sh; root.sh first.
+# Runs k3s's own uninstaller of a server or agent (K3S_ROLE); nothing to do when k3s is already gone.
+# The uninstallers lie where the installer put k3s: INSTALL_K3S_BIN_DIR, the installer's own variable
+# (default /usr/local/bin). POSIX sh; needs components/root.sh first.
 set -eu
 if [ "$K3S_ROLE" = server ]; then name=k3s-uninstall.sh; else name=k3s-agent-uninstall.sh; fi
 uninstaller="${INSTALL_K3S_BIN_DIR:-/usr/local/bin}/$name"
