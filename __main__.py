@@ -1,7 +1,5 @@
-"""trainstack: a cluster, the GPU Operator, Kubeflow Trainer, access, the trainer image and a TrainJob.
-
-The stack's config, every component's Args checked (components/stack.py), before the components are composed here.
-"""
+"""trainstack: a cluster, the GPU Operator, Kubeflow Trainer, access, the trainer image and a TrainJob,
+composed here once components/stack.py has checked every component's Args."""
 
 import pulumi
 
@@ -18,9 +16,7 @@ from components.training_job import TrainingJob
 from components.training_runtime import GPU_TOLERATIONS, TRAINER_UID
 
 settings = load_settings()
-
 cluster = Cluster("cluster", settings.cluster)
-
 gpu_operator = None
 if settings.gpu:
     pulumi.log.info(settings.gpu.summary)
@@ -34,7 +30,7 @@ if settings.gpu:
 
 
 def _after(gates: list[pulumi.Resource]) -> pulumi.ResourceTransformation:
-    """Makes a component's every resource wait for gates (depends_on on a component does not reach its children)."""
+    """Every resource of a component waits for gates (a component's depends_on does not reach its children)."""
 
     def transform(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult:
         waits = pulumi.ResourceOptions(depends_on=gates)
@@ -43,16 +39,14 @@ def _after(gates: list[pulumi.Resource]) -> pulumi.ResourceTransformation:
     return transform
 
 
-# The GPU Operator's toolkit restarts containerd (and k3s with it): whatever else talks to the cluster waits
-# until it is done, and at destroy is gone before the operator is removed.
+# The toolkit restarts containerd (and k3s): all else on the cluster waits for it, and at destroy goes first.
 gpu_gates: list[pulumi.Resource] = [gpu_operator.ready] if gpu_operator else []
 on_cluster = pulumi.ResourceOptions(providers=[cluster.provider], transformations=[_after(gpu_gates)])
 trainer = KubeflowTrainer(
     "kubeflow-trainer", settings.trainer, kubeconfig=cluster.kubectl_kubeconfig, opts=on_cluster
 )
 access = Access("access", settings.access, on_cluster)
-# The build waits for nothing (it needs no cluster); the delivery into the nodes waits for the cluster and
-# runs beside the Trainer and GPU Operator installs: a pushed image is pre-pulled on every node.
+# The build needs no cluster; the delivery waits for it and runs beside the Trainer and GPU Operator installs.
 image = TrainerImage(
     "trainer-image",
     settings.image,
@@ -67,7 +61,6 @@ image = TrainerImage(
         tolerations=GPU_TOLERATIONS if settings.job.gpus_per_node else (),
     ),
 )
-
 # Optional: a tracking server the job logs to (it must answer before the job starts).
 mlflow = (
     MlflowServer(
@@ -81,7 +74,6 @@ mlflow = (
     if settings.mlflow_server
     else None
 )
-
 job = TrainingJob(
     "training",
     settings.job,
@@ -107,7 +99,6 @@ if settings.monitoring:
         settings.monitoring,
         pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[access])),
     )
-
 # The namespace in its context: kubectl and the Kubeflow SDK look where the job is without being told.
 pulumi.export(
     "kubeconfig", cluster.kubeconfig.apply(lambda text: with_namespace(text, settings.access.namespace))

@@ -38,7 +38,6 @@ class AccessArgs:
 
 
 def docker_config_json(server: str, username: str, password: str) -> str:
-    """The .dockerconfigjson payload of a kubernetes.io/dockerconfigjson Secret."""
     auth = base64.b64encode(f"{username}:{password}".encode()).decode()
     return json.dumps({"auths": {server: {"username": username, "password": password, "auth": auth}}})
 
@@ -48,7 +47,6 @@ def namespace(values: Values) -> str:
 
 
 def registry_credentials(values: Values, password: pulumi.Input[str] | None) -> RegistryCredentials | None:
-    """The registry login (registryServer, registryUsername and the registryPassword secret), or None."""
     server, username = str(values["registryServer"]), str(values["registryUsername"])
     if password is None:
         if username:
@@ -76,9 +74,7 @@ class Access(pulumi.ComponentResource):
     def __init__(self, name: str, args: AccessArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("trainstack:index:Access", name, None, opts)
         namespace = k8s.core.v1.Namespace(
-            f"{name}-namespace",
-            metadata={"name": args.namespace},
-            opts=pulumi.ResourceOptions(parent=self),
+            f"{name}-namespace", metadata={"name": args.namespace}, opts=pulumi.ResourceOptions(parent=self)
         )
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
         self.namespace = namespace.metadata.name
@@ -88,7 +84,6 @@ class Access(pulumi.ComponentResource):
             opts=in_namespace,
         )
         self.service_account = account.metadata.name
-
         self.hf_token_secret = None
         if args.hf_token is not None:
             token = k8s.core.v1.Secret(
@@ -99,7 +94,6 @@ class Access(pulumi.ComponentResource):
                 opts=in_namespace,
             )
             self.hf_token_secret = token.metadata.name
-
         self.image_pull_secret = None
         if args.registry is not None:
             registry = args.registry
@@ -115,7 +109,6 @@ class Access(pulumi.ComponentResource):
                 opts=in_namespace,
             )
             self.image_pull_secret = pull.metadata.name
-
         # Least privilege: read its own config and token by name, nothing cluster-scoped, no wildcards.
         readable = [("configmaps", args.config_map)]
         if args.hf_token is not None:

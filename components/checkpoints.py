@@ -1,8 +1,5 @@
-"""Where the training job's checkpoints live (the claim or an object store) and how long a save may take.
-
-The grace period model sits with the checkpoint facts it comes from: a preempted pod finishes its step, saves
-and exits 75 within it, or Kubernetes SIGKILLs it and the work since the previous checkpoint is lost.
-"""
+"""Where the job's checkpoints live (the claim or an object store), and the grace period a preempted pod has
+to finish its step and save (else it is SIGKILLed and the work since the last checkpoint is lost)."""
 
 from __future__ import annotations
 
@@ -15,7 +12,6 @@ from components.settings import Values, at_least, error, matching, one_of
 from trainer.config import S3_URL_SHAPE, ConfigError, parse_s3_url
 
 CHECKPOINT_MOUNT = "/mnt/checkpoints"
-# The checkpoint claim's access modes (Kubernetes' names); ReadWriteMany lets several nodes mount it.
 CHECKPOINT_ACCESS_MODES = ("ReadWriteMany", "ReadWriteOnce")
 
 # Measured on an NVIDIA H200 host on 2026-11-30 (docs/benchmarks.md): GPT-2 124M saved in 3.4-4.7 s with its
@@ -29,12 +25,10 @@ SAVES_PER_STOP = 2
 VOLUME_SLOWDOWN = 3
 # The step in flight, the stop agreed by every rank, process groups torn down, torchrun and launch exiting.
 GRACE_FLOOR_SECONDS = 60
-# torchrun SIGKILLs its workers this long before Kubernetes would SIGKILL the pod, so `launch` still collects
-# the workers' exit codes.
+# torchrun SIGKILLs its workers this long before Kubernetes would, so `launch` still collects their exit codes.
 SHUTDOWN_MARGIN_SECONDS = 10
 MIN_GRACE_PERIOD_SECONDS = 2 * SHUTDOWN_MARGIN_SECONDS
-# A TrainJob's foreground delete waits for every pod's grace period; pulumi-kubernetes' own delete timeout is
-# 10 minutes (docs: pulumi-kubernetes customTimeouts). The delete gets the grace period plus the margin.
+# A TrainJob's delete waits out every pod's grace period: pulumi-kubernetes' 10 minutes, or grace + margin.
 PROVIDER_DELETE_TIMEOUT_SECONDS = 600
 DELETE_MARGIN_SECONDS = 300
 
@@ -47,19 +41,16 @@ _REGION = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 def default_grace_period_seconds(parameters: int) -> int:
-    """GRACE_FLOOR_SECONDS + SAVES_PER_STOP x VOLUME_SLOWDOWN x SAVE_SECONDS_PER_GB x the checkpoint's GB,
-    rounded up. GPT-2 124M: 89 s; GPT-2 1.5B: 414 s."""
+    """The floor plus SAVES_PER_STOP slowed-down saves of the checkpoint. GPT-2 124M: 89 s; 1.5B: 414 s."""
     gigabytes = parameters * CHECKPOINT_BYTES_PER_PARAMETER / 1e9
     return math.ceil(GRACE_FLOOR_SECONDS + SAVES_PER_STOP * VOLUME_SLOWDOWN * SAVE_SECONDS_PER_GB * gigabytes)
 
 
 def train_job_delete_timeout_seconds(grace_period_seconds: int) -> int:
-    """How long `pulumi destroy` or a replacement waits for a TrainJob's pods to save and go."""
     return max(PROVIDER_DELETE_TIMEOUT_SECONDS, grace_period_seconds + DELETE_MARGIN_SECONDS)
 
 
 def torchrun_shutdown_timeout(grace_period_seconds: int) -> int:
-    """torchrun's wait between its SIGTERM to the workers and its SIGKILL, matching the pod's grace period."""
     return grace_period_seconds - SHUTDOWN_MARGIN_SECONDS
 
 
@@ -79,9 +70,8 @@ def grace_period(values: Values, parameters: int) -> int:
 
 
 def job_paths(job_name: str, checkpoint_url: str = "") -> dict[str, str]:
-    """The training config's storage keys under the job's directory on the volume; with checkpoint_url
-    (s3://bucket/prefix) the checkpoints go to <prefix>/<job>/checkpoints there. The token shards are shared
-    by every job on the volume (keyed by source and encoding)."""
+    """The training config's storage keys; checkpoints under checkpoint_url (s3://...) when given. The token
+    shards are shared by every job on the volume (keyed by source and encoding)."""
     root = f"{CHECKPOINT_MOUNT}/{job_name}"
     checkpoints = f"{checkpoint_url.rstrip('/')}/{job_name}" if checkpoint_url else root
     return {
@@ -92,8 +82,8 @@ def job_paths(job_name: str, checkpoint_url: str = "") -> dict[str, str]:
 
 
 def access_mode(values: Values, node_count: int, shared_storage: bool) -> str:
-    """The claim's access mode. Kubernetes cannot change it, and a replaced claim takes its checkpoints with it,
-    so the default follows what backs the claim, never nodeCount: a resized job resumes from the same claim."""
+    """Kubernetes cannot change it and a replaced claim takes its checkpoints with it, so the default follows
+    what backs the claim, never nodeCount: a resized job resumes from the same claim."""
     mode = one_of(values, "checkpointAccessMode", ["", *CHECKPOINT_ACCESS_MODES])
     if not mode:
         mode = "ReadWriteMany" if values["checkpointStorageClass"] or shared_storage else "ReadWriteOnce"
@@ -109,17 +99,13 @@ def access_mode(values: Values, node_count: int, shared_storage: bool) -> str:
 class ObjectStore:
     """Checkpoints in an S3-compatible object store (trainer.s3_storage) rather than on the claim."""
 
-    # checkpoint.dir of the job: s3://bucket/prefix/<job>/checkpoints.
-    url: str
-    # Secret in the namespace with S3_SECRET_KEYS (and optionally S3_OPTIONAL_SECRET_KEYS).
-    secret: str
-    # Endpoint URL of a store other than Amazon S3 (AWS_ENDPOINT_URL_S3); empty: Amazon S3.
-    endpoint: str
-    # Region the requests are signed for (AWS_REGION).
-    region: str
+    url: str  # the job's checkpoint.dir: s3://bucket/prefix/<job>/checkpoints
+    secret: str  # in the namespace, with S3_SECRET_KEYS (and optionally S3_OPTIONAL_SECRET_KEYS)
+    endpoint: str  # AWS_ENDPOINT_URL_S3; empty: Amazon S3
+    region: str  # AWS_REGION, the requests are signed for
 
     def environment(self) -> list[dict[str, Any]]:
-        """The container's variables: the credentials by secretKeyRef (never a literal), endpoint and region."""
+        """Credentials by secretKeyRef (never a literal), endpoint and region."""
         env: list[dict[str, Any]] = [
             {"name": key, "valueFrom": {"secretKeyRef": {"name": self.secret, "key": key}}}
             for key in S3_SECRET_KEYS
@@ -135,7 +121,7 @@ class ObjectStore:
 
 
 def object_store(values: Values, job_name: str) -> ObjectStore | None:
-    """Where the checkpoints go when checkpointS3Url is set, checked; None keeps them on the claim."""
+    """None keeps them on the claim (checkpointS3Url empty)."""
     region = matching(values, "checkpointS3Region", _REGION, "an S3 region name such as us-east-1")
     url = str(values["checkpointS3Url"]).strip()
     if not url:

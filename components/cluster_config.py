@@ -1,4 +1,4 @@
-"""The cluster's Args from the stack's config (the kind, its nodes and hosts), checked before anything is created."""
+"""The cluster's Args from the stack's config: the kind, its nodes and hosts."""
 
 from __future__ import annotations
 
@@ -65,17 +65,16 @@ def _docker_nodes(values: Values, gpus_per_node: int) -> DockerNodes:
 
 
 def _existing_cluster(values: Values, kubeconfig: str | None) -> ExistingCluster:
-    """The user's kubeconfig (the secret or kubeconfigPath), parsed and reduced; its server is asked later."""
+    """Parsed and reduced; its server is asked later."""
+    path, context = str(values["kubeconfigPath"]), str(values["kubeContext"])
     try:
-        return read_kubeconfig(
-            secret=kubeconfig, path=str(values["kubeconfigPath"]), context=str(values["kubeContext"])
-        )
+        return read_kubeconfig(secret=kubeconfig, path=path, context=context)
     except KubeconfigError as failure:
         raise error(failure.key, failure.problem) from None
 
 
 def _kind_gpus(node_count: int, gpus_per_node: int) -> None:
-    """kind shares this machine's GPUs with one node: nodeCount 1, and no more GPUs than the host has."""
+    """kind shares this machine's GPUs with one node."""
     if node_count > 1:
         raise error(
             "nodeCount",
@@ -92,7 +91,7 @@ def _kind_gpus(node_count: int, gpus_per_node: int) -> None:
 
 
 def cluster_args(values: Values, kubeconfig: str | None = None) -> ClusterArgs:
-    """The cluster from the stack's values; kubeconfig: the `kubeconfig` secret's plaintext (existing)."""
+    """kubeconfig: the `kubeconfig` secret's plaintext (existing)."""
     kind = one_of(values, "clusterKind", ["kind", "k3s", "existing"])
     node_count = at_least(values, "nodeCount", 1)
     gpus_per_node = at_least(values, "gpusPerNode", 0)
@@ -126,8 +125,7 @@ def cluster_args(values: Values, kubeconfig: str | None = None) -> ClusterArgs:
         docker=docker,
         existing=existing,
     )
-    # Checkpoints live on the cluster's own shared storage unless a class is named, whatever nodeCount: a
-    # resize then resumes from the same directory. Kinds without it (k3s local, existing) use the default class.
+    # On the cluster's shared storage unless a class is named, whatever nodeCount: a resize resumes from it.
     provided = provider_for(args).shared_storage is not None
     args = dataclasses.replace(args, shared_storage=provided and not values["checkpointStorageClass"])
     if node_count > 1 and not values["checkpointStorageClass"] and not provided:

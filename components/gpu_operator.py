@@ -1,8 +1,5 @@
-"""The NVIDIA GPU Operator: container toolkit, device plugin and GPU discovery on every node.
-
-Decided before anything is created (gpu_setup): install the operator, or use the GPUs an existing cluster
-already offers, and which RuntimeClass the training pods name. Facts are the pinned release's (tests/upstream).
-"""
+"""The NVIDIA GPU Operator (toolkit, device plugin, GPU discovery), or the GPUs an existing cluster already
+offers: decided before anything is created (gpu_setup), with the RuntimeClass the training pods name."""
 
 from __future__ import annotations
 
@@ -32,8 +29,7 @@ K3S_CONTAINERD_SOCKET = "/run/k3s/containerd/containerd.sock"
 RKE2_CONTAINERD_CONFIG = "/var/lib/rancher/rke2/agent/etc/containerd/config.toml"
 # An existing cluster's distribution, by its nodes' kubelet version (v1.33.6+k3s1, v1.33.6+rke2r1).
 DISTRIBUTIONS = ("k3s", "rke2")
-# The RuntimeClass the operator creates (chart value operator.runtimeClass).
-# upstream: NVIDIA/gpu-operator deployments/gpu-operator/values.yaml @ v25.10.1
+# upstream: NVIDIA/gpu-operator deployments/gpu-operator/values.yaml @ v25.10.1 (operator.runtimeClass)
 RUNTIME_CLASS = "nvidia"
 # The toolkit restarts the containerd it configures; the validator is Ready once a CUDA workload passed.
 # upstream: NVIDIA/gpu-operator assets/state-*/0500_daemonset.yaml @ v25.10.1
@@ -55,8 +51,6 @@ INVENTORY_PATHS = {
 
 @dataclass(frozen=True)
 class GpuOperatorArgs:
-    """How to install the GPU Operator."""
-
     version: str
     cluster_kind: str  # where the toolkit finds containerd and its config
     install_driver: bool  # False when the hosts already have a driver
@@ -82,8 +76,6 @@ class GpuInventory:
 
 @dataclass(frozen=True)
 class GpuSetup:
-    """What the stack does for GPUs, decided before anything is created."""
-
     operator: GpuOperatorArgs | None  # None: the cluster's own GPU software is used
     runtime_class: str | None  # the training pods'; None: the cluster's default runtime
     summary: str  # one line saying which, logged at every preview and update
@@ -94,8 +86,7 @@ class GpuSetupError(ValueError):
 
 
 def inventory_from_api(answers: Mapping[str, tuple[int, Any]]) -> GpuInventory | None:
-    """The inventory from the (HTTP status, parsed JSON body) of each INVENTORY_PATHS key; None when the API
-    did not let the stack read it (401/403: credentials from an exec plugin, or RBAC)."""
+    """From (HTTP status, JSON body) per INVENTORY_PATHS key; None on 401/403 (exec-plugin credentials, RBAC)."""
     if any(status in (401, 403) for status, _ in answers.values()):
         return None
     gpu_nodes: dict[str, int] = {}
@@ -112,7 +103,6 @@ def inventory_from_api(answers: Mapping[str, tuple[int, Any]]) -> GpuInventory |
     policies = (body.get("items") or []) if status == 200 else []  # 404: the CRD is not there
     if policies:
         operator = policies[0].get("spec", {}).get("operator") or {}
-        # The operator's own default when the ClusterPolicy names none (getRuntimeClassName).
         operator_runtime_class = operator.get("runtimeClass") or RUNTIME_CLASS
     classes = frozenset(item["metadata"]["name"] for item in answers["runtimeclasses"][1].get("items") or [])
     status, body = answers["namespace"]
@@ -123,10 +113,7 @@ def inventory_from_api(answers: Mapping[str, tuple[int, Any]]) -> GpuInventory |
 
 
 def gpu_setup(mode: str, args: GpuOperatorArgs, inventory: GpuInventory | None) -> GpuSetup:
-    """Install the operator or use the cluster's GPUs, and the RuntimeClass to name. Raises GpuSetupError.
-
-    inventory: an existing cluster's (None for a cluster the stack creates, or one whose API would not tell).
-    """
+    """inventory: an existing cluster's; None for one the stack creates or whose API would not tell."""
     installed = f"GPU Operator {args.version}: installed by the stack"
     if inventory is not None and inventory.distribution:
         args = replace(args, distribution=inventory.distribution)
@@ -183,11 +170,8 @@ def gpu_setup(mode: str, args: GpuOperatorArgs, inventory: GpuInventory | None) 
                 " not this stack's: delete it, or set skip"
             )
         return GpuSetup(
-            args,
-            RUNTIME_CLASS,
-            f"{installed}; no node advertises {GPU_RESOURCE} and no ClusterPolicy exists",
+            args, RUNTIME_CLASS, f"{installed}; no node advertises {GPU_RESOURCE} and no ClusterPolicy exists"
         )
-    # Use what is there: the operator's RuntimeClass where it exists, else the cluster's default runtime.
     wanted = inventory.operator_runtime_class or RUNTIME_CLASS
     runtime_class = wanted if wanted in inventory.runtime_classes else None
     what = (
@@ -207,8 +191,7 @@ def gpu_setup(mode: str, args: GpuOperatorArgs, inventory: GpuInventory | None) 
 def gpu_operator_args(
     values: Values, *, cluster_kind: str, gpus_per_node: int, owner: str
 ) -> tuple[str, GpuOperatorArgs] | None:
-    """gpuOperator's mode and the operator's Args from the stack's values; None on a CPU stack (gpusPerNode 0).
-    owner: the stack's label value (OWNER_LABEL)."""
+    """gpuOperator's mode and the operator's Args; None on a CPU stack. owner: OWNER_LABEL's value."""
     replicas = at_least(values, "gpuTimeSlicingReplicas", 0)
     if replicas == 1:
         raise error("gpuTimeSlicingReplicas", "must be 0 (off) or >= 2, got 1")
@@ -227,16 +210,14 @@ def gpu_operator_args(
             "must be true when clusterKind is kind: the kind node uses this machine's NVIDIA driver, and the"
             " operator's driver container cannot load one from inside a node container",
         )
-    install_driver = not values["hostHasGpuDriver"]
-    version = str(values["gpuOperatorVersion"])
+    version, install_driver = str(values["gpuOperatorVersion"]), not values["hostHasGpuDriver"]
     return mode, GpuOperatorArgs(version, cluster_kind, install_driver, replicas, owner=owner)
 
 
 def checked_gpu_setup(
     mode: str, operator: GpuOperatorArgs, inventory: GpuInventory | None, decided_by_up: bool = False
 ) -> GpuSetup:
-    """gpu_setup as a StackConfigError. decided_by_up: an existing cluster not asked (scripts/check_stack.py),
-    where `auto` is left to `up`."""
+    """gpu_setup as a StackConfigError. decided_by_up: the cluster was not asked (check_stack); auto waits."""
     if decided_by_up and mode == "auto":
         return GpuSetup(
             None, None, "GPU Operator: decided by `up` from what the cluster offers (gpuOperator auto)"
@@ -255,9 +236,8 @@ def checked_gpu_setup(
 
 
 def time_slicing_config(replicas: int) -> str:
-    """The device plugin's sharing config: every nvidia.com/gpu advertised `replicas` times, and a request for
-    more than one shared GPU refused (failRequestsGreaterThanOne, as NVIDIA recommends: two replicas of one GPU
-    are not two GPUs). upstream: NVIDIA/k8s-device-plugin api/config/v1/replicas.go @ v0.18.1."""
+    """Each GPU advertised `replicas` times; asking for >1 slice refused (two slices of one GPU are not two GPUs).
+    upstream: NVIDIA/k8s-device-plugin api/config/v1/replicas.go @ v0.18.1"""
     config = {
         "version": "v1",
         "flags": {"migStrategy": "none"},
@@ -272,8 +252,7 @@ def time_slicing_config(replicas: int) -> str:
 
 
 def toolkit_env(cluster_kind: str, distribution: str = "") -> list[dict[str, str]]:
-    """The container toolkit's environment beyond what the operator sets (it forces the rest under CDI).
-    upstream: NVIDIA/gpu-operator controllers/object_controls.go @ v25.10.1"""
+    """upstream: NVIDIA/gpu-operator controllers/object_controls.go @ v25.10.1 (the rest is forced under CDI)"""
     if distribution == "rke2":
         return [
             {"name": "CONTAINERD_CONFIG", "value": RKE2_CONTAINERD_CONFIG},
@@ -294,7 +273,6 @@ def toolkit_env(cluster_kind: str, distribution: str = "") -> list[dict[str, str
 
 
 def gpu_operator_values(args: GpuOperatorArgs) -> dict[str, Any]:
-    """The chart values for these args."""
     values: dict[str, Any] = {
         "driver": {"enabled": args.install_driver},
         "operator": {"runtimeClass": RUNTIME_CLASS},
@@ -322,7 +300,6 @@ class GpuOperator(pulumi.ComponentResource):
         kubeconfig: pulumi.Input[str],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """kubeconfig: the cluster's, for the readiness gate's kubectl."""
         super().__init__("trainstack:index:GpuOperator", name, None, opts)
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",

@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
-# The GPU Operator's readiness gate (after kubeconfig.sh): every toolkit and validator pod Ready, three checks
-# in a row. The toolkit restarts containerd (and k3s with it): a failed kubectl meanwhile is a try, not an error.
-# Environment: NAMESPACE, the operator's; DAEMONSETS, names (space-separated); TIMEOUT, seconds;
-# KUBECONFIG, as kubectl reads it.
+# After kubeconfig.sh: every pod of DAEMONSETS in NAMESPACE Ready, three checks in a row, within TIMEOUT;
+# the toolkit restarts containerd (and k3s with it), so a failed kubectl is a try, not an error.
 set -euo pipefail
 deadline=$(($(date +%s) + TIMEOUT))
 read -ra names <<<"$DAEMONSETS"

@@ -20,16 +20,14 @@ TRAINER_NAMESPACE = "kubeflow-system"
 TRAINER_CHART = "oci://ghcr.io/kubeflow/charts/kubeflow-trainer"
 TRAINER_CHART_NAME = "kubeflow-trainer"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# Helm runs this executable on the rendered chart (see components/webhook_patch.py). The Release keeps the
-# path relative to the project (the providers run in the project directory) so that moving the checkout
-# changes nothing; the content hash of the patch goes into the Release instead, so that editing it upgrades.
+# Helm's post-renderer (components/webhook_patch.py), relative to the project so a moved checkout changes
+# nothing; the patch's content hash goes into the Release, so editing it upgrades.
 K3S_WEBHOOK_POSTRENDER = Path("components") / "k3s_webhook_postrender.sh"
 WEBHOOK_PATCH_FILES = (K3S_WEBHOOK_POSTRENDER, Path("components") / "webhook_patch.py")
 # The chart's runtime installer (a hook Job that runs `apk add kubectl`) stays off: the stack brings its own.
 BASE_VALUES: dict[str, Any] = {"runtimes": {"defaultEnabled": False}}
-# Trainer's TrainJobStatus feature gate (alpha in v2.3.0): the pods write status.trainerStatus (trainer/progress.py).
+# Alpha in v2.3.0: the pods write status.trainerStatus (trainer/progress.py).
 TRAINJOB_STATUS_VALUES: dict[str, Any] = {"manager": {"config": {"featureGates": {"TrainJobStatus": True}}}}
-# Admission webhook configurations of Trainer and of the JobSet it bundles (fixed names in both charts).
 WEBHOOK_CONFIGURATIONS = (
     "validatingwebhookconfiguration/validator.trainer.kubeflow.org",
     "mutatingwebhookconfiguration/defaulter.trainer.kubeflow.org",
@@ -37,7 +35,6 @@ WEBHOOK_CONFIGURATIONS = (
     "mutatingwebhookconfiguration/jobset-mutating-webhook-configuration",
 )
 
-# The controllers are Available and their webhooks serve with a CA bundle: kubeflow_trainer_ready.sh.
 READINESS_SCRIPT = script("kubeflow_trainer_ready.sh")
 # CRDs from the chart's crds/ directory, which Helm never deletes: the stack deletes those it added.
 # upstream: kubernetes-sigs/jobset charts/jobset/crds/ @ v0.12.0
@@ -56,17 +53,14 @@ CRDS_DELETE_SCRIPT = script("kubeflow_trainer_crds_delete.sh")
 
 @dataclass(frozen=True)
 class KubeflowTrainerArgs:
-    """How to install Kubeflow Trainer."""
-
     version: str
-    # Rewrite every Trainer and JobSet admission webhook to failurePolicy Ignore (needed on k3s).
-    ignore_webhook_failures: bool
+    ignore_webhook_failures: bool  # every Trainer and JobSet webhook to failurePolicy Ignore (for k3s)
     chart: str = TRAINER_CHART  # an oci:// reference, a chart repository URL, or a local chart directory
     values: Mapping[str, Any] = field(default_factory=dict)  # merged over BASE_VALUES
 
 
 def merged_values(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    """base with extra merged in: mappings key by key, anything else replaced."""
+    """Mappings merged key by key, anything else replaced."""
     result = copy.deepcopy(dict(base))
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
@@ -77,17 +71,16 @@ def merged_values(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str
 
 
 def chart_source(chart: str, version: str) -> dict[str, Any]:
-    """The Release's chart, version and repository for an oci:// reference, a repository URL or a local path."""
+    """The Release's chart, version and repository."""
     if chart.startswith(("http://", "https://")):
         return {"chart": TRAINER_CHART_NAME, "version": version, "repository_opts": {"repo": chart}}
     if chart.startswith("oci://"):
         return {"chart": chart, "version": version}
-    # A local chart carries its own version (settings checked that it is this one).
-    return {"chart": chart}
+    return {"chart": chart}  # a local chart carries its own (checked) version
 
 
 def _schema_gaps(value: Any, schema: Mapping[str, Any], path: str) -> list[str]:
-    """Where value has what schema would prune (a field it does not define) or refuse (a value off its enum)."""
+    """What schema would prune (an undefined field) or refuse (a value off its enum)."""
     if isinstance(value, Mapping):
         properties = schema.get("properties")
         if properties is None:  # free-form (preserve-unknown-fields, additionalProperties): kept as is
@@ -108,9 +101,7 @@ def _schema_gaps(value: Any, schema: Mapping[str, Any], path: str) -> list[str]:
 
 
 def jobset_schema_gaps(crd: Mapping[str, Any], jobset_spec: Mapping[str, Any]) -> list[str]:
-    """What of jobset_spec (the JobSet spec a TrainingRuntime's template gives Trainer) the installed JobSet
-    CRD would drop or refuse: its fields missing from the CRD's JOBSET_API_VERSION schema (the API server
-    prunes them silently), its enum values the CRD does not allow, or no such version served at all."""
+    """What of the runtime's JobSet spec the installed CRD would silently prune or refuse, or no such version."""
     versions = {v.get("name"): v for v in (crd.get("spec") or {}).get("versions") or []}
     version = versions.get(JOBSET_API_VERSION)
     if version is None or not version.get("served"):
@@ -122,8 +113,7 @@ def jobset_schema_gaps(crd: Mapping[str, Any], jobset_spec: Mapping[str, Any]) -
 
 
 def check_jobset_crd(crd: Mapping[str, Any] | None, jobset_spec: Mapping[str, Any], key: str) -> None:
-    """An existing cluster's JobSet CRD (None: none yet) must keep what the runtime needs: Helm never upgrades
-    a CRD the cluster has. key: the stack key that names the cluster."""
+    """An existing cluster's JobSet CRD (None: none) must keep what the runtime needs. key: the stack key."""
     gaps = jobset_schema_gaps(crd, jobset_spec) if crd else []
     if gaps:
         raise error(
@@ -136,7 +126,6 @@ def check_jobset_crd(crd: Mapping[str, Any] | None, jobset_spec: Mapping[str, An
 
 
 def trainer_args(values: Values, on_k3s: bool) -> KubeflowTrainerArgs:
-    """Where the Trainer chart comes from and the extra values it gets, checked before anything is installed."""
     version = str(values["trainerVersion"])
     chart = str(values["trainerChart"])
     if not chart.startswith(("oci://", "http://", "https://")):
@@ -169,7 +158,6 @@ def trainer_args(values: Values, on_k3s: bool) -> KubeflowTrainerArgs:
 
 
 def webhook_patch_digest() -> str:
-    """A hash of the post-renderer and the patch it runs."""
     digest = hashlib.sha256()
     for path in WEBHOOK_PATCH_FILES:
         digest.update((PROJECT_ROOT / path).read_bytes())
@@ -189,19 +177,15 @@ class KubeflowTrainer(pulumi.ComponentResource):
         kubeconfig: pulumi.Input[str] | KubeconfigFile,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """kubeconfig: the cluster's, for the readiness gate's kubectl."""
         super().__init__("trainstack:index:KubeflowTrainer", name, None, opts)
-        # A Pulumi resource rather than Helm's create_namespace, so that `pulumi destroy` removes it.
+        # Not Helm's create_namespace, so that `pulumi destroy` removes it.
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
             metadata={"name": TRAINER_NAMESPACE},
             opts=pulumi.ResourceOptions(parent=self),
         )
-        # helm.v3.Release, not helm.v4.Chart: a v4 Chart renders at preview through a provider whose
-        # kubeconfig is still unknown when this stack creates the cluster, and fails
-        # (pulumi/pulumi-kubernetes#3027, open). The webhook patch therefore cannot be a Pulumi transform
-        # (a Release's objects are not Pulumi resources); it is the Release's Helm post-renderer, which
-        # the provider runs both when it renders the chart for a diff and when it installs it.
+        # helm.v3.Release: a v4 Chart renders at preview, before the cluster exists (pulumi-kubernetes#3027);
+        # so the webhook patch is a Helm post-renderer, not a Pulumi transform.
         patched = args.ignore_webhook_failures
         # Before the release (so destroyed after it): which of the charts' crds/ CRDs this stack adds.
         crds = kubectl_command(
@@ -219,7 +203,7 @@ class KubeflowTrainer(pulumi.ComponentResource):
             namespace=TRAINER_NAMESPACE,
             values=merged_values(BASE_VALUES, args.values),
             postrender=f"./{K3S_WEBHOOK_POSTRENDER.as_posix()}" if patched else None,
-            # An input the provider diffs: a changed patch upgrades the release, which runs the post-renderer.
+            # Diffed: a changed patch upgrades the release.
             description=f"trainstack webhook patch {webhook_patch_digest()}" if patched else None,
             timeout=600,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, crds]),

@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
-# The Kubeflow Trainer readiness gate (after kubeconfig.sh): Deployments Available, every webhook with a CA
-# bundle, and every webhook Service with a ready endpoint (without one, admission fails under failurePolicy Fail).
-# Environment: NAMESPACE, the release's namespace; WEBHOOKS, the webhook configurations to wait for
-# (kind/name, space-separated); KUBECONFIG, as kubectl reads it.
+# After kubeconfig.sh: NAMESPACE's Deployments Available, and each of WEBHOOKS with a CA bundle and a ready
+# Service endpoint (without one, admission fails under failurePolicy Fail).
 set -euo pipefail
 kubectl -n "$NAMESPACE" wait deployment --all --for=condition=Available --timeout=600s
 deadline=$(($(date +%s) + 300))
-# wait_for WHAT COMMAND...: runs COMMAND until it prints something, failing after the deadline.
+# wait_for WHAT COMMAND...: until COMMAND prints something, or fail at the deadline.
 wait_for() {
   local what=$1
   shift

@@ -1,8 +1,5 @@
-"""An MLflow tracking server in the cluster (`mlflowServer: true`) the job logs to, before which it waits.
-
-It runs from the trainer image (mlflow-skinny: no web UI, no other image to pull): one replica, SQLite and
-artifacts on a claim, the Service `mlflow` on port 5000 (`kubectl port-forward svc/mlflow 5000` from outside).
-"""
+"""An MLflow tracking server (`mlflowServer: true`) the job logs to and waits for: the trainer image's
+mlflow-skinny, SQLite and artifacts on a claim, the Service `mlflow` on port 5000."""
 
 from __future__ import annotations
 
@@ -22,14 +19,12 @@ HEALTH_PATH = "/health"
 
 
 def tracking_uri(namespace: str) -> str:
-    """The in-cluster address of the server (the Service's cluster DNS name)."""
     return f"http://{SERVICE_NAME}.{namespace}.svc.cluster.local:{PORT}"
 
 
 def allowed_hosts(namespace: str) -> list[str]:
-    """Host headers the server accepts: the Service's DNS names and a port-forward's localhost. MLflow 3's
-    security middleware (mlflow/server/security_utils.py) otherwise allows only localhost and private IPs,
-    and rejects a request to http://mlflow.<namespace>.svc... with 403."""
+    """The Service's DNS names and localhost: MLflow 3's security middleware otherwise answers them 403.
+    upstream: mlflow/mlflow mlflow/server/security_utils.py @ v3"""
     names = [
         f"{SERVICE_NAME}.{namespace}.svc.cluster.local",
         f"{SERVICE_NAME}.{namespace}.svc",
@@ -42,8 +37,7 @@ def allowed_hosts(namespace: str) -> list[str]:
 
 
 def server_command(data_dir: str, namespace: str, port: int = PORT, host: str = "0.0.0.0") -> list[str]:
-    """`mlflow server` with a SQLite store and proxied artifacts under data_dir: clients upload artifacts
-    through the server (mlflow-artifacts:/ URIs), so the training pods need no access to its volume."""
+    """Proxied artifacts: clients upload through the server, so the training pods need no access to its volume."""
     return [
         "python", "-m", "mlflow", "server",
         "--backend-store-uri", f"sqlite:///{data_dir}/mlflow.db",
@@ -61,15 +55,12 @@ SERVER_ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 @dataclass(frozen=True)
 class MlflowServerArgs:
-    """The tracking server's place and storage."""
-
     namespace: str
     storage_size: str  # its claim: SQLite store and artifacts
     storage_class: str = ""  # empty: the cluster default
 
 
 def mlflow_args(values: Values, namespace: str) -> MlflowServerArgs | None:
-    """The tracking server when mlflowServer is true (on the checkpoints' StorageClass), else None."""
     if not values["mlflowServer"]:
         return None
     size = matching(values, "mlflowStorageSize", QUANTITY, "a Kubernetes quantity such as 5Gi")
@@ -91,7 +82,6 @@ class MlflowServer(pulumi.ComponentResource):
         start_after: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """image: the trainer image; start_after: what must exist first (the namespace, the image on the nodes)."""
         super().__init__("trainstack:index:MlflowServer", name, None, opts)
         labels: dict[str, str] = {
             "app.kubernetes.io/name": "mlflow",

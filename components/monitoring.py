@@ -29,7 +29,6 @@ class MonitoringArgs:
 
 
 def pod_monitor_spec(args: MonitoringArgs) -> dict[str, object]:
-    """The PodMonitor's spec (fields of prometheus-operator's monitoring.coreos.com/v1 PodMonitor)."""
     return {
         "selector": {"matchLabels": dict(args.rank0_labels)},
         "namespaceSelector": {"matchNames": [args.namespace]},
@@ -38,7 +37,6 @@ def pod_monitor_spec(args: MonitoringArgs) -> dict[str, object]:
 
 
 def metrics_port(values: Values) -> int:
-    """metricsPort (0: off); a PodMonitor needs one."""
     number = port(values, "metricsPort")
     if values["prometheusPodMonitor"] and not number:
         raise error("prometheusPodMonitor", "needs metricsPort > 0 (the port the PodMonitor scrapes)")
@@ -48,7 +46,6 @@ def metrics_port(values: Values) -> int:
 def monitoring_args(
     values: Values, *, namespace: str, job_name: str, rank0_labels: Mapping[str, str]
 ) -> MonitoringArgs | None:
-    """The metrics Service (and PodMonitor) of rank 0; None when metricsPort is 0."""
     number = metrics_port(values)
     if not number:
         return None

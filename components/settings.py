@@ -1,7 +1,5 @@
-"""The stack's config values, read once: Pulumi.yaml's declared keys, types and defaults, with the stack's on top.
-
-Each component module turns these values into its own Args (with the checks below); a bad value raises one
-StackConfigError naming the key and what is allowed, before anything is declared. Imports no component.
+"""The stack's config values, read once: Pulumi.yaml's declared keys, types and defaults, the stack's on top.
+A bad value raises one StackConfigError naming the key and what is allowed. Imports no component.
 """
 
 from __future__ import annotations
@@ -46,16 +44,15 @@ class StackConfigError(pulumi.RunError):
 
 @dataclass(frozen=True)
 class ConfigKey:
-    """One key of Pulumi.yaml's config block: its type (string, integer, boolean, array), default, meaning."""
+    """One key of Pulumi.yaml's config block."""
 
-    type: str
+    type: str  # string, integer, boolean or array
     default: Any
     description: str
 
 
 @cache
 def declared_keys() -> dict[str, ConfigKey]:
-    """The keys of Pulumi.yaml's config block."""
     project = yaml.safe_load((REPO_ROOT / "Pulumi.yaml").read_text())
     return {
         key: ConfigKey(spec["type"], spec.get("default"), spec.get("description", ""))
@@ -68,7 +65,7 @@ def error(key: str, problem: str) -> StackConfigError:
 
 
 def _coerce(key: str, spec: ConfigKey, raw: Any) -> Any:
-    """A stack value in its declared type. Pulumi hands every value over as a string (arrays as JSON)."""
+    """Pulumi hands every value over as a string (arrays as JSON)."""
     if spec.type == "string":
         return str(raw)
     if spec.type == "integer":
@@ -132,19 +129,18 @@ def port(values: Values, key: str) -> int:
 
 
 def quantity_bytes(quantity: str) -> float:
-    """The value of a Kubernetes quantity that matched QUANTITY (e.g. 8Gi, 500M, 2), in base units."""
+    """A quantity that matched QUANTITY, in base units."""
     number = quantity.rstrip("".join({c for suffix in _QUANTITY_SUFFIXES for c in suffix}))
     return float(number) * _QUANTITY_SUFFIXES[quantity[len(number) :]]
 
 
 def label_value(text: str) -> str:
-    """text as a Kubernetes label value: at most 63 characters of [A-Za-z0-9_.-], alphanumeric at both ends."""
+    """At most 63 characters of [A-Za-z0-9_.-], alphanumeric at both ends."""
     return re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:63].strip("-_.")
 
 
 # pulumi.Config reads one key it is asked for; finding unknown keys needs them all, which only the runtime lists.
 def stack_values() -> dict[str, Any]:
-    """The stack's config values under the project's namespace, as the engine passed them."""
     from pulumi.runtime import config as runtime_config
 
     prefix = f"{PROJECT}:"
@@ -153,7 +149,6 @@ def stack_values() -> dict[str, Any]:
 
 
 def is_secret(key: str) -> bool:
-    """Whether the stack holds the config key (without the project prefix) as a secret."""
     from pulumi.runtime import config as runtime_config
 
     # upstream: pulumi/pulumi sdk/python/cmd/pulumi-language-python/main.go @ v3.259.0 (PULUMI_CONFIG_SECRET_KEYS)

@@ -1,9 +1,5 @@
-"""The stack's config as each component's Args, all checked before __main__.py declares anything.
-
-Each component builds and checks its own Args from the stack's values (settings.py reads them);
-here they meet: what one component's Args take from another's, and the rules between them. Apart from
-__main__.py so that scripts/check_stack.py and the tests check a stack without declaring it.
-"""
+"""The stack's config as each component's Args, all checked before __main__.py declares anything: where
+one component's Args take from another's. Apart from __main__.py so check_stack and tests can use it."""
 
 from __future__ import annotations
 
@@ -43,20 +39,17 @@ class StackSettings:
     """Everything the program declares, as the components' Args."""
 
     cluster: ClusterArgs
-    # None on a CPU-only stack.
-    gpu: gpu_operator.GpuSetup | None
+    gpu: gpu_operator.GpuSetup | None  # None on a CPU-only stack
     trainer: kubeflow_trainer.KubeflowTrainerArgs
     access: access.AccessArgs
     image: trainer_image.TrainerImageArgs
     job: training_job.TrainingJobArgs
-    # None when metricsPort is 0.
-    monitoring: monitoring.MonitoringArgs | None = None
-    # None unless mlflowServer is true.
-    mlflow_server: mlflow_server.MlflowServerArgs | None = None
+    monitoring: monitoring.MonitoringArgs | None = None  # None when metricsPort is 0
+    mlflow_server: mlflow_server.MlflowServerArgs | None = None  # None unless mlflowServer is true
 
 
 def unpushed_delivery(cluster: ClusterArgs) -> trainer_image.Delivery | None:
-    """How an unpushed image reaches the cluster's nodes; None: an existing cluster only pulls."""
+    """None: an existing cluster only pulls."""
     if cluster.kind == "kind":
         return trainer_image.KindLoad(cluster.name)
     if cluster.docker is not None:
@@ -81,12 +74,8 @@ def parse_settings(
     stack: str = "",
     ask_api_server: bool = True,
 ) -> StackSettings:
-    """Validated settings from the stack's values (keys without the project prefix) and its secrets.
-
-    kubeconfig: the `kubeconfig` secret's plaintext (clusterKind existing), whose API server is asked last,
-    after every other value passed (unless ask_api_server is False: scripts/check_stack.py). stack: the label
-    value naming this stack on what it installs into a cluster it shares (gpu_operator.OWNER_LABEL).
-    """
+    """stack_values: keys without the project prefix. kubeconfig: the secret's plaintext, whose API server is
+    asked last (unless ask_api_server is False: check_stack). stack: gpu_operator.OWNER_LABEL's value."""
     values = settings.resolve_values(stack_values)
     cluster = cluster_config.cluster_args(values, kubeconfig)
     gpus = cluster.gpus_per_node
@@ -134,7 +123,6 @@ def parse_settings(
 
 
 def load_settings() -> StackSettings:
-    """Settings for the running stack: its config values and its optional secrets."""
     config = pulumi.Config(settings.PROJECT)
     raw = settings.stack_values()
     kubeconfig = raw.get("kubeconfig")

@@ -1,10 +1,5 @@
-"""The trainer image: built from the repository's Dockerfile, tagged by content, pushed or delivered to the nodes.
-
-The build waits for no cluster; only the delivery does (`deliver_after`): an unpushed image is loaded into
-every node, a pushed one pre-pulled by a DaemonSet (`PrePull`). docker.Image rebuilds when its name (the
-content tag), build options or context hash change; its delete does nothing, so a command removes the tag.
-upstream: pulumi/pulumi-docker provider/image.go @ v5.1.0
-"""
+"""The trainer image: built from the Dockerfile, tagged by content, pushed (and pre-pulled) or loaded into the
+nodes; only the delivery waits for the cluster. upstream: pulumi/pulumi-docker provider/image.go @ v5.1.0"""
 
 from __future__ import annotations
 
@@ -60,24 +55,22 @@ class Registry(Protocol):
 
 @dataclass(frozen=True)
 class KindLoad:
-    """Deliver the image with `kind load image-archive` (works with Docker's containerd image store too)."""
+    """`kind load image-archive` (works with Docker's containerd image store too)."""
 
     cluster_name: str
 
 
 @dataclass(frozen=True)
 class K3sImport:
-    """Deliver the image with `docker save | k3s ctr images import -` on every node."""
+    """`docker save | k3s ctr images import -` on every node."""
 
-    # Remote nodes, reached over SSH; None imports into the k3s on this machine.
-    hosts: SshHosts | None
+    hosts: SshHosts | None  # remote nodes over SSH; None: the k3s on this machine
 
 
 @dataclass(frozen=True)
 class DockerNodesImport:
-    """Deliver the image into every container node of a k3s-in-Docker cluster."""
+    """Into every container node (labelled `label`=cluster_name) of a k3s-in-Docker cluster."""
 
-    # The cluster: its nodes carry the label `label`=cluster_name.
     cluster_name: str
     label: str
 
@@ -89,27 +82,24 @@ PREPULL_LABELS = {
     "app.kubernetes.io/part-of": "trainstack",
     "app.kubernetes.io/component": "trainer-image-prepull",
 }
-# The pre-pull container: it only holds the image on the node (the kubelet's image GC leaves images in use).
+# Only holds the image on the node: the kubelet's image GC leaves images in use.
 PREPULL_COMMAND = ["sleep", "infinity"]
 
 
 @dataclass(frozen=True)
 class PrePull:
-    """Where a pushed image is pulled ahead of the job: the job's namespace, its pull secret, its cluster."""
+    """Where a pushed image is pulled ahead of the job."""
 
     job_name: str  # the pre-pull pods' app.kubernetes.io/instance (stacks may share a namespace)
     namespace: pulumi.Input[str]
     image_pull_secret: pulumi.Input[str] | None
     provider: k8s.Provider
-    # The training pods' user and tolerations (the GPU nodes' taint), which the pre-pull pods share.
-    uid: int
+    uid: int  # the training pods' user, and below their tolerations (the GPU nodes' taint)
     tolerations: Sequence[Mapping[str, str]] = ()
 
 
 @dataclass(frozen=True)
 class TrainerImageArgs:
-    """How to build and deliver the trainer image."""
-
     repository: str  # e.g. trainstack/trainer or ghcr.io/acme/trainer
     context: Path  # the repository root (holds the Dockerfile)
     platform: str  # e.g. linux/amd64
@@ -120,7 +110,6 @@ class TrainerImageArgs:
 
 
 def image_input_paths(context: Path) -> Iterator[Path]:
-    """The files whose content defines the image (bytecode caches excluded)."""
     for name in IMAGE_INPUT_FILES:
         if (context / name).is_file():
             yield context / name
@@ -131,7 +120,7 @@ def image_input_paths(context: Path) -> Iterator[Path]:
 
 
 def content_tag(context: Path, platform: str = "", build_args: Mapping[str, str] | None = None) -> str:
-    """A tag that changes exactly when the image would: a hash of its files, the platform and the build arguments."""
+    """Changes exactly when the image would: a hash of its files, the platform and the build arguments."""
     digest = hashlib.sha256()
     for path in sorted(image_input_paths(context)):
         digest.update(path.relative_to(context).as_posix().encode() + b"\0")
@@ -143,8 +132,7 @@ def content_tag(context: Path, platform: str = "", build_args: Mapping[str, str]
 
 
 def _build_args(values: Values, gpus_per_node: int) -> dict[str, str]:
-    """imageBuildArgs (NAME=value) and baseImage as BASE_IMAGE; a CPU stack that names no base builds on
-    CPU_BUILD_ARGS instead of pulling the CUDA one."""
+    """imageBuildArgs and baseImage (BASE_IMAGE); a CPU stack naming no base gets CPU_BUILD_ARGS."""
     build_args = {}
     for item in values["imageBuildArgs"]:
         if not _BUILD_ARG.match(item):
@@ -163,8 +151,7 @@ def _build_args(values: Values, gpus_per_node: int) -> dict[str, str]:
 def image_args(
     values: Values, *, registry: Registry | None, gpus_per_node: int, delivery: Delivery | None
 ) -> TrainerImageArgs:
-    """The image from the stack's values. delivery: how the cluster takes an unpushed image (None: it cannot,
-    an existing cluster pulls from imageRepository)."""
+    """delivery: how the cluster takes an unpushed image; None: it cannot (an existing cluster)."""
     push = bool(values["imagePush"])
     if delivery is None and not push:
         raise error(
@@ -173,8 +160,7 @@ def image_args(
             " (the stack loads images only into nodes it created), got false",
         )
     repository = str(values["imageRepository"])
-    host = repository.split("/")[0]
-    if push and "." not in host and ":" not in host:
+    if push and not {".", ":"} & set(repository.split("/")[0]):
         raise error(
             "imageRepository",
             f"must start with a registry host (e.g. ghcr.io/acme/trainer) when imagePush is true, got {repository!r}",
@@ -190,19 +176,15 @@ def image_args(
     )
 
 
-# Scripts, their inputs as environment variables (each .sh file says which).
 UNTAG_SCRIPT = script("trainer_image_untag.sh")
 REGISTRY_DELETE_SCRIPT = script("trainer_image_registry_delete.sh")
 KIND_LOAD_SCRIPT = script("trainer_image_archive.sh", "trainer_image_kind_load.sh")
 DOCKER_NODES_IMPORT_SCRIPT = script("trainer_image_archive.sh", "trainer_image_docker_nodes_import.sh")
 K3S_IMPORT_SCRIPT = script("trainer_image_k3s_import.sh")
-# What K3S_IMPORT_SCRIPT runs on the node, locally or over SSH (POSIX sh).
 K3S_NODE_IMPORT_SCRIPT = script("root.sh", "trainer_image_k3s_node_import.sh")
 
 
 class TrainerImage(pulumi.ComponentResource):
-    """The built (and pushed) image, the command that removes its local tag, and those that put it on the nodes."""
-
     image: docker.Image
     # What the TrainJob runs: the registry digest when pushed, else the content tag; pinned: tag@image ID.
     reference: pulumi.Output[str]
@@ -218,15 +200,13 @@ class TrainerImage(pulumi.ComponentResource):
         prepull: PrePull | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """cluster_identity: changes when the cluster is created anew, which then needs the image again.
-        deliver_after: what the delivery into the nodes waits for (the cluster); the build waits for nothing.
-        prepull: for a pushed image, where to pull it ahead of the job (None: the job's pods pull it)."""
+        """cluster_identity: changes with a new cluster (which needs the image again); deliver_after: what the
+        delivery waits for; prepull: where a pushed image is pulled ahead of the job (None: not)."""
         super().__init__("trainstack:index:TrainerImage", name, None, opts)
         image_name = f"{args.repository}:{content_tag(args.context, args.platform, args.build_args)}"
         registry = None
         if args.push and args.registry is not None:
-            # The provider logs in with these (else with the Docker CLI's own login for the image's host); the
-            # password stays a secret in the state, and never reaches a command line or a file.
+            # The password stays a secret in the state, never on a command line or in a file.
             registry = docker.RegistryArgs(
                 server=args.registry.server,
                 username=args.registry.username,
@@ -240,15 +220,13 @@ class TrainerImage(pulumi.ComponentResource):
                 dockerfile=str(args.context / "Dockerfile"),
                 platform=args.platform,
                 args=dict(args.build_args),
-                # The provider's default, named: BuildKit, the default builder of Docker Engine 23 and newer.
                 builder_version=docker.BuilderVersion.BUILDER_BUILD_KIT,
             ),
             skip_push=not args.push,
             registry=registry,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        # pulumi-docker's delete leaves the local image: the tag goes with this command, on destroy and when a new
-        # tag replaces it (create before delete: the new image is built by then, under another tag).
+        # pulumi-docker's delete leaves the local image: this removes the tag (on destroy or a new tag).
         local.Command(
             f"{name}-untag",
             delete=UNTAG_SCRIPT,
@@ -261,8 +239,7 @@ class TrainerImage(pulumi.ComponentResource):
         if args.push:
             self.reference = digest
             self.pinned = digest
-            # pulumi-docker never deletes what it pushed: this command's delete does, on destroy and when a new
-            # image replaces this one (after the new one is pushed and the job runs it).
+            # pulumi-docker never deletes what it pushed: this does, once a new image replaced it (or on destroy).
             login: dict[str, pulumi.Input[str]] = {}
             if args.registry is not None:
                 login = {
@@ -301,8 +278,7 @@ class TrainerImage(pulumi.ComponentResource):
                 create=script_text,
                 interpreter=BASH,
                 environment={"IMAGE": image_name, **environment},
-                # Again for every new image, and for every new cluster (a replaced one has no images).
-                triggers=[digest, cluster_identity],
+                triggers=[digest, cluster_identity],  # a new cluster has no images
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.image, *deliver_after]),
             )
 
@@ -328,9 +304,8 @@ class TrainerImage(pulumi.ComponentResource):
         return []
 
     def _prepull(self, name: str, prepull: PrePull) -> k8s.apps.v1.DaemonSet:
-        """A DaemonSet whose pods pull the pushed image on every node the job may run on, as soon as it is
-        pushed; `up` does not wait for the pulls (skipAwait): the job's pods join a pull still running. A new
-        image replaces every node's pod at once (maxUnavailable 100%)."""
+        """Pods pulling the pushed image on every node the job may use; `up` does not wait (skipAwait)."""
+
         pod: dict[str, Any] = {
             "automountServiceAccountToken": False,
             "terminationGracePeriodSeconds": 0,

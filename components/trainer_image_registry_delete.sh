@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
-# Deletes the pushed trainer image's manifest by digest (on destroy and replacement): loopback registries over
-# HTTP, others over HTTPS. A registry that refuses (405) or wants a token login keeps it: said on stderr, exit 0.
-# upstream: opencontainers/distribution-spec spec.md (DELETE /v2/<name>/manifests/<digest>) @ v1.1.0
-# Environment: IMAGE_DIGEST (host/repository@sha256:...), optional REGISTRY_USERNAME and REGISTRY_PASSWORD.
+# Deletes the pushed IMAGE_DIGEST's manifest (optional REGISTRY_USERNAME/PASSWORD); a registry that
+# refuses keeps it, said on stderr, exit 0. upstream: opencontainers/distribution-spec spec.md @ v1.1.0
 set -euo pipefail
 host=${IMAGE_DIGEST%%/*}
 rest=${IMAGE_DIGEST#*/}

@@ -30,14 +30,14 @@ RUNTIME_PATCH_MANAGER = "trainstack.dev/pulumi"
 JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
 # The class of the stack's own shared checkpoint volume (no provisioner: the volume is declared, pre-bound).
 SHARED_STORAGE_CLASS = "trainstack-shared"
-# Indexed Jobs label each pod with its completion index, which Trainer makes PET_NODE_RANK: index 0 holds rank 0.
+# Trainer makes this index PET_NODE_RANK: index 0 holds rank 0.
 # upstream: kubeflow/trainer pkg/runtime/framework/plugins/torch/torch.go @ v2.3.0
 COMPLETION_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 PREEMPTION_POLICIES = ("PreemptLowerPriority", "Never")
 
 
 def rank0_labels(job_name: str) -> dict[str, str]:
-    """Labels that select the job's node-rank-0 pod, the one whose rank 0 serves /metrics."""
+    """The job's node-rank-0 pod, whose rank 0 serves /metrics."""
     return {JOBSET_NAME_LABEL: job_name, COMPLETION_INDEX_LABEL: "0"}
 
 
@@ -46,12 +46,11 @@ class PriorityClassSpec:
     """A PriorityClass the stack creates for the training pods."""
 
     value: int
-    # PreemptLowerPriority, or Never (queue ahead of lower priorities without evicting them).
-    preemption_policy: str = "PreemptLowerPriority"
+    preemption_policy: str = "PreemptLowerPriority"  # Never: queue ahead of lower priorities, evict none
 
 
 def config_map_name(job_name: str, train_config: str) -> str:
-    """A content-addressed ConfigMap name: a new config is a new ConfigMap, so the TrainJob is replaced."""
+    """Content-addressed: a new config is a new ConfigMap, so the TrainJob is replaced."""
     return f"{job_name}-config-{hashlib.sha256(train_config.encode()).hexdigest()[:10]}"
 
 
@@ -88,7 +87,6 @@ class TrainingJobArgs:
 
     @property
     def shared_volume(self) -> str:
-        """The PersistentVolume over the shared directory (cluster-scoped)."""
         return f"trainstack-{self.job_name}-checkpoints"
 
     @property
@@ -105,10 +103,10 @@ def train_job_spec(
     hf_token_key: str,
     image_pull_secret: pulumi.Input[str] | None,
 ) -> dict[str, Any]:
-    """The TrainJob: trainer settings, plus runtimePatches for identity, volumes and placement."""
+    """Trainer settings, plus runtimePatches for identity, volumes and placement."""
     env: list[dict[str, Any]] = [
         {"name": "DS_ACCELERATOR", "value": "cuda" if args.gpus_per_node else "cpu"},
-        # torchrun's SIGTERM -> SIGKILL wait (torchrun reads it as its --shutdown-timeout), inside the pod's grace.
+        # torchrun's SIGTERM -> SIGKILL wait (its --shutdown-timeout), inside the pod's grace.
         {
             "name": SHUTDOWN_TIMEOUT_ENV,
             "value": str(torchrun_shutdown_timeout(args.termination_grace_period_seconds)),
@@ -129,15 +127,12 @@ def train_job_spec(
     if args.gpus_per_node:
         requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = args.gpus_per_node
     else:
-        # The Kubeflow SDK (kubeflow 0.5.0, TrainerClient) reads a node's device from its limits (a GPU, TPU,
-        # NPU or cpu) and fails every list_jobs/get_job on a container that names none: a CPU node names cpu.
+        # The Kubeflow SDK (0.5.0) reads a node's device from its limits and fails on a container naming none.
         limits["cpu"] = args.cpu_per_node
-
     pod: dict[str, Any] = {
         "serviceAccountName": service_account,
-        # Time for a preempted pod to finish its step and save (part of the TrainJob: a change replaces it).
+        # Time for a preempted pod to finish its step and save.
         "terminationGracePeriodSeconds": args.termination_grace_period_seconds,
-        # One training pod per Kubernetes node.
         "affinity": {
             "podAntiAffinity": {
                 "requiredDuringSchedulingIgnoredDuringExecution": [
@@ -166,7 +161,7 @@ def train_job_spec(
         pod["tolerations"] = GPU_TOLERATIONS
     if image_pull_secret is not None:
         pod["imagePullSecrets"] = [{"name": image_pull_secret}]
-
+    patch = {"replicatedJobs": [{"name": NODE, "template": {"spec": {"template": {"spec": pod}}}}]}
     return {
         "runtimeRef": {"apiGroup": "trainer.kubeflow.org", "kind": "TrainingRuntime", "name": RUNTIME_NAME},
         "trainer": {
@@ -179,23 +174,11 @@ def train_job_spec(
             "resourcesPerNode": {"requests": requests, "limits": limits},
         },
         "runtimePatches": [
-            {
-                "manager": RUNTIME_PATCH_MANAGER,
-                "trainingRuntimeSpec": {
-                    "template": {
-                        "spec": {
-                            "replicatedJobs": [
-                                {"name": NODE, "template": {"spec": {"template": {"spec": pod}}}}
-                            ]
-                        }
-                    }
-                },
-            }
+            {"manager": RUNTIME_PATCH_MANAGER, "trainingRuntimeSpec": {"template": {"spec": patch}}}
         ],
     }
 
 
-# Lists the TrainJob's pods, waiting a bounded time for them and for the checkpoint claim: training_job_pods.sh.
 POD_NAMES_SCRIPT = script("training_job_pods.sh")
 
 
@@ -223,15 +206,13 @@ class TrainingJob(pulumi.ComponentResource):
         runtime_class: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """namespace .. image_pull_secret: what Access and TrainerImage made; kubeconfig: for listing pods;
-        start_after: what must be ready before the TrainJob is created (Trainer, GPU Operator, image);
-        runtime_class: the RuntimeClass the training pods name (the GPU Operator's), None for none."""
+        """start_after: what must be ready before the TrainJob (Trainer, GPU Operator, image);
+        runtime_class: the one the training pods name (the GPU Operator's), None for none."""
         super().__init__("trainstack:index:TrainingJob", name, None, opts)
         access_modes = [args.checkpoint_access_mode]
         claim_dependencies: list[pulumi.Resource] = []
         runtime_dependencies: list[pulumi.Resource] = []
         if args.priority is not None:
-            # Cluster-scoped: named after the job by default, so stacks sharing a cluster do not collide.
             priority = k8s.scheduling.v1.PriorityClass(
                 f"{name}-priority",
                 metadata={"name": args.priority_class},
@@ -243,7 +224,7 @@ class TrainingJob(pulumi.ComponentResource):
             )
             runtime_dependencies.append(priority)
         if args.shared_storage_path:
-            # The same directory on every node: a hostPath volume is shared storage here, pre-bound to the claim.
+            # The same directory on every node: a hostPath volume is shared storage, pre-bound to the claim.
             volume = k8s.core.v1.PersistentVolume(
                 f"{name}-shared-volume",
                 metadata={"name": args.shared_volume},
@@ -263,8 +244,7 @@ class TrainingJob(pulumi.ComponentResource):
             metadata={
                 "name": args.checkpoint_claim,
                 "namespace": namespace,
-                # Binding waits for the first pod on WaitForFirstConsumer classes (kind's, k3s's); the pod
-                # list below fails `up` if the claim never binds.
+                # WaitForFirstConsumer classes bind with the first pod; the pod list fails `up` if it never does.
                 "annotations": {"pulumi.com/skipAwait": "true"},
             },
             spec={
@@ -308,8 +288,8 @@ class TrainingJob(pulumi.ComponentResource):
                 hf_token_key=hf_token_key,
                 image_pull_secret=image_pull_secret,
             ),
-            # A TrainJob's spec is immutable once running: a new image or config replaces the job, which
-            # resumes from the checkpoints on the claim (same name, same directory).
+            # The spec is immutable once running: a new image or config replaces the job, which resumes from
+            # the checkpoints on the claim (same name, same directory).
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[claim, config, runtime, *start_after],
@@ -337,7 +317,6 @@ class TrainingJob(pulumi.ComponentResource):
             triggers=[train_job.id, train_job_uid, image],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[train_job]),
         )
-        # Pod names are not sensitive, though the command that lists them carries the kubeconfig.
         self.pod_names = pulumi.Output.unsecret(pods.stdout).apply(str.split)
         self.job_name = train_job.id.apply(lambda _: args.job_name)
         self.checkpoint_location = (

@@ -1,5 +1,5 @@
 """The training job's Args from the stack's config: resources, priority, the corpus and the training config
-(the preset with the overrides, checked by the trainer's own loader), before anything is declared."""
+(the preset with the overrides, checked by the trainer's own loader)."""
 
 from __future__ import annotations
 
@@ -22,12 +22,11 @@ MIN_PRIORITY = -2_147_483_648
 
 
 def available_presets() -> list[str]:
-    """Training presets: the files under trainer/configs."""
     return sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
 
 
 def _priority(values: Values, job_name: str) -> tuple[str, PriorityClassSpec | None]:
-    """The pods' PriorityClass name, and its spec when the stack creates it (priorityClassValue != 0)."""
+    """The PriorityClass name, and its spec when the stack creates it (priorityClassValue != 0)."""
     name = str(values["priorityClassName"])
     value = int(values["priorityClassValue"])
     policy = settings.one_of(values, "priorityPreemptionPolicy", list(PREEMPTION_POLICIES))
@@ -55,8 +54,7 @@ def _priority(values: Values, job_name: str) -> tuple[str, PriorityClassSpec | N
 
 
 def _data_source(values: Values, object_store: ObjectStore | None) -> str:
-    """dataSource checked: one a pod can read (trainer.sources.resolve_source); an s3:// source is read from
-    the checkpoint object store with its Secret."""
+    """One a pod can read (trainer.sources.resolve_source); s3:// is read with the checkpoint store's Secret."""
     source = str(values["dataSource"]).strip()
     allowed = (
         f"{BUNDLED_DATA} (the bundled sample), an absolute path inside the pod (on the checkpoint volume, "
@@ -89,8 +87,7 @@ def _data_source(values: Values, object_store: ObjectStore | None) -> str:
 def _train_config(
     values: Values, job_name: str, stack_keys: Mapping[str, tuple[str, str]], store: ObjectStore | None
 ) -> TrainConfig:
-    """The preset with the overrides and the stack's in-cluster paths (the checkpoints in store when given),
-    validated by the trainer's own loader. stack_keys: training keys the stack sets, as (value, stack key)."""
+    """The preset, the overrides and the stack's paths and keys (value, stack key), by the trainer's loader."""
     preset = settings.one_of(values, "trainingPreset", available_presets())
     overrides = list(values["trainingOverrides"])
     paths = job_paths(job_name)
@@ -120,7 +117,6 @@ def job_name(values: Values) -> str:
 
 
 def quantities(values: Values) -> dict[str, str]:
-    """The pods' resource quantities; /dev/shm is memory counted against the container's limit."""
     found = {
         key: settings.matching(values, key, settings.QUANTITY, settings.QUANTITY_RULE)
         for key in ("cpuPerNode", "memoryPerNode", "shmSize", "checkpointStorageSize")
@@ -143,8 +139,7 @@ def job_args(
     metrics_port: int,
     stack_keys: Mapping[str, tuple[str, str]],
 ) -> TrainingJobArgs:
-    """The TrainJob's Args. shared_storage_path: the cluster's shared directory ("" for none); stack_keys:
-    training keys other components set (value, stack key), e.g. the tracking server's URI."""
+    """shared_storage_path: "" for none; stack_keys: training keys other components set (value, stack key)."""
     name = job_name(values)
     sizes = quantities(values)
     priority_class, priority = _priority(values, name)

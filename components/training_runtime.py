@@ -1,8 +1,5 @@
-"""The TrainingRuntime the TrainJob runs on: its pods' security and its failure policy.
-
-JobSet's failurePolicy (restart everything when a node fails, at most max_restarts times, preemptions not
-counted) is a runtime field TrainJob.runtimePatches cannot set, hence a runtime of the stack's own.
-"""
+"""The TrainingRuntime the TrainJob runs on: its pods' security and its failure policy (a runtime of the
+stack's own, as TrainJob.runtimePatches cannot set JobSet's failurePolicy)."""
 
 from __future__ import annotations
 
@@ -19,14 +16,13 @@ ANCESTOR_LABEL = "trainer.kubeflow.org/trainjob-ancestor-step"
 SHM_MOUNT = "/dev/shm"
 METRICS_PORT_NAME = "metrics"
 TRAINER_UID = 1000
-# The GPU nodes' taint, tolerated by the training pods (and the image's pre-pull pods).
 GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 # upstream: kubernetes/api batch/v1 types.go JobReasonPodFailurePolicy @ v0.33.0
 POD_FAILURE_POLICY_REASON = "PodFailurePolicy"
 
 
 class RuntimeArgs(Protocol):
-    """What the runtime takes from the job's Args (components.training_job.TrainingJobArgs)."""
+    """What the runtime takes from TrainingJobArgs."""
 
     @property
     def shm_size(self) -> str: ...
@@ -39,9 +35,7 @@ class RuntimeArgs(Protocol):
 
 
 def usage_failure_pattern() -> str:
-    """The RE2 pattern of the Job failure message a FailJob rule on exit code USAGE_EXIT_CODE writes; JobSet's
-    rule `usage` matches it. The space after the code keeps 75 and 20 from matching.
-
+    """The Job failure message of the FailJob rule on USAGE_EXIT_CODE (the space keeps 75 and 20 apart).
     upstream: kubernetes/kubernetes pkg/controller/job/pod_failure_policy.go matchPodFailurePolicy @ v1.33.0
     upstream: kubernetes-sigs/jobset pkg/controllers/failure_policy.go findJobFailureCondition @ v0.12.0
     """
@@ -51,15 +45,16 @@ def usage_failure_pattern() -> str:
 def training_runtime_spec(
     args: RuntimeArgs, image: pulumi.Input[str], runtime_class: str | None = None
 ) -> dict[str, Any]:
-    """A torch TrainingRuntime. Each pod failure fails its Job at once (backoffLimit 0, restartPolicy Never)
-    so the JobSet restarts together and every rank resumes from the shared checkpoint; a pod that exits
-    USAGE_EXIT_CODE fails the JobSet (every restart would fail the same way). Pods run as TRAINER_UID without
-    privilege escalation, with an in-memory /dev/shm; runtime_class: the RuntimeClass they name (or none).
+    """A pod failure fails its Job at once, so the JobSet restarts together from the shared checkpoint;
+    USAGE_EXIT_CODE fails the JobSet. It states what JobSet's webhook would default (k3s may skip it).
+    upstream: kubernetes-sigs/jobset pkg/webhooks/jobset_webhook.go Default @ v0.12.0"""
 
-    It also states what JobSet's mutating webhook would default (Indexed Jobs, DNS hostnames published before
-    ready, a success policy), as on k3s that webhook may be skipped and the controller needs them.
-    upstream: kubernetes-sigs/jobset pkg/webhooks/jobset_webhook.go Default @ v0.12.0
-    """
+    def fail_job_on(code: int) -> dict[str, Any]:
+        return {
+            "action": "FailJob",
+            "onExitCodes": {"containerName": NODE, "operator": "In", "values": [code]},
+        }
+
     pod_security = {
         "runAsNonRoot": True,
         "runAsUser": TRAINER_UID,
@@ -86,24 +81,9 @@ def training_runtime_spec(
                             "action": "FailJob",
                             "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
                         },
-                        {
-                            "action": "FailJob",
-                            "onExitCodes": {
-                                "containerName": NODE,
-                                "operator": "In",
-                                "values": [PREEMPTED_EXIT_CODE],
-                            },
-                        },
-                        # Bad config or environment: the JobSet rule "usage" fails the whole JobSet on it. After
-                        # the preemption rules, so that a disrupted pod restarts whatever its exit code.
-                        {
-                            "action": "FailJob",
-                            "onExitCodes": {
-                                "containerName": NODE,
-                                "operator": "In",
-                                "values": [USAGE_EXIT_CODE],
-                            },
-                        },
+                        fail_job_on(PREEMPTED_EXIT_CODE),
+                        # After the preemption rules, so a disrupted pod restarts whatever its exit code.
+                        fail_job_on(USAGE_EXIT_CODE),
                     ]
                 },
                 "template": {
