@@ -18,8 +18,8 @@ from components.shell import BASH
 
 # On every Docker object of a k3s-in-Docker cluster, so that destroy finds them all.
 DOCKER_CLUSTER_LABEL = "dev.trainstack.cluster"
-CREATE_SCRIPT = cluster_script("k3s_docker_create.sh")
-DELETE_SCRIPT = cluster_script("k3s_docker_delete.sh")
+CREATE_SCRIPT = cluster_script("k3s_docker_lib.sh", "k3s_docker_create.sh")
+DELETE_SCRIPT = cluster_script("k3s_docker_lib.sh", "k3s_docker_delete.sh")
 SHARED_CREATE_SCRIPT = cluster_script("k3s_docker_shared_create.sh")
 SHARED_DELETE_SCRIPT = cluster_script("k3s_docker_shared_delete.sh")
 

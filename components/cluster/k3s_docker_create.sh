@@ -6,6 +6,7 @@
 # API's host port (`127.0.0.1::6443` would change it), each node's static IP (k3s keeps its first one,
 # k3d-io/k3d#550) and the join token (k3s refuses a datastore made with another, k3s-io/k3s#4640).
 # upstream: kubernetes-sigs/kind pkg/cluster/internal/providers/common/getport.go @ v0.29.0
+# k3s_docker_lib.sh first.
 set -euo pipefail
 server="$CLUSTER-server"
 nodes=("$server")
@@ -31,17 +32,7 @@ if [ "$existing" = "$(printf '%s\n' "${nodes[@]}" | sort)" ]; then
   echo "k3s-in-Docker cluster $CLUSTER exists: reusing it" >&2
   docker start "${nodes[@]}" >/dev/null
 else
-  # Nodes missing: start afresh, data volumes and network included; the shared checkpoint volume stays.
-  # Docker ids are single words: the unquoted lists below are split into them on purpose.
-  # shellcheck disable=SC2086
-  {
-    leftovers=$(docker ps -aq --filter "label=$LABEL")
-    if [ -n "$leftovers" ]; then docker rm -f -v $leftovers >/dev/null; fi
-    volumes=$(docker volume ls -q --filter "label=$LABEL" | grep -vx "$CLUSTER-shared" || true)
-    if [ -n "$volumes" ]; then docker volume rm $volumes >/dev/null; fi
-    networks=$(docker network ls -q --filter "label=$LABEL")
-    if [ -n "$networks" ]; then docker network rm $networks >/dev/null; fi
-  }
+  remove_cluster_objects # nodes missing: start afresh; the shared checkpoint volume stays
   port=$(previous_port)
   if [ -z "$port" ]; then port=$(free_port); fi
   # A subnet Docker would hand out now, made the cluster network's own (static addresses need one).

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Functions of the k3s-in-Docker scripts, which follow it.
+
+# remove_cluster_objects: removes every Docker object labelled LABEL but the shared volume $CLUSTER-shared,
+# the checkpoints (k3s_docker_shared_delete.sh removes it, at destroy only).
+remove_cluster_objects() {
+  local containers volumes networks
+  # Docker ids are single words: the unquoted lists below are split into them on purpose.
+  # shellcheck disable=SC2086
+  {
+    containers=$(docker ps -aq --filter "label=$LABEL")
+    if [ -n "$containers" ]; then docker rm -f -v $containers >/dev/null; fi
+    volumes=$(docker volume ls -q --filter "label=$LABEL" | grep -vx "$CLUSTER-shared" || true)
+    if [ -n "$volumes" ]; then docker volume rm $volumes >/dev/null; fi
+    networks=$(docker network ls -q --filter "label=$LABEL")
+    if [ -n "$networks" ]; then docker network rm $networks >/dev/null; fi
+  }
+}
