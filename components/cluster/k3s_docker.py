@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pulumi
-from pulumi_command import local
 
 from components.cluster.k3s import k3s_server_flags
 from components.cluster.provider import (
@@ -13,8 +12,7 @@ from components.cluster.provider import (
     DockerNodes,
     Provisioned,
 )
-from components.cluster.scripts import cluster_script, shared_storage_command
-from components.shell import BASH
+from components.cluster.scripts import cluster_script, kubeconfig_command, shared_storage
 
 # On every Docker object of a k3s-in-Docker cluster, so that destroy finds them all.
 DOCKER_CLUSTER_LABEL = "dev.trainstack.cluster"
@@ -50,35 +48,25 @@ class K3sDocker(ClusterProvider):
         }
         if docker.airgap_images is not None:
             environment["AIRGAP_IMAGES"] = str(docker.airgap_images)
-        shared: list[pulumi.Resource] = []
-        if args.shared_storage:
-            volume = {key: environment[key] for key in ("CLUSTER", "LABEL", "NODE_IMAGE")}
-            shared.append(
-                shared_storage_command(
-                    f"{name}-k3s-docker-shared", parent, SHARED_CREATE_SCRIPT, SHARED_DELETE_SCRIPT, volume
-                )
-            )
-        create = local.Command(
+        volume = {key: environment[key] for key in ("CLUSTER", "LABEL", "NODE_IMAGE")}
+        shared = shared_storage(
+            f"{name}-k3s-docker-shared", parent, args, SHARED_CREATE_SCRIPT, SHARED_DELETE_SCRIPT, volume
+        )
+        # Any change to the nodes is a new cluster: the old one goes first.
+        triggers = [
+            args.name,
+            args.node_count,
+            docker.image,
+            environment.get("AIRGAP_IMAGES", ""),
+            args.shared_storage,
+            args.k3s_version,
+        ]
+        return kubeconfig_command(
             f"{name}-k3s-docker",
+            parent,
+            shared,
+            triggers,
             create=CREATE_SCRIPT,
             delete=DELETE_SCRIPT,
-            interpreter=BASH,
             environment=environment,
-            # Any change to the nodes is a new cluster: the old one goes first.
-            triggers=[
-                args.name,
-                args.node_count,
-                docker.image,
-                environment.get("AIRGAP_IMAGES", ""),
-                args.shared_storage,
-                args.k3s_version,
-            ],
-            logging=local.Logging.STDERR,  # stdout is the kubeconfig, a secret in the state
-            opts=pulumi.ResourceOptions(
-                parent=parent,
-                additional_secret_outputs=["stdout"],
-                delete_before_replace=True,
-                depends_on=shared,
-            ),
         )
-        return Provisioned(nodes=[create], kubeconfig=create.stdout, storage=shared)

@@ -9,11 +9,9 @@ from typing import Any
 
 import pulumi
 import yaml
-from pulumi_command import local
 
 from components.cluster.provider import SHARED_STORAGE_PATH, ClusterArgs, ClusterProvider, Provisioned
-from components.cluster.scripts import cluster_script, shared_storage_command
-from components.shell import BASH
+from components.cluster.scripts import cluster_script, kubeconfig_command, shared_storage
 
 # A /dev/null mount here hands every GPU to the node container; one GPU node only (disjoint GPUs per node
 # take nvkind's in-node surgery). upstream: NVIDIA/nvkind pkg/nvkind/node.go
@@ -89,33 +87,20 @@ class Kind(ClusterProvider):
         args = self.args
         config = render_kind_config(args)
         environment = {"KIND_CLUSTER": args.name}
-        shared: list[pulumi.Resource] = []
-        if args.shared_storage:
-            directory = {"SHARED_DIR": str(kind_shared_directory(args.name))}
-            shared.append(
-                shared_storage_command(
-                    f"{name}-kind-shared", parent, SHARED_CREATE_SCRIPT, SHARED_DELETE_SCRIPT, directory
-                )
-            )
+        directory = {"SHARED_DIR": str(kind_shared_directory(args.name))}
+        shared = shared_storage(
+            f"{name}-kind-shared", parent, args, SHARED_CREATE_SCRIPT, SHARED_DELETE_SCRIPT, directory
+        )
         if args.gpus_per_node:
             environment["GPU_PASSTHROUGH"] = "1"
-        create = local.Command(
+        # A new name replaces the cluster (an update would leave the old one).
+        return kubeconfig_command(
             f"{name}-kind",
+            parent,
+            shared,
+            [config, args.name],
             create=CREATE_SCRIPT,
             delete=DELETE_SCRIPT,
             stdin=config,
-            interpreter=BASH,
             environment=environment,
-            triggers=[
-                config,
-                args.name,
-            ],  # a new name replaces the cluster (an update would leave the old one)
-            logging=local.Logging.STDERR,  # stdout is the kubeconfig, a secret in the state
-            opts=pulumi.ResourceOptions(
-                parent=parent,
-                additional_secret_outputs=["stdout"],
-                delete_before_replace=True,
-                depends_on=shared,
-            ),
         )
-        return Provisioned(nodes=[create], kubeconfig=create.stdout, storage=shared)

@@ -4,10 +4,12 @@ unless AcceptEnv lists the name. upstream: pulumi/pulumi-command provider/pkg/pr
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import pulumi
 from pulumi_command import local
 
+from components.cluster.provider import ClusterArgs, Provisioned
 from components.shell import BASH, assign, script
 
 PACKAGE = "cluster"
@@ -19,19 +21,38 @@ def cluster_script(*names: str) -> str:
     return script(*(name if name == ROOT_PRELUDE else f"{PACKAGE}/{name}" for name in names))
 
 
-def shared_storage_command(
-    name: str, parent: pulumi.Resource, create: str, delete: str, environment: Mapping[str, str]
-) -> local.Command:
-    """Makes and removes shared checkpoint storage: no triggers, so nothing replaces it and its delete (the
-    one that removes checkpoints) runs at `pulumi destroy` alone."""
-    return local.Command(
-        name,
-        create=create,
-        delete=delete,
-        interpreter=BASH,
-        environment=dict(environment),
-        opts=pulumi.ResourceOptions(parent=parent),
+def shared_storage(
+    name: str,
+    parent: pulumi.Resource,
+    args: ClusterArgs,
+    create: str,
+    delete: str,
+    environment: Mapping[str, str],
+) -> list[pulumi.Resource]:
+    """[] without sharedStorage; else the command making and removing it: no triggers, so nothing replaces it
+    and its delete (the one that removes checkpoints) runs at `pulumi destroy` alone."""
+    if not args.shared_storage:
+        return []
+    opts = pulumi.ResourceOptions(parent=parent)
+    return [
+        local.Command(
+            name, create=create, delete=delete, interpreter=BASH, environment=dict(environment), opts=opts
+        )
+    ]
+
+
+def kubeconfig_command(
+    name: str, parent: pulumi.Resource, storage: list[pulumi.Resource], triggers: list[Any], **command: Any
+) -> Provisioned:
+    """The cluster as one local command printing its kubeconfig (a secret in the state, so logged: stderr);
+    a changed trigger is a new cluster, the old one deleted first."""
+    opts = pulumi.ResourceOptions(
+        parent=parent, additional_secret_outputs=["stdout"], delete_before_replace=True, depends_on=storage
     )
+    create = local.Command(
+        name, interpreter=BASH, triggers=triggers, logging=local.Logging.STDERR, opts=opts, **command
+    )
+    return Provisioned(nodes=[create], kubeconfig=create.stdout, storage=storage)
 
 
 def remote_script(environment: Mapping[str, str], *names: str) -> str:
