@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from components.cluster import (
     ClusterArgs,
@@ -18,6 +20,7 @@ from components.cluster import (
 )
 from components.settings import DNS_LABEL, DNS_LABEL_RULE, Values, at_least, error, matching, one_of
 
+T = TypeVar("T")
 K3S_VERSION = re.compile(r"^v[0-9]+\.[0-9]+\.[0-9]+\+k3s[0-9]+$")
 K3S_IMAGE_REPOSITORY = "rancher/k3s"
 
@@ -64,11 +67,10 @@ def _docker_nodes(values: Values, gpus_per_node: int) -> DockerNodes:
     return DockerNodes(image=image, airgap_images=airgap_images)
 
 
-def _existing_cluster(values: Values, kubeconfig: str | None) -> ExistingCluster:
-    """Parsed and reduced; its server is asked later."""
-    path, context = str(values["kubeconfigPath"]), str(values["kubeContext"])
+def asked(question: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """An existing cluster's kubeconfig or answer, a KubeconfigError as a StackConfigError."""
     try:
-        return read_kubeconfig(secret=kubeconfig, path=path, context=context)
+        return question(*args, **kwargs)
     except KubeconfigError as failure:
         raise error(failure.key, failure.problem) from None
 
@@ -99,7 +101,8 @@ def cluster_args(values: Values, kubeconfig: str | None = None) -> ClusterArgs:
     docker: DockerNodes | None = None
     existing: ExistingCluster | None = None
     if kind == "existing":
-        existing = _existing_cluster(values, kubeconfig)
+        path, context = str(values["kubeconfigPath"]), str(values["kubeContext"])
+        existing = asked(read_kubeconfig, secret=kubeconfig, path=path, context=context)
     if kind == "k3s":
         matching(values, "k3sVersion", K3S_VERSION, "a k3s release such as v1.33.6+k3s1")
         mode = one_of(values, "k3sMode", ["local", "remote", "docker"])

@@ -26,11 +26,11 @@ from components.cluster import (
     DOCKER_CLUSTER_LABEL,
     SHARED_STORAGE_PATH,
     ClusterArgs,
-    KubeconfigError,
     ask_api,
     check_api_server,
     read_custom_resource_definition,
 )
+from components.cluster_config import asked
 from components.settings import error
 
 
@@ -55,14 +55,6 @@ def unpushed_delivery(cluster: ClusterArgs) -> trainer_image.Delivery | None:
     if cluster.docker is not None:
         return trainer_image.DockerNodesImport(cluster.name, DOCKER_CLUSTER_LABEL)
     return trainer_image.K3sImport(cluster.remote) if cluster.existing is None else None
-
-
-def _asked(question: Any, *args: Any) -> Any:
-    """An existing cluster's answer, its failure as a StackConfigError."""
-    try:
-        return question(*args)
-    except KubeconfigError as failure:
-        raise error(failure.key, failure.problem) from None
 
 
 def parse_settings(
@@ -106,13 +98,13 @@ def parse_settings(
     trainer = kubeflow_trainer.trainer_args(values, on_k3s=cluster.kind == "k3s")
     existing = cluster.existing if ask_api_server else None
     if existing is not None:
-        _asked(check_api_server, existing)
-        crd = _asked(read_custom_resource_definition, existing, kubeflow_trainer.JOBSET_CRD)
+        asked(check_api_server, existing)
+        crd = asked(read_custom_resource_definition, existing, kubeflow_trainer.JOBSET_CRD)
         runtime = training_runtime.training_runtime_spec(job, "image")["template"]["spec"]
         kubeflow_trainer.check_jobset_crd(crd, runtime, existing.source_key)
     gpu_setup = None
     if gpu is not None:
-        answers = _asked(ask_api, existing, gpu_operator.INVENTORY_PATHS) if existing else None
+        answers = asked(ask_api, existing, gpu_operator.INVENTORY_PATHS) if existing else None
         inventory = gpu_operator.inventory_from_api(answers) if answers else None
         undecided = cluster.existing is not None and not ask_api_server
         gpu_setup = gpu_operator.checked_gpu_setup(*gpu, inventory, decided_by_up=undecided)

@@ -116,12 +116,8 @@ def train_job_spec(
     if args.object_store is not None:
         env += args.object_store.environment()
     if hf_token_secret is not None:
-        env.append(
-            {
-                "name": "HF_TOKEN",
-                "valueFrom": {"secretKeyRef": {"name": hf_token_secret, "key": hf_token_key}},
-            }
-        )
+        token = {"secretKeyRef": {"name": hf_token_secret, "key": hf_token_key}}
+        env.append({"name": "HF_TOKEN", "valueFrom": token})
     requests: dict[str, Any] = {"cpu": args.cpu_per_node, "memory": args.memory_per_node}
     limits: dict[str, Any] = {"memory": args.memory_per_node}
     if args.gpus_per_node:

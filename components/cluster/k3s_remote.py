@@ -117,12 +117,9 @@ class K3sRemote(ClusterProvider):
             )
             for index, host in enumerate(hosts.agents)
         ]
-        nodes: list[pulumi.CustomResource] = [server, *agents]
-        storage: list[pulumi.Resource] = []
-        if args.shared_storage:
-            storage = self._nfs(name, parent, hosts, connection, server, agents)
+        storage = self._nfs(name, parent, hosts, connection, server, agents) if args.shared_storage else []
         kubeconfig = server.stdout.apply(lambda text: rewrite_kubeconfig_server(text, join_url))
-        return Provisioned(nodes=nodes, kubeconfig=kubeconfig, storage=storage)
+        return Provisioned(nodes=[server, *agents], kubeconfig=kubeconfig, storage=storage)
 
     @staticmethod
     def _nfs(
