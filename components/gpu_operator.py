@@ -253,16 +253,12 @@ def time_slicing_config(replicas: int) -> str:
 
 def toolkit_env(cluster_kind: str, distribution: str = "") -> list[dict[str, str]]:
     """upstream: NVIDIA/gpu-operator controllers/object_controls.go @ v25.10.1 (the rest is forced under CDI)"""
-    if distribution == "rke2":
-        return [
-            {"name": "CONTAINERD_CONFIG", "value": RKE2_CONTAINERD_CONFIG},
-            {"name": "CONTAINERD_SOCKET", "value": K3S_CONTAINERD_SOCKET},
-        ]
-    if "k3s" in (cluster_kind, distribution):
-        # k3s rewrites this file at start and adds the `nvidia` runtime itself once the toolkit's binary exists.
+    if distribution == "rke2" or "k3s" in (cluster_kind, distribution):
+        # k3s rewrites its file at start and adds the `nvidia` runtime itself once the toolkit's binary exists.
         # upstream: k3s-io/k3s pkg/agent/containerd/nvidia.go @ v1.33.6+k3s1
+        config = RKE2_CONTAINERD_CONFIG if distribution == "rke2" else K3S_CONTAINERD_CONFIG
         return [
-            {"name": "CONTAINERD_CONFIG", "value": K3S_CONTAINERD_CONFIG},
+            {"name": "CONTAINERD_CONFIG", "value": config},
             {"name": "CONTAINERD_SOCKET", "value": K3S_CONTAINERD_SOCKET},
         ]
     if cluster_kind == "kind":
