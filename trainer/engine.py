@@ -57,17 +57,11 @@ def use_bf16(config: TrainConfig, device: torch.device) -> bool:
 
 
 def zero_stage(config: TrainConfig, world_size: int) -> int:
-    """The ZeRO stage the engine runs: train.zero_stage with two or more data-parallel ranks, 0 with one.
-
-    ZeRO 1-3 partition the optimizer state (1), the gradients (2) and the weights (3) over the data-parallel
-    ranks; one rank has nothing to partition. DeepSpeed's ZeRO optimizer still works tensor by tensor on the
-    host at every step there (deepspeed 0.19.8 runtime/zero/stage_1_and_2.py: a gradient hook per parameter
-    copying into a reduction bucket, an inf/NaN test and a norm per gradient tensor, every bf16 weight
-    re-pointed into the flat buffer one by one; about 50 aten ops per parameter tensor per step), and on a GPU
-    the device then waits for the host: ZeRO 1 trained GPT-2 124M at 0.53 of a plain PyTorch loop on an H200
-    (docs/benchmarks.md). ZeRO 0 is the plain loop's dtype policy and optimizer (see deepspeed_config).
-    The one exception, a checkpoint of the earlier DeepSpeed layout that only its own stage loads, is
-    trainer.checkpoint.resume_stage's.
+    """The ZeRO stage the engine runs: train.zero_stage with two or more data-parallel ranks, 0 with one, which
+    has nothing to partition while DeepSpeed's ZeRO optimizer still works tensor by tensor on the host (ZeRO 1
+    trained GPT-2 124M at 0.53 of a plain PyTorch loop on an H200, docs/benchmarks.md). Checkpoints resume
+    at any stage, so this is the one policy.
+    upstream: deepspeed runtime/zero/stage_1_and_2.py (a gradient hook and copy per parameter) @ 0.19.8
     """
     return config.train.zero_stage if world_size > 1 else 0
 
@@ -150,9 +144,8 @@ class Engine:
 def build_engine(
     model: GPT, config: TrainConfig, device: torch.device, world_size: int, *, stage: int | None = None
 ) -> Engine:
-    """The engine for this many data-parallel ranks. stage: the ZeRO stage to run (the trainer's comes from
-    trainer.checkpoint.resume_stage); None: zero_stage(config, world_size). One line on stderr when one rank
-    runs stage 0 for a train.zero_stage of 1-3."""
+    """The engine for this many data-parallel ranks. stage: the ZeRO stage to run (tests force one); None:
+    zero_stage(config, world_size). One line on stderr when one rank runs stage 0 for a train.zero_stage of 1-3."""
     import deepspeed  # heavy: only once the process group exists
 
     train = config.train

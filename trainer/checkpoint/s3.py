@@ -1,50 +1,18 @@
 """Checkpoints in an S3-compatible object store: checkpoint.dir = s3://bucket/prefix.
 
-Layout under the prefix (the same tags and manifest as on a volume, trainer.checkpoint_storage):
-
-    step_000100/manifest.json         uploaded last: the checkpoint exists from this object on, and only while
-                                      its files match it (sizes, sha256); "objects" names their prefix
-    step_000100/<run>/shard_00000.pt  the files run <run> wrote for step 100 (one per rank); nothing moves
-                                      when the manifest publishes them
+    step_000100/manifest.json         uploaded last, with If-None-Match: * (a second publisher gets 412, or
+                                      409 racing it): the checkpoint exists from then on, while its files
+                                      match it; "objects" names their prefix
+    step_000100/<run>/shard_00000.pt  run <run>'s files of step 100 (one per rank); nothing moves to publish
     .run-<run>.lease                  rewritten every RENEW_SECONDS by rank 0 of run <run> while it lives
 
-Atomic publish without rename. An object store has no rename (a copy would write every byte twice), so every
-rank uploads its shard under the run's own prefix, and rank 0 publishes by uploading manifest.json under the
-checkpoint's prefix last, with `If-None-Match: *` (a conditional write), and a second publisher of the same
-step gets 412 PreconditionFailed (or, racing it, 409 ConditionalRequestConflict), and the first checkpoint
-stays whole. Where this is verified: Amazon S3 since 2024-08 (S3 User Guide, "How to prevent object
-overwrites with conditional writes", which documents both codes); versitygw v1.8.0, the tests' server
-(backend/posix/posix.go PutObject re-evaluates the precondition under the object's publish lock at commit,
-backend/common.go EvaluateObjectPutPreconditions; tests/trainer/test_checkpoint.py publishes twice against it).
-A store that answers 501 NotImplemented to the header gets a look-then-write instead, and one that ignores the
-header overwrites: two publishers at the very same moment may then both write, the last manifest wins, and it
-still names one run's complete files. A manifest is one PUT, which S3 makes visible whole or not at all, so a
-reader never sees half of one.
-
-Crashes and abandoned uploads. A writer killed mid-upload leaves its run's objects and, for a multipart
-upload, an incomplete upload (parts the store keeps but lists no object for) without a manifest: nothing
-reads them. A later run deletes the objects and aborts the uploads of runs that are not alive: a run is alive
-while its lease object is younger than LEASE_SECONDS by the store's clock (its Date header), since an object
-store has no lock that goes with a dead process. A run killed less than LEASE_SECONDS ago therefore still
-counts as alive (its leftovers go at a later start); a live run cut off from the store for longer than that
-may have its unpublished files removed, and its publish then fails (never a partial checkpoint). A bucket
-lifecycle rule AbortIncompleteMultipartUpload is a good second line for uploads nobody aborts.
-
-Concurrent writers. Ranks of one run write different objects (shard_<rank>) under the run's prefix; only
-rank 0 writes the manifest. Two runs write under different run prefixes and race only for the manifest,
-which the conditional write settles (above). Deleting a checkpoint deletes its manifest first (one DELETE:
-it stops being published at once), then the objects of the run it names; another run's files under the
-same step are left for the abandoned-run rule.
-
-Local disk. Each rank's shard is serialised to a temporary file (TMPDIR) and uploaded from it (multipart
-above MULTIPART_CHUNK_BYTES, so a retry resends a part, not the shard). Reading downloads each file into a
-per-process temporary directory (TMPDIR), checks its sha256 and memory-maps it from there; the
-directory is emptied when the run starts writing checkpoints and removed when the process ends.
-
-Credentials and endpoint come from the AWS SDK's own environment variables, which boto3 reads itself:
-AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL
-for a store other than Amazon S3, AWS_REGION; with an endpoint the requests use path-style addressing
-(s3-compatible stores do not all serve a bucket as a host name).
+An object store has no rename and no lock that dies with a process: publishing is the manifest's conditional
+PUT (a store answering 501 to the header gets look-then-write), and a run is alive while its lease is younger
+than LEASE_SECONDS by the store's clock; a later run removes dead runs' files and aborts their uploads.
+Deleting a checkpoint deletes its manifest first. Shards go through a temporary file (TMPDIR) both ways.
+Credentials and endpoint: boto3's own AWS_* variables (path-style addressing with an endpoint).
+upstream: S3 User Guide "How to prevent object overwrites with conditional writes" (412, 409) @ 2024-08
+upstream: versitygw backend/posix/posix.go PutObject (precondition under the publish lock) @ v1.8.0
 """
 
 from __future__ import annotations
@@ -65,7 +33,7 @@ from typing import Any
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
-from trainer.checkpoint_storage import (
+from trainer.checkpoint.layout import (
     MANIFEST,
     TAG_PATTERN,
     CheckpointError,
@@ -74,9 +42,10 @@ from trainer.checkpoint_storage import (
     files_problem,
     run_gone,
     sha256_of,
-    warn,
+    unsupported,
 )
 from trainer.config import ConfigError, parse_s3_url
+from trainer.metrics import warn
 from trainer.shared_files import LockState
 from trainer.sources import s3_client
 
@@ -108,7 +77,7 @@ def error_code(error: ClientError) -> str:
 
 
 class S3Storage:
-    """trainer.checkpoint_storage.Storage on s3://bucket/prefix (the module docstring has the layout and rules)."""
+    """trainer.checkpoint.layout.Storage on s3://bucket/prefix."""
 
     def __init__(self, url: str) -> None:
         """ConfigError (one line) for a URL that is not s3://bucket/prefix or an endpoint URL boto3 rejects."""
@@ -209,8 +178,7 @@ class S3Storage:
     # -- reading --
 
     def read_manifest(self, tag: str) -> tuple[dict[str, Any] | None, str | None]:
-        """(the manifest as written, None), or (None, why it cannot be used): missing, unreadable, or not of
-        this trainer's format (an object store never held DeepSpeed's per-rank layout of earlier trainers)."""
+        """(the manifest as written, None), or (None, why it cannot be used: missing, unreadable, unsupported)."""
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self.key(f"{tag}/{MANIFEST}"))["Body"]
             manifest = json.loads(body.read())
@@ -222,8 +190,8 @@ class S3Storage:
             return None, f"no readable {MANIFEST} ({type(error).__name__})"
         if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
             return None, f"no readable {MANIFEST} (no files)"
-        if manifest.get("format") is None:
-            return None, f"{MANIFEST} is not of this trainer's format"
+        if unsupported(manifest):
+            return None, f"it is {unsupported(manifest)}"
         return manifest, None
 
     def manifest(self, tag: str) -> dict[str, Any] | None:
@@ -308,11 +276,6 @@ class S3Storage:
         import torch  # only where a shard is written or read: never in `launch`
 
         return torch.load(self.local_copy(tag, name), map_location="cpu", mmap=True, weights_only=True)
-
-    def read_legacy(self, tag: str, name: str) -> Any:
-        import torch
-
-        return torch.load(self.local_copy(tag, name), map_location="cpu", mmap=True, weights_only=False)
 
     # -- writing --
 
