@@ -15,7 +15,6 @@ import json
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 from deepspeed.checkpoint import ds_to_universal
@@ -39,7 +38,8 @@ def main(stages: list[int]) -> None:
             engine.train_step(batch)
         with tempfile.TemporaryDirectory() as work:
             engine.engine.save_checkpoint(work, tag="step_3")
-            for inject in (False, True):  # True: --inject_missing_state (no Megatron universal_checkpoint_info)
+            # True: --inject_missing_state (this trainer writes no Megatron universal_checkpoint_info)
+            for inject in (False, True):
                 args = argparse.Namespace(input_folder=f"{work}/step_3", output_folder=f"{work}/universal-{inject}",
                                           num_extract_workers=1, num_merge_workers=1, keep_temp_folder=False,
                                           strict=True, inject_missing_state=inject)  # fmt: skip

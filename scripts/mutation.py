@@ -81,7 +81,10 @@ MODULES: dict[str, Module] = {
     # rules it shares with a directory (in layout.py and storage.py) are counted here.
     "checkpoint": Module(
         (*(f"trainer/checkpoint/{name}.py" for name in CHECKPOINT), "trainer/train.py"),
-        (*(f"trainer.checkpoint.{name}.*" for name in CHECKPOINT), "trainer.train.xǁTrainerǁresume__mutmut_*"),
+        (
+            *(f"trainer.checkpoint.{name}.*" for name in CHECKPOINT),
+            "trainer.train.xǁTrainerǁresume__mutmut_*",
+        ),
         ("tests/trainer/checkpoint",),
     ),
     "launch": Module(("trainer/launch.py",), ("trainer.launch.*",), ("tests/trainer/test_launch.py",)),
