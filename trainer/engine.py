@@ -74,16 +74,10 @@ def clips_itself(stage: int) -> bool:
 
 
 def deepspeed_config(config: TrainConfig, world_size: int, bf16: bool, stage: int) -> dict[str, Any]:
-    """DeepSpeed's config for the ZeRO stage the engine runs (zero_stage()). bf16 means two things, by stage:
-
-    - ZeRO 0: torch.autocast(bfloat16) around the forward, fp32 weights and gradients, the client fused
-      AdamW unwrapped (DeepSpeed's "torch_autocast"), the loop clipping: the dtype policy of a plain PyTorch
-      loop. DeepSpeed's "bf16" here would wrap AdamW in FP16_UnfusedOptimizer, which checks every gradient
-      for inf/NaN with one host sync per parameter tensor and copies fp32 master weights tensor by tensor at
-      every step, and accumulates micro-batch gradients in bf16.
-    - ZeRO 1-3: DeepSpeed's "bf16": bf16 weights and activations, fp32 master weights and AdamW state in the
-      ZeRO optimizer's flat partitions, the gradient norm and clipping done by that optimizer.
-    """
+    """DeepSpeed's config for the ZeRO stage the engine runs. bf16 at ZeRO 0 is torch.autocast over fp32
+    weights with the client AdamW unwrapped (a plain loop's policy; DeepSpeed's "bf16" there would wrap AdamW in
+    FP16_UnfusedOptimizer, one host sync per tensor per step); at ZeRO 1-3 DeepSpeed's "bf16" (bf16 weights,
+    fp32 master weights and AdamW state in the ZeRO partitions, clipping by that optimizer)."""
     train = config.train
     zero = stage > 0
     return {
@@ -178,11 +172,9 @@ def build_engine(
         config=deepspeed_config(config, world_size, bf16, stage),
     )
     if stage == 0 and world_size == 1:
-        # ZeRO 0 all-reduces the gradients after every accumulation boundary even alone: it flattens them
-        # into a bucket, all-reduces it over one rank and copies each tensor back (deepspeed 0.19.8
-        # runtime/engine.py allreduce_gradients -> buffered_allreduce_fallback; a few ops per parameter
-        # tensor). Over one rank that is the identity (no rescaling: gradient_predivide_factor 1 equals
-        # the world size), so skip it: _backward_epilogue and step() read this flag.
+        # ZeRO 0 flattens, all-reduces over one rank and copies back every gradient even alone: the identity
+        # (gradient_predivide_factor 1 is the world size), so skip it (_backward_epilogue and step() read this).
+        # upstream: deepspeed runtime/engine.py allreduce_gradients -> buffered_allreduce_fallback @ 0.19.8
         engine.enable_backward_allreduce = False
     compiled = False
     if train.compile and device.type == "cuda":

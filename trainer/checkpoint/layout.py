@@ -113,53 +113,33 @@ class RunLock(Protocol):
 class Storage(Protocol):
     """What CheckpointStore does to checkpoint.dir. Tags are `step_N`, staging names `step_N.tmp-<run>`.
     Every backend promises: `publish` makes a checkpoint appear whole or not at all and never over a complete
-    one; a checkpoint is trusted only while `verify` matches its files to its manifest; `remove` never leaves
-    a half-deleted checkpoint that looks published."""
+    one (False if the tag is there); a checkpoint is trusted only while `verify` matches its files to its
+    manifest ((manifest, None), else (None, why)); `remove` never leaves a half-deleted checkpoint that looks
+    published, and a name already gone is fine. `published` is newest first; `manifest` is unverified (None
+    if unreadable); `staged_problem` checks sizes only; `read_shard` loads weights only, on the CPU."""
 
-    def describe(self, name: str) -> str:
-        """Where a tag or staging name lives, for messages and metrics."""
-        ...
+    def describe(self, name: str) -> str: ...  # where a tag or staging name lives, for messages
 
-    def published(self) -> list[tuple[int, str]]:
-        """(step, tag) of every published checkpoint, newest first."""
-        ...
+    def published(self) -> list[tuple[int, str]]: ...
 
-    def published_at(self, tag: str) -> float:
-        """When a checkpoint was published, seconds since the epoch; OSError if it is gone."""
-        ...
+    def published_at(self, tag: str) -> float: ...  # seconds since the epoch; OSError if it is gone
 
-    def manifest(self, tag: str) -> dict[str, Any] | None:
-        """A published checkpoint's manifest as written, unverified (None if unreadable)."""
-        ...
+    def manifest(self, tag: str) -> dict[str, Any] | None: ...
 
-    def verify(self, tag: str) -> tuple[dict[str, Any] | None, str | None]:
-        """(manifest, None) if the checkpoint's files match its manifest (sizes and sha256), else (None, why)."""
-        ...
+    def verify(self, tag: str) -> tuple[dict[str, Any] | None, str | None]: ...
 
-    def write_shard(self, staging: str, name: str, state: dict[str, Any]) -> dict[str, Any]:
-        """Write one file (torch.save of state) into a staging name, durably; its manifest record."""
-        ...
+    def write_shard(self, staging: str, name: str, state: dict[str, Any]) -> dict[str, Any]: ...
 
-    def read_shard(self, tag: str, name: str) -> dict[str, Any]:
-        """One file of a published checkpoint, tensors on the CPU (weights only)."""
-        ...
+    def read_shard(self, tag: str, name: str) -> dict[str, Any]: ...
 
-    def staged_problem(self, staging: str, files: dict[str, Any]) -> str | None:
-        """Why a staging name does not hold the files its writers reported (sizes), or None."""
-        ...
+    def staged_problem(self, staging: str, files: dict[str, Any]) -> str | None: ...
 
-    def publish(self, staging: str, tag: str, manifest: dict[str, Any]) -> bool:
-        """Publish the staged files with their manifest as the tag; False if that tag is already there."""
-        ...
+    def publish(self, staging: str, tag: str, manifest: dict[str, Any]) -> bool: ...
 
-    def remove(self, name: str, run: str) -> None:
-        """Delete a published checkpoint or a staging name; a name already gone is fine."""
-        ...
+    def remove(self, name: str, run: str) -> None: ...
 
-    def run_lock(self, run: str) -> RunLock:
-        """The lock that says run `run` is alive."""
-        ...
+    def run_lock(self, run: str) -> RunLock: ...
 
-    def remove_abandoned(self, own_run: str) -> list[str]:
-        """Delete what runs that are not alive left unpublished; the ids of other live runs."""
-        ...
+    def remove_abandoned(
+        self, own_run: str
+    ) -> list[str]: ...  # removes dead runs' leftovers; other live runs
