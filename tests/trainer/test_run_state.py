@@ -13,13 +13,17 @@ from trainer.run_state import RunState
 def test_starts_are_counted_across_processes_and_the_file_is_replaced_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    replaced: list[Path] = []
     import trainer.run_state as run_state
 
+    replaced: list[Path] = []
+
     real = run_state.write_replacing
-    monkeypatch.setattr(
-        run_state, "write_replacing", lambda path, data: (replaced.append(path), real(path, data))
-    )
+
+    def recorded(path: Path, data: bytes) -> None:
+        replaced.append(path)
+        real(path, data)
+
+    monkeypatch.setattr(run_state, "write_replacing", recorded)
     output = tmp_path / "out" / "nested"  # created on the first update
     assert RunState(output).count_start() == 0
     state = RunState(output)  # a restarted process

@@ -4,6 +4,7 @@ complete (the package's shape follows torchtitan's components/checkpointer/). Im
     layout   names, manifest, the rules that verify them, the Storage protocol      (no torch)
     local    LocalStorage: a directory, published by rename(2)                      (no torch)
     s3       S3Storage: s3://bucket/prefix, published by a conditional PUT          (no torch)
+    s3_lease its RunLock: a lease object rank 0 keeps fresh                         (no torch)
     storage  open_storage and the look at checkpoint.dir before a run               (no torch)
     store    CheckpointStore: the background writer and the loader                  (torch)
 
