@@ -193,37 +193,34 @@ def test_errors_while_publishing_or_agreeing_fail_the_write(
         harness.store.wait()
 
 
-def test_a_complete_checkpoint_of_the_same_step_published_by_another_run_stays(
-    make_store: Any, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("damage", "kept", "warning"),
+    [
+        (None, True, "warning: {tag} was already published by another run; keeping it\n"),  # complete: stays
+        (
+            b"THE OTHER RUN'S",
+            False,
+            "warning: replacing {tag}: model.pt does not match its checksum\n",
+        ),  # replaced
+    ],
+)
+def test_a_checkpoint_of_the_same_step_another_run_published_stays_only_if_complete(
+    make_store: Any, capsys: pytest.CaptureFixture[str], damage: bytes | None, kept: bool, warning: str
 ) -> None:
     harness = make_store()
     storage = harness.store.storage
-    first = staged_directory(storage, "step_000010.tmp-aa", b"the other run's")
-    assert storage.publish("step_000010.tmp-aa", "step_000010", {"format": 2, "step": 10, "files": first})
-    harness.store.save(FakeEngine(), 10, {"step": 10}, {})
-    (write,) = harness.store.wait()
-    tag = harness.root / "step_000010"
-    assert (write.path, write.error) == (str(tag), None)
-    assert (tag / "model.pt").read_bytes() == b"the other run's" and not (tag / "shard_00000.pt").exists()
-    assert sorted(p.name for p in harness.root.glob("step_*")) == ["step_000010"]  # its staging removed
-    assert f"warning: {tag} was already published by another run; keeping it\n" in capsys.readouterr().err
-
-
-def test_an_incomplete_checkpoint_of_the_same_step_is_replaced(
-    make_store: Any, capsys: pytest.CaptureFixture[str]
-) -> None:
-    harness = make_store()
-    storage = harness.store.storage
-    files = staged_directory(storage, "step_000010.tmp-aa", b"weights")
+    files = staged_directory(storage, "step_000010.tmp-aa", b"the other run's")
     assert storage.publish("step_000010.tmp-aa", "step_000010", {"format": 2, "step": 10, "files": files})
-    (harness.root / "step_000010" / "model.pt").write_bytes(b"rotten!")
+    tag = harness.root / "step_000010"
+    if damage is not None:
+        (tag / "model.pt").write_bytes(damage)
     harness.store.save(FakeEngine(), 10, {"step": 10}, {})
     (write,) = harness.store.wait()
-    tag = harness.root / "step_000010"
     assert (write.path, write.error) == (str(tag), None)
-    assert read_manifest(tag)[0] is not None and (tag / "shard_00000.pt").exists()
-    assert sorted(p.name for p in harness.root.glob("step_*")) == ["step_000010"]
-    assert f"warning: replacing {tag}: model.pt does not match its checksum\n" in capsys.readouterr().err
+    assert (tag / "model.pt").exists() is kept and (tag / "shard_00000.pt").exists() is not kept
+    assert read_manifest(tag)[0] is not None
+    assert sorted(p.name for p in harness.root.glob("step_*")) == ["step_000010"]  # the staging removed
+    assert warning.format(tag=tag) in capsys.readouterr().err
 
 
 def test_a_replacement_that_loses_a_race_is_not_published(
