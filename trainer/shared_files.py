@@ -56,10 +56,8 @@ def _write_temporary(path: Path, data: bytes | memoryview) -> Path:
 
 
 def write_once(path: Path, data: bytes | memoryview) -> bool:
-    """Publish `data` at `path` unless a file is there already; True if this call published it.
-
-    Either way `path` then holds one writer's whole data. (NFS: a retransmitted link(2) whose first try
-    succeeded answers EEXIST; that reads as "someone else published it", which is harmless here.)"""
+    """Publish `data` at `path` unless a file is there already; True if this call published it. Either way
+    `path` then holds one writer's whole data (an NFS link(2) retried after success reads as another's)."""
     temporary = _write_temporary(path, data)
     try:
         os.link(temporary, path)

@@ -112,8 +112,7 @@ class CheckpointStore:
     # -- saving --
 
     def prepare(self, engine: Any) -> None:
-        """Decide which rank writes which parameter; on a GPU start allocating this rank's pinned host
-        buffers in the background. Called once the engine is built (save calls it if nobody did)."""
+        """Decide which rank writes which parameter; on a GPU start allocating this rank's pinned buffers."""
         named = list(engine.module.named_parameters())
         shapes = {name: tuple(getattr(p, "ds_shape", p.shape)) for name, p in named}  # ZeRO 3: ds_shape
         sizes = [(name, math.prod(shape)) for name, shape in shapes.items()]
@@ -127,8 +126,8 @@ class CheckpointStore:
     def save(
         self, engine: Any, step: int, client_state: dict[str, Any], manifest_extra: dict[str, Any]
     ) -> None:
-        """Snapshot the state to host memory and write it in the background. Waits first for a write
-        still in flight (and raises CheckpointError if that one failed)."""
+        """Snapshot the state to host memory and write it in the background, after the write in flight
+        (CheckpointError if that one failed)."""
         start = time.perf_counter()
         self._finish_in_flight()
         waited = time.perf_counter() - start
@@ -159,8 +158,7 @@ class CheckpointStore:
         return self.poll()
 
     def close(self, wait: bool) -> None:
-        """End of the run: wait for the write in flight (unless the run is failing: then it is abandoned,
-        unpublished) and free this run's lock."""
+        """End of the run: wait for the write in flight (a failing run abandons it) and free the run lock."""
         if wait:
             self._finish_in_flight()
         if self.lock is not None and self.in_flight is None:
@@ -208,8 +206,7 @@ class CheckpointStore:
     def _publish(
         self, write: Write, reports: list[Any], manifest_extra: dict[str, Any]
     ) -> tuple[str | None, str | None]:
-        """Rank 0's writer: the manifest, the atomic rename, the old checkpoints' removal.
-        Returns (published path, None) or (None, why not)."""
+        """Rank 0's writer: publish, then remove superseded checkpoints; (path, None) or (None, why not)."""
         storage = self.storage
         errors = [error for _, error in reports if error]
         if errors:
