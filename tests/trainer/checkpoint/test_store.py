@@ -438,3 +438,20 @@ def test_loading_restores_the_state_and_this_ranks_rng(
     assert (
         capsys.readouterr().err == "warning: rank 2: step_000010 was written by 2 rank(s): RNG starts fresh\n"
     )
+
+
+def test_only_rank_0_counts_the_published_checkpoints(
+    make_store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    main = make_store()
+    for step in (10, 20):
+        main.store.save(FakeEngine(), step, {"step": step}, {})
+    main.store.wait()
+    assert main.store.published_count() == 2
+    other = make_store(rank=1, world_size=2, from_main=["00000000000b", 2])
+
+    def not_on_this_rank() -> list[tuple[int, str]]:
+        raise AssertionError("a rank other than 0 lists checkpoint.dir")
+
+    monkeypatch.setattr(other.store.storage, "published", not_on_this_rank)
+    assert other.store.published_count() == 2  # rank 0's count
