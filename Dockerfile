@@ -1,5 +1,5 @@
 # The trainer image: `python -m trainer ...` on a CUDA PyTorch base, or on a plain Python base with PyTorch's
-# CPU wheels (what a stack with gpusPerNode 0 builds: components/settings.py CPU_BUILD_ARGS).
+# CPU wheels (what a stack with gpusPerNode 0 builds: components/trainer_image.py CPU_BUILD_ARGS).
 # Layers go from rarely to often changed, so a code-only change rebuilds only the last one, and the heavy ones
 # (base, torch, requirements) are the same for every stack that builds this Dockerfile with the same arguments.
 #

@@ -1,25 +1,22 @@
-"""trainstack: a cluster, the GPU Operator, Kubeflow Trainer, access, the trainer image and a TrainJob.
-
-Reads the stack's config (validated before anything is declared) and composes the components.
-"""
+"""trainstack: a cluster, the GPU Operator, Kubeflow Trainer, access, the trainer image and a TrainJob,
+composed here once components/stack.py has checked every component's Args."""
 
 import pulumi
 
-from components.access import Access
+from components.access import HF_TOKEN_KEY, Access
 from components.cluster import Cluster
 from components.cluster.kubeconfig import with_namespace
 from components.gpu_operator import GpuOperator
 from components.kubeflow_trainer import KubeflowTrainer
 from components.mlflow_server import MlflowServer
 from components.monitoring import TrainingMonitoring
-from components.settings import load_settings
+from components.stack import load_settings
 from components.trainer_image import PrePull, TrainerImage
 from components.training_job import TrainingJob
+from components.training_runtime import GPU_TOLERATIONS, TRAINER_UID
 
 settings = load_settings()
-
 cluster = Cluster("cluster", settings.cluster)
-
 gpu_operator = None
 if settings.gpu:
     pulumi.log.info(settings.gpu.summary)
@@ -33,7 +30,7 @@ if settings.gpu:
 
 
 def _after(gates: list[pulumi.Resource]) -> pulumi.ResourceTransformation:
-    """Makes a component's every resource wait for gates (depends_on on a component does not reach its children)."""
+    """Every resource of a component waits for gates (a component's depends_on does not reach its children)."""
 
     def transform(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult:
         waits = pulumi.ResourceOptions(depends_on=gates)
@@ -42,16 +39,14 @@ def _after(gates: list[pulumi.Resource]) -> pulumi.ResourceTransformation:
     return transform
 
 
-# The GPU Operator's toolkit restarts containerd (and k3s with it): whatever else talks to the cluster waits
-# until it is done, and at destroy is gone before the operator is removed.
+# The toolkit restarts containerd (and k3s): all else on the cluster waits for it, and at destroy goes first.
 gpu_gates: list[pulumi.Resource] = [gpu_operator.ready] if gpu_operator else []
 on_cluster = pulumi.ResourceOptions(providers=[cluster.provider], transformations=[_after(gpu_gates)])
 trainer = KubeflowTrainer(
     "kubeflow-trainer", settings.trainer, kubeconfig=cluster.kubectl_kubeconfig, opts=on_cluster
 )
 access = Access("access", settings.access, on_cluster)
-# The build waits for nothing (it needs no cluster); the delivery into the nodes waits for the cluster and
-# runs beside the Trainer and GPU Operator installs: a pushed image is pre-pulled on every node.
+# The build needs no cluster; the delivery waits for it and runs beside the Trainer and GPU Operator installs.
 image = TrainerImage(
     "trainer-image",
     settings.image,
@@ -62,10 +57,10 @@ image = TrainerImage(
         image_pull_secret=access.image_pull_secret,
         provider=cluster.provider,
         job_name=settings.job.job_name,
-        gpu_nodes=bool(settings.job.gpus_per_node),
+        uid=TRAINER_UID,
+        tolerations=GPU_TOLERATIONS if settings.job.gpus_per_node else (),
     ),
 )
-
 # Optional: a tracking server the job logs to (it must answer before the job starts).
 mlflow = (
     MlflowServer(
@@ -79,7 +74,6 @@ mlflow = (
     if settings.mlflow_server
     else None
 )
-
 job = TrainingJob(
     "training",
     settings.job,
@@ -87,6 +81,7 @@ job = TrainingJob(
     service_account=access.service_account,
     image=image.reference,
     hf_token_secret=access.hf_token_secret,
+    hf_token_key=HF_TOKEN_KEY,
     image_pull_secret=access.image_pull_secret,
     kubeconfig=cluster.kubectl_kubeconfig,
     start_after=[
@@ -104,7 +99,6 @@ if settings.monitoring:
         settings.monitoring,
         pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[access])),
     )
-
 # The namespace in its context: kubectl and the Kubeflow SDK look where the job is without being told.
 pulumi.export(
     "kubeconfig", cluster.kubeconfig.apply(lambda text: with_namespace(text, settings.access.namespace))

@@ -1,4 +1,2 @@
-"""trainstack's Pulumi components: one ComponentResource per module, composed by __main__.py.
-
-Importing this package is cheap on purpose: Helm runs components.webhook_patch as a post-renderer.
-"""
+"""trainstack's Pulumi components, one per module, composed by __main__.py. Cheap to import on purpose:
+Helm runs components.webhook_patch as a post-renderer."""

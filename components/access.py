@@ -9,20 +9,20 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.settings import DNS_LABEL, DNS_LABEL_RULE, Values, error, matching
+
 HF_TOKEN_SECRET = "hf-token"
 HF_TOKEN_KEY = "token"
 REGISTRY_SECRET = "registry-credentials"
+TRAINING_SERVICE_ACCOUNT = "trainer"
 
 
 @dataclass(frozen=True)
 class RegistryCredentials:
-    """A private registry login."""
+    """A private registry login; the password a Pulumi secret."""
 
-    # Registry host, e.g. ghcr.io.
     server: str
-    # User name.
     username: str
-    # Password or token (a Pulumi secret).
     password: pulumi.Input[str]
 
 
@@ -30,22 +30,37 @@ class RegistryCredentials:
 class AccessArgs:
     """The namespace and identity of the training pods."""
 
-    # Namespace of the job and everything it uses.
     namespace: str
-    # ServiceAccount the training pods run as.
     service_account: str
-    # ConfigMap holding the training config, the one object the pods may read through the API.
-    config_map: str
-    # Hugging Face token (a Pulumi secret); None creates no Secret.
-    hf_token: pulumi.Input[str] | None = None
-    # Private registry login; None creates no image pull secret.
-    registry: RegistryCredentials | None = None
+    config_map: str  # the training config, the one object the pods may read through the API
+    hf_token: pulumi.Input[str] | None = None  # a Pulumi secret; None creates no Secret
+    registry: RegistryCredentials | None = None  # None creates no image pull secret
 
 
 def docker_config_json(server: str, username: str, password: str) -> str:
-    """The .dockerconfigjson payload of a kubernetes.io/dockerconfigjson Secret."""
     auth = base64.b64encode(f"{username}:{password}".encode()).decode()
     return json.dumps({"auths": {server: {"username": username, "password": password, "auth": auth}}})
+
+
+def namespace(values: Values) -> str:
+    return matching(values, "namespace", DNS_LABEL, DNS_LABEL_RULE)
+
+
+def registry_credentials(values: Values, password: pulumi.Input[str] | None) -> RegistryCredentials | None:
+    server, username = str(values["registryServer"]), str(values["registryUsername"])
+    if password is None:
+        if username:
+            raise error(
+                "registryPassword",
+                "must be set (pulumi config set --secret registryPassword ...) when registryUsername is set",
+            )
+        return None
+    if not server or not username:
+        raise error(
+            "registryServer",
+            "registryServer and registryUsername must both be set when registryPassword is set",
+        )
+    return RegistryCredentials(server, username, password)
 
 
 class Access(pulumi.ComponentResource):
@@ -59,9 +74,7 @@ class Access(pulumi.ComponentResource):
     def __init__(self, name: str, args: AccessArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("trainstack:index:Access", name, None, opts)
         namespace = k8s.core.v1.Namespace(
-            f"{name}-namespace",
-            metadata={"name": args.namespace},
-            opts=pulumi.ResourceOptions(parent=self),
+            f"{name}-namespace", metadata={"name": args.namespace}, opts=pulumi.ResourceOptions(parent=self)
         )
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
         self.namespace = namespace.metadata.name
@@ -71,7 +84,6 @@ class Access(pulumi.ComponentResource):
             opts=in_namespace,
         )
         self.service_account = account.metadata.name
-
         self.hf_token_secret = None
         if args.hf_token is not None:
             token = k8s.core.v1.Secret(
@@ -82,7 +94,6 @@ class Access(pulumi.ComponentResource):
                 opts=in_namespace,
             )
             self.hf_token_secret = token.metadata.name
-
         self.image_pull_secret = None
         if args.registry is not None:
             registry = args.registry
@@ -98,7 +109,6 @@ class Access(pulumi.ComponentResource):
                 opts=in_namespace,
             )
             self.image_pull_secret = pull.metadata.name
-
         # Least privilege: read its own config and token by name, nothing cluster-scoped, no wildcards.
         readable = [("configmaps", args.config_map)]
         if args.hf_token is not None:

@@ -1,10 +1,5 @@
-"""The NVIDIA GPU Operator: container toolkit, device plugin and GPU discovery on every node.
-
-What the stack does for GPUs is decided before anything is created (gpu_setup): install the operator, or use
-the GPUs an existing cluster already offers (its own GPU Operator, or a managed cluster's device plugin), and
-which RuntimeClass the training pods name. The chart's and the operator's facts below are those of the pinned
-release; tests/upstream holds the upstream files the tests check them against.
-"""
+"""The NVIDIA GPU Operator (toolkit, device plugin, GPU discovery), or the GPUs an existing cluster already
+offers: decided before anything is created (gpu_setup), with the RuntimeClass the training pods name."""
 
 from __future__ import annotations
 
@@ -17,6 +12,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from components.settings import Values, at_least, error, one_of
 from components.shell import kubectl_command, script
 
 GPU_OPERATOR_NAMESPACE = "gpu-operator"
@@ -25,34 +21,26 @@ TIME_SLICING_CONFIG = "time-slicing-config"
 # gpuOperator: auto installs the operator unless the cluster already offers GPUs; install and skip force it.
 GPU_OPERATOR_MODES = ("auto", "install", "skip")
 GPU_RESOURCE = "nvidia.com/gpu"
-# The label on the stack's gpu-operator Namespace naming the stack that installed the operator: a second `up`
-# finds its own operator and keeps it, where another's is used and left alone.
+# Names the stack that installed the operator: a second `up` keeps its own, another's is used and left alone.
 OWNER_LABEL = "trainstack.dev/gpu-operator-owner"
-# k3s runs its own containerd: the toolkit edits that one's config and signals that one's socket. RKE2 (k3s's
-# sibling) keeps its config under its own data directory and the same socket.
+# k3s (and RKE2) run their own containerd: the toolkit edits that one's config and signals its socket.
 K3S_CONTAINERD_CONFIG = "/var/lib/rancher/k3s/agent/etc/containerd/config.toml"
 K3S_CONTAINERD_SOCKET = "/run/k3s/containerd/containerd.sock"
 RKE2_CONTAINERD_CONFIG = "/var/lib/rancher/rke2/agent/etc/containerd/config.toml"
 # An existing cluster's distribution, by its nodes' kubelet version (v1.33.6+k3s1, v1.33.6+rke2r1).
 DISTRIBUTIONS = ("k3s", "rke2")
-# The RuntimeClass the operator creates and names its own pods after (chart value operator.runtimeClass,
-# upstream: NVIDIA/gpu-operator deployments/gpu-operator/values.yaml @ v25.10.1); the operator also sets the
-# toolkit's CONTAINERD_RUNTIME_CLASS from it (controllers/object_controls.go transformForRuntime).
+# upstream: NVIDIA/gpu-operator deployments/gpu-operator/values.yaml @ v25.10.1 (operator.runtimeClass)
 RUNTIME_CLASS = "nvidia"
-# The operator's DaemonSets (upstream: NVIDIA/gpu-operator assets/state-*/0500_daemonset.yaml @ v25.10.1):
-# the toolkit, which restarts the containerd it configures (restart mode "signal", upstream:
-# NVIDIA/nvidia-container-toolkit cmd/nvidia-ctk-installer/container/runtime/containerd/containerd.go
-# @ v1.18.1), and the validator, Ready only once the toolkit, the device plugin and a CUDA workload passed.
+# The toolkit restarts the containerd it configures; the validator is Ready once a CUDA workload passed.
+# upstream: NVIDIA/gpu-operator assets/state-*/0500_daemonset.yaml @ v25.10.1
 TOOLKIT_DAEMONSET = "nvidia-container-toolkit-daemonset"
 VALIDATOR_DAEMONSET = "nvidia-operator-validator"
-# Waits for both DaemonSets to be Ready, riding out the API server's absence while k3s restarts with its
-# containerd; and, as the delete of a resource made before the release, for the toolkit's pods to be gone
-# (their cleanup restarts containerd again) before the namespace and the cluster go.
+# Wait for both DaemonSets (riding out k3s's restart); at delete, for the toolkit's cleanup to finish.
 READY_SCRIPT = script("gpu_operator_ready.sh")
 SETTLE_SCRIPT = script("gpu_operator_settle.sh")
 READY_TIMEOUT_SECONDS = 900
-# What gpu_setup asks an existing cluster (GET paths of the Kubernetes API; ClusterPolicy: group nvidia.com,
-# version v1, plural clusterpolicies, upstream: deployments/gpu-operator/crds/nvidia.com_clusterpolicies.yaml).
+# What gpu_setup asks an existing cluster (GET paths).
+# upstream: NVIDIA/gpu-operator deployments/gpu-operator/crds/nvidia.com_clusterpolicies.yaml @ v25.10.1
 INVENTORY_PATHS = {
     "nodes": "/api/v1/nodes",
     "clusterpolicies": "/apis/nvidia.com/v1/clusterpolicies",
@@ -63,36 +51,23 @@ INVENTORY_PATHS = {
 
 @dataclass(frozen=True)
 class GpuOperatorArgs:
-    """How to install the GPU Operator."""
-
-    # Helm chart version.
     version: str
-    # The cluster kind ("kind", "k3s", "existing"): where the toolkit finds containerd and its config.
-    cluster_kind: str
-    # Let the operator run its driver container; False when the hosts already have a driver.
-    install_driver: bool
-    # Time-slicing replicas per physical GPU; 0 leaves each GPU to one pod.
-    time_slicing_replicas: int
-    # The value of OWNER_LABEL on the operator's namespace (the stack's name).
-    owner: str = ""
-    # An existing cluster's distribution when it runs its own containerd ("k3s" or "rke2"), else "".
-    distribution: str = ""
+    cluster_kind: str  # where the toolkit finds containerd and its config
+    install_driver: bool  # False when the hosts already have a driver
+    time_slicing_replicas: int  # per physical GPU; 0: off
+    owner: str = ""  # OWNER_LABEL's value (the stack's name)
+    distribution: str = ""  # "k3s" or "rke2" when an existing cluster runs its own containerd
 
 
 @dataclass(frozen=True)
 class GpuInventory:
     """What GPU software an existing cluster already runs, as its API answered INVENTORY_PATHS."""
 
-    # Nodes advertising nvidia.com/gpu, with how many each can allocate.
-    gpu_nodes: Mapping[str, int]
-    # The RuntimeClass a ClusterPolicy names (its spec.operator.runtimeClass), or None without a ClusterPolicy.
-    operator_runtime_class: str | None
-    # Names of the cluster's RuntimeClasses.
+    gpu_nodes: Mapping[str, int]  # nodes advertising nvidia.com/gpu, with their allocatable count
+    operator_runtime_class: str | None  # a ClusterPolicy's spec.operator.runtimeClass; None: no ClusterPolicy
     runtime_classes: frozenset[str]
-    # The gpu-operator Namespace's OWNER_LABEL; None when there is no such namespace, "" when it has no label.
-    namespace_owner: str | None
-    # "k3s" or "rke2" when a node's kubelet says so (their containerd is their own), else "".
-    distribution: str = ""
+    namespace_owner: str | None  # the gpu-operator Namespace's OWNER_LABEL; None: no namespace, "": no label
+    distribution: str = ""  # "k3s" or "rke2" when a node's kubelet says so
 
     @property
     def has_operator(self) -> bool:
@@ -101,14 +76,9 @@ class GpuInventory:
 
 @dataclass(frozen=True)
 class GpuSetup:
-    """What the stack does for GPUs, decided before anything is created."""
-
-    # The operator to install; None when the cluster's own GPU software is used.
-    operator: GpuOperatorArgs | None
-    # The RuntimeClass the training pods name; None for the cluster's default runtime.
-    runtime_class: str | None
-    # One line saying which, logged at the start of every preview and update.
-    summary: str
+    operator: GpuOperatorArgs | None  # None: the cluster's own GPU software is used
+    runtime_class: str | None  # the training pods'; None: the cluster's default runtime
+    summary: str  # one line saying which, logged at every preview and update
 
 
 class GpuSetupError(ValueError):
@@ -116,8 +86,7 @@ class GpuSetupError(ValueError):
 
 
 def inventory_from_api(answers: Mapping[str, tuple[int, Any]]) -> GpuInventory | None:
-    """The inventory from the (HTTP status, parsed JSON body) of each INVENTORY_PATHS key; None when the API
-    did not let the stack read it (401/403: credentials from an exec plugin, or RBAC)."""
+    """From (HTTP status, JSON body) per INVENTORY_PATHS key; None on 401/403 (exec-plugin credentials, RBAC)."""
     if any(status in (401, 403) for status, _ in answers.values()):
         return None
     gpu_nodes: dict[str, int] = {}
@@ -134,7 +103,6 @@ def inventory_from_api(answers: Mapping[str, tuple[int, Any]]) -> GpuInventory |
     policies = (body.get("items") or []) if status == 200 else []  # 404: the CRD is not there
     if policies:
         operator = policies[0].get("spec", {}).get("operator") or {}
-        # The operator's own default when the ClusterPolicy names none (getRuntimeClassName).
         operator_runtime_class = operator.get("runtimeClass") or RUNTIME_CLASS
     classes = frozenset(item["metadata"]["name"] for item in answers["runtimeclasses"][1].get("items") or [])
     status, body = answers["namespace"]
@@ -145,10 +113,7 @@ def inventory_from_api(answers: Mapping[str, tuple[int, Any]]) -> GpuInventory |
 
 
 def gpu_setup(mode: str, args: GpuOperatorArgs, inventory: GpuInventory | None) -> GpuSetup:
-    """Install the operator or use the cluster's GPUs, and the RuntimeClass to name. Raises GpuSetupError.
-
-    inventory: an existing cluster's (None for a cluster the stack creates, or one whose API would not tell).
-    """
+    """inventory: an existing cluster's; None for one the stack creates or whose API would not tell."""
     installed = f"GPU Operator {args.version}: installed by the stack"
     if inventory is not None and inventory.distribution:
         args = replace(args, distribution=inventory.distribution)
@@ -205,11 +170,8 @@ def gpu_setup(mode: str, args: GpuOperatorArgs, inventory: GpuInventory | None) 
                 " not this stack's: delete it, or set skip"
             )
         return GpuSetup(
-            args,
-            RUNTIME_CLASS,
-            f"{installed}; no node advertises {GPU_RESOURCE} and no ClusterPolicy exists",
+            args, RUNTIME_CLASS, f"{installed}; no node advertises {GPU_RESOURCE} and no ClusterPolicy exists"
         )
-    # Use what is there: the operator's RuntimeClass where it exists, else the cluster's default runtime.
     wanted = inventory.operator_runtime_class or RUNTIME_CLASS
     runtime_class = wanted if wanted in inventory.runtime_classes else None
     what = (
@@ -226,10 +188,56 @@ def gpu_setup(mode: str, args: GpuOperatorArgs, inventory: GpuInventory | None) 
     )
 
 
+def gpu_operator_args(
+    values: Values, *, cluster_kind: str, gpus_per_node: int, owner: str
+) -> tuple[str, GpuOperatorArgs] | None:
+    """gpuOperator's mode and the operator's Args; None on a CPU stack. owner: OWNER_LABEL's value."""
+    replicas = at_least(values, "gpuTimeSlicingReplicas", 0)
+    if replicas == 1:
+        raise error("gpuTimeSlicingReplicas", "must be 0 (off) or >= 2, got 1")
+    if replicas and gpus_per_node > 1:
+        raise error(
+            "gpuTimeSlicingReplicas",
+            f"must be 0 when gpusPerNode > 1 (got {replicas} with gpusPerNode {gpus_per_node}): a pod"
+            " asking for several time-sliced GPUs could get slices of one GPU; time-slice with gpusPerNode 1",
+        )
+    mode = one_of(values, "gpuOperator", list(GPU_OPERATOR_MODES))
+    if not gpus_per_node:
+        return None
+    if cluster_kind == "kind" and not values["hostHasGpuDriver"]:
+        raise error(
+            "hostHasGpuDriver",
+            "must be true when clusterKind is kind: the kind node uses this machine's NVIDIA driver, and the"
+            " operator's driver container cannot load one from inside a node container",
+        )
+    version, install_driver = str(values["gpuOperatorVersion"]), not values["hostHasGpuDriver"]
+    return mode, GpuOperatorArgs(version, cluster_kind, install_driver, replicas, owner=owner)
+
+
+def checked_gpu_setup(
+    mode: str, operator: GpuOperatorArgs, inventory: GpuInventory | None, decided_by_up: bool = False
+) -> GpuSetup:
+    """gpu_setup as a StackConfigError. decided_by_up: the cluster was not asked (check_stack); auto waits."""
+    if decided_by_up and mode == "auto":
+        return GpuSetup(
+            None, None, "GPU Operator: decided by `up` from what the cluster offers (gpuOperator auto)"
+        )
+    try:
+        setup = gpu_setup(mode, operator, inventory)
+    except GpuSetupError as failure:
+        raise error("gpuOperator", str(failure)) from None
+    if setup.operator is None and operator.time_slicing_replicas:
+        raise error(
+            "gpuTimeSlicingReplicas",
+            "must be 0 when the stack does not install the GPU Operator (the cluster's device plugin keeps its"
+            f" own sharing config), got {operator.time_slicing_replicas}",
+        )
+    return setup
+
+
 def time_slicing_config(replicas: int) -> str:
-    """The device plugin's sharing config: every nvidia.com/gpu advertised `replicas` times, and a request for
-    more than one shared GPU refused (failRequestsGreaterThanOne, as NVIDIA recommends: two replicas of one GPU
-    are not two GPUs). upstream: NVIDIA/k8s-device-plugin api/config/v1/replicas.go @ v0.18.1."""
+    """Each GPU advertised `replicas` times; asking for >1 slice refused (two slices of one GPU are not two GPUs).
+    upstream: NVIDIA/k8s-device-plugin api/config/v1/replicas.go @ v0.18.1"""
     config = {
         "version": "v1",
         "flags": {"migStrategy": "none"},
@@ -244,33 +252,27 @@ def time_slicing_config(replicas: int) -> str:
 
 
 def toolkit_env(cluster_kind: str, distribution: str = "") -> list[dict[str, str]]:
-    """The container toolkit's environment beyond what the operator sets. Only settings the pinned operator and
-    toolkit honour: under the chart's default CDI mode the operator forces NVIDIA_RUNTIME_SET_AS_DEFAULT=false,
-    which wins over CONTAINERD_SET_AS_DEFAULT, and it sets CONTAINERD_RUNTIME_CLASS from operator.runtimeClass
-    itself (controllers/object_controls.go, cmd/nvidia-ctk-installer/container/runtime/runtime.go)."""
+    """upstream: NVIDIA/gpu-operator controllers/object_controls.go @ v25.10.1 (the rest is forced under CDI)"""
     if distribution == "rke2":
         return [
             {"name": "CONTAINERD_CONFIG", "value": RKE2_CONTAINERD_CONFIG},
             {"name": "CONTAINERD_SOCKET", "value": K3S_CONTAINERD_SOCKET},
         ]
     if "k3s" in (cluster_kind, distribution):
-        # k3s regenerates this file from its template at every start, dropping the toolkit's import of its
-        # drop-in; k3s then adds the `nvidia` runtime itself, as it finds the toolkit's
-        # /usr/local/nvidia/toolkit/nvidia-container-runtime (k3s-io/k3s pkg/agent/containerd/nvidia.go).
+        # k3s rewrites this file at start and adds the `nvidia` runtime itself once the toolkit's binary exists.
+        # upstream: k3s-io/k3s pkg/agent/containerd/nvidia.go @ v1.33.6+k3s1
         return [
             {"name": "CONTAINERD_CONFIG", "value": K3S_CONTAINERD_CONFIG},
             {"name": "CONTAINERD_SOCKET", "value": K3S_CONTAINERD_SOCKET},
         ]
     if cluster_kind == "kind":
-        # The node's /etc/containerd/config.toml as the source of the drop-in, not `containerd config dump`,
-        # whose version the toolkit misreads on containerd 2.x (upstream: NVIDIA/nvkind pkg/nvkind/node.go,
-        # `nvidia-ctk runtime configure --config-source=file`).
+        # The node's config.toml, not `containerd config dump`, whose version the toolkit misreads on 2.x.
+        # upstream: NVIDIA/nvkind pkg/nvkind/node.go (--config-source=file)
         return [{"name": "RUNTIME_CONFIG_SOURCE", "value": "file"}]
     return []
 
 
 def gpu_operator_values(args: GpuOperatorArgs) -> dict[str, Any]:
-    """The chart values for these args."""
     values: dict[str, Any] = {
         "driver": {"enabled": args.install_driver},
         "operator": {"runtimeClass": RUNTIME_CLASS},
@@ -287,11 +289,8 @@ class GpuOperator(pulumi.ComponentResource):
     """The GPU Operator Helm release, its namespace, the time-slicing config and a readiness gate."""
 
     release: k8s.helm.v3.Release
-    # Ready once the toolkit has configured (and restarted) containerd and the validator passed: everything
-    # else that talks to the cluster waits for it.
+    # Ready once the toolkit restarted containerd and the validator passed: all else on the cluster waits.
     ready: pulumi.Resource
-    # The RuntimeClass GPU pods name (created by the operator).
-    runtime_class: str = RUNTIME_CLASS
 
     def __init__(
         self,
@@ -301,7 +300,6 @@ class GpuOperator(pulumi.ComponentResource):
         kubeconfig: pulumi.Input[str],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """kubeconfig: the cluster's, for the readiness gate's kubectl."""
         super().__init__("trainstack:index:GpuOperator", name, None, opts)
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
@@ -337,9 +335,7 @@ class GpuOperator(pulumi.ComponentResource):
                     opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
                 )
             )
-        # helm.v3.Release, not helm.v4.Chart: a v4 Chart renders at preview through a provider whose
-        # kubeconfig is still unknown when this stack creates the cluster, and fails
-        # (pulumi/pulumi-kubernetes#3027, open). A Release installs during the update, once the cluster exists.
+        # helm.v3.Release: a v4 Chart renders at preview, before the cluster exists (pulumi-kubernetes#3027).
         values = gpu_operator_values(args)
         self.release = k8s.helm.v3.Release(
             name,

@@ -1,11 +1,6 @@
 #!/usr/bin/env bash
-# The GPU Operator's readiness gate (components/gpu_operator.py runs it after kubeconfig.sh): every pod of the
-# toolkit and validator DaemonSets Ready, three checks in a row. The toolkit restarts the containerd it
-# configures, and k3s, whose child that containerd is, restarts with it: until then kubectl may fail to
-# connect, which is a try, not an error. The validator is Ready only after the toolkit, the device plugin and
-# a CUDA workload passed, so nothing that talks to the cluster after this gate meets that restart.
-# Environment: NAMESPACE, the operator's; DAEMONSETS, names (space-separated); TIMEOUT, seconds;
-# KUBECONFIG, as kubectl reads it.
+# After kubeconfig.sh: every pod of DAEMONSETS in NAMESPACE Ready, three checks in a row, within TIMEOUT;
+# the toolkit restarts containerd (and k3s with it), so a failed kubectl is a try, not an error.
 set -euo pipefail
 deadline=$(($(date +%s) + TIMEOUT))
 read -ra names <<<"$DAEMONSETS"

@@ -1,10 +1,6 @@
 #!/usr/bin/env bash
-# Run at destroy after the GPU Operator's release is gone (components/gpu_operator.py, after kubeconfig.sh):
-# the toolkit's pods undo their containerd config on the way out and restart containerd (and k3s with it).
-# Waits until no toolkit pod is left and the API server answered three checks in a row, so that what is
-# deleted next (the namespace, the cluster) does not meet the restart.
-# Environment: NAMESPACE, the operator's; TOOLKIT_DAEMONSET, the toolkit's DaemonSet (its pods' app label);
-# TIMEOUT, seconds; KUBECONFIG, as kubectl reads it.
+# Delete, after the operator's release and kubeconfig.sh: waits until no TOOLKIT_DAEMONSET pod is left
+# (they undo their containerd config and restart it) and the API answered three times in a row.
 set -euo pipefail
 deadline=$(($(date +%s) + TIMEOUT))
 steady=0

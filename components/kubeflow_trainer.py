@@ -11,25 +11,23 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
+import yaml
 
+from components.settings import Values, error
 from components.shell import KubeconfigFile, kubectl_command, script
 
 TRAINER_NAMESPACE = "kubeflow-system"
 TRAINER_CHART = "oci://ghcr.io/kubeflow/charts/kubeflow-trainer"
 TRAINER_CHART_NAME = "kubeflow-trainer"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# Helm runs this executable on the rendered chart (see components/webhook_patch.py). The Release keeps the
-# path relative to the project (the providers run in the project directory) so that moving the checkout
-# changes nothing; the content hash of the patch goes into the Release instead, so that editing it upgrades.
+# Helm's post-renderer (components/webhook_patch.py), relative to the project so a moved checkout changes
+# nothing; the patch's content hash goes into the Release, so editing it upgrades.
 K3S_WEBHOOK_POSTRENDER = Path("components") / "k3s_webhook_postrender.sh"
 WEBHOOK_PATCH_FILES = (K3S_WEBHOOK_POSTRENDER, Path("components") / "webhook_patch.py")
-# The chart's runtime installer is a Helm hook Job on docker.io/alpine that runs `apk add kubectl`: it needs
-# the internet at install and at uninstall. The stack brings its own TrainingRuntime, so it stays off.
+# The chart's runtime installer (a hook Job that runs `apk add kubectl`) stays off: the stack brings its own.
 BASE_VALUES: dict[str, Any] = {"runtimes": {"defaultEnabled": False}}
-# Trainer's TrainJobStatus feature gate (alpha in v2.3.0, off by default): the controller serves the status
-# endpoint through which a training pod writes TrainJob.status.trainerStatus (see trainer/progress.py).
+# Alpha in v2.3.0: the pods write status.trainerStatus (trainer/progress.py).
 TRAINJOB_STATUS_VALUES: dict[str, Any] = {"manager": {"config": {"featureGates": {"TrainJobStatus": True}}}}
-# Admission webhook configurations of Trainer and of the JobSet it bundles (fixed names in both charts).
 WEBHOOK_CONFIGURATIONS = (
     "validatingwebhookconfiguration/validator.trainer.kubeflow.org",
     "mutatingwebhookconfiguration/defaulter.trainer.kubeflow.org",
@@ -37,16 +35,12 @@ WEBHOOK_CONFIGURATIONS = (
     "mutatingwebhookconfiguration/jobset-mutating-webhook-configuration",
 )
 
-# The controllers are Available and their webhooks serve with a CA bundle: kubeflow_trainer_ready.sh.
 READINESS_SCRIPT = script("kubeflow_trainer_ready.sh")
-# CRDs the chart installs from a crds/ directory, which Helm never deletes: JobSet's (kubernetes-sigs/jobset
-# v0.12.0, charts/jobset/crds/, the subchart Trainer 2.3.0 depends on; Trainer's own CRDs are templates, which
-# Helm deletes with the release). The stack deletes those it added (kubeflow_trainer_crds_*.sh).
+# CRDs from the chart's crds/ directory, which Helm never deletes: the stack deletes those it added.
+# upstream: kubernetes-sigs/jobset charts/jobset/crds/ @ v0.12.0
 JOBSET_CRD = "jobsets.jobset.x-k8s.io"
 CHART_CRDS = (JOBSET_CRD,)
-# The JobSet API version Trainer 2.3.0 creates JobSets with, and the release its chart installs; Helm never
-# upgrades a CRD under crds/, so a cluster that had an older JobSet keeps its older schema, and the API server
-# prunes the fields it lacks from every JobSet (jobset_schema_gaps).
+# Helm never upgrades a CRD under crds/: an older JobSet's schema would prune fields (jobset_schema_gaps).
 JOBSET_API_VERSION = "v1alpha2"
 JOBSET_RELEASE = "v0.12.0"
 JOBSET_CRD_URL = (
@@ -59,20 +53,14 @@ CRDS_DELETE_SCRIPT = script("kubeflow_trainer_crds_delete.sh")
 
 @dataclass(frozen=True)
 class KubeflowTrainerArgs:
-    """How to install Kubeflow Trainer."""
-
-    # Helm chart version (the Trainer release).
     version: str
-    # Rewrite every Trainer and JobSet admission webhook to failurePolicy Ignore (needed on k3s).
-    ignore_webhook_failures: bool
-    # Where the chart comes from: an oci:// reference, a chart repository URL, or a local chart directory.
-    chart: str = TRAINER_CHART
-    # Extra chart values, merged over BASE_VALUES (e.g. image overrides for mirrored images).
-    values: Mapping[str, Any] = field(default_factory=dict)
+    ignore_webhook_failures: bool  # every Trainer and JobSet webhook to failurePolicy Ignore (for k3s)
+    chart: str = TRAINER_CHART  # an oci:// reference, a chart repository URL, or a local chart directory
+    values: Mapping[str, Any] = field(default_factory=dict)  # merged over BASE_VALUES
 
 
 def merged_values(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    """base with extra merged in: mappings key by key, anything else replaced."""
+    """Mappings merged key by key, anything else replaced."""
     result = copy.deepcopy(dict(base))
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
@@ -83,17 +71,16 @@ def merged_values(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str
 
 
 def chart_source(chart: str, version: str) -> dict[str, Any]:
-    """The Release's chart, version and repository for an oci:// reference, a repository URL or a local path."""
+    """The Release's chart, version and repository."""
     if chart.startswith(("http://", "https://")):
         return {"chart": TRAINER_CHART_NAME, "version": version, "repository_opts": {"repo": chart}}
     if chart.startswith("oci://"):
         return {"chart": chart, "version": version}
-    # A local chart carries its own version (settings checked that it is this one).
-    return {"chart": chart}
+    return {"chart": chart}  # a local chart carries its own (checked) version
 
 
 def _schema_gaps(value: Any, schema: Mapping[str, Any], path: str) -> list[str]:
-    """Where value has what schema would prune (a field it does not define) or refuse (a value off its enum)."""
+    """What schema would prune (an undefined field) or refuse (a value off its enum)."""
     if isinstance(value, Mapping):
         properties = schema.get("properties")
         if properties is None:  # free-form (preserve-unknown-fields, additionalProperties): kept as is
@@ -114,9 +101,7 @@ def _schema_gaps(value: Any, schema: Mapping[str, Any], path: str) -> list[str]:
 
 
 def jobset_schema_gaps(crd: Mapping[str, Any], jobset_spec: Mapping[str, Any]) -> list[str]:
-    """What of jobset_spec (the JobSet spec a TrainingRuntime's template gives Trainer) the installed JobSet
-    CRD would drop or refuse: its fields missing from the CRD's JOBSET_API_VERSION schema (the API server
-    prunes them silently), its enum values the CRD does not allow, or no such version served at all."""
+    """What of the runtime's JobSet spec the installed CRD would silently prune or refuse, or no such version."""
     versions = {v.get("name"): v for v in (crd.get("spec") or {}).get("versions") or []}
     version = versions.get(JOBSET_API_VERSION)
     if version is None or not version.get("served"):
@@ -127,8 +112,52 @@ def jobset_schema_gaps(crd: Mapping[str, Any], jobset_spec: Mapping[str, Any]) -
     return _schema_gaps(jobset_spec, schema, "spec")
 
 
+def check_jobset_crd(crd: Mapping[str, Any] | None, jobset_spec: Mapping[str, Any], key: str) -> None:
+    """An existing cluster's JobSet CRD (None: none) must keep what the runtime needs. key: the stack key."""
+    gaps = jobset_schema_gaps(crd, jobset_spec) if crd else []
+    if gaps:
+        raise error(
+            key,
+            f"the cluster's {JOBSET_CRD} CRD lacks {'; '.join(gaps)}, which the training runtime needs"
+            f" (JobSet {JOBSET_RELEASE}, what the Trainer chart brings; Helm never upgrades a CRD the cluster"
+            f" has): upgrade JobSet there, its CRD with kubectl apply --server-side --force-conflicts -f"
+            f" {JOBSET_CRD_URL}",
+        )
+
+
+def trainer_args(values: Values, on_k3s: bool) -> KubeflowTrainerArgs:
+    version = str(values["trainerVersion"])
+    chart = str(values["trainerChart"])
+    if not chart.startswith(("oci://", "http://", "https://")):
+        chart_file = Path(chart).expanduser().resolve() / "Chart.yaml"
+        if not chart_file.is_file():
+            raise error(
+                "trainerChart",
+                f"must be an oci:// reference, a chart repository URL or a chart directory; {chart_file} does not exist",
+            )
+        metadata = yaml.safe_load(chart_file.read_text()) or {}
+        found = (metadata.get("name"), str(metadata.get("version")))
+        if found != (TRAINER_CHART_NAME, version):
+            raise error(
+                "trainerChart",
+                f"must hold {TRAINER_CHART_NAME} version {version} (trainerVersion), {chart_file} has {found[0]} {found[1]}",
+            )
+        chart = str(chart_file.parent)
+    try:
+        extra = yaml.safe_load(str(values["trainerChartValues"])) or {}
+    except yaml.YAMLError as failure:
+        raise error(
+            "trainerChartValues",
+            f"must be a YAML or JSON mapping of chart values: {' '.join(str(failure).split())}",
+        ) from None
+    if not isinstance(extra, dict):
+        raise error("trainerChartValues", f"must be a YAML or JSON mapping of chart values, got {extra!r}")
+    if values["trainJobProgress"]:
+        extra = merged_values(TRAINJOB_STATUS_VALUES, extra)  # trainerChartValues may still turn it off
+    return KubeflowTrainerArgs(version=version, ignore_webhook_failures=on_k3s, chart=chart, values=extra)
+
+
 def webhook_patch_digest() -> str:
-    """A hash of the post-renderer and the patch it runs."""
     digest = hashlib.sha256()
     for path in WEBHOOK_PATCH_FILES:
         digest.update((PROJECT_ROOT / path).read_bytes())
@@ -139,7 +168,6 @@ class KubeflowTrainer(pulumi.ComponentResource):
     """The Trainer Helm release and a readiness gate that TrainJobs wait for."""
 
     release: k8s.helm.v3.Release
-    ready: pulumi.Resource
 
     def __init__(
         self,
@@ -149,19 +177,15 @@ class KubeflowTrainer(pulumi.ComponentResource):
         kubeconfig: pulumi.Input[str] | KubeconfigFile,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """kubeconfig: the cluster's, for the readiness gate's kubectl."""
         super().__init__("trainstack:index:KubeflowTrainer", name, None, opts)
-        # A Pulumi resource rather than Helm's create_namespace, so that `pulumi destroy` removes it.
+        # Not Helm's create_namespace, so that `pulumi destroy` removes it.
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
             metadata={"name": TRAINER_NAMESPACE},
             opts=pulumi.ResourceOptions(parent=self),
         )
-        # helm.v3.Release, not helm.v4.Chart: a v4 Chart renders at preview through a provider whose
-        # kubeconfig is still unknown when this stack creates the cluster, and fails
-        # (pulumi/pulumi-kubernetes#3027, open). The webhook patch therefore cannot be a Pulumi transform
-        # (a Release's objects are not Pulumi resources); it is the Release's Helm post-renderer, which
-        # the provider runs both when it renders the chart for a diff and when it installs it.
+        # helm.v3.Release: a v4 Chart renders at preview, before the cluster exists (pulumi-kubernetes#3027);
+        # so the webhook patch is a Helm post-renderer, not a Pulumi transform.
         patched = args.ignore_webhook_failures
         # Before the release (so destroyed after it): which of the charts' crds/ CRDs this stack adds.
         crds = kubectl_command(
@@ -179,12 +203,12 @@ class KubeflowTrainer(pulumi.ComponentResource):
             namespace=TRAINER_NAMESPACE,
             values=merged_values(BASE_VALUES, args.values),
             postrender=f"./{K3S_WEBHOOK_POSTRENDER.as_posix()}" if patched else None,
-            # An input the provider diffs: a changed patch upgrades the release, which runs the post-renderer.
+            # Diffed: a changed patch upgrades the release.
             description=f"trainstack webhook patch {webhook_patch_digest()}" if patched else None,
             timeout=600,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, crds]),
         )
-        self.ready = kubectl_command(
+        kubectl_command(  # the gate TrainJobs wait for (they depend on this component)
             f"{name}-ready",
             kubeconfig=kubeconfig,
             script=READINESS_SCRIPT,

@@ -1,16 +1,10 @@
 #!/usr/bin/env bash
-# The Kubeflow Trainer readiness gate (components/kubeflow_trainer.py runs it after kubeconfig.sh): the
-# controllers' Deployments are Available, every admission webhook that exists has a CA bundle (the
-# controllers inject it after start-up), and every Service those webhooks call has a ready endpoint in its
-# EndpointSlices: the API server sends an admission request to a ready endpoint of the Service, and with
-# none the request fails, which fails the object under a failurePolicy: Fail webhook (an Available Deployment
-# says nothing about the Service's endpoints; kueue hit this in its own CI). Only then is a TrainJob admitted.
-# Environment: NAMESPACE, the release's namespace; WEBHOOKS, the webhook configurations to wait for
-# (kind/name, space-separated); KUBECONFIG, as kubectl reads it.
+# After kubeconfig.sh: NAMESPACE's Deployments Available, and each of WEBHOOKS with a CA bundle and a ready
+# Service endpoint (without one, admission fails under failurePolicy Fail).
 set -euo pipefail
 kubectl -n "$NAMESPACE" wait deployment --all --for=condition=Available --timeout=600s
 deadline=$(($(date +%s) + 300))
-# wait_for WHAT COMMAND...: runs COMMAND until it prints something, failing after the deadline.
+# wait_for WHAT COMMAND...: until COMMAND prints something, or fail at the deadline.
 wait_for() {
   local what=$1
   shift

@@ -1,12 +1,5 @@
-"""An MLflow tracking server in the cluster (optional, `mlflowServer: true`), for the job's experiment tracking.
-
-It runs from the trainer image itself (which carries mlflow-skinny and what `mlflow server` needs, see
-trainer/requirements.txt), so it needs no registry and no other image: a Deployment of one replica, its
-SQLite store and artifacts on a PersistentVolumeClaim, and a Service `mlflow` on port 5000. The training
-config points at it (output.tracking_uri = `tracking_uri(namespace)`); the TrainJob waits until the server is
-ready. Clients reach the REST API through the Service, or from a workstation with
-`kubectl -n <namespace> port-forward svc/mlflow 5000`. mlflow-skinny has no web UI.
-"""
+"""An MLflow tracking server (`mlflowServer: true`) the job logs to and waits for: the trainer image's
+mlflow-skinny, SQLite and artifacts on a claim, the Service `mlflow` on port 5000."""
 
 from __future__ import annotations
 
@@ -16,6 +9,8 @@ from typing import Any, cast
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.settings import QUANTITY, Values, matching
+
 SERVICE_NAME = "mlflow"
 PORT = 5000
 DATA_MOUNT = "/mlflow"
@@ -24,14 +19,12 @@ HEALTH_PATH = "/health"
 
 
 def tracking_uri(namespace: str) -> str:
-    """The in-cluster address of the server (the Service's cluster DNS name)."""
     return f"http://{SERVICE_NAME}.{namespace}.svc.cluster.local:{PORT}"
 
 
 def allowed_hosts(namespace: str) -> list[str]:
-    """Host headers the server accepts: the Service's DNS names and a port-forward's localhost. MLflow 3's
-    security middleware (mlflow/server/security_utils.py) otherwise allows only localhost and private IPs,
-    and rejects a request to http://mlflow.<namespace>.svc... with 403."""
+    """The Service's DNS names and localhost: MLflow 3's security middleware otherwise answers them 403.
+    upstream: mlflow/mlflow mlflow/server/security_utils.py @ v3"""
     names = [
         f"{SERVICE_NAME}.{namespace}.svc.cluster.local",
         f"{SERVICE_NAME}.{namespace}.svc",
@@ -44,8 +37,7 @@ def allowed_hosts(namespace: str) -> list[str]:
 
 
 def server_command(data_dir: str, namespace: str, port: int = PORT, host: str = "0.0.0.0") -> list[str]:
-    """`mlflow server` with a SQLite store and proxied artifacts under data_dir: clients upload artifacts
-    through the server (mlflow-artifacts:/ URIs), so the training pods need no access to its volume."""
+    """Proxied artifacts: clients upload through the server, so the training pods need no access to its volume."""
     return [
         "python", "-m", "mlflow", "server",
         "--backend-store-uri", f"sqlite:///{data_dir}/mlflow.db",
@@ -63,14 +55,16 @@ SERVER_ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 @dataclass(frozen=True)
 class MlflowServerArgs:
-    """The tracking server's place and storage."""
-
-    # Namespace of the server (the job's).
     namespace: str
-    # Size of its claim (SQLite store and artifacts).
-    storage_size: str
-    # StorageClass of its claim; empty means the cluster default.
-    storage_class: str = ""
+    storage_size: str  # its claim: SQLite store and artifacts
+    storage_class: str = ""  # empty: the cluster default
+
+
+def mlflow_args(values: Values, namespace: str) -> MlflowServerArgs | None:
+    if not values["mlflowServer"]:
+        return None
+    size = matching(values, "mlflowStorageSize", QUANTITY, "a Kubernetes quantity such as 5Gi")
+    return MlflowServerArgs(namespace, size, str(values["checkpointStorageClass"]))
 
 
 class MlflowServer(pulumi.ComponentResource):
@@ -88,7 +82,6 @@ class MlflowServer(pulumi.ComponentResource):
         start_after: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """image: the trainer image; start_after: what must exist first (the namespace, the image on the nodes)."""
         super().__init__("trainstack:index:MlflowServer", name, None, opts)
         labels: dict[str, str] = {
             "app.kubernetes.io/name": "mlflow",

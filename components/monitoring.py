@@ -1,11 +1,5 @@
-"""Prometheus access to the training job's /metrics (served by rank 0, see trainer/prometheus.py).
-
-A Service `<job>-metrics` in front of the rank-0 pod (any Prometheus, or `kubectl port-forward`, reaches it
-by name), and, with `prometheusPodMonitor: true`, a PodMonitor (monitoring.coreos.com/v1) that a Prometheus
-Operator's Prometheus picks up. Whether a cluster has the Operator's CRDs cannot be asked at preview (the
-cluster may not exist yet), so the stack's config says so; a PodMonitor on a cluster without the CRD fails
-`pulumi up` with "no matches for kind PodMonitor".
-"""
+"""Prometheus access to rank 0's /metrics (trainer/prometheus.py): the Service `<job>-metrics`, and with
+`prometheusPodMonitor: true` a PodMonitor (whether the cluster has its CRD cannot be asked at preview)."""
 
 from __future__ import annotations
 
@@ -14,6 +8,8 @@ from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
+
+from components.settings import Values, error, port
 
 PORT_NAME = "metrics"
 METRICS_PATH = "/metrics"
@@ -24,27 +20,38 @@ POD_MONITOR_API_VERSION = "monitoring.coreos.com/v1"
 class MonitoringArgs:
     """Where rank 0's /metrics is and how Prometheus finds it."""
 
-    # Namespace of the job.
     namespace: str
-    # Name of the TrainJob: the Service is <job>-metrics.
-    job_name: str
-    # Port rank 0 serves /metrics on (the container port named "metrics").
-    port: int
-    # Labels of the rank-0 pod only (the other pods serve nothing).
-    rank0_labels: Mapping[str, str] = field(default_factory=dict)
-    # Also declare a PodMonitor (the cluster must have the Prometheus Operator's CRDs).
-    pod_monitor: bool = False
-    # Scrape interval of the PodMonitor, e.g. 30s.
+    job_name: str  # the Service is <job>-metrics
+    port: int  # the container port named "metrics"
+    rank0_labels: Mapping[str, str] = field(default_factory=dict)  # the rank-0 pod only
+    pod_monitor: bool = False  # the cluster must have the Prometheus Operator's CRDs
     scrape_interval: str = "30s"
 
 
 def pod_monitor_spec(args: MonitoringArgs) -> dict[str, object]:
-    """The PodMonitor's spec (fields of prometheus-operator's monitoring.coreos.com/v1 PodMonitor)."""
     return {
         "selector": {"matchLabels": dict(args.rank0_labels)},
         "namespaceSelector": {"matchNames": [args.namespace]},
         "podMetricsEndpoints": [{"port": PORT_NAME, "path": METRICS_PATH, "interval": args.scrape_interval}],
     }
+
+
+def metrics_port(values: Values) -> int:
+    number = port(values, "metricsPort")
+    if values["prometheusPodMonitor"] and not number:
+        raise error("prometheusPodMonitor", "needs metricsPort > 0 (the port the PodMonitor scrapes)")
+    return number
+
+
+def monitoring_args(
+    values: Values, *, namespace: str, job_name: str, rank0_labels: Mapping[str, str]
+) -> MonitoringArgs | None:
+    number = metrics_port(values)
+    if not number:
+        return None
+    return MonitoringArgs(
+        namespace, job_name, number, rank0_labels, pod_monitor=bool(values["prometheusPodMonitor"])
+    )
 
 
 class TrainingMonitoring(pulumi.ComponentResource):

@@ -1,62 +1,78 @@
-"""The trainer image: built from the repository's Dockerfile, tagged by content, pushed or delivered to the nodes.
-
-pulumi-docker's `docker.Image` (v5.1.0, provider/image.go and provider/provider.go read at that tag) builds it
-through the Docker Engine API with BuildKit (Docker 23+'s default builder), and pushes it unless `skip_push`. It
-rebuilds when its inputs differ from the state's (the image name, which carries the content tag below, the
-build options, and a hash of the build context it adds itself); registry username and password changes do
-not rebuild. Its delete does nothing, so a small command removes the local tag on destroy.
-
-The build needs no cluster and waits for none: it runs while the cluster is created and the Trainer and the GPU
-Operator are installed. Only the delivery waits for the cluster (`deliver_after`), and it starts as soon as
-the image exists, beside those installs: an unpushed image is loaded into every node; a pushed one is pulled
-ahead of the job by a DaemonSet on every node the job may run on (`PrePull`), so the job's pods find it there.
-"""
+"""The trainer image: built from the Dockerfile, tagged by content, pushed (and pre-pulled) or loaded into the
+nodes; only the delivery waits for the cluster. upstream: pulumi/pulumi-docker provider/image.go @ v5.1.0"""
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pulumi
 import pulumi_docker as docker
 import pulumi_kubernetes as k8s
 from pulumi_command import local
 
-from components.access import RegistryCredentials
-from components.cluster import DOCKER_CLUSTER_LABEL, RemoteHosts
+from components.settings import REPO_ROOT, Values, error
 from components.shell import BASH, script
-from components.training_job import GPU_TOLERATIONS, TRAINER_UID
 
 # What goes into the image, hence into its tag: a change to any of these rolls the job out.
 IMAGE_INPUT_FILES = ("Dockerfile", ".dockerignore")
 IMAGE_INPUT_TREES = ("trainer",)
+# A CPU stack's image: plain Python and PyTorch's CPU wheels (about 1 GB) instead of the CUDA base (about 8 GB).
+CPU_BUILD_ARGS = {
+    "BASE_IMAGE": "python:3.12-slim-bookworm",
+    "TORCH_INDEX_URL": "https://download.pytorch.org/whl/cpu",
+}
+_BUILD_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+class SshHosts(Protocol):
+    """Remote nodes reached over SSH (the cluster's RemoteHosts)."""
+
+    @property
+    def user(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def private_key_path(self) -> Path: ...
+    @property
+    def all(self) -> tuple[str, ...]: ...
+
+
+class Registry(Protocol):
+    """A registry login (Access's RegistryCredentials)."""
+
+    @property
+    def server(self) -> str: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def password(self) -> pulumi.Input[str]: ...
 
 
 @dataclass(frozen=True)
 class KindLoad:
-    """Deliver the image with `kind load image-archive` (works with Docker's containerd image store too)."""
+    """`kind load image-archive` (works with Docker's containerd image store too)."""
 
-    # The kind cluster.
     cluster_name: str
 
 
 @dataclass(frozen=True)
 class K3sImport:
-    """Deliver the image with `docker save | k3s ctr images import -` on every node."""
+    """`docker save | k3s ctr images import -` on every node."""
 
-    # Remote nodes, reached over SSH; None imports into the k3s on this machine.
-    hosts: RemoteHosts | None
+    hosts: SshHosts | None  # remote nodes over SSH; None: the k3s on this machine
 
 
 @dataclass(frozen=True)
 class DockerNodesImport:
-    """Deliver the image into every container node of a k3s-in-Docker cluster."""
+    """Into every container node (labelled `label`=cluster_name) of a k3s-in-Docker cluster."""
 
-    # The cluster (its nodes carry its label).
     cluster_name: str
+    label: str
 
 
 Delivery = KindLoad | K3sImport | DockerNodesImport
@@ -66,45 +82,34 @@ PREPULL_LABELS = {
     "app.kubernetes.io/part-of": "trainstack",
     "app.kubernetes.io/component": "trainer-image-prepull",
 }
-# The pre-pull container: it only holds the image on the node (the kubelet's image GC leaves images in use).
+# Only holds the image on the node: the kubelet's image GC leaves images in use.
 PREPULL_COMMAND = ["sleep", "infinity"]
 
 
 @dataclass(frozen=True)
 class PrePull:
-    """Where a pushed image is pulled ahead of the job: the job's namespace, its pull secret, its cluster."""
+    """Where a pushed image is pulled ahead of the job."""
 
-    # The job's name: its pre-pull pods' app.kubernetes.io/instance (stacks may share a namespace).
-    job_name: str
+    job_name: str  # the pre-pull pods' app.kubernetes.io/instance (stacks may share a namespace)
     namespace: pulumi.Input[str]
     image_pull_secret: pulumi.Input[str] | None
     provider: k8s.Provider
-    # Tolerate the GPU nodes' nvidia.com/gpu taint, as the training pods do.
-    gpu_nodes: bool
+    uid: int  # the training pods' user, and below their tolerations (the GPU nodes' taint)
+    tolerations: Sequence[Mapping[str, str]] = ()
 
 
 @dataclass(frozen=True)
 class TrainerImageArgs:
-    """How to build and deliver the trainer image."""
-
-    # Image repository, e.g. trainstack/trainer or ghcr.io/acme/trainer.
-    repository: str
-    # Build context, the repository root (holds the Dockerfile).
-    context: Path
-    # Build platform, e.g. linux/amd64.
-    platform: str
-    # Push to the repository's registry (then the cluster pulls it by digest).
-    push: bool
-    # Login for the push; None uses the Docker CLI's own login.
-    registry: RegistryCredentials | None
-    # How an unpushed image reaches the nodes; None when pushing.
-    delivery: Delivery | None
-    # Dockerfile build arguments (BASE_IMAGE, BAKE_TOKENIZER, ...); empty keeps the Dockerfile's defaults.
-    build_args: Mapping[str, str] = field(default_factory=dict)
+    repository: str  # e.g. trainstack/trainer or ghcr.io/acme/trainer
+    context: Path  # the repository root (holds the Dockerfile)
+    platform: str  # e.g. linux/amd64
+    push: bool  # to the repository's registry (then the cluster pulls it by digest)
+    registry: Registry | None  # login for the push; None: the Docker CLI's own
+    delivery: Delivery | None  # how an unpushed image reaches the nodes; None when pushing
+    build_args: Mapping[str, str] = field(default_factory=dict)  # Dockerfile build arguments
 
 
 def image_input_paths(context: Path) -> Iterator[Path]:
-    """The files whose content defines the image (bytecode caches excluded)."""
     for name in IMAGE_INPUT_FILES:
         if (context / name).is_file():
             yield context / name
@@ -115,7 +120,7 @@ def image_input_paths(context: Path) -> Iterator[Path]:
 
 
 def content_tag(context: Path, platform: str = "", build_args: Mapping[str, str] | None = None) -> str:
-    """A tag that changes exactly when the image would: a hash of its files, the platform and the build arguments."""
+    """Changes exactly when the image would: a hash of its files, the platform and the build arguments."""
     digest = hashlib.sha256()
     for path in sorted(image_input_paths(context)):
         digest.update(path.relative_to(context).as_posix().encode() + b"\0")
@@ -126,27 +131,64 @@ def content_tag(context: Path, platform: str = "", build_args: Mapping[str, str]
     return digest.hexdigest()[:16]
 
 
-# Scripts, their inputs as environment variables (each .sh file says which).
+def _build_args(values: Values, gpus_per_node: int) -> dict[str, str]:
+    """imageBuildArgs and baseImage (BASE_IMAGE); a CPU stack naming no base gets CPU_BUILD_ARGS."""
+    build_args = {}
+    for item in values["imageBuildArgs"]:
+        if not _BUILD_ARG.match(item):
+            raise error("imageBuildArgs", f"must be a list of NAME=value build arguments, got {item!r}")
+        name, _, value = item.partition("=")
+        build_args[name] = value
+    if values["baseImage"]:
+        if "BASE_IMAGE" in build_args:
+            raise error("baseImage", "and BASE_IMAGE in imageBuildArgs may not both be set")
+        build_args["BASE_IMAGE"] = str(values["baseImage"])
+    if not gpus_per_node and "BASE_IMAGE" not in build_args:
+        build_args = {**CPU_BUILD_ARGS, **build_args}
+    return build_args
+
+
+def image_args(
+    values: Values, *, registry: Registry | None, gpus_per_node: int, delivery: Delivery | None
+) -> TrainerImageArgs:
+    """delivery: how the cluster takes an unpushed image; None: it cannot (an existing cluster)."""
+    push = bool(values["imagePush"])
+    if delivery is None and not push:
+        raise error(
+            "imagePush",
+            "must be true when clusterKind is existing: the cluster pulls the image from imageRepository"
+            " (the stack loads images only into nodes it created), got false",
+        )
+    repository = str(values["imageRepository"])
+    if push and not {".", ":"} & set(repository.split("/")[0]):
+        raise error(
+            "imageRepository",
+            f"must start with a registry host (e.g. ghcr.io/acme/trainer) when imagePush is true, got {repository!r}",
+        )
+    return TrainerImageArgs(
+        repository=repository,
+        context=REPO_ROOT,
+        platform=str(values["imagePlatform"]),
+        push=push,
+        registry=registry,
+        delivery=None if push else delivery,
+        build_args=_build_args(values, gpus_per_node),
+    )
+
+
 UNTAG_SCRIPT = script("trainer_image_untag.sh")
 REGISTRY_DELETE_SCRIPT = script("trainer_image_registry_delete.sh")
 KIND_LOAD_SCRIPT = script("trainer_image_archive.sh", "trainer_image_kind_load.sh")
 DOCKER_NODES_IMPORT_SCRIPT = script("trainer_image_archive.sh", "trainer_image_docker_nodes_import.sh")
 K3S_IMPORT_SCRIPT = script("trainer_image_k3s_import.sh")
-# What K3S_IMPORT_SCRIPT runs on the node, locally or over SSH (POSIX sh).
 K3S_NODE_IMPORT_SCRIPT = script("root.sh", "trainer_image_k3s_node_import.sh")
 
 
 class TrainerImage(pulumi.ComponentResource):
-    """The built (and pushed) image, the command that removes its local tag, and those that put it on the nodes."""
-
-    # The docker.Image: its repo_digest is the registry digest when pushed, else the local image ID.
     image: docker.Image
-    # What the TrainJob runs: the registry digest when pushed, else the content-addressed tag.
+    # What the TrainJob runs: the registry digest when pushed, else the content tag; pinned: tag@image ID.
     reference: pulumi.Output[str]
-    # The reference pinned to a digest: the registry digest, or tag@local image ID when not pushed.
     pinned: pulumi.Output[str]
-    # Commands that put an unpushed image on the nodes; depending on this component waits for them.
-    deliveries: list[local.Command]
 
     def __init__(
         self,
@@ -158,15 +200,13 @@ class TrainerImage(pulumi.ComponentResource):
         prepull: PrePull | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """cluster_identity: changes when the cluster is created anew, which then needs the image again.
-        deliver_after: what the delivery into the nodes waits for (the cluster); the build waits for nothing.
-        prepull: for a pushed image, where to pull it ahead of the job (None: the job's pods pull it)."""
+        """cluster_identity: changes with a new cluster (which needs the image again); deliver_after: what the
+        delivery waits for; prepull: where a pushed image is pulled ahead of the job (None: not)."""
         super().__init__("trainstack:index:TrainerImage", name, None, opts)
         image_name = f"{args.repository}:{content_tag(args.context, args.platform, args.build_args)}"
         registry = None
         if args.push and args.registry is not None:
-            # The provider logs in with these (else with the Docker CLI's own login for the image's host); the
-            # password stays a secret in the state, and never reaches a command line or a file.
+            # The password stays a secret in the state, never on a command line or in a file.
             registry = docker.RegistryArgs(
                 server=args.registry.server,
                 username=args.registry.username,
@@ -180,15 +220,13 @@ class TrainerImage(pulumi.ComponentResource):
                 dockerfile=str(args.context / "Dockerfile"),
                 platform=args.platform,
                 args=dict(args.build_args),
-                # The provider's default, named: BuildKit, the default builder of Docker Engine 23 and newer.
                 builder_version=docker.BuilderVersion.BUILDER_BUILD_KIT,
             ),
             skip_push=not args.push,
             registry=registry,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        # pulumi-docker's delete leaves the local image: the tag goes with this command, on destroy and when a new
-        # tag replaces it (create before delete: the new image is built by then, under another tag).
+        # pulumi-docker's delete leaves the local image: this removes the tag (on destroy or a new tag).
         local.Command(
             f"{name}-untag",
             delete=UNTAG_SCRIPT,
@@ -201,8 +239,7 @@ class TrainerImage(pulumi.ComponentResource):
         if args.push:
             self.reference = digest
             self.pinned = digest
-            # pulumi-docker never deletes what it pushed: this command's delete does, on destroy and when a new
-            # image replaces this one (after the new one is pushed and the job runs it).
+            # pulumi-docker never deletes what it pushed: this does, once a new image replaced it (or on destroy).
             login: dict[str, pulumi.Input[str]] = {}
             if args.registry is not None:
                 login = {
@@ -221,12 +258,9 @@ class TrainerImage(pulumi.ComponentResource):
             # Unpushed, the digest is the local image ID: not pullable, but it pins what was loaded.
             self.reference = digest.apply(lambda _: image_name)
             self.pinned = digest.apply(lambda image_id: f"{image_name}@{image_id}")
-        self.deliveries = self._deliver(
-            name, args.delivery, image_name, digest, cluster_identity, list(deliver_after)
-        )
-        self.prepull = None
+        self._deliver(name, args.delivery, image_name, digest, cluster_identity, list(deliver_after))
         if args.push and prepull is not None:
-            self.prepull = self._prepull(name, prepull)
+            self._prepull(name, prepull)
         self.register_outputs({"image": self.pinned})
 
     def _deliver(
@@ -238,22 +272,20 @@ class TrainerImage(pulumi.ComponentResource):
         cluster_identity: pulumi.Input[str],
         deliver_after: list[pulumi.Resource],
     ) -> list[local.Command]:
-
         def command(suffix: str, script_text: str, environment: dict[str, str]) -> local.Command:
             return local.Command(
                 f"{name}-{suffix}",
                 create=script_text,
                 interpreter=BASH,
                 environment={"IMAGE": image_name, **environment},
-                # Again for every new image, and for every new cluster (a replaced one has no images).
-                triggers=[digest, cluster_identity],
+                triggers=[digest, cluster_identity],  # a new cluster has no images
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.image, *deliver_after]),
             )
 
         if isinstance(delivery, KindLoad):
             return [command("kind-load", KIND_LOAD_SCRIPT, {"KIND_CLUSTER": delivery.cluster_name})]
         if isinstance(delivery, DockerNodesImport):
-            labels = {"CLUSTER_LABEL": DOCKER_CLUSTER_LABEL, "CLUSTER": delivery.cluster_name}
+            labels = {"CLUSTER_LABEL": delivery.label, "CLUSTER": delivery.cluster_name}
             return [command("node-import", DOCKER_NODES_IMPORT_SCRIPT, labels)]
         if isinstance(delivery, K3sImport) and delivery.hosts is None:
             return [command("k3s-import", K3S_IMPORT_SCRIPT, {"NODE_IMPORT": K3S_NODE_IMPORT_SCRIPT})]
@@ -272,16 +304,15 @@ class TrainerImage(pulumi.ComponentResource):
         return []
 
     def _prepull(self, name: str, prepull: PrePull) -> k8s.apps.v1.DaemonSet:
-        """A DaemonSet whose pods pull the pushed image on every node the job may run on, as soon as it is
-        pushed; `up` does not wait for the pulls (skipAwait): the job's pods join a pull still running. A new
-        image replaces every node's pod at once (maxUnavailable 100%)."""
+        """Pods pulling the pushed image on every node the job may use; `up` does not wait (skipAwait)."""
+
         pod: dict[str, Any] = {
             "automountServiceAccountToken": False,
             "terminationGracePeriodSeconds": 0,
             "securityContext": {
                 "runAsNonRoot": True,
-                "runAsUser": TRAINER_UID,
-                "runAsGroup": TRAINER_UID,
+                "runAsUser": prepull.uid,
+                "runAsGroup": prepull.uid,
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
             "containers": [
@@ -301,8 +332,8 @@ class TrainerImage(pulumi.ComponentResource):
         if prepull.image_pull_secret is not None:
             pod["imagePullSecrets"] = [{"name": prepull.image_pull_secret}]
         labels = {**PREPULL_LABELS, "app.kubernetes.io/instance": prepull.job_name}
-        if prepull.gpu_nodes:
-            pod["tolerations"] = GPU_TOLERATIONS
+        if prepull.tolerations:
+            pod["tolerations"] = list(prepull.tolerations)
         metadata: Any = {  # the SDK's TypedDicts do not take a plain dict
             "namespace": prepull.namespace,
             "labels": labels,

@@ -1,7 +1,5 @@
 # shellcheck shell=bash
-# Prelude of the deliveries that need an image archive (kind load, k3s-in-Docker nodes): saves the local
-# image IMAGE to the temporary file ARCHIVE, removed when the script ends (the script after it must not set
-# an EXIT trap of its own).
+# Prelude: saves IMAGE to the temp file ARCHIVE, removed at exit (the script after it sets no EXIT trap).
 set -euo pipefail
 ARCHIVE="$(mktemp)"
 trap 'rm -f "$ARCHIVE"' EXIT

@@ -1,6 +1,5 @@
 # shellcheck shell=bash
-# Imports the image archive ARCHIVE (trainer_image_archive.sh, put first) into the containerd of every
-# running node container of a k3s-in-Docker cluster: those labelled CLUSTER_LABEL=CLUSTER.
+# Imports ARCHIVE into every running node container labelled CLUSTER_LABEL=CLUSTER.
 nodes=$(docker ps -q --filter "label=$CLUSTER_LABEL=$CLUSTER")
 if [ -z "$nodes" ]; then
   echo "no running node of the k3s-in-Docker cluster $CLUSTER" >&2

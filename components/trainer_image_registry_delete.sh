@@ -1,13 +1,6 @@
 #!/usr/bin/env bash
-# Deletes the pushed trainer image from its registry: the delete of components/trainer_image.py's
-# registry-delete command, run on `pulumi destroy` and when a new image replaces this one. It deletes the
-# manifest by digest with the registry's HTTP API (distribution spec: DELETE /v2/<name>/manifests/<digest>),
-# which removes every tag that points at it; the registry frees the layers at its next garbage collection.
-# Loopback registries (127.0.0.0/8, localhost) are spoken to over HTTP, as Docker does; every other over HTTPS.
-# A registry that refuses deletes (405), or asks for a token login this script does not do, keeps the image:
-# the script says so on stderr and succeeds, so that `pulumi destroy` goes on (docs/stack.md says how to
-# delete it by hand).
-# Environment: IMAGE_DIGEST (host/repository@sha256:...), optional REGISTRY_USERNAME and REGISTRY_PASSWORD.
+# Deletes the pushed IMAGE_DIGEST's manifest (optional REGISTRY_USERNAME/PASSWORD); a registry that
+# refuses keeps it, said on stderr, exit 0. upstream: opencontainers/distribution-spec spec.md @ v1.1.0
 set -euo pipefail
 host=${IMAGE_DIGEST%%/*}
 rest=${IMAGE_DIGEST#*/}

@@ -1,10 +1,6 @@
 #!/usr/bin/env bash
-# Lists the TrainJob's pods once the controllers have created them (they may still be Pending), with a
-# bounded wait: a slow start leaves podNames short instead of failing the deployment. A checkpoint claim
-# that does not bind in that time fails it: the pods could never start, and `up` must not look done.
-# components/training_job.py runs it after kubeconfig.sh; prints one pod name a line, sorted.
-# Environment: NAMESPACE; SELECTOR, the pods' label selector; WANT, how many pods to wait for; CLAIM, the
-# checkpoint PersistentVolumeClaim; TIMEOUT, seconds; KUBECONFIG, as kubectl reads it.
+# Prints the TrainJob's pod names (SELECTOR in NAMESPACE), waiting up to TIMEOUT for WANT of them (then a
+# warning); fails if the claim CLAIM is not bound by then, as no pod could ever start.
 set -euo pipefail
 deadline=$(($(date +%s) + TIMEOUT))
 while :; do

@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/check_stack.py gpu     # reads Pulumi.gpu.yaml with Pulumi.yaml's defaults
 
-Every value goes through the program's own validation (components.settings.parse_settings), so what passes
+Every value goes through the program's own validation (components.stack.parse_settings), so what passes
 here passes `pulumi up`'s own check. Each problem is one line, exit 2; else "ok" and the plan: the cluster,
 nodes x GPUs, what will be installed. parse_settings stops at the first bad value: this puts that key back to
 its default and checks again, so every bad key is named (a second complaint about a key already named is left
@@ -23,17 +23,16 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from components.settings import (  # noqa: E402  (the repository root first, as Pulumi runs __main__.py)
-    BUNDLED_DATA,
-    HF_SCHEME,
+# The repository root first, as Pulumi runs __main__.py.
+from components.settings import (  # noqa: E402
     KUBECONFIG_NOT_SECRET,
     PROJECT,
     SECRET_KEYS,
     StackConfigError,
-    StackSettings,
     declared_keys,
-    parse_settings,
 )
+from components.stack import StackSettings, parse_settings  # noqa: E402
+from components.training_job_config import BUNDLED_DATA, HF_SCHEME  # noqa: E402
 
 USAGE_EXIT_CODE = 2
 

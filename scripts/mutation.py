@@ -91,9 +91,25 @@ MODULES: dict[str, Module] = {
     # Stack settings: their own tests, and the whole program's (secrets, an existing cluster's kubeconfig, bad
     # config before any resource). A quarter of the mutants (1,000 in all; each runs whole-program tests).
     "settings": Module(
-        ("components/settings.py",),
-        ("components.settings.*",),
-        ("tests/components/test_settings.py", "tests/test_main.py"),
+        (
+            "components/settings.py",
+            "components/stack.py",
+            "components/training_job_config.py",
+            "components/checkpoints.py",
+            "components/cluster_config.py",
+        ),
+        (
+            "components.settings.*",
+            "components.stack.*",
+            "components.training_job_config.*",
+            "components.checkpoints.*",
+            "components.cluster_config.*",
+        ),
+        (
+            "tests/components/test_settings.py",
+            "tests/components/test_training_job_config.py",
+            "tests/test_main.py",
+        ),
         sample=0.25,
     ),
     # The cluster kinds (kind, k3s local/remote/in Docker, an existing cluster) and their rules.
@@ -222,11 +238,6 @@ EQUIVALENT: dict[str, str] = {
         "_split's description only appears in its error, and open() can only fail the split check on a file "
         "that prepare() checked with the same tokens (the file is named by a hash of its content and published "
         "whole), so the error cannot happen in open()."
-    ),
-    "components.settings.x_parse_settings__mutmut_305": _SORT_KEYS_NONE,
-    "components.settings.x__train_config__mutmut_45": (
-        "yaml.safe_dump(sort_keys=None) instead of False: PyYAML only tests the flag's truth "
-        "(yaml/representer.py, represent_mapping: `if self.sort_keys:`), and None is false like False."
     ),
     "trainer.dataset.x_sample_windows__mutmut_8": (
         "rng.integers(len(tokens) - block_size) instead of rng.integers(0, len(tokens) - block_size): numpy's "

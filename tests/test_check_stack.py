@@ -124,7 +124,7 @@ def test_an_override_checked_against_the_stand_in_preset_says_so() -> None:
 
 
 def test_a_plaintext_kubeconfig_gets_the_settings_refusal_and_an_encrypted_one_is_not_checked() -> None:
-    """As `pulumi up` (components.settings.load_settings): a plaintext kubeconfig is refused as such, not
+    """As `pulumi up` (components.stack.load_settings): a plaintext kubeconfig is refused as such, not
     reported as a missing kubeconfigPath; an encrypted one needs no kubeconfigPath."""
     settings, problems = check({"clusterKind": "existing", "kubeconfig": "apiVersion: v1"}, [])
     assert settings is None

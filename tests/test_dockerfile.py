@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from components.settings import CPU_BUILD_ARGS
+from components.trainer_image import CPU_BUILD_ARGS
 from tests.as_user import run_as
 from tests.docker_base_image import REPO_ROOT, BaseImageUnavailable, ensure_base_image
 
@@ -168,7 +168,7 @@ def test_default_base_image_is_a_pinned_cuda_pytorch_runtime() -> None:
 
 
 def test_cpu_build_installs_the_cuda_base_s_torch_from_the_cpu_index() -> None:
-    """CPU stacks (components/settings.py CPU_BUILD_ARGS) build on plain Python with TORCH_INDEX_URL: the
+    """CPU stacks (components/trainer_image.py CPU_BUILD_ARGS) build on plain Python with TORCH_INDEX_URL: the
     torch they install is the default CUDA base's version, before the requirements (a shared, heavy layer)."""
     text = (REPO_ROOT / "Dockerfile").read_text()
     base = re.search(r"^ARG BASE_IMAGE=pytorch/pytorch:(\S+?)-cuda", text, flags=re.MULTILINE)

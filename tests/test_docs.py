@@ -333,8 +333,8 @@ def test_the_pod_monitor_is_said_to_follow_its_own_key() -> None:
         if "`TrainingMonitoring`" in line
     )
     assert "PodMonitor (`prometheusPodMonitor`)" in row and "PodMonitor (`metricsPort > 0`)" not in row
-    settings = (REPO / "components" / "settings.py").read_text()
-    assert 'pod_monitor=bool(values["prometheusPodMonitor"])' in settings
+    monitoring = (REPO / "components" / "monitoring.py").read_text()
+    assert 'pod_monitor=bool(values["prometheusPodMonitor"])' in monitoring
 
 
 def test_the_install_sizes_in_the_readme_are_the_measured_ones() -> None:
@@ -386,8 +386,10 @@ def test_secret_outputs_are_read_through_make_which_has_the_passphrase() -> None
 def test_a_corpus_of_your_own_is_put_where_the_pods_read_it() -> None:
     """docs/stack.md's way onto the checkpoint claim: the copy's container and mount are the job's, and the
     dataSource it then names is one the stack accepts (a relative path is refused)."""
-    from components.settings import StackConfigError, parse_settings
-    from components.training_job import CHECKPOINT_MOUNT, NODE
+    from components.checkpoints import CHECKPOINT_MOUNT
+    from components.settings import StackConfigError
+    from components.stack import parse_settings
+    from components.training_runtime import NODE
 
     stack = doc_text("docs/stack.md")
     copy = f"`kubectl -n trainstack cp ./my_corpus <pod>:{CHECKPOINT_MOUNT}/corpus -c {NODE}`"

@@ -22,7 +22,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _config(args)
     check_writable(config)  # before anything is written (launch checked it too, before its workers)
     from trainer.launch import shutdown_timeout_warning
-    from trainer.train import report_exit_code, train  # heavy imports only for training
+    from trainer.worker import report_exit_code, train  # heavy imports only for training
 
     warning = shutdown_timeout_warning(os.environ)  # asked here, where torch is imported anyway
     if warning:

@@ -1,26 +1,21 @@
-"""Typed, strictly validated training configuration.
-
-This module imports only the standard library and PyYAML: the Pulumi program imports it to validate a
-training config before it declares any cluster resource.
-
-A config is a YAML mapping of sections (``model``, ``data``, ``train``, ``checkpoint``, ``output``); every
-key is declared below with its type and default. Unknown keys, wrong types and out-of-range values raise
-``ConfigError`` with one message naming the dotted key and what is allowed.
+"""The training config: a YAML mapping of sections (model, data, train, checkpoint, output), each key typed
+with its default and range in pydantic models; any bad key or value is one ConfigError line naming the dotted
+key, what is wrong and what is allowed. Imports no torch: the Pulumi program checks a config with it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
+
+from trainer.stopping import StopCondition, parse_stop_at
 
 
 class ConfigError(Exception):
@@ -56,52 +51,10 @@ VOCAB_MULTIPLE = 64  # the model pads the vocabulary so the embedding / head mat
 GPT2_VOCAB_SIZE = 50257  # tiktoken's gpt2 encoding
 BYTES_ENCODING = "bytes"  # data.encoding of the built-in byte-level encoding (trainer.dataset)
 BYTES_VOCAB_SIZE = 257  # its tokens: 256 bytes and <|endoftext|>
-PRECISIONS = ("auto", "bf16", "fp32")
 SCIENTIFIC_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-PROGRESS_MODES = ("auto", "on", "off")
-TRACKERS = ("none", "mlflow")
-# checkpoint.on_unreadable: what a run does when checkpoint.dir holds checkpoints and none of them verifies.
-ON_UNREADABLE = ("fail", "restart")
 # MLflow tracking URIs the trainer image can use: a tracking server, or a local SQLite store (MLflow 3's
 # recommended local backend; the file store is deprecated).
 TRACKING_URI_SCHEMES = ("http", "https", "sqlite")
-# train.stop_at: "<metric> <operator> <number>", e.g. "val_loss<=2.5". Only metrics every rank agrees on:
-# loss (the step's training loss, averaged over ranks, at each logged step) and val_loss (each evaluation).
-STOP_METRICS = ("loss", "val_loss")
-STOP_OPERATORS = ("<=", ">=", "<", ">")
-_STOP_AT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>|==|=|!=)?\s*(.*?)\s*$")
-
-
-def _positive(value: float) -> str | None:
-    return None if value > 0 else "must be > 0"
-
-
-def _non_negative(value: float) -> str | None:
-    return None if value >= 0 else "must be >= 0"
-
-
-def _fraction(value: float) -> str | None:
-    return None if 0 < value < 1 else "must be between 0 and 1 (exclusive)"
-
-
-def _unit_interval(value: float) -> str | None:
-    return None if 0 <= value < 1 else "must be in [0, 1)"
-
-
-def _one_of(*allowed: object) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        return None if value in allowed else f"must be one of {', '.join(map(str, allowed))}"
-
-    return check
-
-
-def _port(value: int) -> str | None:
-    return None if 1 <= value <= 65535 else "must be a TCP port between 1 and 65535"
-
-
-def _not_blank(value: str) -> str | None:
-    return None if value.strip() else "must not be empty"
-
 
 # checkpoint.dir as an object store: s3://bucket/prefix (any S3-compatible store). Bucket names follow Amazon
 # S3's rules for general purpose buckets ("Bucket naming rules", S3 User Guide): 3-63 characters, lowercase
@@ -139,140 +92,101 @@ def parse_s3_url(text: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-def _checkpoint_dir(value: str) -> str | None:
+def _checkpoint_dir(value: str) -> str:
     if not value.strip():
-        return "must name a directory or an s3://bucket/prefix"
+        raise ValueError("must name a directory or an s3://bucket/prefix")
     # Any URL, and what looks like a mistyped s3:// one ("s3:/b/x", "S3://..."), is checked as an S3 URL
     # rather than taken for a local directory.
     if "://" in value or value.lower().startswith("s3:"):
         try:
             parse_s3_url(value)
         except ConfigError:
-            return f"must be {S3_URL_RULE}"
-    return None
+            raise ValueError(f"must be {S3_URL_RULE}") from None
+    return value
 
 
-def _tracking_uri(value: str) -> str | None:
+def _tracking_uri(value: str) -> str:
     scheme, _, rest = value.partition("://")
     if scheme not in TRACKING_URI_SCHEMES or not rest:
-        return "must be an http(s):// MLflow tracking server or a sqlite:/// store (e.g. sqlite:///runs/mlflow.db)"
-    if scheme == "sqlite" and not rest.startswith("/"):
-        return "must name a file after sqlite:/// (three slashes, e.g. sqlite:////abs/path/mlflow.db)"
-    return None
-
-
-@dataclass(frozen=True)
-class StopCondition:
-    """train.stop_at parsed: stop when `metric operator threshold` holds (e.g. val_loss <= 2.5)."""
-
-    metric: str
-    operator: str
-    threshold: float
-
-    def reached(self, value: float | None) -> bool:
-        """Whether a measured value meets the condition; None or NaN never does."""
-        if value is None or not math.isfinite(value):
-            return False
-        comparisons = {
-            "<=": value <= self.threshold,
-            ">=": value >= self.threshold,
-            "<": value < self.threshold,
-            ">": value > self.threshold,
-        }
-        return comparisons[self.operator]
-
-    def __str__(self) -> str:
-        return f"{self.metric}{self.operator}{self.threshold:g}"
-
-
-def parse_stop_at(text: str) -> StopCondition:
-    """'<metric> <operator> <number>' (spaces optional), metric one of STOP_METRICS, operator one of
-    STOP_OPERATORS, a finite number; ConfigError otherwise."""
-    grammar = (
-        f"expected '<metric> <operator> <number>' with metric one of {', '.join(STOP_METRICS)} and operator "
-        f"one of {' '.join(STOP_OPERATORS)}, e.g. 'val_loss<=2.5'"
-    )
-    match = _STOP_AT.fullmatch(text)
-    if match is None:
-        raise ConfigError(f"train.stop_at: {grammar}, got {text!r}")
-    metric, operator, number = match.groups()
-    if metric not in STOP_METRICS:
-        raise ConfigError(
-            f"train.stop_at: unknown metric {metric!r}; the trainer computes {', '.join(STOP_METRICS)}"
+        raise ValueError(
+            "must be an http(s):// MLflow tracking server or a sqlite:/// store (e.g. sqlite:///runs/mlflow.db)"
         )
-    if operator not in STOP_OPERATORS:
-        raise ConfigError(f"train.stop_at: {grammar}, got {text!r}")
-    try:
-        threshold = float(number)
-    except ValueError:
-        raise ConfigError(f"train.stop_at: {grammar}, got {text!r}") from None
-    if not math.isfinite(threshold):
-        raise ConfigError(f"train.stop_at: the threshold must be a finite number, got {number!r}")
-    return StopCondition(metric, operator, threshold)
+    if scheme == "sqlite" and not rest.startswith("/"):
+        raise ValueError(
+            "must name a file after sqlite:/// (three slashes, e.g. sqlite:////abs/path/mlflow.db)"
+        )
+    return value
 
 
-def _stop_at(value: str) -> str | None:
-    try:
-        parse_stop_at(value)
-    except ConfigError as error:  # _build_section adds ", got <value>" itself: drop parse_stop_at's own
-        return re.sub(r", got .*$", "", str(error).removeprefix("train.stop_at: "))
-    return None
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
 
 
-def _key(default: Any = dataclasses.MISSING, check: Callable[[Any], str | None] | None = None) -> Any:
-    """A config key: its default (none means required) and an optional range check."""
-    if isinstance(default, list | dict):
-        raise TypeError("mutable defaults are not supported")
-    return field(default=default, metadata={"check": check})
+def _number(value: Any) -> Any:
+    """PyYAML (YAML 1.1) reads 1e-3 (no dot) as a string: such a string is a number."""
+    return float(value) if isinstance(value, str) and SCIENTIFIC_NUMBER.fullmatch(value.strip()) else value
 
 
-@dataclass(frozen=True)
-class ModelSection:
-    preset: str = _key(check=_one_of(*MODEL_PRESETS))
-    n_layer: int | None = _key(None, _positive)  # None: the preset's value
-    n_head: int | None = _key(None, _positive)
-    n_embd: int | None = _key(None, _positive)
-    block_size: int = _key(1024, _positive)  # context length T
-    dropout: float = _key(0.0, _unit_interval)
-    bias: bool = _key(True)
+# Strict: no coercion (true is not 1, "3" is not 3), except an integer for a number.
+Number = Annotated[float, BeforeValidator(_number)]
+Positive = Annotated[int, Field(gt=0)]
+NonNegative = Annotated[int, Field(ge=0)]
+PositiveNumber = Annotated[Number, Field(gt=0)]
+NonNegativeNumber = Annotated[Number, Field(ge=0)]
+UnitInterval = Annotated[Number, Field(ge=0, lt=1)]
+Text = Annotated[str, AfterValidator(_not_blank)]
 
 
-@dataclass(frozen=True)
-class DataSection:
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ModelSection(_Section):
+    preset: Literal["tiny", "mini", "small", "gpt2-124m", "gpt2-350m", "gpt2-774m", "gpt2-1558m"]
+    n_layer: Positive | None = None  # None: the preset's value
+    n_head: Positive | None = None
+    n_embd: Positive | None = None
+    block_size: Positive = 1024  # context length T
+    dropout: UnitInterval = 0.0
+    bias: bool = True
+
+
+class DataSection(_Section):
     # A file, directory or glob (*.txt, *.jsonl, *.bin), s3://bucket/prefix, hf://name, or a directory written
     # by datasets' save_to_disk (trainer.sources); ignored with hf_dataset.
-    path: str = _key()
-    encoding: str = _key("gpt2")  # a tiktoken encoding name, or "bytes" (built in, no download)
-    cache_dir: str = _key("runs/cache")  # prepared token shards (trainer.prepare)
-    val_fraction: float = _key(0.1, _fraction)
-    text_field: str = _key("text", _not_blank)  # the text of a JSONL line or a Hugging Face dataset row
-    workers: int = _key(0, _non_negative)  # preparation processes; 0: every CPU the process may use
-    shard_bytes: int = _key(64 * 1024 * 1024, _positive)  # source bytes per token shard (about)
-    hf_dataset: str | None = _key(None)  # a Hugging Face dataset name, used instead of path when set
-    hf_config: str | None = _key(None)
-    hf_split: str = _key("train")
+    path: str
+    encoding: str = "gpt2"  # a tiktoken encoding name, or "bytes" (built in, no download)
+    cache_dir: str = "runs/cache"  # prepared token shards (trainer.prepare)
+    val_fraction: Annotated[Number, Field(gt=0, lt=1)] = 0.1
+    text_field: Text = "text"  # the text of a JSONL line or a Hugging Face dataset row
+    workers: NonNegative = 0  # preparation processes; 0: every CPU the process may use
+    shard_bytes: Positive = 64 * 1024 * 1024  # source bytes per token shard (about)
+    hf_dataset: str | None = None  # a Hugging Face dataset name, used instead of path when set
+    hf_config: str | None = None
+    hf_split: str = "train"
 
 
-@dataclass(frozen=True)
-class TrainSection:
-    max_steps: int = _key(check=_positive)
-    micro_batch_size: int = _key(8, _positive)  # sequences per rank per forward/backward
-    grad_accum_steps: int = _key(1, _positive)
-    lr: float = _key(6e-4, _positive)
-    min_lr: float = _key(6e-5, _non_negative)
-    warmup_steps: int = _key(100, _non_negative)
-    weight_decay: float = _key(0.1, _non_negative)
-    beta1: float = _key(0.9, _unit_interval)
-    beta2: float = _key(0.95, _unit_interval)
-    grad_clip: float = _key(1.0, _non_negative)  # 0 disables clipping
-    seed: int = _key(1337)
-    precision: str = _key("auto", _one_of(*PRECISIONS))  # auto: bf16 on GPU, fp32 on CPU
-    zero_stage: int = _key(0, _one_of(0, 1, 2, 3))
-    compile: bool = _key(False)  # torch.compile, GPU only
-    eval_every: int = _key(100, _non_negative)  # 0: only at the end
-    eval_batches: int = _key(10, _positive)
-    # Early stopping: end the run successfully once e.g. "val_loss<=2.5" holds (see parse_stop_at).
-    stop_at: str | None = _key(None, _stop_at)
+class TrainSection(_Section):
+    max_steps: Positive
+    micro_batch_size: Positive = 8  # sequences per rank per forward/backward
+    grad_accum_steps: Positive = 1
+    lr: PositiveNumber = 6e-4
+    min_lr: NonNegativeNumber = 6e-5
+    warmup_steps: NonNegative = 100
+    weight_decay: NonNegativeNumber = 0.1
+    beta1: UnitInterval = 0.9
+    beta2: UnitInterval = 0.95
+    grad_clip: NonNegativeNumber = 1.0  # 0 disables clipping
+    seed: int = 1337
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    zero_stage: Annotated[int, Field(ge=0, le=3)] = 0
+    compile: bool = False  # torch.compile, GPU only
+    eval_every: NonNegative = 100  # 0: only at the end
+    eval_batches: Positive = 10
+    # Early stopping: end the run successfully once e.g. "val_loss<=2.5" holds (trainer.stopping).
+    stop_at: Annotated[str, AfterValidator(lambda text: parse_stop_at(text) and text)] | None = None
 
     @property
     def stop_condition(self) -> StopCondition | None:
@@ -280,29 +194,29 @@ class TrainSection:
         return None if self.stop_at is None else parse_stop_at(self.stop_at)
 
 
-@dataclass(frozen=True)
-class CheckpointSection:
-    dir: str = _key(check=_checkpoint_dir)  # a directory, or s3://bucket/prefix (trainer.s3_storage)
-    every_steps: int = _key(check=_positive)
-    keep_last: int = _key(3, _positive)
-    # fail: exit 2 naming them (restarting from step 0 would silently throw the run away); restart: from step 0
-    on_unreadable: str = _key("fail", _one_of(*ON_UNREADABLE))
+class CheckpointSection(_Section):
+    dir: Annotated[str, AfterValidator(_checkpoint_dir)]  # a directory, or s3://bucket/prefix
+    every_steps: Positive
+    keep_last: Positive = 3
+    # When checkpoint.dir holds checkpoints and none verifies. fail: exit 2 naming them (restarting from step 0
+    # would silently throw the run away); restart: from step 0.
+    on_unreadable: Literal["fail", "restart"] = "fail"
 
 
-@dataclass(frozen=True)
-class OutputSection:
-    dir: str = _key()
-    log_every: int = _key(10, _positive)
-    progress: str = _key("auto", _one_of(*PROGRESS_MODES))  # auto: a progress bar when stdout is a terminal
-    peak_tflops: float | None = _key(None, _positive)  # per-device peak for MFU; None: the GPU table
-    tracking: str = _key("none", _one_of(*TRACKERS))  # mlflow: params, metrics and artifacts to MLflow
-    tracking_uri: str | None = _key(None, _tracking_uri)  # None: a SQLite store under output.dir/mlflow
-    experiment: str = _key("trainstack", _not_blank)  # MLflow experiment name
-    metrics_port: int | None = _key(None, _port)  # rank 0 serves Prometheus /metrics here; None: off
+class OutputSection(_Section):
+    dir: str
+    log_every: Positive = 10
+    progress: Literal["auto", "on", "off"] = "auto"  # auto: a progress bar when stdout is a terminal
+    peak_tflops: PositiveNumber | None = None  # per-device peak for MFU; None: the GPU table
+    tracking: Literal["none", "mlflow"] = "none"  # mlflow: params, metrics and artifacts to MLflow
+    tracking_uri: Annotated[str, AfterValidator(_tracking_uri)] | None = None  # None: output.dir/mlflow
+    experiment: Text = "trainstack"  # MLflow experiment name
+    metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = (
+        None  # rank 0's Prometheus /metrics; None: off
+    )
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Section):
     model: ModelSection
     data: DataSection
     train: TrainSection
@@ -311,7 +225,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved nested dict, preset shapes filled in."""
-        resolved = dataclasses.asdict(self)
+        resolved = self.model_dump()
         resolved["model"].update(self.model_shape())
         return resolved
 
@@ -339,66 +253,52 @@ class TrainConfig:
         return embeddings + layers * per_block + width + width * bias
 
 
-SECTIONS: dict[str, type] = {
-    "model": ModelSection,
-    "data": DataSection,
-    "train": TrainSection,
-    "checkpoint": CheckpointSection,
-    "output": OutputSection,
+SECTIONS: dict[str, type[_Section]] = {
+    name: typing.cast(type[_Section], field.annotation) for name, field in TrainConfig.model_fields.items()
 }
+_NAMES = {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "null"}
+_BOUNDS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 
 
 def _type_name(annotation: Any) -> str:
-    names = {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "null"}
-    if isinstance(annotation, types.UnionType):
-        return " or ".join(_type_name(arg) for arg in typing.get_args(annotation))
-    return names[annotation]
+    """What a key's annotation allows, in words: "integer or null", "one of auto, bf16, fp32"."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        return _type_name(args[0])
+    if origin is Literal:
+        return f"one of {', '.join(map(str, args))}"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in args)
+    return _NAMES[annotation]
 
 
-def _coerce(key: str, value: Any, annotation: Any) -> Any:
-    """value if it has the declared type (an integer is accepted for a number); else ConfigError."""
-    allowed = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
-    for kind in allowed:
-        if kind is type(None) and value is None:
-            return None
-        # bool is a subclass of int in Python: never accept true/false for a number.
-        if kind is bool and isinstance(value, bool):
-            return value
-        if kind is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        # PyYAML (YAML 1.1) reads 1e-3 (no dot) as a string: accept such a number.
-        if kind is float and isinstance(value, str) and SCIENTIFIC_NUMBER.fullmatch(value.strip()):
-            return float(value)
-        if kind is str and isinstance(value, str):
-            return value
+def _bounds(item: Any) -> list[str]:
+    """The range constraints (Field(gt=..., lt=...)) inside a key's annotation, e.g. ["> 0", "< 1"]."""
+    found = [f"{sign} {getattr(m, k)}" for m in getattr(item, "metadata", ()) for k, sign in _BOUNDS.items()
+             if hasattr(m, k)]  # fmt: skip
+    return found + [bound for arg in typing.get_args(item) for bound in _bounds(arg)]
+
+
+def _error_line(error: ErrorDetails) -> str:
+    """pydantic's first error as the one line: the dotted key, what is wrong, what is allowed."""
+    loc, kind, value = error["loc"], error["type"], error["input"]
+    dotted = ".".join(map(str, loc))
+    if kind == "extra_forbidden":
+        return f"unknown key {dotted}; allowed keys in '{loc[0]}': {', '.join(sorted(SECTIONS[str(loc[0])].model_fields))}"
+    if kind == "missing":
+        return f"missing required key {dotted}"
+    if len(loc) == 1:
+        return f"{dotted}: expected a mapping of keys, got {type(value).__name__}"
+    field = SECTIONS[str(loc[0])].model_fields[str(loc[1])]
+    if kind == "value_error":
+        return f"{dotted}: {error.get('ctx', {}).get('error')}, got {value!r}"
+    if kind == "literal_error":
+        return f"{dotted}: must be {_type_name(field.annotation)}, got {value!r}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        bounds = _bounds(field) + _bounds(field.annotation)
+        return f"{dotted}: must be {' and '.join(bounds)}, got {value!r}"
     shown = "null" if value is None else f"{type(value).__name__} {value!r}"
-    raise ConfigError(f"{key}: expected {_type_name(annotation)}, got {shown}")
-
-
-def _build_section(name: str, cls: type, values: Mapping[str, Any]) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"unknown key {name}.{unknown[0]}; allowed keys in '{name}': {', '.join(sorted(fields))}"
-        )
-    kwargs: dict[str, Any] = {}
-    for key, spec in fields.items():
-        dotted = f"{name}.{key}"
-        if key not in values:
-            if spec.default is dataclasses.MISSING:
-                raise ConfigError(f"missing required key {dotted}")
-            continue
-        value = _coerce(dotted, values[key], hints[key])
-        check = spec.metadata.get("check")
-        problem = check(value) if check is not None and value is not None else None
-        if problem:
-            raise ConfigError(f"{dotted}: {problem}, got {value!r}")
-        kwargs[key] = value
-    return cls(**kwargs)
+    return f"{dotted}: expected {_type_name(field.annotation)}, got {shown}"
 
 
 def _check_consistency(config: TrainConfig) -> None:
@@ -478,14 +378,16 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     unknown = sorted(set(tree) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"unknown section {unknown[0]!r}; allowed sections: {', '.join(SECTIONS)}")
-    sections: dict[str, Any] = {}
-    for name, cls in SECTIONS.items():
-        values = tree.get(name, {})
-        if values is None:
-            values = {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"{name}: expected a mapping of keys, got {type(values).__name__}")
-        sections[name] = _build_section(name, cls, values)
-    config = TrainConfig(**sections)
+    try:
+        config = TrainConfig.model_validate(
+            {name: {} if tree.get(name) is None else tree[name] for name in SECTIONS}
+        )
+    except ValidationError as invalid:
+        # As a reader goes: section by section, a key that does not exist before what the others hold.
+        order = list(SECTIONS)
+        errors = sorted(
+            invalid.errors(), key=lambda e: (order.index(str(e["loc"][0])), e["type"] != "extra_forbidden")
+        )
+        raise ConfigError(_error_line(errors[0])) from None
     _check_consistency(config)
     return config

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from types import EllipsisType
 from typing import Any
 
 import torch
@@ -129,21 +130,25 @@ def unimportable(name: str) -> Iterator[None]:
             del sys.modules[name]
 
 
-def import_deepspeed() -> None:
+def import_deepspeed() -> Any:
     """Import DeepSpeed without MLflow: its autotuner imports mlflow whenever it can (upstream: deepspeedai/
     DeepSpeed deepspeed/autotuning/autotuner.py @ v0.19.8), 1.6-1.9 s of every worker's start on this CPU
     (docs/benchmarks.md), for autotuning the trainer never runs. output.tracking: mlflow imports it itself,
     later, in its own thread."""
     with unimportable("mlflow"):
         import deepspeed
-        import deepspeed.ops  # noqa: F401
+        import deepspeed.ops
+
+    return deepspeed
 
 
-def init_distributed() -> DistContext:
-    """Join (or, alone, create) the process group and pick this rank's device. A missing or inconsistent
-    torchrun variable raises ConfigError before anything else happens."""
+def init_distributed(identity: ProcessIdentity | EllipsisType | None = ...) -> DistContext:
+    """Join (or, alone, create) the process group and pick this rank's device. identity: this process's, as
+    process_identity checked it (None: a world of one); not given: checked here, a missing or inconsistent
+    torchrun variable raising ConfigError before anything else happens."""
     cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    identity = process_identity(os.environ, cuda_devices)
+    if isinstance(identity, EllipsisType):
+        identity = process_identity(os.environ, cuda_devices)
     if identity is None:  # not under torchrun: a world of one
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(free_port()))
@@ -156,10 +161,7 @@ def init_distributed() -> DistContext:
     else:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed reads it when first imported
         device = torch.device("cpu")
-    import_deepspeed()
-    import deepspeed
-    import deepspeed.ops
-
+    deepspeed = import_deepspeed()
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # One thread per process, as torchrun gives each of its workers: the tiny preset ran 10x slower with
         # torch's default (a thread per core) on a busy 2-core machine (docs/benchmarks.md, "CPU threads").
@@ -219,6 +221,11 @@ def gather_objects(item: Any) -> list[Any]:
     items: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(items, item)
     return items
+
+
+def first_problem(problem: str | None) -> str | None:
+    """The first rank's problem (None: none has one), on every rank: they all stop on the same line."""
+    return next((p for p in gather_objects(problem) if p), None)
 
 
 def broadcast_from_main(item: Any) -> Any:

@@ -57,14 +57,10 @@ class NodeIdentity:
 
 
 def node_identity(env: Mapping[str, str]) -> NodeIdentity:
-    """The node's identity from Kubeflow's PET_* variables, every value checked before any work.
-
-    Unset variables default to a single local node (1 node, 1 process, rank 0, 127.0.0.1, a free port). A job
-    of several nodes needs PET_NODE_RANK, PET_MASTER_ADDR and PET_MASTER_PORT: defaulting them would make every
-    node rank 0 of its own rendezvous, and the job would hang until its timeout. A variable that is set but
-    empty (a Downward API field that does not exist, such as the completion index of a non-Indexed Job) is
-    always an error. Raises ConfigError naming the variable, what is allowed and why.
-    """
+    """The node's identity from Kubeflow's PET_* variables, every value checked before any work (ConfigError
+    naming the variable, what is allowed and why). Unset: a single local node. A job of several nodes needs
+    PET_NODE_RANK, PET_MASTER_ADDR and PET_MASTER_PORT (defaulted, every node would be rank 0 of its own
+    rendezvous and hang); a variable set but empty (a Downward API field that does not exist) is an error."""
     values = {}
     for name in ("PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT"):
         if name in env and not env[name].strip():
@@ -158,13 +154,9 @@ def worker_start(
     config_path: str, overrides: list[str], env: Mapping[str, str]
 ) -> tuple[list[str], dict[str, str]]:
     """How this node starts its workers: (command, variables to add to its environment). A node of one
-    process in a job of a fixed node count starts its worker itself, with the variables torchrun would give it
-    (RANK = the node's rank, WORLD_SIZE = the node count, LOCAL_RANK 0, MASTER_ADDR and MASTER_PORT from
-    PET_*, node 0 its own loopback; none without PET_MASTER_PORT, a single local node: the worker is then a world
-    of one on a free port):
-    torchrun's agent would import torch once more before the worker starts, on the way to every first step
-    (docs/benchmarks.md). The worker's process group rendezvous at MASTER_ADDR:MASTER_PORT as under torchrun's
-    static rendezvous. Several processes per node, a per-device count or an elastic node range: torchrun."""
+    process in a job of a fixed node count starts its worker itself with the variables torchrun would give it
+    (none for a single local node: a world of one), as torchrun's agent would import torch once more on the way
+    to every first step (docs/benchmarks.md); several processes per node or an elastic node range: torchrun."""
     identity = node_identity(env)
     if identity.nproc_per_node != "1" or ":" in identity.nnodes:
         return torchrun_command(config_path, overrides, env), {}
@@ -210,7 +202,9 @@ def torchrun_command(config_path: str, overrides: list[str], env: Mapping[str, s
 
 
 def outcome(torchrun_code: int, worker_codes: list[int], signal_received: int | None) -> int:
-    """The launcher's exit code from torchrun's and the workers' reported ones."""
+    """The launcher's exit code from torchrun's (or the direct worker's) and the workers' reported ones
+    (0, PREEMPTED_EXIT_CODE, USAGE_EXIT_CODE; a crashed worker reports none). Preemption first, as in the
+    TrainJob's pod failure policy: a restart resumes, and bad input then fails the restarted run on its own."""
     if torchrun_code == 0:
         return 0
     if PREEMPTED_EXIT_CODE in worker_codes:  # they saved a checkpoint and stopped: a restart resumes
@@ -219,7 +213,9 @@ def outcome(torchrun_code: int, worker_codes: list[int], signal_received: int | 
         return USAGE_EXIT_CODE
     if signal_received is not None:  # stopped before the workers could save (e.g. while starting up)
         return 128 + signal_received
-    return torchrun_code
+    return (
+        128 - torchrun_code if torchrun_code < 0 else torchrun_code
+    )  # killed by a signal: the shell's 128+N
 
 
 # The exception torchrun's agent raises on the SIGTERM/SIGINT it was sent (torch/distributed/elastic/

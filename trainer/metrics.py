@@ -75,9 +75,7 @@ class ProgressBar:
         self.stream = stream
         self.width = width
         self.clock = clock
-        self.first: tuple[int, float] | None = (
-            None  # (step, time) of the first draw: the pace is measured from it
-        )
+        self.first: tuple[int, float] | None = None  # (step, time) of the first draw: the pace since
 
     def eta(self, step: int) -> str:
         """' eta 1m05s' at the pace since the first draw (this process's steps only), or '' before it is known."""

@@ -1,19 +1,8 @@
-"""Preparation: a source tokenized once into token shards and a manifest, before any rank trains.
-
-The prepared directory is data.cache_dir/tokens-<key>, the key a hash of the source's fingerprint, the
-encoding, the text field and data.shard_bytes: a second job with the same source finds it and tokenizes
-nothing. Each unit of the source (trainer.sources) becomes one shard, shard_<index>.bin, tokenized by a pool
-of processes (data.workers) with tiktoken (encode_ids: encode_ordinary's ids as an array).
-
-- Resumable: a shard is published whole (a unique temporary file, then link: trainer.shared_files.write_once)
-  and a restart skips the shards that exist; the units are planned from the source alone, so a resumed
-  preparation writes exactly what an uninterrupted one would.
-- Atomic on a shared directory: preparers on several processes or nodes take a lock per shard
-  (.locks/<shard>.lock) and skip the ones another holds, so they split the work; where the volume cannot
-  lock, two may tokenize the same shard and the first to publish wins (the same bytes). manifest.json is
-  written last: a directory without one is never read for training.
-- Already-tokenized files (*.bin) are checked (header, size, token ids within the vocabulary) and named in
-  place; from a bucket they are copied in as they are.
+"""Preparation: a source (trainer.sources) tokenized once, before any rank trains, into token shards and a
+manifest under data.cache_dir/tokens-<key> (key: a hash of the source's fingerprint, encoding, text field and
+shard size, so a second job tokenizes nothing). Resumable (a shard is published whole, a restart skips those
+that exist) and safe on a shared directory (a lock per shard; where it cannot lock, the first to publish the
+same bytes wins); manifest.json is written last. Already-tokenized *.bin files are checked and named in place.
 """
 
 from __future__ import annotations

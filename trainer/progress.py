@@ -1,22 +1,8 @@
-"""Progress in the TrainJob's own status: Kubeflow Trainer's `status.trainerStatus`.
-
-Kubeflow Trainer (v2.2 and later, TrainJobStatus feature gate; v2.3.0 read for this:
-pkg/apis/trainer/v1alpha1/trainjob_types.go, pkg/runtime/framework/plugins/trainjobstatus, pkg/statusserver)
-gives every trainer container of a TrainJob three environment variables:
-
-    KUBEFLOW_TRAINER_SERVER_URL      https://<controller>:10443/apis/trainer.kubeflow.org/v1alpha1/namespaces/<ns>/trainjobs/<name>/status
-    KUBEFLOW_TRAINER_SERVER_CA_CERT  the CA of that HTTPS endpoint (a file)
-    KUBEFLOW_TRAINER_SERVER_TOKEN    a projected service-account token whose audience is that TrainJob (a file, rotated)
-
-A POST of an UpdateTrainJobStatusRequest there is written by the controller into the TrainJob's
-status.trainerStatus (progressPercentage, estimatedRemainingSeconds, metrics as name/value strings,
-lastUpdatedTime). The controller checks the token (signature, audience, namespace): the pod needs no Role and
-no kubectl. Rank 0 reports step, total steps and the last losses.
-
-Reporting never slows or stops training: a daemon thread posts the newest snapshot at most every
-MIN_INTERVAL_SECONDS (the Trainer's guidance, which its SDK also follows), with a short timeout, re-reading the
-token each time (it rotates); the first failure is reported once on stderr, and a recovery once more.
-Only Python's standard library is used (urllib, ssl).
+"""Rank 0's progress in the TrainJob's own status.trainerStatus (step, estimated time left, the last losses),
+posted by a daemon thread to the URL Kubeflow Trainer gives every trainer container, at most every
+MIN_INTERVAL_SECONDS with a short timeout: reporting never slows or stops training; the first failure is one
+warning line, a recovery one more. The controller checks the pod's projected token: no Role, no kubectl.
+upstream: kubeflow/trainer pkg/runtime/framework/plugins/trainjobstatus, pkg/statusserver @ v2.3.0
 """
 
 from __future__ import annotations
@@ -36,10 +22,10 @@ from typing import Any
 
 from trainer.metrics import Outcome, warn
 
-URL_ENV = "KUBEFLOW_TRAINER_SERVER_URL"
-CA_CERT_ENV = "KUBEFLOW_TRAINER_SERVER_CA_CERT"
-TOKEN_ENV = "KUBEFLOW_TRAINER_SERVER_TOKEN"
-MIN_INTERVAL_SECONDS = 5.0
+URL_ENV = "KUBEFLOW_TRAINER_SERVER_URL"  # .../trainjobs/<name>/status, where a POST updates the status
+CA_CERT_ENV = "KUBEFLOW_TRAINER_SERVER_CA_CERT"  # a file: that endpoint's CA
+TOKEN_ENV = "KUBEFLOW_TRAINER_SERVER_TOKEN"  # a file, rotated: re-read for every post
+MIN_INTERVAL_SECONDS = 5.0  # the Trainer's guidance, which its SDK follows too
 REQUEST_TIMEOUT_SECONDS = 5.0
 # The API limits a metric's name and value to 64 characters each.
 MAX_METRIC_TEXT = 64

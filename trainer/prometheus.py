@@ -1,21 +1,7 @@
-"""Prometheus metrics of a training run: rank 0 serves /metrics on output.metrics_port (prometheus-client).
-
-Gauges (base units, as Prometheus' naming guide asks), all prefixed `trainstack_`:
-
-    step                          optimizer steps done
-    max_steps                     train.max_steps
-    loss                          training loss of the last logged step (nats/token, mean over ranks)
-    val_loss                      last validation loss
-    tokens_per_second             training throughput over all ranks, last logged interval
-    mfu                           model FLOPs utilisation, 0..1
-    seconds_since_last_checkpoint age of the newest checkpoint (saved, or resumed from), computed at scrape
-                                  time; without one, the time since this process started training
-    restarts                      earlier starts of this run (output.dir/run_state.json): restarts seen
-    last_checkpoint_step          step of the newest checkpoint
-
-A value not known yet (no logged step, no validation, MFU on a CPU or an unknown GPU) is NaN, rather than a
-0 that would read as a measurement. Plus prometheus-client's process_* and python_* collectors. The HTTP server runs on prometheus-client's
-own daemon thread; updating a gauge is a lock and a float store, so training never waits on a scrape.
+"""Prometheus metrics of a training run: rank 0 serves /metrics on output.metrics_port (prometheus-client) with
+trainstack_* gauges in base units (the list: docs/trainer.md, Prometheus metrics); a value not known yet is NaN,
+not a 0 that would read as a measurement. The server runs on prometheus-client's own daemon thread and updating
+a gauge is a lock and a float store, so training never waits on a scrape.
 """
 
 from __future__ import annotations

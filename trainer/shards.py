@@ -1,16 +1,7 @@
-"""Token shards on disk and reading them without loading them.
-
-A prepared corpus is a directory of token shards and one manifest.json, written last (trainer.prepare):
-
-    shard_000000.bin   the token ids of one piece of the source, raw little-endian uint16 (uint32 when the
-                       encoding has more than 65536 tokens): nanoGPT's .bin format
-    manifest.json      source, encoding, dtype, and per shard: file, header bytes, tokens, sha256, split
-
-Already-tokenized files are read as they are: nanoGPT's .bin (raw uint16, no header) and llm.c's .bin (a
-header of 256 int32: magic 20240520, version 1, token count; then uint16 tokens). A manifest names them in
-place. Opening a manifest checks each shard's size and header (cheap: no token is read); reading draws
-windows through memory maps of whole shards, at most OPEN_MAPS of them at a time, so the address space and
-resident memory stay bounded however large the corpus.
+"""Token shards on disk (shard_<index>.bin: raw little-endian uint16, uint32 past 65536 tokens, nanoGPT's
+format; llm.c's .bin with its 256-int32 header read as is) and their manifest.json, read without loading them:
+opening checks sizes and headers only, batches are windows through memory maps of at most OPEN_MAPS shards at a
+time, so memory stays bounded however large the corpus.
 """
 
 from __future__ import annotations

@@ -1,18 +1,8 @@
-"""Where a corpus comes from, cut into pieces that preparation tokenizes one shard each.
-
-data.path names the source:
-
-- a text file, a directory or a glob: *.txt (each file one document), *.jsonl (one document per line, its
-  data.text_field), or already-tokenized *.bin (nanoGPT's, llm.c's: trainer.shards), read in place;
-- s3://bucket/prefix: the same kinds of object under the prefix (credentials and endpoint as for checkpoints:
-  the AWS SDK's environment variables, trainer.s3_storage);
-- hf://name, or data.hf_dataset: a Hugging Face dataset (HF_TOKEN for gated ones); a directory written by
-  datasets' save_to_disk is read offline.
-
-A source's fingerprint is cheap (file names, sizes, modification times; object keys, sizes, ETags; the
-dataset's own fingerprint): it keys the prepared directory without reading the corpus, so a second job finds
-the shards at the cost of a listing. The pieces (Unit) are planned deterministically from the source alone, so
-that an interrupted preparation resumed later produces exactly the shards an uninterrupted one would.
+"""Where a corpus comes from (data.path: a file, directory or glob of *.txt, *.jsonl or tokenized *.bin;
+s3://bucket/prefix; hf://name or data.hf_dataset; a save_to_disk directory), cut into units that preparation
+tokenizes one shard each. A source's fingerprint is cheap (names, sizes, times or ETags, the dataset's own):
+it keys the prepared directory without reading the corpus; units are planned from the source alone, so a
+resumed preparation writes exactly what an uninterrupted one would.
 """
 
 from __future__ import annotations

@@ -1,21 +1,7 @@
-"""Time to first step: from the start of the process (or of `launch`, the container's first process) to
-the end of the first optimizer step, in parts.
-
-    launch_s      `python -m trainer launch` started -> this worker process started (torchrun in between)
-    startup_s     this process started -> the trainer begins: interpreter, imports, process group
-    data_s        token cache found or built, opened
-    engine_s      model built, DeepSpeed engine initialised (torch.compile only wraps the model here)
-    resume_s      newest complete checkpoint found, verified and loaded (0 when there is none)
-    prepare_s     rank 0's metric sinks started (MLflow, TrainJob status), the checkpoint writer prepared
-    first_step_s  the first optimizer step, device synchronised; torch.compile compiles during it
-
-Process start times come from psutil (the kernel's record of the process's start, 10 ms resolution on Linux),
-so the interpreter's own start-up and the imports count too.
-
-The same instants as wall-clock times (`timestamps()`, seconds since the epoch), for lining the trainer's start up
-with what Kubernetes saw (tests/e2e/timeline.py): `launch` and `process` (the starts above), `imported` (the
-clock made, after the heavy imports), `rendezvous` (the process group joined), and the end of every lap.
-"""
+"""Time to first step, in parts (launch_s, startup_s, data_s, engine_s, resume_s, prepare_s, first_step_s:
+docs/trainer.md, Metrics), from the start of the process or of `launch`, as psutil reads the kernel's record
+(so the interpreter's start and the imports count), and the same instants as wall-clock times for lining them
+up with what Kubernetes saw (tests/e2e/timeline.py)."""
 
 from __future__ import annotations
 
@@ -49,7 +35,6 @@ class StartupClock:
             else:
                 self.parts["launch_s"] = round(started - self.origin, 3)
         self.last = started
-        self.first_step_done = False
         self.marks: dict[str, float] = {"process": started}
         if self.origin < started:
             self.marks["launch"] = self.origin

@@ -1,28 +1,10 @@
-"""Experiment tracking in MLflow (`output.tracking: mlflow`), from rank 0 only.
-
-What goes to the MLflow run:
-- params: the resolved config, flattened (`model.n_layer`, `train.lr`, ...), when the run is created. A
-  resumed run whose config changed keeps the params it started with (MLflow params are immutable) and gets a
-  tag `config.<key>` for each changed value; every start also logs its whole config as the artifact
-  `config/start_step_<N>.yaml`.
-- metrics: every number of every metrics.jsonl record at its step: `loss`, `lr`, `grad_norm`,
-  `tokens_per_sec`, `mfu`, `step_time_ms` (train records), `val_loss`, and `<event>.<field>` for the other
-  events (`start.world_size`, `start.params`, `start.tokens`, ...); their text fields become tags
-  (`start.device`, `checkpoint.path`, `preempted.signal`, ...).
-- artifacts: `summary.json` and the loss curve `loss.png` (also written to output.dir) at the end.
-- status: RUNNING while training, FINISHED at the end (train.max_steps or train.stop_at), KILLED when stopped
-  by a signal (the run resumes later), FAILED on an error.
-
-Where: `output.tracking_uri`, or by default a SQLite store, MLflow 3's recommended local backend, at
-output.dir/mlflow/mlflow.db with artifacts in output.dir/mlflow/artifacts (nothing to run:
-`mlflow ui --backend-store-uri sqlite:///<output.dir>/mlflow/mlflow.db` shows it, with the full `mlflow`
-package). A restarted run continues the same MLflow run: its id is kept in output.dir/run_state.json with the
-URI it belongs to.
-
-All MLflow work (import, run creation, database migration, each batch of metrics, uploads) happens on one
-daemon thread fed by a queue, so training never waits on it. If MLflow fails (a tracking server that stays
-unreachable after MLflow's own retries, a full disk), one warning goes to stderr and the run trains on
-without tracking; the MLflow run then lacks what followed.
+"""Experiment tracking in MLflow (output.tracking: mlflow), from rank 0: the config as params, every metrics
+record's numbers as metrics and its text as tags, summary.json and the loss curve as artifacts, the outcome as
+the run's status (what goes where: docs/trainer.md, MLflow). A restart continues the same MLflow run (its id in
+output.dir/run_state.json). All MLflow work, its import and store creation included, runs on one daemon thread
+fed by a queue, so training never waits on it; a failure is one warning line and training goes on without it.
+MLflow's own async logging covers only metrics, params and tags, and logs a line per failed batch: kept ours
+(docs/benchmarks.md, "MLflow async logging").
 """
 
 from __future__ import annotations
@@ -168,15 +150,12 @@ class MlflowTracker:
             except Exception:  # deleted from the store, or another store at the same URI: a new run
                 run = None
         if run is None:
-            experiment = client.get_experiment_by_name(self.config.output.experiment)
-            experiment_id = (
-                experiment.experiment_id
-                if experiment is not None
-                else client.create_experiment(
-                    self.config.output.experiment,
-                    artifact_location=sqlite_artifact_location(self.tracking_uri),
-                )
-            )
+            name, artifacts = self.config.output.experiment, sqlite_artifact_location(self.tracking_uri)
+            experiment = client.get_experiment_by_name(name)
+            if experiment is not None:
+                experiment_id = experiment.experiment_id
+            else:
+                experiment_id = client.create_experiment(name, artifact_location=artifacts)
             run = client.create_run(experiment_id, tags={"trainstack.output_dir": str(self.output_dir)})
             self.run_id = run.info.run_id
             self.state.update(mlflow={"tracking_uri": self.tracking_uri, "run_id": self.run_id})

@@ -1,38 +1,29 @@
-"""The training loop: data, model, DeepSpeed engine, checkpoints, preemption, metrics.
-
-Step N means N optimizer steps done. The batches of step N are a pure function of (seed, rank, N), so the data
-position is the step itself and a resumed run continues exactly where a checkpoint left off.
-"""
+"""The Trainer: the training loop over the model in its DeepSpeed engine, with its checkpoints, stops and
+metrics. Step N means N optimizer steps done; the batches of step N are a pure function of (seed, rank, N), so
+a resumed run continues exactly where its checkpoint left off."""
 
 from __future__ import annotations
 
-import os
-import signal
 import statistics
 import sys
 import time
-from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from trainer import PREEMPTED_EXIT_CODE, STATUS_DIR_ENV
+from trainer import PREEMPTED_EXIT_CODE
 from trainer.checkpoint.layout import tag_for
 from trainer.checkpoint.storage import resume_problem
 from trainer.checkpoint.store import CheckpointStore, Write
-from trainer.config import ConfigError, StopCondition, TrainConfig
+from trainer.config import ConfigError, TrainConfig
 from trainer.dataset import DataError, TokenCache, TokenData, train_batch, val_batch
 from trainer.distributed import (
     DistContext,
     any_rank,
     broadcast_from_main,
-    gather_objects,
-    init_distributed,
+    first_problem,
     mean_over_ranks,
-    process_identity,
-    shutdown,
 )
 from trainer.engine import Engine, build_engine, enable_tf32, model_config
 from trainer.metrics import MetricsLog, MetricsSink, Outcome, closing_line, mfu, peak_flops
@@ -40,30 +31,10 @@ from trainer.model import GPT
 from trainer.progress import TrainJobStatusReporter
 from trainer.run_state import RunState
 from trainer.startup import StartupClock, compile_estimate
+from trainer.stopping import StopCondition, StopSignal
 
 if TYPE_CHECKING:
     from trainer.prometheus import PrometheusExporter
-
-
-class StopSignal:
-    """Remembers SIGTERM (Kubernetes draining or preempting the pod) and SIGINT instead of dying mid-step."""
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self.received_at: float | None = None  # seconds since the epoch, for the recovery's timeline
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.received = signal.Signals(signum).name
-        self.received_at = round(time.time(), 3)
-
-
-def report_exit_code(code: int) -> None:
-    status_dir = os.environ.get(STATUS_DIR_ENV)
-    if status_dir:
-        rank = os.environ.get("RANK", "0")
-        (Path(status_dir) / f"rank{rank}.exit").write_text(str(code), encoding="utf-8")
 
 
 def to_device(
@@ -82,9 +53,8 @@ def open_data(cache: TokenCache) -> TokenData:
         data = cache.open()
     except DataError as error:
         problem = str(error)
-    problems = [p for p in gather_objects(problem) if p]
-    if problems:
-        raise DataError(problems[0])
+    if (problem := first_problem(problem)) is not None:
+        raise DataError(problem)
     assert data is not None
     return data
 
@@ -134,9 +104,9 @@ class Trainer:
         self.tokens_per_step = (
             train.micro_batch_size * train.grad_accum_steps * config.model.block_size * context.world_size
         )
-        device_name = torch.cuda.get_device_name(context.device) if context.device.type == "cuda" else "cpu"
-        self.peak = peak_flops(device_name, config.output.peak_tflops)
-        self.device_name = device_name
+        cuda = context.device.type == "cuda"
+        self.device_name = torch.cuda.get_device_name(context.device) if cuda else "cpu"
+        self.peak = peak_flops(self.device_name, config.output.peak_tflops)
         show_progress = config.output.progress == "on" or (
             config.output.progress == "auto" and sys.stdout.isatty()
         )
@@ -150,12 +120,9 @@ class Trainer:
 
     def close(self, wait: bool) -> None:
         """Wait for the checkpoint write in flight (wait=False when the run is failing: it is abandoned,
-        unpublished), then release the DeepSpeed engine. The ZeRO optimizer's gradient hooks
-        (post-accumulate-grad hooks on every parameter) are held on the C++ side, out of the cycle
-        collector's sight: without removing them the engine, its optimizer and the process groups they hold
-        are never freed. (ZeRO-3 also keeps the model on
-        deepspeed.runtime.zero.parameter_offload.FWD_MODULE_STACK for good, so with stage 3 its parameters'
-        groups are still freed only at interpreter teardown.)"""
+        unpublished), then destroy the engine: the ZeRO optimizer's gradient hooks are held on the C++ side, out
+        of the cycle collector's sight, and would keep the engine and its process groups alive. (ZeRO-3 keeps
+        the model on deepspeed.runtime.zero.parameter_offload.FWD_MODULE_STACK: freed at teardown only.)"""
         self.store.close(wait)
         self.engine.engine.destroy()
 
@@ -244,38 +211,23 @@ class Trainer:
                         write_s=None if write.write_s is None else round(write.write_s, 4))  # fmt: skip
 
     def evaluate(self) -> float:
-        engine, train = self.engine.engine, self.config.train
+        engine, train, block = self.engine.engine, self.config.train, self.config.model.block_size
         engine.eval()
         total = 0.0
         with torch.no_grad():
             for index in range(train.eval_batches):
                 batch = val_batch(
-                    self.data,
-                    train.micro_batch_size,
-                    self.config.model.block_size,
-                    train.seed,
-                    self.context.rank,
-                    index,
+                    self.data, train.micro_batch_size, block, train.seed, self.context.rank, index
                 )
                 total += float(engine(*to_device(batch, self.context.device)).item())
         engine.train()
         return mean_over_ranks(total / train.eval_batches, self.context.device)
 
     def micro_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        train = self.config.train
+        train, block, rank = self.config.train, self.config.model.block_size, self.context.rank
+        shape = (train.micro_batch_size, block, train.seed, rank, self.step)
         return [
-            to_device(
-                train_batch(
-                    self.data,
-                    train.micro_batch_size,
-                    self.config.model.block_size,
-                    train.seed,
-                    self.context.rank,
-                    self.step,
-                    micro,
-                ),
-                self.context.device,
-            )
+            to_device(train_batch(self.data, *shape, micro), self.context.device)
             for micro in range(train.grad_accum_steps)
         ]
 
@@ -328,19 +280,10 @@ class Trainer:
         self.store.prepare(self.engine.engine)
         self.clock.lap("prepare")
         # Recorded once the first step is done (or at once when there is none to do), with the time to it.
-        start = {
-            "event": "start",
-            "step": self.step,
-            "resumed_from": resumed_from,
-            "world_size": self.context.world_size,
-            "device": self.device_name,
-            "threads": torch.get_num_threads(),
-            "compiled": self.engine.compiled,
-            "zero_stage": self.engine.zero_stage,
-            "params": self.model.num_params(),
-            "tokens": len(self.data.train),
-            "data": self.data.describe,
-        }
+        start = dict(event="start", step=self.step, resumed_from=resumed_from, world_size=self.context.world_size,
+                     device=self.device_name, threads=torch.get_num_threads(), compiled=self.engine.compiled,
+                     zero_stage=self.engine.zero_stage, params=self.model.num_params(),
+                     tokens=len(self.data.train), data=self.data.describe)  # fmt: skip
         start_step = self.step
         nothing_to_do = self.step >= train.max_steps or self.stop_reason is not None
         if nothing_to_do:
@@ -406,21 +349,16 @@ class Trainer:
         self.record_checkpoints(self.store.wait())  # the last save was written while evaluating
         if self.log:
             median_rate = statistics.median(rates) if rates else None
+            step_s = None if median_rate is None else self.tokens_per_step / median_rate
             startup = self.clock.report()
             self.log.summary(
                 **startup,
-                compile_s=compile_estimate(
-                    startup.get("first_step_s"),
-                    None if median_rate is None else self.tokens_per_step / median_rate,
-                    self.engine.compiled,
-                ),
+                compile_s=compile_estimate(startup.get("first_step_s"), step_s, self.engine.compiled),
                 final_step=self.step,
                 final_loss=self.last_loss,
                 val_loss=val_loss,
                 tokens_per_sec=median_rate,
-                mfu=None
-                if median_rate is None
-                else mfu(median_rate, flops_per_token, self.peak, self.context.world_size),
+                mfu=median_rate and mfu(median_rate, flops_per_token, self.peak, self.context.world_size),
                 world_size=self.context.world_size,
                 device=self.device_name,
                 stop_reason=self.stop_reason or f"train.max_steps ({train.max_steps}) reached",
@@ -431,14 +369,8 @@ class Trainer:
             )
         return 0
 
-    def close_with(
-        self,
-        outcome: str,
-        start_step: int,
-        tokens_per_sec: float | None,
-        val_loss: float | None = None,
-        checkpoint: str | None = None,
-    ) -> None:
+    def close_with(self, outcome: str, start_step: int, tokens_per_sec: float | None,
+                   val_loss: float | None = None, checkpoint: str | None = None) -> None:  # fmt: skip
         """Rank 0's closing line on stderr (see metrics.closing_line)."""
         if self.log is None:
             return
@@ -457,61 +389,3 @@ class Trainer:
             reason=self.stop_reason,
         )
         print(line, file=sys.stderr, flush=True)
-
-
-def train(config: TrainConfig) -> int:
-    """Train (or resume) to train.max_steps; the exit code: 0, or PREEMPTED_EXIT_CODE after a stop signal."""
-    clock = StartupClock()
-    cache = TokenCache(config.data, config.model.block_size)  # a missing path or unknown encoding fails here
-    # Preparation before the process group: however long it takes, no rank waits on a collective (with its
-    # timeout); the other ranks of the node wait on the manifest file.
-    # torchrun's variables are checked first: a rank with a bad identity must not wait for a manifest.
-    identity = process_identity(os.environ, torch.cuda.device_count() if torch.cuda.is_available() else 0)
-    cache.ready(identity.local_rank if identity else 0)
-    context = init_distributed()
-    clock.mark("rendezvous")
-    try:
-        exporter = start_exporter(config, context)
-        try:
-            return _train(config, cache, context, exporter, clock)
-        finally:
-            if exporter is not None:
-                exporter.close("finished")
-    finally:
-        shutdown(context)
-
-
-def start_exporter(config: TrainConfig, context: DistContext) -> PrometheusExporter | None:
-    """Rank 0's /metrics endpoint (output.metrics_port), before anything is written; a port that cannot be
-    bound is a ConfigError on every rank, so all of them exit 2 together."""
-    exporter, problem = None, None
-    if context.is_main and config.output.metrics_port is not None:
-        from trainer.prometheus import PrometheusExporter
-
-        try:
-            exporter = PrometheusExporter(config.output.metrics_port, config.train.max_steps)
-        except ConfigError as error:
-            problem = str(error)
-    problems = [p for p in gather_objects(problem) if p]
-    if problems:
-        raise ConfigError(problems[0])
-    return exporter
-
-
-def _train(
-    config: TrainConfig,
-    cache: TokenCache,
-    context: DistContext,
-    exporter: PrometheusExporter | None,
-    clock: StartupClock,
-) -> int:
-    """The Trainer's whole life: once this returns nothing refers to it, and shutdown can free its engine
-    and, with it, the process groups that the engine's optimizer and parameters hold."""
-    trainer = Trainer(config, cache, context, exporter, clock)
-    finished = False
-    try:
-        code = trainer.run()
-        finished = True
-        return code
-    finally:
-        trainer.close(wait=finished)

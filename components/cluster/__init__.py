@@ -1,18 +1,6 @@
-"""The Kubernetes cluster and the provider every Kubernetes resource uses.
-
-One module per cluster kind, each a ClusterProvider (provider.py), its shell scripts next to it:
-
-| kind | module | scripts |
-| --- | --- | --- |
-| kind | kind.py | kind_create.sh, kind_delete.sh |
-| k3s on this machine | k3s_local.py | k3s_install.sh, k3s_uninstall.sh (k3s.py, shared by the k3s kinds) |
-| k3s over SSH, NFS storage | k3s_remote.py | the k3s scripts, k3s_remote_token.sh, k3s_remote_nfs_*.sh |
-| k3s in Docker | k3s_docker.py | k3s_docker_create.sh, k3s_docker_delete.sh |
-| the user's own cluster | existing.py | none (kubeconfig.py reads and checks the kubeconfig) |
-
-Scripts that act as root start with components/root.sh (as_root, require_root), shared with the
-other components; scripts.py reads them.
-"""
+"""The Kubernetes cluster and the provider every Kubernetes resource uses. One module per cluster kind, each
+a ClusterProvider (provider.py), its scripts beside it: kind.py, k3s_local.py, k3s_remote.py (SSH, NFS),
+k3s_docker.py, existing.py (the user's cluster; kubeconfig.py checks it); k3s.py is what the k3s kinds share."""
 
 from __future__ import annotations
 
@@ -59,7 +47,7 @@ __all__ = [
 
 
 def provider_for(args: ClusterArgs) -> ClusterProvider:
-    """The cluster kind the args ask for (nothing is declared until its provision runs)."""
+    """Nothing is declared until its provision runs."""
     if args.kind == "kind":
         return Kind(args)
     if args.existing is not None:
@@ -75,11 +63,9 @@ class Cluster(pulumi.ComponentResource):
     """A cluster of any kind, its kubeconfig (a secret) and the Kubernetes provider bound to it."""
 
     kubeconfig: pulumi.Output[str]
-    # What the stack's kubectl commands use: the kubeconfig, or the user's file read when they run.
-    kubectl_kubeconfig: pulumi.Output[str] | KubeconfigFile
+    kubectl_kubeconfig: pulumi.Output[str] | KubeconfigFile  # the kubeconfig, or the user's file read at run
     provider: k8s.Provider
-    # Changes whenever the nodes are created anew (a new cluster has none of the old one's images).
-    identity: pulumi.Output[str]
+    identity: pulumi.Output[str]  # new with new nodes (which have none of the old one's images)
 
     def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("trainstack:index:Cluster", name, None, opts)
@@ -88,7 +74,7 @@ class Cluster(pulumi.ComponentResource):
         self.identity = provisioned.identity
         file = provisioned.kubeconfig_file
         self.kubectl_kubeconfig = file or self.kubeconfig
-        # pulumi-kubernetes reads a kubeconfig given as a path when it starts, destroy included.
+        # A path is read whenever the provider starts, destroy included.
         self.provider = k8s.Provider(
             f"{name}-provider",
             kubeconfig=file.path if file else self.kubeconfig,

@@ -16,28 +16,20 @@ from components.cluster.provider import (
 from components.cluster.scripts import cluster_script, shared_storage_command
 from components.shell import BASH
 
-# Label on every Docker object of a k3s-in-Docker cluster, so that destroy finds them all.
+# On every Docker object of a k3s-in-Docker cluster, so that destroy finds them all.
 DOCKER_CLUSTER_LABEL = "dev.trainstack.cluster"
-# Creates (or reuses) the node containers and prints the kubeconfig.
 CREATE_SCRIPT = cluster_script("k3s_docker_create.sh")
-# Removes every Docker object carrying the cluster's label but the shared checkpoint volume.
 DELETE_SCRIPT = cluster_script("k3s_docker_delete.sh")
-# The shared checkpoint volume: made once, removed at destroy only (a command no resize replaces).
 SHARED_CREATE_SCRIPT = cluster_script("k3s_docker_shared_create.sh")
 SHARED_DELETE_SCRIPT = cluster_script("k3s_docker_shared_delete.sh")
 
 
 class K3sDocker(ClusterProvider):
-    """Creates: one `local.Command` running k3s_docker_create.sh: a network, a privileged server container and
-    nodeCount - 1 agents, each with its own data volume and a static address, every object labelled; stdout
-    is the server's kubeconfig pointed at the API's loopback port on this machine, pinned at creation.
-    Node identity: that command. Shared storage: a Docker volume mounted into every node, made and removed by
-    a command of its own with no triggers, so that the replacement of the nodes (any change to them, a
-    resize included: pulumi-command replaces a command whose triggers change and runs the old `delete`
-    first, pulumi-command v1.2.1 provider/pkg/provider/common/inputs.go) never removes the checkpoints.
-    Teardown: every labelled container, volume and network, then the shared volume. Restarts: port,
-    addresses and token stay (see the script).
-    """
+    """Creates: one `local.Command` running k3s_docker_create.sh (network, privileged server and agent
+    containers; stdout the kubeconfig on a pinned loopback port). Node identity: that command. Shared storage:
+    a Docker volume made and removed by a command with no triggers, so a resize (old `delete` first) keeps
+    the checkpoints. upstream: pulumi/pulumi-command provider/pkg/provider/common/inputs.go @ v1.2.1
+    Teardown: every labelled container, volume and network, then the shared volume."""
 
     shared_storage = "the Docker volume <clusterName>-shared, mounted into every node container"
 
@@ -72,7 +64,7 @@ class K3sDocker(ClusterProvider):
             delete=DELETE_SCRIPT,
             interpreter=BASH,
             environment=environment,
-            # Any change to the nodes (count, image, storage, name) is a new cluster: the old one goes first.
+            # Any change to the nodes is a new cluster: the old one goes first.
             triggers=[
                 args.name,
                 args.node_count,
@@ -81,8 +73,7 @@ class K3sDocker(ClusterProvider):
                 args.shared_storage,
                 args.k3s_version,
             ],
-            # stdout is the kubeconfig: only stderr is logged, and stdout is a secret in the state.
-            logging=local.Logging.STDERR,
+            logging=local.Logging.STDERR,  # stdout is the kubeconfig, a secret in the state
             opts=pulumi.ResourceOptions(
                 parent=parent,
                 additional_secret_outputs=["stdout"],

@@ -1,47 +1,37 @@
 #!/usr/bin/env bash
-# Creates (or reuses) k3s in Docker: network, server, agents; waits for every node; prints the kubeconfig.
-# Environment: CLUSTER (name, prefix of every object), LABEL (name=value carried by every Docker object,
-# so that k3s_docker_delete.sh finds them all), NODE_IMAGE, NODE_COUNT (a server and NODE_COUNT - 1 agents),
-# K3S_FLAGS (the server's flags, separated by spaces), SHARED (1 to give every node the shared volume at
-# SHARED_STORAGE_PATH; k3s_docker_shared_create.sh made it), AIRGAP_IMAGES (optional host directory of image archives every node imports),
-# PULUMI_COMMAND_STDOUT (set by pulumi-command when create runs again on an update: the kubeconfig this
-# command printed before, whose API port is taken again).
-#
-# What the stack's state and the nodes record is fixed at creation, so that it survives a restart of a node
-# container, of Docker or of the host, as kind and k3d do:
-# - the API's host port: a free loopback port chosen here and published as 127.0.0.1:<port>:6443, which
-#   Docker binds again on every start (`127.0.0.1::6443` would get a new port each time and leave the
-#   kubeconfig in the state pointing at a dead one); kind does the same
-#   (sigs.k8s.io/kind pkg/cluster/internal/providers/common/getport.go);
-# - each node's address: a static --ip on a network with a subnet of its own. k3s records its node IP at
-#   first start and fails to start its networking when Docker hands out another (k3d-io/k3d#550, #1637);
-# - the join token: in the containers' configuration, so a node started again keeps it; a cluster made
-#   afresh gets new data volumes with its new token (k3s refuses a datastore made with another token,
-#   k3s-io/k3s#4640).
+# Creates (or reuses) k3s in Docker and prints its kubeconfig. Environment: CLUSTER, LABEL (on every Docker
+# object), NODE_IMAGE, NODE_COUNT (server + agents), K3S_FLAGS, SHARED (1: mount $CLUSTER-shared),
+# AIRGAP_IMAGES (optional), PULUMI_COMMAND_STDOUT (the kubeconfig printed before, whose port is reused).
+# Fixed at creation so a restart of a node, Docker or the host keeps the cluster (as kind and k3d do): the
+# API's host port (`127.0.0.1::6443` would change it), each node's static IP (k3s keeps its first one,
+# k3d-io/k3d#550) and the join token (k3s refuses a datastore made with another, k3s-io/k3s#4640).
+# upstream: kubernetes-sigs/kind pkg/cluster/internal/providers/common/getport.go @ v0.29.0
 set -euo pipefail
 server="$CLUSTER-server"
 nodes=("$server")
 for ((index = 1; index < NODE_COUNT; index++)); do nodes+=("$CLUSTER-agent-$index"); done
 read -ra server_flags <<<"$K3S_FLAGS"
 
-# The API port in the kubeconfig this command printed before, if any.
 previous_port() {
   sed -n 's#^ *server: https://127\.0\.0\.1:\([0-9][0-9]*\)$#\1#p' <<<"${PULUMI_COMMAND_STDOUT:-}" | head -n 1
 }
 
-# A free TCP port on 127.0.0.1, chosen by the kernel (as kind's GetFreePort does).
+# A loopback port in the dynamic range (49152-65535) that nothing listens on: a refused connection.
 free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  local port
+  for _ in {1..64}; do
+    port=$((49152 + RANDOM % 16384))
+    (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port" && return; }
+  done
+  echo "k3s-in-Docker cluster $CLUSTER: no free loopback port for the API" >&2 && return 1
 }
 
 existing=$(docker ps -a --filter "label=$LABEL" --format '{{.Names}}' | sort)
 if [ "$existing" = "$(printf '%s\n' "${nodes[@]}" | sort)" ]; then
-  # Every node exists: start the stopped ones (nothing for running ones), with all they had.
   echo "k3s-in-Docker cluster $CLUSTER exists: reusing it" >&2
   docker start "${nodes[@]}" >/dev/null
 else
-  # Nodes missing (an earlier attempt failed, or nodes were removed behind the stack's back): start afresh,
-  # their data volumes and network included. The shared checkpoint volume stays.
+  # Nodes missing: start afresh, data volumes and network included; the shared checkpoint volume stays.
   # Docker ids are single words: the unquoted lists below are split into them on purpose.
   # shellcheck disable=SC2086
   {
@@ -75,7 +65,6 @@ else
     shift 2
     docker volume create --label "$LABEL" "$name-data" >/dev/null
     local mounts=(-v "$name-data:/var/lib/rancher/k3s")
-    # k3s imports every image archive in this directory when it starts (its air-gap mechanism).
     if [ -n "${AIRGAP_IMAGES:-}" ]; then mounts+=(-v "$AIRGAP_IMAGES:/var/lib/rancher/k3s/agent/images:ro"); fi
     if [ "$SHARED" = 1 ]; then mounts+=(-v "$CLUSTER-shared:$SHARED_STORAGE_PATH"); fi
     docker run -d --name "$name" --hostname "$name" --label "$LABEL" --network "$CLUSTER" --ip "$address" \

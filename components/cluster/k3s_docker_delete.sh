@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
-# Removes every container (with its anonymous volumes), volume and network of the k3s-in-Docker cluster:
-# the Docker objects that carry LABEL (name=value), except the shared checkpoint volume $CLUSTER-shared. It
-# runs at destroy and before a replacement (a resize), which must keep the checkpoints: that volume is
-# k3s_docker_shared_delete.sh's, run at destroy only. Environment: CLUSTER, LABEL.
+# Removes every Docker object labelled LABEL but the shared volume $CLUSTER-shared: it runs before a resize
+# too, which must keep the checkpoints (k3s_docker_shared_delete.sh, at destroy only). Environment: CLUSTER, LABEL.
 set -euo pipefail
 # Docker ids are single words: the unquoted lists below are split into them on purpose.
 # shellcheck disable=SC2086

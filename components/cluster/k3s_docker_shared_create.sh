@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
-# Creates the k3s-in-Docker cluster's shared checkpoint volume $CLUSTER-shared, labelled LABEL (name=value),
-# world-writable for the training pods (uid 1000). An existing volume is kept with everything on it: this
-# command is not replaced by a resize, and runs again (an update) only when its inputs change.
-# Environment: CLUSTER, LABEL, NODE_IMAGE (any image with /bin/sh: the node image, already pulled).
+# The shared checkpoint volume $CLUSTER-shared, world-writable for uid 1000; an existing one is kept (never
+# replaced by a resize). Environment: CLUSTER, LABEL, NODE_IMAGE (any image with /bin/sh).
 set -euo pipefail
 volume="$CLUSTER-shared"
 if ! docker volume inspect "$volume" >/dev/null 2>&1; then

@@ -10,10 +10,8 @@ from components.cluster.provider import ClusterProvider, Provisioned
 
 
 class K3sLocal(ClusterProvider):
-    """Creates: one `local.Command` that installs the k3s server here and prints its kubeconfig (server
-    https://127.0.0.1:6443, k3s's own). Node identity: that command. Shared storage: none (one node).
-    Teardown: k3s-uninstall.sh, which removes k3s's data and images.
-    """
+    """Creates: one `local.Command` installing the k3s server here, printing its kubeconfig. Node identity:
+    that command. Shared storage: none (one node). Teardown: k3s-uninstall.sh (k3s's data and images)."""
 
     shared_storage = None
 
@@ -24,8 +22,7 @@ class K3sLocal(ClusterProvider):
             delete=UNINSTALL_SCRIPT,
             # delete runs with the same environment, whose K3S_ROLE picks the server's uninstaller.
             environment=install_environment(self.args.k3s_version, "server", k3s_server_flags(None)),
-            logging=local.Logging.STDERR,
-            # stdout is the kubeconfig: only stderr is logged, and stdout is a secret in the state.
+            logging=local.Logging.STDERR,  # stdout is the kubeconfig, a secret in the state
             opts=pulumi.ResourceOptions(parent=parent, additional_secret_outputs=["stdout"]),
         )
         return Provisioned(nodes=[server], kubeconfig=server.stdout)

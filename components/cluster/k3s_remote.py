@@ -23,25 +23,20 @@ from components.cluster.provider import (
 )
 from components.cluster.scripts import ROOT_PRELUDE, remote_script
 
-# Functions of the NFS scripts (apt_install, replace_line), after root.sh.
 NFS_LIBRARY = "k3s_remote_nfs_lib.sh"
 
 
 def install_script(version: str, role: str, flags: list[str], *, join_url: str | None = None) -> str:
-    """k3s_install.sh for one remote node, its inputs exported ahead of it (see scripts.remote_script)."""
-    return remote_script(
-        install_environment(version, role, flags, join_url=join_url), ROOT_PRELUDE, "k3s_install.sh"
-    )
+    environment = install_environment(version, role, flags, join_url=join_url)
+    return remote_script(environment, ROOT_PRELUDE, "k3s_install.sh")
 
 
 def uninstall_script(role: str) -> str:
-    """k3s_uninstall.sh for one remote server or agent."""
     return remote_script(uninstall_environment(role), ROOT_PRELUDE, "k3s_uninstall.sh")
 
 
 def nfs_scripts(hosts: RemoteHosts) -> dict[str, str]:
-    """The storage scripts for these hosts: make and remove the directory, export and unexport it (server),
-    mount and unmount it (every agent)."""
+    """Make/remove the directory and export/unexport it (server), mount/unmount it (every agent)."""
     storage = {"SHARED_STORAGE_PATH": SHARED_STORAGE_PATH}
     return {
         "shared": remote_script(storage, ROOT_PRELUDE, "k3s_remote_nfs_shared.sh"),
@@ -61,21 +56,10 @@ def nfs_scripts(hosts: RemoteHosts) -> dict[str, str]:
 
 
 class K3sRemote(ClusterProvider):
-    """Creates: over SSH, a `remote.Command` per host that installs the k3s server or an agent, one that reads
-    the server's node token (given to every agent on stdin), and with shared storage an NFS export on the
-    server and a mount on every agent. The kubeconfig is the server's, its API address set to
-    https://<k3sServerHost>:6443, an address the user chose and the server's certificate names (--tls-san).
-    Node identity: every one of these commands. Shared storage: the server's SHARED_STORAGE_PATH over NFS.
-    Restarts: the kubeconfig names k3sServerHost, which only the user changes (another address is another
-    host: k3s is uninstalled from the old one and installed on the new one); the node token is read again
-    whenever the server is installed anew.
-    Shared storage: the directory is a command of its own with no triggers (another server address is an
-    update: the directory is made there and the old one's is kept); the export is replaced when the server
-    or the agents change, and its delete only unexports (pulumi-command replaces a command whose triggers
-    change, running the old `delete` first: pulumi-command v1.2.1 provider/pkg/provider/common/inputs.go).
-    So adding or removing an agent never touches the checkpoints.
-    Teardown: k3s's uninstallers, the agents' mounts and /etc/fstab lines, the export, then the directory.
-    """
+    """Over SSH: a `remote.Command` installing k3s per host, one reading the node token (the agents' stdin),
+    and the server's directory over NFS to the agents. The directory has no triggers and the export's delete
+    only unexports, so changing hosts never touches the checkpoints. Node identity: every command.
+    Teardown: uninstall, unmount, unexport, then the directory."""
 
     shared_storage = (
         "the server's directory, exported over NFS (nfs-kernel-server) to the agents, which mount it"
@@ -93,10 +77,8 @@ class K3sRemote(ClusterProvider):
         def connection(host: str) -> remote.ConnectionArgs:
             return remote.ConnectionArgs(host=host, user=hosts.user, port=hosts.port, private_key=private_key)
 
-        # A changed connection alone is an update, which runs create on the new host and never the old
-        # one's uninstaller: the host is a trigger, so another host replaces the command (and uninstalls),
-        # deleting first so that a replacement never uninstalls what it has just installed on the same host.
-        # Commands that print the kubeconfig or the node token log only stderr and mark stdout secret.
+        # The host is a trigger: another host replaces the command (an update would never uninstall the old),
+        # deleting first so a replacement never uninstalls what it just installed on the same host.
         server = remote.Command(
             f"{name}-k3s-server",
             connection=connection(hosts.server),
@@ -112,9 +94,7 @@ class K3sRemote(ClusterProvider):
             f"{name}-k3s-token",
             connection=connection(hosts.server),
             create=remote_script({}, ROOT_PRELUDE, "k3s_remote_token.sh"),
-            # The token is read once and kept in the state: a server installed anew (a new id) has a new
-            # token, so it is read again, and the agents (whose stdin changes) join with it.
-            triggers=[server.id],
+            triggers=[server.id],  # a server installed anew has a new token: read again, the agents rejoin
             logging=remote.Logging.STDERR,
             opts=pulumi.ResourceOptions(
                 parent=parent, depends_on=[server], additional_secret_outputs=["stdout"]
@@ -153,7 +133,6 @@ class K3sRemote(ClusterProvider):
         server: remote.Command,
         agents: list[remote.Command],
     ) -> list[pulumi.Resource]:
-        """The server's SHARED_STORAGE_PATH exported over NFS and mounted at the same path on every agent."""
         scripts = nfs_scripts(hosts)
         directory = remote.Command(
             f"{name}-nfs-shared",
@@ -169,9 +148,8 @@ class K3sRemote(ClusterProvider):
             connection=connection(hosts.server),
             create=scripts["export"],
             delete=scripts["unexport"],
-            # Another server or set of agents replaces the export: unexported first (the directory stays). The
-            # triggers are those stacks already deployed hold, so that upgrading one updates the export (its
-            # state then keeps this delete) rather than running the old delete, which removed the directory.
+            # New hosts replace the export, unexported first (the directory stays). Triggers as deployed stacks
+            # hold them, so an upgrade updates rather than run the old delete, which removed the directory.
             triggers=[hosts.server, *hosts.agents],
             opts=pulumi.ResourceOptions(
                 parent=parent, depends_on=[server, directory], delete_before_replace=True

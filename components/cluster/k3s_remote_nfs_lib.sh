@@ -1,6 +1,5 @@
 #!/bin/sh
-# Functions of the NFS scripts (POSIX sh: they run in a remote login shell, which may not be bash).
-# Put after components/root.sh (as_root, require_root) and before the script by k3s_remote.py.
+# Functions of the NFS scripts (POSIX sh), after root.sh.
 
 # apt_install PACKAGE: installs the Debian/Ubuntu package.
 apt_install() {

@@ -1,6 +1,6 @@
 #!/bin/sh
-# On an agent: the server's NFS export mounted at SHARED_STORAGE_PATH, now and at boot. Debian/Ubuntu.
-# POSIX sh; needs components/root.sh and k3s_remote_nfs_lib.sh first. Environment: SHARED_STORAGE_PATH; NFS_SERVER, the server's address.
+# On an agent: NFS_SERVER's export at SHARED_STORAGE_PATH, now and at boot. POSIX sh; root.sh and
+# k3s_remote_nfs_lib.sh first.
 set -eu
 require_root "mounting the NFS checkpoint storage"
 apt_install nfs-common

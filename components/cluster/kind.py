@@ -15,29 +15,22 @@ from components.cluster.provider import SHARED_STORAGE_PATH, ClusterArgs, Cluste
 from components.cluster.scripts import cluster_script, shared_storage_command
 from components.shell import BASH
 
-# nvkind's GPU passthrough: with accept-nvidia-visible-devices-as-volume-mounts on the host's toolkit, a
-# /dev/null mount at this path makes Docker's nvidia runtime hand every GPU to the kind node container.
-# A GPU stack on kind has one node (settings refuses more): the kind node is privileged and sees every
-# device node of the host, so giving several workers disjoint GPUs takes nvkind's in-node surgery (removing
-# the other GPUs' /dev/nvidiaN and masking ModifyDeviceFiles, upstream: NVIDIA/nvkind pkg/nvkind/node.go),
-# which the stack does not do.
+# A /dev/null mount here hands every GPU to the node container; one GPU node only (disjoint GPUs per node
+# take nvkind's in-node surgery). upstream: NVIDIA/nvkind pkg/nvkind/node.go
 NVIDIA_DEVICES_MOUNT = "/var/run/nvidia-container-devices/all"
-# Creates (or reuses) the cluster from the config on stdin and prints its kubeconfig.
 CREATE_SCRIPT = cluster_script("kind_create.sh")
-# Deletes the cluster (its shared directory stays).
 DELETE_SCRIPT = cluster_script("kind_delete.sh")
-# The shared checkpoint directory: made once, removed at destroy only (a command no config change replaces).
 SHARED_CREATE_SCRIPT = cluster_script("kind_shared_create.sh")
 SHARED_DELETE_SCRIPT = cluster_script("kind_shared_delete.sh")
 
 
 def kind_shared_directory(cluster_name: str) -> Path:
-    """The host directory a multi-node kind cluster shares into every node as SHARED_STORAGE_PATH."""
+    """Shared into every node as SHARED_STORAGE_PATH."""
     return Path.home() / ".local" / "share" / "trainstack" / cluster_name / "shared"
 
 
 def host_gpu_count() -> int:
-    """The NVIDIA GPUs of this machine (the kind node's host), as nvidia-smi lists them; 0 without nvidia-smi."""
+    """This machine's NVIDIA GPUs as nvidia-smi lists them; 0 without it."""
     if shutil.which("nvidia-smi") is None:
         return 0
     try:
@@ -54,9 +47,7 @@ def host_gpu_count() -> int:
 
 
 def render_kind_config(args: ClusterArgs) -> str:
-    """kind's cluster config: the nodes, their pinned image, nvkind's GPU mount and the shared directory.
-
-    Raises ValueError for GPUs on more than one node (each would get every GPU of the host)."""
+    """kind's cluster config; ValueError for GPUs on more than one node (each would get them all)."""
     if args.gpus_per_node and args.node_count > 1:
         raise ValueError("kind gives GPUs to one node only: every node would get all of the host's GPUs")
     training_mounts = []
@@ -85,15 +76,10 @@ def render_kind_config(args: ClusterArgs) -> str:
 
 
 class Kind(ClusterProvider):
-    """Creates: one `local.Command` running kind_create.sh with the rendered config on stdin; its stdout is
-    `kind get kubeconfig`. kind publishes the API on a loopback port it picks once and pins in the control
-    plane container's port binding, so the kubeconfig survives a restart of the container, Docker or the
-    host (sigs.k8s.io/kind pkg/cluster/internal/providers/common/getport.go and docker/provision.go).
-    Node identity: that command. Shared storage: a host directory mounted into every training node, made
-    and removed by a command of its own with no triggers: any change of the config replaces the cluster
-    (pulumi-command runs the old `delete` first), which must never take the checkpoints with it.
-    Teardown: `kind delete cluster`, then the shared directory.
-    """
+    """Creates: one `local.Command` running kind_create.sh (config on stdin, kubeconfig on stdout; kind pins the
+    API port, so it survives restarts). Node identity: that command. Shared storage: a host directory made
+    and removed by a command with no triggers, so a config change (a new cluster) keeps the checkpoints.
+    Teardown: `kind delete cluster`, then the shared directory."""
 
     shared_storage = (
         "the host directory ~/.local/share/trainstack/<clusterName>/shared, mounted into every worker"
@@ -120,12 +106,11 @@ class Kind(ClusterProvider):
             stdin=config,
             interpreter=BASH,
             environment=environment,
-            # A changed environment alone would only re-run create (an update), leaving the cluster of the
-            # old name behind: a new name, like a new config, replaces it.
-            triggers=[config, args.name],
-            # stdout is the kubeconfig: only stderr is logged, and stdout is a secret in the state.
-            logging=local.Logging.STDERR,
-            # A new config means a new cluster: delete the old one first, as both carry the same name.
+            triggers=[
+                config,
+                args.name,
+            ],  # a new name replaces the cluster (an update would leave the old one)
+            logging=local.Logging.STDERR,  # stdout is the kubeconfig, a secret in the state
             opts=pulumi.ResourceOptions(
                 parent=parent,
                 additional_secret_outputs=["stdout"],

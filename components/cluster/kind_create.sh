@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
-# Creates the kind cluster named $KIND_CLUSTER from the kind config on stdin (reusing one that exists) and
-# prints its kubeconfig.
-# Environment: KIND_CLUSTER; GPU_PASSTHROUGH=1 (optional) checks the host's nvkind settings first. The shared
-# directory the config mounts is kind_shared_create.sh's.
+# Creates (or reuses) the kind cluster $KIND_CLUSTER from the config on stdin and prints its kubeconfig.
+# GPU_PASSTHROUGH=1 checks the host's nvkind settings first.
 set -euo pipefail
 if [ "${GPU_PASSTHROUGH:-0}" = 1 ]; then
   # Fail with the fix instead of creating a cluster that silently has no GPU.
@@ -21,9 +19,7 @@ fi
 if kind get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
   echo "kind cluster $KIND_CLUSTER exists: reusing it" >&2
 else
-  # kind would merge the cluster's admin credentials into the file the user's KUBECONFIG names (or
-  # ~/.kube/config), which pulumi-command passes on: a private file instead, removed; the stack's
-  # kubeconfig is the secret output printed below.
+  # Not into the user's KUBECONFIG (admin credentials): a private file, removed; the stack's is printed below.
   umask 077
   merged=$(mktemp)
   trap 'rm -f "$merged"' EXIT

@@ -1,20 +1,6 @@
-"""A user's kubeconfig, checked before anything is created: parsed, reduced to one context, its API server asked.
-
-The rules follow client-go's kubeconfig handling (k8s.io/client-go/tools/clientcmd): api/types.go for the
-fields; validation.go for what must exist (the context, its cluster with a server, its user); loader.go for
-file references, which resolve against the directory of the kubeconfig file; `kubectl config view --minify
---flatten` for the reduced form, which keeps one context and puts the certificate files' contents inline, so
-the stack's kubeconfig (a secret output, handed to the Kubernetes provider and to kubectl in a temporary
-file) needs nothing else from this machine. A tokenFile stays a reference, made absolute: such tokens are
-rotated by whoever writes them, and a copy would expire.
-
-The reachability check is one GET of /version (what `kubectl version` asks), with the kubeconfig's CA (or
-none, with insecure-skip-tls-verify) and its user's static credentials: a bearer token or tokenFile, a client
-certificate and key, or a username and password. Users whose credentials come from an exec plugin or an
-auth-provider are checked for reachability only (any HTTP answer): their plugin runs when the provider first
-connects. Loopback servers are never proxied (as in Go's net/http); others go through the kubeconfig's
-proxy-url, or the environment's HTTPS_PROXY and NO_PROXY.
-"""
+"""A user's kubeconfig reduced to one context (`kubectl config view --minify --flatten`) and its API server
+asked GET /version, before anything is created. Kept over the Kubernetes client's loader: docs/stack.md.
+upstream: kubernetes/client-go tools/clientcmd (api/types.go, validation.go, loader.go)"""
 
 from __future__ import annotations
 
@@ -38,11 +24,9 @@ import yaml
 
 from components.cluster.provider import ExistingCluster
 
-# The config keys a kubeconfig problem is reported against.
 KUBECONFIG_KEY = "kubeconfig"
 KUBECONFIG_PATH_KEY = "kubeconfigPath"
 KUBE_CONTEXT_KEY = "kubeContext"
-# How long the API server may take to answer the check, in seconds.
 CHECK_TIMEOUT_SECONDS = 10.0
 # File references and the inline field each becomes (kubectl config view --flatten).
 _CLUSTER_FILES = {"certificate-authority": "certificate-authority-data"}
@@ -50,7 +34,7 @@ _USER_FILES = {"client-certificate": "client-certificate-data", "client-key": "c
 
 
 class KubeconfigError(ValueError):
-    """A kubeconfig the stack cannot use: `key` is the config key to fix, `problem` says what is wrong."""
+    """`key`: the config key to fix; `problem`: what is wrong."""
 
     def __init__(self, key: str, problem: str) -> None:
         super().__init__(f"{key}: {problem}")
@@ -59,10 +43,7 @@ class KubeconfigError(ValueError):
 
 
 def read_kubeconfig(*, secret: str | None, path: str, context: str) -> ExistingCluster:
-    """The kubeconfig from exactly one of the secret value and the file path, reduced to one context.
-
-    context: the context to use; empty for the kubeconfig's current-context. Raises KubeconfigError.
-    """
+    """The kubeconfig from exactly one of the secret and the file, reduced to `context` (empty: current)."""
     if secret and path:
         raise KubeconfigError(
             KUBECONFIG_PATH_KEY, "and the kubeconfig secret may not both be set: keep one of them"
@@ -81,14 +62,12 @@ def read_kubeconfig(*, secret: str | None, path: str, context: str) -> ExistingC
     except OSError as error:
         raise KubeconfigError(KUBECONFIG_PATH_KEY, f"cannot read {file}: {error.strerror}") from None
     parsed = parse_kubeconfig(text, key=KUBECONFIG_PATH_KEY, context=context, base_dir=file.resolve().parent)
-    # The provider and kubectl read the file again when they run (destroy included), unless it names files by
-    # relative paths: pulumi-kubernetes loads a kubeconfig path's text without resolving them against the
-    # file (v4.32.0 provider/pkg/provider/util.go, parseKubeconfigString), so those keep the inlined copy.
+    # Read again at every run, unless it names relative paths, which pulumi-kubernetes does not resolve.
+    # upstream: pulumi/pulumi-kubernetes provider/pkg/provider/util.go parseKubeconfigString @ v4.32.0
     return parsed if _relative_references(text) else dataclasses.replace(parsed, path=str(file.resolve()))
 
 
 def _relative_references(text: str) -> bool:
-    """Whether any cluster or user of the kubeconfig names a file by a relative path."""
     document = yaml.safe_load(text) or {}
     fields = (*_CLUSTER_FILES, *_USER_FILES, "tokenFile")
     for section, field in (("clusters", "cluster"), ("users", "user")):
@@ -101,7 +80,7 @@ def _relative_references(text: str) -> bool:
 
 
 def _named(document: Mapping[str, Any], section: str, field: str, key: str) -> dict[str, dict[str, Any]]:
-    """A kubeconfig list (clusters, contexts, users) as name -> its mapping."""
+    """clusters, contexts or users as name -> mapping."""
     entries = document.get(section) or []
     if not isinstance(entries, list):
         raise KubeconfigError(key, f"{section} must be a list, got {type(entries).__name__}")
@@ -116,7 +95,7 @@ def _named(document: Mapping[str, Any], section: str, field: str, key: str) -> d
 def _inline_files(
     entry: dict[str, Any], files: Mapping[str, str], where: str, key: str, base_dir: Path | None
 ) -> None:
-    """Replaces each file reference of entry by its content (base64, as the -data fields hold it)."""
+    """Each file reference replaced by its content (base64, as the -data fields hold it)."""
     for field, data_field in files.items():
         if field not in entry:
             continue
@@ -141,11 +120,7 @@ def _resolve(reference: Path, where: str, key: str, base_dir: Path | None) -> Pa
 
 
 def parse_kubeconfig(text: str, *, key: str, context: str, base_dir: Path | None) -> ExistingCluster:
-    """The kubeconfig reduced to one context, its cluster and user, files inline. Raises KubeconfigError.
-
-    key: the config key the text came from; context: empty for current-context; base_dir: the directory
-    relative file references resolve against (None for a kubeconfig that is no file: they are errors).
-    """
+    """Reduced to one context, files inline; relative paths resolve against base_dir (None: errors)."""
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -202,7 +177,7 @@ def parse_kubeconfig(text: str, *, key: str, context: str, base_dir: Path | None
 
 
 class _Connection(http.client.HTTPSConnection):
-    """An HTTPS connection that verifies the server under another name (the kubeconfig's tls-server-name)."""
+    """Verifies the server under the kubeconfig's tls-server-name."""
 
     def __init__(self, host: str, *, context: ssl.SSLContext, server_name: str | None, **kwargs: Any) -> None:
         super().__init__(host, context=context, **kwargs)
@@ -227,11 +202,7 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
 
 
 def _tls_context(cluster: Mapping[str, Any], user: Mapping[str, Any], private: Path) -> ssl.SSLContext:
-    """Verification by the kubeconfig's CA alone (else the system's, or none), and the user's client certificate.
-
-    As in client-go (v0.33, transport/transport.go, rootCertPool), a kubeconfig's CA replaces the system's roots
-    rather than adding to them.
-    """
+    """upstream: kubernetes/client-go transport/transport.go rootCertPool @ v0.33 (the CA replaces the roots)"""
     authority = cluster.get("certificate-authority-data")
     cadata = base64.b64decode(authority).decode() if authority else None
     context = ssl.create_default_context(cadata=cadata)
@@ -260,11 +231,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def _proxies(cluster: Mapping[str, Any], host: str, key: str) -> dict[str, str] | None:
-    """urllib's proxies: the kubeconfig's proxy-url; else none for loopback; else the environment's (None).
-
-    As in client-go: proxy-url is used for every server (http.ProxyURL), the environment's proxy never for
-    a loopback one (http.ProxyFromEnvironment).
-    """
+    """proxy-url; else none for loopback; else the environment's (None), as client-go's."""
     proxy = str(cluster.get("proxy-url") or "")
     if proxy:
         if urlsplit(proxy).scheme not in ("http", "https"):
@@ -276,7 +243,7 @@ def _proxies(cluster: Mapping[str, Any], host: str, key: str) -> dict[str, str] 
 
 
 def _credentials(cluster: ExistingCluster) -> tuple[dict[str, str], bool, bool]:
-    """The request headers of the kubeconfig's user, whether it has static credentials, whether a plugin's."""
+    """The user's request headers, whether it has static credentials, whether a plugin's."""
     document = yaml.safe_load(cluster.kubeconfig)
     user, user_name = document["users"][0]["user"], document["users"][0]["name"]
     headers = {"Accept": "application/json"}
@@ -298,11 +265,7 @@ def _credentials(cluster: ExistingCluster) -> tuple[dict[str, str], bool, bool]:
 
 
 def api_get(cluster: ExistingCluster, path: str, timeout: float = CHECK_TIMEOUT_SECONDS) -> tuple[int, bytes]:
-    """GET path from the API server with the kubeconfig's CA and static credentials: (HTTP status, body).
-
-    Raises KubeconfigError, naming cluster.source_key, when the server cannot be reached within timeout
-    seconds or its certificate does not verify.
-    """
+    """(HTTP status, body); KubeconfigError when unreachable in time or the certificate does not verify."""
     document = yaml.safe_load(cluster.kubeconfig)
     entry, user = document["clusters"][0]["cluster"], document["users"][0]["user"]
     server = str(entry["server"]).rstrip("/")
@@ -340,17 +303,12 @@ def api_get(cluster: ExistingCluster, path: str, timeout: float = CHECK_TIMEOUT_
 
 
 def _where(cluster: ExistingCluster) -> str:
-    """The API server and context, as errors name them."""
     server = str(yaml.safe_load(cluster.kubeconfig)["clusters"][0]["cluster"]["server"]).rstrip("/")
     return f"the API server {server} (context {cluster.context!r})"
 
 
 def check_api_server(cluster: ExistingCluster, timeout: float = CHECK_TIMEOUT_SECONDS) -> str:
-    """Asks the API server for /version with the kubeconfig's CA and credentials; returns its gitVersion.
-
-    Raises KubeconfigError, naming cluster.source_key, when the server cannot be reached within timeout
-    seconds, its certificate does not verify, or it rejects the user's static credentials.
-    """
+    """The API server's gitVersion; KubeconfigError as api_get's, or for rejected static credentials."""
     user_name = yaml.safe_load(cluster.kubeconfig)["users"][0]["name"]
     where = _where(cluster)
     _, static, plugin = _credentials(cluster)
@@ -373,9 +331,7 @@ def check_api_server(cluster: ExistingCluster, timeout: float = CHECK_TIMEOUT_SE
 
 
 def with_namespace(kubeconfig: str, namespace: str) -> str:
-    """The kubeconfig with `namespace` as its current context's namespace: what the stack exports, so kubectl
-    and the Kubeflow SDK (TrainerClient reads the current context's namespace, else `default`) look where the
-    job is. A kubeconfig without a current context that names an existing one is returned unchanged."""
+    """`namespace` as the current context's (if any): kubectl and the Kubeflow SDK look where the job is."""
     document = yaml.safe_load(kubeconfig)
     current = document.get("current-context") if isinstance(document, dict) else None
     for entry in document.get("contexts") or [] if current else []:
@@ -388,8 +344,7 @@ def with_namespace(kubeconfig: str, namespace: str) -> str:
 def read_custom_resource_definition(
     cluster: ExistingCluster, name: str, timeout: float = CHECK_TIMEOUT_SECONDS
 ) -> dict[str, Any] | None:
-    """The cluster's CustomResourceDefinition `name`, or None when it has none or the user may not read it
-    (nothing to check then: Helm's install says what it can). Raises KubeconfigError as api_get."""
+    """None when absent or unreadable (Helm's install says what it can); KubeconfigError as api_get's."""
     path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
     status, body = api_get(cluster, path, timeout)
     if status != 200:

@@ -1,11 +1,5 @@
-"""What every cluster kind is given and the one interface each implements.
-
-Modelled on kind's node providers (sigs.k8s.io/kind, pkg/cluster/internal/providers/provider.go: one provider
-per folder behind one `Provider` interface that the cluster code composes): each kind is one module of this
-package with one ClusterProvider subclass, and the shell scripts it runs lie next to it as `.sh` files.
-`Cluster` (the package's __init__) picks the kind and composes it. No kind imports another; what the k3s
-kinds share is in k3s.py, the script helpers in scripts.py.
-"""
+"""What every cluster kind is given and the one interface each implements (one module per kind).
+upstream: kubernetes-sigs/kind pkg/cluster/internal/providers/provider.go @ v0.29.0 (the model)"""
 
 from __future__ import annotations
 
@@ -18,9 +12,8 @@ import pulumi
 
 from components.shell import KubeconfigFile
 
-# Shared checkpoint storage of a multi-node cluster: the same directory on every node (a Docker volume in
-# every k3s node container, a host directory in every kind node, an NFS export of the k3s server mounted on
-# every remote agent), offered to the job as a ReadWriteMany hostPath PersistentVolume.
+# Shared checkpoint storage: the same directory on every node (Docker volume, host directory or NFS export),
+# offered to the job as a ReadWriteMany hostPath PersistentVolume.
 SHARED_STORAGE_PATH = "/var/lib/trainstack/shared"
 
 
@@ -28,20 +21,14 @@ SHARED_STORAGE_PATH = "/var/lib/trainstack/shared"
 class RemoteHosts:
     """The hosts of a k3s cluster installed over SSH."""
 
-    # Address of the k3s server: SSH, and the Kubernetes API on port 6443.
-    server: str
-    # Addresses of the k3s agents, joined to the server with its node token.
-    agents: tuple[str, ...]
-    # SSH user; needs passwordless sudo.
-    user: str
-    # SSH port.
+    server: str  # SSH, and the Kubernetes API on port 6443
+    agents: tuple[str, ...]  # joined to the server with its node token
+    user: str  # needs passwordless sudo
     port: int
-    # Private key file for every host.
-    private_key_path: Path
+    private_key_path: Path  # for every host
 
     @property
     def all(self) -> tuple[str, ...]:
-        """Server first, then the agents."""
         return (self.server, *self.agents)
 
 
@@ -49,93 +36,58 @@ class RemoteHosts:
 class DockerNodes:
     """k3s nodes as Docker containers on this machine (like k3d): one server, nodeCount - 1 agents."""
 
-    # Node image: the official rancher/k3s tag of the k3s version, or a mirror of it.
-    image: str
-    # Host directory of image archives imported by every node at start (air-gap images); None for none.
-    airgap_images: Path | None = None
+    image: str  # the rancher/k3s tag of the k3s version, or a mirror of it
+    airgap_images: Path | None = None  # host directory of archives every node imports at start
 
 
 @dataclass(frozen=True)
 class ExistingCluster:
     """A cluster the user already has, as its kubeconfig reaches it (see kubeconfig.py)."""
 
-    # The kubeconfig reduced to one context, its cluster and user, with certificate files inline (YAML).
-    kubeconfig: str
-    # The context it uses (its current-context).
-    context: str
-    # The config key it came from (kubeconfig or kubeconfigPath), named by errors about it.
-    source_key: str
-    # The kubeconfig file's absolute path (kubeconfigPath), read again by every later run; "" for the secret.
-    path: str = ""
+    kubeconfig: str  # reduced to one context, its cluster and user, certificate files inline (YAML)
+    context: str  # its current-context
+    source_key: str  # kubeconfig or kubeconfigPath, named by errors about it
+    path: str = ""  # kubeconfigPath's absolute path, read again by every later run; "" for the secret
 
 
 @dataclass(frozen=True)
 class ClusterArgs:
-    """What cluster to create."""
-
-    # "kind", "k3s" or "existing".
-    kind: str
-    # Name of the kind cluster (k3s has no name; the stack's outputs carry it).
-    name: str
-    # Schedulable nodes wanted for training: kind creates a lone control plane, or a control plane plus this many workers.
-    node_count: int
-    # GPUs per node; above 0, kind mounts the host's GPUs into the training nodes the nvkind way.
-    gpus_per_node: int
-    # kind node image (pins the Kubernetes version).
-    kind_node_image: str
-    # k3s release installed by get.k3s.io.
-    k3s_version: str
-    # Hosts of a remote k3s cluster; None installs k3s on this machine (or in Docker, see docker).
-    remote: RemoteHosts | None = None
-    # k3s nodes as Docker containers; None for kind, local or remote k3s.
-    docker: DockerNodes | None = None
-    # Provide SHARED_STORAGE_PATH on every node (a multi-node job without a StorageClass of the user's).
-    shared_storage: bool = False
-    # The user's cluster when kind is "existing"; None otherwise.
-    existing: ExistingCluster | None = None
-
-    @property
-    def k3s_in_docker(self) -> bool:
-        """k3s nodes are Docker containers on this machine."""
-        return self.kind == "k3s" and self.docker is not None
+    kind: str  # "kind", "k3s" or "existing"
+    name: str  # of the kind cluster (k3s has none)
+    node_count: int  # schedulable nodes; kind adds a control plane when above 1
+    gpus_per_node: int  # above 0, kind mounts the host's GPUs into the nodes the nvkind way
+    kind_node_image: str  # pins the Kubernetes version
+    k3s_version: str  # installed by get.k3s.io
+    remote: RemoteHosts | None = None  # None: k3s on this machine (or in Docker)
+    docker: DockerNodes | None = None  # k3s nodes as Docker containers
+    shared_storage: bool = False  # SHARED_STORAGE_PATH on every node (multi-node, no StorageClass given)
+    existing: ExistingCluster | None = None  # the user's cluster when kind is "existing"
 
 
 @dataclass(frozen=True)
 class Provisioned:
     """What a cluster kind declared: its nodes and how to reach their API."""
 
-    # The resources whose creation makes the nodes. The Kubernetes provider waits for them; their `delete`
-    # is the kind's teardown; a replacement of any of them is a new cluster (see identity).
+    # Their `delete` is the teardown; replacing any is a new cluster (see identity).
     nodes: list[pulumi.CustomResource]
-    # The cluster's kubeconfig, as its command printed it (Cluster makes it a secret).
-    kubeconfig: pulumi.Output[str]
-    # What holds the shared checkpoint storage: resources no resize replaces, whose `delete` (the only one
-    # that removes checkpoints) runs at destroy alone. The Kubernetes provider waits for them too.
+    kubeconfig: pulumi.Output[str]  # as its command printed it (Cluster makes it a secret)
+    # Shared checkpoint storage: no resize replaces it; its `delete` (the only one that removes checkpoints)
+    # runs at destroy alone.
     storage: list[pulumi.Resource] = field(default_factory=list)
-    # A kubeconfig file the provider and the kubectl commands read whenever they run (destroy included)
-    # instead of the kubeconfig above, which the state keeps as it was at the last `pulumi up`.
+    # Read whenever a provider or kubectl runs (destroy included), not the kubeconfig kept from the last `up`.
     kubeconfig_file: KubeconfigFile | None = None
 
     @property
     def identity(self) -> pulumi.Output[str]:
-        """Changes whenever the nodes are created anew: a new cluster has none of the old one's images.
-
-        A replaced command gets a new id, so the ids of the node resources name this incarnation; a kind that
-        creates no node has the empty identity (nothing is delivered into its nodes).
-        """
+        """The node resources' ids: new with new nodes (which have none of the old images)."""
         return pulumi.Output.all(*(node.id for node in self.nodes)).apply(",".join)
 
 
 class ClusterProvider(ABC):
-    """One cluster kind: what it creates, its kubeconfig, its node identity, its shared storage, its teardown.
+    """One cluster kind: its nodes (declared under the Cluster component), kubeconfig and shared storage.
+    Teardown is the `delete` of every resource in Provisioned.nodes."""
 
-    A provider declares its resources under the Cluster component (parent), so its resources keep the names
-    and URNs they have always had. Teardown is the `delete` of every resource in Provisioned.nodes, run by
-    `pulumi destroy` (and before a replacement, as each is delete_before_replace).
-    """
-
-    # What backs SHARED_STORAGE_PATH on every node when several nodes share the checkpoints and the stack
-    # names no StorageClass; None when the kind cannot provide it (the stack must name a class).
+    # What backs SHARED_STORAGE_PATH; None: the kind cannot (the stack must name a StorageClass).
     shared_storage: ClassVar[str | None]
 
     def __init__(self, args: ClusterArgs) -> None:

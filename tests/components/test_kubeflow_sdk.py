@@ -18,7 +18,8 @@ import yaml
 from kubeflow.trainer import KubernetesBackendConfig, TrainerClient
 
 from components.cluster.kubeconfig import with_namespace
-from components.training_job import RUNTIME_NAME, train_job_spec, training_runtime_spec
+from components.training_job import train_job_spec
+from components.training_runtime import RUNTIME_NAME, training_runtime_spec
 from tests.fake_apiserver import reply
 
 from .test_training_job import IMAGE, job_args
@@ -57,7 +58,12 @@ def objects(gpus_per_node: int) -> dict[str, Any]:
         "spec": training_runtime_spec(args, IMAGE),
     }  # fmt: skip
     spec = train_job_spec(
-        args, image=IMAGE, service_account="trainer", hf_token_secret=None, image_pull_secret=None
+        args,
+        image=IMAGE,
+        service_account="trainer",
+        hf_token_secret=None,
+        hf_token_key="token",
+        image_pull_secret=None,
     )
     job: dict[str, Any] = {
         "apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",

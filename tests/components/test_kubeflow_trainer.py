@@ -303,7 +303,7 @@ def test_the_jobset_check_holds_the_runtime_against_the_upstream_crds() -> None:
     """The pinned JobSet's CRD takes every field and value of the runtime; an older one's pruned field, an
     action off its enum and a CRD without the version Trainer writes are each named."""
     from components.kubeflow_trainer import jobset_schema_gaps
-    from components.training_job import training_runtime_spec
+    from components.training_runtime import training_runtime_spec
     from tests.components.test_training_job import job_args
 
     upstream = PROJECT_ROOT / "tests" / "upstream" / "jobset"

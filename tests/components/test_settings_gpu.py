@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from components.settings import StackConfigError, parse_settings
+from components.settings import StackConfigError
+from components.stack import parse_settings
 from tests.fake_apiserver import fake_api_server
 
 UPSTREAM = Path(__file__).resolve().parent.parent / "upstream"
@@ -21,7 +22,7 @@ def host_gpus(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
     def set_count(count: int) -> None:
         # raising=False: on a tree without the check the tests still run (and fail on what they assert).
-        monkeypatch.setattr("components.settings.host_gpu_count", lambda: count, raising=False)
+        monkeypatch.setattr("components.cluster_config.host_gpu_count", lambda: count, raising=False)
 
     set_count(8)
     yield set_count

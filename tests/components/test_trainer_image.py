@@ -316,7 +316,9 @@ def test_delivery_follows_the_cluster_identity(context: Path) -> None:
 
 
 def test_docker_nodes_import_into_every_node(context: Path, tmp_path: Path) -> None:
-    run = evaluate(lambda: TrainerImage("image", args(context, delivery=DockerNodesImport("demo"))))
+    run = evaluate(
+        lambda: TrainerImage("image", args(context, delivery=DockerNodesImport("demo", DOCKER_CLUSTER_LABEL)))
+    )
     command = run.one(COMMAND, "image-node-import")
     assert command.inputs["create"] == script(
         "trainer_image_archive.sh", "trainer_image_docker_nodes_import.sh"

@@ -16,22 +16,18 @@ import pytest
 import yaml
 from kubeflow_trainer_api.models import TrainerV1alpha1TrainingRuntime, TrainerV1alpha1TrainJob
 
+from components.checkpoints import CHECKPOINT_MOUNT, ObjectStore, default_grace_period_seconds, job_paths
 from components.shell import KUBECONFIG_PRELUDE, script
 from components.training_job import (
-    CHECKPOINT_MOUNT,
     CONFIG_DIR,
     JOBSET_NAME_LABEL,
     POD_NAMES_SCRIPT,
-    RUNTIME_NAME,
-    ObjectStore,
     TrainingJob,
     TrainingJobArgs,
     config_map_name,
-    default_grace_period_seconds,
-    job_paths,
     train_job_spec,
-    training_runtime_spec,
 )
+from components.training_runtime import RUNTIME_NAME, training_runtime_spec
 from tests.k8s_validation import KUBERNETES_VERSION, SCHEMAS, normalise, unknown_fields
 from tests.shell_stubs import run_file, stub_tools
 from tests.stack_helpers import REPO_ROOT as REPO
@@ -62,7 +58,12 @@ def job_args(**changes: Any) -> TrainingJobArgs:
 
 def trainjob(args: TrainingJobArgs, hf: str | None = "hf-token", pull: str | None = None) -> dict[str, Any]:
     spec = train_job_spec(
-        args, image=IMAGE, service_account="trainer", hf_token_secret=hf, image_pull_secret=pull
+        args,
+        image=IMAGE,
+        service_account="trainer",
+        hf_token_secret=hf,
+        hf_token_key="token",
+        image_pull_secret=pull,
     )
     return {
         "apiVersion": "trainer.kubeflow.org/v1alpha1",
@@ -419,6 +420,7 @@ def training_job(args: TrainingJobArgs, start_after: list[pulumi.Resource]) -> T
         service_account="trainer",
         image=IMAGE,
         hf_token_secret=None,
+        hf_token_key="token",
         image_pull_secret=None,
         kubeconfig=pulumi.Output.secret("kc"),
         start_after=start_after,

@@ -77,7 +77,7 @@ def test_bad_data(tmp_path: Path, settings: dict[str, str], fragments: list[str]
         (["--set", "train.stop_at=accuracy>0.9"], ["train.stop_at: unknown metric 'accuracy'", "val_loss"]),
         (
             ["--set", "output.metrics_port=99999"],
-            ["output.metrics_port: must be a TCP port between 1 and 65535"],
+            ["output.metrics_port: must be >= 1 and <= 65535, got 99999"],
         ),
         (["--set", "output.tracking=tensorboard"], ["output.tracking: must be one of none, mlflow"]),
     ],

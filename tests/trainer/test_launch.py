@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import os
 import signal
@@ -183,18 +184,49 @@ def test_this_torchrun_reads_the_shutdown_timeout_from_its_environment(
     assert config.shutdown_timeout == 170
 
 
+# The launcher's exit code for every combination of what its workers report: 0 finished, 75 preempted (saved a
+# checkpoint), 2 bad input; a worker that crashed or was killed reports nothing. torchrun exits 1 for any
+# failure (a node of one process: the worker's own code, rows "direct"; killed: 128 + its signal). Rule: preemption first, then bad input,
+# then a stop signal the launcher forwarded (128 + signal), then torchrun's code.
+P, U = PREEMPTED_EXIT_CODE, USAGE_EXIT_CODE
+OUTCOME_TABLE = [
+    # reported codes,  no signal, SIGTERM forwarded
+    ((), 1, 128 + 15),  # every worker crashed or was killed before it could save
+    ((0,), 1, 128 + 15),  # one finished, another crashed
+    ((P,), P, P),
+    ((U,), U, U),
+    ((0, P), P, P),
+    ((0, U), U, U),
+    ((P, U), P, P),  # a restart resumes; bad input then fails the restarted run on its own
+    ((0, P, U), P, P),
+]
+
+
+def test_the_outcome_table_covers_every_combination_of_worker_reports() -> None:
+    combinations = {frozenset(c) for n in range(4) for c in itertools.combinations((0, P, U), n)}
+    assert {frozenset(codes) for codes, _, _ in OUTCOME_TABLE} == combinations
+
+
+@pytest.mark.parametrize(("codes", "plain", "signalled"), OUTCOME_TABLE)
+def test_outcome_of_every_combination_of_worker_reports(
+    codes: tuple[int, ...], plain: int, signalled: int
+) -> None:
+    for reports in itertools.permutations(codes * 2):  # order and count of the workers do not matter
+        assert outcome(1, list(reports), None) == plain
+        assert outcome(1, list(reports), signal.SIGTERM) == signalled
+
+
 @pytest.mark.parametrize(
     ("torchrun_code", "worker_codes", "signal_received", "expected"),
     [
-        (0, [0, 0], None, 0),
-        (1, [PREEMPTED_EXIT_CODE, PREEMPTED_EXIT_CODE], 15, PREEMPTED_EXIT_CODE),  # SIGTERM, checkpoint saved
-        (1, [PREEMPTED_EXIT_CODE], None, PREEMPTED_EXIT_CODE),  # another node's pod was preempted
-        (1, [USAGE_EXIT_CODE, USAGE_EXIT_CODE], None, USAGE_EXIT_CODE),
-        (1, [], 15, 128 + 15),  # stopped before any worker could save
-        (1, [], None, 1),  # a crash
+        (0, [0, 0], None, 0),  # torchrun exits 0 only when every worker did
+        (P, [P], 15, P),  # direct: the worker is the only process
+        (U, [U], None, U),
+        (1, [], None, 1),  # direct: a crash
+        (-9, [], None, 128 + 9),  # direct: killed (SIGKILL, the OOM killer), not sys.exit(-9)'s 247
     ],
 )
-def test_outcome(
+def test_outcome_of_a_run_that_finished_or_started_its_worker_directly(
     torchrun_code: int, worker_codes: list[int], signal_received: int | None, expected: int
 ) -> None:
     assert outcome(torchrun_code, worker_codes, signal_received) == expected
