@@ -43,7 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.checkpoint import CheckpointStore
+from trainer.checkpoint.store import CheckpointStore
 from trainer.config import TrainConfig, load_config
 from trainer.distributed import DistContext, init_distributed, shutdown
 from trainer.engine import Engine, build_engine, compile_problem, enable_tf32, model_config, use_bf16

@@ -63,6 +63,7 @@ SAMPLING = tuple(
     f"trainer.dataset.x_{function}__mutmut_*"
     for function in ("_split", "sample_windows", "train_batch", "val_batch")
 )
+CHECKPOINT = ("layout", "local", "storage", "store")  # trainer/checkpoint/ less s3.py (see below)
 MODULES: dict[str, Module] = {
     "webhook_patch": Module(
         ("components/webhook_patch.py",),
@@ -74,15 +75,17 @@ MODULES: dict[str, Module] = {
     "token_cache": Module(
         ("trainer/dataset.py",), ("trainer.dataset.*",), ("tests/trainer/test_dataset.py",), exclude=SAMPLING
     ),
-    # The checkpoint store, and the choice of the checkpoint to resume from in Trainer.resume. Not
-    # trainer/s3_storage.py: every test of S3Storage (tests/trainer/test_s3_checkpoint.py, the `s3` backend of
-    # tests/trainer/test_checkpoint.py) runs against a real S3 server and is slow, so no fast test could kill its
-    # mutants; the rules it shares with a directory (abandoned, run_gone, files_problem in
-    # trainer/checkpoint_storage.py, newest_verified and superseded in trainer/checkpoint.py) are counted here.
+    # The checkpoint package, and the choice of the checkpoint to resume from in Trainer.resume. Not
+    # trainer/checkpoint/s3.py: every test of S3Storage (tests/trainer/checkpoint/test_s3.py, the `s3` backend of
+    # test_storage.py) runs against a real S3 server and is slow, so no fast test could kill its mutants; the
+    # rules it shares with a directory (in layout.py and storage.py) are counted here.
     "checkpoint": Module(
-        ("trainer/checkpoint.py", "trainer/checkpoint_storage.py", "trainer/train.py"),
-        ("trainer.checkpoint.*", "trainer.checkpoint_storage.*", "trainer.train.xǁTrainerǁresume__mutmut_*"),
-        ("tests/trainer/test_checkpoint.py",),
+        (*(f"trainer/checkpoint/{name}.py" for name in CHECKPOINT), "trainer/train.py"),
+        (
+            *(f"trainer.checkpoint.{name}.*" for name in CHECKPOINT),
+            "trainer.train.xǁTrainerǁresume__mutmut_*",
+        ),
+        ("tests/trainer/checkpoint",),
     ),
     "launch": Module(("trainer/launch.py",), ("trainer.launch.*",), ("tests/trainer/test_launch.py",)),
     # Stack settings: their own tests, and the whole program's (secrets, an existing cluster's kubeconfig, bad
@@ -180,43 +183,36 @@ _IMPLIED_DEPENDENCY = (
     "the engine gets the same dependencies and order."
 )
 EQUIVALENT: dict[str, str] = {
-    "trainer.checkpoint_storage.x_read_manifest__mutmut_3": _MANIFEST_ASCII,
-    "trainer.checkpoint_storage.x_read_manifest__mutmut_6": _MANIFEST_ASCII,
-    "trainer.checkpoint_storage.xǁLocalStorageǁmanifest__mutmut_3": _MANIFEST_ASCII,
-    "trainer.checkpoint_storage.xǁLocalStorageǁmanifest__mutmut_7": _MANIFEST_ASCII,
-    "trainer.checkpoint_storage.xǁLocalStorageǁpublish__mutmut_5": _MANIFEST_ASCII,
-    "trainer.checkpoint_storage.xǁLocalStorageǁpublish__mutmut_8": _MANIFEST_ASCII,
-    "trainer.checkpoint_storage.xǁLocalStorageǁpublish__mutmut_13": _MANIFEST_ASCII,
-    "trainer.checkpoint_storage.xǁLocalStorageǁpublish__mutmut_16": _MANIFEST_INDENT,
-    "trainer.checkpoint_storage.xǁLocalStorageǁpublish__mutmut_20": _MANIFEST_INDENT,
-    "trainer.checkpoint_storage.xǁLocalStorageǁpublish__mutmut_22": _MANIFEST_INDENT,
-    "trainer.checkpoint_storage.xǁLocalStorageǁstaged_problem__mutmut_3": (
+    "trainer.checkpoint.local.x_read_manifest__mutmut_3": _MANIFEST_ASCII,
+    "trainer.checkpoint.local.x_read_manifest__mutmut_6": _MANIFEST_ASCII,
+    "trainer.checkpoint.local.xǁLocalStorageǁmanifest__mutmut_3": _MANIFEST_ASCII,
+    "trainer.checkpoint.local.xǁLocalStorageǁmanifest__mutmut_7": _MANIFEST_ASCII,
+    "trainer.checkpoint.local.xǁLocalStorageǁpublish__mutmut_5": _MANIFEST_ASCII,
+    "trainer.checkpoint.local.xǁLocalStorageǁpublish__mutmut_8": _MANIFEST_ASCII,
+    "trainer.checkpoint.local.xǁLocalStorageǁpublish__mutmut_13": _MANIFEST_ASCII,
+    "trainer.checkpoint.local.xǁLocalStorageǁpublish__mutmut_16": _MANIFEST_INDENT,
+    "trainer.checkpoint.local.xǁLocalStorageǁpublish__mutmut_20": _MANIFEST_INDENT,
+    "trainer.checkpoint.local.xǁLocalStorageǁpublish__mutmut_22": _MANIFEST_INDENT,
+    "trainer.checkpoint.local.xǁLocalStorageǁstaged_problem__mutmut_3": (
         "_files_problem(checksums=None) instead of False: it only tests the flag's truth (`if checksums and "
         "...`), and None is false like False."
     ),
-    "trainer.checkpoint_storage.xǁLocalStorageǁwrite_shard__mutmut_18": (
+    "trainer.checkpoint.local.xǁLocalStorageǁwrite_shard__mutmut_18": (
         "open(path) (text mode 'r') instead of 'rb' before os.fsync: the file is opened only for its "
         "descriptor, nothing is read or decoded, and fsync(2) flushes the file's data through any descriptor "
         "of it, whatever its access mode."
     ),
-    "trainer.checkpoint.xǁCheckpointStoreǁ_publish__mutmut_38": (
+    "trainer.checkpoint.store.xǁCheckpointStoreǁ_publish__mutmut_38": (
         "storage.remove(write.staging, None) instead of self.run: LocalStorage.remove uses the run id only to "
         "name the aside of a published checkpoint (a name without '.tmp-'); a staging name always has '.tmp-' "
         "(f'{tag}.tmp-{self.run}', Write.staging), so it is deleted in place and the run id is never read."
     ),
-    "trainer.checkpoint.xǁCheckpointStoreǁ_write__mutmut_26": (
+    "trainer.checkpoint.store.xǁCheckpointStoreǁ_write__mutmut_26": (
         "outcome's initial value (None, None) replaced by None: it is never read. Rank 0 always assigns it (the "
         "_publish call or its except branch); on every other rank broadcast_object_list replaces box[0] with rank "
         "0's outcome, and if the broadcast raises, the except branch sets the error without reading box."
     ),
-    "trainer.checkpoint.xǁCheckpointStoreǁ_load_legacy__mutmut_8": (
-        "`assert legacy is not None or isinstance(self.storage, LocalStorage)` instead of `and`: they differ "
-        "only where the storage is not a LocalStorage, and load() calls _load_legacy only for a manifest without "
-        "'format', where legacy_checkpoint never returns None. The only other Storage, S3Storage, never hands "
-        "out such a manifest (its read_manifest, behind verify and manifest, refuses one without 'format'), so "
-        "both assertions hold wherever _load_legacy runs; the isinstance is there for mypy."
-    ),
-    "trainer.checkpoint_storage.xǁRunLockǁrelease__mutmut_1": (
+    "trainer.checkpoint.layout.xǁRunLockǁrelease__mutmut_1": (
         "The default of `remove` in the RunLock Protocol's stub (True instead of False): a Protocol's method is "
         "never called (its body is `...`); calls go to the implementations, HeldLock.release and "
         "S3Storage's Lease.release, whose own defaults apply. Only mypy reads the stub's signature."

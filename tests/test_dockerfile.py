@@ -304,7 +304,8 @@ def test_code_only_change_rebuilds_only_the_last_layer(
 def test_image_trains_on_cpu_as_the_trainer_user_into_a_mounted_directory(
     cold_build: Build, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from trainer.checkpoint_storage import read_manifest, tag_for
+    from trainer.checkpoint.layout import tag_for
+    from trainer.checkpoint.local import read_manifest
 
     mount = tmp_path / "mnt"
     mount.mkdir()

@@ -57,17 +57,11 @@ def use_bf16(config: TrainConfig, device: torch.device) -> bool:
 
 
 def zero_stage(config: TrainConfig, world_size: int) -> int:
-    """The ZeRO stage the engine runs: train.zero_stage with two or more data-parallel ranks, 0 with one.
-
-    ZeRO 1-3 partition the optimizer state (1), the gradients (2) and the weights (3) over the data-parallel
-    ranks; one rank has nothing to partition. DeepSpeed's ZeRO optimizer still works tensor by tensor on the
-    host at every step there (deepspeed 0.19.8 runtime/zero/stage_1_and_2.py: a gradient hook per parameter
-    copying into a reduction bucket, an inf/NaN test and a norm per gradient tensor, every bf16 weight
-    re-pointed into the flat buffer one by one; about 50 aten ops per parameter tensor per step), and on a GPU
-    the device then waits for the host: ZeRO 1 trained GPT-2 124M at 0.53 of a plain PyTorch loop on an H200
-    (docs/benchmarks.md). ZeRO 0 is the plain loop's dtype policy and optimizer (see deepspeed_config).
-    The one exception, a checkpoint of the earlier DeepSpeed layout that only its own stage loads, is
-    trainer.checkpoint.resume_stage's.
+    """The ZeRO stage the engine runs: train.zero_stage with two or more data-parallel ranks, 0 with one, which
+    has nothing to partition while DeepSpeed's ZeRO optimizer still works tensor by tensor on the host (ZeRO 1
+    trained GPT-2 124M at 0.53 of a plain PyTorch loop on an H200, docs/benchmarks.md). Checkpoints resume
+    at any stage, so this is the one policy.
+    upstream: deepspeed runtime/zero/stage_1_and_2.py (a gradient hook and copy per parameter) @ 0.19.8
     """
     return config.train.zero_stage if world_size > 1 else 0
 
@@ -80,16 +74,10 @@ def clips_itself(stage: int) -> bool:
 
 
 def deepspeed_config(config: TrainConfig, world_size: int, bf16: bool, stage: int) -> dict[str, Any]:
-    """DeepSpeed's config for the ZeRO stage the engine runs (zero_stage()). bf16 means two things, by stage:
-
-    - ZeRO 0: torch.autocast(bfloat16) around the forward, fp32 weights and gradients, the client fused
-      AdamW unwrapped (DeepSpeed's "torch_autocast"), the loop clipping: the dtype policy of a plain PyTorch
-      loop. DeepSpeed's "bf16" here would wrap AdamW in FP16_UnfusedOptimizer, which checks every gradient
-      for inf/NaN with one host sync per parameter tensor and copies fp32 master weights tensor by tensor at
-      every step, and accumulates micro-batch gradients in bf16.
-    - ZeRO 1-3: DeepSpeed's "bf16": bf16 weights and activations, fp32 master weights and AdamW state in the
-      ZeRO optimizer's flat partitions, the gradient norm and clipping done by that optimizer.
-    """
+    """DeepSpeed's config for the ZeRO stage the engine runs. bf16 at ZeRO 0 is torch.autocast over fp32
+    weights with the client AdamW unwrapped (a plain loop's policy; DeepSpeed's "bf16" there would wrap AdamW in
+    FP16_UnfusedOptimizer, one host sync per tensor per step); at ZeRO 1-3 DeepSpeed's "bf16" (bf16 weights,
+    fp32 master weights and AdamW state in the ZeRO partitions, clipping by that optimizer)."""
     train = config.train
     zero = stage > 0
     return {
@@ -150,9 +138,8 @@ class Engine:
 def build_engine(
     model: GPT, config: TrainConfig, device: torch.device, world_size: int, *, stage: int | None = None
 ) -> Engine:
-    """The engine for this many data-parallel ranks. stage: the ZeRO stage to run (the trainer's comes from
-    trainer.checkpoint.resume_stage); None: zero_stage(config, world_size). One line on stderr when one rank
-    runs stage 0 for a train.zero_stage of 1-3."""
+    """The engine for this many data-parallel ranks. stage: the ZeRO stage to run (tests force one); None:
+    zero_stage(config, world_size). One line on stderr when one rank runs stage 0 for a train.zero_stage of 1-3."""
     import deepspeed  # heavy: only once the process group exists
 
     train = config.train
@@ -185,11 +172,9 @@ def build_engine(
         config=deepspeed_config(config, world_size, bf16, stage),
     )
     if stage == 0 and world_size == 1:
-        # ZeRO 0 all-reduces the gradients after every accumulation boundary even alone: it flattens them
-        # into a bucket, all-reduces it over one rank and copies each tensor back (deepspeed 0.19.8
-        # runtime/engine.py allreduce_gradients -> buffered_allreduce_fallback; a few ops per parameter
-        # tensor). Over one rank that is the identity (no rescaling: gradient_predivide_factor 1 equals
-        # the world size), so skip it: _backward_epilogue and step() read this flag.
+        # ZeRO 0 flattens, all-reduces over one rank and copies back every gradient even alone: the identity
+        # (gradient_predivide_factor 1 is the world size), so skip it (_backward_epilogue and step() read this).
+        # upstream: deepspeed runtime/engine.py allreduce_gradients -> buffered_allreduce_fallback @ 0.19.8
         engine.enable_backward_allreduce = False
     compiled = False
     if train.compile and device.type == "cuda":

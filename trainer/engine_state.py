@@ -1,13 +1,12 @@
 """A DeepSpeed engine's training state as whole tensors by parameter name, whatever the ZeRO stage and the
-world size: what trainer.checkpoint saves and loads.
-
-Per parameter (the names of `engine.module.named_parameters()`): the fp32 weight and AdamW's `exp_avg` and
-`exp_avg_sq`, read and written through DeepSpeed's stage-independent fragment API
-(deepspeed.utils.safe_get_full_fp32_param / safe_get_full_optimizer_state / safe_set_*; DeepSpeed 0.19.8,
-deepspeed/utils/tensor_fragment.py), or the torch AdamW itself without ZeRO. Beside them the run state:
-AdamW's step count, the LR schedule, DeepSpeed's step counters and the trainer's client state, and each
-rank's RNG. Reading is a collective with ZeRO (every rank, every parameter, the same order); `snapshot` copies
-the result to host memory so that it can be written while training goes on.
+world size: what trainer.checkpoint.store saves and loads. Per parameter the fp32 weight and AdamW's moments,
+through DeepSpeed's public fragment API (deepspeed.utils safe_get_*/safe_set_*) or the torch AdamW at ZeRO 0;
+beside them the run state and each rank's RNG. Reading is a collective with ZeRO (every rank, every parameter,
+the same order).
+Ours, not DeepSpeed's universal checkpoints: ds_to_universal cannot convert a ZeRO 0 checkpoint, which one rank
+writes (bench/universal_checkpoint.py, docs/benchmarks.md). Where a private field is read, the public API
+fails our resume tests; the line says how.
+upstream: deepspeed utils/tensor_fragment.py (safe_get_full_*, safe_set_full_*, safe_set_local_*) @ 0.19.8
 """
 
 from __future__ import annotations
@@ -37,6 +36,8 @@ def parameter_owners(sizes: Iterable[tuple[str, int]], world_size: int) -> dict[
 
 def partitioned(param: torch.nn.Parameter) -> bool:
     """Whether DeepSpeed's ZeRO optimizer holds this parameter's fp32 state (in flat partitions)."""
+    # private: DeepSpeed has no public test; _hp_mapping (ZeRO 1, 2) and ds_id (ZeRO 3) are what its own
+    # safe_get_* branch on.
     return hasattr(param, "_hp_mapping") or hasattr(param, "ds_id")
 
 
@@ -64,10 +65,8 @@ def full_state(engine: Any, param: torch.nn.Parameter, with_moments: bool) -> di
 
 
 class HostBuffers:
-    """Host copies of device tensors. On a GPU the buffers are pinned (the copies are asynchronous and run
-    at full bandwidth) and kept for the next snapshot, which begins only after the previous write ended.
-    Page-locking 1.5 GB (GPT-2 124M) takes a noticeable time, so `prepare` allocates them in a thread of
-    their own when training starts, and the first snapshot only waits for it if it is not done yet."""
+    """Host copies of device tensors. On a GPU, pinned (asynchronous full-bandwidth copies) and kept for the
+    next snapshot; page-locking 1.5 GB (GPT-2 124M) is slow, so `prepare` allocates them in a thread."""
 
     def __init__(self) -> None:
         self.pinned: dict[str, torch.Tensor] = {}
@@ -159,6 +158,7 @@ def run_state_of(engine: Any, step: int, client_state: dict[str, Any]) -> dict[s
 def _flat_partitions(engine: Any) -> list[torch.Tensor]:
     """The fp32 flat partitions that DeepSpeed's ZeRO optimizer steps, which key AdamW's state."""
     zero = engine.optimizer
+    # private: no public accessor for the tensors that key AdamW's state inside ZeRO.
     if hasattr(zero, "fp32_partitioned_groups_flat"):  # ZeRO 3: one per sub-group
         return list(zero.fp32_partitioned_groups_flat)
     return [group["params"][0] for group in zero.optimizer.param_groups]  # ZeRO 1, 2: one per param group
@@ -166,10 +166,10 @@ def _flat_partitions(engine: Any) -> list[torch.Tensor]:
 
 def link_zero_fragments(engine: Any) -> None:
     """Point every parameter's fragment (ZeRO 1 and 2) at AdamW's current state of its flat partition, as
-    deepspeed.utils.mixed_precision_linkage.lazy_init_hp_params_optimizer_state does. DeepSpeed 0.19.8
-    links them once, after the first parameter group's first step (stage_1_and_2.py _optimizer_step),
-    when the later groups have no state yet: their fragments stay empty and safe_get_full_optimizer_state
-    fails for every parameter outside the first group."""
+    DeepSpeed's lazy_init_hp_params_optimizer_state does. DeepSpeed links them once, after the first group's
+    first step, when later groups have no state yet: without this, safe_get_full_optimizer_state fails
+    (TypeError in get_optim_state_fragment, measured on the ZeRO 0 -> 1 resume, docs/benchmarks.md).
+    upstream: deepspeed runtime/zero/stage_1_and_2.py _optimizer_step @ 0.19.8"""
     inner = engine.optimizer.optimizer
     flats = _flat_partitions(engine)
     for param in engine.module.parameters():
@@ -198,9 +198,9 @@ def _zero_optimizer_state(engine: Any, steps: int) -> None:
 def set_full_state(param: torch.nn.Parameter, value: torch.Tensor, key: str | None) -> None:
     """Set a parameter's fp32 master weight (key None) or AdamW moment, given whole, in DeepSpeed's ZeRO
     optimizer. ZeRO 3 gives each rank an equal share of the flattened parameter, the last one padded;
-    DeepSpeed 0.19.8's stage-3 set_full_hp_param slices the value without that padding (and overruns on the
-    last rank whenever the world size does not divide the parameter's size), so this rank's padded share
-    goes through the local API instead."""
+    DeepSpeed's stage-3 safe_set_full_* slices without the padding and overruns on the last rank when the
+    world size does not divide the size (measured: 3 ranks, "start (5462) + length (2731) exceeds dimension
+    size (8192)"), so this rank's padded share (private ds_tensor.ds_numel) goes through safe_set_local_*."""
     from deepspeed.utils import (
         safe_set_full_fp32_param,
         safe_set_full_optimizer_state,

@@ -24,7 +24,7 @@ from types import FrameType
 from typing import IO, TextIO
 
 from trainer import PREEMPTED_EXIT_CODE, SHUTDOWN_TIMEOUT_ENV, STATUS_DIR_ENV, USAGE_EXIT_CODE
-from trainer.checkpoint_storage import is_legacy, newest_manifest
+from trainer.checkpoint.storage import resume_problem
 from trainer.config import ConfigError, TrainConfig, is_s3_url, load_config, whole_number
 from trainer.startup import LAUNCH_START_ENV, process_start
 from trainer.writable import check_writable
@@ -245,21 +245,15 @@ def relay_stderr(source: IO[str], sink: TextIO) -> None:
 def check_resumable(config: TrainConfig, identity: NodeIdentity) -> None:
     """A checkpoint that this job cannot resume, or an object store it cannot use, stops the launch here, on
     one line, before any worker starts; an elastic node range or a per-device process count (auto, gpu, cpu)
-    leaves it to the workers, which know their world size. Reads manifests only (trainer.checkpoint_storage):
-    no torch, which the workers import anyway; only a checkpoint of the earlier layout needs torch to be judged
-    (trainer.checkpoint.resume_stage)."""
+    leaves it to the workers, which know their world size. Reads manifests only (trainer.checkpoint.storage):
+    no torch, which the workers import anyway."""
     nproc = identity.nproc_per_node
     directory = config.checkpoint.dir
     if ":" in identity.nnodes or not nproc.isdigit():
         return
     if not is_s3_url(directory) and not Path(directory).expanduser().is_dir():
         return
-    newest = newest_manifest(directory)  # ConfigError: an object store that cannot be used
-    if newest is None or not is_legacy(newest[2]):
-        return  # none, or of this layout: it resumes at any world size and ZeRO stage
-    from trainer.checkpoint import resume_stage  # imports torch: only for a checkpoint of the earlier layout
-
-    _, problem = resume_stage(config, int(identity.nnodes) * int(nproc))
+    problem = resume_problem(directory)
     if problem:
         raise ConfigError(problem)
 

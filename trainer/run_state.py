@@ -2,21 +2,20 @@
 
     {"starts": 3, "mlflow": {"tracking_uri": "sqlite:///...", "run_id": "9f2c..."}}
 
-`starts` counts the processes that started this run (so restarts seen = starts - 1); `mlflow` names the MLflow
-run that a resumed run continues. Only rank 0 reads and writes it. Each update rewrites the whole file
-through a temporary name and a rename (atomic on POSIX), under a lock, since the tracking thread updates it
-too.
+`starts` counts the processes that started this run (restarts seen = starts - 1); `mlflow` names the MLflow
+run a resumed run continues. Only rank 0 reads and writes it (shared_files.write_replacing), under a lock:
+the tracking thread updates it too.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
 from pathlib import Path
 from typing import Any
 
 from trainer.metrics import warn
+from trainer.shared_files import write_replacing
 
 RUN_STATE_FILE = "run_state.json"
 
@@ -46,10 +45,8 @@ class RunState:
     def update(self, **values: Any) -> None:
         with self._lock:
             self._values.update(values)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-            temporary.write_text(json.dumps(self._values, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-            temporary.replace(self.path)
+            text = json.dumps(self._values, indent=1, sort_keys=True) + "\n"
+            write_replacing(self.path, text.encode("utf-8"))
 
     def count_start(self) -> int:
         """Records one more start of this run; the number of earlier starts (restarts seen)."""

@@ -1,26 +1,15 @@
-"""Writing files that several processes, pods or hosts may write at the same moment (a shared volume: NFS,
-a hostPath on one node, a local disk).
+"""Writes that are safe when several processes, pods or hosts write one shared volume (NFS, a hostPath, a disk):
 
-Three kinds of write, each safe with concurrent writers:
-
-- `write_once`: content that is the same whoever writes it (the token cache, keyed by its content). Written
-  to a temporary name that no other writer can hold (created with O_EXCL, a random suffix: never the process
-  id, which is 1 for the trainer in every container), fsynced, then published with link(2), which fails if
-  the name exists: a published file is never replaced, so a reader that has it open or memory-mapped (on
-  NFS, across hosts, where a replaced file would go stale under it) keeps reading whole data.
-- `write_replacing`: a small file whose newest version wins (summary.json): the same unique temporary name,
-  then rename(2) over the old one. Readers see the old or the new file, never a mix.
-- `append_line`: one JSON line added to a log (metrics.jsonl) in a single write(2) with O_APPEND, under an
-  exclusive lock. Locally O_APPEND alone keeps lines whole; over NFS it does not (the client computes the
-  end of file itself), and the lock is what makes it hold there: NFS clients revalidate a file's size when
-  they take a lock and flush their writes before they release it (nfs(5), "Data and metadata coherence").
-
-`exclusive_lock` is a POSIX record lock (fcntl(2) F_SETLKW through lockf): the kind NFS carries to the
-server (NLM on NFSv3, the protocol's own locks on NFSv4, whose leases free the locks of a host that died).
-flock(2) locks are separate from those on local filesystems. A mount without a lock service (NFSv3 with
-`nolock`) either refuses locks (ENOLCK) or keeps them local to one host: locks are therefore only ever used
-to avoid duplicate work or to order appends, never for correctness, which comes from the unique temporary
-names and the atomic link/rename.
+- `write_once`: content the same whoever writes it (the token cache): a unique temporary name (O_EXCL, a
+  random suffix: never the PID, 1 in every container), fsynced, published by link(2), which never replaces a
+  file a reader may have mapped.
+- `write_replacing`: a small file whose newest version wins (summary.json, run_state.json): the same
+  temporary name, then rename(2); readers see the old file or the new, whole.
+- `append_line`: one JSON line in one O_APPEND write(2) under an exclusive lock, which is what keeps lines
+  whole over NFS (clients revalidate the size on lock and flush before unlock).
+Locks are POSIX record locks (fcntl, which NFS carries to the server); a mount without a lock service refuses
+or localises them, so they only avoid duplicate work or order appends, never decide correctness.
+upstream: nfs(5) "Data and metadata coherence"
 """
 
 from __future__ import annotations
@@ -67,10 +56,8 @@ def _write_temporary(path: Path, data: bytes | memoryview) -> Path:
 
 
 def write_once(path: Path, data: bytes | memoryview) -> bool:
-    """Publish `data` at `path` unless a file is there already; True if this call published it.
-
-    Either way `path` then holds one writer's whole data. (NFS: a retransmitted link(2) whose first try
-    succeeded answers EEXIST; that reads as "someone else published it", which is harmless here.)"""
+    """Publish `data` at `path` unless a file is there already; True if this call published it. Either way
+    `path` then holds one writer's whole data (an NFS link(2) retried after success reads as another's)."""
     temporary = _write_temporary(path, data)
     try:
         os.link(temporary, path)

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from trainer import PREEMPTED_EXIT_CODE
-from trainer.checkpoint import CheckpointStore, Write, resume_stage
-from trainer.checkpoint_storage import tag_for
+from trainer.checkpoint.layout import tag_for
+from trainer.checkpoint.storage import resume_problem
+from trainer.checkpoint.store import CheckpointStore, Write
 from trainer.config import ConfigError, TrainConfig
 from trainer.dataset import DataError, TokenCache, TokenData, train_batch, val_batch
 from trainer.distributed import (
@@ -92,14 +93,11 @@ class Trainer:
         self.identity = model_identity(config, self.data.vocab_size)
         if context.device.type == "cuda":
             enable_tf32()
-        # The stage decided by rank 0 (its look at checkpoint.dir), the same on every rank.
-        choice = resume_stage(config, context.world_size) if context.is_main else None
-        stage, problem = broadcast_from_main(choice)
+        # Rank 0's look at checkpoint.dir, the same answer on every rank.
+        problem = broadcast_from_main(resume_problem(config.checkpoint.dir) if context.is_main else None)
         if problem:
             raise ConfigError(problem)
-        self.engine: Engine = build_engine(
-            self.model, config, context.device, context.world_size, stage=stage
-        )
+        self.engine: Engine = build_engine(self.model, config, context.device, context.world_size)
         self.clock.lap("engine")
         torch.manual_seed(train.seed + context.rank)  # dropout differs between ranks
         self.store = CheckpointStore(config.checkpoint.dir, config.checkpoint.keep_last, context)

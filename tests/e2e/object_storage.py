@@ -156,7 +156,7 @@ def complete_checkpoints(
     s3: Any, bucket: str = BUCKET, root: str = f"{PREFIX}/{S3_JOB}/checkpoints/"
 ) -> dict[int, dict[str, Any]]:
     """The bucket's published checkpoints of the job: step → manifest, each file's size and sha256 checked
-    against the object its manifest names (trainer/s3_storage.py's layout: <tag>/manifest.json names the
+    against the object its manifest names (trainer/checkpoint/s3.py's layout: <tag>/manifest.json names the
     run prefix `objects` under <tag>/ that holds its files)."""
     listed = s3.list_objects_v2(Bucket=bucket, Prefix=root).get("Contents") or []
     found = {}

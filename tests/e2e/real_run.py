@@ -43,7 +43,7 @@ from tests.e2e.harness import (
     wait_until,
 )
 from tests.stack_helpers import STACK_OUTPUTS
-from trainer.checkpoint_storage import TAG_PATTERN
+from trainer.checkpoint.layout import TAG_PATTERN
 
 STACK = "e2e"
 JOB = "gpt-e2e"

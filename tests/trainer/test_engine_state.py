@@ -38,7 +38,7 @@ def test_each_parameter_has_one_writer_and_the_bytes_are_balanced() -> None:
 # stages in order.
 STAGE_CHAIN = """
 import json, sys, torch
-from trainer.checkpoint import CheckpointStore
+from trainer.checkpoint.store import CheckpointStore
 from trainer.engine_state import full_state, link_zero_fragments, optimizer_steps
 from trainer.config import load_config
 from trainer.distributed import init_distributed, shutdown

@@ -1,50 +1,18 @@
 """Checkpoints in an S3-compatible object store: checkpoint.dir = s3://bucket/prefix.
 
-Layout under the prefix (the same tags and manifest as on a volume, trainer.checkpoint_storage):
-
-    step_000100/manifest.json         uploaded last: the checkpoint exists from this object on, and only while
-                                      its files match it (sizes, sha256); "objects" names their prefix
-    step_000100/<run>/shard_00000.pt  the files run <run> wrote for step 100 (one per rank); nothing moves
-                                      when the manifest publishes them
+    step_000100/manifest.json         uploaded last, with If-None-Match: * (a second publisher gets 412, or
+                                      409 racing it): the checkpoint exists from then on, while its files
+                                      match it; "objects" names their prefix
+    step_000100/<run>/shard_00000.pt  run <run>'s files of step 100 (one per rank); nothing moves to publish
     .run-<run>.lease                  rewritten every RENEW_SECONDS by rank 0 of run <run> while it lives
 
-Atomic publish without rename. An object store has no rename (a copy would write every byte twice), so every
-rank uploads its shard under the run's own prefix, and rank 0 publishes by uploading manifest.json under the
-checkpoint's prefix last, with `If-None-Match: *` (a conditional write), and a second publisher of the same
-step gets 412 PreconditionFailed (or, racing it, 409 ConditionalRequestConflict), and the first checkpoint
-stays whole. Where this is verified: Amazon S3 since 2024-08 (S3 User Guide, "How to prevent object
-overwrites with conditional writes", which documents both codes); versitygw v1.8.0, the tests' server
-(backend/posix/posix.go PutObject re-evaluates the precondition under the object's publish lock at commit,
-backend/common.go EvaluateObjectPutPreconditions; tests/trainer/test_checkpoint.py publishes twice against it).
-A store that answers 501 NotImplemented to the header gets a look-then-write instead, and one that ignores the
-header overwrites: two publishers at the very same moment may then both write, the last manifest wins, and it
-still names one run's complete files. A manifest is one PUT, which S3 makes visible whole or not at all, so a
-reader never sees half of one.
-
-Crashes and abandoned uploads. A writer killed mid-upload leaves its run's objects and, for a multipart
-upload, an incomplete upload (parts the store keeps but lists no object for) without a manifest: nothing
-reads them. A later run deletes the objects and aborts the uploads of runs that are not alive: a run is alive
-while its lease object is younger than LEASE_SECONDS by the store's clock (its Date header), since an object
-store has no lock that goes with a dead process. A run killed less than LEASE_SECONDS ago therefore still
-counts as alive (its leftovers go at a later start); a live run cut off from the store for longer than that
-may have its unpublished files removed, and its publish then fails (never a partial checkpoint). A bucket
-lifecycle rule AbortIncompleteMultipartUpload is a good second line for uploads nobody aborts.
-
-Concurrent writers. Ranks of one run write different objects (shard_<rank>) under the run's prefix; only
-rank 0 writes the manifest. Two runs write under different run prefixes and race only for the manifest,
-which the conditional write settles (above). Deleting a checkpoint deletes its manifest first (one DELETE:
-it stops being published at once), then the objects of the run it names; another run's files under the
-same step are left for the abandoned-run rule.
-
-Local disk. Each rank's shard is serialised to a temporary file (TMPDIR) and uploaded from it (multipart
-above MULTIPART_CHUNK_BYTES, so a retry resends a part, not the shard). Reading downloads each file into a
-per-process temporary directory (TMPDIR), checks its sha256 and memory-maps it from there; the
-directory is emptied when the run starts writing checkpoints and removed when the process ends.
-
-Credentials and endpoint come from the AWS SDK's own environment variables, which boto3 reads itself:
-AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL
-for a store other than Amazon S3, AWS_REGION; with an endpoint the requests use path-style addressing
-(s3-compatible stores do not all serve a bucket as a host name).
+An object store has no rename and no lock that dies with a process: publishing is the manifest's conditional
+PUT (a store answering 501 to the header gets look-then-write), and a run is alive while its lease is younger
+than LEASE_SECONDS by the store's clock; a later run removes dead runs' files and aborts their uploads.
+Deleting a checkpoint deletes its manifest first. Shards go through a temporary file (TMPDIR) both ways.
+Credentials and endpoint: boto3's own AWS_* variables (path-style addressing with an endpoint).
+upstream: S3 User Guide "How to prevent object overwrites with conditional writes" (412, 409) @ 2024-08
+upstream: versitygw backend/posix/posix.go PutObject (precondition under the publish lock) @ v1.8.0
 """
 
 from __future__ import annotations
@@ -55,7 +23,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 import uuid
 import weakref
 from email.utils import parsedate_to_datetime
@@ -65,7 +32,8 @@ from typing import Any
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
-from trainer.checkpoint_storage import (
+from trainer.checkpoint import s3_lease
+from trainer.checkpoint.layout import (
     MANIFEST,
     TAG_PATTERN,
     CheckpointError,
@@ -74,20 +42,14 @@ from trainer.checkpoint_storage import (
     files_problem,
     run_gone,
     sha256_of,
-    warn,
+    unsupported,
 )
 from trainer.config import ConfigError, parse_s3_url
-from trainer.shared_files import LockState
 from trainer.sources import s3_client
 
-# A run is alive while its lease is younger than this (seconds, by the store's clock); rank 0 rewrites it
-# every RENEW_SECONDS.
-LEASE_SECONDS = 60.0
-RENEW_SECONDS = 15.0
 # Multipart uploads above this size, in parts of this size (S3: at least 5 MiB a part, at most 10,000 parts:
 # shards up to 640 GB).
 MULTIPART_CHUNK_BYTES = 64 * 1024 * 1024
-LEASE_PATTERN = re.compile(r"^\.run-(?P<run>[0-9a-f]+)\.lease$")
 # step_N/<run>/<file>: a run's files of step N.
 DATA_PATTERN = re.compile(r"^(?P<tag>step_\d+)/(?P<run>[0-9a-f]+)/")
 # A manifest's "objects": the run prefix of its files.
@@ -108,7 +70,7 @@ def error_code(error: ClientError) -> str:
 
 
 class S3Storage:
-    """trainer.checkpoint_storage.Storage on s3://bucket/prefix (the module docstring has the layout and rules)."""
+    """trainer.checkpoint.layout.Storage on s3://bucket/prefix."""
 
     def __init__(self, url: str) -> None:
         """ConfigError (one line) for a URL that is not s3://bucket/prefix or an endpoint URL boto3 rejects."""
@@ -118,8 +80,6 @@ class S3Storage:
         self.endpoint = str(self.client.meta.endpoint_url)
         self.downloads: Path | None = None
         self.manifests: dict[str, dict[str, Any]] = {}
-
-    # -- names --
 
     def key(self, name: str) -> str:
         """The object key of a name relative to the prefix."""
@@ -140,11 +100,9 @@ class S3Storage:
             name = self.data_prefix(name)
         return f"s3://{self.bucket}/{self.key(name)}"
 
-    # -- access --
-
     def check(self) -> None:
-        """That the endpoint answers and the credentials may list the prefix and write and delete under it
-        (a small probe object); ConfigError naming the URL, the endpoint and what failed otherwise."""
+        """That the endpoint answers and the credentials may list, write and delete there (a probe object);
+        ConfigError naming the URL, the endpoint and what failed otherwise."""
         probe = self.key(f".probe-{uuid.uuid4().hex}")
         try:
             self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.key(""), MaxKeys=1)
@@ -164,11 +122,8 @@ class S3Storage:
             return
         raise ConfigError(f"checkpoint.dir: {self.url} (endpoint {self.endpoint}): {problem}")
 
-    # -- listing --
-
     def objects(self) -> tuple[list[dict[str, Any]], float | None]:
-        """Every object under the prefix (Key relative to it, Size, LastModified) and the store's clock
-        (its Date header, seconds since the epoch) when it answered."""
+        """Every object under the prefix (Key relative to it) and the store's clock (its Date header)."""
         found: list[dict[str, Any]] = []
         now: float | None = None
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.key(""))
@@ -206,11 +161,8 @@ class S3Storage:
             raise
         return float(head["LastModified"].timestamp())
 
-    # -- reading --
-
     def read_manifest(self, tag: str) -> tuple[dict[str, Any] | None, str | None]:
-        """(the manifest as written, None), or (None, why it cannot be used): missing, unreadable, or not of
-        this trainer's format (an object store never held DeepSpeed's per-rank layout of earlier trainers)."""
+        """(the manifest as written, None), or (None, why it cannot be used: missing, unreadable, unsupported)."""
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self.key(f"{tag}/{MANIFEST}"))["Body"]
             manifest = json.loads(body.read())
@@ -222,8 +174,8 @@ class S3Storage:
             return None, f"no readable {MANIFEST} ({type(error).__name__})"
         if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
             return None, f"no readable {MANIFEST} (no files)"
-        if manifest.get("format") is None:
-            return None, f"{MANIFEST} is not of this trainer's format"
+        if unsupported(manifest):
+            return None, f"it is {unsupported(manifest)}"
         return manifest, None
 
     def manifest(self, tag: str) -> dict[str, Any] | None:
@@ -237,8 +189,7 @@ class S3Storage:
         return f"{tag}/{objects}"
 
     def verify(self, tag: str) -> tuple[dict[str, Any] | None, str | None]:
-        """As on a volume: every file present with its size and sha256. The files are downloaded to check
-        them, and kept for read_shard."""
+        """As on a volume; the files are downloaded to check them, and kept for read_shard."""
         manifest, problem = self.read_manifest(tag)
         if manifest is None:
             return None, problem
@@ -259,12 +210,9 @@ class S3Storage:
         return manifest, None
 
     def download(self, name: str, sha256: str) -> Path | None:
-        """A file into this process's download directory, kept there if it matches sha256 (a second call for
-        the same object finds it); None (and nothing kept) if it does not, or if sha256 is not 64 hex digits
-        (it names the local file: a damaged manifest must not name a path). The copy is named by the object
-        too: another object expected to hold the same bytes (a file of another checkpoint) is downloaded and
-        checked itself, since other ranks, in other processes, will read that object and not this copy.
-        Parallel ranged GETs for large files."""
+        """An object into this process's download directory, kept (named by object and sha256: other ranks
+        read the object itself) if it matches sha256, else None; None too if sha256 is not 64 hex digits (a
+        damaged manifest must not name a local path)."""
         if not SHA256_PATTERN.fullmatch(str(sha256)):
             return None
         if self.downloads is None:
@@ -309,16 +257,8 @@ class S3Storage:
 
         return torch.load(self.local_copy(tag, name), map_location="cpu", mmap=True, weights_only=True)
 
-    def read_legacy(self, tag: str, name: str) -> Any:
-        import torch
-
-        return torch.load(self.local_copy(tag, name), map_location="cpu", mmap=True, weights_only=False)
-
-    # -- writing --
-
     def write_shard(self, staging: str, name: str, state: dict[str, Any]) -> dict[str, Any]:
-        """torch.save to a temporary file, its record (size, sha256), then the upload (multipart for large
-        files); the temporary file is deleted either way."""
+        """torch.save to a temporary file, its record, then the upload (multipart for large files)."""
         if self.downloads is not None:  # the run is past resuming: the files it loaded are not needed
             for path in self.downloads.iterdir():
                 path.unlink(missing_ok=True)
@@ -365,11 +305,8 @@ class S3Storage:
             raise
         return True
 
-    # -- deleting --
-
     def delete(self, names: list[str]) -> None:
-        """Delete objects by name relative to the prefix (one already gone is fine). DeleteObjects takes at
-        most 1,000 keys a request and answers 200 with per-key Errors: the first one raises (S3Error)."""
+        """Delete objects by relative name, 1,000 a request (DeleteObjects' most); a per-key Error raises."""
         for start in range(0, len(names), 1000):
             batch = [{"Key": self.key(name)} for name in names[start : start + 1000]]
             answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
@@ -399,8 +336,7 @@ class S3Storage:
                 raise
 
     def remove(self, name: str, run: str) -> None:
-        """A staging name: its run's objects and uploads. A tag: its manifest first (it stops being
-        published at once), then the files of the run it names."""
+        """A staging name: its run's objects and uploads. A tag: its manifest first, then the files it names."""
         if STAGING_PATTERN.match(name):
             self.delete_under(self.data_prefix(name))
             return
@@ -411,27 +347,22 @@ class S3Storage:
         if manifest is not None and OBJECTS_PATTERN.fullmatch(str(manifest.get("objects", ""))):
             self.delete_under(self.files_of(name, manifest))
 
-    def run_lock(self, run: str) -> Lease:
-        return Lease(self, run)
+    def run_lock(self, run: str) -> s3_lease.Lease:
+        return s3_lease.Lease(self.client, self.bucket, self.key(f".run-{run}.lease"))
 
     def remove_abandoned(self, own_run: str) -> list[str]:
-        """Delete the files and abort the uploads of runs that are not alive (their lease older than
-        LEASE_SECONDS, or none), except those a published manifest names; delete their leases. Returns the
-        ids of other live runs.
-
-        Only what was created before the listing's clock (the store's Date header, whole seconds) can be
-        abandoned: a run that starts while this one lists writes its lease first, so its lease may be missing
-        from a listing in which its later files or uploads appear (later pages, the uploads' own listing),
-        and those are newer than the listing began. A Date header that lags the store's clock (versitygw's,
-        refreshed once a second) only makes runs look younger and removes less, never more."""
+        """Delete the files, uploads and leases of runs that are not alive, except files a published manifest
+        names; the ids of other live runs. Only what is older than the listing's clock (the Date header) can be
+        abandoned: a run starting meanwhile writes its lease first, and may be missing from the listing while
+        its later files are in it; a lagging Date header only removes less."""
         objects, now = self.objects()
         leases = {}
         for item in objects:
-            match = LEASE_PATTERN.match(item["Key"])
+            match = s3_lease.LEASE_PATTERN.match(item["Key"])
             if match:
                 leases[match["run"]] = item["LastModified"].timestamp()
         clock = now if now is not None else max(leases.values(), default=0.0)
-        live = {run for run, renewed in leases.items() if clock - renewed < LEASE_SECONDS}
+        live = {run for run, renewed in leases.items() if clock - renewed < s3_lease.LEASE_SECONDS}
         published = {}
         for _, tag in self.published():
             manifest = self.manifest(tag)
@@ -456,48 +387,3 @@ class S3Storage:
             if left_behind(self.relative(upload["Key"]), upload.get("Initiated")):
                 self.abort(upload)
         return sorted(live - {own_run})
-
-
-class Lease:
-    """A run's lease object, rewritten every RENEW_SECONDS by a thread from acquire to release."""
-
-    def __init__(self, storage: S3Storage, run: str) -> None:
-        self.storage = storage
-        self.key = storage.key(f".run-{run}.lease")
-        self.stopped = threading.Event()
-        self.thread: threading.Thread | None = None
-
-    def renew(self) -> None:
-        self.storage.client.put_object(Bucket=self.storage.bucket, Key=self.key, Body=b"")
-
-    def acquire(self) -> LockState:
-        """Write the lease and keep it fresh; always "held" (each run's lease is its own)."""
-        self.renew()
-        self.thread = threading.Thread(target=self.keep, name="checkpoint-lease", daemon=True)
-        self.thread.start()
-        return "held"
-
-    def keep(self) -> None:
-        failing = False
-        while not self.stopped.wait(RENEW_SECONDS):
-            try:
-                self.renew()
-                failing = False
-            except (ClientError, BotoCoreError) as error:
-                if not failing:
-                    warn(f"cannot renew s3://{self.storage.bucket}/{self.key}: {error}")
-                failing = True
-
-    def release(self, remove: bool = False) -> None:
-        """Stop renewing; remove=True also deletes the lease (the run is over). A store that cannot be
-        reached then is a warning, not an error: the lease goes stale within LEASE_SECONDS anyway."""
-        if self.thread is None:
-            return
-        self.stopped.set()
-        self.thread.join()
-        self.thread = None
-        if remove:
-            try:
-                self.storage.client.delete_object(Bucket=self.storage.bucket, Key=self.key)
-            except (ClientError, BotoCoreError) as error:
-                warn(f"cannot delete s3://{self.storage.bucket}/{self.key}: {error}")

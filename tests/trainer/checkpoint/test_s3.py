@@ -23,10 +23,10 @@ from botocore.exceptions import ClientError
 
 from tests.e2e.object_storage import complete_checkpoints
 from tests.s3_server import S3Server
-from trainer.checkpoint_storage import tag_for
-from trainer.s3_storage import S3Storage
+from trainer.checkpoint.layout import tag_for
+from trainer.checkpoint.s3 import S3Storage
 
-from .conftest import (
+from ..conftest import (
     REPO,
     TINY_CONFIG,
     assert_clean_failure,
@@ -114,7 +114,7 @@ def test_only_what_dead_runs_left_unpublished_is_removed(
     sleeps leave LEASE_SECONDS and two seconds more: S3 times are whole seconds, and the listing's clock (the
     store's Date header) may lag by a second (versitygw serves with fasthttp, which refreshes its Date header
     once a second)."""
-    monkeypatch.setattr("trainer.s3_storage.LEASE_SECONDS", 2.0)
+    monkeypatch.setattr("trainer.checkpoint.s3_lease.LEASE_SECONDS", 2.0)
     put(storage, ".run-a1.lease")  # a1 crashed: its lease is going stale
     put(storage, "step_000010/a1/shard_00000.pt")
     start_upload(storage, "step_000010/a1/shard_00001.pt")
@@ -200,7 +200,7 @@ def test_a_damaged_manifest_cannot_name_a_local_path(storage: S3Storage, tmp_pat
 def test_a_lease_is_renewed_while_held_and_deleted_on_release(
     storage: S3Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("trainer.s3_storage.RENEW_SECONDS", 0.2)
+    monkeypatch.setattr("trainer.checkpoint.s3_lease.RENEW_SECONDS", 0.2)
     lease = storage.run_lock("f6")
     assert lease.acquire() == "held"
     head = storage.client.head_object(Bucket=storage.bucket, Key=storage.key(".run-f6.lease"))
@@ -241,11 +241,12 @@ def test_a_store_without_conditional_writes_still_never_replaces_a_checkpoint(
 SLOW_UPLOADS = """
 import sys, time
 from boto3.s3.transfer import TransferConfig
-import trainer.s3_storage as s3
+import trainer.checkpoint.s3 as s3
+import trainer.checkpoint.s3_lease as s3_lease
 from trainer.cli import main
 
 settings = dict(item.split("=") for item in sys.argv[1].split(",") if item)
-s3.LEASE_SECONDS = float(settings.pop("lease", s3.LEASE_SECONDS))
+s3_lease.LEASE_SECONDS = float(settings.pop("lease", s3_lease.LEASE_SECONDS))
 part = 5 * 1024 * 1024
 s3.S3Storage.transfer = lambda self: TransferConfig(multipart_threshold=part, multipart_chunksize=part,
                                                     max_concurrency=1)

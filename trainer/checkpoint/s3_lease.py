@@ -1,0 +1,62 @@
+"""A run's lease in an object store, S3Storage's RunLock: an object store has no lock that goes with a dead
+process, so rank 0 rewrites .run-<run>.lease every RENEW_SECONDS, and a run is alive while its lease is younger
+than LEASE_SECONDS by the store's clock (S3Storage.remove_abandoned)."""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from trainer.metrics import warn
+from trainer.shared_files import LockState
+
+LEASE_SECONDS = 60.0
+RENEW_SECONDS = 15.0
+LEASE_PATTERN = re.compile(r"^\.run-(?P<run>[0-9a-f]+)\.lease$")
+
+
+class Lease:
+    """A run's lease object, rewritten every RENEW_SECONDS by a thread from acquire to release."""
+
+    def __init__(self, client: Any, bucket: str, key: str) -> None:
+        self.client, self.bucket, self.key = client, bucket, key
+        self.stopped = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def renew(self) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self.key, Body=b"")
+
+    def acquire(self) -> LockState:
+        """Write the lease and keep it fresh; always "held" (each run's lease is its own)."""
+        self.renew()
+        self.thread = threading.Thread(target=self.keep, name="checkpoint-lease", daemon=True)
+        self.thread.start()
+        return "held"
+
+    def keep(self) -> None:
+        failing = False
+        while not self.stopped.wait(RENEW_SECONDS):
+            try:
+                self.renew()
+                failing = False
+            except (ClientError, BotoCoreError) as error:
+                if not failing:
+                    warn(f"cannot renew s3://{self.bucket}/{self.key}: {error}")
+                failing = True
+
+    def release(self, remove: bool = False) -> None:
+        """Stop renewing; remove=True also deletes the lease (the run is over). A store that cannot be
+        reached then is a warning, not an error: the lease goes stale within LEASE_SECONDS anyway."""
+        if self.thread is None:
+            return
+        self.stopped.set()
+        self.thread.join()
+        self.thread = None
+        if remove:
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=self.key)
+            except (ClientError, BotoCoreError) as error:
+                warn(f"cannot delete s3://{self.bucket}/{self.key}: {error}")

@@ -1,0 +1,59 @@
+"""The Storage a checkpoint.dir is, and the look at it before a run starts (no torch: `launch` uses it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trainer.checkpoint.layout import Storage, unsupported
+from trainer.checkpoint.local import LocalStorage
+from trainer.config import ConfigError, is_s3_url
+from trainer.metrics import warn
+
+
+def open_storage(directory: str, check: bool = False) -> Storage:
+    """S3Storage for s3://bucket/prefix, else LocalStorage. check: for S3, that the endpoint answers and the
+    credentials may list and write there now (ConfigError, one line, if not); a directory needs none."""
+    if not is_s3_url(directory):
+        return LocalStorage(directory)
+    from trainer.checkpoint.s3 import S3Storage  # boto3: only for an object store
+
+    storage = S3Storage(directory)
+    if check:
+        storage.check()
+    return storage
+
+
+def newest_manifest(directory: str) -> tuple[Storage, str, dict[str, Any]] | None:
+    """The newest published checkpoint whose manifest reads (no checksums), as (its Storage, tag, manifest);
+    None when there is none. ConfigError (one line) for an object store that cannot be used."""
+    storage = open_storage(directory, check=True)
+    for _, tag in storage.published():
+        manifest = storage.manifest(tag)
+        if manifest is not None:
+            return storage, tag, manifest
+    return None
+
+
+def resume_problem(directory: str) -> str | None:
+    """Why a run cannot start on checkpoint.dir (one line), or None: an object store that cannot be used, or
+    a newest checkpoint of a layout this trainer does not read. For `launch` before any worker starts and for
+    `train` before it builds the engine."""
+    try:
+        newest = newest_manifest(directory)
+    except ConfigError as error:
+        return str(error)
+    if newest is None or not unsupported(newest[2]):
+        return None
+    storage, tag, manifest = newest
+    return f"checkpoint.dir: {storage.describe(tag)} is {unsupported(manifest)}"
+
+
+def newest_verified(storage: Storage) -> tuple[str, dict[str, Any]] | None:
+    """The newest published checkpoint whose files match its manifest, as (tag, manifest); a warning names
+    each newer one skipped and why. None when no checkpoint is complete."""
+    for _, tag in storage.published():
+        manifest, problem = storage.verify(tag)
+        if manifest is not None:
+            return tag, manifest
+        warn(f"skipping checkpoint {storage.describe(tag)}: {problem}")
+    return None
