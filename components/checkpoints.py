@@ -97,7 +97,7 @@ def access_mode(values: Values, node_count: int, shared_storage: bool) -> str:
 
 @dataclass(frozen=True)
 class ObjectStore:
-    """Checkpoints in an S3-compatible object store (trainer.s3_storage) rather than on the claim."""
+    """Checkpoints in an S3-compatible object store (trainer.checkpoint.s3) rather than on the claim."""
 
     url: str  # the job's checkpoint.dir: s3://bucket/prefix/<job>/checkpoints
     secret: str  # in the namespace, with S3_SECRET_KEYS (and optionally S3_OPTIONAL_SECRET_KEYS)
