@@ -17,13 +17,7 @@ from trainer.checkpoint import CheckpointStore, Write, resume_stage
 from trainer.checkpoint_storage import tag_for
 from trainer.config import ConfigError, TrainConfig
 from trainer.dataset import DataError, TokenCache, TokenData, train_batch, val_batch
-from trainer.distributed import (
-    DistContext,
-    any_rank,
-    broadcast_from_main,
-    first_problem,
-    mean_over_ranks,
-)
+from trainer.distributed import DistContext, any_rank, broadcast_from_main, first_problem, mean_over_ranks
 from trainer.engine import Engine, build_engine, enable_tf32, model_config
 from trainer.metrics import MetricsLog, MetricsSink, Outcome, closing_line, mfu, peak_flops
 from trainer.model import GPT
@@ -45,8 +39,7 @@ def to_device(
 
 
 def open_data(cache: TokenCache) -> TokenData:
-    """Map the prepared shards (prepared before the process group, see train); a shard one rank cannot use
-    stops every rank with the same line."""
+    """The prepared shards; one a rank cannot use stops every rank with the same line."""
     data, problem = None, None
     try:
         data = cache.open()
@@ -69,19 +62,10 @@ def model_identity(config: TrainConfig, vocab_size: int) -> dict[str, Any]:
 
 
 class Trainer:
-    def __init__(
-        self,
-        config: TrainConfig,
-        cache: TokenCache,
-        context: DistContext,
-        exporter: PrometheusExporter | None = None,
-        clock: StartupClock | None = None,
-    ) -> None:
-        """exporter: rank 0's Prometheus endpoint, already serving (see start_exporter). clock: started with
-        the process (see trainer.startup), for the time to the first step."""
-        self.config = config
-        self.context = context
-        self.exporter = exporter
+    def __init__(self, config: TrainConfig, cache: TokenCache, context: DistContext,
+                 exporter: PrometheusExporter | None = None, clock: StartupClock | None = None) -> None:  # fmt: skip
+        """exporter: rank 0's Prometheus endpoint, already serving. clock: started with the process."""
+        self.config, self.context, self.exporter = config, context, exporter
         self.clock = clock or StartupClock()
         self.clock.lap("startup")
         train = config.train
@@ -92,7 +76,7 @@ class Trainer:
         self.identity = model_identity(config, self.data.vocab_size)
         if context.device.type == "cuda":
             enable_tf32()
-        # The stage decided by rank 0 (its look at checkpoint.dir), the same on every rank.
+        # rank 0's look at checkpoint.dir decides the stage for every rank
         choice = resume_stage(config, context.world_size) if context.is_main else None
         stage, problem = broadcast_from_main(choice)
         if problem:
@@ -106,8 +90,9 @@ class Trainer:
         self.tokens_per_step = (
             train.micro_batch_size * train.grad_accum_steps * config.model.block_size * context.world_size
         )
-        cuda = context.device.type == "cuda"
-        self.device_name = torch.cuda.get_device_name(context.device) if cuda else "cpu"
+        self.device_name = (
+            torch.cuda.get_device_name(context.device) if context.device.type == "cuda" else "cpu"
+        )
         self.peak = peak_flops(self.device_name, config.output.peak_tflops)
         show_progress = config.output.progress == "on" or (
             config.output.progress == "auto" and sys.stdout.isatty()
@@ -117,14 +102,11 @@ class Trainer:
         self.step = 0
         self.last_loss: float | None = None
         self.stop_condition: StopCondition | None = train.stop_condition
-        # Why the run ended before train.max_steps (train.stop_at), also restored from a checkpoint.
-        self.stop_reason: str | None = None
+        self.stop_reason: str | None = None  # why it ended before train.max_steps (train.stop_at)
 
     def close(self, wait: bool) -> None:
-        """Wait for the checkpoint write in flight (wait=False when the run is failing: it is abandoned,
-        unpublished), then destroy the engine: the ZeRO optimizer's gradient hooks are held on the C++ side, out
-        of the cycle collector's sight, and would keep the engine and its process groups alive. (ZeRO-3 keeps
-        the model on deepspeed.runtime.zero.parameter_offload.FWD_MODULE_STACK: freed at teardown only.)"""
+        """Wait for the write in flight (not when failing: it stays unpublished), then destroy the engine: ZeRO's
+        gradient hooks, held in C++ out of the cycle collector's sight, would keep it and its groups alive."""
         self.store.close(wait)
         self.engine.engine.destroy()
 
@@ -147,12 +129,9 @@ class Trainer:
         client_state = self.store.load(self.engine.engine, tag, manifest)
         saved = (manifest.get("world_size"), manifest.get("zero_stage"))
         if self.context.is_main and saved != (self.context.world_size, self.engine.zero_stage):
-            print(
-                f"resuming {tag} (written by {saved[0]} rank(s), ZeRO stage {saved[1]}) on "
-                f"{self.context.world_size} rank(s), ZeRO stage {self.engine.zero_stage}",
-                file=sys.stderr,
-                flush=True,
-            )
+            print(f"resuming {tag} (written by {saved[0]} rank(s), ZeRO stage {saved[1]}) on "
+                  f"{self.context.world_size} rank(s), ZeRO stage {self.engine.zero_stage}",
+                  file=sys.stderr, flush=True)  # fmt: skip
         self.step = int(client_state["step"])
         self.last_loss = client_state.get("loss")
         self.note_schedule()
@@ -168,22 +147,18 @@ class Trainer:
         return tag
 
     def note_schedule(self) -> None:
-        """One line when a resumed run's train.max_steps is not the schedule's length (kept from its start)."""
+        """One line when a resumed run's train.max_steps is not its schedule's length (kept from its start)."""
         schedule = self.engine.schedule
         if schedule is None or not self.context.is_main:
             return
         max_steps = self.config.train.max_steps
         if schedule.horizon != max_steps > self.step:
-            print(
-                f"note: train.max_steps is {max_steps}; the LR schedule keeps the {schedule.horizon} steps this"
-                f" run started with (cosine to train.min_lr at step {schedule.horizon}, then min_lr)",
-                file=sys.stderr,
-                flush=True,
-            )
+            print(f"note: train.max_steps is {max_steps}; the LR schedule keeps the {schedule.horizon} steps this"
+                  f" run started with (cosine to train.min_lr at step {schedule.horizon}, then min_lr)",
+                  file=sys.stderr, flush=True)  # fmt: skip
 
     def check_nothing_unreadable(self) -> None:
-        """No checkpoint verified: fine when there are none; when there are (all damaged), ConfigError on every
-        rank unless checkpoint.on_unreadable is restart, since training from step 0 would throw the run away."""
+        """Checkpoints but none verified: ConfigError unless on_unreadable=restart (step 0 would throw the run away)."""
         count = self.store.published_count()
         if count and self.config.checkpoint.on_unreadable == "fail":
             raise ConfigError(
@@ -192,7 +167,6 @@ class Trainer:
             )
 
     def save(self) -> None:
-        """Snapshot the state and write it in the background (waiting first for a write in flight)."""
         client_state = {
             "step": self.step,
             "data_position": {"step": self.step, "seed": self.config.train.seed},
@@ -205,8 +179,7 @@ class Trainer:
         self.record_checkpoints(self.store.poll())
 
     def record_checkpoints(self, writes: list[Write]) -> None:
-        """A metrics line per published checkpoint: how long the step loop was blocked by its save (of
-        that, waiting for the previous write) and how long the background write took."""
+        """A line per published checkpoint: the loop blocked (of that, waiting for the previous write), the write."""
         for write in writes:
             self.record(event="checkpoint", step=write.step, path=write.path,
                         blocked_s=round(write.blocked_s, 4), waited_s=round(write.waited_s, 4),
@@ -234,7 +207,7 @@ class Trainer:
         ]
 
     def start_sinks(self) -> None:
-        """Rank 0's other destinations for its records, once the step to start from is known."""
+        """Rank 0's other destinations for its records, once the start step is known."""
         if self.log is None or self.run_state is None:
             return
         restarts = self.run_state.count_start()
@@ -243,7 +216,7 @@ class Trainer:
             self.exporter.restarts(restarts)
             sinks.append(self.exporter)
         if self.config.output.tracking == "mlflow":
-            from trainer.tracking import MlflowTracker  # imports nothing heavy itself; mlflow on its thread
+            from trainer.tracking import MlflowTracker
 
             sinks.append(MlflowTracker(self.config, self.run_state, self.step))
         reporter = TrainJobStatusReporter.from_environment(self.config.train.max_steps)
@@ -276,12 +249,11 @@ class Trainer:
         stop = StopSignal()
         resumed_from = self.resume()
         self.clock.lap("resume")
-        # Rank 0's sinks (MLflow, TrainJob status, Prometheus restarts) start before any record reaches them;
-        # the checkpoint writer decides its shares. Both count in time to first step as prepare_s.
+        # sinks before any record; the writer's shares. Both count as prepare_s.
         self.start_sinks()
         self.store.prepare(self.engine.engine)
         self.clock.lap("prepare")
-        # Recorded once the first step is done (or at once when there is none to do), with the time to it.
+        # recorded after the first step (at once when there is none), with the time to it
         start = dict(event="start", step=self.step, resumed_from=resumed_from, world_size=self.context.world_size,
                      device=self.device_name, threads=torch.get_num_threads(), compiled=self.engine.compiled,
                      zero_stage=self.engine.zero_stage, params=self.model.num_params(),
@@ -312,16 +284,10 @@ class Trainer:
                 elapsed = time.perf_counter() - interval_start - paused
                 rate = interval_steps * self.tokens_per_step / elapsed
                 rates.append(rate)
-                self.record(
-                    event="train",
-                    step=self.step,
-                    loss=self.last_loss,
-                    lr=lr,
-                    grad_norm=None if grad_norm is None else float(grad_norm),
-                    tokens_per_sec=rate,
-                    mfu=mfu(rate, flops_per_token, self.peak, self.context.world_size),
-                    step_time_ms=1000 * elapsed / interval_steps,
-                )
+                self.record(event="train", step=self.step, loss=self.last_loss, lr=lr,
+                            grad_norm=None if grad_norm is None else float(grad_norm), tokens_per_sec=rate,
+                            mfu=mfu(rate, flops_per_token, self.peak, self.context.world_size),
+                            step_time_ms=1000 * elapsed / interval_steps)  # fmt: skip
                 interval_start, interval_steps, paused = time.perf_counter(), 0, 0.0
                 reached = self.check_stop("loss", self.last_loss)
             pause_start = time.perf_counter()
@@ -353,18 +319,12 @@ class Trainer:
             median_rate = statistics.median(rates) if rates else None
             step_s = None if median_rate is None else self.tokens_per_step / median_rate
             startup = self.clock.report()
-            self.log.summary(
-                **startup,
+            self.log.summary(**startup,
                 compile_s=compile_estimate(startup.get("first_step_s"), step_s, self.engine.compiled),
-                final_step=self.step,
-                final_loss=self.last_loss,
-                val_loss=val_loss,
-                tokens_per_sec=median_rate,
+                final_step=self.step, final_loss=self.last_loss, val_loss=val_loss, tokens_per_sec=median_rate,
                 mfu=median_rate and mfu(median_rate, flops_per_token, self.peak, self.context.world_size),
-                world_size=self.context.world_size,
-                device=self.device_name,
-                stop_reason=self.stop_reason or f"train.max_steps ({train.max_steps}) reached",
-            )
+                world_size=self.context.world_size, device=self.device_name,
+                stop_reason=self.stop_reason or f"train.max_steps ({train.max_steps}) reached")  # fmt: skip
             outcome = "nothing" if nothing_to_do else "finished"
             self.close_with(
                 outcome, start_step, median_rate, val_loss, resumed_from if nothing_to_do else None
@@ -373,21 +333,11 @@ class Trainer:
 
     def close_with(self, outcome: str, start_step: int, tokens_per_sec: float | None,
                    val_loss: float | None = None, checkpoint: str | None = None) -> None:  # fmt: skip
-        """Rank 0's closing line on stderr (see metrics.closing_line)."""
         if self.log is None:
             return
-        line = closing_line(
-            outcome,
-            start_step=start_step,
-            step=self.step,
-            max_steps=self.config.train.max_steps,
-            seconds=time.time() - self.clock.origin,
-            loss=self.last_loss,
-            val_loss=val_loss,
-            tokens_per_sec=tokens_per_sec,
-            checkpoint_dir=self.config.checkpoint.dir,
-            checkpoint=checkpoint or tag_for(self.step),
-            metrics_path=self.log.path,
-            reason=self.stop_reason,
-        )
+        line = closing_line(outcome, start_step=start_step, step=self.step, max_steps=self.config.train.max_steps,
+                            seconds=time.time() - self.clock.origin, loss=self.last_loss, val_loss=val_loss,
+                            tokens_per_sec=tokens_per_sec, checkpoint_dir=self.config.checkpoint.dir,
+                            checkpoint=checkpoint or tag_for(self.step), metrics_path=self.log.path,
+                            reason=self.stop_reason)  # fmt: skip
         print(line, file=sys.stderr, flush=True)
