@@ -1,9 +1,6 @@
-"""Where a corpus comes from (data.path: a file, directory or glob of *.txt, *.jsonl or tokenized *.bin;
-s3://bucket/prefix; hf://name or data.hf_dataset; a save_to_disk directory), cut into units that preparation
-tokenizes one shard each. A source's fingerprint is cheap (names, sizes, times or ETags, the dataset's own):
-it keys the prepared directory without reading the corpus; units are planned from the source alone, so a
-resumed preparation writes exactly what an uninterrupted one would.
-"""
+"""Where a corpus comes from (files, s3://, hf://, a save_to_disk directory), cut into units of a shard each.
+The fingerprint (names, sizes, times, ETags) keys the prepared directory without reading the corpus; units
+depend on the source alone, so a resumed preparation writes what an uninterrupted one would."""
 
 from __future__ import annotations
 
@@ -27,9 +24,8 @@ ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
 @dataclass(frozen=True)
 class Unit:
-    """One shard's worth of the source: bytes [start, stop) of a file or object (text, jsonl: cut after a
-    newline), rows [start, stop) of a dataset (hf), or a whole token file (bin). last: the piece ends its
-    file, so a text document's end-of-text follows it."""
+    """Bytes [start, stop) of a file (cut after a newline), rows of a dataset (hf), or a whole token file (bin).
+    last: it ends its file, so end-of-text follows."""
 
     kind: str
     location: str
@@ -49,8 +45,7 @@ class Source:
 
 
 def s3_client(what: str) -> Any:
-    """A boto3 S3 client from the AWS SDK's environment variables (an endpoint: path-style addressing);
-    ConfigError naming `what` when boto3 refuses the settings."""
+    """boto3's client from the AWS environment (an endpoint: path-style); ConfigError naming `what` if refused."""
     import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError
@@ -77,8 +72,7 @@ def _is_saved_dataset(path: Path) -> bool:
 
 
 def find_text_files(path: str) -> list[Path]:
-    """The files data.path names: one file, every *.txt, *.jsonl or *.bin under a directory, or a glob's
-    matches."""
+    """A file, every *.txt, *.jsonl or *.bin under a directory, or a glob's matches."""
     target = Path(path).expanduser()
     if target.is_file():
         return [target]
@@ -98,8 +92,7 @@ def find_text_files(path: str) -> list[Path]:
 
 
 def _cut(read_at: Any, size: int, shard_bytes: int) -> list[tuple[int, int]]:
-    """[start, stop) ranges of about shard_bytes each, every one but the last ending just after a newline;
-    read_at(offset, length) returns bytes of the file."""
+    """Ranges of about shard_bytes, all but the last ending after a newline; read_at(offset, length) -> bytes."""
     ranges, start = [], 0
     while size - start > shard_bytes:
         position = start + shard_bytes
@@ -166,10 +159,8 @@ def s3_source(data: DataSection) -> Source:
         raise DataError(
             f"data.path: cannot list {data.path} at {client.meta.endpoint_url}: {error}"
         ) from None
-    objects = sorted(
-        (o for o in objects if Path(o["Key"]).suffix in TEXT_SUFFIXES and o["Size"] > 0),
-        key=lambda o: o["Key"],
-    )
+    objects = sorted((o for o in objects if Path(o["Key"]).suffix in TEXT_SUFFIXES and o["Size"] > 0),
+                     key=lambda o: o["Key"])  # fmt: skip
     if not objects:
         raise DataError(f"data.path: {data.path} holds no non-empty *.txt, *.jsonl or *.bin objects")
     _one_kind(data.path, {_kind(o["Key"]) for o in objects})
@@ -183,7 +174,7 @@ def s3_source(data: DataSection) -> Source:
 
 def load_hf(hf: tuple[str, str | None, str, bool]) -> Any:
     """The dataset split a Source's hf names (in a preparation worker, too)."""
-    import datasets  # imported lazily: only Hugging Face sources need it
+    import datasets
 
     name, config, split, from_disk = hf
     if from_disk:
@@ -193,8 +184,7 @@ def load_hf(hf: tuple[str, str | None, str, bool]) -> Any:
 
 
 def hf_source(data: DataSection) -> Source:
-    """A Hugging Face dataset: data.hf_dataset or data.path hf://name from the hub, or a save_to_disk
-    directory in data.path."""
+    """data.hf_dataset or hf://name from the hub, or a save_to_disk directory in data.path."""
     try:
         import datasets  # noqa: F401
     except ImportError:
@@ -209,10 +199,8 @@ def hf_source(data: DataSection) -> Source:
     except Exception as error:
         raise DataError(f"data.hf_dataset: cannot load {name!r} split {data.hf_split!r}: {error}") from None
     if data.text_field not in dataset.column_names:
-        raise DataError(
-            f"data.text_field: {data.text_field!r} is not a column of {name!r}; "
-            f"columns: {', '.join(dataset.column_names)}"
-        )
+        raise DataError(f"data.text_field: {data.text_field!r} is not a column of {name!r}; "
+                        f"columns: {', '.join(dataset.column_names)}")  # fmt: skip
     rows = len(dataset)
     if rows == 0:
         raise DataError(f"data.hf_dataset: {name!r} split {data.hf_split!r} is empty: 0 rows")
@@ -223,7 +211,6 @@ def hf_source(data: DataSection) -> Source:
 
 
 def resolve_source(data: DataSection) -> Source:
-    """The Source data names; DataError (one line) when it is missing or empty."""
     if data.path.startswith("s3://") or data.path.lower().startswith("s3:"):
         return s3_source(data)
     if data.hf_dataset or data.path.startswith(HF_SCHEME) or _is_saved_dataset(Path(data.path).expanduser()):
@@ -236,13 +223,12 @@ def _digest(identity: Any) -> str:
 
 
 def read_bytes(source: Source, unit: Unit) -> bytes:
-    """The unit's bytes of its file or object."""
     if source.s3_url is not None:
         bucket, _ = parse_s3_url(source.s3_url)
-        body = s3_client("data.path").get_object(
-            Bucket=bucket, Key=unit.location, Range=f"bytes={unit.start}-{unit.stop - 1}"
-        )["Body"]
-        return bytes(body.read())
+        range_ = f"bytes={unit.start}-{unit.stop - 1}"
+        return bytes(
+            s3_client("data.path").get_object(Bucket=bucket, Key=unit.location, Range=range_)["Body"].read()
+        )
     with open(unit.location, "rb") as handle:
         handle.seek(unit.start)
         return bytes(handle.read(unit.stop - unit.start))
@@ -262,8 +248,7 @@ def _text_pieces(text: str, ends_document: bool) -> list[tuple[str, bool]]:
 
 
 def documents(source: Source, unit: Unit) -> list[tuple[str, bool]]:
-    """The unit's text as (piece, ends a document) pairs, in order; DataError for a JSONL line that is not a
-    JSON object with a string data.text_field."""
+    """The unit's text as (piece, ends a document) pairs; DataError for a JSONL line without the text field."""
     if unit.kind == "hf":
         assert source.hf is not None
         rows = load_hf(source.hf).select(range(unit.start, unit.stop))[source.text_field]
@@ -280,10 +265,8 @@ def documents(source: Source, unit: Unit) -> list[tuple[str, bool]]:
             value = record[source.text_field]
         except (ValueError, KeyError, TypeError):
             where = f"{unit.location} (line {number} of bytes {unit.start}-{unit.stop})"
-            raise DataError(
-                f"data.path: {where}: not a JSON object with a string {source.text_field!r} field "
-                "(data.text_field)"
-            ) from None
+            raise DataError(f"data.path: {where}: not a JSON object with a string {source.text_field!r} field "
+                            "(data.text_field)") from None  # fmt: skip
         if not isinstance(value, str):
             raise DataError(f"data.path: {unit.location}: field {source.text_field!r} is not a string")
         if value:
