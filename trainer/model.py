@@ -1,10 +1,5 @@
-"""A GPT-2-style decoder-only transformer, in one file, the math visible.
-
-Pre-norm blocks (x + attn(ln(x)), x + mlp(ln(x))), fused QKV projection, causal self-attention through
-F.scaled_dot_product_attention (flash / memory-efficient kernels where available), GELU MLP with 4x
-expansion, tied token embedding / output head, GPT-2 initialisation.
-References: Radford et al. 2019 (GPT-2); karpathy/nanoGPT model.py.
-"""
+"""A GPT-2-style decoder-only transformer: pre-norm blocks, fused QKV, F.scaled_dot_product_attention, GELU
+MLP, tied embedding and head, GPT-2 initialisation. References: Radford et al. 2019; karpathy/nanoGPT model.py."""
 
 from __future__ import annotations
 
@@ -33,8 +28,7 @@ class GPTConfig:
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.n_head = config.n_head
-        self.dropout = config.dropout
+        self.n_head, self.dropout = config.n_head, config.dropout
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # fused Q, K, V
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -46,7 +40,6 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (
             t.view(batch, seq, self.n_head, channels // self.n_head).transpose(1, 2) for t in (q, k, v)
         )
-        # softmax(q k^T / sqrt(head_dim) + causal mask) v
         y = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
         )
@@ -92,8 +85,7 @@ class GPT(nn.Module):
         self.lm_head.weight = self.wte.weight  # weight tying (Press & Wolf 2017)
 
         self.apply(self._init_weights)
-        # GPT-2: scale the init of the projections that write into the residual stream by 1/sqrt(2L),
-        # since each of the L blocks adds two of them to the residual sum.
+        # GPT-2: the projections into the residual stream (two per block) init scaled by 1/sqrt(2L)
         for name, param in self.named_parameters():
             if name.endswith("proj.weight"):
                 nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
@@ -108,8 +100,7 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count; by default without the position embeddings (the token embedding counts,
-        as it is also the output head), as in nanoGPT's MFU estimate."""
+        """By default without the position embeddings (the token embedding is the head too), as nanoGPT's MFU."""
         total = sum(p.numel() for p in self.parameters())
         return total - self.wpe.weight.numel() if non_embedding else total
 
@@ -128,8 +119,7 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1))
 
     def flops_per_token(self) -> int:
-        """Training FLOPs per token (PaLM appendix B, as in nanoGPT): 6N for the matmuls of forward and
-        backward, plus 12·L·H·Q·T for attention scores and their weighted sum."""
+        """Training FLOPs per token (PaLM appendix B, as nanoGPT): 6N for the matmuls, 12·L·H·Q·T for attention."""
         cfg = self.config
         head_dim = cfg.n_embd // cfg.n_head
         return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_head * head_dim * cfg.block_size
@@ -137,7 +127,5 @@ class GPT(nn.Module):
     def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW parameter groups: decay the matrices (matmul weights, embeddings), not biases or norms."""
         params = [p for p in self.parameters() if p.requires_grad]
-        return [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
+        return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+                {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]  # fmt: skip
