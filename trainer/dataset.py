@@ -98,9 +98,7 @@ class TokenCache:
         return TokenData(train, val, self.encoding.n_vocab, self.source.describe)
 
 
-def sample_windows(
-    tokens: Any, batch_size: int, block_size: int, seed_words: Iterable[int]
-) -> tuple[np.ndarray, np.ndarray]:
+def sample_windows(tokens: Any, batch_size: int, block_size: int, seed_words: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(inputs, next-token targets), each (batch_size, block_size) int64, from a generator seeded by seed_words."""
     rng = np.random.default_rng(list(seed_words))
     starts = rng.integers(0, len(tokens) - block_size, size=batch_size)
@@ -113,8 +111,7 @@ def train_batch(data: TokenData, batch_size: int, block_size: int, seed: int, ra
     return sample_windows(data.train, batch_size, block_size, (seed, TRAIN_STREAM, rank, step, micro_step))
 
 
-def val_batch(
-    data: TokenData, batch_size: int, block_size: int, seed: int, rank: int, index: int
-) -> tuple[np.ndarray, np.ndarray]:
+def val_batch(data: TokenData, batch_size: int, block_size: int, seed: int, rank: int,
+              index: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """The index-th validation batch of this rank: the same windows at every evaluation."""
     return sample_windows(data.val, batch_size, block_size, (seed, VAL_STREAM, rank, index))

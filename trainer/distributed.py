@@ -82,10 +82,8 @@ def process_identity(env: Mapping[str, str], cuda_devices: int) -> ProcessIdenti
                               f"an integer from 0 to {local_world - 1} (LOCAL_WORLD_SIZE / WORLD_SIZE {local_world})",
                               0, local_world - 1)  # fmt: skip
     if cuda_devices and local_rank >= cuda_devices:
-        raise ConfigError(
-            f"LOCAL_RANK ({local_rank}) has no GPU: {cuda_devices} visible; run at most one process per GPU"
-            " (PET_NPROC_PER_NODE / --nproc-per-node)"
-        )
+        raise ConfigError(f"LOCAL_RANK ({local_rank}) has no GPU: {cuda_devices} visible; run at most one process per GPU"
+                          " (PET_NPROC_PER_NODE / --nproc-per-node)")  # fmt: skip
     port = whole_number("MASTER_PORT", value["MASTER_PORT"], "a TCP port 1-65535", 1, 65535)
     return ProcessIdentity(rank, world_size, local_rank, value["MASTER_ADDR"], port)
 

@@ -79,27 +79,16 @@ def node_identity(env: Mapping[str, str]) -> NodeIdentity:
         for name, what in needed.items():
             if values[name] is None:
                 raise ConfigError(f"{name} is not set: with PET_NNODES={nnodes} it must give {what}")
-    rank = whole_number(
-        "PET_NODE_RANK",
-        values["PET_NODE_RANK"] or "0",
-        f"an integer from 0 to {max_nodes - 1} (PET_NNODES={nnodes})",
-        0,
-        max_nodes - 1,
-    )
+    rank = whole_number("PET_NODE_RANK", values["PET_NODE_RANK"] or "0",
+                        f"an integer from 0 to {max_nodes - 1} (PET_NNODES={nnodes})", 0, max_nodes - 1)  # fmt: skip
     address = values["PET_MASTER_ADDR"] or LOOPBACK
     if re.search(r"\s", address):
         raise ConfigError(f"PET_MASTER_ADDR: expected a host name or address, got {address!r}")
     port = values["PET_MASTER_PORT"]
     if port is not None:
         whole_number("PET_MASTER_PORT", port, "a TCP port 1-65535", 1, 65535)
-    return NodeIdentity(
-        nnodes=nnodes,
-        max_nodes=max_nodes,
-        nproc_per_node=nproc,
-        node_rank=rank,
-        master_addr=address,
-        master_port=None if port is None else int(port),
-    )
+    return NodeIdentity(nnodes=nnodes, max_nodes=max_nodes, nproc_per_node=nproc, node_rank=rank,
+                        master_addr=address, master_port=None if port is None else int(port))  # fmt: skip
 
 
 def shutdown_timeout(env: Mapping[str, str]) -> int | None:
@@ -123,19 +112,15 @@ def shutdown_timeout_warning(env: Mapping[str, str]) -> str | None:
         return None
     if torchrun_has_shutdown_timeout():
         return None
-    return (
-        f"warning: {SHUTDOWN_TIMEOUT_ENV} ignored: this torch's torchrun has no --shutdown-timeout and SIGKILLs"
-        " its workers 30 s after a SIGTERM"
-    )
+    return (f"warning: {SHUTDOWN_TIMEOUT_ENV} ignored: this torch's torchrun has no --shutdown-timeout and SIGKILLs"
+            " its workers 30 s after a SIGTERM")  # fmt: skip
 
 
 def train_arguments(config_path: str, overrides: list[str]) -> list[str]:
     return ["-m", "trainer", "train", "--config", config_path, *(a for o in overrides for a in ("--set", o))]
 
 
-def worker_start(
-    config_path: str, overrides: list[str], env: Mapping[str, str]
-) -> tuple[list[str], dict[str, str]]:
+def worker_start(config_path: str, overrides: list[str], env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:  # fmt: skip
     """(command, variables to add). One process per node, fixed node count: the worker itself, with torchrun's
     variables (torchrun's agent imports torch once more before every first step, docs/benchmarks.md)."""
     identity = node_identity(env)
@@ -145,16 +130,11 @@ def worker_start(
     command = [sys.executable, *train_arguments(config_path, overrides)]
     if identity.master_port is None:
         return command, {}
-    return command, {
-        "RANK": str(identity.node_rank),
-        "WORLD_SIZE": identity.nnodes,
-        "LOCAL_RANK": "0",
-        "LOCAL_WORLD_SIZE": "1",
-        # Rank 0 reaches its own store on loopback: after a restart DNS may give the previous pod's address for
-        # its TTL (a resumed worker waited 14 s there, docs/benchmarks.md).
-        "MASTER_ADDR": LOOPBACK if identity.node_rank == 0 else identity.master_addr,
-        "MASTER_PORT": str(identity.master_port),
-    }
+    # Rank 0 reaches its own store on loopback: after a restart DNS may give the previous pod's address for
+    # its TTL (a resumed worker waited 14 s there, docs/benchmarks.md).
+    address = LOOPBACK if identity.node_rank == 0 else identity.master_addr
+    return command, {"RANK": str(identity.node_rank), "WORLD_SIZE": identity.nnodes, "LOCAL_RANK": "0",
+                     "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": address, "MASTER_PORT": str(identity.master_port)}  # fmt: skip
 
 
 def torchrun_command(config_path: str, overrides: list[str], env: Mapping[str, str]) -> list[str]:
@@ -245,19 +225,9 @@ def launch(config_path: str, overrides: list[str]) -> int:
     run_prepare(config.data)
     with tempfile.TemporaryDirectory(prefix="trainstack-status-") as status_dir:
         # Its own session: a terminal's Ctrl-C reaches torchrun once, through us, like Kubernetes' SIGTERM.
-        process = subprocess.Popen(
-            command,
-            env={
-                **os.environ,
-                **worker_env,
-                STATUS_DIR_ENV: status_dir,
-                LAUNCH_START_ENV: str(process_start()),
-            },
-            start_new_session=True,
-            stderr=subprocess.PIPE,
-            text=True,
-            errors="replace",
-        )
+        env = {**os.environ, **worker_env, STATUS_DIR_ENV: status_dir, LAUNCH_START_ENV: str(process_start())}
+        process = subprocess.Popen(command, env=env, start_new_session=True, stderr=subprocess.PIPE, text=True,
+                                   errors="replace")  # fmt: skip
         assert process.stderr is not None
         relay = threading.Thread(target=relay_stderr, args=(process.stderr, sys.stderr), daemon=True)
         relay.start()

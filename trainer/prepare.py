@@ -116,14 +116,10 @@ def _token_file(source: Source, unit: Unit, target: Path, vocab_size: int) -> tu
             f"data.path: {unit.location} holds id {largest}, outside the {vocab_size}-token vocabulary"
         )
     write_once(target, content)
-    return Shard(
-        str(target), shard.offset, shard.tokens, shard.dtype, split, hashlib.sha256(content).hexdigest()
-    ), True
+    return Shard(str(target), shard.offset, shard.tokens, shard.dtype, split, hashlib.sha256(content).hexdigest()), True  # fmt: skip
 
 
-def prepare_unit(
-    directory: Path, source: Source, index: int, unit: Unit, encoding_name: str
-) -> tuple[Shard | None, bool]:
+def prepare_unit(directory: Path, source: Source, index: int, unit: Unit, encoding_name: str) -> tuple[Shard | None, bool]:  # fmt: skip
     """Publish shard `index` unless it exists: (its Shard, tokenized here); (None, False) while another holds it."""
     target = shard_path(directory, index)
     encoding = get_encoding(encoding_name)
@@ -145,9 +141,7 @@ def prepare_unit(
         lock.release()
 
 
-def _run_pool(
-    directory: Path, source: Source, encoding: str, indices: list[int], workers: int
-) -> dict[int, Any]:
+def _run_pool(directory: Path, source: Source, encoding: str, indices: list[int], workers: int) -> dict[int, Any]:  # fmt: skip
     units = source.units
     if workers <= 1 or len(indices) <= 1:
         return {i: prepare_unit(directory, source, i, units[i], encoding) for i in indices}
@@ -209,11 +203,9 @@ def wait_for_manifest(directory: Path, poll_seconds: float = 1.0) -> None:
 
 
 def report(manifest: Manifest, tokenized: int, seconds: float) -> str:
-    return (
-        f"prepared {manifest.directory}: {manifest.tokens} tokens in {len(manifest.shards)} shard(s) from "
-        f"{manifest.source} ({tokenized} tokenized now, {len(manifest.shards) - tokenized} found prepared)"
-        f" in {seconds:.1f} s"
-    )
+    return (f"prepared {manifest.directory}: {manifest.tokens} tokens in {len(manifest.shards)} shard(s) from "
+            f"{manifest.source} ({tokenized} tokenized now, {len(manifest.shards) - tokenized} found prepared)"
+            f" in {seconds:.1f} s")  # fmt: skip
 
 
 def run_prepare(data: DataSection, workers: int = 0) -> Manifest:

@@ -35,15 +35,10 @@ def rfc3339_now() -> str:
 def status_request(step: int, max_steps: int, metrics: Mapping[str, float | int | None],
                    remaining_seconds: float | None) -> dict[str, Any]:  # fmt: skip
     """An UpdateTrainJobStatusRequest body (Trainer v2.3.0's JSON field names)."""
-    trainer_status: dict[str, Any] = {
-        "progressPercentage": max(0, min(100, (100 * step) // max_steps)),
-        "metrics": [
-            {"name": name[:MAX_METRIC_TEXT], "value": f"{value:.6g}"[:MAX_METRIC_TEXT]}
-            for name, value in metrics.items()
-            if value is not None
-        ],
-        "lastUpdatedTime": rfc3339_now(),
-    }
+    shown = [{"name": name[:MAX_METRIC_TEXT], "value": f"{value:.6g}"[:MAX_METRIC_TEXT]}
+             for name, value in metrics.items() if value is not None]  # fmt: skip
+    trainer_status: dict[str, Any] = {"progressPercentage": max(0, min(100, (100 * step) // max_steps)),
+                                      "metrics": shown, "lastUpdatedTime": rfc3339_now()}  # fmt: skip
     if remaining_seconds is not None:
         trainer_status["estimatedRemainingSeconds"] = max(0, int(remaining_seconds))
     return {"trainerStatus": trainer_status}

@@ -26,11 +26,7 @@ class StopCondition:
 
     def reached(self, value: float | None) -> bool:
         """None or NaN never does."""
-        return (
-            value is not None
-            and math.isfinite(value)
-            and bool(COMPARISONS[self.operator](value, self.threshold))
-        )
+        return value is not None and math.isfinite(value) and bool(COMPARISONS[self.operator](value, self.threshold))  # fmt: skip
 
     def __str__(self) -> str:
         return f"{self.metric}{self.operator}{self.threshold:g}"

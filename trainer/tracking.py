@@ -156,11 +156,8 @@ class MlflowTracker:
             changed = [RunTag(f"config.{key}", f"{value} (from step {self.start_step}; the run started with {logged[key]})")
                        for key, value in params.items() if key in logged and logged[key] != value]  # fmt: skip
             client.log_batch(self.run_id, params=new, tags=changed)
-        client.log_text(
-            self.run_id,
-            yaml.safe_dump(config, sort_keys=False),
-            f"config/start_step_{self.start_step:06d}.yaml",
-        )
+        client.log_text(self.run_id, yaml.safe_dump(config, sort_keys=False),
+                        f"config/start_step_{self.start_step:06d}.yaml")  # fmt: skip
 
     def _log_record(self, fields: dict[str, Any], timestamp: int) -> None:
         from mlflow.entities import Metric, RunTag

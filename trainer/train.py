@@ -30,9 +30,7 @@ if TYPE_CHECKING:
     from trainer.prometheus import PrometheusExporter
 
 
-def to_device(
-    batch: tuple[np.ndarray, np.ndarray], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
+def to_device(batch: tuple[np.ndarray, np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     if device.type == "cuda":  # pinned host memory lets the copy overlap with compute
         return tuple(torch.from_numpy(a).pin_memory().to(device, non_blocking=True) for a in batch)  # type: ignore[return-value]
     return torch.from_numpy(batch[0]), torch.from_numpy(batch[1])
@@ -53,12 +51,8 @@ def open_data(cache: TokenCache) -> TokenData:
 
 def model_identity(config: TrainConfig, vocab_size: int) -> dict[str, Any]:
     """What a checkpoint's weights must match to be loaded into this run's model."""
-    return {
-        **config.model_shape(),
-        "block_size": config.model.block_size,
-        "bias": config.model.bias,
-        "vocab_size": vocab_size,
-    }
+    return {**config.model_shape(), "block_size": config.model.block_size, "bias": config.model.bias,
+            "vocab_size": vocab_size}  # fmt: skip
 
 
 class Trainer:
@@ -122,10 +116,8 @@ class Trainer:
             return None
         tag, manifest = found
         if manifest.get("model") != self.identity:
-            raise ConfigError(
-                f"checkpoint.dir: {self.store.storage.describe(tag)} holds a different model "
-                f"({manifest.get('model')}) than this config ({self.identity}); use another checkpoint.dir"
-            )
+            raise ConfigError(f"checkpoint.dir: {self.store.storage.describe(tag)} holds a different model "
+                              f"({manifest.get('model')}) than this config ({self.identity}); use another checkpoint.dir")  # fmt: skip
         client_state = self.store.load(self.engine.engine, tag, manifest)
         saved = (manifest.get("world_size"), manifest.get("zero_stage"))
         if self.context.is_main and saved != (self.context.world_size, self.engine.zero_stage):
@@ -158,23 +150,20 @@ class Trainer:
                   file=sys.stderr, flush=True)  # fmt: skip
 
     def check_nothing_unreadable(self) -> None:
-        """Checkpoints but none verified: ConfigError unless on_unreadable=restart (step 0 would throw the run away)."""
+        """Checkpoints, none verified: ConfigError unless on_unreadable=restart (step 0 would lose the run)."""
         count = self.store.published_count()
         if count and self.config.checkpoint.on_unreadable == "fail":
-            raise ConfigError(
-                f"checkpoint.dir: none of the {count} checkpoint(s) in {self.config.checkpoint.dir} can be resumed"
-                " (each is named above); move them away, or set checkpoint.on_unreadable=restart to train from step 0"
-            )
+            raise ConfigError(f"checkpoint.dir: none of the {count} checkpoint(s) in {self.config.checkpoint.dir} can be resumed"
+                              " (each is named above); move them away, or set checkpoint.on_unreadable=restart to train from step 0")  # fmt: skip
 
     def save(self) -> None:
-        client_state = {
-            "step": self.step,
-            "data_position": {"step": self.step, "seed": self.config.train.seed},
-            "loss": self.last_loss,
-            "stopped_early": None
+        stopped = (
+            None
             if self.stop_reason is None
-            else {"stop_at": str(self.stop_condition), "reason": self.stop_reason},
-        }
+            else {"stop_at": str(self.stop_condition), "reason": self.stop_reason}
+        )
+        client_state = {"step": self.step, "data_position": {"step": self.step, "seed": self.config.train.seed},
+                        "loss": self.last_loss, "stopped_early": stopped}  # fmt: skip
         self.store.save(self.engine.engine, self.step, client_state, {"model": self.identity})
         self.record_checkpoints(self.store.poll())
 
@@ -201,10 +190,8 @@ class Trainer:
     def micro_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         train, block, rank = self.config.train, self.config.model.block_size, self.context.rank
         shape = (train.micro_batch_size, block, train.seed, rank, self.step)
-        return [
-            to_device(train_batch(self.data, *shape, micro), self.context.device)
-            for micro in range(train.grad_accum_steps)
-        ]
+        return [to_device(train_batch(self.data, *shape, micro), self.context.device)
+                for micro in range(train.grad_accum_steps)]  # fmt: skip
 
     def start_sinks(self) -> None:
         """Rank 0's other destinations for its records, once the start step is known."""
