@@ -55,10 +55,8 @@ TRACKING_URI_SCHEMES = ("http", "https", "sqlite")
 S3_SCHEME = "s3://"
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IPV4 = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
-S3_URL_SHAPE = (
-    "s3://bucket/prefix (bucket: 3-63 lowercase letters, digits, '.' or '-'; prefix: '/'-separated names, "
-    "none empty, '.' or '..')"
-)
+S3_URL_SHAPE = ("s3://bucket/prefix (bucket: 3-63 lowercase letters, digits, '.' or '-'; prefix: '/'-separated names, "
+                "none empty, '.' or '..')")  # fmt: skip
 S3_URL_RULE = f"a directory, or {S3_URL_SHAPE}"
 
 
@@ -72,13 +70,7 @@ def parse_s3_url(text: str) -> tuple[str, str]:
     prefix = prefix.rstrip("/")
     names = prefix.split("/") if prefix else []
     bad_name = any(name in ("", ".", "..") or not name.isprintable() for name in names)
-    if (
-        not is_s3_url(text)
-        or not _S3_BUCKET.match(bucket)
-        or ".." in bucket
-        or _IPV4.match(bucket)
-        or bad_name
-    ):
+    if not is_s3_url(text) or not _S3_BUCKET.match(bucket) or ".." in bucket or _IPV4.match(bucket) or bad_name:  # fmt: skip
         raise ConfigError(f"checkpoint.dir: expected {S3_URL_RULE}, got {text!r}")
     return bucket, prefix
 
@@ -98,9 +90,7 @@ def _checkpoint_dir(value: str) -> str:
 def _tracking_uri(value: str) -> str:
     scheme, _, rest = value.partition("://")
     if scheme not in TRACKING_URI_SCHEMES or not rest:
-        raise ValueError(
-            "must be an http(s):// MLflow tracking server or a sqlite:/// store (e.g. sqlite:///runs/mlflow.db)"
-        )
+        raise ValueError("must be an http(s):// MLflow tracking server or a sqlite:/// store (e.g. sqlite:///runs/mlflow.db)")  # fmt: skip
     if scheme == "sqlite" and not rest.startswith("/"):
         raise ValueError(
             "must name a file after sqlite:/// (three slashes, e.g. sqlite:////abs/path/mlflow.db)"
@@ -216,10 +206,7 @@ class TrainConfig(_Section):
     def model_shape(self) -> dict[str, int]:
         """n_layer, n_head, n_embd: the preset's, with any explicit model.* value on top."""
         preset = MODEL_PRESETS[self.model.preset]
-        return {
-            name: value if (value := getattr(self.model, name)) is not None else preset[name]
-            for name in preset
-        }
+        return {name: preset[name] if getattr(self.model, name) is None else getattr(self.model, name) for name in preset}  # fmt: skip
 
     def parameter_count(self, vocab_size: int | None = None) -> int:
         """trainer.model.GPT's parameters, all, without building it: V·C + T·C + L·(12·C² + 2·C + 11·C·bias) + C +
@@ -233,9 +220,7 @@ class TrainConfig(_Section):
         return embeddings + layers * per_block + width + width * bias
 
 
-SECTIONS: dict[str, type[_Section]] = {
-    name: typing.cast(type[_Section], field.annotation) for name, field in TrainConfig.model_fields.items()
-}
+SECTIONS: dict[str, type[_Section]] = {name: typing.cast(type[_Section], field.annotation) for name, field in TrainConfig.model_fields.items()}  # fmt: skip
 _NAMES = {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "null"}
 _BOUNDS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 
@@ -282,27 +267,22 @@ def _error_line(error: ErrorDetails) -> str:
 
 
 def _check_consistency(config: TrainConfig) -> None:
-    shape = config.model_shape()
-    if shape["n_embd"] % shape["n_head"]:
-        raise ConfigError(
-            f"model.n_embd ({shape['n_embd']}) must be divisible by model.n_head ({shape['n_head']})"
-        )
-    if config.train.min_lr > config.train.lr:
-        raise ConfigError(
-            f"train.min_lr ({config.train.min_lr}) must not exceed train.lr ({config.train.lr})"
-        )
-    condition = config.train.stop_condition
-    if condition is not None and condition.metric == "val_loss" and not config.train.eval_every:
-        raise ConfigError(
-            f"train.stop_at: {condition.metric} is measured only with train.eval_every > 0 (it is 0)"
-        )
-    if config.output.tracking_uri is not None and config.output.tracking == "none":
-        raise ConfigError(
-            "output.tracking_uri: set while output.tracking is none; set output.tracking=mlflow or drop the URI"
-        )
-    if not config.data.path and config.data.hf_dataset is None:
-        raise ConfigError("data.path: must name a file, a directory, a glob, s3://bucket/prefix or hf://name "
-                          "(or set data.hf_dataset)")  # fmt: skip
+    shape, train, output, data = config.model_shape(), config.train, config.output, config.data
+    condition = train.stop_condition
+    rules = [
+        (shape["n_embd"] % shape["n_head"],
+         f"model.n_embd ({shape['n_embd']}) must be divisible by model.n_head ({shape['n_head']})"),
+        (train.min_lr > train.lr, f"train.min_lr ({train.min_lr}) must not exceed train.lr ({train.lr})"),
+        (condition is not None and condition.metric == "val_loss" and not train.eval_every,
+         "train.stop_at: val_loss is measured only with train.eval_every > 0 (it is 0)"),
+        (output.tracking_uri is not None and output.tracking == "none",
+         "output.tracking_uri: set while output.tracking is none; set output.tracking=mlflow or drop the URI"),
+        (not data.path and data.hf_dataset is None,
+         "data.path: must name a file, a directory, a glob, s3://bucket/prefix or hf://name (or set data.hf_dataset)"),
+    ]  # fmt: skip
+    for broken, message in rules:
+        if broken:
+            raise ConfigError(message)
 
 
 def _apply_override(tree: dict[str, Any], override: str) -> None:
@@ -353,19 +333,14 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     tree = _read_yaml(Path(path)) if path is not None else {}
     for override in overrides or []:
         _apply_override(tree, override)
-    unknown = sorted(set(tree) - set(SECTIONS))
-    if unknown:
+    if unknown := sorted(set(tree) - set(SECTIONS)):
         raise ConfigError(f"unknown section {unknown[0]!r}; allowed sections: {', '.join(SECTIONS)}")
     try:
-        config = TrainConfig.model_validate(
-            {name: {} if tree.get(name) is None else tree[name] for name in SECTIONS}
-        )
+        config = TrainConfig.model_validate({name: {} if tree.get(name) is None else tree[name] for name in SECTIONS})  # fmt: skip
     except ValidationError as invalid:
         # the first as a reader goes: section by section, an unknown key before the others
         order = list(SECTIONS)
-        first = min(
-            invalid.errors(), key=lambda e: (order.index(str(e["loc"][0])), e["type"] != "extra_forbidden")
-        )
+        first = min(invalid.errors(), key=lambda e: (order.index(str(e["loc"][0])), e["type"] != "extra_forbidden"))  # fmt: skip
         raise ConfigError(_error_line(first)) from None
     _check_consistency(config)
     return config
