@@ -42,9 +42,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from trainer.sources import resolve_source
 
     get_encoding(config.data.encoding)
-    print(
-        f"config {args.config} is valid: model {config.model.preset}, {resolve_source(config.data).describe}"
-    )
+    print(f"config {args.config} is valid: model {config.model.preset}, {resolve_source(config.data).describe}")  # fmt: skip
     return 0
 
 

@@ -92,9 +92,7 @@ def _tracking_uri(value: str) -> str:
     if scheme not in TRACKING_URI_SCHEMES or not rest:
         raise ValueError("must be an http(s):// MLflow tracking server or a sqlite:/// store (e.g. sqlite:///runs/mlflow.db)")  # fmt: skip
     if scheme == "sqlite" and not rest.startswith("/"):
-        raise ValueError(
-            "must name a file after sqlite:/// (three slashes, e.g. sqlite:////abs/path/mlflow.db)"
-        )
+        raise ValueError("must name a file after sqlite:/// (three slashes, e.g. sqlite:////abs/path/mlflow.db)")  # fmt: skip
     return value
 
 
@@ -293,9 +291,7 @@ def _apply_override(tree: dict[str, Any], override: str) -> None:
         raise ConfigError(f"override {override!r}: expected section.key=value, e.g. train.max_steps=100")
     section, key = parts
     if section not in SECTIONS:
-        raise ConfigError(
-            f"override {override!r}: unknown section {section!r}; allowed: {', '.join(SECTIONS)}"
-        )
+        raise ConfigError(f"override {override!r}: unknown section {section!r}; allowed: {', '.join(SECTIONS)}")  # fmt: skip
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:

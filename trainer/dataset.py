@@ -31,9 +31,7 @@ def get_encoding(name: str) -> tiktoken.Encoding:
         return byte_encoding()
     known = tiktoken.list_encoding_names()
     if name not in known:
-        raise DataError(
-            f"data.encoding: unknown encoding {name!r}; allowed: {', '.join([BYTES_ENCODING, *known])}"
-        )
+        raise DataError(f"data.encoding: unknown encoding {name!r}; allowed: {', '.join([BYTES_ENCODING, *known])}")  # fmt: skip
     try:
         return tiktoken.get_encoding(name)
     except Exception as error:  # tiktoken downloads the vocabulary unless TIKTOKEN_CACHE_DIR holds it
@@ -85,9 +83,7 @@ class TokenCache:
     def open(self) -> TokenData:
         manifest = read_manifest(self.directory)
         if manifest.encoding != self.data.encoding:
-            raise DataError(
-                f"data: {self.directory} holds {manifest.encoding} tokens, data.encoding is {self.data.encoding}"
-            )
+            raise DataError(f"data: {self.directory} holds {manifest.encoding} tokens, data.encoding is {self.data.encoding}")  # fmt: skip
         train, val = split_views(manifest, self.data.val_fraction)
         needed = self.block_size + 1  # one window of inputs plus the shifted target
         if len(train) < needed or len(val) < needed:

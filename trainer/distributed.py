@@ -67,9 +67,7 @@ def process_identity(env: Mapping[str, str], cuda_devices: int) -> ProcessIdenti
     for name in REQUIRED_IDENTITY:
         if not env.get(name, "").strip():
             state = "is set but empty" if name in env else "is not set"
-            raise ConfigError(
-                f"{name} {state}: under torchrun every process needs all of {', '.join(REQUIRED_IDENTITY)}"
-            )
+            raise ConfigError(f"{name} {state}: under torchrun every process needs all of {', '.join(REQUIRED_IDENTITY)}")  # fmt: skip
     value = {name: env[name].strip() for name in IDENTITY_VARIABLES if env.get(name, "").strip()}
     world_size = whole_number("WORLD_SIZE", value["WORLD_SIZE"], "a process count >= 1", 1)
     rank = whole_number("RANK", value["RANK"], f"an integer from 0 to {world_size - 1} (WORLD_SIZE={world_size})",

@@ -52,9 +52,7 @@ def node_identity(env: Mapping[str, str]) -> NodeIdentity:
     for name in ("PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT"):
         if name in env and not env[name].strip():
             why = f": {NODE_RANK_SOURCE}" if name == "PET_NODE_RANK" else ""
-            raise ConfigError(
-                f"{name} is set but empty; it says who this process is and cannot be defaulted{why}"
-            )
+            raise ConfigError(f"{name} is set but empty; it says who this process is and cannot be defaulted{why}")  # fmt: skip
         values[name] = env[name].strip() if name in env else None
 
     nnodes = values["PET_NNODES"] or "1"
@@ -66,9 +64,7 @@ def node_identity(env: Mapping[str, str]) -> NodeIdentity:
 
     nproc = values["PET_NPROC_PER_NODE"] or "1"
     if nproc not in NPROC_WORDS:
-        whole_number(
-            "PET_NPROC_PER_NODE", nproc, f"a process count >= 1 or one of {', '.join(NPROC_WORDS)}", 1
-        )
+        whole_number("PET_NPROC_PER_NODE", nproc, f"a process count >= 1 or one of {', '.join(NPROC_WORDS)}", 1)  # fmt: skip
 
     if max_nodes > 1:
         needed = {

@@ -37,12 +37,8 @@ class CausalSelfAttention(nn.Module):
         batch, seq, channels = x.shape
         q, k, v = self.qkv(x).split(channels, dim=2)
         # (B, T, C) -> (B, heads, T, head_dim)
-        q, k, v = (
-            t.view(batch, seq, self.n_head, channels // self.n_head).transpose(1, 2) for t in (q, k, v)
-        )
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-        )
+        q, k, v = (t.view(batch, seq, self.n_head, channels // self.n_head).transpose(1, 2) for t in (q, k, v))  # fmt: skip
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)  # fmt: skip
         y = y.transpose(1, 2).contiguous().view(batch, seq, channels)  # re-assemble the heads
         return self.resid_dropout(self.proj(y))
 

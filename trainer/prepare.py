@@ -112,9 +112,7 @@ def _token_file(source: Source, unit: Unit, target: Path, vocab_size: int) -> tu
     dtype = np.dtype(shard.dtype)
     largest = int(np.frombuffer(content, dtype=dtype, offset=shard.offset).max())
     if largest >= vocab_size:
-        raise DataError(
-            f"data.path: {unit.location} holds id {largest}, outside the {vocab_size}-token vocabulary"
-        )
+        raise DataError(f"data.path: {unit.location} holds id {largest}, outside the {vocab_size}-token vocabulary")  # fmt: skip
     write_once(target, content)
     return Shard(str(target), shard.offset, shard.tokens, shard.dtype, split, hashlib.sha256(content).hexdigest()), True  # fmt: skip
 

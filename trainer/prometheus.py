@@ -51,9 +51,7 @@ class PrometheusExporter:
         try:
             self.server, self.thread = start_http_server(port, address, registry=self.registry)
         except OSError as error:
-            raise ConfigError(
-                f"output.metrics_port: cannot serve /metrics on {address}:{port}: {error.strerror}"
-            ) from None
+            raise ConfigError(f"output.metrics_port: cannot serve /metrics on {address}:{port}: {error.strerror}") from None  # fmt: skip
         self.port = int(self.server.server_port)
 
     def restarts(self, count: int) -> None:

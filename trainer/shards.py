@@ -109,9 +109,7 @@ def read_manifest(directory: Path) -> Manifest:
             file = file if file.is_absolute() else directory / file
             offset, tokens = int(entry["offset"]), int(entry["tokens"])
             shards.append(Shard(str(file), offset, tokens, dtype, entry["split"], entry["sha256"]))
-        manifest = Manifest(
-            directory, document["source"], document["encoding"], int(document["vocab_size"]), tuple(shards)
-        )
+        manifest = Manifest(directory, document["source"], document["encoding"], int(document["vocab_size"]), tuple(shards))  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DataError(f"data: unreadable manifest {path}: {error}") from None
     for shard in manifest.shards:

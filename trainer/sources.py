@@ -82,9 +82,7 @@ def find_text_files(path: str) -> list[Path]:
             raise DataError(f"data.path: directory {path} holds no *.txt, *.jsonl or *.bin files")
         return files
     if glob.has_magic(path):
-        files = sorted(
-            Path(p) for p in glob.glob(os.path.expanduser(path), recursive=True) if Path(p).is_file()
-        )
+        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(path), recursive=True) if Path(p).is_file())  # fmt: skip
         if not files:
             raise DataError(f"data.path: glob {path!r} matches no files")
         return files
@@ -136,9 +134,7 @@ def local_source(data: DataSection) -> Source:
     _one_kind(data.path, {_kind(f.name) for f in files})
     identity = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     units = [u for u in _file_units(files, data.shard_bytes) if u.stop > u.start or u.kind == "bin"]
-    return Source(
-        f"{len(files)} file(s) at {data.path}", _digest(["files", identity]), tuple(units), data.text_field
-    )
+    return Source(f"{len(files)} file(s) at {data.path}", _digest(["files", identity]), tuple(units), data.text_field)  # fmt: skip
 
 
 def s3_source(data: DataSection) -> Source:
@@ -156,9 +152,7 @@ def s3_source(data: DataSection) -> Source:
         ):
             objects += page.get("Contents", [])
     except (BotoCoreError, ClientError) as error:
-        raise DataError(
-            f"data.path: cannot list {data.path} at {client.meta.endpoint_url}: {error}"
-        ) from None
+        raise DataError(f"data.path: cannot list {data.path} at {client.meta.endpoint_url}: {error}") from None  # fmt: skip
     objects = sorted((o for o in objects if Path(o["Key"]).suffix in TEXT_SUFFIXES and o["Size"] > 0),
                      key=lambda o: o["Key"])  # fmt: skip
     if not objects:
@@ -226,9 +220,7 @@ def read_bytes(source: Source, unit: Unit) -> bytes:
     if source.s3_url is not None:
         bucket, _ = parse_s3_url(source.s3_url)
         range_ = f"bytes={unit.start}-{unit.stop - 1}"
-        return bytes(
-            s3_client("data.path").get_object(Bucket=bucket, Key=unit.location, Range=range_)["Body"].read()
-        )
+        return bytes(s3_client("data.path").get_object(Bucket=bucket, Key=unit.location, Range=range_)["Body"].read())  # fmt: skip
     with open(unit.location, "rb") as handle:
         handle.seek(unit.start)
         return bytes(handle.read(unit.stop - unit.start))

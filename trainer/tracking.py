@@ -102,9 +102,7 @@ class MlflowTracker:
         timeout = CLOSE_TIMEOUT_SECONDS[outcome]
         self._thread.join(timeout=timeout)
         if self._thread.is_alive():
-            warn(
-                f"MLflow tracking did not finish within {timeout:g} s; the MLflow run may lack the last records"
-            )
+            warn(f"MLflow tracking did not finish within {timeout:g} s; the MLflow run may lack the last records")  # fmt: skip
 
     def _work(self) -> None:
         while True:

@@ -75,22 +75,16 @@ class Trainer:
         stage, problem = broadcast_from_main(choice)
         if problem:
             raise ConfigError(problem)
-        self.engine: Engine = build_engine(
-            self.model, config, context.device, context.world_size, stage=stage
-        )
+        self.engine: Engine = build_engine(self.model, config, context.device, context.world_size, stage=stage)  # fmt: skip
         self.clock.lap("engine")
         torch.manual_seed(train.seed + context.rank)  # dropout differs between ranks
         self.store = CheckpointStore(config.checkpoint.dir, config.checkpoint.keep_last, context)
         self.tokens_per_step = (
             train.micro_batch_size * train.grad_accum_steps * config.model.block_size * context.world_size
         )
-        self.device_name = (
-            torch.cuda.get_device_name(context.device) if context.device.type == "cuda" else "cpu"
-        )
+        self.device_name = torch.cuda.get_device_name(context.device) if context.device.type == "cuda" else "cpu"  # fmt: skip
         self.peak = peak_flops(self.device_name, config.output.peak_tflops)
-        show_progress = config.output.progress == "on" or (
-            config.output.progress == "auto" and sys.stdout.isatty()
-        )
+        show_progress = config.output.progress == "on" or (config.output.progress == "auto" and sys.stdout.isatty())  # fmt: skip
         self.log = MetricsLog(config.output.dir, show_progress, train.max_steps) if context.is_main else None
         self.run_state = RunState(config.output.dir) if context.is_main else None
         self.step = 0
@@ -180,9 +174,7 @@ class Trainer:
         total = 0.0
         with torch.no_grad():
             for index in range(train.eval_batches):
-                batch = val_batch(
-                    self.data, train.micro_batch_size, block, train.seed, self.context.rank, index
-                )
+                batch = val_batch(self.data, train.micro_batch_size, block, train.seed, self.context.rank, index)  # fmt: skip
                 total += float(engine(*to_device(batch, self.context.device)).item())
         engine.train()
         return mean_over_ranks(total / train.eval_batches, self.context.device)
@@ -313,9 +305,7 @@ class Trainer:
                 world_size=self.context.world_size, device=self.device_name,
                 stop_reason=self.stop_reason or f"train.max_steps ({train.max_steps}) reached")  # fmt: skip
             outcome = "nothing" if nothing_to_do else "finished"
-            self.close_with(
-                outcome, start_step, median_rate, val_loss, resumed_from if nothing_to_do else None
-            )
+            self.close_with(outcome, start_step, median_rate, val_loss, resumed_from if nothing_to_do else None)  # fmt: skip
         return 0
 
     def close_with(self, outcome: str, start_step: int, tokens_per_sec: float | None,
