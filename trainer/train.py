@@ -177,7 +177,9 @@ class Trainer:
                 batch = val_batch(self.data, train.micro_batch_size, block, train.seed, self.context.rank, index)  # fmt: skip
                 total += float(engine(*to_device(batch, self.context.device)).item())
         engine.train()
-        return mean_over_ranks(total / train.eval_batches, self.context.device)
+        val_loss = mean_over_ranks(total / train.eval_batches, self.context.device)
+        self.record(event="val", step=self.step, val_loss=val_loss)
+        return val_loss
 
     def micro_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         train, block, rank = self.config.train, self.config.model.block_size, self.context.rank
@@ -257,9 +259,7 @@ class Trainer:
                 self.record(**start, **self.clock.report(), at=self.clock.timestamps())
             reached = False
             if self.step % output.log_every == 0 or self.step == train.max_steps:
-                self.last_loss = mean_over_ranks(
-                    float(loss.item()), self.context.device
-                )  # waits for the step
+                self.last_loss = mean_over_ranks(float(loss.item()), self.context.device)  # fmt: skip
                 elapsed = time.perf_counter() - interval_start - paused
                 rate = interval_steps * self.tokens_per_step / elapsed
                 rates.append(rate)
@@ -272,7 +272,6 @@ class Trainer:
             pause_start = time.perf_counter()
             if train.eval_every and self.step % train.eval_every == 0:
                 val_loss = self.evaluate()
-                self.record(event="val", step=self.step, val_loss=val_loss)
                 reached = self.check_stop("val_loss", val_loss) or reached
             if reached:
                 self.record(event="stop_at", step=self.step, reason=self.stop_reason)
@@ -292,7 +291,6 @@ class Trainer:
             paused += time.perf_counter() - pause_start
         if val_loss is None or self.step % train.eval_every:  # not evaluated at the last step yet
             val_loss = self.evaluate()
-            self.record(event="val", step=self.step, val_loss=val_loss)
         self.record_checkpoints(self.store.wait())  # the last save was written while evaluating
         if self.log:
             median_rate = statistics.median(rates) if rates else None
