@@ -207,8 +207,7 @@ class TrainConfig(_Section):
         return {name: preset[name] if getattr(self.model, name) is None else getattr(self.model, name) for name in preset}  # fmt: skip
 
     def parameter_count(self, vocab_size: int | None = None) -> int:
-        """trainer.model.GPT's parameters, all, without building it: V·C + T·C + L·(12·C² + 2·C + 11·C·bias) + C +
-        C·bias. vocab_size None: the bytes encoding's, else GPT-2's (a tiktoken encoding's size needs its files)."""
+        """GPT's parameters without building it; vocab_size None: the bytes encoding's, else GPT-2's."""
         if vocab_size is None:
             vocab_size = BYTES_VOCAB_SIZE if self.data.encoding == BYTES_ENCODING else GPT2_VOCAB_SIZE
         shape = self.model_shape()

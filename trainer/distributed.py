@@ -100,9 +100,9 @@ def unimportable(name: str) -> Iterator[None]:
             del sys.modules[name]
 
 
+# upstream: deepspeedai/DeepSpeed deepspeed/autotuning/autotuner.py @ v0.19.8 (imports mlflow)
 def import_deepspeed() -> Any:
-    """DeepSpeed without MLflow, which its autotuner imports (1.6-1.9 s of each start, docs/benchmarks.md).
-    upstream: deepspeedai/DeepSpeed deepspeed/autotuning/autotuner.py @ v0.19.8"""
+    """DeepSpeed without the MLflow its autotuner imports (1.6-1.9 s a start, docs/benchmarks.md)."""
     with unimportable("mlflow"):
         import deepspeed
         import deepspeed.ops
@@ -144,8 +144,7 @@ def init_distributed(identity: ProcessIdentity | EllipsisType | None = ...) -> D
 
 
 def shutdown(context: DistContext | None = None) -> None:
-    """Destroy and free every group while the interpreter is whole: gloo's and TCPStore's threads end only in
-    C++ destructors, so deepspeed.comm's destroy (DeepSpeed's cached groups too) and then a collection."""
+    """Free every group while the interpreter is whole: gloo's and TCPStore's threads end in C++ destructors."""
     if not dist.is_initialized():
         return
     import deepspeed.comm

@@ -46,8 +46,7 @@ class NodeIdentity:
 
 
 def node_identity(env: Mapping[str, str]) -> NodeIdentity:
-    """The PET_* variables checked before any work; unset: a single local node. Several nodes need rank, address
-    and port (defaulted, each node would be rank 0 of its own rendezvous and hang)."""
+    """PET_* checked before any work (unset: one local node); several nodes need rank, address and port."""
     values = {}
     for name in ("PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT"):
         if name in env and not env[name].strip():
@@ -89,9 +88,7 @@ def node_identity(env: Mapping[str, str]) -> NodeIdentity:
 
 def shutdown_timeout(env: Mapping[str, str]) -> int | None:
     value = env.get(SHUTDOWN_TIMEOUT_ENV)
-    if value is None:
-        return None
-    return whole_number(SHUTDOWN_TIMEOUT_ENV, value.strip(), "a whole number of seconds >= 0", 0)
+    return None if value is None else whole_number(SHUTDOWN_TIMEOUT_ENV, value.strip(), "a whole number of seconds >= 0", 0)  # fmt: skip
 
 
 def torchrun_has_shutdown_timeout() -> bool:
@@ -102,8 +99,7 @@ def torchrun_has_shutdown_timeout() -> bool:
 
 
 def shutdown_timeout_warning(env: Mapping[str, str]) -> str | None:
-    """Said once per node (local rank 0 under torchrun). A worker asks: `launch` imports no torch, or recovery
-    would wait for a second import."""
+    """Said once per node by a worker: `launch` imports no torch, or recovery would wait for a second import."""
     if SHUTDOWN_TIMEOUT_ENV not in env or TORCHRUN_WORKER_ENV not in env or env.get("LOCAL_RANK") != "0":
         return None
     if torchrun_has_shutdown_timeout():
@@ -117,8 +113,7 @@ def train_arguments(config_path: str, overrides: list[str]) -> list[str]:
 
 
 def worker_start(config_path: str, overrides: list[str], env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:  # fmt: skip
-    """(command, variables to add). One process per node, fixed node count: the worker itself, with torchrun's
-    variables (torchrun's agent imports torch once more before every first step, docs/benchmarks.md)."""
+    """(command, variables): one process per fixed node is the worker itself (torchrun costs an import)."""
     identity = node_identity(env)
     if identity.nproc_per_node != "1" or ":" in identity.nnodes:
         return torchrun_command(config_path, overrides, env), {}
@@ -134,7 +129,7 @@ def worker_start(config_path: str, overrides: list[str], env: Mapping[str, str])
 
 
 def torchrun_command(config_path: str, overrides: list[str], env: Mapping[str, str]) -> list[str]:
-    """torchrun reads TORCH_ELASTIC_SHUTDOWN_TIMEOUT from its environment itself, so no option is passed.
+    """torchrun reads TORCH_ELASTIC_SHUTDOWN_TIMEOUT itself, so no option is passed.
     upstream: pytorch/pytorch torch/distributed/launcher/api.py LaunchConfig.__post_init__ @ v2.13.0"""
     identity = node_identity(env)
     shutdown_timeout(env)
@@ -155,8 +150,7 @@ def torchrun_command(config_path: str, overrides: list[str], env: Mapping[str, s
 
 
 def outcome(torchrun_code: int, worker_codes: list[int], signal_received: int | None) -> int:
-    """The exit code from torchrun's and the workers' reported ones (a crashed worker reports none). Preemption
-    first, as in the pod failure policy: a restart resumes, and bad input then fails the restarted run itself."""
+    """Preemption first, as in the pod failure policy: a restart resumes, and bad input then fails it itself."""
     if torchrun_code == 0:
         return 0
     if PREEMPTED_EXIT_CODE in worker_codes:
@@ -194,8 +188,7 @@ def relay_stderr(source: IO[str], sink: TextIO) -> None:
 
 
 def check_resumable(config: TrainConfig, identity: NodeIdentity) -> None:
-    """A checkpoint this job cannot resume, or an unusable object store: one line before any worker starts.
-    Reads manifests only (no torch); an unknown world size (elastic, auto/gpu/cpu) leaves it to the workers."""
+    """An unresumable checkpoint or unusable store: one line before any worker (manifests only, no torch)."""
     nproc, directory = identity.nproc_per_node, config.checkpoint.dir
     if ":" in identity.nnodes or not nproc.isdigit():
         return

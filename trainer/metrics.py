@@ -16,19 +16,11 @@ from trainer.shared_files import append_line, write_replacing
 # how the process ends, as its sinks are told: trained (to max_steps or stop_at), preempted (exit 75), error
 Outcome = Literal["finished", "preempted", "failed"]
 
-# Dense bf16 peak TFLOP/s from NVIDIA's datasheets; the first substring of the device name wins.
+# Dense bf16 peak TFLOP/s from NVIDIA's datasheets; the first substring of the device name wins ("H100": SXM).
 BF16_PEAK_TFLOPS: list[tuple[str, float]] = [
-    ("H100 PCIe", 756.0),
-    ("H100 NVL", 835.0),
-    ("H100", 989.0),  # SXM ("NVIDIA H100 80GB HBM3")
-    ("H200", 989.0),
-    ("GH200", 989.0),
-    ("B200", 2250.0),
-    ("A100", 312.0),
-    ("L40S", 362.0),
-    ("L4", 121.0),
-    ("A10", 125.0),
-]
+    ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H200", 989.0), ("GH200", 989.0),
+    ("B200", 2250.0), ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0), ("A10", 125.0),
+]  # fmt: skip
 
 
 def peak_flops(device_name: str, configured_tflops: float | None) -> float | None:
@@ -43,9 +35,7 @@ def peak_flops(device_name: str, configured_tflops: float | None) -> float | Non
 
 def mfu(tokens_per_sec: float, flops_per_token: int, peak_per_device: float | None, devices: int) -> float | None:  # fmt: skip
     """Achieved model FLOP/s over the peak of all devices (nanoGPT's estimate_mfu, per token)."""
-    if peak_per_device is None:
-        return None
-    return tokens_per_sec * flops_per_token / (peak_per_device * devices)
+    return None if peak_per_device is None else tokens_per_sec * flops_per_token / (peak_per_device * devices)
 
 
 def warn(message: str) -> None:

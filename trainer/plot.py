@@ -9,8 +9,7 @@ from trainer.config import ConfigError
 
 
 def read_series(metrics_path: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-    """(step, loss) of the training records, (step, val_loss) of the validation ones; a step's last value wins
-    (a resumed run appends the steps after its checkpoint again)."""
+    """(step, loss) and (step, val_loss); a step's last value wins (a resumed run appends steps again)."""
     try:
         lines = metrics_path.read_text(encoding="utf-8").splitlines()
     except OSError as error:

@@ -48,8 +48,7 @@ def shard_path(directory: Path, index: int) -> Path:
 
 
 def encode_ids(encoding: tiktoken.Encoding, text: str) -> np.ndarray:
-    """encode_ordinary(text) as a uint32 array without a Python int per token (a quarter of the preparation's
-    time, docs/benchmarks.md); lone surrogates replaced as encode_ordinary does."""
+    """encode_ordinary as a uint32 array, no Python int per token (docs/benchmarks.md); surrogates replaced."""
     try:
         return encoding.encode_to_numpy(text, disallowed_special=())
     except UnicodeEncodeError:

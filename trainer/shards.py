@@ -134,8 +134,7 @@ def check_shard(shard: Shard) -> None:
 
 
 class TokenView:
-    """Tokens from pieces of shards; a slice is copied out of at most OPEN_MAPS LRU memory maps, read at random
-    (MADV_RANDOM) and released once copied (MADV_DONTNEED): resident memory does not grow with the windows."""
+    """Tokens from pieces of shards, sliced through at most OPEN_MAPS memory maps, pages released once copied."""
 
     def __init__(self, pieces: list[tuple[Shard, int, int]]) -> None:
         self.pieces = [(shard, start, stop) for shard, start, stop in pieces if stop > start]

@@ -24,8 +24,7 @@ ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
 @dataclass(frozen=True)
 class Unit:
-    """Bytes [start, stop) of a file (cut after a newline), rows of a dataset (hf), or a whole token file (bin).
-    last: it ends its file, so end-of-text follows."""
+    """Bytes [start, stop) of a file, rows of a dataset (hf), or a token file (bin); last: end-of-text follows."""
 
     kind: str
     location: str
@@ -78,15 +77,15 @@ def find_text_files(path: str) -> list[Path]:
         return [target]
     if target.is_dir():
         files = sorted(p for p in target.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
-        if not files:
-            raise DataError(f"data.path: directory {path} holds no *.txt, *.jsonl or *.bin files")
-        return files
-    if glob.has_magic(path):
+        empty = f"directory {path} holds no *.txt, *.jsonl or *.bin files"
+    elif glob.has_magic(path):
         files = sorted(Path(p) for p in glob.glob(os.path.expanduser(path), recursive=True) if Path(p).is_file())  # fmt: skip
-        if not files:
-            raise DataError(f"data.path: glob {path!r} matches no files")
-        return files
-    raise DataError(f"data.path: no such file or directory: {path}")
+        empty = f"glob {path!r} matches no files"
+    else:
+        raise DataError(f"data.path: no such file or directory: {path}")
+    if not files:
+        raise DataError(f"data.path: {empty}")
+    return files
 
 
 def _cut(read_at: Any, size: int, shard_bytes: int) -> list[tuple[int, int]]:

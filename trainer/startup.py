@@ -39,8 +39,7 @@ class StartupClock:
         """Close the part that ran since the previous lap."""
         now = time.time()
         self.parts[f"{part}_s"] = round(now - self.last, 3)
-        self.last = now
-        self.marks[part] = now
+        self.last = self.marks[part] = now
 
     def mark(self, instant: str) -> None:
         self.marks[instant] = time.time()

@@ -39,8 +39,7 @@ def sqlite_artifact_location(tracking_uri: str) -> str | None:
     """Artifacts beside a SQLite store (else MLflow's ./mlruns of the working directory); None for a server."""
     if not tracking_uri.startswith("sqlite:///"):
         return None
-    database = Path(tracking_uri.removeprefix("sqlite:///"))
-    return (database.parent / "artifacts").resolve().as_uri()
+    return (Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -105,10 +104,7 @@ class MlflowTracker:
             warn(f"MLflow tracking did not finish within {timeout:g} s; the MLflow run may lack the last records")  # fmt: skip
 
     def _work(self) -> None:
-        while True:
-            task = self._queue.get()
-            if task is None:
-                return
+        while (task := self._queue.get()) is not None:
             if self.failed:
                 continue
             try:

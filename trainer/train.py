@@ -93,8 +93,7 @@ class Trainer:
         self.stop_reason: str | None = None  # why it ended before train.max_steps (train.stop_at)
 
     def close(self, wait: bool) -> None:
-        """Wait for the write in flight (not when failing: it stays unpublished), then destroy the engine: ZeRO's
-        gradient hooks, held in C++ out of the cycle collector's sight, would keep it and its groups alive."""
+        """Wait for the write in flight (not when failing), then destroy the engine: ZeRO's C++-held hooks pin it."""
         self.store.close(wait)
         self.engine.engine.destroy()
 
