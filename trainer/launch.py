@@ -25,10 +25,8 @@ from trainer.writable import check_writable
 
 # upstream: kubeflow/trainer pkg/runtime/framework/plugins/torch/torch.go @ v2.3.0 (PET_NODE_RANK from the
 # job-completion-index annotation, PET_MASTER_ADDR <trainjob>-node-0-0.<trainjob>, PET_MASTER_PORT 29500)
-NODE_RANK_SOURCE = (
-    "Kubeflow Trainer fills it from the pod's batch.kubernetes.io/job-completion-index annotation, "
-    "which only an Indexed Job has (the TrainingRuntime must state completionMode: Indexed)"
-)
+NODE_RANK_SOURCE = ("Kubeflow Trainer fills it from the pod's batch.kubernetes.io/job-completion-index annotation, "
+                    "which only an Indexed Job has (the TrainingRuntime must state completionMode: Indexed)")  # fmt: skip
 NPROC_WORDS = ("auto", "gpu", "cpu")
 # set on torchrun's workers; upstream: pytorch/pytorch torch/distributed/elastic/agent/server/local_elastic_agent.py @ v2.13.0
 TORCHRUN_WORKER_ENV = "TORCHELASTIC_RUN_ID"
@@ -159,9 +157,8 @@ def outcome(torchrun_code: int, worker_codes: list[int], signal_received: int | 
         return USAGE_EXIT_CODE
     if signal_received is not None:  # stopped before the workers could save (e.g. while starting up)
         return 128 + signal_received
-    return (
-        128 - torchrun_code if torchrun_code < 0 else torchrun_code
-    )  # killed by signal N: the shell's 128+N
+    # killed by signal N: the shell's 128+N
+    return 128 - torchrun_code if torchrun_code < 0 else torchrun_code
 
 
 # torchrun's traceback for the signal it was sent; upstream: pytorch/pytorch

@@ -67,9 +67,7 @@ def tokenize_unit(source: Source, unit: Unit, encoding_name: str) -> np.ndarray:
             parts.append(end_of_text)
     if not parts:
         return np.zeros(0, dtype=token_dtype(encoding))
-    return np.concatenate(
-        parts, dtype=token_dtype(encoding), casting="unsafe"
-    )  # ids < n_vocab: loses nothing
+    return np.concatenate(parts, dtype=token_dtype(encoding), casting="unsafe")  # ids < n_vocab: loses nothing  # fmt: skip
 
 
 def _sha256_of(path: Path, offset: int = 0) -> str:

@@ -52,8 +52,7 @@ class TrainJobStatusReporter:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._pending: dict[str, Any] | None = None
-        self._closing = False
-        self._failing = False
+        self._closing = self._failing = False
         self._last_post = -MIN_INTERVAL_SECONDS
         self.step = 0
         self.values: dict[str, float | int | None] = {"loss": None, "val_loss": None}

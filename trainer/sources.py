@@ -159,10 +159,8 @@ def s3_source(data: DataSection) -> Source:
     _one_kind(data.path, {_kind(o["Key"]) for o in objects})
     units = tuple(Unit(_kind(o["Key"]), o["Key"], 0, int(o["Size"])) for o in objects)
     identity = [(o["Key"], o["Size"], o.get("ETag", "")) for o in objects]
-    return Source(
-        f"{len(objects)} object(s) at {data.path}", _digest(["s3", bucket, identity]), units, data.text_field,
-        s3_url=data.path,
-    )  # fmt: skip
+    return Source(f"{len(objects)} object(s) at {data.path}", _digest(["s3", bucket, identity]), units, data.text_field,
+                  s3_url=data.path)  # fmt: skip
 
 
 def load_hf(hf: tuple[str, str | None, str, bool]) -> Any:
@@ -194,8 +192,7 @@ def hf_source(data: DataSection) -> Source:
     if data.text_field not in dataset.column_names:
         raise DataError(f"data.text_field: {data.text_field!r} is not a column of {name!r}; "
                         f"columns: {', '.join(dataset.column_names)}")  # fmt: skip
-    rows = len(dataset)
-    if rows == 0:
+    if (rows := len(dataset)) == 0:
         raise DataError(f"data.hf_dataset: {name!r} split {data.hf_split!r} is empty: 0 rows")
     step = max(1, data.shard_bytes // HF_ROW_BYTES)
     units = tuple(Unit("hf", name, a, min(a + step, rows)) for a in range(0, rows, step))

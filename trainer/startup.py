@@ -18,18 +18,15 @@ def process_start() -> float:
 
 class StartupClock:
     def __init__(self) -> None:
-        started = process_start()
+        self.origin = self.last = started = process_start()
         self.parts: dict[str, float | None] = {}
-        launched = os.environ.get(LAUNCH_START_ENV)
-        self.origin = started
-        if launched:
+        if launched := os.environ.get(LAUNCH_START_ENV):
             try:
                 self.origin = min(float(launched), started)
             except ValueError:
                 pass  # not a number: from this process's own start
             else:
                 self.parts["launch_s"] = round(started - self.origin, 3)
-        self.last = started
         self.marks: dict[str, float] = {"process": started}
         if self.origin < started:
             self.marks["launch"] = self.origin

@@ -79,9 +79,7 @@ class Trainer:
         self.clock.lap("engine")
         torch.manual_seed(train.seed + context.rank)  # dropout differs between ranks
         self.store = CheckpointStore(config.checkpoint.dir, config.checkpoint.keep_last, context)
-        self.tokens_per_step = (
-            train.micro_batch_size * train.grad_accum_steps * config.model.block_size * context.world_size
-        )
+        self.tokens_per_step = train.micro_batch_size * train.grad_accum_steps * config.model.block_size * context.world_size  # fmt: skip
         self.device_name = torch.cuda.get_device_name(context.device) if context.device.type == "cuda" else "cpu"  # fmt: skip
         self.peak = peak_flops(self.device_name, config.output.peak_tflops)
         show_progress = config.output.progress == "on" or (config.output.progress == "auto" and sys.stdout.isatty())  # fmt: skip
@@ -150,11 +148,7 @@ class Trainer:
                               " (each is named above); move them away, or set checkpoint.on_unreadable=restart to train from step 0")  # fmt: skip
 
     def save(self) -> None:
-        stopped = (
-            None
-            if self.stop_reason is None
-            else {"stop_at": str(self.stop_condition), "reason": self.stop_reason}
-        )
+        stopped = None if self.stop_reason is None else {"stop_at": str(self.stop_condition), "reason": self.stop_reason}  # fmt: skip
         client_state = {"step": self.step, "data_position": {"step": self.step, "seed": self.config.train.seed},
                         "loss": self.last_loss, "stopped_early": stopped}  # fmt: skip
         self.store.save(self.engine.engine, self.step, client_state, {"model": self.identity})
