@@ -115,12 +115,10 @@ def init_distributed(identity: ProcessIdentity | EllipsisType | None = ...) -> D
     cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if isinstance(identity, EllipsisType):
         identity = process_identity(os.environ, cuda_devices)
+    local_rank = 0 if identity is None else identity.local_rank
     if identity is None:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(free_port()))
-        local_rank = 0
-    else:
-        local_rank = identity.local_rank
     if cuda_devices:
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
@@ -128,11 +126,11 @@ def init_distributed(identity: ProcessIdentity | EllipsisType | None = ...) -> D
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed reads it when first imported
         device = torch.device("cpu")
     deepspeed = import_deepspeed()
-    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+    if device.type == "cpu":
         # One thread, as torchrun gives: torch's default ran 10x slower on a busy 2-core machine
         # (docs/benchmarks.md, "CPU threads").
-        torch.set_num_threads(1)
-    if device.type == "cpu":
+        if "OMP_NUM_THREADS" not in os.environ:
+            torch.set_num_threads(1)
         # its JIT-compiled shm all-reduce needs a C++ compiler, which the images lack; gloo does the job
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     # stdout carries only metrics: drop DeepSpeed's "op built successfully" print (warnings go to stderr)

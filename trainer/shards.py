@@ -103,12 +103,9 @@ def read_manifest(directory: Path) -> Manifest:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
         dtype = str(document["dtype"])
-        shards = []
-        for entry in document["shards"]:
-            file = Path(entry["file"])
-            file = file if file.is_absolute() else directory / file
-            offset, tokens = int(entry["offset"]), int(entry["tokens"])
-            shards.append(Shard(str(file), offset, tokens, dtype, entry["split"], entry["sha256"]))
+        # an absolute "file" stays as it is (Path's "/" keeps the right side when absolute)
+        shards = [Shard(str(directory / entry["file"]), int(entry["offset"]), int(entry["tokens"]), dtype,
+                        entry["split"], entry["sha256"]) for entry in document["shards"]]  # fmt: skip
         manifest = Manifest(directory, document["source"], document["encoding"], int(document["vocab_size"]), tuple(shards))  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DataError(f"data: unreadable manifest {path}: {error}") from None
