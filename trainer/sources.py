@@ -88,13 +88,13 @@ def find_text_files(path: str) -> list[Path]:
     return files
 
 
-def _cut(read_at: Any, size: int, shard_bytes: int) -> list[tuple[int, int]]:
-    """Ranges of about shard_bytes, all but the last ending after a newline; read_at(offset, length) -> bytes."""
+def _cut(fd: int, size: int, shard_bytes: int) -> list[tuple[int, int]]:
+    """A file's ranges of about shard_bytes, all but the last ending just after a newline."""
     ranges, start = [], 0
     while size - start > shard_bytes:
         position = start + shard_bytes
         while position < size:
-            window = read_at(position, 1 << 16)
+            window = os.pread(fd, 1 << 16, position)
             newline = window.find(b"\n")
             if newline >= 0:
                 position += newline + 1
@@ -116,12 +116,7 @@ def _file_units(files: list[Path], shard_bytes: int) -> list[Unit]:
             units.append(Unit("bin", str(file), 0, size))
             continue
         with file.open("rb") as handle:
-
-            def read_at(offset: int, length: int, handle: Any = handle) -> bytes:
-                handle.seek(offset)
-                return bytes(handle.read(length))
-
-            ranges = _cut(read_at, size, shard_bytes)
+            ranges = _cut(handle.fileno(), size, shard_bytes)
         units += [Unit(kind, str(file), a, b, b == size) for a, b in ranges]
     return units
 

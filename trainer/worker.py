@@ -21,10 +21,8 @@ if TYPE_CHECKING:
 
 
 def report_exit_code(code: int) -> None:
-    status_dir = os.environ.get(STATUS_DIR_ENV)
-    if status_dir:
-        rank = os.environ.get("RANK", "0")
-        (Path(status_dir) / f"rank{rank}.exit").write_text(str(code), encoding="utf-8")
+    if status_dir := os.environ.get(STATUS_DIR_ENV):
+        (Path(status_dir) / f"rank{os.environ.get('RANK', '0')}.exit").write_text(str(code), encoding="utf-8")
 
 
 def train(config: TrainConfig) -> int:
