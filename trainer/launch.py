@@ -187,9 +187,7 @@ def relay_stderr(source: IO[str], sink: TextIO) -> None:
 def check_resumable(config: TrainConfig, identity: NodeIdentity) -> None:
     """An unresumable checkpoint or unusable store: one line before any worker (manifests only, no torch)."""
     nproc, directory = identity.nproc_per_node, config.checkpoint.dir
-    if ":" in identity.nnodes or not nproc.isdigit():
-        return
-    if not is_s3_url(directory) and not Path(directory).expanduser().is_dir():
+    if ":" in identity.nnodes or not nproc.isdigit() or not (is_s3_url(directory) or Path(directory).expanduser().is_dir()):  # fmt: skip
         return
     newest = newest_manifest(directory)  # ConfigError: an object store that cannot be used
     if newest is None or not is_legacy(newest[2]):
