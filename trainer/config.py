@@ -297,8 +297,7 @@ def _apply_override(tree: dict[str, Any], override: str) -> None:
         value = raw  # not a YAML scalar (e.g. a glob with brackets): keep the text
     if isinstance(value, dict | list):
         raise ConfigError(f"override {override!r}: the value must be a scalar")
-    tree.setdefault(section, {})
-    if not isinstance(tree[section], dict):
+    if not isinstance(tree.setdefault(section, {}), dict):
         raise ConfigError(f"{section}: expected a mapping of keys, got {type(tree[section]).__name__}")
     tree[section][key] = value
 

@@ -42,9 +42,7 @@ def plot_loss(metrics_path: Path, out_path: Path) -> None:
     axes.plot(*zip(*train, strict=True), label="train loss")
     if val:
         axes.plot(*zip(*val, strict=True), marker="o", label="validation loss")
-    axes.set_xlabel("step")
-    axes.set_ylabel("cross-entropy (nats/token)")
-    axes.set_title(str(metrics_path))
+    axes.set(xlabel="step", ylabel="cross-entropy (nats/token)", title=str(metrics_path))
     axes.grid(alpha=0.3)
     axes.legend()
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -65,9 +65,7 @@ class TrainJobStatusReporter:
     def from_environment(cls, max_steps: int) -> TrainJobStatusReporter | None:
         """None unless the Trainer injected its endpoint (a TrainJob with the TrainJobStatus feature gate)."""
         url, ca_cert, token = (os.environ.get(name) for name in (URL_ENV, CA_CERT_ENV, TOKEN_ENV))
-        if not (url and ca_cert and token):
-            return None
-        return cls(url, Path(ca_cert), Path(token), max_steps)
+        return cls(url, Path(ca_cert), Path(token), max_steps) if url and ca_cert and token else None
 
     def record(self, fields: Mapping[str, Any]) -> None:
         event = fields.get("event")
