@@ -193,8 +193,7 @@ class Trainer:
             from trainer.tracking import MlflowTracker
 
             sinks.append(MlflowTracker(self.config, self.run_state, self.step))
-        reporter = TrainJobStatusReporter.from_environment(self.config.train.max_steps)
-        if reporter is not None:
+        if (reporter := TrainJobStatusReporter.from_environment(self.config.train.max_steps)) is not None:
             sinks.append(reporter)
         self.log.sinks.extend(sinks)
 
