@@ -20,12 +20,11 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 
 def cmd_train(args: argparse.Namespace) -> int:
     config = _config(args)
-    check_writable(config)  # before anything is written (launch checked it too, before its workers)
+    check_writable(config)  # before anything is written
     from trainer.launch import shutdown_timeout_warning
-    from trainer.worker import report_exit_code, train  # heavy imports only for training
+    from trainer.worker import report_exit_code, train
 
-    warning = shutdown_timeout_warning(os.environ)  # asked here, where torch is imported anyway
-    if warning:
+    if warning := shutdown_timeout_warning(os.environ):
         print(warning, file=sys.stderr, flush=True)
     try:
         code = train(config)
@@ -43,8 +42,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from trainer.sources import resolve_source
 
     get_encoding(config.data.encoding)
-    source = resolve_source(config.data).describe
-    print(f"config {args.config} is valid: model {config.model.preset}, {source}")
+    print(f"config {args.config} is valid: model {config.model.preset}, {resolve_source(config.data).describe}")  # fmt: skip
     return 0
 
 
@@ -70,8 +68,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from trainer.plot import plot_loss
 
-    problem = directory_problem("--out", str(Path(args.out).expanduser().absolute().parent))
-    if problem:
+    if problem := directory_problem("--out", str(Path(args.out).expanduser().absolute().parent)):
         raise ConfigError(problem)
     plot_loss(Path(args.metrics), Path(args.out))
     print(f"wrote {args.out}")
@@ -117,11 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE_EXIT_CODE
     except ModuleNotFoundError as error:
         if (error.name or "trainer").partition(".")[0] == "trainer":
-            raise  # a module of our own missing is a bug: its traceback says where
-        # e.g. the stack's venv (make up, make check) has neither torch nor numpy
-        print(
-            f"error: {error.name} is not installed in {sys.executable}: the trainer needs torch and "
-            "trainer/requirements.txt; run `make trainer-venv` first (adds them to .venv: about 5.7 GB in all)",
-            file=sys.stderr,
-        )
+            raise  # one of our own missing is a bug: its traceback says where
+        print(f"error: {error.name} is not installed in {sys.executable}: the trainer needs torch and "
+              "trainer/requirements.txt; run `make trainer-venv` first (adds them to .venv: about 5.7 GB in all)",
+              file=sys.stderr)  # fmt: skip
         return USAGE_EXIT_CODE

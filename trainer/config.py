@@ -1,7 +1,5 @@
-"""The training config: a YAML mapping of sections (model, data, train, checkpoint, output), each key typed
-with its default and range in pydantic models; any bad key or value is one ConfigError line naming the dotted
-key, what is wrong and what is allowed. Imports no torch: the Pulumi program checks a config with it.
-"""
+"""The training config: YAML sections as pydantic models, each key typed with its default and range; a bad key
+or value is one ConfigError line naming the dotted key and what is allowed. No torch: the stack imports it."""
 
 from __future__ import annotations
 
@@ -23,20 +21,18 @@ class ConfigError(Exception):
 
 
 def padded_vocab_size(vocab_size: int) -> int:
-    """The embedding's rows for a tokenizer of vocab_size tokens: the next multiple of VOCAB_MULTIPLE."""
+    """The embedding's rows: the next multiple of VOCAB_MULTIPLE."""
     return -(-vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
 
 
 def whole_number(name: str, value: str, allowed: str, minimum: int, maximum: int | None = None) -> int:
-    """value (an environment variable's text, say) as an integer in [minimum, maximum]; else ConfigError
-    naming `name` and `allowed`. Only digits count: no sign, no spaces, no underscores."""
+    """Digits only (no sign, space, underscore) in [minimum, maximum]; else ConfigError naming name and allowed."""
     in_range = re.fullmatch(r"[0-9]+", value) and int(value) >= minimum
     if not in_range or (maximum is not None and int(value) > maximum):
         raise ConfigError(f"{name}: expected {allowed}, got {value!r}")
     return int(value)
 
 
-# Transformer shapes by size. block_size, vocabulary and dropout are separate keys (model.*).
 MODEL_PRESETS: dict[str, dict[str, int]] = {
     "tiny": {"n_layer": 2, "n_head": 2, "n_embd": 64},
     "mini": {"n_layer": 4, "n_head": 4, "n_embd": 128},
@@ -47,47 +43,34 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
     "gpt2-1558m": {"n_layer": 48, "n_head": 25, "n_embd": 1600},
 }
 
-VOCAB_MULTIPLE = 64  # the model pads the vocabulary so the embedding / head matmuls hit efficient tile sizes
+VOCAB_MULTIPLE = 64  # padded vocabulary: the embedding / head matmuls hit efficient tile sizes
 GPT2_VOCAB_SIZE = 50257  # tiktoken's gpt2 encoding
 BYTES_ENCODING = "bytes"  # data.encoding of the built-in byte-level encoding (trainer.dataset)
 BYTES_VOCAB_SIZE = 257  # its tokens: 256 bytes and <|endoftext|>
 SCIENTIFIC_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-# MLflow tracking URIs the trainer image can use: a tracking server, or a local SQLite store (MLflow 3's
-# recommended local backend; the file store is deprecated).
+# a tracking server, or SQLite (MLflow 3's local backend; the file store is deprecated)
 TRACKING_URI_SCHEMES = ("http", "https", "sqlite")
 
-# checkpoint.dir as an object store: s3://bucket/prefix (any S3-compatible store). Bucket names follow Amazon
-# S3's rules for general purpose buckets ("Bucket naming rules", S3 User Guide): 3-63 characters, lowercase
-# letters, digits, dots and hyphens, starting and ending with a letter or digit, not an IPv4 address.
+# upstream: Amazon S3 User Guide, "Bucket naming rules" (general purpose buckets)
 S3_SCHEME = "s3://"
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IPV4 = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
-S3_URL_SHAPE = (
-    "s3://bucket/prefix (bucket: 3-63 lowercase letters, digits, '.' or '-'; prefix: '/'-separated names, "
-    "none empty, '.' or '..')"
-)
+S3_URL_SHAPE = ("s3://bucket/prefix (bucket: 3-63 lowercase letters, digits, '.' or '-'; prefix: '/'-separated names, "
+                "none empty, '.' or '..')")  # fmt: skip
 S3_URL_RULE = f"a directory, or {S3_URL_SHAPE}"
 
 
 def is_s3_url(text: str) -> bool:
-    """Whether a checkpoint.dir names an object store (s3://...) rather than a directory."""
     return text.startswith(S3_SCHEME)
 
 
 def parse_s3_url(text: str) -> tuple[str, str]:
-    """(bucket, prefix) of s3://bucket/prefix; the prefix without leading or trailing '/', "" for the
-    bucket's root. ConfigError (naming checkpoint.dir and S3_URL_RULE) for anything else."""
+    """(bucket, prefix without '/' at either end; "" for the root); else ConfigError naming checkpoint.dir."""
     bucket, _, prefix = text.removeprefix(S3_SCHEME).partition("/")
     prefix = prefix.rstrip("/")
     names = prefix.split("/") if prefix else []
     bad_name = any(name in ("", ".", "..") or not name.isprintable() for name in names)
-    if (
-        not is_s3_url(text)
-        or not _S3_BUCKET.match(bucket)
-        or ".." in bucket
-        or _IPV4.match(bucket)
-        or bad_name
-    ):
+    if not is_s3_url(text) or not _S3_BUCKET.match(bucket) or ".." in bucket or _IPV4.match(bucket) or bad_name:  # fmt: skip
         raise ConfigError(f"checkpoint.dir: expected {S3_URL_RULE}, got {text!r}")
     return bucket, prefix
 
@@ -95,8 +78,7 @@ def parse_s3_url(text: str) -> tuple[str, str]:
 def _checkpoint_dir(value: str) -> str:
     if not value.strip():
         raise ValueError("must name a directory or an s3://bucket/prefix")
-    # Any URL, and what looks like a mistyped s3:// one ("s3:/b/x", "S3://..."), is checked as an S3 URL
-    # rather than taken for a local directory.
+    # any URL, and a mistyped s3:// one ("s3:/b/x", "S3://..."), is not taken for a local directory
     if "://" in value or value.lower().startswith("s3:"):
         try:
             parse_s3_url(value)
@@ -108,13 +90,9 @@ def _checkpoint_dir(value: str) -> str:
 def _tracking_uri(value: str) -> str:
     scheme, _, rest = value.partition("://")
     if scheme not in TRACKING_URI_SCHEMES or not rest:
-        raise ValueError(
-            "must be an http(s):// MLflow tracking server or a sqlite:/// store (e.g. sqlite:///runs/mlflow.db)"
-        )
+        raise ValueError("must be an http(s):// MLflow tracking server or a sqlite:/// store (e.g. sqlite:///runs/mlflow.db)")  # fmt: skip
     if scheme == "sqlite" and not rest.startswith("/"):
-        raise ValueError(
-            "must name a file after sqlite:/// (three slashes, e.g. sqlite:////abs/path/mlflow.db)"
-        )
+        raise ValueError("must name a file after sqlite:/// (three slashes, e.g. sqlite:////abs/path/mlflow.db)")  # fmt: skip
     return value
 
 
@@ -125,7 +103,7 @@ def _not_blank(value: str) -> str:
 
 
 def _number(value: Any) -> Any:
-    """PyYAML (YAML 1.1) reads 1e-3 (no dot) as a string: such a string is a number."""
+    """PyYAML (YAML 1.1) reads 1e-3 (no dot) as a string."""
     return float(value) if isinstance(value, str) and SCIENTIFIC_NUMBER.fullmatch(value.strip()) else value
 
 
@@ -154,9 +132,7 @@ class ModelSection(_Section):
 
 
 class DataSection(_Section):
-    # A file, directory or glob (*.txt, *.jsonl, *.bin), s3://bucket/prefix, hf://name, or a directory written
-    # by datasets' save_to_disk (trainer.sources); ignored with hf_dataset.
-    path: str
+    path: str  # a file, directory or glob, s3://bucket/prefix, hf://name, a save_to_disk dir; or hf_dataset
     encoding: str = "gpt2"  # a tiktoken encoding name, or "bytes" (built in, no download)
     cache_dir: str = "runs/cache"  # prepared token shards (trainer.prepare)
     val_fraction: Annotated[Number, Field(gt=0, lt=1)] = 0.1
@@ -185,12 +161,11 @@ class TrainSection(_Section):
     compile: bool = False  # torch.compile, GPU only
     eval_every: NonNegative = 100  # 0: only at the end
     eval_batches: Positive = 10
-    # Early stopping: end the run successfully once e.g. "val_loss<=2.5" holds (trainer.stopping).
+    # early stopping: end the run successfully once e.g. "val_loss<=2.5" holds
     stop_at: Annotated[str, AfterValidator(lambda text: parse_stop_at(text) and text)] | None = None
 
     @property
     def stop_condition(self) -> StopCondition | None:
-        """train.stop_at parsed, or None when unset."""
         return None if self.stop_at is None else parse_stop_at(self.stop_at)
 
 
@@ -198,8 +173,7 @@ class CheckpointSection(_Section):
     dir: Annotated[str, AfterValidator(_checkpoint_dir)]  # a directory, or s3://bucket/prefix
     every_steps: Positive
     keep_last: Positive = 3
-    # When checkpoint.dir holds checkpoints and none verifies. fail: exit 2 naming them (restarting from step 0
-    # would silently throw the run away); restart: from step 0.
+    # checkpoints there but none verifies. fail: exit 2 naming them (step 0 would silently throw the run away)
     on_unreadable: Literal["fail", "restart"] = "fail"
 
 
@@ -211,9 +185,7 @@ class OutputSection(_Section):
     tracking: Literal["none", "mlflow"] = "none"  # mlflow: params, metrics and artifacts to MLflow
     tracking_uri: Annotated[str, AfterValidator(_tracking_uri)] | None = None  # None: output.dir/mlflow
     experiment: Text = "trainstack"  # MLflow experiment name
-    metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = (
-        None  # rank 0's Prometheus /metrics; None: off
-    )
+    metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None  # rank 0's /metrics; None: off
 
 
 class TrainConfig(_Section):
@@ -231,19 +203,11 @@ class TrainConfig(_Section):
 
     def model_shape(self) -> dict[str, int]:
         """n_layer, n_head, n_embd: the preset's, with any explicit model.* value on top."""
-        shape = dict(MODEL_PRESETS[self.model.preset])
-        for name in shape:
-            explicit = getattr(self.model, name)
-            if explicit is not None:
-                shape[name] = explicit
-        return shape
+        preset = MODEL_PRESETS[self.model.preset]
+        return {name: preset[name] if getattr(self.model, name) is None else getattr(self.model, name) for name in preset}  # fmt: skip
 
     def parameter_count(self, vocab_size: int | None = None) -> int:
-        """Parameters of trainer.model.GPT for this config and a tokenizer of vocab_size tokens (all of them,
-        position embeddings included; the output head shares the token embedding), without building it:
-        V·C + T·C + L·(12·C² + 2·C + 11·C·bias) + C + C·bias for vocabulary V (padded), width C, context T,
-        L blocks (QKV 3C², attention projection C², MLP 8C², two LayerNorms), the final LayerNorm.
-        vocab_size None: the bytes encoding's, else GPT-2's (a tiktoken encoding's size needs its files)."""
+        """GPT's parameters without building it; vocab_size None: the bytes encoding's, else GPT-2's."""
         if vocab_size is None:
             vocab_size = BYTES_VOCAB_SIZE if self.data.encoding == BYTES_ENCODING else GPT2_VOCAB_SIZE
         shape = self.model_shape()
@@ -253,15 +217,13 @@ class TrainConfig(_Section):
         return embeddings + layers * per_block + width + width * bias
 
 
-SECTIONS: dict[str, type[_Section]] = {
-    name: typing.cast(type[_Section], field.annotation) for name, field in TrainConfig.model_fields.items()
-}
+SECTIONS: dict[str, type[_Section]] = {name: typing.cast(type[_Section], field.annotation) for name, field in TrainConfig.model_fields.items()}  # fmt: skip
 _NAMES = {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "null"}
 _BOUNDS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 
 
 def _type_name(annotation: Any) -> str:
-    """What a key's annotation allows, in words: "integer or null", "one of auto, bf16, fp32"."""
+    """In words: "integer or null", "one of auto, bf16, fp32"."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is Annotated:
         return _type_name(args[0])
@@ -273,14 +235,14 @@ def _type_name(annotation: Any) -> str:
 
 
 def _bounds(item: Any) -> list[str]:
-    """The range constraints (Field(gt=..., lt=...)) inside a key's annotation, e.g. ["> 0", "< 1"]."""
+    """The Field(gt=..., lt=...) inside an annotation, e.g. ["> 0", "< 1"]."""
     found = [f"{sign} {getattr(m, k)}" for m in getattr(item, "metadata", ()) for k, sign in _BOUNDS.items()
              if hasattr(m, k)]  # fmt: skip
     return found + [bound for arg in typing.get_args(item) for bound in _bounds(arg)]
 
 
 def _error_line(error: ErrorDetails) -> str:
-    """pydantic's first error as the one line: the dotted key, what is wrong, what is allowed."""
+    """pydantic's error as the one line: the dotted key, what is wrong, what is allowed."""
     loc, kind, value = error["loc"], error["type"], error["input"]
     dotted = ".".join(map(str, loc))
     if kind == "extra_forbidden":
@@ -302,50 +264,40 @@ def _error_line(error: ErrorDetails) -> str:
 
 
 def _check_consistency(config: TrainConfig) -> None:
-    shape = config.model_shape()
-    if shape["n_embd"] % shape["n_head"]:
-        raise ConfigError(
-            f"model.n_embd ({shape['n_embd']}) must be divisible by model.n_head ({shape['n_head']})"
-        )
-    if config.train.min_lr > config.train.lr:
-        raise ConfigError(
-            f"train.min_lr ({config.train.min_lr}) must not exceed train.lr ({config.train.lr})"
-        )
-    condition = config.train.stop_condition
-    if condition is not None and condition.metric == "val_loss" and not config.train.eval_every:
-        raise ConfigError(
-            f"train.stop_at: {condition.metric} is measured only with train.eval_every > 0 (it is 0)"
-        )
-    if config.output.tracking_uri is not None and config.output.tracking == "none":
-        raise ConfigError(
-            "output.tracking_uri: set while output.tracking is none; set output.tracking=mlflow or drop the URI"
-        )
-    if not config.data.path and config.data.hf_dataset is None:
-        raise ConfigError(
-            "data.path: must name a file, a directory, a glob, s3://bucket/prefix or hf://name "
-            "(or set data.hf_dataset)"
-        )
+    shape, train, output, data = config.model_shape(), config.train, config.output, config.data
+    condition = train.stop_condition
+    rules = [
+        (shape["n_embd"] % shape["n_head"],
+         f"model.n_embd ({shape['n_embd']}) must be divisible by model.n_head ({shape['n_head']})"),
+        (train.min_lr > train.lr, f"train.min_lr ({train.min_lr}) must not exceed train.lr ({train.lr})"),
+        (condition is not None and condition.metric == "val_loss" and not train.eval_every,
+         "train.stop_at: val_loss is measured only with train.eval_every > 0 (it is 0)"),
+        (output.tracking_uri is not None and output.tracking == "none",
+         "output.tracking_uri: set while output.tracking is none; set output.tracking=mlflow or drop the URI"),
+        (not data.path and data.hf_dataset is None,
+         "data.path: must name a file, a directory, a glob, s3://bucket/prefix or hf://name (or set data.hf_dataset)"),
+    ]  # fmt: skip
+    for broken, message in rules:
+        if broken:
+            raise ConfigError(message)
 
 
 def _apply_override(tree: dict[str, Any], override: str) -> None:
-    """Set one 'section.key=value' override; the value is parsed as a YAML scalar."""
+    """One 'section.key=value'; the value parsed as a YAML scalar."""
     dotted, sep, raw = override.partition("=")
     parts = dotted.strip().split(".")
     if not sep or len(parts) != 2 or not all(parts):
         raise ConfigError(f"override {override!r}: expected section.key=value, e.g. train.max_steps=100")
     section, key = parts
     if section not in SECTIONS:
-        raise ConfigError(
-            f"override {override!r}: unknown section {section!r}; allowed: {', '.join(SECTIONS)}"
-        )
+        raise ConfigError(f"override {override!r}: unknown section {section!r}; allowed: {', '.join(SECTIONS)}")  # fmt: skip
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw  # not a YAML scalar (e.g. a glob with brackets): keep the text
     if isinstance(value, dict | list):
         raise ConfigError(f"override {override!r}: the value must be a scalar")
-    tree.setdefault(section, {})
-    if not isinstance(tree[section], dict):
+    if not isinstance(tree.setdefault(section, {}), dict):
         raise ConfigError(f"{section}: expected a mapping of keys, got {type(tree[section]).__name__}")
     tree[section][key] = value
 
@@ -375,19 +327,14 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     tree = _read_yaml(Path(path)) if path is not None else {}
     for override in overrides or []:
         _apply_override(tree, override)
-    unknown = sorted(set(tree) - set(SECTIONS))
-    if unknown:
+    if unknown := sorted(set(tree) - set(SECTIONS)):
         raise ConfigError(f"unknown section {unknown[0]!r}; allowed sections: {', '.join(SECTIONS)}")
     try:
-        config = TrainConfig.model_validate(
-            {name: {} if tree.get(name) is None else tree[name] for name in SECTIONS}
-        )
+        config = TrainConfig.model_validate({name: {} if tree.get(name) is None else tree[name] for name in SECTIONS})  # fmt: skip
     except ValidationError as invalid:
-        # As a reader goes: section by section, a key that does not exist before what the others hold.
+        # the first as a reader goes: section by section, an unknown key before the others
         order = list(SECTIONS)
-        errors = sorted(
-            invalid.errors(), key=lambda e: (order.index(str(e["loc"][0])), e["type"] != "extra_forbidden")
-        )
-        raise ConfigError(_error_line(errors[0])) from None
+        first = min(invalid.errors(), key=lambda e: (order.index(str(e["loc"][0])), e["type"] != "extra_forbidden"))  # fmt: skip
+        raise ConfigError(_error_line(first)) from None
     _check_consistency(config)
     return config

@@ -1,11 +1,5 @@
-"""Tokenizer, prepared token shards and deterministic batch sampling.
-
-A source (trainer.sources: files, a bucket prefix, a Hugging Face dataset) is tokenized once with tiktoken
-into token shards under data.cache_dir (trainer.prepare), which training reads through memory maps without
-loading them (trainer.shards). Documents are separated by the end-of-text token. The validation split is the
-last data.val_fraction of the tokens, or the *val* token files of an already-tokenized corpus. Every rank draws its own random windows from a generator seeded by (seed, rank, step,
-micro-step), so a resumed run sees exactly the batches an uninterrupted one would have seen.
-"""
+"""The tokenizer, the prepared shards and batch sampling: every rank draws windows from a generator seeded by
+(seed, rank, step, micro-step), so a resumed run sees exactly the batches an uninterrupted one would."""
 
 from __future__ import annotations
 
@@ -27,14 +21,9 @@ TRAIN_STREAM, VAL_STREAM = 0, 1  # separate random streams for training and vali
 
 
 def byte_encoding() -> tiktoken.Encoding:
-    """A byte-level encoding built in code: 256 single-byte tokens + end-of-text. Needs no download."""
-    return tiktoken.Encoding(
-        name=BYTES_ENCODING,
-        # Split nothing into words: every byte is its own rank, so no merges ever apply.
-        pat_str=r"[\s\S]",
-        mergeable_ranks={bytes([i]): i for i in range(256)},
-        special_tokens={END_OF_TEXT: 256},
-    )
+    """256 single-byte tokens + end-of-text, no download; every byte its own rank, so no merge applies."""
+    return tiktoken.Encoding(name=BYTES_ENCODING, pat_str=r"[\s\S]", mergeable_ranks={bytes([i]): i for i in range(256)},
+                             special_tokens={END_OF_TEXT: 256})  # fmt: skip
 
 
 def get_encoding(name: str) -> tiktoken.Encoding:
@@ -42,21 +31,16 @@ def get_encoding(name: str) -> tiktoken.Encoding:
         return byte_encoding()
     known = tiktoken.list_encoding_names()
     if name not in known:
-        raise DataError(
-            f"data.encoding: unknown encoding {name!r}; allowed: {', '.join([BYTES_ENCODING, *known])}"
-        )
+        raise DataError(f"data.encoding: unknown encoding {name!r}; allowed: {', '.join([BYTES_ENCODING, *known])}")  # fmt: skip
     try:
         return tiktoken.get_encoding(name)
     except Exception as error:  # tiktoken downloads the vocabulary unless TIKTOKEN_CACHE_DIR holds it
-        raise DataError(
-            f"data.encoding: cannot load {name!r} ({type(error).__name__}); it needs a download or a "
-            f"TIKTOKEN_CACHE_DIR that holds it (currently {os.environ.get('TIKTOKEN_CACHE_DIR', 'unset')}); "
-            f"'{BYTES_ENCODING}' needs neither"
-        ) from None
+        raise DataError(f"data.encoding: cannot load {name!r} ({type(error).__name__}); it needs a download or a "
+                        f"TIKTOKEN_CACHE_DIR that holds it (currently {os.environ.get('TIKTOKEN_CACHE_DIR', 'unset')}); "
+                        f"'{BYTES_ENCODING}' needs neither") from None  # fmt: skip
 
 
 def token_dtype(encoding: tiktoken.Encoding) -> type[np.unsignedinteger]:
-    """The smallest unsigned type that holds every token id of the encoding."""
     return np.uint16 if encoding.n_vocab <= 2**16 else np.uint32
 
 
@@ -69,16 +53,13 @@ class TokenData:
 
 
 class TokenCache:
-    """The prepared token shards of a data config (trainer.prepare): `prepare` builds them unless they exist,
-    `ready` prepares or waits for another process of the node to, `open` maps them for sampling. Resolving the source
-    (constructing this) lists it without reading it: a missing or empty source fails here, on every rank."""
+    """A data config's prepared shards; constructing it lists the source (a missing one fails here, every rank)."""
 
     def __init__(self, data: DataSection, block_size: int) -> None:
         from trainer.prepare import prepared_directory
         from trainer.sources import resolve_source
 
-        self.data = data
-        self.block_size = block_size
+        self.data, self.block_size = data, block_size
         self.encoding = get_encoding(data.encoding)
         self.source = resolve_source(data)
         self.directory = prepared_directory(data, self.source)
@@ -91,8 +72,7 @@ class TokenCache:
         return manifest
 
     def ready(self, local_rank: int) -> None:
-        """Before any collective: local rank 0 prepares (with every CPU it may use), the other ranks of the
-        node wait for the manifest file, however long that takes."""
+        """Before any collective: local rank 0 prepares, the node's others wait for the manifest file."""
         if local_rank == 0:
             self.prepare()
         else:
@@ -103,40 +83,31 @@ class TokenCache:
     def open(self) -> TokenData:
         manifest = read_manifest(self.directory)
         if manifest.encoding != self.data.encoding:
-            raise DataError(
-                f"data: {self.directory} holds {manifest.encoding} tokens, data.encoding is {self.data.encoding}"
-            )
+            raise DataError(f"data: {self.directory} holds {manifest.encoding} tokens, data.encoding is {self.data.encoding}")  # fmt: skip
         train, val = split_views(manifest, self.data.val_fraction)
         needed = self.block_size + 1  # one window of inputs plus the shifted target
         if len(train) < needed or len(val) < needed:
-            raise DataError(
-                f"data: {self.source.describe} gives {manifest.tokens} tokens, too short for "
-                f"model.block_size={self.block_size}: both the training split ({len(train)}) and the "
-                f"validation split ({len(val)}, data.val_fraction={self.data.val_fraction} or the *val* "
-                f"token files) need at least {needed} tokens"
-            )
+            raise DataError(f"data: {self.source.describe} gives {manifest.tokens} tokens, too short for "
+                            f"model.block_size={self.block_size}: both the training split ({len(train)}) and the "
+                            f"validation split ({len(val)}, data.val_fraction={self.data.val_fraction} or the *val* "
+                            f"token files) need at least {needed} tokens")  # fmt: skip
         return TokenData(train, val, self.encoding.n_vocab, self.source.describe)
 
 
-def sample_windows(
-    tokens: Any, batch_size: int, block_size: int, seed_words: Iterable[int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """batch_size random windows (inputs, next-token targets), each (batch_size, block_size) int64, drawn
-    from a generator seeded by seed_words alone."""
+def sample_windows(tokens: Any, batch_size: int, block_size: int, seed_words: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(inputs, next-token targets), each (batch_size, block_size) int64, from a generator seeded by seed_words."""
     rng = np.random.default_rng(list(seed_words))
     starts = rng.integers(0, len(tokens) - block_size, size=batch_size)
     windows = np.stack([np.asarray(tokens[s : s + block_size + 1], dtype=np.int64) for s in starts])
     return np.ascontiguousarray(windows[:, :-1]), np.ascontiguousarray(windows[:, 1:])
 
 
-def train_batch(
-    data: TokenData, batch_size: int, block_size: int, seed: int, rank: int, step: int, micro_step: int
-) -> tuple[np.ndarray, np.ndarray]:
+def train_batch(data: TokenData, batch_size: int, block_size: int, seed: int, rank: int, step: int,
+                micro_step: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     return sample_windows(data.train, batch_size, block_size, (seed, TRAIN_STREAM, rank, step, micro_step))
 
 
-def val_batch(
-    data: TokenData, batch_size: int, block_size: int, seed: int, rank: int, index: int
-) -> tuple[np.ndarray, np.ndarray]:
+def val_batch(data: TokenData, batch_size: int, block_size: int, seed: int, rank: int,
+              index: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """The index-th validation batch of this rank: the same windows at every evaluation."""
     return sample_windows(data.val, batch_size, block_size, (seed, VAL_STREAM, rank, index))

@@ -1,12 +1,6 @@
-"""`python -m trainer launch`: the container command of a Kubeflow TrainJob.
-
-Kubeflow Trainer's torch-distributed runtime describes the job in PET_* variables (PET_NNODES,
-PET_NPROC_PER_NODE, PET_NODE_RANK, PET_MASTER_ADDR, PET_MASTER_PORT). This builds the torchrun command from
-them (a single local process when they are absent; a node of one process starts its worker itself, see
-worker_start), runs it in its own session, forwards SIGTERM/SIGINT to it, and maps the outcome to the trainer's
-exit codes: torchrun itself exits 1 for any worker failure and also when it was stopped by a signal, so the
-workers report their own exit code in a status directory.
-"""
+"""`python -m trainer launch`, a TrainJob's container command: torchrun (or the one worker) from Kubeflow's PET_*
+variables, in its own session, signals forwarded. torchrun exits 1 for any failure and for a stop alike, so the
+workers report their own exit codes in a status directory and `outcome` maps them."""
 
 from __future__ import annotations
 
@@ -29,25 +23,18 @@ from trainer.config import ConfigError, TrainConfig, is_s3_url, load_config, who
 from trainer.startup import LAUNCH_START_ENV, process_start
 from trainer.writable import check_writable
 
-# Kubeflow Trainer's torch plugin (pkg/runtime/framework/plugins/torch/torch.go, v2.3.0) sets these on every
-# node: PET_NNODES and PET_NPROC_PER_NODE as values, PET_NODE_RANK from the Downward API field
-# metadata.annotations['batch.kubernetes.io/job-completion-index'] (present only in Indexed Jobs), PET_MASTER_ADDR
-# as <trainjob>-node-0-0.<trainjob> and PET_MASTER_PORT as 29500.
-NODE_RANK_SOURCE = (
-    "Kubeflow Trainer fills it from the pod's batch.kubernetes.io/job-completion-index annotation, "
-    "which only an Indexed Job has (the TrainingRuntime must state completionMode: Indexed)"
-)
+# upstream: kubeflow/trainer pkg/runtime/framework/plugins/torch/torch.go @ v2.3.0 (PET_NODE_RANK from the
+# job-completion-index annotation, PET_MASTER_ADDR <trainjob>-node-0-0.<trainjob>, PET_MASTER_PORT 29500)
+NODE_RANK_SOURCE = ("Kubeflow Trainer fills it from the pod's batch.kubernetes.io/job-completion-index annotation, "
+                    "which only an Indexed Job has (the TrainingRuntime must state completionMode: Indexed)")  # fmt: skip
 NPROC_WORDS = ("auto", "gpu", "cpu")
-# torchrun gives each worker it starts this variable (torch/distributed/elastic/agent/server/
-# local_elastic_agent.py, torch 2.13.0).
+# set on torchrun's workers; upstream: pytorch/pytorch torch/distributed/elastic/agent/server/local_elastic_agent.py @ v2.13.0
 TORCHRUN_WORKER_ENV = "TORCHELASTIC_RUN_ID"
 LOOPBACK = "127.0.0.1"
 
 
 @dataclass(frozen=True)
 class NodeIdentity:
-    """Who this node is in the job, checked: what torchrun's static rendezvous needs."""
-
     nnodes: str  # N, or MIN:MAX (torchrun's static rendezvous then waits for MAX nodes)
     max_nodes: int
     nproc_per_node: str  # a count, or auto/gpu/cpu
@@ -57,17 +44,12 @@ class NodeIdentity:
 
 
 def node_identity(env: Mapping[str, str]) -> NodeIdentity:
-    """The node's identity from Kubeflow's PET_* variables, every value checked before any work (ConfigError
-    naming the variable, what is allowed and why). Unset: a single local node. A job of several nodes needs
-    PET_NODE_RANK, PET_MASTER_ADDR and PET_MASTER_PORT (defaulted, every node would be rank 0 of its own
-    rendezvous and hang); a variable set but empty (a Downward API field that does not exist) is an error."""
+    """PET_* checked before any work (unset: one local node); several nodes need rank, address and port."""
     values = {}
     for name in ("PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT"):
         if name in env and not env[name].strip():
             why = f": {NODE_RANK_SOURCE}" if name == "PET_NODE_RANK" else ""
-            raise ConfigError(
-                f"{name} is set but empty; it says who this process is and cannot be defaulted{why}"
-            )
+            raise ConfigError(f"{name} is set but empty; it says who this process is and cannot be defaulted{why}")  # fmt: skip
         values[name] = env[name].strip() if name in env else None
 
     nnodes = values["PET_NNODES"] or "1"
@@ -79,9 +61,7 @@ def node_identity(env: Mapping[str, str]) -> NodeIdentity:
 
     nproc = values["PET_NPROC_PER_NODE"] or "1"
     if nproc not in NPROC_WORDS:
-        whole_number(
-            "PET_NPROC_PER_NODE", nproc, f"a process count >= 1 or one of {', '.join(NPROC_WORDS)}", 1
-        )
+        whole_number("PET_NPROC_PER_NODE", nproc, f"a process count >= 1 or one of {', '.join(NPROC_WORDS)}", 1)  # fmt: skip
 
     if max_nodes > 1:
         needed = {
@@ -92,102 +72,68 @@ def node_identity(env: Mapping[str, str]) -> NodeIdentity:
         for name, what in needed.items():
             if values[name] is None:
                 raise ConfigError(f"{name} is not set: with PET_NNODES={nnodes} it must give {what}")
-    rank = whole_number(
-        "PET_NODE_RANK",
-        values["PET_NODE_RANK"] or "0",
-        f"an integer from 0 to {max_nodes - 1} (PET_NNODES={nnodes})",
-        0,
-        max_nodes - 1,
-    )
+    rank = whole_number("PET_NODE_RANK", values["PET_NODE_RANK"] or "0",
+                        f"an integer from 0 to {max_nodes - 1} (PET_NNODES={nnodes})", 0, max_nodes - 1)  # fmt: skip
     address = values["PET_MASTER_ADDR"] or LOOPBACK
     if re.search(r"\s", address):
         raise ConfigError(f"PET_MASTER_ADDR: expected a host name or address, got {address!r}")
     port = values["PET_MASTER_PORT"]
     if port is not None:
         whole_number("PET_MASTER_PORT", port, "a TCP port 1-65535", 1, 65535)
-    return NodeIdentity(
-        nnodes=nnodes,
-        max_nodes=max_nodes,
-        nproc_per_node=nproc,
-        node_rank=rank,
-        master_addr=address,
-        master_port=None if port is None else int(port),
-    )
+    return NodeIdentity(nnodes=nnodes, max_nodes=max_nodes, nproc_per_node=nproc, node_rank=rank,
+                        master_addr=address, master_port=None if port is None else int(port))  # fmt: skip
 
 
 def shutdown_timeout(env: Mapping[str, str]) -> int | None:
-    """TORCH_ELASTIC_SHUTDOWN_TIMEOUT in seconds (None when unset); ConfigError unless a whole number >= 0."""
     value = env.get(SHUTDOWN_TIMEOUT_ENV)
-    if value is None:
-        return None
-    return whole_number(SHUTDOWN_TIMEOUT_ENV, value.strip(), "a whole number of seconds >= 0", 0)
+    return None if value is None else whole_number(SHUTDOWN_TIMEOUT_ENV, value.strip(), "a whole number of seconds >= 0", 0)  # fmt: skip
 
 
 def torchrun_has_shutdown_timeout() -> bool:
-    """Whether this torch's torchrun takes --shutdown-timeout (added in pytorch/pytorch#172596), and with it
-    TORCH_ELASTIC_SHUTDOWN_TIMEOUT. Imports torch: asked by a worker (shutdown_timeout_warning), not `launch`."""
+    """--shutdown-timeout came with pytorch/pytorch#172596. Imports torch: asked by a worker, never `launch`."""
     from torch.distributed.run import get_args_parser
 
     return any("--shutdown-timeout" in action.option_strings for action in get_args_parser()._actions)
 
 
 def shutdown_timeout_warning(env: Mapping[str, str]) -> str | None:
-    """The warning for a TORCH_ELASTIC_SHUTDOWN_TIMEOUT that this torch's torchrun ignores, said once per node
-    (by local rank 0 of the workers torchrun started), else None. A worker asks, having imported torch anyway:
-    `launch` imports no torch, as the recovery path would wait for a second import."""
+    """Said once per node by a worker: `launch` imports no torch, or recovery would wait for a second import."""
     if SHUTDOWN_TIMEOUT_ENV not in env or TORCHRUN_WORKER_ENV not in env or env.get("LOCAL_RANK") != "0":
         return None
     if torchrun_has_shutdown_timeout():
         return None
-    return (
-        f"warning: {SHUTDOWN_TIMEOUT_ENV} ignored: this torch's torchrun has no --shutdown-timeout and SIGKILLs"
-        " its workers 30 s after a SIGTERM"
-    )
+    return (f"warning: {SHUTDOWN_TIMEOUT_ENV} ignored: this torch's torchrun has no --shutdown-timeout and SIGKILLs"
+            " its workers 30 s after a SIGTERM")  # fmt: skip
 
 
 def train_arguments(config_path: str, overrides: list[str]) -> list[str]:
-    """A worker's command after the interpreter (or torchrun's options): `-m trainer train` with the config."""
     return ["-m", "trainer", "train", "--config", config_path, *(a for o in overrides for a in ("--set", o))]
 
 
-def worker_start(
-    config_path: str, overrides: list[str], env: Mapping[str, str]
-) -> tuple[list[str], dict[str, str]]:
-    """How this node starts its workers: (command, variables to add to its environment). A node of one
-    process in a job of a fixed node count starts its worker itself with the variables torchrun would give it
-    (none for a single local node: a world of one), as torchrun's agent would import torch once more on the way
-    to every first step (docs/benchmarks.md); several processes per node or an elastic node range: torchrun."""
+def worker_start(config_path: str, overrides: list[str], env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:  # fmt: skip
+    """(command, variables): one process per fixed node is the worker itself (torchrun costs an import)."""
     identity = node_identity(env)
     if identity.nproc_per_node != "1" or ":" in identity.nnodes:
         return torchrun_command(config_path, overrides, env), {}
-    shutdown_timeout(env)  # checked whichever starts the workers (torchrun_command checks it too)
+    shutdown_timeout(env)
     command = [sys.executable, *train_arguments(config_path, overrides)]
     if identity.master_port is None:
         return command, {}
-    return command, {
-        "RANK": str(identity.node_rank),
-        "WORLD_SIZE": identity.nnodes,
-        "LOCAL_RANK": "0",
-        "LOCAL_WORLD_SIZE": "1",
-        # Rank 0 hosts the process group's store, which listens on every interface: it reaches it on its own
-        # loopback. PET_MASTER_ADDR names node 0's pod in DNS, and after a restart the cluster's DNS cache may
-        # answer with the previous pod's address for its TTL (30 s in kubeadm's CoreDNS): the first real
-        # `--only speed` run's resumed worker waited 14 s there to join a group of one (docs/benchmarks.md).
-        "MASTER_ADDR": LOOPBACK if identity.node_rank == 0 else identity.master_addr,
-        "MASTER_PORT": str(identity.master_port),
-    }
+    # Rank 0 reaches its own store on loopback: after a restart DNS may give the previous pod's address for
+    # its TTL (a resumed worker waited 14 s there, docs/benchmarks.md).
+    address = LOOPBACK if identity.node_rank == 0 else identity.master_addr
+    return command, {"RANK": str(identity.node_rank), "WORLD_SIZE": identity.nnodes, "LOCAL_RANK": "0",
+                     "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": address, "MASTER_PORT": str(identity.master_port)}  # fmt: skip
 
 
 def torchrun_command(config_path: str, overrides: list[str], env: Mapping[str, str]) -> list[str]:
-    """The torchrun command for this node. TORCH_ELASTIC_SHUTDOWN_TIMEOUT (checked here) reaches torchrun in
-    its environment, which it reads itself where --shutdown-timeout is not given (upstream: pytorch/pytorch
-    torch/distributed/launcher/api.py LaunchConfig.__post_init__ @ v2.13.0): no need to know, before torchrun
-    starts, whether this torch has the option."""
+    """torchrun reads TORCH_ELASTIC_SHUTDOWN_TIMEOUT itself, so no option is passed.
+    upstream: pytorch/pytorch torch/distributed/launcher/api.py LaunchConfig.__post_init__ @ v2.13.0"""
     identity = node_identity(env)
     shutdown_timeout(env)
     port = identity.master_port
     if port is None:
-        from trainer.distributed import free_port  # imports torch: only when needed
+        from trainer.distributed import free_port  # imports torch
 
         port = free_port()
     return [
@@ -202,37 +148,33 @@ def torchrun_command(config_path: str, overrides: list[str], env: Mapping[str, s
 
 
 def outcome(torchrun_code: int, worker_codes: list[int], signal_received: int | None) -> int:
-    """The launcher's exit code from torchrun's (or the direct worker's) and the workers' reported ones
-    (0, PREEMPTED_EXIT_CODE, USAGE_EXIT_CODE; a crashed worker reports none). Preemption first, as in the
-    TrainJob's pod failure policy: a restart resumes, and bad input then fails the restarted run on its own."""
+    """Preemption first, as in the pod failure policy: a restart resumes, and bad input then fails it itself."""
     if torchrun_code == 0:
         return 0
-    if PREEMPTED_EXIT_CODE in worker_codes:  # they saved a checkpoint and stopped: a restart resumes
+    if PREEMPTED_EXIT_CODE in worker_codes:
         return PREEMPTED_EXIT_CODE
     if USAGE_EXIT_CODE in worker_codes:
         return USAGE_EXIT_CODE
     if signal_received is not None:  # stopped before the workers could save (e.g. while starting up)
         return 128 + signal_received
-    return (
-        128 - torchrun_code if torchrun_code < 0 else torchrun_code
-    )  # killed by a signal: the shell's 128+N
+    # killed by signal N: the shell's 128+N
+    return 128 - torchrun_code if torchrun_code < 0 else torchrun_code
 
 
-# The exception torchrun's agent raises on the SIGTERM/SIGINT it was sent (torch/distributed/elastic/
-# multiprocessing/api.py _terminate_process_handler, torch 2.13.0), which torchrun's main prints as a traceback.
+# torchrun's traceback for the signal it was sent; upstream: pytorch/pytorch
+# torch/distributed/elastic/multiprocessing/api.py _terminate_process_handler @ v2.13.0
 TORCHRUN_STOPPED = "torch.distributed.elastic.multiprocessing.api.SignalException:"
 
 
 def relay_stderr(source: IO[str], sink: TextIO) -> None:
-    """Copies torchrun's stderr (its workers' too: they inherit it) line by line, leaving out only torchrun's own
-    traceback for the stop signal it was sent: an expected stop, which the workers' closing line reports."""
+    """Copies torchrun's (and its workers') stderr but for torchrun's traceback for an expected stop."""
     held: list[str] = []
     for line in source:
         if held or line.startswith("Traceback (most recent call last):"):
             held.append(line)
             if line[:1] in (" ", "\t") or line.startswith("Traceback"):
                 continue
-            if not line.startswith(TORCHRUN_STOPPED):  # any other traceback is shown whole
+            if not line.startswith(TORCHRUN_STOPPED):
                 sink.writelines(held)
             held = []
         else:
@@ -243,15 +185,9 @@ def relay_stderr(source: IO[str], sink: TextIO) -> None:
 
 
 def check_resumable(config: TrainConfig, identity: NodeIdentity) -> None:
-    """A checkpoint that this job cannot resume, or an object store it cannot use, stops the launch here, on
-    one line, before any worker starts; an elastic node range or a per-device process count (auto, gpu, cpu)
-    leaves it to the workers, which know their world size. Reads manifests only (trainer.checkpoint.storage):
-    no torch, which the workers import anyway."""
-    nproc = identity.nproc_per_node
-    directory = config.checkpoint.dir
-    if ":" in identity.nnodes or not nproc.isdigit():
-        return
-    if not is_s3_url(directory) and not Path(directory).expanduser().is_dir():
+    """An unresumable checkpoint or unusable store: one line before any worker (manifests only, no torch)."""
+    nproc, directory = identity.nproc_per_node, config.checkpoint.dir
+    if ":" in identity.nnodes or not nproc.isdigit() or not (is_s3_url(directory) or Path(directory).expanduser().is_dir()):  # fmt: skip
         return
     problem = resume_problem(directory)
     if problem:
@@ -263,25 +199,14 @@ def launch(config_path: str, overrides: list[str]) -> int:
     check_writable(config)
     command, worker_env = worker_start(config_path, overrides, os.environ)  # every PET_* value checked first
     check_resumable(config, node_identity(os.environ))
-    # The node's data prepared before any worker starts (trainer.prepare): no rank waits on it.
-    from trainer.prepare import run_prepare
+    from trainer.prepare import run_prepare  # the node's data before any worker: no rank waits on it
 
     run_prepare(config.data)
     with tempfile.TemporaryDirectory(prefix="trainstack-status-") as status_dir:
         # Its own session: a terminal's Ctrl-C reaches torchrun once, through us, like Kubernetes' SIGTERM.
-        process = subprocess.Popen(
-            command,
-            env={
-                **os.environ,
-                **worker_env,
-                STATUS_DIR_ENV: status_dir,
-                LAUNCH_START_ENV: str(process_start()),
-            },
-            start_new_session=True,
-            stderr=subprocess.PIPE,
-            text=True,
-            errors="replace",
-        )
+        env = {**os.environ, **worker_env, STATUS_DIR_ENV: status_dir, LAUNCH_START_ENV: str(process_start())}
+        process = subprocess.Popen(command, env=env, start_new_session=True, stderr=subprocess.PIPE, text=True,
+                                   errors="replace")  # fmt: skip
         assert process.stderr is not None
         relay = threading.Thread(target=relay_stderr, args=(process.stderr, sys.stderr), daemon=True)
         relay.start()

@@ -13,29 +13,18 @@ from typing import Any, Literal, Protocol, TextIO
 
 from trainer.shared_files import append_line, write_replacing
 
-# How a run's process ends, as its sinks are told: trained to the end (or to train.stop_at), stopped by a
-# signal after saving (exit 75), or an error.
+# how the process ends, as its sinks are told: trained (to max_steps or stop_at), preempted (exit 75), error
 Outcome = Literal["finished", "preempted", "failed"]
 
-# Dense bf16 tensor-core peak per device, TFLOP/s, from NVIDIA's datasheets; matched against the CUDA device
-# name in order (the first substring that occurs wins, so the specific names come first).
+# Dense bf16 peak TFLOP/s from NVIDIA's datasheets; the first substring of the device name wins ("H100": SXM).
 BF16_PEAK_TFLOPS: list[tuple[str, float]] = [
-    ("H100 PCIe", 756.0),
-    ("H100 NVL", 835.0),
-    ("H100", 989.0),  # SXM ("NVIDIA H100 80GB HBM3")
-    ("H200", 989.0),
-    ("GH200", 989.0),
-    ("B200", 2250.0),
-    ("A100", 312.0),
-    ("L40S", 362.0),
-    ("L4", 121.0),
-    ("A10", 125.0),
-]
+    ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H200", 989.0), ("GH200", 989.0),
+    ("B200", 2250.0), ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0), ("A10", 125.0),
+]  # fmt: skip
 
 
 def peak_flops(device_name: str, configured_tflops: float | None) -> float | None:
-    """Peak FLOP/s of one device: output.peak_tflops when set, else the bf16 table for a known GPU,
-    else None (a CPU, or an unknown GPU): MFU is then reported as null rather than guessed."""
+    """output.peak_tflops, else the table's; None (CPU, unknown GPU): MFU is null rather than guessed."""
     if configured_tflops is not None:
         return configured_tflops * 1e12
     for fragment, tflops in BF16_PEAK_TFLOPS:
@@ -44,37 +33,25 @@ def peak_flops(device_name: str, configured_tflops: float | None) -> float | Non
     return None
 
 
-def mfu(
-    tokens_per_sec: float, flops_per_token: int, peak_per_device: float | None, devices: int
-) -> float | None:
+def mfu(tokens_per_sec: float, flops_per_token: int, peak_per_device: float | None, devices: int) -> float | None:  # fmt: skip
     """Achieved model FLOP/s over the peak of all devices (nanoGPT's estimate_mfu, per token)."""
-    if peak_per_device is None:
-        return None
-    return tokens_per_sec * flops_per_token / (peak_per_device * devices)
+    return None if peak_per_device is None else tokens_per_sec * flops_per_token / (peak_per_device * devices)
 
 
 def warn(message: str) -> None:
-    """One warning line on stderr (a sink's failure, never a reason to stop training)."""
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def clean(value: Any) -> Any:
-    """JSON has no NaN or infinity: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    """JSON has no NaN or infinity: null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 class ProgressBar:
     """A one-line bar redrawn in place; only for a terminal (it would litter a log file)."""
 
-    def __init__(
-        self, total: int, stream: TextIO, width: int = 30, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.total = total
-        self.stream = stream
-        self.width = width
-        self.clock = clock
+    def __init__(self, total: int, stream: TextIO, width: int = 30, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.total, self.stream, self.width, self.clock = total, stream, width, clock
         self.first: tuple[int, float] | None = None  # (step, time) of the first draw: the pace since
 
     def eta(self, step: int) -> str:
@@ -101,14 +78,13 @@ class ProgressBar:
 
 
 class MetricsSink(Protocol):
-    """Somewhere rank 0's records also go. A sink never raises into training and never blocks it: slow
-    work (network, disk) happens on its own thread, failures are reported once on stderr."""
+    """Somewhere rank 0's records also go; it never raises into training nor blocks it (slow work on its thread)."""
 
     def record(self, fields: Mapping[str, Any]) -> None:
-        """One metrics.jsonl record (NaN and infinity already written as None)."""
+        """One metrics.jsonl record (NaN and infinity already None)."""
 
     def summary(self, fields: Mapping[str, Any]) -> None:
-        """The run's summary.json, once, at the end of a finished run."""
+        """summary.json, once, at the end of a finished run."""
 
     def close(self, outcome: Outcome) -> None:
         """The process is ending; flush what is pending (bounded in time)."""
@@ -117,14 +93,8 @@ class MetricsSink(Protocol):
 class MetricsLog:
     """Rank 0's metrics: each record one JSON line on stdout and in output.dir/metrics.jsonl, then to each sink."""
 
-    def __init__(
-        self,
-        output_dir: str,
-        show_progress: bool,
-        max_steps: int,
-        stream: TextIO = sys.stdout,
-        sinks: Sequence[MetricsSink] = (),
-    ) -> None:
+    def __init__(self, output_dir: str, show_progress: bool, max_steps: int, stream: TextIO = sys.stdout,
+                 sinks: Sequence[MetricsSink] = ()) -> None:  # fmt: skip
         self.dir = Path(output_dir).expanduser()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.stream = stream
@@ -159,7 +129,6 @@ class MetricsLog:
             sink.summary(cleaned)
 
     def close(self, outcome: Outcome) -> None:
-        """Tells every sink the process is ending (each bounds its own wait)."""
         for sink in self.sinks:
             sink.close(outcome)
 
@@ -175,39 +144,20 @@ def duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-def closing_line(
-    outcome: str,
-    *,
-    start_step: int,
-    step: int,
-    max_steps: int,
-    seconds: float,
-    loss: float | None,
-    val_loss: float | None,
-    tokens_per_sec: float | None,
-    checkpoint_dir: str,
-    checkpoint: str | None,
-    metrics_path: Path,
-    reason: str | None = None,
-) -> str:
-    """The run's last line, for a person: what happened, the result, and where it is. outcome: finished,
-    nothing (train.max_steps or train.stop_at already reached when it started) or the stop signal's name."""
-    losses = ", ".join(
-        f"{name} {value:.4f}" for name, value in (("loss", loss), ("val_loss", val_loss)) if value is not None
-    )
+def closing_line(outcome: str, *, start_step: int, step: int, max_steps: int, seconds: float, loss: float | None,
+                 val_loss: float | None, tokens_per_sec: float | None, checkpoint_dir: str, checkpoint: str | None,
+                 metrics_path: Path, reason: str | None = None) -> str:  # fmt: skip
+    """The run's last line, for a person. outcome: finished, nothing (already done) or the signal's name."""
+    losses = ", ".join(f"{name} {value:.4f}" for name, value in (("loss", loss), ("val_loss", val_loss)) if value is not None)  # fmt: skip
     rate = f", {tokens_per_sec:,.0f} tokens/s" if tokens_per_sec else ""
     where = f"checkpoints in {checkpoint_dir}" + (f" (newest {checkpoint})" if checkpoint else "")
     curve = f"metrics in {metrics_path} (the curve: python -m trainer plot --metrics {metrics_path} --out loss.png)"
     if outcome == "nothing":
         why = reason or f"train.max_steps ({max_steps}) was already reached"
-        return (
-            f"nothing to train: resumed at step {step} and {why}; raise train.max_steps to train on"
-            f" ({losses}); {where}; {curve}"
-        )
+        return (f"nothing to train: resumed at step {step} and {why}; raise train.max_steps to train on"
+                f" ({losses}); {where}; {curve}")  # fmt: skip
     if outcome == "finished":
         what = f"trained steps {start_step}→{step}" + (f" ({reason})" if reason else f" of {max_steps}")
         return f"done: {what} in {duration(seconds)}{rate}; {losses or 'no loss measured'}; {where}; {curve}"
-    return (
-        f"stopped by {outcome} at step {step} of {max_steps} after {duration(seconds)}{rate}"
-        f"{'; ' + losses if losses else ''}; {where}; run the same command again to resume"
-    )
+    return (f"stopped by {outcome} at step {step} of {max_steps} after {duration(seconds)}{rate}"
+            f"{'; ' + losses if losses else ''}; {where}; run the same command again to resume")  # fmt: skip

@@ -1,10 +1,5 @@
-"""A GPT-2-style decoder-only transformer, in one file, the math visible.
-
-Pre-norm blocks (x + attn(ln(x)), x + mlp(ln(x))), fused QKV projection, causal self-attention through
-F.scaled_dot_product_attention (flash / memory-efficient kernels where available), GELU MLP with 4x
-expansion, tied token embedding / output head, GPT-2 initialisation.
-References: Radford et al. 2019 (GPT-2); karpathy/nanoGPT model.py.
-"""
+"""A GPT-2-style decoder-only transformer: pre-norm blocks, fused QKV, F.scaled_dot_product_attention, GELU
+MLP, tied embedding and head, GPT-2 initialisation. References: Radford et al. 2019; karpathy/nanoGPT model.py."""
 
 from __future__ import annotations
 
@@ -33,8 +28,7 @@ class GPTConfig:
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.n_head = config.n_head
-        self.dropout = config.dropout
+        self.n_head, self.dropout = config.n_head, config.dropout
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # fused Q, K, V
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -43,13 +37,8 @@ class CausalSelfAttention(nn.Module):
         batch, seq, channels = x.shape
         q, k, v = self.qkv(x).split(channels, dim=2)
         # (B, T, C) -> (B, heads, T, head_dim)
-        q, k, v = (
-            t.view(batch, seq, self.n_head, channels // self.n_head).transpose(1, 2) for t in (q, k, v)
-        )
-        # softmax(q k^T / sqrt(head_dim) + causal mask) v
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-        )
+        q, k, v = (t.view(batch, seq, self.n_head, channels // self.n_head).transpose(1, 2) for t in (q, k, v))  # fmt: skip
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)  # fmt: skip
         y = y.transpose(1, 2).contiguous().view(batch, seq, channels)  # re-assemble the heads
         return self.resid_dropout(self.proj(y))
 
@@ -92,24 +81,20 @@ class GPT(nn.Module):
         self.lm_head.weight = self.wte.weight  # weight tying (Press & Wolf 2017)
 
         self.apply(self._init_weights)
-        # GPT-2: scale the init of the projections that write into the residual stream by 1/sqrt(2L),
-        # since each of the L blocks adds two of them to the residual sum.
+        # GPT-2: the projections into the residual stream (two per block) init scaled by 1/sqrt(2L)
         for name, param in self.named_parameters():
             if name.endswith("proj.weight"):
                 nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
+        if isinstance(module, nn.Linear | nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
 
     def num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count; by default without the position embeddings (the token embedding counts,
-        as it is also the output head), as in nanoGPT's MFU estimate."""
+        """By default without the position embeddings (the token embedding is the head too), as nanoGPT's MFU."""
         total = sum(p.numel() for p in self.parameters())
         return total - self.wpe.weight.numel() if non_embedding else total
 
@@ -128,8 +113,7 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1))
 
     def flops_per_token(self) -> int:
-        """Training FLOPs per token (PaLM appendix B, as in nanoGPT): 6N for the matmuls of forward and
-        backward, plus 12·L·H·Q·T for attention scores and their weighted sum."""
+        """Training FLOPs per token (PaLM appendix B, as nanoGPT): 6N for the matmuls, 12·L·H·Q·T for attention."""
         cfg = self.config
         head_dim = cfg.n_embd // cfg.n_head
         return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_head * head_dim * cfg.block_size
@@ -137,7 +121,5 @@ class GPT(nn.Module):
     def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW parameter groups: decay the matrices (matmul weights, embeddings), not biases or norms."""
         params = [p for p in self.parameters() if p.requires_grad]
-        return [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
+        return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+                {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]  # fmt: skip

@@ -9,7 +9,7 @@ from trainer.config import ConfigError
 
 
 def read_series(metrics_path: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-    """(step, loss) of the training records and (step, val_loss) of the validation records."""
+    """(step, loss) and (step, val_loss); a step's last value wins (a resumed run appends steps again)."""
     try:
         lines = metrics_path.read_text(encoding="utf-8").splitlines()
     except OSError as error:
@@ -26,14 +26,13 @@ def read_series(metrics_path: Path) -> tuple[list[tuple[int, float]], list[tuple
             val.append((record["step"], record["val_loss"]))
     if not train:
         raise ConfigError(f"--metrics: {metrics_path} holds no training loss records")
-    # A resumed run appends the steps after its checkpoint again: keep the last value of each step.
     return sorted(dict(train).items()), sorted(dict(val).items())
 
 
 def plot_loss(metrics_path: Path, out_path: Path) -> None:
     train, val = read_series(metrics_path)
     try:
-        import matplotlib  # imported lazily: an optional dependency
+        import matplotlib
 
         matplotlib.use("Agg")  # files only, no display
         import matplotlib.pyplot as plt
@@ -43,9 +42,7 @@ def plot_loss(metrics_path: Path, out_path: Path) -> None:
     axes.plot(*zip(*train, strict=True), label="train loss")
     if val:
         axes.plot(*zip(*val, strict=True), marker="o", label="validation loss")
-    axes.set_xlabel("step")
-    axes.set_ylabel("cross-entropy (nats/token)")
-    axes.set_title(str(metrics_path))
+    axes.set(xlabel="step", ylabel="cross-entropy (nats/token)", title=str(metrics_path))
     axes.grid(alpha=0.3)
     axes.legend()
     out_path.parent.mkdir(parents=True, exist_ok=True)

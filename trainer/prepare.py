@@ -1,9 +1,6 @@
-"""Preparation: a source (trainer.sources) tokenized once, before any rank trains, into token shards and a
-manifest under data.cache_dir/tokens-<key> (key: a hash of the source's fingerprint, encoding, text field and
-shard size, so a second job tokenizes nothing). Resumable (a shard is published whole, a restart skips those
-that exist) and safe on a shared directory (a lock per shard; where it cannot lock, the first to publish the
-same bytes wins); manifest.json is written last. Already-tokenized *.bin files are checked and named in place.
-"""
+"""A source tokenized once, before any rank trains, into shards and a manifest (written last) under
+data.cache_dir/tokens-<hash of what decides them>. Resumable (shards published whole) and safe on a shared
+directory (a lock per shard; without locks the first to publish the same bytes wins)."""
 
 from __future__ import annotations
 
@@ -37,7 +34,7 @@ from trainer.shared_files import HeldLock, write_once
 from trainer.sources import Source, Unit, documents, read_bytes, resolve_source, unit_split
 
 BUSY_POLL_SECONDS = 0.5
-CHECK_CHUNK_TOKENS = 1 << 22  # token ids read, hashed and checked this many at a time
+CHECK_CHUNK_TOKENS = 1 << 22  # token ids hashed and checked at a time
 
 
 def prepared_directory(data: DataSection, source: Source) -> Path:
@@ -51,12 +48,7 @@ def shard_path(directory: Path, index: int) -> Path:
 
 
 def encode_ids(encoding: tiktoken.Encoding, text: str) -> np.ndarray:
-    """encode_ordinary(text) as a uint32 array, without a Python int per token.
-
-    tiktoken's lists cost a Python int object per token, and converting them back into an array of ids another
-    pass (about a quarter of the preparation's time, docs/benchmarks.md). encode_to_numpy returns the Rust
-    buffer itself; with no special token allowed or disallowed it is encode_ordinary (special tokens' text is
-    ordinary text). Lone surrogates (JSON escapes) are replaced as encode_ordinary replaces them."""
+    """encode_ordinary as a uint32 array, no Python int per token (docs/benchmarks.md); surrogates replaced."""
     try:
         return encoding.encode_to_numpy(text, disallowed_special=())
     except UnicodeEncodeError:
@@ -65,7 +57,7 @@ def encode_ids(encoding: tiktoken.Encoding, text: str) -> np.ndarray:
 
 
 def tokenize_unit(source: Source, unit: Unit, encoding_name: str) -> np.ndarray:
-    """The unit's token ids, each document followed by end-of-text, in the encoding's dtype."""
+    """The unit's token ids, each document followed by end-of-text."""
     encoding = get_encoding(encoding_name)
     end_of_text = np.array([encoding.eot_token], dtype=np.uint32)
     parts = []
@@ -75,8 +67,7 @@ def tokenize_unit(source: Source, unit: Unit, encoding_name: str) -> np.ndarray:
             parts.append(end_of_text)
     if not parts:
         return np.zeros(0, dtype=token_dtype(encoding))
-    # every id is below n_vocab, which token_dtype fits: the narrowing cast loses nothing
-    return np.concatenate(parts, dtype=token_dtype(encoding), casting="unsafe")
+    return np.concatenate(parts, dtype=token_dtype(encoding), casting="unsafe")  # ids < n_vocab: loses nothing  # fmt: skip
 
 
 def _sha256_of(path: Path, offset: int = 0) -> str:
@@ -89,7 +80,7 @@ def _sha256_of(path: Path, offset: int = 0) -> str:
 
 
 def _scan_token_file(shard: Shard, vocab_size: int, describe: str) -> str:
-    """The sha256 of a token file, its ids checked against the vocabulary, in one pass of bounded memory."""
+    """A token file's sha256, its ids checked against the vocabulary, in one pass of bounded memory."""
     digest = hashlib.sha256()
     dtype = np.dtype(shard.dtype)
     with open(shard.path, "rb") as handle:
@@ -98,10 +89,8 @@ def _scan_token_file(shard: Shard, vocab_size: int, describe: str) -> str:
             digest.update(chunk)
             largest = int(np.frombuffer(chunk, dtype=dtype).max())
             if largest >= vocab_size:
-                raise DataError(
-                    f"data.path: {describe}: token file {shard.path} holds id {largest}, outside the "
-                    f"{vocab_size}-token vocabulary of data.encoding"
-                )
+                raise DataError(f"data.path: {describe}: token file {shard.path} holds id {largest}, outside the "
+                                f"{vocab_size}-token vocabulary of data.encoding")  # fmt: skip
     return digest.hexdigest()
 
 
@@ -120,20 +109,13 @@ def _token_file(source: Source, unit: Unit, target: Path, vocab_size: int) -> tu
     dtype = np.dtype(shard.dtype)
     largest = int(np.frombuffer(content, dtype=dtype, offset=shard.offset).max())
     if largest >= vocab_size:
-        raise DataError(
-            f"data.path: {unit.location} holds id {largest}, outside the {vocab_size}-token vocabulary"
-        )
+        raise DataError(f"data.path: {unit.location} holds id {largest}, outside the {vocab_size}-token vocabulary")  # fmt: skip
     write_once(target, content)
-    return Shard(
-        str(target), shard.offset, shard.tokens, shard.dtype, split, hashlib.sha256(content).hexdigest()
-    ), True
+    return Shard(str(target), shard.offset, shard.tokens, shard.dtype, split, hashlib.sha256(content).hexdigest()), True  # fmt: skip
 
 
-def prepare_unit(
-    directory: Path, source: Source, index: int, unit: Unit, encoding_name: str
-) -> tuple[Shard | None, bool]:
-    """Publish shard `index` (of `unit`) unless it exists; (its Shard, whether this call tokenized it), or
-    (None, False) while another preparer holds its lock."""
+def prepare_unit(directory: Path, source: Source, index: int, unit: Unit, encoding_name: str) -> tuple[Shard | None, bool]:  # fmt: skip
+    """Publish shard `index` unless it exists: (its Shard, tokenized here); (None, False) while another holds it."""
     target = shard_path(directory, index)
     encoding = get_encoding(encoding_name)
     dtype = np.dtype(token_dtype(encoding)).name
@@ -154,16 +136,13 @@ def prepare_unit(
         lock.release()
 
 
-def _run_pool(
-    directory: Path, source: Source, encoding: str, indices: list[int], workers: int
-) -> dict[int, Any]:
+def _run_pool(directory: Path, source: Source, encoding: str, indices: list[int], workers: int) -> dict[int, Any]:  # fmt: skip
     units = source.units
     if workers <= 1 or len(indices) <= 1:
         return {i: prepare_unit(directory, source, i, units[i], encoding) for i in indices}
     source = dataclasses.replace(source, units=())  # each task carries its own unit only
     results: dict[int, Any] = {}
-    # fork: the workers need nothing from the caller's threads (torch's are not started before preparation),
-    # and spawn would re-run the caller's __main__ (a training script, torchrun's worker) in each worker.
+    # fork: no caller's threads are needed (torch's start later); spawn would re-run the caller's __main__
     context = multiprocessing.get_context("fork")
     with concurrent.futures.ProcessPoolExecutor(min(workers, len(indices)), mp_context=context) as pool:
         futures = {pool.submit(prepare_unit, directory, source, i, units[i], encoding): i for i in indices}
@@ -178,8 +157,7 @@ def _run_pool(
 
 
 def prepare(data: DataSection, workers: int = 0, source: Source | None = None) -> tuple[Manifest, int]:
-    """Prepare the source data names (unless prepared already); (its manifest, the shards tokenized here).
-    DataError (one line, nothing published half-written) for missing, empty or unreadable data."""
+    """(manifest, shards tokenized here); DataError (one line, nothing half-written) for unusable data."""
     source = source or resolve_source(data)
     encoding = get_encoding(data.encoding)
     directory = prepared_directory(data, source)
@@ -201,35 +179,32 @@ def prepare(data: DataSection, workers: int = 0, source: Source | None = None) -
             else:
                 shards[index] = shard
                 tokenized += fresh
-        if busy:  # another preparer holds them: wait for it to publish (or die, freeing the lock)
+        if busy:  # wait for their holder to publish (or die, freeing the lock)
             time.sleep(BUSY_POLL_SECONDS)
         pending = busy
     ordered = [shards[i] for i in range(len(source.units))]
     if sum(s.tokens for s in ordered) == 0:
         raise DataError(f"data.path: {source.describe} holds no text")
-    manifest_bytes = write_manifest_bytes(
-        directory, source.describe, source.fingerprint, data.encoding, encoding.n_vocab, ordered
-    )
+    manifest_bytes = write_manifest_bytes(directory, source.describe, source.fingerprint, data.encoding,
+                                          encoding.n_vocab, ordered)  # fmt: skip
     write_once(directory / MANIFEST, manifest_bytes)
     return read_manifest(directory), tokenized
 
 
 def wait_for_manifest(directory: Path, poll_seconds: float = 1.0) -> None:
-    """Wait (on the file, no collective) for another process of this node to publish the manifest."""
+    """Wait on the file (no collective) for another process of this node to publish the manifest."""
     while not (directory / MANIFEST).exists():
         time.sleep(poll_seconds)
 
 
 def report(manifest: Manifest, tokenized: int, seconds: float) -> str:
-    return (
-        f"prepared {manifest.directory}: {manifest.tokens} tokens in {len(manifest.shards)} shard(s) from "
-        f"{manifest.source} ({tokenized} tokenized now, {len(manifest.shards) - tokenized} found prepared)"
-        f" in {seconds:.1f} s"
-    )
+    return (f"prepared {manifest.directory}: {manifest.tokens} tokens in {len(manifest.shards)} shard(s) from "
+            f"{manifest.source} ({tokenized} tokenized now, {len(manifest.shards) - tokenized} found prepared)"
+            f" in {seconds:.1f} s")  # fmt: skip
 
 
 def run_prepare(data: DataSection, workers: int = 0) -> Manifest:
-    """Prepare and print one line about it on stderr (the CLI's prepare, and launch before torchrun)."""
+    """Prepare and say so in one line on stderr."""
     start = time.perf_counter()
     manifest, tokenized = prepare(data, workers)
     print(report(manifest, tokenized, time.perf_counter() - start), file=sys.stderr, flush=True)

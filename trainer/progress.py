@@ -1,9 +1,6 @@
-"""Rank 0's progress in the TrainJob's own status.trainerStatus (step, estimated time left, the last losses),
-posted by a daemon thread to the URL Kubeflow Trainer gives every trainer container, at most every
-MIN_INTERVAL_SECONDS with a short timeout: reporting never slows or stops training; the first failure is one
-warning line, a recovery one more. The controller checks the pod's projected token: no Role, no kubectl.
-upstream: kubeflow/trainer pkg/runtime/framework/plugins/trainjobstatus, pkg/statusserver @ v2.3.0
-"""
+"""Rank 0's progress in the TrainJob's status.trainerStatus, posted by a daemon thread at most every
+MIN_INTERVAL_SECONDS: never slows or stops training; a failure is one warning line, a recovery one more.
+upstream: kubeflow/trainer pkg/runtime/framework/plugins/trainjobstatus, pkg/statusserver @ v2.3.0"""
 
 from __future__ import annotations
 
@@ -27,8 +24,7 @@ CA_CERT_ENV = "KUBEFLOW_TRAINER_SERVER_CA_CERT"  # a file: that endpoint's CA
 TOKEN_ENV = "KUBEFLOW_TRAINER_SERVER_TOKEN"  # a file, rotated: re-read for every post
 MIN_INTERVAL_SECONDS = 5.0  # the Trainer's guidance, which its SDK follows too
 REQUEST_TIMEOUT_SECONDS = 5.0
-# The API limits a metric's name and value to 64 characters each.
-MAX_METRIC_TEXT = 64
+MAX_METRIC_TEXT = 64  # the API's limit for a metric's name and its value
 
 
 def rfc3339_now() -> str:
@@ -36,40 +32,27 @@ def rfc3339_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def status_request(
-    step: int,
-    max_steps: int,
-    metrics: Mapping[str, float | int | None],
-    remaining_seconds: float | None,
-) -> dict[str, Any]:
+def status_request(step: int, max_steps: int, metrics: Mapping[str, float | int | None],
+                   remaining_seconds: float | None) -> dict[str, Any]:  # fmt: skip
     """An UpdateTrainJobStatusRequest body (Trainer v2.3.0's JSON field names)."""
-    trainer_status: dict[str, Any] = {
-        "progressPercentage": max(0, min(100, (100 * step) // max_steps)),
-        "metrics": [
-            {"name": name[:MAX_METRIC_TEXT], "value": f"{value:.6g}"[:MAX_METRIC_TEXT]}
-            for name, value in metrics.items()
-            if value is not None
-        ],
-        "lastUpdatedTime": rfc3339_now(),
-    }
+    shown = [{"name": name[:MAX_METRIC_TEXT], "value": f"{value:.6g}"[:MAX_METRIC_TEXT]}
+             for name, value in metrics.items() if value is not None]  # fmt: skip
+    trainer_status: dict[str, Any] = {"progressPercentage": max(0, min(100, (100 * step) // max_steps)),
+                                      "metrics": shown, "lastUpdatedTime": rfc3339_now()}  # fmt: skip
     if remaining_seconds is not None:
         trainer_status["estimatedRemainingSeconds"] = max(0, int(remaining_seconds))
     return {"trainerStatus": trainer_status}
 
 
 class TrainJobStatusReporter:
-    """Posts rank 0's progress to the Trainer's status endpoint; a MetricsSink."""
+    """A MetricsSink posting to the Trainer's status endpoint."""
 
     def __init__(self, url: str, ca_cert: Path, token: Path, max_steps: int) -> None:
-        self.url = url
-        self.ca_cert = ca_cert
-        self.token = token
-        self.max_steps = max_steps
+        self.url, self.ca_cert, self.token, self.max_steps = url, ca_cert, token, max_steps
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._pending: dict[str, Any] | None = None
-        self._closing = False
-        self._failing = False
+        self._closing = self._failing = False
         self._last_post = -MIN_INTERVAL_SECONDS
         self.step = 0
         self.values: dict[str, float | int | None] = {"loss": None, "val_loss": None}
@@ -80,12 +63,9 @@ class TrainJobStatusReporter:
 
     @classmethod
     def from_environment(cls, max_steps: int) -> TrainJobStatusReporter | None:
-        """A reporter when the Trainer injected its status endpoint, else None (not in a TrainJob, or the
-        TrainJobStatus feature gate is off)."""
+        """None unless the Trainer injected its endpoint (a TrainJob with the TrainJobStatus feature gate)."""
         url, ca_cert, token = (os.environ.get(name) for name in (URL_ENV, CA_CERT_ENV, TOKEN_ENV))
-        if not (url and ca_cert and token):
-            return None
-        return cls(url, Path(ca_cert), Path(token), max_steps)
+        return cls(url, Path(ca_cert), Path(token), max_steps) if url and ca_cert and token else None
 
     def record(self, fields: Mapping[str, Any]) -> None:
         event = fields.get("event")
@@ -107,16 +87,14 @@ class TrainJobStatusReporter:
         self._submit()
 
     def close(self, outcome: Outcome) -> None:
-        """Sends the last snapshot now (one bounded try) unless the endpoint has been failing."""
+        """The last snapshot now (one bounded try) unless the endpoint has been failing."""
         with self._lock:
             self._closing = True
             self._wake.notify()
         self._thread.join(timeout=REQUEST_TIMEOUT_SECONDS + 1)
 
     def _submit(self) -> None:
-        remaining = None
-        if self.step_time is not None:
-            remaining = (self.max_steps - self.step) * self.step_time
+        remaining = None if self.step_time is None else (self.max_steps - self.step) * self.step_time
         metrics = {"step": self.step, "total_steps": self.max_steps, **self.values}
         body = status_request(self.step, self.max_steps, metrics, remaining)
         with self._lock:
@@ -143,21 +121,15 @@ class TrainJobStatusReporter:
         try:
             context = ssl.create_default_context(cafile=str(self.ca_cert))
             token = self.token.read_text(encoding="utf-8").strip()  # rotated by the kubelet: read each time
-            request = urllib.request.Request(
-                self.url,
-                data=json.dumps(body).encode(),
-                method="POST",
-                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-            )
+            request = urllib.request.Request(self.url, data=json.dumps(body).encode(), method="POST",
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})  # fmt: skip
             with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_SECONDS, context=context) as reply:
                 reply.read()
         except (OSError, ValueError, ssl.SSLError) as error:  # URLError, HTTPError and timeouts are OSErrors
             if not self._failing:
-                warn(
-                    f"cannot report progress to the TrainJob status ({self.url}): {describe(error)};"
-                    f" training goes on, retrying at most every {MIN_INTERVAL_SECONDS:g} s"
-                    " (this warning is not repeated)"
-                )
+                warn(f"cannot report progress to the TrainJob status ({self.url}): {describe(error)};"
+                     f" training goes on, retrying at most every {MIN_INTERVAL_SECONDS:g} s"
+                     " (this warning is not repeated)")  # fmt: skip
                 self._failing = True
             return
         if self._failing:

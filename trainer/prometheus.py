@@ -1,8 +1,5 @@
-"""Prometheus metrics of a training run: rank 0 serves /metrics on output.metrics_port (prometheus-client) with
-trainstack_* gauges in base units (the list: docs/trainer.md, Prometheus metrics); a value not known yet is NaN,
-not a 0 that would read as a measurement. The server runs on prometheus-client's own daemon thread and updating
-a gauge is a lock and a float store, so training never waits on a scrape.
-"""
+"""Rank 0's /metrics on output.metrics_port: trainstack_* gauges (docs/trainer.md), NaN until known (a 0 would
+read as a measurement); served on prometheus-client's own thread, so training never waits on a scrape."""
 
 from __future__ import annotations
 
@@ -18,17 +15,15 @@ from trainer.config import ConfigError
 from trainer.metrics import Outcome
 
 PREFIX = "trainstack"
-# Every address: the pod's IP is what a Service or PodMonitor scrapes.
-LISTEN_ADDRESS = "0.0.0.0"
-# metrics.jsonl fields of a "train" record and the gauge each sets.
+LISTEN_ADDRESS = "0.0.0.0"  # the pod's IP is what a Service or PodMonitor scrapes
 TRAIN_GAUGES = {"loss": "loss", "tokens_per_sec": "tokens_per_second", "mfu": "mfu"}
 
 
 class PrometheusExporter:
-    """Serves /metrics; a MetricsSink fed with rank 0's records."""
+    """A MetricsSink serving /metrics."""
 
     def __init__(self, port: int, max_steps: int, address: str = LISTEN_ADDRESS) -> None:
-        """Raises ConfigError naming output.metrics_port when the port cannot be bound."""
+        """ConfigError naming output.metrics_port when the port cannot be bound."""
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -49,18 +44,14 @@ class PrometheusExporter:
             self.gauges[unknown_yet].set(math.nan)
         self.gauges["max_steps"].set(max_steps)
         self.last_checkpoint = time.time()  # until one is known: the time training started
-        since = Gauge(
-            f"{PREFIX}_seconds_since_last_checkpoint",
-            "Seconds since the newest checkpoint was written (or since training started, without one).",
-            registry=self.registry,
-        )
+        since = Gauge(f"{PREFIX}_seconds_since_last_checkpoint",
+                      "Seconds since the newest checkpoint was written (or since training started, without one).",
+                      registry=self.registry)  # fmt: skip
         since.set_function(lambda: time.time() - self.last_checkpoint)
         try:
             self.server, self.thread = start_http_server(port, address, registry=self.registry)
         except OSError as error:
-            raise ConfigError(
-                f"output.metrics_port: cannot serve /metrics on {address}:{port}: {error.strerror}"
-            ) from None
+            raise ConfigError(f"output.metrics_port: cannot serve /metrics on {address}:{port}: {error.strerror}") from None  # fmt: skip
         self.port = int(self.server.server_port)
 
     def restarts(self, count: int) -> None:
@@ -86,10 +77,9 @@ class PrometheusExporter:
             self.checkpointed(step, time.time())
 
     def summary(self, fields: Mapping[str, Any]) -> None:
-        """Nothing more to expose: the records already set every gauge."""
+        """Nothing more: the records set every gauge."""
 
     def close(self, outcome: Outcome) -> None:
-        """Stops serving (once; later calls do nothing)."""
         if self.thread.is_alive():
             self.server.shutdown()
             self.server.server_close()

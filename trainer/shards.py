@@ -1,8 +1,5 @@
-"""Token shards on disk (shard_<index>.bin: raw little-endian uint16, uint32 past 65536 tokens, nanoGPT's
-format; llm.c's .bin with its 256-int32 header read as is) and their manifest.json, read without loading them:
-opening checks sizes and headers only, batches are windows through memory maps of at most OPEN_MAPS shards at a
-time, so memory stays bounded however large the corpus.
-"""
+"""Token shards (nanoGPT's raw uint16/uint32, llm.c's .bin with its header) and their manifest.json, read
+through at most OPEN_MAPS memory maps at a time: memory stays bounded however large the corpus."""
 
 from __future__ import annotations
 
@@ -27,14 +24,12 @@ OPEN_MAPS = 8  # shards memory-mapped at once by one reader
 
 
 class DataError(ConfigError):
-    """Data that cannot be used (missing, too short, unreadable, unknown encoding); the message says what and
-    why. A kind of ConfigError: the config points at it, and the command line reports both the same way."""
+    """Data that cannot be used; a ConfigError, as the config points at it."""
 
 
 @dataclass(frozen=True)
 class Shard:
-    """One file of tokens: where its tokens start (header bytes), how many, and which split it belongs to
-    ("train", "val", or "" for either: the manifest's split then follows data.val_fraction)."""
+    """A file of tokens from offset (header bytes); split "train", "val" or "" (data.val_fraction decides)."""
 
     path: str
     offset: int
@@ -45,18 +40,12 @@ class Shard:
 
     def to_dict(self, directory: Path) -> dict[str, Any]:
         inside = Path(self.path).parent == directory
-        return {
-            "file": Path(self.path).name if inside else self.path,
-            "offset": self.offset,
-            "tokens": self.tokens,
-            "split": self.split,
-            "sha256": self.sha256,
-        }
+        return {"file": Path(self.path).name if inside else self.path, "offset": self.offset,
+                "tokens": self.tokens, "split": self.split, "sha256": self.sha256}  # fmt: skip
 
 
 def inspect_bin(path: Path, split: str = "") -> Shard:
-    """An already-tokenized .bin: llm.c's (header checked) or nanoGPT's raw uint16; DataError for a file that
-    is neither (a wrong llm.c version, a size that does not match its header, an odd byte count, empty)."""
+    """An already-tokenized .bin: llm.c's (header checked) or nanoGPT's raw uint16; else DataError."""
     try:
         size = path.stat().st_size
         with path.open("rb") as handle:
@@ -67,28 +56,22 @@ def inspect_bin(path: Path, split: str = "") -> Shard:
 
 
 def shard_of_bytes(name: str, head: bytes, size: int, split: str = "") -> Shard:
-    """The Shard of a token file whose first bytes are `head` and whole size `size` (see inspect_bin)."""
+    """The Shard of a token file of `size` bytes starting with `head`."""
     if len(head) >= 4 and int(np.frombuffer(head[:4], dtype="<i4")[0]) == LLMC_MAGIC:
         if len(head) < LLMC_HEADER_BYTES:
             raise DataError(f"data.path: {name}: llm.c header cut short ({size} bytes, header is 1024)")
         header = np.frombuffer(head, dtype="<i4")
         if int(header[1]) != LLMC_VERSION:
-            raise DataError(
-                f"data.path: {name}: wrong header: llm.c version {int(header[1])}, only version 1 "
-                "(uint16 tokens) is read"
-            )
+            raise DataError(f"data.path: {name}: wrong header: llm.c version {int(header[1])}, only version 1 "
+                            "(uint16 tokens) is read")  # fmt: skip
         tokens = int(header[2])
         if size != LLMC_HEADER_BYTES + 2 * tokens:
-            raise DataError(
-                f"data.path: {name}: wrong header: it announces {tokens} tokens "
-                f"({LLMC_HEADER_BYTES + 2 * tokens} bytes) but the file has {size} bytes"
-            )
+            raise DataError(f"data.path: {name}: wrong header: it announces {tokens} tokens "
+                            f"({LLMC_HEADER_BYTES + 2 * tokens} bytes) but the file has {size} bytes")  # fmt: skip
         return Shard(name, LLMC_HEADER_BYTES, tokens, "uint16", split)
     if size == 0 or size % 2:
-        raise DataError(
-            f"data.path: {name}: not a token file: {size} bytes, neither an llm.c header (magic "
-            f"{LLMC_MAGIC}) nor whole uint16 tokens"
-        )
+        raise DataError(f"data.path: {name}: not a token file: {size} bytes, neither an llm.c header (magic "
+                        f"{LLMC_MAGIC}) nor whole uint16 tokens")  # fmt: skip
     return Shard(name, 0, size // 2, "uint16", split)
 
 
@@ -105,39 +88,25 @@ class Manifest:
         return sum(shard.tokens for shard in self.shards)
 
 
-def write_manifest_bytes(
-    directory: Path, source: str, fingerprint: str, encoding: str, vocab_size: int, shards: list[Shard]
-) -> bytes:
+def write_manifest_bytes(directory: Path, source: str, fingerprint: str, encoding: str, vocab_size: int,
+                         shards: list[Shard]) -> bytes:  # fmt: skip
     """The manifest's text; the same bytes for the same shards, whoever writes it."""
-    document = {
-        "format": MANIFEST_FORMAT,
-        "source": source,
-        "fingerprint": fingerprint,
-        "encoding": encoding,
-        "vocab_size": vocab_size,
-        "dtype": shards[0].dtype if shards else "uint16",
-        "tokens": sum(s.tokens for s in shards),
-        "shards": [s.to_dict(directory) for s in shards],
-    }
+    document = {"format": MANIFEST_FORMAT, "source": source, "fingerprint": fingerprint, "encoding": encoding,
+                "vocab_size": vocab_size, "dtype": shards[0].dtype if shards else "uint16",
+                "tokens": sum(s.tokens for s in shards), "shards": [s.to_dict(directory) for s in shards]}  # fmt: skip
     return (json.dumps(document, indent=1) + "\n").encode()
 
 
 def read_manifest(directory: Path) -> Manifest:
-    """The manifest of a prepared directory, each shard's size and header checked; DataError naming the
-    file and what is wrong otherwise."""
+    """A prepared directory's manifest, each shard's size and header checked; else DataError."""
     path = directory / MANIFEST
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
         dtype = str(document["dtype"])
-        shards = []
-        for entry in document["shards"]:
-            file = Path(entry["file"])
-            file = file if file.is_absolute() else directory / file
-            offset, tokens = int(entry["offset"]), int(entry["tokens"])
-            shards.append(Shard(str(file), offset, tokens, dtype, entry["split"], entry["sha256"]))
-        manifest = Manifest(
-            directory, document["source"], document["encoding"], int(document["vocab_size"]), tuple(shards)
-        )
+        # an absolute "file" stays as it is (Path's "/" keeps the right side when absolute)
+        shards = [Shard(str(directory / entry["file"]), int(entry["offset"]), int(entry["tokens"]), dtype,
+                        entry["split"], entry["sha256"]) for entry in document["shards"]]  # fmt: skip
+        manifest = Manifest(directory, document["source"], document["encoding"], int(document["vocab_size"]), tuple(shards))  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DataError(f"data: unreadable manifest {path}: {error}") from None
     for shard in manifest.shards:
@@ -146,8 +115,7 @@ def read_manifest(directory: Path) -> Manifest:
 
 
 def check_shard(shard: Shard) -> None:
-    """That a shard's file is there with the size its manifest entry says (and an llm.c header where it
-    had one); DataError otherwise."""
+    """The shard's file there with its manifest's size (and llm.c header where it had one); else DataError."""
     path = Path(shard.path)
     expected = shard.offset + shard.tokens * np.dtype(shard.dtype).itemsize
     try:
@@ -163,11 +131,7 @@ def check_shard(shard: Shard) -> None:
 
 
 class TokenView:
-    """A read-only sequence of tokens made of pieces of shards: len() and slicing (a slice is an ndarray
-    copied out of the shards' memory maps; it may span shards). The maps are opened on first use and at
-    most OPEN_MAPS are kept, least recently used closed first. They are read at random (MADV_RANDOM: no
-    read-around of neighbouring pages) and each window's pages are released from the process once copied
-    (MADV_DONTNEED: they stay in the page cache), so resident memory does not grow with the windows drawn."""
+    """Tokens from pieces of shards, sliced through at most OPEN_MAPS memory maps, pages released once copied."""
 
     def __init__(self, pieces: list[tuple[Shard, int, int]]) -> None:
         self.pieces = [(shard, start, stop) for shard, start, stop in pieces if stop > start]
@@ -219,8 +183,7 @@ class TokenView:
 
 
 def split_views(manifest: Manifest, val_fraction: float) -> tuple[TokenView, TokenView]:
-    """(train, val): the shards marked val form the validation split when there are any (nanoGPT's val.bin,
-    llm.c's *_val_* files); otherwise the last val_fraction of all tokens, in shard order."""
+    """(train, val): val is the shards marked val if any, else the last val_fraction of all tokens."""
     marked = [s for s in manifest.shards if s.split == "val"]
     if marked:
         rest = [s for s in manifest.shards if s.split != "val"]

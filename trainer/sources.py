@@ -1,9 +1,6 @@
-"""Where a corpus comes from (data.path: a file, directory or glob of *.txt, *.jsonl or tokenized *.bin;
-s3://bucket/prefix; hf://name or data.hf_dataset; a save_to_disk directory), cut into units that preparation
-tokenizes one shard each. A source's fingerprint is cheap (names, sizes, times or ETags, the dataset's own):
-it keys the prepared directory without reading the corpus; units are planned from the source alone, so a
-resumed preparation writes exactly what an uninterrupted one would.
-"""
+"""Where a corpus comes from (files, s3://, hf://, a save_to_disk directory), cut into units of a shard each.
+The fingerprint (names, sizes, times, ETags) keys the prepared directory without reading the corpus; units
+depend on the source alone, so a resumed preparation writes what an uninterrupted one would."""
 
 from __future__ import annotations
 
@@ -27,9 +24,7 @@ ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
 @dataclass(frozen=True)
 class Unit:
-    """One shard's worth of the source: bytes [start, stop) of a file or object (text, jsonl: cut after a
-    newline), rows [start, stop) of a dataset (hf), or a whole token file (bin). last: the piece ends its
-    file, so a text document's end-of-text follows it."""
+    """Bytes [start, stop) of a file, rows of a dataset (hf), or a token file (bin); last: end-of-text follows."""
 
     kind: str
     location: str
@@ -49,8 +44,7 @@ class Source:
 
 
 def s3_client(what: str) -> Any:
-    """A boto3 S3 client from the AWS SDK's environment variables (an endpoint: path-style addressing);
-    ConfigError naming `what` when boto3 refuses the settings."""
+    """boto3's client from the AWS environment (an endpoint: path-style); ConfigError naming `what` if refused."""
     import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError
@@ -77,34 +71,30 @@ def _is_saved_dataset(path: Path) -> bool:
 
 
 def find_text_files(path: str) -> list[Path]:
-    """The files data.path names: one file, every *.txt, *.jsonl or *.bin under a directory, or a glob's
-    matches."""
+    """A file, every *.txt, *.jsonl or *.bin under a directory, or a glob's matches."""
     target = Path(path).expanduser()
     if target.is_file():
         return [target]
     if target.is_dir():
         files = sorted(p for p in target.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
-        if not files:
-            raise DataError(f"data.path: directory {path} holds no *.txt, *.jsonl or *.bin files")
-        return files
-    if glob.has_magic(path):
-        files = sorted(
-            Path(p) for p in glob.glob(os.path.expanduser(path), recursive=True) if Path(p).is_file()
-        )
-        if not files:
-            raise DataError(f"data.path: glob {path!r} matches no files")
-        return files
-    raise DataError(f"data.path: no such file or directory: {path}")
+        empty = f"directory {path} holds no *.txt, *.jsonl or *.bin files"
+    elif glob.has_magic(path):
+        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(path), recursive=True) if Path(p).is_file())  # fmt: skip
+        empty = f"glob {path!r} matches no files"
+    else:
+        raise DataError(f"data.path: no such file or directory: {path}")
+    if not files:
+        raise DataError(f"data.path: {empty}")
+    return files
 
 
-def _cut(read_at: Any, size: int, shard_bytes: int) -> list[tuple[int, int]]:
-    """[start, stop) ranges of about shard_bytes each, every one but the last ending just after a newline;
-    read_at(offset, length) returns bytes of the file."""
+def _cut(fd: int, size: int, shard_bytes: int) -> list[tuple[int, int]]:
+    """A file's ranges of about shard_bytes, all but the last ending just after a newline."""
     ranges, start = [], 0
     while size - start > shard_bytes:
         position = start + shard_bytes
         while position < size:
-            window = read_at(position, 1 << 16)
+            window = os.pread(fd, 1 << 16, position)
             newline = window.find(b"\n")
             if newline >= 0:
                 position += newline + 1
@@ -126,12 +116,7 @@ def _file_units(files: list[Path], shard_bytes: int) -> list[Unit]:
             units.append(Unit("bin", str(file), 0, size))
             continue
         with file.open("rb") as handle:
-
-            def read_at(offset: int, length: int, handle: Any = handle) -> bytes:
-                handle.seek(offset)
-                return bytes(handle.read(length))
-
-            ranges = _cut(read_at, size, shard_bytes)
+            ranges = _cut(handle.fileno(), size, shard_bytes)
         units += [Unit(kind, str(file), a, b, b == size) for a, b in ranges]
     return units
 
@@ -143,9 +128,7 @@ def local_source(data: DataSection) -> Source:
     _one_kind(data.path, {_kind(f.name) for f in files})
     identity = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     units = [u for u in _file_units(files, data.shard_bytes) if u.stop > u.start or u.kind == "bin"]
-    return Source(
-        f"{len(files)} file(s) at {data.path}", _digest(["files", identity]), tuple(units), data.text_field
-    )
+    return Source(f"{len(files)} file(s) at {data.path}", _digest(["files", identity]), tuple(units), data.text_field)  # fmt: skip
 
 
 def s3_source(data: DataSection) -> Source:
@@ -163,27 +146,21 @@ def s3_source(data: DataSection) -> Source:
         ):
             objects += page.get("Contents", [])
     except (BotoCoreError, ClientError) as error:
-        raise DataError(
-            f"data.path: cannot list {data.path} at {client.meta.endpoint_url}: {error}"
-        ) from None
-    objects = sorted(
-        (o for o in objects if Path(o["Key"]).suffix in TEXT_SUFFIXES and o["Size"] > 0),
-        key=lambda o: o["Key"],
-    )
+        raise DataError(f"data.path: cannot list {data.path} at {client.meta.endpoint_url}: {error}") from None  # fmt: skip
+    objects = sorted((o for o in objects if Path(o["Key"]).suffix in TEXT_SUFFIXES and o["Size"] > 0),
+                     key=lambda o: o["Key"])  # fmt: skip
     if not objects:
         raise DataError(f"data.path: {data.path} holds no non-empty *.txt, *.jsonl or *.bin objects")
     _one_kind(data.path, {_kind(o["Key"]) for o in objects})
     units = tuple(Unit(_kind(o["Key"]), o["Key"], 0, int(o["Size"])) for o in objects)
     identity = [(o["Key"], o["Size"], o.get("ETag", "")) for o in objects]
-    return Source(
-        f"{len(objects)} object(s) at {data.path}", _digest(["s3", bucket, identity]), units, data.text_field,
-        s3_url=data.path,
-    )  # fmt: skip
+    return Source(f"{len(objects)} object(s) at {data.path}", _digest(["s3", bucket, identity]), units, data.text_field,
+                  s3_url=data.path)  # fmt: skip
 
 
 def load_hf(hf: tuple[str, str | None, str, bool]) -> Any:
     """The dataset split a Source's hf names (in a preparation worker, too)."""
-    import datasets  # imported lazily: only Hugging Face sources need it
+    import datasets
 
     name, config, split, from_disk = hf
     if from_disk:
@@ -193,8 +170,7 @@ def load_hf(hf: tuple[str, str | None, str, bool]) -> Any:
 
 
 def hf_source(data: DataSection) -> Source:
-    """A Hugging Face dataset: data.hf_dataset or data.path hf://name from the hub, or a save_to_disk
-    directory in data.path."""
+    """data.hf_dataset or hf://name from the hub, or a save_to_disk directory in data.path."""
     try:
         import datasets  # noqa: F401
     except ImportError:
@@ -209,12 +185,9 @@ def hf_source(data: DataSection) -> Source:
     except Exception as error:
         raise DataError(f"data.hf_dataset: cannot load {name!r} split {data.hf_split!r}: {error}") from None
     if data.text_field not in dataset.column_names:
-        raise DataError(
-            f"data.text_field: {data.text_field!r} is not a column of {name!r}; "
-            f"columns: {', '.join(dataset.column_names)}"
-        )
-    rows = len(dataset)
-    if rows == 0:
+        raise DataError(f"data.text_field: {data.text_field!r} is not a column of {name!r}; "
+                        f"columns: {', '.join(dataset.column_names)}")  # fmt: skip
+    if (rows := len(dataset)) == 0:
         raise DataError(f"data.hf_dataset: {name!r} split {data.hf_split!r} is empty: 0 rows")
     step = max(1, data.shard_bytes // HF_ROW_BYTES)
     units = tuple(Unit("hf", name, a, min(a + step, rows)) for a in range(0, rows, step))
@@ -223,7 +196,6 @@ def hf_source(data: DataSection) -> Source:
 
 
 def resolve_source(data: DataSection) -> Source:
-    """The Source data names; DataError (one line) when it is missing or empty."""
     if data.path.startswith("s3://") or data.path.lower().startswith("s3:"):
         return s3_source(data)
     if data.hf_dataset or data.path.startswith(HF_SCHEME) or _is_saved_dataset(Path(data.path).expanduser()):
@@ -236,13 +208,10 @@ def _digest(identity: Any) -> str:
 
 
 def read_bytes(source: Source, unit: Unit) -> bytes:
-    """The unit's bytes of its file or object."""
     if source.s3_url is not None:
         bucket, _ = parse_s3_url(source.s3_url)
-        body = s3_client("data.path").get_object(
-            Bucket=bucket, Key=unit.location, Range=f"bytes={unit.start}-{unit.stop - 1}"
-        )["Body"]
-        return bytes(body.read())
+        range_ = f"bytes={unit.start}-{unit.stop - 1}"
+        return bytes(s3_client("data.path").get_object(Bucket=bucket, Key=unit.location, Range=range_)["Body"].read())  # fmt: skip
     with open(unit.location, "rb") as handle:
         handle.seek(unit.start)
         return bytes(handle.read(unit.stop - unit.start))
@@ -262,8 +231,7 @@ def _text_pieces(text: str, ends_document: bool) -> list[tuple[str, bool]]:
 
 
 def documents(source: Source, unit: Unit) -> list[tuple[str, bool]]:
-    """The unit's text as (piece, ends a document) pairs, in order; DataError for a JSONL line that is not a
-    JSON object with a string data.text_field."""
+    """The unit's text as (piece, ends a document) pairs; DataError for a JSONL line without the text field."""
     if unit.kind == "hf":
         assert source.hf is not None
         rows = load_hf(source.hf).select(range(unit.start, unit.stop))[source.text_field]
@@ -280,10 +248,8 @@ def documents(source: Source, unit: Unit) -> list[tuple[str, bool]]:
             value = record[source.text_field]
         except (ValueError, KeyError, TypeError):
             where = f"{unit.location} (line {number} of bytes {unit.start}-{unit.stop})"
-            raise DataError(
-                f"data.path: {where}: not a JSON object with a string {source.text_field!r} field "
-                "(data.text_field)"
-            ) from None
+            raise DataError(f"data.path: {where}: not a JSON object with a string {source.text_field!r} field "
+                            "(data.text_field)") from None  # fmt: skip
         if not isinstance(value, str):
             raise DataError(f"data.path: {unit.location}: field {source.text_field!r} is not a string")
         if value:

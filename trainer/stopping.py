@@ -1,6 +1,5 @@
-"""Why a run stops before train.max_steps: a stop signal (SIGTERM/SIGINT), or train.stop_at, early stopping's
-condition "<metric> <operator> <number>", e.g. "val_loss<=2.5", on metrics every rank agrees on: loss (the
-step's training loss averaged over ranks, at each logged step) and val_loss (each evaluation)."""
+"""Why a run stops before train.max_steps: a stop signal, or train.stop_at ("val_loss<=2.5") on a metric every
+rank agrees on: loss (mean over ranks, at each logged step) or val_loss (each evaluation)."""
 
 from __future__ import annotations
 
@@ -15,32 +14,26 @@ from types import FrameType
 STOP_METRICS = ("loss", "val_loss")
 COMPARISONS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
 _STOP_AT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>|==|=|!=)?\s*(.*?)\s*$")
-GRAMMAR = (
-    f"expected '<metric> <operator> <number>' with metric one of {', '.join(STOP_METRICS)} and operator "
-    f"one of {' '.join(COMPARISONS)}, e.g. 'val_loss<=2.5'"
-)
+GRAMMAR = (f"expected '<metric> <operator> <number>' with metric one of {', '.join(STOP_METRICS)} and operator "
+           f"one of {' '.join(COMPARISONS)}, e.g. 'val_loss<=2.5'")  # fmt: skip
 
 
 @dataclass(frozen=True)
 class StopCondition:
-    """Stop when `metric operator threshold` holds (e.g. val_loss <= 2.5)."""
-
     metric: str
     operator: str
     threshold: float
 
     def reached(self, value: float | None) -> bool:
-        """Whether a measured value meets the condition; None or NaN never does."""
-        if value is None or not math.isfinite(value):
-            return False
-        return bool(COMPARISONS[self.operator](value, self.threshold))
+        """None or NaN never does."""
+        return value is not None and math.isfinite(value) and bool(COMPARISONS[self.operator](value, self.threshold))  # fmt: skip
 
     def __str__(self) -> str:
         return f"{self.metric}{self.operator}{self.threshold:g}"
 
 
 def parse_stop_at(text: str) -> StopCondition:
-    """The condition a train.stop_at text states (spaces optional); ValueError saying what is allowed."""
+    """train.stop_at's condition (spaces optional); ValueError saying what is allowed."""
     match = _STOP_AT.fullmatch(text)
     if match is None:
         raise ValueError(GRAMMAR)
@@ -59,7 +52,7 @@ def parse_stop_at(text: str) -> StopCondition:
 
 
 class StopSignal:
-    """Remembers SIGTERM (Kubernetes draining or preempting the pod) and SIGINT instead of dying mid-step."""
+    """Remembers SIGTERM (a pod drained or preempted) and SIGINT instead of dying mid-step."""
 
     def __init__(self) -> None:
         self.received: str | None = None

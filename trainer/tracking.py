@@ -1,11 +1,6 @@
-"""Experiment tracking in MLflow (output.tracking: mlflow), from rank 0: the config as params, every metrics
-record's numbers as metrics and its text as tags, summary.json and the loss curve as artifacts, the outcome as
-the run's status (what goes where: docs/trainer.md, MLflow). A restart continues the same MLflow run (its id in
-output.dir/run_state.json). All MLflow work, its import and store creation included, runs on one daemon thread
-fed by a queue, so training never waits on it; a failure is one warning line and training goes on without it.
-MLflow's own async logging covers only metrics, params and tags, and logs a line per failed batch: kept ours
-(docs/benchmarks.md, "MLflow async logging").
-"""
+"""Rank 0's MLflow run (output.tracking: mlflow; docs/trainer.md), continued across restarts. All MLflow work runs
+on one daemon thread, so training never waits; a failure is one warning line. MLflow's async logging covers only
+metrics, params and tags: kept ours (docs/benchmarks.md, "MLflow async logging")."""
 
 from __future__ import annotations
 
@@ -28,27 +23,23 @@ from trainer.run_state import RunState
 STORE_DIR = "mlflow"
 LOSS_PLOT = "loss.png"
 SUMMARY = "summary.json"
-# Records whose numbers are logged under their own names; other events' fields get "<event>." in front.
-PLAIN_EVENTS = ("train", "val")
+PLAIN_EVENTS = ("train", "val")  # other events' fields get "<event>." in front
 MLFLOW_STATUS: dict[Outcome, str] = {"finished": "FINISHED", "preempted": "KILLED", "failed": "FAILED"}
-# How long a closing process waits for the queue to drain: the last metrics, the summary and the plot after a
-# finished run; after a signal the pod's grace period is short, so only briefly.
+# the wait for the queue to drain at the end; short after a signal, within the pod's grace period
 CLOSE_TIMEOUT_SECONDS: dict[Outcome, float] = {"finished": 300.0, "preempted": 10.0, "failed": 10.0}
 MAX_TAG_LENGTH = 5000
 
 
 def default_tracking_uri(output_dir: str | Path) -> str:
-    """The local SQLite store under output.dir (absolute: the URI must not depend on the working directory)."""
+    """The SQLite store under output.dir, absolute: independent of the working directory."""
     return f"sqlite:///{(Path(output_dir).expanduser().resolve() / STORE_DIR / 'mlflow.db').as_posix()}"
 
 
 def sqlite_artifact_location(tracking_uri: str) -> str | None:
-    """Artifacts beside a SQLite store (MLflow would otherwise put them in ./mlruns of whatever directory the
-    process runs in); None for a tracking server, which decides itself."""
+    """Artifacts beside a SQLite store (else MLflow's ./mlruns of the working directory); None for a server."""
     if not tracking_uri.startswith("sqlite:///"):
         return None
-    database = Path(tracking_uri.removeprefix("sqlite:///"))
-    return (database.parent / "artifacts").resolve().as_uri()
+    return (Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -86,9 +77,7 @@ class MlflowTracker:
     """Rank 0's MLflow run; a MetricsSink whose MLflow calls all run on its own thread."""
 
     def __init__(self, config: TrainConfig, state: RunState, start_step: int) -> None:
-        self.config = config
-        self.state = state
-        self.start_step = start_step
+        self.config, self.state, self.start_step = config, state, start_step
         self.output_dir = Path(config.output.dir).expanduser()
         self.tracking_uri = config.output.tracking_uri or default_tracking_uri(self.output_dir)
         self.run_id: str | None = None
@@ -107,21 +96,15 @@ class MlflowTracker:
         self._queue.put(self._log_outputs)
 
     def close(self, outcome: Outcome) -> None:
-        """Ends the MLflow run with the outcome's status, waiting at most CLOSE_TIMEOUT_SECONDS[outcome]."""
         self._queue.put(lambda: self._finish(outcome))
         self._queue.put(None)
         timeout = CLOSE_TIMEOUT_SECONDS[outcome]
         self._thread.join(timeout=timeout)
         if self._thread.is_alive():
-            warn(
-                f"MLflow tracking did not finish within {timeout:g} s; the MLflow run may lack the last records"
-            )
+            warn(f"MLflow tracking did not finish within {timeout:g} s; the MLflow run may lack the last records")  # fmt: skip
 
     def _work(self) -> None:
-        while True:
-            task = self._queue.get()
-            if task is None:
-                return
+        while (task := self._queue.get()) is not None:
             if self.failed:
                 continue
             try:
@@ -132,14 +115,13 @@ class MlflowTracker:
                 warn(f"MLflow tracking to {self.tracking_uri} failed: {reason}; training goes on without it")
 
     def _open(self) -> None:
-        """Creates the MLflow run, or continues the one this run started, and logs the config."""
+        """Creates the MLflow run, or continues this run's, and logs the config."""
         for name in ("mlflow", "alembic"):  # their INFO lines (database migrations) would litter the log
             logging.getLogger(name).setLevel(logging.WARNING)
         from mlflow.entities import Param, RunTag
         from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(tracking_uri=self.tracking_uri)
-        self._client = client
+        client = self._client = MlflowClient(tracking_uri=self.tracking_uri)
         config = self.config.to_dict()
         params = flatten(config)
         stored = self.state.get("mlflow") or {}
@@ -165,33 +147,21 @@ class MlflowTracker:
             client.update_run(self.run_id, status="RUNNING")
             logged = run.data.params
             new = [Param(key, value) for key, value in params.items() if key not in logged]
-            changed = [
-                RunTag(
-                    f"config.{key}",
-                    f"{value} (from step {self.start_step}; the run started with {logged[key]})",
-                )
-                for key, value in params.items()
-                if key in logged and logged[key] != value
-            ]
+            changed = [RunTag(f"config.{key}", f"{value} (from step {self.start_step}; the run started with {logged[key]})")
+                       for key, value in params.items() if key in logged and logged[key] != value]  # fmt: skip
             client.log_batch(self.run_id, params=new, tags=changed)
-        client.log_text(
-            self.run_id,
-            yaml.safe_dump(config, sort_keys=False),
-            f"config/start_step_{self.start_step:06d}.yaml",
-        )
+        client.log_text(self.run_id, yaml.safe_dump(config, sort_keys=False),
+                        f"config/start_step_{self.start_step:06d}.yaml")  # fmt: skip
 
     def _log_record(self, fields: dict[str, Any], timestamp: int) -> None:
         from mlflow.entities import Metric, RunTag
 
         step, metrics, tags = split_record(fields)
-        self._client.log_batch(
-            self.run_id,
-            metrics=[Metric(key, value, timestamp, step) for key, value in metrics.items()],
-            tags=[RunTag(key, value) for key, value in tags.items()],
-        )
+        self._client.log_batch(self.run_id, metrics=[Metric(key, value, timestamp, step) for key, value in metrics.items()],
+                               tags=[RunTag(key, value) for key, value in tags.items()])  # fmt: skip
 
     def _log_outputs(self) -> None:
-        """summary.json and the loss curve (drawn from metrics.jsonl) as artifacts."""
+        """summary.json and the loss curve as artifacts."""
         from trainer.plot import plot_loss
 
         summary = self.output_dir / SUMMARY

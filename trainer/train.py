@@ -18,13 +18,7 @@ from trainer.checkpoint.storage import resume_problem
 from trainer.checkpoint.store import CheckpointStore, Write
 from trainer.config import ConfigError, TrainConfig
 from trainer.dataset import DataError, TokenCache, TokenData, train_batch, val_batch
-from trainer.distributed import (
-    DistContext,
-    any_rank,
-    broadcast_from_main,
-    first_problem,
-    mean_over_ranks,
-)
+from trainer.distributed import DistContext, any_rank, broadcast_from_main, first_problem, mean_over_ranks
 from trainer.engine import Engine, build_engine, enable_tf32, model_config
 from trainer.metrics import MetricsLog, MetricsSink, Outcome, closing_line, mfu, peak_flops
 from trainer.model import GPT
@@ -37,17 +31,14 @@ if TYPE_CHECKING:
     from trainer.prometheus import PrometheusExporter
 
 
-def to_device(
-    batch: tuple[np.ndarray, np.ndarray], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
+def to_device(batch: tuple[np.ndarray, np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     if device.type == "cuda":  # pinned host memory lets the copy overlap with compute
         return tuple(torch.from_numpy(a).pin_memory().to(device, non_blocking=True) for a in batch)  # type: ignore[return-value]
     return torch.from_numpy(batch[0]), torch.from_numpy(batch[1])
 
 
 def open_data(cache: TokenCache) -> TokenData:
-    """Map the prepared shards (prepared before the process group, see train); a shard one rank cannot use
-    stops every rank with the same line."""
+    """The prepared shards; one a rank cannot use stops every rank with the same line."""
     data, problem = None, None
     try:
         data = cache.open()
@@ -61,28 +52,15 @@ def open_data(cache: TokenCache) -> TokenData:
 
 def model_identity(config: TrainConfig, vocab_size: int) -> dict[str, Any]:
     """What a checkpoint's weights must match to be loaded into this run's model."""
-    return {
-        **config.model_shape(),
-        "block_size": config.model.block_size,
-        "bias": config.model.bias,
-        "vocab_size": vocab_size,
-    }
+    return {**config.model_shape(), "block_size": config.model.block_size, "bias": config.model.bias,
+            "vocab_size": vocab_size}  # fmt: skip
 
 
 class Trainer:
-    def __init__(
-        self,
-        config: TrainConfig,
-        cache: TokenCache,
-        context: DistContext,
-        exporter: PrometheusExporter | None = None,
-        clock: StartupClock | None = None,
-    ) -> None:
-        """exporter: rank 0's Prometheus endpoint, already serving (see start_exporter). clock: started with
-        the process (see trainer.startup), for the time to the first step."""
-        self.config = config
-        self.context = context
-        self.exporter = exporter
+    def __init__(self, config: TrainConfig, cache: TokenCache, context: DistContext,
+                 exporter: PrometheusExporter | None = None, clock: StartupClock | None = None) -> None:  # fmt: skip
+        """exporter: rank 0's Prometheus endpoint, already serving. clock: started with the process."""
+        self.config, self.context, self.exporter = config, context, exporter
         self.clock = clock or StartupClock()
         self.clock.lap("startup")
         train = config.train
@@ -93,7 +71,7 @@ class Trainer:
         self.identity = model_identity(config, self.data.vocab_size)
         if context.device.type == "cuda":
             enable_tf32()
-        # Rank 0's look at checkpoint.dir, the same answer on every rank.
+        # rank 0's look at checkpoint.dir decides for every rank
         problem = broadcast_from_main(resume_problem(config.checkpoint.dir) if context.is_main else None)
         if problem:
             raise ConfigError(problem)
@@ -101,28 +79,19 @@ class Trainer:
         self.clock.lap("engine")
         torch.manual_seed(train.seed + context.rank)  # dropout differs between ranks
         self.store = CheckpointStore(config.checkpoint.dir, config.checkpoint.keep_last, context)
-        self.tokens_per_step = (
-            train.micro_batch_size * train.grad_accum_steps * config.model.block_size * context.world_size
-        )
-        cuda = context.device.type == "cuda"
-        self.device_name = torch.cuda.get_device_name(context.device) if cuda else "cpu"
+        self.tokens_per_step = train.micro_batch_size * train.grad_accum_steps * config.model.block_size * context.world_size  # fmt: skip
+        self.device_name = torch.cuda.get_device_name(context.device) if context.device.type == "cuda" else "cpu"  # fmt: skip
         self.peak = peak_flops(self.device_name, config.output.peak_tflops)
-        show_progress = config.output.progress == "on" or (
-            config.output.progress == "auto" and sys.stdout.isatty()
-        )
+        show_progress = config.output.progress == "on" or (config.output.progress == "auto" and sys.stdout.isatty())  # fmt: skip
         self.log = MetricsLog(config.output.dir, show_progress, train.max_steps) if context.is_main else None
         self.run_state = RunState(config.output.dir) if context.is_main else None
         self.step = 0
         self.last_loss: float | None = None
         self.stop_condition: StopCondition | None = train.stop_condition
-        # Why the run ended before train.max_steps (train.stop_at), also restored from a checkpoint.
-        self.stop_reason: str | None = None
+        self.stop_reason: str | None = None  # why it ended before train.max_steps (train.stop_at)
 
     def close(self, wait: bool) -> None:
-        """Wait for the checkpoint write in flight (wait=False when the run is failing: it is abandoned,
-        unpublished), then destroy the engine: the ZeRO optimizer's gradient hooks are held on the C++ side, out
-        of the cycle collector's sight, and would keep the engine and its process groups alive. (ZeRO-3 keeps
-        the model on deepspeed.runtime.zero.parameter_offload.FWD_MODULE_STACK: freed at teardown only.)"""
+        """Wait for the write in flight (not when failing), then destroy the engine: ZeRO's C++-held hooks pin it."""
         self.store.close(wait)
         self.engine.engine.destroy()
 
@@ -138,19 +107,14 @@ class Trainer:
             return None
         tag, manifest = found
         if manifest.get("model") != self.identity:
-            raise ConfigError(
-                f"checkpoint.dir: {self.store.storage.describe(tag)} holds a different model "
-                f"({manifest.get('model')}) than this config ({self.identity}); use another checkpoint.dir"
-            )
+            raise ConfigError(f"checkpoint.dir: {self.store.storage.describe(tag)} holds a different model "
+                              f"({manifest.get('model')}) than this config ({self.identity}); use another checkpoint.dir")  # fmt: skip
         client_state = self.store.load(self.engine.engine, tag, manifest)
         saved = (manifest.get("world_size"), manifest.get("zero_stage"))
         if self.context.is_main and saved != (self.context.world_size, self.engine.zero_stage):
-            print(
-                f"resuming {tag} (written by {saved[0]} rank(s), ZeRO stage {saved[1]}) on "
-                f"{self.context.world_size} rank(s), ZeRO stage {self.engine.zero_stage}",
-                file=sys.stderr,
-                flush=True,
-            )
+            print(f"resuming {tag} (written by {saved[0]} rank(s), ZeRO stage {saved[1]}) on "
+                  f"{self.context.world_size} rank(s), ZeRO stage {self.engine.zero_stage}",
+                  file=sys.stderr, flush=True)  # fmt: skip
         self.step = int(client_state["step"])
         self.last_loss = client_state.get("loss")
         self.note_schedule()
@@ -166,45 +130,32 @@ class Trainer:
         return tag
 
     def note_schedule(self) -> None:
-        """One line when a resumed run's train.max_steps is not the schedule's length (kept from its start)."""
+        """One line when a resumed run's train.max_steps is not its schedule's length (kept from its start)."""
         schedule = self.engine.schedule
         if schedule is None or not self.context.is_main:
             return
         max_steps = self.config.train.max_steps
         if schedule.horizon != max_steps > self.step:
-            print(
-                f"note: train.max_steps is {max_steps}; the LR schedule keeps the {schedule.horizon} steps this"
-                f" run started with (cosine to train.min_lr at step {schedule.horizon}, then min_lr)",
-                file=sys.stderr,
-                flush=True,
-            )
+            print(f"note: train.max_steps is {max_steps}; the LR schedule keeps the {schedule.horizon} steps this"
+                  f" run started with (cosine to train.min_lr at step {schedule.horizon}, then min_lr)",
+                  file=sys.stderr, flush=True)  # fmt: skip
 
     def check_nothing_unreadable(self) -> None:
-        """No checkpoint verified: fine when there are none; when there are (all damaged), ConfigError on every
-        rank unless checkpoint.on_unreadable is restart, since training from step 0 would throw the run away."""
+        """Checkpoints, none verified: ConfigError unless on_unreadable=restart (step 0 would lose the run)."""
         count = self.store.published_count()
         if count and self.config.checkpoint.on_unreadable == "fail":
-            raise ConfigError(
-                f"checkpoint.dir: none of the {count} checkpoint(s) in {self.config.checkpoint.dir} can be resumed"
-                " (each is named above); move them away, or set checkpoint.on_unreadable=restart to train from step 0"
-            )
+            raise ConfigError(f"checkpoint.dir: none of the {count} checkpoint(s) in {self.config.checkpoint.dir} can be resumed"
+                              " (each is named above); move them away, or set checkpoint.on_unreadable=restart to train from step 0")  # fmt: skip
 
     def save(self) -> None:
-        """Snapshot the state and write it in the background (waiting first for a write in flight)."""
-        client_state = {
-            "step": self.step,
-            "data_position": {"step": self.step, "seed": self.config.train.seed},
-            "loss": self.last_loss,
-            "stopped_early": None
-            if self.stop_reason is None
-            else {"stop_at": str(self.stop_condition), "reason": self.stop_reason},
-        }
+        stopped = None if self.stop_reason is None else {"stop_at": str(self.stop_condition), "reason": self.stop_reason}  # fmt: skip
+        client_state = {"step": self.step, "data_position": {"step": self.step, "seed": self.config.train.seed},
+                        "loss": self.last_loss, "stopped_early": stopped}  # fmt: skip
         self.store.save(self.engine.engine, self.step, client_state, {"model": self.identity})
         self.record_checkpoints(self.store.poll())
 
     def record_checkpoints(self, writes: list[Write]) -> None:
-        """A metrics line per published checkpoint: how long the step loop was blocked by its save (of
-        that, waiting for the previous write) and how long the background write took."""
+        """A line per published checkpoint: the loop blocked (of that, waiting for the previous write), the write."""
         for write in writes:
             self.record(event="checkpoint", step=write.step, path=write.path,
                         blocked_s=round(write.blocked_s, 4), waited_s=round(write.waited_s, 4),
@@ -216,23 +167,21 @@ class Trainer:
         total = 0.0
         with torch.no_grad():
             for index in range(train.eval_batches):
-                batch = val_batch(
-                    self.data, train.micro_batch_size, block, train.seed, self.context.rank, index
-                )
+                batch = val_batch(self.data, train.micro_batch_size, block, train.seed, self.context.rank, index)  # fmt: skip
                 total += float(engine(*to_device(batch, self.context.device)).item())
         engine.train()
-        return mean_over_ranks(total / train.eval_batches, self.context.device)
+        val_loss = mean_over_ranks(total / train.eval_batches, self.context.device)
+        self.record(event="val", step=self.step, val_loss=val_loss)
+        return val_loss
 
     def micro_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         train, block, rank = self.config.train, self.config.model.block_size, self.context.rank
         shape = (train.micro_batch_size, block, train.seed, rank, self.step)
-        return [
-            to_device(train_batch(self.data, *shape, micro), self.context.device)
-            for micro in range(train.grad_accum_steps)
-        ]
+        return [to_device(train_batch(self.data, *shape, micro), self.context.device)
+                for micro in range(train.grad_accum_steps)]  # fmt: skip
 
     def start_sinks(self) -> None:
-        """Rank 0's other destinations for its records, once the step to start from is known."""
+        """Rank 0's other destinations for its records, once the start step is known."""
         if self.log is None or self.run_state is None:
             return
         restarts = self.run_state.count_start()
@@ -241,11 +190,10 @@ class Trainer:
             self.exporter.restarts(restarts)
             sinks.append(self.exporter)
         if self.config.output.tracking == "mlflow":
-            from trainer.tracking import MlflowTracker  # imports nothing heavy itself; mlflow on its thread
+            from trainer.tracking import MlflowTracker
 
             sinks.append(MlflowTracker(self.config, self.run_state, self.step))
-        reporter = TrainJobStatusReporter.from_environment(self.config.train.max_steps)
-        if reporter is not None:
+        if (reporter := TrainJobStatusReporter.from_environment(self.config.train.max_steps)) is not None:
             sinks.append(reporter)
         self.log.sinks.extend(sinks)
 
@@ -274,12 +222,11 @@ class Trainer:
         stop = StopSignal()
         resumed_from = self.resume()
         self.clock.lap("resume")
-        # Rank 0's sinks (MLflow, TrainJob status, Prometheus restarts) start before any record reaches them;
-        # the checkpoint writer decides its shares. Both count in time to first step as prepare_s.
+        # sinks before any record; the writer's shares. Both count as prepare_s.
         self.start_sinks()
         self.store.prepare(self.engine.engine)
         self.clock.lap("prepare")
-        # Recorded once the first step is done (or at once when there is none to do), with the time to it.
+        # recorded after the first step (at once when there is none), with the time to it
         start = dict(event="start", step=self.step, resumed_from=resumed_from, world_size=self.context.world_size,
                      device=self.device_name, threads=torch.get_num_threads(), compiled=self.engine.compiled,
                      zero_stage=self.engine.zero_stage, params=self.model.num_params(),
@@ -304,28 +251,19 @@ class Trainer:
                 self.record(**start, **self.clock.report(), at=self.clock.timestamps())
             reached = False
             if self.step % output.log_every == 0 or self.step == train.max_steps:
-                self.last_loss = mean_over_ranks(
-                    float(loss.item()), self.context.device
-                )  # waits for the step
+                self.last_loss = mean_over_ranks(float(loss.item()), self.context.device)  # fmt: skip
                 elapsed = time.perf_counter() - interval_start - paused
                 rate = interval_steps * self.tokens_per_step / elapsed
                 rates.append(rate)
-                self.record(
-                    event="train",
-                    step=self.step,
-                    loss=self.last_loss,
-                    lr=lr,
-                    grad_norm=None if grad_norm is None else float(grad_norm),
-                    tokens_per_sec=rate,
-                    mfu=mfu(rate, flops_per_token, self.peak, self.context.world_size),
-                    step_time_ms=1000 * elapsed / interval_steps,
-                )
+                self.record(event="train", step=self.step, loss=self.last_loss, lr=lr,
+                            grad_norm=None if grad_norm is None else float(grad_norm), tokens_per_sec=rate,
+                            mfu=mfu(rate, flops_per_token, self.peak, self.context.world_size),
+                            step_time_ms=1000 * elapsed / interval_steps)  # fmt: skip
                 interval_start, interval_steps, paused = time.perf_counter(), 0, 0.0
                 reached = self.check_stop("loss", self.last_loss)
             pause_start = time.perf_counter()
             if train.eval_every and self.step % train.eval_every == 0:
                 val_loss = self.evaluate()
-                self.record(event="val", step=self.step, val_loss=val_loss)
                 reached = self.check_stop("val_loss", val_loss) or reached
             if reached:
                 self.record(event="stop_at", step=self.step, reason=self.stop_reason)
@@ -345,47 +283,28 @@ class Trainer:
             paused += time.perf_counter() - pause_start
         if val_loss is None or self.step % train.eval_every:  # not evaluated at the last step yet
             val_loss = self.evaluate()
-            self.record(event="val", step=self.step, val_loss=val_loss)
         self.record_checkpoints(self.store.wait())  # the last save was written while evaluating
         if self.log:
             median_rate = statistics.median(rates) if rates else None
             step_s = None if median_rate is None else self.tokens_per_step / median_rate
             startup = self.clock.report()
-            self.log.summary(
-                **startup,
+            self.log.summary(**startup,
                 compile_s=compile_estimate(startup.get("first_step_s"), step_s, self.engine.compiled),
-                final_step=self.step,
-                final_loss=self.last_loss,
-                val_loss=val_loss,
-                tokens_per_sec=median_rate,
+                final_step=self.step, final_loss=self.last_loss, val_loss=val_loss, tokens_per_sec=median_rate,
                 mfu=median_rate and mfu(median_rate, flops_per_token, self.peak, self.context.world_size),
-                world_size=self.context.world_size,
-                device=self.device_name,
-                stop_reason=self.stop_reason or f"train.max_steps ({train.max_steps}) reached",
-            )
+                world_size=self.context.world_size, device=self.device_name,
+                stop_reason=self.stop_reason or f"train.max_steps ({train.max_steps}) reached")  # fmt: skip
             outcome = "nothing" if nothing_to_do else "finished"
-            self.close_with(
-                outcome, start_step, median_rate, val_loss, resumed_from if nothing_to_do else None
-            )
+            self.close_with(outcome, start_step, median_rate, val_loss, resumed_from if nothing_to_do else None)  # fmt: skip
         return 0
 
     def close_with(self, outcome: str, start_step: int, tokens_per_sec: float | None,
                    val_loss: float | None = None, checkpoint: str | None = None) -> None:  # fmt: skip
-        """Rank 0's closing line on stderr (see metrics.closing_line)."""
         if self.log is None:
             return
-        line = closing_line(
-            outcome,
-            start_step=start_step,
-            step=self.step,
-            max_steps=self.config.train.max_steps,
-            seconds=time.time() - self.clock.origin,
-            loss=self.last_loss,
-            val_loss=val_loss,
-            tokens_per_sec=tokens_per_sec,
-            checkpoint_dir=self.config.checkpoint.dir,
-            checkpoint=checkpoint or tag_for(self.step),
-            metrics_path=self.log.path,
-            reason=self.stop_reason,
-        )
+        line = closing_line(outcome, start_step=start_step, step=self.step, max_steps=self.config.train.max_steps,
+                            seconds=time.time() - self.clock.origin, loss=self.last_loss, val_loss=val_loss,
+                            tokens_per_sec=tokens_per_sec, checkpoint_dir=self.config.checkpoint.dir,
+                            checkpoint=checkpoint or tag_for(self.step), metrics_path=self.log.path,
+                            reason=self.stop_reason)  # fmt: skip
         print(line, file=sys.stderr, flush=True)

@@ -1,5 +1,5 @@
-"""One worker process of a run: its identity checked, the data prepared, the process group, rank 0's
-Prometheus endpoint, the Trainer's whole life, and its exit code left for `launch` (which torchrun hides)."""
+"""One worker process: identity, data, process group, rank 0's /metrics, the Trainer, and its exit code left for
+`launch` (torchrun hides it)."""
 
 from __future__ import annotations
 
@@ -21,19 +21,16 @@ if TYPE_CHECKING:
 
 
 def report_exit_code(code: int) -> None:
-    status_dir = os.environ.get(STATUS_DIR_ENV)
-    if status_dir:
-        rank = os.environ.get("RANK", "0")
-        (Path(status_dir) / f"rank{rank}.exit").write_text(str(code), encoding="utf-8")
+    if status_dir := os.environ.get(STATUS_DIR_ENV):
+        (Path(status_dir) / f"rank{os.environ.get('RANK', '0')}.exit").write_text(str(code), encoding="utf-8")
 
 
 def train(config: TrainConfig) -> int:
-    """Train (or resume) to train.max_steps; the exit code: 0, or PREEMPTED_EXIT_CODE after a stop signal."""
+    """Train (or resume); 0, or PREEMPTED_EXIT_CODE after a stop signal."""
     clock = StartupClock()
-    cache = TokenCache(config.data, config.model.block_size)  # a missing path or unknown encoding fails here
-    # torchrun's variables checked first (a rank with a bad identity must not wait for a manifest), then the
-    # data prepared before the process group: however long it takes, no rank waits on a collective (with its
-    # timeout); the other ranks of the node wait on the manifest file.
+    cache = TokenCache(config.data, config.model.block_size)
+    # identity first (a bad rank must not wait for a manifest), then the data before the process group: no rank
+    # waits on a collective (with its timeout) however long it takes
     identity = process_identity(os.environ, torch.cuda.device_count() if torch.cuda.is_available() else 0)
     cache.ready(identity.local_rank if identity else 0)
     context = init_distributed(identity)
@@ -50,8 +47,7 @@ def train(config: TrainConfig) -> int:
 
 
 def start_exporter(config: TrainConfig, context: DistContext) -> PrometheusExporter | None:
-    """Rank 0's /metrics endpoint (output.metrics_port), before anything is written; a port that cannot be
-    bound is a ConfigError on every rank, so all of them exit 2 together."""
+    """Rank 0's /metrics before anything is written; a port it cannot bind fails every rank (exit 2 together)."""
     exporter, problem = None, None
     if context.is_main and config.output.metrics_port is not None:
         from trainer.prometheus import PrometheusExporter
@@ -65,15 +61,9 @@ def start_exporter(config: TrainConfig, context: DistContext) -> PrometheusExpor
     return exporter
 
 
-def _train(
-    config: TrainConfig,
-    cache: TokenCache,
-    context: DistContext,
-    exporter: PrometheusExporter | None,
-    clock: StartupClock,
-) -> int:
-    """The Trainer's whole life: once this returns nothing refers to it, and shutdown can free its engine
-    and, with it, the process groups that the engine's optimizer and parameters hold."""
+def _train(config: TrainConfig, cache: TokenCache, context: DistContext, exporter: PrometheusExporter | None,
+           clock: StartupClock) -> int:  # fmt: skip
+    """The Trainer's whole life: once it returns nothing refers to it, so shutdown frees the engine's groups."""
     trainer = Trainer(config, cache, context, exporter, clock)
     finished = False
     try:

@@ -1,10 +1,6 @@
-"""Every local directory a run writes to, checked before anything is written: one line naming the key.
-
-A directory is fine when it exists and a file can be made in it, or when it does not exist yet and its nearest
-existing ancestor is a directory that can be written to (it will be made there). The probe makes a uniquely
-named empty directory there and removes it at once, so nothing is left behind; access(2) alone would pass a
-root process on a read-only bind mount's permission bits, or in /proc.
-"""
+"""Every local directory a run writes to, checked before anything is written: one line naming the key. The probe
+makes and removes a directory in the nearest existing ancestor: access(2) alone would pass root on a read-only
+mount, or in /proc."""
 
 from __future__ import annotations
 
@@ -33,14 +29,11 @@ def directory_problem(key: str, directory: str) -> str | None:
         reason = error.strerror or str(error)
         if error.errno in (errno.ENOENT, errno.EPERM):  # /proc, /sys: a directory that takes no new entries
             reason = f"nothing can be created there ({reason})"
-        return (
-            f"{key}: {directory} is not writable: {existing}: {reason}; name a directory this user can write"
-        )
+        return f"{key}: {directory} is not writable: {existing}: {reason}; name a directory this user can write"  # fmt: skip
     return None
 
 
 def written_directories(config: TrainConfig) -> dict[str, str]:
-    """The config key of each local directory a run writes, with the directory."""
     directories = {"output.dir": config.output.dir, "data.cache_dir": config.data.cache_dir}
     if not is_s3_url(config.checkpoint.dir):
         directories["checkpoint.dir"] = config.checkpoint.dir
@@ -53,6 +46,5 @@ def written_directories(config: TrainConfig) -> dict[str, str]:
 def check_writable(config: TrainConfig) -> None:
     """ConfigError naming the first directory the run could not write to."""
     for key, directory in written_directories(config).items():
-        problem = directory_problem(key, directory)
-        if problem:
+        if problem := directory_problem(key, directory):
             raise ConfigError(problem)
