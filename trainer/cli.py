@@ -42,7 +42,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from trainer.sources import resolve_source
 
     get_encoding(config.data.encoding)
-    print(f"config {args.config} is valid: model {config.model.preset}, {resolve_source(config.data).describe}")  # fmt: skip
+    print(
+        f"config {args.config} is valid: model {config.model.preset}, {resolve_source(config.data).describe}"
+    )
     return 0
 
 
@@ -115,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as error:
         if (error.name or "trainer").partition(".")[0] == "trainer":
             raise  # one of our own missing is a bug: its traceback says where
-        print(f"error: {error.name} is not installed in {sys.executable}: the trainer needs torch and "
-              "trainer/requirements.txt; run `make trainer-venv` first (adds them to .venv: about 5.7 GB in all)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"error: {error.name} is not installed in {sys.executable}: the trainer needs torch and "
+            "trainer/requirements.txt; run `make trainer-venv` first (adds them to .venv: about 5.7 GB in all)",
+            file=sys.stderr,
+        )
         return USAGE_EXIT_CODE

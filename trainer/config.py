@@ -55,8 +55,10 @@ TRACKING_URI_SCHEMES = ("http", "https", "sqlite")
 S3_SCHEME = "s3://"
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IPV4 = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
-S3_URL_SHAPE = ("s3://bucket/prefix (bucket: 3-63 lowercase letters, digits, '.' or '-'; prefix: '/'-separated names, "
-                "none empty, '.' or '..')")  # fmt: skip
+S3_URL_SHAPE = (
+    "s3://bucket/prefix (bucket: 3-63 lowercase letters, digits, '.' or '-'; prefix: '/'-separated names, "
+    "none empty, '.' or '..')"
+)
 S3_URL_RULE = f"a directory, or {S3_URL_SHAPE}"
 
 
@@ -70,7 +72,13 @@ def parse_s3_url(text: str) -> tuple[str, str]:
     prefix = prefix.rstrip("/")
     names = prefix.split("/") if prefix else []
     bad_name = any(name in ("", ".", "..") or not name.isprintable() for name in names)
-    if not is_s3_url(text) or not _S3_BUCKET.match(bucket) or ".." in bucket or _IPV4.match(bucket) or bad_name:  # fmt: skip
+    if (
+        not is_s3_url(text)
+        or not _S3_BUCKET.match(bucket)
+        or ".." in bucket
+        or _IPV4.match(bucket)
+        or bad_name
+    ):
         raise ConfigError(f"checkpoint.dir: expected {S3_URL_RULE}, got {text!r}")
     return bucket, prefix
 
@@ -90,9 +98,13 @@ def _checkpoint_dir(value: str) -> str:
 def _tracking_uri(value: str) -> str:
     scheme, _, rest = value.partition("://")
     if scheme not in TRACKING_URI_SCHEMES or not rest:
-        raise ValueError("must be an http(s):// MLflow tracking server or a sqlite:/// store (e.g. sqlite:///runs/mlflow.db)")  # fmt: skip
+        raise ValueError(
+            "must be an http(s):// MLflow tracking server or a sqlite:/// store (e.g. sqlite:///runs/mlflow.db)"
+        )
     if scheme == "sqlite" and not rest.startswith("/"):
-        raise ValueError("must name a file after sqlite:/// (three slashes, e.g. sqlite:////abs/path/mlflow.db)")  # fmt: skip
+        raise ValueError(
+            "must name a file after sqlite:/// (three slashes, e.g. sqlite:////abs/path/mlflow.db)"
+        )
     return value
 
 
@@ -204,7 +216,10 @@ class TrainConfig(_Section):
     def model_shape(self) -> dict[str, int]:
         """n_layer, n_head, n_embd: the preset's, with any explicit model.* value on top."""
         preset = MODEL_PRESETS[self.model.preset]
-        return {name: preset[name] if getattr(self.model, name) is None else getattr(self.model, name) for name in preset}  # fmt: skip
+        return {
+            name: preset[name] if getattr(self.model, name) is None else getattr(self.model, name)
+            for name in preset
+        }
 
     def parameter_count(self, vocab_size: int | None = None) -> int:
         """GPT's parameters without building it; vocab_size None: the bytes encoding's, else GPT-2's."""
@@ -217,7 +232,9 @@ class TrainConfig(_Section):
         return embeddings + layers * per_block + width + width * bias
 
 
-SECTIONS: dict[str, type[_Section]] = {name: typing.cast(type[_Section], field.annotation) for name, field in TrainConfig.model_fields.items()}  # fmt: skip
+SECTIONS: dict[str, type[_Section]] = {
+    name: typing.cast(type[_Section], field.annotation) for name, field in TrainConfig.model_fields.items()
+}
 _NAMES = {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "null"}
 _BOUNDS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 
@@ -236,8 +253,12 @@ def _type_name(annotation: Any) -> str:
 
 def _bounds(item: Any) -> list[str]:
     """The Field(gt=..., lt=...) inside an annotation, e.g. ["> 0", "< 1"]."""
-    found = [f"{sign} {getattr(m, k)}" for m in getattr(item, "metadata", ()) for k, sign in _BOUNDS.items()
-             if hasattr(m, k)]  # fmt: skip
+    found = [
+        f"{sign} {getattr(m, k)}"
+        for m in getattr(item, "metadata", ())
+        for k, sign in _BOUNDS.items()
+        if hasattr(m, k)
+    ]
     return found + [bound for arg in typing.get_args(item) for bound in _bounds(arg)]
 
 
@@ -290,7 +311,9 @@ def _apply_override(tree: dict[str, Any], override: str) -> None:
         raise ConfigError(f"override {override!r}: expected section.key=value, e.g. train.max_steps=100")
     section, key = parts
     if section not in SECTIONS:
-        raise ConfigError(f"override {override!r}: unknown section {section!r}; allowed: {', '.join(SECTIONS)}")  # fmt: skip
+        raise ConfigError(
+            f"override {override!r}: unknown section {section!r}; allowed: {', '.join(SECTIONS)}"
+        )
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
@@ -330,11 +353,15 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if unknown := sorted(set(tree) - set(SECTIONS)):
         raise ConfigError(f"unknown section {unknown[0]!r}; allowed sections: {', '.join(SECTIONS)}")
     try:
-        config = TrainConfig.model_validate({name: {} if tree.get(name) is None else tree[name] for name in SECTIONS})  # fmt: skip
+        config = TrainConfig.model_validate(
+            {name: {} if tree.get(name) is None else tree[name] for name in SECTIONS}
+        )
     except ValidationError as invalid:
         # the first as a reader goes: section by section, an unknown key before the others
         order = list(SECTIONS)
-        first = min(invalid.errors(), key=lambda e: (order.index(str(e["loc"][0])), e["type"] != "extra_forbidden"))  # fmt: skip
+        first = min(
+            invalid.errors(), key=lambda e: (order.index(str(e["loc"][0])), e["type"] != "extra_forbidden")
+        )
         raise ConfigError(_error_line(first)) from None
     _check_consistency(config)
     return config

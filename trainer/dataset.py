@@ -22,8 +22,12 @@ TRAIN_STREAM, VAL_STREAM = 0, 1  # separate random streams for training and vali
 
 def byte_encoding() -> tiktoken.Encoding:
     """256 single-byte tokens + end-of-text, no download; every byte its own rank, so no merge applies."""
-    return tiktoken.Encoding(name=BYTES_ENCODING, pat_str=r"[\s\S]", mergeable_ranks={bytes([i]): i for i in range(256)},
-                             special_tokens={END_OF_TEXT: 256})  # fmt: skip
+    return tiktoken.Encoding(
+        name=BYTES_ENCODING,
+        pat_str=r"[\s\S]",
+        mergeable_ranks={bytes([i]): i for i in range(256)},
+        special_tokens={END_OF_TEXT: 256},
+    )
 
 
 def get_encoding(name: str) -> tiktoken.Encoding:
@@ -31,13 +35,17 @@ def get_encoding(name: str) -> tiktoken.Encoding:
         return byte_encoding()
     known = tiktoken.list_encoding_names()
     if name not in known:
-        raise DataError(f"data.encoding: unknown encoding {name!r}; allowed: {', '.join([BYTES_ENCODING, *known])}")  # fmt: skip
+        raise DataError(
+            f"data.encoding: unknown encoding {name!r}; allowed: {', '.join([BYTES_ENCODING, *known])}"
+        )
     try:
         return tiktoken.get_encoding(name)
     except Exception as error:  # tiktoken downloads the vocabulary unless TIKTOKEN_CACHE_DIR holds it
-        raise DataError(f"data.encoding: cannot load {name!r} ({type(error).__name__}); it needs a download or a "
-                        f"TIKTOKEN_CACHE_DIR that holds it (currently {os.environ.get('TIKTOKEN_CACHE_DIR', 'unset')}); "
-                        f"'{BYTES_ENCODING}' needs neither") from None  # fmt: skip
+        raise DataError(
+            f"data.encoding: cannot load {name!r} ({type(error).__name__}); it needs a download or a "
+            f"TIKTOKEN_CACHE_DIR that holds it (currently {os.environ.get('TIKTOKEN_CACHE_DIR', 'unset')}); "
+            f"'{BYTES_ENCODING}' needs neither"
+        ) from None
 
 
 def token_dtype(encoding: tiktoken.Encoding) -> type[np.unsignedinteger]:
@@ -83,18 +91,24 @@ class TokenCache:
     def open(self) -> TokenData:
         manifest = read_manifest(self.directory)
         if manifest.encoding != self.data.encoding:
-            raise DataError(f"data: {self.directory} holds {manifest.encoding} tokens, data.encoding is {self.data.encoding}")  # fmt: skip
+            raise DataError(
+                f"data: {self.directory} holds {manifest.encoding} tokens, data.encoding is {self.data.encoding}"
+            )
         train, val = split_views(manifest, self.data.val_fraction)
         needed = self.block_size + 1  # one window of inputs plus the shifted target
         if len(train) < needed or len(val) < needed:
-            raise DataError(f"data: {self.source.describe} gives {manifest.tokens} tokens, too short for "
-                            f"model.block_size={self.block_size}: both the training split ({len(train)}) and the "
-                            f"validation split ({len(val)}, data.val_fraction={self.data.val_fraction} or the *val* "
-                            f"token files) need at least {needed} tokens")  # fmt: skip
+            raise DataError(
+                f"data: {self.source.describe} gives {manifest.tokens} tokens, too short for "
+                f"model.block_size={self.block_size}: both the training split ({len(train)}) and the "
+                f"validation split ({len(val)}, data.val_fraction={self.data.val_fraction} or the *val* "
+                f"token files) need at least {needed} tokens"
+            )
         return TokenData(train, val, self.encoding.n_vocab, self.source.describe)
 
 
-def sample_windows(tokens: Any, batch_size: int, block_size: int, seed_words: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def sample_windows(
+    tokens: Any, batch_size: int, block_size: int, seed_words: Iterable[int]
+) -> tuple[np.ndarray, np.ndarray]:
     """(inputs, next-token targets), each (batch_size, block_size) int64, from a generator seeded by seed_words."""
     rng = np.random.default_rng(list(seed_words))
     starts = rng.integers(0, len(tokens) - block_size, size=batch_size)
@@ -102,12 +116,14 @@ def sample_windows(tokens: Any, batch_size: int, block_size: int, seed_words: It
     return np.ascontiguousarray(windows[:, :-1]), np.ascontiguousarray(windows[:, 1:])
 
 
-def train_batch(data: TokenData, batch_size: int, block_size: int, seed: int, rank: int, step: int,
-                micro_step: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def train_batch(
+    data: TokenData, batch_size: int, block_size: int, seed: int, rank: int, step: int, micro_step: int
+) -> tuple[np.ndarray, np.ndarray]:
     return sample_windows(data.train, batch_size, block_size, (seed, TRAIN_STREAM, rank, step, micro_step))
 
 
-def val_batch(data: TokenData, batch_size: int, block_size: int, seed: int, rank: int,
-              index: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def val_batch(
+    data: TokenData, batch_size: int, block_size: int, seed: int, rank: int, index: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The index-th validation batch of this rank: the same windows at every evaluation."""
     return sample_windows(data.val, batch_size, block_size, (seed, VAL_STREAM, rank, index))

@@ -67,21 +67,39 @@ def process_identity(env: Mapping[str, str], cuda_devices: int) -> ProcessIdenti
     for name in REQUIRED_IDENTITY:
         if not env.get(name, "").strip():
             state = "is set but empty" if name in env else "is not set"
-            raise ConfigError(f"{name} {state}: under torchrun every process needs all of {', '.join(REQUIRED_IDENTITY)}")  # fmt: skip
+            raise ConfigError(
+                f"{name} {state}: under torchrun every process needs all of {', '.join(REQUIRED_IDENTITY)}"
+            )
     value = {name: env[name].strip() for name in IDENTITY_VARIABLES if env.get(name, "").strip()}
     world_size = whole_number("WORLD_SIZE", value["WORLD_SIZE"], "a process count >= 1", 1)
-    rank = whole_number("RANK", value["RANK"], f"an integer from 0 to {world_size - 1} (WORLD_SIZE={world_size})",
-                        0, world_size - 1)  # fmt: skip
+    rank = whole_number(
+        "RANK",
+        value["RANK"],
+        f"an integer from 0 to {world_size - 1} (WORLD_SIZE={world_size})",
+        0,
+        world_size - 1,
+    )
     local_world = world_size
     if "LOCAL_WORLD_SIZE" in value:
-        local_world = whole_number("LOCAL_WORLD_SIZE", value["LOCAL_WORLD_SIZE"],
-                                   f"a process count from 1 to WORLD_SIZE={world_size}", 1, world_size)  # fmt: skip
-    local_rank = whole_number("LOCAL_RANK", value["LOCAL_RANK"],
-                              f"an integer from 0 to {local_world - 1} (LOCAL_WORLD_SIZE / WORLD_SIZE {local_world})",
-                              0, local_world - 1)  # fmt: skip
+        local_world = whole_number(
+            "LOCAL_WORLD_SIZE",
+            value["LOCAL_WORLD_SIZE"],
+            f"a process count from 1 to WORLD_SIZE={world_size}",
+            1,
+            world_size,
+        )
+    local_rank = whole_number(
+        "LOCAL_RANK",
+        value["LOCAL_RANK"],
+        f"an integer from 0 to {local_world - 1} (LOCAL_WORLD_SIZE / WORLD_SIZE {local_world})",
+        0,
+        local_world - 1,
+    )
     if cuda_devices and local_rank >= cuda_devices:
-        raise ConfigError(f"LOCAL_RANK ({local_rank}) has no GPU: {cuda_devices} visible; run at most one process per GPU"
-                          " (PET_NPROC_PER_NODE / --nproc-per-node)")  # fmt: skip
+        raise ConfigError(
+            f"LOCAL_RANK ({local_rank}) has no GPU: {cuda_devices} visible; run at most one process per GPU"
+            " (PET_NPROC_PER_NODE / --nproc-per-node)"
+        )
     port = whole_number("MASTER_PORT", value["MASTER_PORT"], "a TCP port 1-65535", 1, 65535)
     return ProcessIdentity(rank, world_size, local_rank, value["MASTER_ADDR"], port)
 
@@ -135,8 +153,12 @@ def init_distributed(identity: ProcessIdentity | EllipsisType | None = ...) -> D
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     # stdout carries only metrics: drop DeepSpeed's "op built successfully" print (warnings go to stderr)
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-        deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo",
-                                   auto_mpi_discovery=False, verbose=False, timeout=PROCESS_GROUP_TIMEOUT)  # fmt: skip
+        deepspeed.init_distributed(
+            dist_backend="nccl" if device.type == "cuda" else "gloo",
+            auto_mpi_discovery=False,
+            verbose=False,
+            timeout=PROCESS_GROUP_TIMEOUT,
+        )
     control_group = dist.new_group(backend="gloo") if device.type == "cuda" else None
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, device, control_group)
 

@@ -25,8 +25,10 @@ from trainer.writable import check_writable
 
 # upstream: kubeflow/trainer pkg/runtime/framework/plugins/torch/torch.go @ v2.3.0 (PET_NODE_RANK from the
 # job-completion-index annotation, PET_MASTER_ADDR <trainjob>-node-0-0.<trainjob>, PET_MASTER_PORT 29500)
-NODE_RANK_SOURCE = ("Kubeflow Trainer fills it from the pod's batch.kubernetes.io/job-completion-index annotation, "
-                    "which only an Indexed Job has (the TrainingRuntime must state completionMode: Indexed)")  # fmt: skip
+NODE_RANK_SOURCE = (
+    "Kubeflow Trainer fills it from the pod's batch.kubernetes.io/job-completion-index annotation, "
+    "which only an Indexed Job has (the TrainingRuntime must state completionMode: Indexed)"
+)
 NPROC_WORDS = ("auto", "gpu", "cpu")
 # set on torchrun's workers; upstream: pytorch/pytorch torch/distributed/elastic/agent/server/local_elastic_agent.py @ v2.13.0
 TORCHRUN_WORKER_ENV = "TORCHELASTIC_RUN_ID"
@@ -49,7 +51,9 @@ def node_identity(env: Mapping[str, str]) -> NodeIdentity:
     for name in ("PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT"):
         if name in env and not env[name].strip():
             why = f": {NODE_RANK_SOURCE}" if name == "PET_NODE_RANK" else ""
-            raise ConfigError(f"{name} is set but empty; it says who this process is and cannot be defaulted{why}")  # fmt: skip
+            raise ConfigError(
+                f"{name} is set but empty; it says who this process is and cannot be defaulted{why}"
+            )
         values[name] = env[name].strip() if name in env else None
 
     nnodes = values["PET_NNODES"] or "1"
@@ -61,7 +65,9 @@ def node_identity(env: Mapping[str, str]) -> NodeIdentity:
 
     nproc = values["PET_NPROC_PER_NODE"] or "1"
     if nproc not in NPROC_WORDS:
-        whole_number("PET_NPROC_PER_NODE", nproc, f"a process count >= 1 or one of {', '.join(NPROC_WORDS)}", 1)  # fmt: skip
+        whole_number(
+            "PET_NPROC_PER_NODE", nproc, f"a process count >= 1 or one of {', '.join(NPROC_WORDS)}", 1
+        )
 
     if max_nodes > 1:
         needed = {
@@ -72,21 +78,36 @@ def node_identity(env: Mapping[str, str]) -> NodeIdentity:
         for name, what in needed.items():
             if values[name] is None:
                 raise ConfigError(f"{name} is not set: with PET_NNODES={nnodes} it must give {what}")
-    rank = whole_number("PET_NODE_RANK", values["PET_NODE_RANK"] or "0",
-                        f"an integer from 0 to {max_nodes - 1} (PET_NNODES={nnodes})", 0, max_nodes - 1)  # fmt: skip
+    rank = whole_number(
+        "PET_NODE_RANK",
+        values["PET_NODE_RANK"] or "0",
+        f"an integer from 0 to {max_nodes - 1} (PET_NNODES={nnodes})",
+        0,
+        max_nodes - 1,
+    )
     address = values["PET_MASTER_ADDR"] or LOOPBACK
     if re.search(r"\s", address):
         raise ConfigError(f"PET_MASTER_ADDR: expected a host name or address, got {address!r}")
     port = values["PET_MASTER_PORT"]
     if port is not None:
         whole_number("PET_MASTER_PORT", port, "a TCP port 1-65535", 1, 65535)
-    return NodeIdentity(nnodes=nnodes, max_nodes=max_nodes, nproc_per_node=nproc, node_rank=rank,
-                        master_addr=address, master_port=None if port is None else int(port))  # fmt: skip
+    return NodeIdentity(
+        nnodes=nnodes,
+        max_nodes=max_nodes,
+        nproc_per_node=nproc,
+        node_rank=rank,
+        master_addr=address,
+        master_port=None if port is None else int(port),
+    )
 
 
 def shutdown_timeout(env: Mapping[str, str]) -> int | None:
     value = env.get(SHUTDOWN_TIMEOUT_ENV)
-    return None if value is None else whole_number(SHUTDOWN_TIMEOUT_ENV, value.strip(), "a whole number of seconds >= 0", 0)  # fmt: skip
+    return (
+        None
+        if value is None
+        else whole_number(SHUTDOWN_TIMEOUT_ENV, value.strip(), "a whole number of seconds >= 0", 0)
+    )
 
 
 def torchrun_has_shutdown_timeout() -> bool:
@@ -102,15 +123,19 @@ def shutdown_timeout_warning(env: Mapping[str, str]) -> str | None:
         return None
     if torchrun_has_shutdown_timeout():
         return None
-    return (f"warning: {SHUTDOWN_TIMEOUT_ENV} ignored: this torch's torchrun has no --shutdown-timeout and SIGKILLs"
-            " its workers 30 s after a SIGTERM")  # fmt: skip
+    return (
+        f"warning: {SHUTDOWN_TIMEOUT_ENV} ignored: this torch's torchrun has no --shutdown-timeout and SIGKILLs"
+        " its workers 30 s after a SIGTERM"
+    )
 
 
 def train_arguments(config_path: str, overrides: list[str]) -> list[str]:
     return ["-m", "trainer", "train", "--config", config_path, *(a for o in overrides for a in ("--set", o))]
 
 
-def worker_start(config_path: str, overrides: list[str], env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:  # fmt: skip
+def worker_start(
+    config_path: str, overrides: list[str], env: Mapping[str, str]
+) -> tuple[list[str], dict[str, str]]:
     """(command, variables): one process per fixed node is the worker itself (torchrun costs an import)."""
     identity = node_identity(env)
     if identity.nproc_per_node != "1" or ":" in identity.nnodes:
@@ -122,8 +147,14 @@ def worker_start(config_path: str, overrides: list[str], env: Mapping[str, str])
     # Rank 0 reaches its own store on loopback: after a restart DNS may give the previous pod's address for
     # its TTL (a resumed worker waited 14 s there, docs/benchmarks.md).
     address = LOOPBACK if identity.node_rank == 0 else identity.master_addr
-    return command, {"RANK": str(identity.node_rank), "WORLD_SIZE": identity.nnodes, "LOCAL_RANK": "0",
-                     "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": address, "MASTER_PORT": str(identity.master_port)}  # fmt: skip
+    return command, {
+        "RANK": str(identity.node_rank),
+        "WORLD_SIZE": identity.nnodes,
+        "LOCAL_RANK": "0",
+        "LOCAL_WORLD_SIZE": "1",
+        "MASTER_ADDR": address,
+        "MASTER_PORT": str(identity.master_port),
+    }
 
 
 def torchrun_command(config_path: str, overrides: list[str], env: Mapping[str, str]) -> list[str]:
@@ -187,7 +218,11 @@ def relay_stderr(source: IO[str], sink: TextIO) -> None:
 def check_resumable(config: TrainConfig, identity: NodeIdentity) -> None:
     """An unresumable checkpoint or unusable store: one line before any worker (manifests only, no torch)."""
     nproc, directory = identity.nproc_per_node, config.checkpoint.dir
-    if ":" in identity.nnodes or not nproc.isdigit() or not (is_s3_url(directory) or Path(directory).expanduser().is_dir()):  # fmt: skip
+    if (
+        ":" in identity.nnodes
+        or not nproc.isdigit()
+        or not (is_s3_url(directory) or Path(directory).expanduser().is_dir())
+    ):
         return
     problem = resume_problem(directory)
     if problem:
@@ -205,8 +240,9 @@ def launch(config_path: str, overrides: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="trainstack-status-") as status_dir:
         # Its own session: a terminal's Ctrl-C reaches torchrun once, through us, like Kubernetes' SIGTERM.
         env = {**os.environ, **worker_env, STATUS_DIR_ENV: status_dir, LAUNCH_START_ENV: str(process_start())}
-        process = subprocess.Popen(command, env=env, start_new_session=True, stderr=subprocess.PIPE, text=True,
-                                   errors="replace")  # fmt: skip
+        process = subprocess.Popen(
+            command, env=env, start_new_session=True, stderr=subprocess.PIPE, text=True, errors="replace"
+        )
         assert process.stderr is not None
         relay = threading.Thread(target=relay_stderr, args=(process.stderr, sys.stderr), daemon=True)
         relay.start()

@@ -33,7 +33,9 @@ def peak_flops(device_name: str, configured_tflops: float | None) -> float | Non
     return None
 
 
-def mfu(tokens_per_sec: float, flops_per_token: int, peak_per_device: float | None, devices: int) -> float | None:  # fmt: skip
+def mfu(
+    tokens_per_sec: float, flops_per_token: int, peak_per_device: float | None, devices: int
+) -> float | None:
     """Achieved model FLOP/s over the peak of all devices (nanoGPT's estimate_mfu, per token)."""
     return None if peak_per_device is None else tokens_per_sec * flops_per_token / (peak_per_device * devices)
 
@@ -50,7 +52,9 @@ def clean(value: Any) -> Any:
 class ProgressBar:
     """A one-line bar redrawn in place; only for a terminal (it would litter a log file)."""
 
-    def __init__(self, total: int, stream: TextIO, width: int = 30, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self, total: int, stream: TextIO, width: int = 30, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.total, self.stream, self.width, self.clock = total, stream, width, clock
         self.first: tuple[int, float] | None = None  # (step, time) of the first draw: the pace since
 
@@ -93,8 +97,14 @@ class MetricsSink(Protocol):
 class MetricsLog:
     """Rank 0's metrics: each record one JSON line on stdout and in output.dir/metrics.jsonl, then to each sink."""
 
-    def __init__(self, output_dir: str, show_progress: bool, max_steps: int, stream: TextIO = sys.stdout,
-                 sinks: Sequence[MetricsSink] = ()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        output_dir: str,
+        show_progress: bool,
+        max_steps: int,
+        stream: TextIO = sys.stdout,
+        sinks: Sequence[MetricsSink] = (),
+    ) -> None:
         self.dir = Path(output_dir).expanduser()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.stream = stream
@@ -144,20 +154,38 @@ def duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-def closing_line(outcome: str, *, start_step: int, step: int, max_steps: int, seconds: float, loss: float | None,
-                 val_loss: float | None, tokens_per_sec: float | None, checkpoint_dir: str, checkpoint: str | None,
-                 metrics_path: Path, reason: str | None = None) -> str:  # fmt: skip
+def closing_line(
+    outcome: str,
+    *,
+    start_step: int,
+    step: int,
+    max_steps: int,
+    seconds: float,
+    loss: float | None,
+    val_loss: float | None,
+    tokens_per_sec: float | None,
+    checkpoint_dir: str,
+    checkpoint: str | None,
+    metrics_path: Path,
+    reason: str | None = None,
+) -> str:
     """The run's last line, for a person. outcome: finished, nothing (already done) or the signal's name."""
-    losses = ", ".join(f"{name} {value:.4f}" for name, value in (("loss", loss), ("val_loss", val_loss)) if value is not None)  # fmt: skip
+    losses = ", ".join(
+        f"{name} {value:.4f}" for name, value in (("loss", loss), ("val_loss", val_loss)) if value is not None
+    )
     rate = f", {tokens_per_sec:,.0f} tokens/s" if tokens_per_sec else ""
     where = f"checkpoints in {checkpoint_dir}" + (f" (newest {checkpoint})" if checkpoint else "")
     curve = f"metrics in {metrics_path} (the curve: python -m trainer plot --metrics {metrics_path} --out loss.png)"
     if outcome == "nothing":
         why = reason or f"train.max_steps ({max_steps}) was already reached"
-        return (f"nothing to train: resumed at step {step} and {why}; raise train.max_steps to train on"
-                f" ({losses}); {where}; {curve}")  # fmt: skip
+        return (
+            f"nothing to train: resumed at step {step} and {why}; raise train.max_steps to train on"
+            f" ({losses}); {where}; {curve}"
+        )
     if outcome == "finished":
         what = f"trained steps {start_step}→{step}" + (f" ({reason})" if reason else f" of {max_steps}")
         return f"done: {what} in {duration(seconds)}{rate}; {losses or 'no loss measured'}; {where}; {curve}"
-    return (f"stopped by {outcome} at step {step} of {max_steps} after {duration(seconds)}{rate}"
-            f"{'; ' + losses if losses else ''}; {where}; run the same command again to resume")  # fmt: skip
+    return (
+        f"stopped by {outcome} at step {step} of {max_steps} after {duration(seconds)}{rate}"
+        f"{'; ' + losses if losses else ''}; {where}; run the same command again to resume"
+    )

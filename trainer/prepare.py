@@ -67,7 +67,9 @@ def tokenize_unit(source: Source, unit: Unit, encoding_name: str) -> np.ndarray:
             parts.append(end_of_text)
     if not parts:
         return np.zeros(0, dtype=token_dtype(encoding))
-    return np.concatenate(parts, dtype=token_dtype(encoding), casting="unsafe")  # ids < n_vocab: loses nothing  # fmt: skip
+    return np.concatenate(
+        parts, dtype=token_dtype(encoding), casting="unsafe"
+    )  # ids < n_vocab: loses nothing
 
 
 def _sha256_of(path: Path, offset: int = 0) -> str:
@@ -89,8 +91,10 @@ def _scan_token_file(shard: Shard, vocab_size: int, describe: str) -> str:
             digest.update(chunk)
             largest = int(np.frombuffer(chunk, dtype=dtype).max())
             if largest >= vocab_size:
-                raise DataError(f"data.path: {describe}: token file {shard.path} holds id {largest}, outside the "
-                                f"{vocab_size}-token vocabulary of data.encoding")  # fmt: skip
+                raise DataError(
+                    f"data.path: {describe}: token file {shard.path} holds id {largest}, outside the "
+                    f"{vocab_size}-token vocabulary of data.encoding"
+                )
     return digest.hexdigest()
 
 
@@ -109,12 +113,18 @@ def _token_file(source: Source, unit: Unit, target: Path, vocab_size: int) -> tu
     dtype = np.dtype(shard.dtype)
     largest = int(np.frombuffer(content, dtype=dtype, offset=shard.offset).max())
     if largest >= vocab_size:
-        raise DataError(f"data.path: {unit.location} holds id {largest}, outside the {vocab_size}-token vocabulary")  # fmt: skip
+        raise DataError(
+            f"data.path: {unit.location} holds id {largest}, outside the {vocab_size}-token vocabulary"
+        )
     write_once(target, content)
-    return Shard(str(target), shard.offset, shard.tokens, shard.dtype, split, hashlib.sha256(content).hexdigest()), True  # fmt: skip
+    return Shard(
+        str(target), shard.offset, shard.tokens, shard.dtype, split, hashlib.sha256(content).hexdigest()
+    ), True
 
 
-def prepare_unit(directory: Path, source: Source, index: int, unit: Unit, encoding_name: str) -> tuple[Shard | None, bool]:  # fmt: skip
+def prepare_unit(
+    directory: Path, source: Source, index: int, unit: Unit, encoding_name: str
+) -> tuple[Shard | None, bool]:
     """Publish shard `index` unless it exists: (its Shard, tokenized here); (None, False) while another holds it."""
     target = shard_path(directory, index)
     encoding = get_encoding(encoding_name)
@@ -136,7 +146,9 @@ def prepare_unit(directory: Path, source: Source, index: int, unit: Unit, encodi
         lock.release()
 
 
-def _run_pool(directory: Path, source: Source, encoding: str, indices: list[int], workers: int) -> dict[int, Any]:  # fmt: skip
+def _run_pool(
+    directory: Path, source: Source, encoding: str, indices: list[int], workers: int
+) -> dict[int, Any]:
     units = source.units
     if workers <= 1 or len(indices) <= 1:
         return {i: prepare_unit(directory, source, i, units[i], encoding) for i in indices}
@@ -185,8 +197,9 @@ def prepare(data: DataSection, workers: int = 0, source: Source | None = None) -
     ordered = [shards[i] for i in range(len(source.units))]
     if sum(s.tokens for s in ordered) == 0:
         raise DataError(f"data.path: {source.describe} holds no text")
-    manifest_bytes = write_manifest_bytes(directory, source.describe, source.fingerprint, data.encoding,
-                                          encoding.n_vocab, ordered)  # fmt: skip
+    manifest_bytes = write_manifest_bytes(
+        directory, source.describe, source.fingerprint, data.encoding, encoding.n_vocab, ordered
+    )
     write_once(directory / MANIFEST, manifest_bytes)
     return read_manifest(directory), tokenized
 
@@ -198,9 +211,11 @@ def wait_for_manifest(directory: Path, poll_seconds: float = 1.0) -> None:
 
 
 def report(manifest: Manifest, tokenized: int, seconds: float) -> str:
-    return (f"prepared {manifest.directory}: {manifest.tokens} tokens in {len(manifest.shards)} shard(s) from "
-            f"{manifest.source} ({tokenized} tokenized now, {len(manifest.shards) - tokenized} found prepared)"
-            f" in {seconds:.1f} s")  # fmt: skip
+    return (
+        f"prepared {manifest.directory}: {manifest.tokens} tokens in {len(manifest.shards)} shard(s) from "
+        f"{manifest.source} ({tokenized} tokenized now, {len(manifest.shards) - tokenized} found prepared)"
+        f" in {seconds:.1f} s"
+    )
 
 
 def run_prepare(data: DataSection, workers: int = 0) -> Manifest:

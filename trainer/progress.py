@@ -32,13 +32,20 @@ def rfc3339_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def status_request(step: int, max_steps: int, metrics: Mapping[str, float | int | None],
-                   remaining_seconds: float | None) -> dict[str, Any]:  # fmt: skip
+def status_request(
+    step: int, max_steps: int, metrics: Mapping[str, float | int | None], remaining_seconds: float | None
+) -> dict[str, Any]:
     """An UpdateTrainJobStatusRequest body (Trainer v2.3.0's JSON field names)."""
-    shown = [{"name": name[:MAX_METRIC_TEXT], "value": f"{value:.6g}"[:MAX_METRIC_TEXT]}
-             for name, value in metrics.items() if value is not None]  # fmt: skip
-    trainer_status: dict[str, Any] = {"progressPercentage": max(0, min(100, (100 * step) // max_steps)),
-                                      "metrics": shown, "lastUpdatedTime": rfc3339_now()}  # fmt: skip
+    shown = [
+        {"name": name[:MAX_METRIC_TEXT], "value": f"{value:.6g}"[:MAX_METRIC_TEXT]}
+        for name, value in metrics.items()
+        if value is not None
+    ]
+    trainer_status: dict[str, Any] = {
+        "progressPercentage": max(0, min(100, (100 * step) // max_steps)),
+        "metrics": shown,
+        "lastUpdatedTime": rfc3339_now(),
+    }
     if remaining_seconds is not None:
         trainer_status["estimatedRemainingSeconds"] = max(0, int(remaining_seconds))
     return {"trainerStatus": trainer_status}
@@ -121,15 +128,21 @@ class TrainJobStatusReporter:
         try:
             context = ssl.create_default_context(cafile=str(self.ca_cert))
             token = self.token.read_text(encoding="utf-8").strip()  # rotated by the kubelet: read each time
-            request = urllib.request.Request(self.url, data=json.dumps(body).encode(), method="POST",
-                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})  # fmt: skip
+            request = urllib.request.Request(
+                self.url,
+                data=json.dumps(body).encode(),
+                method="POST",
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            )
             with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_SECONDS, context=context) as reply:
                 reply.read()
         except (OSError, ValueError, ssl.SSLError) as error:  # URLError, HTTPError and timeouts are OSErrors
             if not self._failing:
-                warn(f"cannot report progress to the TrainJob status ({self.url}): {describe(error)};"
-                     f" training goes on, retrying at most every {MIN_INTERVAL_SECONDS:g} s"
-                     " (this warning is not repeated)")  # fmt: skip
+                warn(
+                    f"cannot report progress to the TrainJob status ({self.url}): {describe(error)};"
+                    f" training goes on, retrying at most every {MIN_INTERVAL_SECONDS:g} s"
+                    " (this warning is not repeated)"
+                )
                 self._failing = True
             return
         if self._failing:

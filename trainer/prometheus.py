@@ -44,14 +44,18 @@ class PrometheusExporter:
             self.gauges[unknown_yet].set(math.nan)
         self.gauges["max_steps"].set(max_steps)
         self.last_checkpoint = time.time()  # until one is known: the time training started
-        since = Gauge(f"{PREFIX}_seconds_since_last_checkpoint",
-                      "Seconds since the newest checkpoint was written (or since training started, without one).",
-                      registry=self.registry)  # fmt: skip
+        since = Gauge(
+            f"{PREFIX}_seconds_since_last_checkpoint",
+            "Seconds since the newest checkpoint was written (or since training started, without one).",
+            registry=self.registry,
+        )
         since.set_function(lambda: time.time() - self.last_checkpoint)
         try:
             self.server, self.thread = start_http_server(port, address, registry=self.registry)
         except OSError as error:
-            raise ConfigError(f"output.metrics_port: cannot serve /metrics on {address}:{port}: {error.strerror}") from None  # fmt: skip
+            raise ConfigError(
+                f"output.metrics_port: cannot serve /metrics on {address}:{port}: {error.strerror}"
+            ) from None
         self.port = int(self.server.server_port)
 
     def restarts(self, count: int) -> None:

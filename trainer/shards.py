@@ -40,8 +40,13 @@ class Shard:
 
     def to_dict(self, directory: Path) -> dict[str, Any]:
         inside = Path(self.path).parent == directory
-        return {"file": Path(self.path).name if inside else self.path, "offset": self.offset,
-                "tokens": self.tokens, "split": self.split, "sha256": self.sha256}  # fmt: skip
+        return {
+            "file": Path(self.path).name if inside else self.path,
+            "offset": self.offset,
+            "tokens": self.tokens,
+            "split": self.split,
+            "sha256": self.sha256,
+        }
 
 
 def inspect_bin(path: Path, split: str = "") -> Shard:
@@ -62,16 +67,22 @@ def shard_of_bytes(name: str, head: bytes, size: int, split: str = "") -> Shard:
             raise DataError(f"data.path: {name}: llm.c header cut short ({size} bytes, header is 1024)")
         header = np.frombuffer(head, dtype="<i4")
         if int(header[1]) != LLMC_VERSION:
-            raise DataError(f"data.path: {name}: wrong header: llm.c version {int(header[1])}, only version 1 "
-                            "(uint16 tokens) is read")  # fmt: skip
+            raise DataError(
+                f"data.path: {name}: wrong header: llm.c version {int(header[1])}, only version 1 "
+                "(uint16 tokens) is read"
+            )
         tokens = int(header[2])
         if size != LLMC_HEADER_BYTES + 2 * tokens:
-            raise DataError(f"data.path: {name}: wrong header: it announces {tokens} tokens "
-                            f"({LLMC_HEADER_BYTES + 2 * tokens} bytes) but the file has {size} bytes")  # fmt: skip
+            raise DataError(
+                f"data.path: {name}: wrong header: it announces {tokens} tokens "
+                f"({LLMC_HEADER_BYTES + 2 * tokens} bytes) but the file has {size} bytes"
+            )
         return Shard(name, LLMC_HEADER_BYTES, tokens, "uint16", split)
     if size == 0 or size % 2:
-        raise DataError(f"data.path: {name}: not a token file: {size} bytes, neither an llm.c header (magic "
-                        f"{LLMC_MAGIC}) nor whole uint16 tokens")  # fmt: skip
+        raise DataError(
+            f"data.path: {name}: not a token file: {size} bytes, neither an llm.c header (magic "
+            f"{LLMC_MAGIC}) nor whole uint16 tokens"
+        )
     return Shard(name, 0, size // 2, "uint16", split)
 
 
@@ -88,12 +99,20 @@ class Manifest:
         return sum(shard.tokens for shard in self.shards)
 
 
-def write_manifest_bytes(directory: Path, source: str, fingerprint: str, encoding: str, vocab_size: int,
-                         shards: list[Shard]) -> bytes:  # fmt: skip
+def write_manifest_bytes(
+    directory: Path, source: str, fingerprint: str, encoding: str, vocab_size: int, shards: list[Shard]
+) -> bytes:
     """The manifest's text; the same bytes for the same shards, whoever writes it."""
-    document = {"format": MANIFEST_FORMAT, "source": source, "fingerprint": fingerprint, "encoding": encoding,
-                "vocab_size": vocab_size, "dtype": shards[0].dtype if shards else "uint16",
-                "tokens": sum(s.tokens for s in shards), "shards": [s.to_dict(directory) for s in shards]}  # fmt: skip
+    document = {
+        "format": MANIFEST_FORMAT,
+        "source": source,
+        "fingerprint": fingerprint,
+        "encoding": encoding,
+        "vocab_size": vocab_size,
+        "dtype": shards[0].dtype if shards else "uint16",
+        "tokens": sum(s.tokens for s in shards),
+        "shards": [s.to_dict(directory) for s in shards],
+    }
     return (json.dumps(document, indent=1) + "\n").encode()
 
 
@@ -104,9 +123,20 @@ def read_manifest(directory: Path) -> Manifest:
         document = json.loads(path.read_text(encoding="utf-8"))
         dtype = str(document["dtype"])
         # an absolute "file" stays as it is (Path's "/" keeps the right side when absolute)
-        shards = [Shard(str(directory / entry["file"]), int(entry["offset"]), int(entry["tokens"]), dtype,
-                        entry["split"], entry["sha256"]) for entry in document["shards"]]  # fmt: skip
-        manifest = Manifest(directory, document["source"], document["encoding"], int(document["vocab_size"]), tuple(shards))  # fmt: skip
+        shards = [
+            Shard(
+                str(directory / entry["file"]),
+                int(entry["offset"]),
+                int(entry["tokens"]),
+                dtype,
+                entry["split"],
+                entry["sha256"],
+            )
+            for entry in document["shards"]
+        ]
+        manifest = Manifest(
+            directory, document["source"], document["encoding"], int(document["vocab_size"]), tuple(shards)
+        )
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DataError(f"data: unreadable manifest {path}: {error}") from None
     for shard in manifest.shards:

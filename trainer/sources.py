@@ -79,7 +79,9 @@ def find_text_files(path: str) -> list[Path]:
         files = sorted(p for p in target.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
         empty = f"directory {path} holds no *.txt, *.jsonl or *.bin files"
     elif glob.has_magic(path):
-        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(path), recursive=True) if Path(p).is_file())  # fmt: skip
+        files = sorted(
+            Path(p) for p in glob.glob(os.path.expanduser(path), recursive=True) if Path(p).is_file()
+        )
         empty = f"glob {path!r} matches no files"
     else:
         raise DataError(f"data.path: no such file or directory: {path}")
@@ -128,7 +130,9 @@ def local_source(data: DataSection) -> Source:
     _one_kind(data.path, {_kind(f.name) for f in files})
     identity = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     units = [u for u in _file_units(files, data.shard_bytes) if u.stop > u.start or u.kind == "bin"]
-    return Source(f"{len(files)} file(s) at {data.path}", _digest(["files", identity]), tuple(units), data.text_field)  # fmt: skip
+    return Source(
+        f"{len(files)} file(s) at {data.path}", _digest(["files", identity]), tuple(units), data.text_field
+    )
 
 
 def s3_source(data: DataSection) -> Source:
@@ -146,16 +150,25 @@ def s3_source(data: DataSection) -> Source:
         ):
             objects += page.get("Contents", [])
     except (BotoCoreError, ClientError) as error:
-        raise DataError(f"data.path: cannot list {data.path} at {client.meta.endpoint_url}: {error}") from None  # fmt: skip
-    objects = sorted((o for o in objects if Path(o["Key"]).suffix in TEXT_SUFFIXES and o["Size"] > 0),
-                     key=lambda o: o["Key"])  # fmt: skip
+        raise DataError(
+            f"data.path: cannot list {data.path} at {client.meta.endpoint_url}: {error}"
+        ) from None
+    objects = sorted(
+        (o for o in objects if Path(o["Key"]).suffix in TEXT_SUFFIXES and o["Size"] > 0),
+        key=lambda o: o["Key"],
+    )
     if not objects:
         raise DataError(f"data.path: {data.path} holds no non-empty *.txt, *.jsonl or *.bin objects")
     _one_kind(data.path, {_kind(o["Key"]) for o in objects})
     units = tuple(Unit(_kind(o["Key"]), o["Key"], 0, int(o["Size"])) for o in objects)
     identity = [(o["Key"], o["Size"], o.get("ETag", "")) for o in objects]
-    return Source(f"{len(objects)} object(s) at {data.path}", _digest(["s3", bucket, identity]), units, data.text_field,
-                  s3_url=data.path)  # fmt: skip
+    return Source(
+        f"{len(objects)} object(s) at {data.path}",
+        _digest(["s3", bucket, identity]),
+        units,
+        data.text_field,
+        s3_url=data.path,
+    )
 
 
 def load_hf(hf: tuple[str, str | None, str, bool]) -> Any:
@@ -185,8 +198,10 @@ def hf_source(data: DataSection) -> Source:
     except Exception as error:
         raise DataError(f"data.hf_dataset: cannot load {name!r} split {data.hf_split!r}: {error}") from None
     if data.text_field not in dataset.column_names:
-        raise DataError(f"data.text_field: {data.text_field!r} is not a column of {name!r}; "
-                        f"columns: {', '.join(dataset.column_names)}")  # fmt: skip
+        raise DataError(
+            f"data.text_field: {data.text_field!r} is not a column of {name!r}; "
+            f"columns: {', '.join(dataset.column_names)}"
+        )
     if (rows := len(dataset)) == 0:
         raise DataError(f"data.hf_dataset: {name!r} split {data.hf_split!r} is empty: 0 rows")
     step = max(1, data.shard_bytes // HF_ROW_BYTES)
@@ -211,7 +226,9 @@ def read_bytes(source: Source, unit: Unit) -> bytes:
     if source.s3_url is not None:
         bucket, _ = parse_s3_url(source.s3_url)
         range_ = f"bytes={unit.start}-{unit.stop - 1}"
-        return bytes(s3_client("data.path").get_object(Bucket=bucket, Key=unit.location, Range=range_)["Body"].read())  # fmt: skip
+        return bytes(
+            s3_client("data.path").get_object(Bucket=bucket, Key=unit.location, Range=range_)["Body"].read()
+        )
     with open(unit.location, "rb") as handle:
         handle.seek(unit.start)
         return bytes(handle.read(unit.stop - unit.start))
@@ -248,8 +265,10 @@ def documents(source: Source, unit: Unit) -> list[tuple[str, bool]]:
             value = record[source.text_field]
         except (ValueError, KeyError, TypeError):
             where = f"{unit.location} (line {number} of bytes {unit.start}-{unit.stop})"
-            raise DataError(f"data.path: {where}: not a JSON object with a string {source.text_field!r} field "
-                            "(data.text_field)") from None  # fmt: skip
+            raise DataError(
+                f"data.path: {where}: not a JSON object with a string {source.text_field!r} field "
+                "(data.text_field)"
+            ) from None
         if not isinstance(value, str):
             raise DataError(f"data.path: {unit.location}: field {source.text_field!r} is not a string")
         if value:

@@ -14,8 +14,10 @@ from types import FrameType
 STOP_METRICS = ("loss", "val_loss")
 COMPARISONS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
 _STOP_AT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>|==|=|!=)?\s*(.*?)\s*$")
-GRAMMAR = (f"expected '<metric> <operator> <number>' with metric one of {', '.join(STOP_METRICS)} and operator "
-           f"one of {' '.join(COMPARISONS)}, e.g. 'val_loss<=2.5'")  # fmt: skip
+GRAMMAR = (
+    f"expected '<metric> <operator> <number>' with metric one of {', '.join(STOP_METRICS)} and operator "
+    f"one of {' '.join(COMPARISONS)}, e.g. 'val_loss<=2.5'"
+)
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,11 @@ class StopCondition:
 
     def reached(self, value: float | None) -> bool:
         """None or NaN never does."""
-        return value is not None and math.isfinite(value) and bool(COMPARISONS[self.operator](value, self.threshold))  # fmt: skip
+        return (
+            value is not None
+            and math.isfinite(value)
+            and bool(COMPARISONS[self.operator](value, self.threshold))
+        )
 
     def __str__(self) -> str:
         return f"{self.metric}{self.operator}{self.threshold:g}"

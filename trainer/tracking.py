@@ -101,7 +101,9 @@ class MlflowTracker:
         timeout = CLOSE_TIMEOUT_SECONDS[outcome]
         self._thread.join(timeout=timeout)
         if self._thread.is_alive():
-            warn(f"MLflow tracking did not finish within {timeout:g} s; the MLflow run may lack the last records")  # fmt: skip
+            warn(
+                f"MLflow tracking did not finish within {timeout:g} s; the MLflow run may lack the last records"
+            )
 
     def _work(self) -> None:
         while (task := self._queue.get()) is not None:
@@ -147,18 +149,30 @@ class MlflowTracker:
             client.update_run(self.run_id, status="RUNNING")
             logged = run.data.params
             new = [Param(key, value) for key, value in params.items() if key not in logged]
-            changed = [RunTag(f"config.{key}", f"{value} (from step {self.start_step}; the run started with {logged[key]})")
-                       for key, value in params.items() if key in logged and logged[key] != value]  # fmt: skip
+            changed = [
+                RunTag(
+                    f"config.{key}",
+                    f"{value} (from step {self.start_step}; the run started with {logged[key]})",
+                )
+                for key, value in params.items()
+                if key in logged and logged[key] != value
+            ]
             client.log_batch(self.run_id, params=new, tags=changed)
-        client.log_text(self.run_id, yaml.safe_dump(config, sort_keys=False),
-                        f"config/start_step_{self.start_step:06d}.yaml")  # fmt: skip
+        client.log_text(
+            self.run_id,
+            yaml.safe_dump(config, sort_keys=False),
+            f"config/start_step_{self.start_step:06d}.yaml",
+        )
 
     def _log_record(self, fields: dict[str, Any], timestamp: int) -> None:
         from mlflow.entities import Metric, RunTag
 
         step, metrics, tags = split_record(fields)
-        self._client.log_batch(self.run_id, metrics=[Metric(key, value, timestamp, step) for key, value in metrics.items()],
-                               tags=[RunTag(key, value) for key, value in tags.items()])  # fmt: skip
+        self._client.log_batch(
+            self.run_id,
+            metrics=[Metric(key, value, timestamp, step) for key, value in metrics.items()],
+            tags=[RunTag(key, value) for key, value in tags.items()],
+        )
 
     def _log_outputs(self) -> None:
         """summary.json and the loss curve as artifacts."""

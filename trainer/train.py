@@ -31,7 +31,9 @@ if TYPE_CHECKING:
     from trainer.prometheus import PrometheusExporter
 
 
-def to_device(batch: tuple[np.ndarray, np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def to_device(
+    batch: tuple[np.ndarray, np.ndarray], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     if device.type == "cuda":  # pinned host memory lets the copy overlap with compute
         return tuple(torch.from_numpy(a).pin_memory().to(device, non_blocking=True) for a in batch)  # type: ignore[return-value]
     return torch.from_numpy(batch[0]), torch.from_numpy(batch[1])
@@ -52,13 +54,23 @@ def open_data(cache: TokenCache) -> TokenData:
 
 def model_identity(config: TrainConfig, vocab_size: int) -> dict[str, Any]:
     """What a checkpoint's weights must match to be loaded into this run's model."""
-    return {**config.model_shape(), "block_size": config.model.block_size, "bias": config.model.bias,
-            "vocab_size": vocab_size}  # fmt: skip
+    return {
+        **config.model_shape(),
+        "block_size": config.model.block_size,
+        "bias": config.model.bias,
+        "vocab_size": vocab_size,
+    }
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, cache: TokenCache, context: DistContext,
-                 exporter: PrometheusExporter | None = None, clock: StartupClock | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: TrainConfig,
+        cache: TokenCache,
+        context: DistContext,
+        exporter: PrometheusExporter | None = None,
+        clock: StartupClock | None = None,
+    ) -> None:
         """exporter: rank 0's Prometheus endpoint, already serving. clock: started with the process."""
         self.config, self.context, self.exporter = config, context, exporter
         self.clock = clock or StartupClock()
@@ -79,10 +91,16 @@ class Trainer:
         self.clock.lap("engine")
         torch.manual_seed(train.seed + context.rank)  # dropout differs between ranks
         self.store = CheckpointStore(config.checkpoint.dir, config.checkpoint.keep_last, context)
-        self.tokens_per_step = train.micro_batch_size * train.grad_accum_steps * config.model.block_size * context.world_size  # fmt: skip
-        self.device_name = torch.cuda.get_device_name(context.device) if context.device.type == "cuda" else "cpu"  # fmt: skip
+        self.tokens_per_step = (
+            train.micro_batch_size * train.grad_accum_steps * config.model.block_size * context.world_size
+        )
+        self.device_name = (
+            torch.cuda.get_device_name(context.device) if context.device.type == "cuda" else "cpu"
+        )
         self.peak = peak_flops(self.device_name, config.output.peak_tflops)
-        show_progress = config.output.progress == "on" or (config.output.progress == "auto" and sys.stdout.isatty())  # fmt: skip
+        show_progress = config.output.progress == "on" or (
+            config.output.progress == "auto" and sys.stdout.isatty()
+        )
         self.log = MetricsLog(config.output.dir, show_progress, train.max_steps) if context.is_main else None
         self.run_state = RunState(config.output.dir) if context.is_main else None
         self.step = 0
@@ -107,14 +125,19 @@ class Trainer:
             return None
         tag, manifest = found
         if manifest.get("model") != self.identity:
-            raise ConfigError(f"checkpoint.dir: {self.store.storage.describe(tag)} holds a different model "
-                              f"({manifest.get('model')}) than this config ({self.identity}); use another checkpoint.dir")  # fmt: skip
+            raise ConfigError(
+                f"checkpoint.dir: {self.store.storage.describe(tag)} holds a different model "
+                f"({manifest.get('model')}) than this config ({self.identity}); use another checkpoint.dir"
+            )
         client_state = self.store.load(self.engine.engine, tag, manifest)
         saved = (manifest.get("world_size"), manifest.get("zero_stage"))
         if self.context.is_main and saved != (self.context.world_size, self.engine.zero_stage):
-            print(f"resuming {tag} (written by {saved[0]} rank(s), ZeRO stage {saved[1]}) on "
-                  f"{self.context.world_size} rank(s), ZeRO stage {self.engine.zero_stage}",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"resuming {tag} (written by {saved[0]} rank(s), ZeRO stage {saved[1]}) on "
+                f"{self.context.world_size} rank(s), ZeRO stage {self.engine.zero_stage}",
+                file=sys.stderr,
+                flush=True,
+            )
         self.step = int(client_state["step"])
         self.last_loss = client_state.get("loss")
         self.note_schedule()
@@ -136,21 +159,34 @@ class Trainer:
             return
         max_steps = self.config.train.max_steps
         if schedule.horizon != max_steps > self.step:
-            print(f"note: train.max_steps is {max_steps}; the LR schedule keeps the {schedule.horizon} steps this"
-                  f" run started with (cosine to train.min_lr at step {schedule.horizon}, then min_lr)",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"note: train.max_steps is {max_steps}; the LR schedule keeps the {schedule.horizon} steps this"
+                f" run started with (cosine to train.min_lr at step {schedule.horizon}, then min_lr)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def check_nothing_unreadable(self) -> None:
         """Checkpoints, none verified: ConfigError unless on_unreadable=restart (step 0 would lose the run)."""
         count = self.store.published_count()
         if count and self.config.checkpoint.on_unreadable == "fail":
-            raise ConfigError(f"checkpoint.dir: none of the {count} checkpoint(s) in {self.config.checkpoint.dir} can be resumed"
-                              " (each is named above); move them away, or set checkpoint.on_unreadable=restart to train from step 0")  # fmt: skip
+            raise ConfigError(
+                f"checkpoint.dir: none of the {count} checkpoint(s) in {self.config.checkpoint.dir} can be resumed"
+                " (each is named above); move them away, or set checkpoint.on_unreadable=restart to train from step 0"
+            )
 
     def save(self) -> None:
-        stopped = None if self.stop_reason is None else {"stop_at": str(self.stop_condition), "reason": self.stop_reason}  # fmt: skip
-        client_state = {"step": self.step, "data_position": {"step": self.step, "seed": self.config.train.seed},
-                        "loss": self.last_loss, "stopped_early": stopped}  # fmt: skip
+        stopped = (
+            None
+            if self.stop_reason is None
+            else {"stop_at": str(self.stop_condition), "reason": self.stop_reason}
+        )
+        client_state = {
+            "step": self.step,
+            "data_position": {"step": self.step, "seed": self.config.train.seed},
+            "loss": self.last_loss,
+            "stopped_early": stopped,
+        }
         self.store.save(self.engine.engine, self.step, client_state, {"model": self.identity})
         self.record_checkpoints(self.store.poll())
 
@@ -167,7 +203,9 @@ class Trainer:
         total = 0.0
         with torch.no_grad():
             for index in range(train.eval_batches):
-                batch = val_batch(self.data, train.micro_batch_size, block, train.seed, self.context.rank, index)  # fmt: skip
+                batch = val_batch(
+                    self.data, train.micro_batch_size, block, train.seed, self.context.rank, index
+                )
                 total += float(engine(*to_device(batch, self.context.device)).item())
         engine.train()
         val_loss = mean_over_ranks(total / train.eval_batches, self.context.device)
@@ -177,8 +215,10 @@ class Trainer:
     def micro_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         train, block, rank = self.config.train, self.config.model.block_size, self.context.rank
         shape = (train.micro_batch_size, block, train.seed, rank, self.step)
-        return [to_device(train_batch(self.data, *shape, micro), self.context.device)
-                for micro in range(train.grad_accum_steps)]  # fmt: skip
+        return [
+            to_device(train_batch(self.data, *shape, micro), self.context.device)
+            for micro in range(train.grad_accum_steps)
+        ]
 
     def start_sinks(self) -> None:
         """Rank 0's other destinations for its records, once the start step is known."""
@@ -227,10 +267,19 @@ class Trainer:
         self.store.prepare(self.engine.engine)
         self.clock.lap("prepare")
         # recorded after the first step (at once when there is none), with the time to it
-        start = dict(event="start", step=self.step, resumed_from=resumed_from, world_size=self.context.world_size,
-                     device=self.device_name, threads=torch.get_num_threads(), compiled=self.engine.compiled,
-                     zero_stage=self.engine.zero_stage, params=self.model.num_params(),
-                     tokens=len(self.data.train), data=self.data.describe)  # fmt: skip
+        start = dict(
+            event="start",
+            step=self.step,
+            resumed_from=resumed_from,
+            world_size=self.context.world_size,
+            device=self.device_name,
+            threads=torch.get_num_threads(),
+            compiled=self.engine.compiled,
+            zero_stage=self.engine.zero_stage,
+            params=self.model.num_params(),
+            tokens=len(self.data.train),
+            data=self.data.describe,
+        )
         start_step = self.step
         nothing_to_do = self.step >= train.max_steps or self.stop_reason is not None
         if nothing_to_do:
@@ -251,14 +300,20 @@ class Trainer:
                 self.record(**start, **self.clock.report(), at=self.clock.timestamps())
             reached = False
             if self.step % output.log_every == 0 or self.step == train.max_steps:
-                self.last_loss = mean_over_ranks(float(loss.item()), self.context.device)  # fmt: skip
+                self.last_loss = mean_over_ranks(float(loss.item()), self.context.device)
                 elapsed = time.perf_counter() - interval_start - paused
                 rate = interval_steps * self.tokens_per_step / elapsed
                 rates.append(rate)
-                self.record(event="train", step=self.step, loss=self.last_loss, lr=lr,
-                            grad_norm=None if grad_norm is None else float(grad_norm), tokens_per_sec=rate,
-                            mfu=mfu(rate, flops_per_token, self.peak, self.context.world_size),
-                            step_time_ms=1000 * elapsed / interval_steps)  # fmt: skip
+                self.record(
+                    event="train",
+                    step=self.step,
+                    loss=self.last_loss,
+                    lr=lr,
+                    grad_norm=None if grad_norm is None else float(grad_norm),
+                    tokens_per_sec=rate,
+                    mfu=mfu(rate, flops_per_token, self.peak, self.context.world_size),
+                    step_time_ms=1000 * elapsed / interval_steps,
+                )
                 interval_start, interval_steps, paused = time.perf_counter(), 0, 0.0
                 reached = self.check_stop("loss", self.last_loss)
             pause_start = time.perf_counter()
@@ -288,23 +343,46 @@ class Trainer:
             median_rate = statistics.median(rates) if rates else None
             step_s = None if median_rate is None else self.tokens_per_step / median_rate
             startup = self.clock.report()
-            self.log.summary(**startup,
+            self.log.summary(
+                **startup,
                 compile_s=compile_estimate(startup.get("first_step_s"), step_s, self.engine.compiled),
-                final_step=self.step, final_loss=self.last_loss, val_loss=val_loss, tokens_per_sec=median_rate,
+                final_step=self.step,
+                final_loss=self.last_loss,
+                val_loss=val_loss,
+                tokens_per_sec=median_rate,
                 mfu=median_rate and mfu(median_rate, flops_per_token, self.peak, self.context.world_size),
-                world_size=self.context.world_size, device=self.device_name,
-                stop_reason=self.stop_reason or f"train.max_steps ({train.max_steps}) reached")  # fmt: skip
+                world_size=self.context.world_size,
+                device=self.device_name,
+                stop_reason=self.stop_reason or f"train.max_steps ({train.max_steps}) reached",
+            )
             outcome = "nothing" if nothing_to_do else "finished"
-            self.close_with(outcome, start_step, median_rate, val_loss, resumed_from if nothing_to_do else None)  # fmt: skip
+            self.close_with(
+                outcome, start_step, median_rate, val_loss, resumed_from if nothing_to_do else None
+            )
         return 0
 
-    def close_with(self, outcome: str, start_step: int, tokens_per_sec: float | None,
-                   val_loss: float | None = None, checkpoint: str | None = None) -> None:  # fmt: skip
+    def close_with(
+        self,
+        outcome: str,
+        start_step: int,
+        tokens_per_sec: float | None,
+        val_loss: float | None = None,
+        checkpoint: str | None = None,
+    ) -> None:
         if self.log is None:
             return
-        line = closing_line(outcome, start_step=start_step, step=self.step, max_steps=self.config.train.max_steps,
-                            seconds=time.time() - self.clock.origin, loss=self.last_loss, val_loss=val_loss,
-                            tokens_per_sec=tokens_per_sec, checkpoint_dir=self.config.checkpoint.dir,
-                            checkpoint=checkpoint or tag_for(self.step), metrics_path=self.log.path,
-                            reason=self.stop_reason)  # fmt: skip
+        line = closing_line(
+            outcome,
+            start_step=start_step,
+            step=self.step,
+            max_steps=self.config.train.max_steps,
+            seconds=time.time() - self.clock.origin,
+            loss=self.last_loss,
+            val_loss=val_loss,
+            tokens_per_sec=tokens_per_sec,
+            checkpoint_dir=self.config.checkpoint.dir,
+            checkpoint=checkpoint or tag_for(self.step),
+            metrics_path=self.log.path,
+            reason=self.stop_reason,
+        )
         print(line, file=sys.stderr, flush=True)

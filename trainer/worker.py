@@ -61,8 +61,13 @@ def start_exporter(config: TrainConfig, context: DistContext) -> PrometheusExpor
     return exporter
 
 
-def _train(config: TrainConfig, cache: TokenCache, context: DistContext, exporter: PrometheusExporter | None,
-           clock: StartupClock) -> int:  # fmt: skip
+def _train(
+    config: TrainConfig,
+    cache: TokenCache,
+    context: DistContext,
+    exporter: PrometheusExporter | None,
+    clock: StartupClock,
+) -> int:
     """The Trainer's whole life: once it returns nothing refers to it, so shutdown frees the engine's groups."""
     trainer = Trainer(config, cache, context, exporter, clock)
     finished = False

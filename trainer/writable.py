@@ -29,7 +29,9 @@ def directory_problem(key: str, directory: str) -> str | None:
         reason = error.strerror or str(error)
         if error.errno in (errno.ENOENT, errno.EPERM):  # /proc, /sys: a directory that takes no new entries
             reason = f"nothing can be created there ({reason})"
-        return f"{key}: {directory} is not writable: {existing}: {reason}; name a directory this user can write"  # fmt: skip
+        return (
+            f"{key}: {directory} is not writable: {existing}: {reason}; name a directory this user can write"
+        )
     return None
 
 
