@@ -1,6 +1,6 @@
 """Would the Kubernetes Python client's config loader check what components/cluster/kubeconfig.py checks?
 
-Asks tests/fake_apiserver.py's server, whose CA Go accepts but Python 3.13's X.509 rules refuse, for /version
+Asks tests/support/fake_apiserver.py's server, whose CA Go accepts but Python 3.13's X.509 rules refuse, for /version
 through `kubernetes` (not a dependency: run it from a scratch venv with `pip install kubernetes==37.0.2 pyyaml`):
 `python bench/kubeconfig_client_probe.py` as Python <= 3.12 makes TLS contexts, `... strict` as 3.13 does.
 """
@@ -15,7 +15,7 @@ import urllib3.util.ssl_
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.fake_apiserver import fake_api_server
+from tests.support.fake_apiserver import fake_api_server
 
 STRICT = sys.argv[1:] == ["strict"]
 made = urllib3.util.ssl_.create_urllib3_context

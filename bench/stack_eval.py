@@ -31,7 +31,7 @@ IMPORT_SECONDS = time.perf_counter() - started
 
 
 def main() -> None:
-    from tests.stack_helpers import run_stack, stack_files, stack_name, stand_ins
+    from tests.support.stack_helpers import run_stack, stack_files, stack_name, stand_ins
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5, help="timed evaluations per stack (default 5)")

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.docker_base_image import REPO_ROOT
+from tests.support.docker_base_image import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "scripts" / "check_prereqs.py"
 

@@ -1,6 +1,6 @@
 """The trainer image, really built and run: the repository's Dockerfile on a CPU stand-in for its CUDA base.
 
-No registry is reachable here, so tests/docker_base_image.py makes the base (Debian, torch 2.13.0+cpu, the
+No registry is reachable here, so tests/support/docker_base_image.py makes the base (Debian, torch 2.13.0+cpu, the
 trainer's requirements, and gcc as the pinned base has). The image is built offline (`--network none`, tokenizer
 bake skipped) with the classic builder, whose per-step "Using cache" lines tell which layers were rebuilt. Without a Docker engine these tests
 skip, unless TRAINSTACK_REQUIRE_DOCKER=1 (CI), where they fail instead.
@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 from components.trainer_image import CPU_BUILD_ARGS
-from tests.as_user import run_as
-from tests.docker_base_image import REPO_ROOT, BaseImageUnavailable, ensure_base_image
+from tests.support.as_user import run_as
+from tests.support.docker_base_image import REPO_ROOT, BaseImageUnavailable, ensure_base_image
 
 REQUIRE_DOCKER = os.environ.get("TRAINSTACK_REQUIRE_DOCKER") == "1"
 IMAGE_REPOSITORY = "trainstack-trainer-test"

@@ -106,7 +106,7 @@ RULES: list[tuple[str, str, str]] = [
     (r"^python -m trainer ", "help", "a synopsis with placeholders (FILE, ...), not a command to run"),
     (r"^(OMP_NUM_THREADS=1 DS_ACCELERATOR=cpu \.venv/bin/)?python bench/train_throughput\.py ", "help",
      "minutes of CPU training (9 repeats), or a GPU"),
-    (r"^\.venv/bin/python -m tests\.docker_base_image ", "help", "needs Docker and debootstrap (the docker tier)"),
+    (r"^\.venv/bin/python -m tests\.support\.docker_base_image ", "help", "needs Docker and debootstrap (the docker tier)"),
     (r"^\.venv/bin/python -m pytest .*tests/test_dockerfile\.py$", "collect",
      "the image tests: make test runs them under the docker marker"),
     (r"^make (kubeconfig|logs) STACK=\w+$", "make-n",

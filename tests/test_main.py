@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from components.settings import StackConfigError
-from tests.fake_apiserver import JOBSET_CRD_PATH, fake_api_server
-from tests.k8s_validation import (
+from tests.support.fake_apiserver import JOBSET_CRD_PATH, fake_api_server
+from tests.support.k8s_validation import (
     crd_schema,
     is_plain_kubernetes_object,
     unknown_fields,
@@ -18,7 +18,7 @@ from tests.k8s_validation import (
     validate_kubernetes_object,
     validate_trainer_object,
 )
-from tests.stack_helpers import (
+from tests.support.stack_helpers import (
     STACK_OUTPUTS,
     StackRun,
     contains_secret,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_apiserver import fake_api_server
-from tests.stack_helpers import StackRun, run_stack
+from tests.support.fake_apiserver import fake_api_server
+from tests.support.stack_helpers import StackRun, run_stack
 
 LOCAL_COMMAND = "command:local:Command"
 RELEASE = "kubernetes:helm.sh/v3:Release"

@@ -10,7 +10,7 @@ from types import ModuleType
 import pytest
 import yaml
 
-from tests.docker_base_image import REPO_ROOT
+from tests.support.docker_base_image import REPO_ROOT
 
 
 def load(name: str, path: str) -> ModuleType:

@@ -13,7 +13,7 @@ from components.access import (
     RegistryCredentials,
     docker_config_json,
 )
-from tests.stack_helpers import contains_secret, evaluate, reveal
+from tests.support.stack_helpers import contains_secret, evaluate, reveal
 
 
 def test_docker_config_json_has_the_login() -> None:

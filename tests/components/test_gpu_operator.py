@@ -29,8 +29,8 @@ from components.gpu_operator import (
     gpu_setup,
     inventory_from_api,
 )
-from tests.shell_stubs import run_file, stub_tools
-from tests.stack_helpers import evaluate
+from tests.support.shell_stubs import run_file, stub_tools
+from tests.support.stack_helpers import evaluate
 
 UPSTREAM = Path(__file__).resolve().parent.parent / "upstream"
 OPERATOR = UPSTREAM / "gpu-operator"

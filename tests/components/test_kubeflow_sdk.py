@@ -20,7 +20,7 @@ from kubeflow.trainer import KubernetesBackendConfig, TrainerClient
 from components.cluster.kubeconfig import with_namespace
 from components.training_job import train_job_spec
 from components.training_runtime import RUNTIME_NAME, training_runtime_spec
-from tests.fake_apiserver import reply
+from tests.support.fake_apiserver import reply
 
 from .test_training_job import IMAGE, job_args
 

@@ -27,8 +27,8 @@ from components.kubeflow_trainer import (
     webhook_patch_digest,
 )
 from components.shell import KUBECONFIG_PRELUDE, script
-from tests.shell_stubs import run_file, run_text, stub_tools
-from tests.stack_helpers import contains_secret, evaluate, reveal, without_secrets
+from tests.support.shell_stubs import run_file, run_text, stub_tools
+from tests.support.stack_helpers import contains_secret, evaluate, reveal, without_secrets
 
 
 def release_inputs(args: KubeflowTrainerArgs) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from components.mlflow_server import (
     server_command,
     tracking_uri,
 )
-from tests.stack_helpers import evaluate
+from tests.support.stack_helpers import evaluate
 from tests.trainer.conftest import (
     REPO,
     TINY_CONFIG,

@@ -13,7 +13,7 @@ from components.cluster import RemoteHosts
 from components.settings import StackConfigError, declared_keys, resolve_values
 from components.stack import load_settings, parse_settings
 from components.trainer_image import CPU_BUILD_ARGS, K3sImport, KindLoad
-from tests.stack_helpers import evaluate, is_secret, reveal
+from tests.support.stack_helpers import evaluate, is_secret, reveal
 
 
 def test_every_declared_key_has_a_type_default_and_description() -> None:
@@ -136,7 +136,7 @@ def test_bad_k3s_version_names_the_expected_form() -> None:
 def test_an_existing_cluster_is_reached_through_its_kubeconfig_and_pulls_the_pushed_image(
     tmp_path: Path,
 ) -> None:
-    from tests.fake_apiserver import JOBSET_CRD_PATH, fake_api_server
+    from tests.support.fake_apiserver import JOBSET_CRD_PATH, fake_api_server
 
     with fake_api_server() as server:
         kubeconfig = tmp_path / "config"
@@ -169,7 +169,7 @@ def test_an_existing_cluster_with_an_older_jobset_crd_is_refused_before_anything
     what an older one lacks from every JobSet (onJobFailureMessagePatterns, before JobSet v0.11.0): then a
     preemption fails the whole job. The installed CRD (the upstream release's own, tests/upstream/jobset) is
     read and held against the runtime before anything is declared."""
-    from tests.fake_apiserver import JOBSET_CRD_PATH, fake_api_server
+    from tests.support.fake_apiserver import JOBSET_CRD_PATH, fake_api_server
 
     crd = yaml.safe_load((UPSTREAM_JOBSET / f"jobsets-{release}.yaml").read_text())
     with fake_api_server(objects={JOBSET_CRD_PATH: crd}) as server:

@@ -11,7 +11,7 @@ import yaml
 
 from components.settings import StackConfigError
 from components.stack import parse_settings
-from tests.fake_apiserver import fake_api_server
+from tests.support.fake_apiserver import fake_api_server
 
 UPSTREAM = Path(__file__).resolve().parent.parent / "upstream"
 

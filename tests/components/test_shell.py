@@ -9,7 +9,7 @@ import pulumi
 import pytest
 
 from components.shell import BASH, COMPONENTS_DIR, KUBECONFIG_PRELUDE, assign, kubectl_command, script
-from tests.stack_helpers import contains_secret, evaluate
+from tests.support.stack_helpers import contains_secret, evaluate
 
 
 def test_assign_quotes_for_the_shell() -> None:

@@ -26,8 +26,8 @@ from components.trainer_image import (
     TrainerImageArgs,
     content_tag,
 )
-from tests.shell_stubs import run_file, run_text, stub_tools
-from tests.stack_helpers import contains_secret, evaluate, is_secret, reveal, without_secrets
+from tests.support.shell_stubs import run_file, run_text, stub_tools
+from tests.support.stack_helpers import contains_secret, evaluate, is_secret, reveal, without_secrets
 
 ACCEPT_MANIFESTS = (
     "Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json,"
@@ -61,7 +61,7 @@ def args(context: Path, **changes: object) -> TrainerImageArgs:
 
 
 def mock_image_id(image_name: str) -> str:
-    """The image ID the mock engine's docker.Image reports (tests/stack_helpers.py)."""
+    """The image ID the mock engine's docker.Image reports (tests/support/stack_helpers.py)."""
     return "sha256:" + hashlib.sha256(image_name.encode()).hexdigest()
 
 

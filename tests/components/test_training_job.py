@@ -28,10 +28,10 @@ from components.training_job import (
     train_job_spec,
 )
 from components.training_runtime import RUNTIME_NAME, training_runtime_spec
-from tests.k8s_validation import KUBERNETES_VERSION, SCHEMAS, normalise, unknown_fields
-from tests.shell_stubs import run_file, stub_tools
-from tests.stack_helpers import REPO_ROOT as REPO
-from tests.stack_helpers import evaluate, reveal
+from tests.support.k8s_validation import KUBERNETES_VERSION, SCHEMAS, normalise, unknown_fields
+from tests.support.shell_stubs import run_file, stub_tools
+from tests.support.stack_helpers import REPO_ROOT as REPO
+from tests.support.stack_helpers import evaluate, reveal
 from trainer import PREEMPTED_EXIT_CODE
 
 IMAGE = "trainstack/trainer:abc"

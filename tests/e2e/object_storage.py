@@ -29,7 +29,7 @@ import yaml
 from tests.e2e.faults import for_stack, set_config, set_override
 from tests.e2e.harness import check, wait_until
 from tests.e2e.real_run import NAMESPACE, Run
-from tests.s3_server import SERVER_SCRIPT, s3_client
+from tests.support.s3_server import SERVER_SCRIPT, s3_client
 
 S3_STACK = "e2e-s3"
 S3_JOB = "gpt-s3"

@@ -42,7 +42,7 @@ from tests.e2e.harness import (
     toolchain_env,
     wait_until,
 )
-from tests.stack_helpers import STACK_OUTPUTS
+from tests.support.stack_helpers import STACK_OUTPUTS
 from trainer.checkpoint.layout import TAG_PATTERN
 
 STACK = "e2e"
@@ -267,7 +267,7 @@ class Run:
     def base_image(self) -> str:
         with self.report.phase("base_image") as record:
             tag = self.sh.run(
-                [str(REPO_ROOT / ".venv" / "bin" / "python"), "-m", "tests.docker_base_image"],
+                [str(REPO_ROOT / ".venv" / "bin" / "python"), "-m", "tests.support.docker_base_image"],
                 cwd=REPO_ROOT,
                 timeout=3600,
             ).stdout.split()[-1]

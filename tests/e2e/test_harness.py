@@ -16,7 +16,7 @@ import pytest
 from tests.e2e import faults, harness, object_storage
 from tests.e2e.harness import E2EFailure, Report
 from tests.e2e.real_run import NO_SPACE, Run
-from tests.k8s_validation import KUBERNETES_VERSION
+from tests.support.k8s_validation import KUBERNETES_VERSION
 from tests.test_dockerfile import docker, docker_unavailable, engine_problem
 
 # What the kubelet reported for the pod CI (stop 21) waited 30 minutes on, cut to its substance.

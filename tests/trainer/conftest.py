@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.s3_server import S3Server, start_server, stop_server
+from tests.support.s3_server import S3Server, start_server, stop_server
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO / "trainer" / "configs" / "tiny.yaml"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tiktoken
 
-from tests.s3_server import S3Server
+from tests.support.s3_server import S3Server
 from trainer import prepare as prepare_module
 from trainer.config import load_config
 from trainer.dataset import DataError, TokenCache, byte_encoding, train_batch, val_batch

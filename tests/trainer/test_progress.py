@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from kubeflow_trainer_api.models import TrainerV1alpha1UpdateTrainJobStatusRequest
 
-from tests.k8s_validation import normalise
+from tests.support.k8s_validation import normalise
 from trainer import progress
 from trainer.progress import TrainJobStatusReporter, status_request
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.as_user import run_as
+from tests.support.as_user import run_as
 from trainer.config import load_config
 from trainer.writable import PROBE_PREFIX, directory_problem, written_directories
 

@@ -1,4 +1,4 @@
-"""Stub programs for running the cluster kinds' scripts offline (tests.shell_stubs), and what they share."""
+"""Stub programs for running the cluster kinds' scripts offline (tests.support.shell_stubs), and what they share."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from components.cluster.scripts import PACKAGE
 from components.shell import BASH, COMPONENTS_DIR
-from tests import shell_stubs
+from tests.support import shell_stubs
 
 POSIX_SH = ["/bin/sh", "-c"]
 
@@ -23,7 +23,7 @@ USER_ID = 'case "$1" in -u) echo 1000;; -un) echo ops;; esac'
 
 
 def stub_tools(tmp_path: Path, scripts: Mapping[str, str]) -> tuple[dict[str, str], Path]:
-    """tests.shell_stubs.stub_tools, with the log's path in $CALLS for stubs that record more than arguments."""
+    """tests.support.shell_stubs.stub_tools, with the log's path in $CALLS for stubs that record more than arguments."""
     environment, log = shell_stubs.stub_tools(tmp_path, scripts)
     return {**environment, "CALLS": str(log)}, log
 

@@ -20,7 +20,7 @@ from components.cluster.provider import ClusterProvider
 from components.cluster.scripts import PACKAGE
 from components.shell import COMPONENTS_DIR
 from tests.components.cluster.stubs import package_scripts
-from tests.stack_helpers import FAKE_KUBECONFIG, evaluate, is_secret, reveal
+from tests.support.stack_helpers import FAKE_KUBECONFIG, evaluate, is_secret, reveal
 
 MODULE = "components.cluster"
 PACKAGE_DIR = COMPONENTS_DIR / PACKAGE

@@ -8,8 +8,8 @@ import pulumi
 
 from components.cluster import Cluster, ClusterArgs, ExistingCluster, read_kubeconfig
 from components.shell import kubectl_command
-from tests.shell_stubs import run_text, stub_tools
-from tests.stack_helpers import FAKE_KUBECONFIG, contains_secret, evaluate, reveal
+from tests.support.shell_stubs import run_text, stub_tools
+from tests.support.stack_helpers import FAKE_KUBECONFIG, contains_secret, evaluate, reveal
 
 
 def test_an_existing_cluster_creates_nothing_and_its_provider_uses_the_kubeconfig() -> None:

@@ -25,7 +25,7 @@ from tests.components.cluster.stubs import (
     run,
     stub_tools,
 )
-from tests.stack_helpers import FAKE_KUBECONFIG, contains_secret, evaluate
+from tests.support.stack_helpers import FAKE_KUBECONFIG, contains_secret, evaluate
 
 VERSION = "v1.33.6+k3s1"
 

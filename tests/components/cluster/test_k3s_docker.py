@@ -12,7 +12,7 @@ from components.cluster import DOCKER_CLUSTER_LABEL, Cluster, ClusterArgs, Docke
 from components.cluster.k3s_docker import CREATE_SCRIPT, DELETE_SCRIPT
 from components.cluster.provider import SHARED_STORAGE_PATH
 from tests.components.cluster.stubs import calls, run, stub_tools
-from tests.stack_helpers import contains_secret, evaluate
+from tests.support.stack_helpers import contains_secret, evaluate
 
 LABEL = f"{DOCKER_CLUSTER_LABEL}=demo"
 

@@ -12,7 +12,7 @@ from components.cluster import Cluster, ClusterArgs, RemoteHosts
 from components.cluster.k3s_remote import install_script, nfs_scripts, uninstall_script
 from components.cluster.provider import SHARED_STORAGE_PATH
 from tests.components.cluster.stubs import FAKE_INSTALLER, POSIX_SH, ROOT_ID, USER_ID, calls, run, stub_tools
-from tests.stack_helpers import contains_secret, evaluate, reveal
+from tests.support.stack_helpers import contains_secret, evaluate, reveal
 
 VERSION = "v1.33.6+k3s1"
 

@@ -18,7 +18,7 @@ from components.cluster.kind import (
 )
 from components.cluster.provider import SHARED_STORAGE_PATH
 from tests.components.cluster.stubs import calls, run, stub_tools
-from tests.stack_helpers import contains_secret, evaluate
+from tests.support.stack_helpers import contains_secret, evaluate
 
 IMAGE = "kindest/node:v1.33.1"
 

@@ -26,7 +26,7 @@ from components.cluster.kubeconfig import (
     parse_kubeconfig,
     read_kubeconfig,
 )
-from tests.fake_apiserver import (
+from tests.support.fake_apiserver import (
     GIT_VERSION,
     NO_PASSWORD_USERNAME,
     PASSWORD,

@@ -22,7 +22,7 @@ from components.cluster import Cluster, ClusterArgs, DockerNodes, RemoteHosts
 from components.cluster.kind import kind_shared_directory
 from components.cluster.provider import SHARED_STORAGE_PATH
 from tests.components.cluster.stubs import POSIX_SH, ROOT_ID, calls, run, stub_tools
-from tests.stack_helpers import Registration, evaluate, reveal
+from tests.support.stack_helpers import Registration, evaluate, reveal
 
 UPSTREAM = Path(__file__).resolve().parents[2] / "upstream" / "pulumi-command" / "inputs.go"
 COMMAND_TYPES = ("command:local:Command", "command:remote:Command")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.s3_server import S3Server
+from tests.support.s3_server import S3Server
 from trainer.checkpoint.layout import Storage, file_record, tag_for
 from trainer.checkpoint.local import LocalStorage
 from trainer.checkpoint.store import CheckpointStore

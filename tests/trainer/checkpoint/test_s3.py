@@ -1,5 +1,5 @@
 """Checkpoints in object storage (checkpoint.dir = s3://bucket/prefix) against a real S3-compatible server
-(versitygw, tests/s3_server.py): the rules only an object store needs (manifest deleted first, leases of live
+(versitygw, tests/support/s3_server.py): the rules only an object store needs (manifest deleted first, leases of live
 runs, abandoned uploads), exact resume at 1 and 2 ranks, a writer SIGKILLed or SIGTERMed during a multipart
 upload, a corrupt or missing object, bad URLs and credentials. Every test here needs the server: it fails,
 with one line, when the server cannot be built or started."""
@@ -22,7 +22,7 @@ import torch
 from botocore.exceptions import ClientError
 
 from tests.e2e.object_storage import complete_checkpoints
-from tests.s3_server import S3Server
+from tests.support.s3_server import S3Server
 from trainer.checkpoint.layout import tag_for
 from trainer.checkpoint.s3 import S3Storage
 

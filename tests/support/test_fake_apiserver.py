@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_apiserver import certificates, fake_api_server
+from tests.support.fake_apiserver import certificates, fake_api_server
 
 
 def test_certificates_and_server_leave_no_directory_behind(

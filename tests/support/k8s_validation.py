@@ -11,7 +11,7 @@ import kubernetes_validate
 import yaml
 from kubeflow_trainer_api.models import TrainerV1alpha1TrainingRuntime, TrainerV1alpha1TrainJob
 
-from tests.stack_helpers import Registration
+from tests.support.stack_helpers import Registration
 
 # The clusters run Kubernetes v1.33 (kind node image, k3s release pinned in Pulumi.yaml).
 KUBERNETES_VERSION = "1.33.0"
@@ -21,7 +21,7 @@ TRAINER_MODELS: dict[str, Any] = {
 }
 # API groups of the built-in objects the program declares (validated against the Kubernetes schema).
 BUILT_IN_GROUPS = ("core", "rbac.authorization.k8s.io", "apps", "scheduling.k8s.io")
-SCHEMAS = Path(__file__).resolve().parent / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 # Custom resources of other projects, by "<apiVersion>/<kind>": the upstream CRD file in tests/schemas.
 CRD_FILES = {"monitoring.coreos.com/v1/PodMonitor": SCHEMAS / "monitoring.coreos.com_podmonitors.yaml"}
 

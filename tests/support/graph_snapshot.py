@@ -1,12 +1,12 @@
 """The mock graph of every Pulumi.<stack>.yaml as JSON, to show that a refactoring leaves the program unchanged.
 
-    python -m tests.graph_snapshot DIR          # writes DIR/<stack>.json for every stack file
-    python -m tests.graph_snapshot DIR --diff   # compares the current graphs with DIR's, one line per difference
+    python -m tests.support.graph_snapshot DIR          # writes DIR/<stack>.json for every stack file
+    python -m tests.support.graph_snapshot DIR --diff   # compares the current graphs with DIR's, one line per difference
 
 Each resource is recorded by type and name with its inputs (secrets stay wrapped, so secrecy is compared
 too), parent, provider, dependencies and resource options, and the stack's outputs. What differs between
 two checkouts or two machines but not between two programs is replaced by a placeholder: the repository
-path and the stand-ins of tests.stack_helpers (an SSH key, a fake API server). Run it before a change, keep the directory, run it
+path and the stand-ins of tests.support.stack_helpers (an SSH key, a fake API server). Run it before a change, keep the directory, run it
 with --diff after.
 """
 
@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.stack_helpers import REPO_ROOT, StackRun, run_stack, stack_files, stack_name, stand_ins
+from tests.support.stack_helpers import REPO_ROOT, StackRun, run_stack, stack_files, stack_name, stand_ins
 
 HF_TOKEN = "hf_graph_snapshot_token"
 # The mock engine's command ids end in a hash of the inputs' repr, whose key order varies between processes;
@@ -59,7 +59,7 @@ def graph(run: StackRun, replacements: dict[str, str]) -> dict[str, Any]:
 
 
 def snapshot(scratch: Path) -> dict[str, dict[str, Any]]:
-    """Every stack's graph, with the stand-ins of tests.stack_helpers (files in scratch)."""
+    """Every stack's graph, with the stand-ins of tests.support.stack_helpers (files in scratch)."""
     graphs = {}
     for path in stack_files():
         stack = stack_name(path)

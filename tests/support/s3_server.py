@@ -18,7 +18,7 @@ import pytest
 
 from trainer.distributed import free_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SERVER_SCRIPT = REPO / "scripts" / "s3_server.sh"
 REGION = "us-east-1"
 BUILD_TIMEOUT_S = 1200  # a cold build took 118 s on 2 busy cores (scripts/s3_server.sh)

@@ -22,7 +22,7 @@ from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.stack import run_in_stack
 from pulumi.runtime.sync_await import _sync_await
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "trainstack"
 # The stack outputs users rely on (README's contract), under the mock engine and the real one alike.
 STACK_OUTPUTS = (
@@ -342,7 +342,7 @@ def stand_ins(stack: str, scratch: Path) -> Iterator[StandIns]:
     if config.get("clusterKind") != "existing":
         yield found
         return
-    from tests.fake_apiserver import fake_api_server
+    from tests.support.fake_apiserver import fake_api_server
 
     with fake_api_server() as server:
         kubeconfig = scratch / f"{stack}_kubeconfig"

@@ -1,4 +1,4 @@
-"""The S3 test server's helpers (tests/s3_server.py): a server that cannot be built or started fails the
+"""The S3 test server's helpers (tests/support/s3_server.py): a server that cannot be built or started fails the
 tests that need it, with one line saying why; it never skips them."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import s3_server
+from tests.support import s3_server
 
 
 def failure(call: Callable[[], object]) -> str:

@@ -5,8 +5,8 @@ has), a virtualenv at /opt/venv first on PATH (as the pytorch/pytorch images put
 torch 2.13.0+cpu plus the trainer's requirements, all installed from a wheelhouse built on the host, then `docker import`ed.
 The tag is a hash of what goes in, so later runs on the same machine reuse the image.
 
-    python -m tests.docker_base_image                                 # full base; prints its tag
-    python -m tests.docker_base_image --without-trainer-requirements  # torch only, like pytorch/pytorch
+    python -m tests.support.docker_base_image                                 # full base; prints its tag
+    python -m tests.support.docker_base_image --without-trainer-requirements  # torch only, like pytorch/pytorch
 
 Needs root (debootstrap, chroot), a Docker engine, and the repository's virtualenv (torch installed, since
 DeepSpeed's wheel is built against it).
@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAINER_REQUIREMENTS = REPO_ROOT / "trainer" / "requirements.txt"
 IMAGE_REPOSITORY = "trainstack-test-base"
 

@@ -1,0 +1,1 @@
+"""Helpers the tests share: fake servers, stack evaluation, schema validation, stubs."""
