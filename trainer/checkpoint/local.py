@@ -63,7 +63,6 @@ class LocalStorage:
         return sorted(found, reverse=True)
 
     def published_at(self, tag: str) -> float:
-        """Its directory's last change."""
         return os.stat(self.root / tag).st_mtime
 
     def manifest(self, tag: str) -> dict[str, Any] | None:
@@ -89,8 +88,7 @@ class LocalStorage:
         return file_record(path)
 
     def read_shard(self, tag: str, name: str) -> dict[str, Any]:
-        """Memory-mapped: tensors are read as they are used."""
-        import torch
+        import torch  # memory-mapped: tensors are read as they are used
 
         return torch.load(self.root / tag / name, map_location="cpu", mmap=True, weights_only=True)
 
@@ -130,9 +128,8 @@ class LocalStorage:
         return HeldLock(self.root / f".run-{run}.lock")
 
     def remove_abandoned(self, own_run: str) -> list[str]:
-        """A run is alive while its rank 0 holds its lock. Where the volume cannot lock (NFS with nolock)
-        every other run counts as dead: its staging may go, and its publish then fails (never a partial
-        checkpoint)."""
+        """A run is alive while its rank 0 holds its lock. Where the volume cannot lock (NFS nolock) every other
+        run counts as dead: its staging may go, and its publish then fails (never a partial checkpoint)."""
         if not self.root.is_dir():
             return []
         alive: dict[str, bool] = {}
