@@ -1,6 +1,5 @@
-"""A run's lease in an object store, S3Storage's RunLock: an object store has no lock that goes with a dead
-process, so rank 0 rewrites .run-<run>.lease every RENEW_SECONDS, and a run is alive while its lease is younger
-than LEASE_SECONDS by the store's clock (S3Storage.remove_abandoned)."""
+"""S3Storage's RunLock: rank 0 rewrites .run-<run>.lease every RENEW_SECONDS, and a run is alive while its lease
+is younger than LEASE_SECONDS by the store's clock (an object store has no lock that dies with a process)."""
 
 from __future__ import annotations
 
@@ -30,7 +29,7 @@ class Lease:
         self.client.put_object(Bucket=self.bucket, Key=self.key, Body=b"")
 
     def acquire(self) -> LockState:
-        """Write the lease and keep it fresh; always "held" (each run's lease is its own)."""
+        """Always "held": each run's lease is its own."""
         self.renew()
         self.thread = threading.Thread(target=self.keep, name="checkpoint-lease", daemon=True)
         self.thread.start()
@@ -48,8 +47,7 @@ class Lease:
                 failing = True
 
     def release(self, remove: bool = False) -> None:
-        """Stop renewing; remove=True also deletes the lease (the run is over). A store that cannot be
-        reached then is a warning, not an error: the lease goes stale within LEASE_SECONDS anyway."""
+        """An unreachable store is a warning, not an error: the lease goes stale within LEASE_SECONDS anyway."""
         if self.thread is None:
             return
         self.stopped.set()
