@@ -37,8 +37,7 @@ def lr_multiplier(step: int, warmup_steps: int, max_steps: int, min_ratio: float
 
 @dataclass
 class Schedule:
-    """horizon: the run's first train.max_steps, kept on resume, so raising it extends the run at min_lr instead
-    of re-stretching the cosine, which would jump the LR back up."""
+    """horizon: the first train.max_steps, kept on resume: raising it extends the run at min_lr."""
 
     warmup_steps: int
     horizon: int
@@ -55,8 +54,7 @@ def use_bf16(config: TrainConfig, device: torch.device) -> bool:
 
 
 def zero_stage(config: TrainConfig, world_size: int) -> int:
-    """0 on one rank: nothing to partition, yet ZeRO works tensor by tensor on the host (ZeRO 1: 0.53 of a plain
-    loop, docs/benchmarks.md); checkpoints resume at any stage, so this is the one policy.
+    """0 on one rank: ZeRO works tensor by tensor on the host (0.53 of a plain loop, docs/benchmarks.md).
     upstream: deepspeed runtime/zero/stage_1_and_2.py (a gradient hook and copy per parameter) @ 0.19.8"""
     return config.train.zero_stage if world_size > 1 else 0
 
@@ -67,8 +65,7 @@ def clips_itself(stage: int) -> bool:
 
 
 def deepspeed_config(config: TrainConfig, world_size: int, bf16: bool, stage: int) -> dict[str, Any]:
-    """bf16 at ZeRO 0 is torch.autocast over fp32 weights (DeepSpeed's "bf16" there would wrap AdamW in
-    FP16_UnfusedOptimizer, a host sync per tensor per step); at ZeRO 1-3 DeepSpeed's "bf16"."""
+    """bf16 at ZeRO 0: autocast (DeepSpeed's "bf16" there syncs per tensor per step); ZeRO 1-3: its own."""
     train = config.train
     zero = stage > 0
     return {
@@ -92,8 +89,6 @@ def deepspeed_config(config: TrainConfig, world_size: int, bf16: bool, stage: in
 
 @dataclass
 class Engine:
-    """The DeepSpeed engine and one optimizer step over a list of micro-batches."""
-
     engine: Any  # deepspeed.DeepSpeedEngine
     model: GPT
     device: torch.device
@@ -104,7 +99,7 @@ class Engine:
     schedule: Schedule | None = None  # the LR schedule's shape (its horizon is kept across resumes)
 
     def train_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, Any]:
-        """The mean loss (a tensor: no host sync) and the gradient norm before clipping (None if not reported)."""
+        """The mean loss (a tensor: no host sync) and the gradient norm before clipping (or None)."""
         engine = self.engine
         loss_sum = torch.zeros((), device=self.device)
         grad_norm: Any = None
@@ -125,7 +120,6 @@ class Engine:
 def build_engine(
     model: GPT, config: TrainConfig, device: torch.device, world_size: int, *, stage: int | None = None
 ) -> Engine:
-    """stage: tests force one; None: zero_stage(config, world_size)."""
     import deepspeed  # heavy: only once the process group exists
 
     train = config.train
@@ -145,8 +139,7 @@ def build_engine(
         model.optimizer_groups(train.weight_decay),
         lr=train.lr,
         betas=(train.beta1, train.beta2),
-        # fused kernels where PyTorch has them for this device (CUDA, and CPU since 2.4)
-        fused=device.type in ("cuda", "cpu"),
+        fused=device.type in ("cuda", "cpu"),  # CPU since torch 2.4
     )
     shape = Schedule(train.warmup_steps, train.max_steps, train.min_lr / train.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, shape)
@@ -176,14 +169,12 @@ def build_engine(
 
 
 def compile_problem() -> str | None:
-    """Why torch.compile cannot work here, or None: Triton builds its launcher with a host C compiler at run
-    time, which CUDA runtime images lack (the first forward would fail)."""
+    """Why torch.compile cannot work, or None: Triton needs a host C compiler, which runtime images lack."""
     if os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang"):
         return None
     return "no C compiler for Triton (set CC, or install gcc in the image)"
 
 
 def enable_tf32() -> None:
-    """fp32 matmuls and convolutions on tensor cores (Ampere and newer)."""
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True

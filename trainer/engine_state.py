@@ -1,6 +1,5 @@
-"""A DeepSpeed engine's training state as whole tensors by parameter name (fp32 weight, AdamW moments; run state,
-RNG) at any ZeRO stage and world size, read collectively under ZeRO. Not DeepSpeed's universal checkpoints:
-ds_to_universal cannot convert ZeRO 0 (docs/benchmarks.md). Each private field read says why the public API fails.
+"""An engine's state as whole tensors by parameter name, at any ZeRO stage and world size. Not universal
+checkpoints: ds_to_universal cannot convert ZeRO 0 (docs/benchmarks.md). Private reads say why, each.
 upstream: deepspeed utils/tensor_fragment.py (safe_get_full_*, safe_set_full_*, safe_set_local_*) @ 0.19.8"""
 
 from __future__ import annotations
@@ -111,7 +110,7 @@ def snapshot(
     buffers: HostBuffers,
     run_state: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """This rank's shard in host memory (its parameters, RNG, rank 0's run state); every rank, the same step."""
+    """This rank's shard in host memory (parameters, RNG, rank 0's run state); every rank, same step."""
     with_moments = optimizer_steps(engine) > 0
     if with_moments and hasattr(next(engine.module.parameters()), "_hp_mapping"):
         link_zero_fragments(engine)
@@ -148,8 +147,7 @@ def _flat_partitions(engine: Any) -> list[torch.Tensor]:
 
 
 def link_zero_fragments(engine: Any) -> None:
-    """Point ZeRO 1/2 fragments at AdamW's current state: DeepSpeed links them once, when later groups have none
-    yet, and safe_get_full_optimizer_state then fails (TypeError, ZeRO 0 -> 1 resume, docs/benchmarks.md).
+    """DeepSpeed links ZeRO 1/2 fragments before later groups have state: safe_get_full_* fails (0->1 resume).
     upstream: deepspeed runtime/zero/stage_1_and_2.py _optimizer_step @ 0.19.8"""
     inner = engine.optimizer.optimizer
     flats = _flat_partitions(engine)
@@ -161,8 +159,7 @@ def link_zero_fragments(engine: Any) -> None:
 
 
 def _zero_optimizer_state(engine: Any, steps: int) -> None:
-    """AdamW's state in a fresh ZeRO optimizer (made only at the first step), linked for safe_set_full_*;
-    the step tensor as torch.optim.AdamW's _init_group makes it."""
+    """AdamW's state (ZeRO makes it at the first step) as AdamW's _init_group would, linked for safe_set_*."""
     inner = engine.optimizer.optimizer
     on_device = bool(inner.defaults.get("fused") or inner.defaults.get("capturable"))
     for flat in _flat_partitions(engine):
@@ -175,8 +172,7 @@ def _zero_optimizer_state(engine: Any, steps: int) -> None:
 
 
 def set_full_state(param: torch.nn.Parameter, value: torch.Tensor, key: str | None) -> None:
-    """The fp32 master weight (key None) or a moment. Private ds_tensor.ds_numel: stage-3 safe_set_full_* slices
-    without the padding and overruns on the last rank when the world size does not divide the size (measured)."""
+    """Private ds_tensor.ds_numel: stage-3 safe_set_full_* overruns the last rank's padded share (measured)."""
     from deepspeed.utils import (
         safe_set_full_fp32_param,
         safe_set_full_optimizer_state,
@@ -203,7 +199,6 @@ def set_full_state(param: torch.nn.Parameter, value: torch.Tensor, key: str | No
 
 
 def restore(engine: Any, shards: list[dict[str, Any]]) -> dict[str, Any]:
-    """Into a fresh engine of any ZeRO stage and world size; returns the run state."""
     params: dict[str, dict[str, torch.Tensor]] = {}
     for shard in shards:
         params.update(shard["params"])

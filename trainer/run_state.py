@@ -1,5 +1,4 @@
-"""output.dir/run_state.json, what a run remembers across restarts: {"starts": 3, "mlflow": {"tracking_uri": ...,
-"run_id": ...}}; starts - 1 restarts seen, the MLflow run a resumed run continues. Rank 0 only, under a lock."""
+"""output.dir/run_state.json: what a run remembers across restarts (starts, MLflow run); rank 0, locked."""
 
 from __future__ import annotations
 
@@ -15,8 +14,6 @@ RUN_STATE_FILE = "run_state.json"
 
 
 class RunState:
-    """Read once, updated atomically."""
-
     def __init__(self, output_dir: str | Path) -> None:
         self.path = Path(output_dir).expanduser() / RUN_STATE_FILE
         self._lock = threading.Lock()

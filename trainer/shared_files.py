@@ -1,6 +1,5 @@
-"""Writes safe with several writers (processes, pods, hosts) on one shared volume (NFS, a hostPath, a disk).
-POSIX record locks (fcntl; NFS carries them) may be refused or local on a mount without a lock service: they only
-avoid duplicate work or order appends, never decide correctness. upstream: nfs(5) "Data and metadata coherence"."""
+"""Writes safe with several writers on one shared volume (NFS, hostPath); fcntl locks, refused or local on
+some mounts, only avoid duplicate work or order appends. upstream: nfs(5) "Data and metadata coherence"."""
 
 from __future__ import annotations
 
@@ -19,7 +18,6 @@ LockState = Literal["held", "busy", "unsupported"]
 
 
 def fsync_directory(path: Path) -> None:
-    """Make a rename or link inside `path` durable."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -44,8 +42,7 @@ def _write_temporary(path: Path, data: bytes | memoryview) -> Path:
 
 
 def write_once(path: Path, data: bytes | memoryview) -> bool:
-    """For content the same whoever writes it; True if this call published it. link(2) never replaces a file
-    a reader may have mapped (an NFS link retried after success reads as another's)."""
+    """Same content whoever writes; True if published here. link(2) never replaces a file a reader maps."""
     temporary = _write_temporary(path, data)
     try:
         os.link(temporary, path)
@@ -117,7 +114,6 @@ class HeldLock:
         self.descriptor: int | None = None
 
     def acquire(self) -> LockState:
-        """Without waiting."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:

@@ -1,6 +1,5 @@
-"""The checkpoint layout and the rules that verify it, for every Storage (no torch): step_N/ holds one shard per
-rank (its parameters whole by name, RNG, run state) and manifest.json, written last; step_N.tmp-<run>/ is being
-written (or abandoned) and never read; rank 0 of a live run holds .run-<run>.lock."""
+"""The layout every Storage verifies (no torch): step_N/ holds a shard per rank, manifest.json written last;
+step_N.tmp-<run>/ is being written or abandoned, never read; a live run's rank 0 holds .run-<run>.lock."""
 
 from __future__ import annotations
 
@@ -83,8 +82,7 @@ def abandoned(name: str, own_run: str, alive: Callable[[str], bool]) -> bool:
 
 
 def superseded(published: list[tuple[int, str]], step: int, keep_last: int) -> list[str]:
-    """Tags to delete once `step` is published: all but the keep_last - 1 newest older ones (newer ones are
-    another run's, not this save's to judge). published: (step, tag), newest first."""
+    """All but the keep_last - 1 newest older than `step` (newer ones are another run's, not this save's)."""
     older = [tag for saved, tag in published if saved < step]
     return older[keep_last - 1 :]
 
@@ -97,9 +95,8 @@ class RunLock(Protocol):
 
 
 class Storage(Protocol):
-    """checkpoint.dir for CheckpointStore. Every backend promises: `publish` makes a checkpoint appear whole or
-    not at all, never over a complete one (False then); one is trusted only while `verify` matches its files to
-    its manifest; `remove` never leaves a half-deleted one that looks published. `manifest` is unverified."""
+    """Every backend: `publish` is whole or nothing, never over a complete checkpoint (False then); trusted
+    only while `verify` matches its files; `remove` never leaves a half-deleted one looking published."""
 
     def describe(self, name: str) -> str: ...  # where a tag or staging name lives, for messages
     def published(self) -> list[tuple[int, str]]: ...  # newest first

@@ -1,6 +1,5 @@
-"""Checkpoints in an S3-compatible object store, checkpoint.dir = s3://bucket/prefix (boto3's AWS_* variables).
-No rename and no lock that dies with a process: run <run> uploads step_N/<run>/shard_*.pt, then publishes
-step_N/manifest.json by a conditional PUT; a run is alive while its lease (s3_lease) is fresh."""
+"""Checkpoints in an S3-compatible store (boto3's AWS_* variables): run <run> uploads step_N/<run>/shard_*.pt,
+then publishes step_N/manifest.json by a conditional PUT (no rename); a run lives while its lease is fresh."""
 
 from __future__ import annotations
 
@@ -54,8 +53,6 @@ def error_code(error: ClientError) -> str:
 
 
 class S3Storage:
-    """trainer.checkpoint.layout.Storage on s3://bucket/prefix."""
-
     def __init__(self, url: str) -> None:
         """ConfigError (one line) for a URL that is not s3://bucket/prefix or an endpoint URL boto3 rejects."""
         self.url = url.rstrip("/")
@@ -162,7 +159,6 @@ class S3Storage:
         return self.read_manifest(tag)[0]
 
     def files_of(self, tag: str, manifest: dict[str, Any]) -> str:
-        """step_N/<run>/, where a published checkpoint's files are."""
         objects = str(manifest.get("objects", ""))
         if not OBJECTS_PATTERN.fullmatch(objects):
             raise CheckpointError(f'{self.describe(tag)}/{MANIFEST}: no valid "objects" prefix')
@@ -190,8 +186,7 @@ class S3Storage:
         return manifest, None
 
     def download(self, name: str, sha256: str) -> Path | None:
-        """An object downloaded and kept if it matches sha256, else None; None too if sha256 is not 64 hex
-        digits (a damaged manifest must not name a local path)."""
+        """Kept if it matches sha256, else None; None if sha256 is not 64 hex digits (it names a path)."""
         if not SHA256_PATTERN.fullmatch(str(sha256)):
             return None
         if self.downloads is None:
@@ -255,8 +250,7 @@ class S3Storage:
         return files_problem(files, self.sizes(self.data_prefix(staging)).get, None)
 
     def publish(self, staging: str, tag: str, manifest: dict[str, Any]) -> bool:
-        """The manifest, naming the staged files' prefix, under the tag unless one is there.
-        upstream: S3 User Guide "How to prevent object overwrites with conditional writes" (412, 409) @ 2024-08
+        """upstream: S3 User Guide "How to prevent object overwrites with conditional writes" @ 2024-08
         upstream: versitygw backend/posix/posix.go PutObject (precondition under the publish lock) @ v1.8.0"""
         run = STAGING_PATTERN.match(staging)
         assert run is not None
@@ -297,7 +291,6 @@ class S3Storage:
             self.abort(upload)
 
     def uploads(self, prefix: str = "") -> list[dict[str, Any]]:
-        """Incomplete multipart uploads (Key as the store names it)."""
         pages = self.client.get_paginator("list_multipart_uploads").paginate(
             Bucket=self.bucket, Prefix=self.key(prefix)
         )
@@ -313,8 +306,7 @@ class S3Storage:
                 raise
 
     def remove(self, name: str, run: str) -> None:
-        """A tag: its manifest first (never half-deleted yet published), then its files if it names a valid
-        prefix (else the abandoned-run rule takes them)."""
+        """A tag's manifest first (never half-deleted yet published); files it cannot name await run_gone."""
         if STAGING_PATTERN.match(name):
             self.delete_under(self.data_prefix(name))
             return
@@ -328,8 +320,7 @@ class S3Storage:
         return s3_lease.Lease(self.client, self.bucket, self.key(f".run-{run}.lease"))
 
     def remove_abandoned(self, own_run: str) -> list[str]:
-        """Only what is older than the listing's clock (Date header) and not a published manifest's can go: a run
-        starting meanwhile writes its lease first but may be missing from the listing while its files are in it."""
+        """Only unpublished files older than the listing's Date go (a starting run's lease may miss it)."""
         objects, now = self.objects()
         leases = {}
         for item in objects:

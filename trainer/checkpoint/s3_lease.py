@@ -1,5 +1,4 @@
-"""S3Storage's RunLock: rank 0 rewrites .run-<run>.lease every RENEW_SECONDS, and a run is alive while its lease
-is younger than LEASE_SECONDS by the store's clock (an object store has no lock that dies with a process)."""
+"""S3Storage's RunLock (no lock dies with a process there): a run lives while its lease is fresh."""
 
 from __future__ import annotations
 
@@ -18,8 +17,6 @@ LEASE_PATTERN = re.compile(r"^\.run-(?P<run>[0-9a-f]+)\.lease$")
 
 
 class Lease:
-    """A run's lease object, rewritten every RENEW_SECONDS by a thread from acquire to release."""
-
     def __init__(self, client: Any, bucket: str, key: str) -> None:
         self.client, self.bucket, self.key = client, bucket, key
         self.stopped = threading.Event()
@@ -47,7 +44,7 @@ class Lease:
                 failing = True
 
     def release(self, remove: bool = False) -> None:
-        """An unreachable store is a warning, not an error: the lease goes stale within LEASE_SECONDS anyway."""
+        """An unreachable store is a warning, not an error: the lease goes stale in LEASE_SECONDS anyway."""
         if self.thread is None:
             return
         self.stopped.set()

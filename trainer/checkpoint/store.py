@@ -1,6 +1,5 @@
-"""CheckpointStore: each rank writes its share of every parameter's state, whole and by name, in the background
-(so a checkpoint resumes at any world size and stage); rank 0 publishes. A crash leaves only an unpublished
-staging name, never read; concurrent runs stage under their own run id and never replace a complete checkpoint.
+"""CheckpointStore: each rank writes its share of every parameter's state, whole by name, in the background;
+rank 0 publishes. A crash leaves an unpublished staging name, never read; runs never replace a complete one.
 upstream: deepspeed runtime/engine.py save_checkpoint (per-rank ZeRO partitions, fixed world size) @ 0.19.8"""
 
 from __future__ import annotations
@@ -31,8 +30,6 @@ from trainer.metrics import warn
 
 @dataclass
 class Write:
-    """One checkpoint being written in the background, and what became of it."""
-
     step: int
     tag: str
     staging: str
@@ -70,7 +67,6 @@ class CheckpointStore:
             self.lock.acquire()
 
     def remove_abandoned(self) -> None:
-        """Before this run writes any: gone runs' leftovers."""
         if self.context.is_main:
             others = self.storage.remove_abandoned(self.run)
             if others:
@@ -81,15 +77,12 @@ class CheckpointStore:
         dist.barrier()
 
     def newest_complete(self) -> tuple[str, dict[str, Any]] | None:
-        """Decided by rank 0, the same on every rank."""
         return broadcast_from_main(newest_verified(self.storage) if self.context.is_main else None)
 
     def published_count(self) -> int:
-        """Verified or not; rank 0's count on every rank."""
         return int(broadcast_from_main(len(self.storage.published()) if self.context.is_main else None))
 
     def load(self, engine: Any, tag: str, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Into the engine and this rank's RNG; returns the client state."""
         shards = [self.storage.read_shard(tag, name) for name in manifest["shards"]]
         run = restore(engine, shards)
         saved_world = manifest["world_size"]
@@ -114,7 +107,7 @@ class CheckpointStore:
     def save(
         self, engine: Any, step: int, client_state: dict[str, Any], manifest_extra: dict[str, Any]
     ) -> None:
-        """Blocks for the snapshot to host memory only (and the write in flight: CheckpointError if it failed)."""
+        """Blocks for the snapshot to host memory (and the write in flight: CheckpointError if it failed)."""
         start = time.perf_counter()
         self._finish_in_flight()
         waited = time.perf_counter() - start
@@ -162,7 +155,7 @@ class CheckpointStore:
             )
 
     def _write(self, write: Write, shard: dict[str, Any], manifest_extra: dict[str, Any]) -> None:
-        """The writer thread: this rank's shard, the ranks agree over their own gloo group, rank 0 publishes."""
+        """The writer thread: this rank's shard, the ranks agree over their gloo group, rank 0 publishes."""
         rank = self.context.rank
         try:
             report: tuple[dict[str, Any] | None, str | None]
