@@ -29,7 +29,6 @@ def model_config(config: TrainConfig, vocab_size: int) -> GPTConfig:
 
 
 def lr_multiplier(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
-    """Linear warmup to the peak over warmup_steps, then cosine decay to min_ratio x peak at max_steps."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
@@ -38,9 +37,7 @@ def lr_multiplier(step: int, warmup_steps: int, max_steps: int, min_ratio: float
 
 @dataclass
 class Schedule:
-    """The LR schedule's shape. horizon: the step where the cosine reaches min_lr, the run's first
-    train.max_steps: a resumed run keeps it (Trainer.resume sets it from the checkpoint), so raising
-    train.max_steps extends the run at min_lr instead of re-stretching the cosine, which would jump the LR back up."""
+    """horizon: the first train.max_steps, kept on resume: raising it extends the run at min_lr."""
 
     warmup_steps: int
     horizon: int
@@ -57,27 +54,18 @@ def use_bf16(config: TrainConfig, device: torch.device) -> bool:
 
 
 def zero_stage(config: TrainConfig, world_size: int) -> int:
-    """The ZeRO stage the engine runs: train.zero_stage with two or more data-parallel ranks, 0 with one, which
-    has nothing to partition while DeepSpeed's ZeRO optimizer still works tensor by tensor on the host (ZeRO 1
-    trained GPT-2 124M at 0.53 of a plain PyTorch loop on an H200, docs/benchmarks.md). Checkpoints resume
-    at any stage, so this is the one policy.
-    upstream: deepspeed runtime/zero/stage_1_and_2.py (a gradient hook and copy per parameter) @ 0.19.8
-    """
+    """0 on one rank: ZeRO works tensor by tensor on the host (0.53 of a plain loop, docs/benchmarks.md).
+    upstream: deepspeed runtime/zero/stage_1_and_2.py (a gradient hook and copy per parameter) @ 0.19.8"""
     return config.train.zero_stage if world_size > 1 else 0
 
 
 def clips_itself(stage: int) -> bool:
-    """Whether the training loop clips, not DeepSpeed: at ZeRO stage 0. There DeepSpeed runs the client AdamW
-    unwrapped (fp32, or fp32 weights under torch.autocast bf16: see deepspeed_config) and its clipping throws
-    the gradient norm away; its ZeRO optimizers keep it (get_global_grad_norm)."""
+    """Whether the loop clips, not DeepSpeed: at ZeRO 0 DeepSpeed's clipping throws the gradient norm away."""
     return stage == 0
 
 
 def deepspeed_config(config: TrainConfig, world_size: int, bf16: bool, stage: int) -> dict[str, Any]:
-    """DeepSpeed's config for the ZeRO stage the engine runs. bf16 at ZeRO 0 is torch.autocast over fp32
-    weights with the client AdamW unwrapped (a plain loop's policy; DeepSpeed's "bf16" there would wrap AdamW in
-    FP16_UnfusedOptimizer, one host sync per tensor per step); at ZeRO 1-3 DeepSpeed's "bf16" (bf16 weights,
-    fp32 master weights and AdamW state in the ZeRO partitions, clipping by that optimizer)."""
+    """bf16 at ZeRO 0: autocast (DeepSpeed's "bf16" there syncs per tensor per step); ZeRO 1-3: its own."""
     train = config.train
     zero = stage > 0
     return {
@@ -88,23 +76,19 @@ def deepspeed_config(config: TrainConfig, world_size: int, bf16: bool, stage: in
         "bf16": {"enabled": bf16 and zero},
         "torch_autocast": {"enabled": bf16 and not zero, "dtype": "bfloat16"},
         "zero_optimization": {"stage": stage},
-        # DeepSpeed's throughput timer (on by default) synchronizes the device at every forward and every
-        # step() when no DeepSpeed dataloader is used: two host syncs per micro-batch. We time steps ourselves.
+        # DeepSpeed's throughput timer syncs the host twice per micro-batch without its dataloader; we time.
         "timers": {"throughput": {"enabled": False}},
         # The GPT is built whole on every rank before ZeRO-3 partitions it; fine for the presets here.
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 2**31 - 1,  # the trainer logs its own metrics
         "wall_clock_breakdown": False,
-        # Our checkpoint tags differ from step to step but are the same on every rank by construction;
-        # DeepSpeed's cross-rank check of the tag costs two all-reduces per save.
+        # Our tags are the same on every rank by construction; DeepSpeed's check costs two all-reduces.
         "checkpoint": {"tag_validation": "IGNORE"},
     }
 
 
 @dataclass
 class Engine:
-    """The DeepSpeed engine and one optimizer step over a list of micro-batches."""
-
     engine: Any  # deepspeed.DeepSpeedEngine
     model: GPT
     device: torch.device
@@ -115,9 +99,7 @@ class Engine:
     schedule: Schedule | None = None  # the LR schedule's shape (its horizon is kept across resumes)
 
     def train_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, Any]:
-        """Forward/backward every micro-batch, then the optimizer step (DeepSpeed averages the gradients
-        over micro-batches and ranks). Returns the mean loss (a tensor: no host sync) and the gradient
-        norm before clipping (None where DeepSpeed does not report it)."""
+        """The mean loss (a tensor: no host sync) and the gradient norm before clipping (or None)."""
         engine = self.engine
         loss_sum = torch.zeros((), device=self.device)
         grad_norm: Any = None
@@ -138,8 +120,6 @@ class Engine:
 def build_engine(
     model: GPT, config: TrainConfig, device: torch.device, world_size: int, *, stage: int | None = None
 ) -> Engine:
-    """The engine for this many data-parallel ranks. stage: the ZeRO stage to run (tests force one); None:
-    zero_stage(config, world_size). One line on stderr when one rank runs stage 0 for a train.zero_stage of 1-3."""
     import deepspeed  # heavy: only once the process group exists
 
     train = config.train
@@ -159,8 +139,7 @@ def build_engine(
         model.optimizer_groups(train.weight_decay),
         lr=train.lr,
         betas=(train.beta1, train.beta2),
-        # fused kernels where PyTorch has them for this device (CUDA, and CPU since 2.4)
-        fused=device.type in ("cuda", "cpu"),
+        fused=device.type in ("cuda", "cpu"),  # CPU since torch 2.4
     )
     shape = Schedule(train.warmup_steps, train.max_steps, train.min_lr / train.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, shape)
@@ -172,8 +151,7 @@ def build_engine(
         config=deepspeed_config(config, world_size, bf16, stage),
     )
     if stage == 0 and world_size == 1:
-        # ZeRO 0 flattens, all-reduces over one rank and copies back every gradient even alone: the identity
-        # (gradient_predivide_factor 1 is the world size), so skip it (_backward_epilogue and step() read this).
+        # ZeRO 0 all-reduces every gradient even alone, the identity: skip it (_backward_epilogue, step()).
         # upstream: deepspeed runtime/engine.py allreduce_gradients -> buffered_allreduce_fallback @ 0.19.8
         engine.enable_backward_allreduce = False
     compiled = False
@@ -191,15 +169,12 @@ def build_engine(
 
 
 def compile_problem() -> str | None:
-    """Why torch.compile cannot work here, or None. Inductor's CUDA kernels are Triton's, and Triton builds
-    its launcher with a host C compiler at run time (CC, else gcc, else clang on PATH), which CUDA *runtime*
-    images (pytorch/pytorch:*-runtime before the end of 2025) do not have: the first forward would fail."""
+    """Why torch.compile cannot work, or None: Triton needs a host C compiler, which runtime images lack."""
     if os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang"):
         return None
     return "no C compiler for Triton (set CC, or install gcc in the image)"
 
 
 def enable_tf32() -> None:
-    """TF32 matmuls and convolutions on Ampere and newer: fp32 code paths run on tensor cores."""
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True

@@ -1,13 +1,6 @@
-"""A DeepSpeed engine's training state as whole tensors by parameter name, whatever the ZeRO stage and the
-world size: what trainer.checkpoint.store saves and loads. Per parameter the fp32 weight and AdamW's moments,
-through DeepSpeed's public fragment API (deepspeed.utils safe_get_*/safe_set_*) or the torch AdamW at ZeRO 0;
-beside them the run state and each rank's RNG. Reading is a collective with ZeRO (every rank, every parameter,
-the same order).
-Ours, not DeepSpeed's universal checkpoints: ds_to_universal cannot convert a ZeRO 0 checkpoint, which one rank
-writes (bench/universal_checkpoint.py, docs/benchmarks.md). Where a private field is read, the public API
-fails our resume tests; the line says how.
-upstream: deepspeed utils/tensor_fragment.py (safe_get_full_*, safe_set_full_*, safe_set_local_*) @ 0.19.8
-"""
+"""An engine's state as whole tensors by parameter name, at any ZeRO stage and world size. Not universal
+checkpoints: ds_to_universal cannot convert ZeRO 0 (docs/benchmarks.md). Private reads say why, each.
+upstream: deepspeed utils/tensor_fragment.py (safe_get_full_*, safe_set_full_*, safe_set_local_*) @ 0.19.8"""
 
 from __future__ import annotations
 
@@ -23,8 +16,7 @@ OPTIMIZER_KEYS = ("exp_avg", "exp_avg_sq")  # AdamW's moments, as torch and Deep
 
 
 def parameter_owners(sizes: Iterable[tuple[str, int]], world_size: int) -> dict[str, int]:
-    """The rank that writes each parameter's state: largest first, each to the rank with the fewest bytes so
-    far (the lowest rank on a tie). A pure function of the names and sizes: the same on every rank."""
+    """Largest first, each to the rank with the fewest bytes so far: the same on every rank."""
     loads = [0] * world_size
     owners = {}
     for name, size in sorted(sizes, key=lambda item: (-item[1], item[0])):
@@ -35,14 +27,12 @@ def parameter_owners(sizes: Iterable[tuple[str, int]], world_size: int) -> dict[
 
 
 def partitioned(param: torch.nn.Parameter) -> bool:
-    """Whether DeepSpeed's ZeRO optimizer holds this parameter's fp32 state (in flat partitions)."""
-    # private: DeepSpeed has no public test; _hp_mapping (ZeRO 1, 2) and ds_id (ZeRO 3) are what its own
-    # safe_get_* branch on.
+    # private: no public test; DeepSpeed's own safe_get_* branch on _hp_mapping (ZeRO 1, 2) and ds_id (ZeRO 3)
     return hasattr(param, "_hp_mapping") or hasattr(param, "ds_id")
 
 
 def optimizer_steps(engine: Any) -> int:
-    """AdamW's step count (0 before the first step: no moments yet)."""
+    """0 before the first step: no moments yet."""
     optimizer = getattr(engine.optimizer, "optimizer", engine.optimizer)  # the torch AdamW inside ZeRO
     for state in optimizer.state.values():
         if "step" in state:
@@ -51,8 +41,7 @@ def optimizer_steps(engine: Any) -> int:
 
 
 def full_state(engine: Any, param: torch.nn.Parameter, with_moments: bool) -> dict[str, torch.Tensor]:
-    """A parameter's fp32 weight and AdamW moments, whole, on its device. With ZeRO this is a collective
-    (every rank calls it for every parameter, in the same order)."""
+    """Whole, on its device; with ZeRO a collective (every rank, every parameter, in the same order)."""
     if partitioned(param):
         from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
 
@@ -65,8 +54,7 @@ def full_state(engine: Any, param: torch.nn.Parameter, with_moments: bool) -> di
 
 
 class HostBuffers:
-    """Host copies of device tensors. On a GPU, pinned (asynchronous full-bandwidth copies) and kept for the
-    next snapshot; page-locking 1.5 GB (GPT-2 124M) is slow, so `prepare` allocates them in a thread."""
+    """Host copies, on a GPU pinned and kept; page-locking 1.5 GB is slow, so `prepare` runs in a thread."""
 
     def __init__(self) -> None:
         self.pinned: dict[str, torch.Tensor] = {}
@@ -74,8 +62,6 @@ class HostBuffers:
         self.preparing: threading.Thread | None = None
 
     def prepare(self, shapes: dict[str, tuple[int, ...]]) -> None:
-        """Start allocating pinned buffers of these shapes (GPU runs only)."""
-
         def allocate() -> None:
             for key, shape in shapes.items():
                 self.pinned[key] = torch.empty(shape, dtype=torch.float32, pin_memory=True)
@@ -99,7 +85,6 @@ class HostBuffers:
         return buffer
 
     def finish(self, device: torch.device) -> None:
-        """Wait for the asynchronous copies."""
         if self.device_copies:
             torch.cuda.synchronize(device)
             self.device_copies = False
@@ -125,8 +110,7 @@ def snapshot(
     buffers: HostBuffers,
     run_state: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """This rank's shard, in host memory: the state of the parameters it owns, its RNG, and (rank 0) the
-    run state. Called on every rank at the same step; returns once the copies are done."""
+    """This rank's shard in host memory (parameters, RNG, rank 0's run state); every rank, same step."""
     with_moments = optimizer_steps(engine) > 0
     if with_moments and hasattr(next(engine.module.parameters()), "_hp_mapping"):
         link_zero_fragments(engine)
@@ -143,7 +127,6 @@ def snapshot(
 
 
 def run_state_of(engine: Any, step: int, client_state: dict[str, Any]) -> dict[str, Any]:
-    """What besides the parameters a resumed run needs: steps, LR schedule, client state."""
     return {
         "step": step,
         "optimizer_steps": optimizer_steps(engine),
@@ -156,19 +139,15 @@ def run_state_of(engine: Any, step: int, client_state: dict[str, Any]) -> dict[s
 
 
 def _flat_partitions(engine: Any) -> list[torch.Tensor]:
-    """The fp32 flat partitions that DeepSpeed's ZeRO optimizer steps, which key AdamW's state."""
     zero = engine.optimizer
-    # private: no public accessor for the tensors that key AdamW's state inside ZeRO.
+    # private: no public accessor for the fp32 flat partitions that key AdamW's state inside ZeRO.
     if hasattr(zero, "fp32_partitioned_groups_flat"):  # ZeRO 3: one per sub-group
         return list(zero.fp32_partitioned_groups_flat)
     return [group["params"][0] for group in zero.optimizer.param_groups]  # ZeRO 1, 2: one per param group
 
 
 def link_zero_fragments(engine: Any) -> None:
-    """Point every parameter's fragment (ZeRO 1 and 2) at AdamW's current state of its flat partition, as
-    DeepSpeed's lazy_init_hp_params_optimizer_state does. DeepSpeed links them once, after the first group's
-    first step, when later groups have no state yet: without this, safe_get_full_optimizer_state fails
-    (TypeError in get_optim_state_fragment, measured on the ZeRO 0 -> 1 resume, docs/benchmarks.md).
+    """DeepSpeed links ZeRO 1/2 fragments before later groups have state: safe_get_full_* fails (0->1 resume).
     upstream: deepspeed runtime/zero/stage_1_and_2.py _optimizer_step @ 0.19.8"""
     inner = engine.optimizer.optimizer
     flats = _flat_partitions(engine)
@@ -180,10 +159,7 @@ def link_zero_fragments(engine: Any) -> None:
 
 
 def _zero_optimizer_state(engine: Any, steps: int) -> None:
-    """Create AdamW's state in DeepSpeed's ZeRO optimizer of a freshly built engine (it creates it only at
-    the first step) and link the fragments to it, so that safe_set_full_optimizer_state can fill it. The
-    step tensor is made as torch.optim.AdamW's _init_group makes it (float32; on the device when fused or
-    capturable)."""
+    """AdamW's state (ZeRO makes it at the first step) as AdamW's _init_group would, linked for safe_set_*."""
     inner = engine.optimizer.optimizer
     on_device = bool(inner.defaults.get("fused") or inner.defaults.get("capturable"))
     for flat in _flat_partitions(engine):
@@ -196,11 +172,7 @@ def _zero_optimizer_state(engine: Any, steps: int) -> None:
 
 
 def set_full_state(param: torch.nn.Parameter, value: torch.Tensor, key: str | None) -> None:
-    """Set a parameter's fp32 master weight (key None) or AdamW moment, given whole, in DeepSpeed's ZeRO
-    optimizer. ZeRO 3 gives each rank an equal share of the flattened parameter, the last one padded;
-    DeepSpeed's stage-3 safe_set_full_* slices without the padding and overruns on the last rank when the
-    world size does not divide the size (measured: 3 ranks, "start (5462) + length (2731) exceeds dimension
-    size (8192)"), so this rank's padded share (private ds_tensor.ds_numel) goes through safe_set_local_*."""
+    """Private ds_tensor.ds_numel: stage-3 safe_set_full_* overruns the last rank's padded share (measured)."""
     from deepspeed.utils import (
         safe_set_full_fp32_param,
         safe_set_full_optimizer_state,
@@ -227,8 +199,6 @@ def set_full_state(param: torch.nn.Parameter, value: torch.Tensor, key: str | No
 
 
 def restore(engine: Any, shards: list[dict[str, Any]]) -> dict[str, Any]:
-    """Load every parameter's weight and moments, the optimizer step and the LR schedule into a freshly
-    built engine of any ZeRO stage and world size; returns the run state."""
     params: dict[str, dict[str, torch.Tensor]] = {}
     for shard in shards:
         params.update(shard["params"])
@@ -244,8 +214,7 @@ def restore(engine: Any, shards: list[dict[str, Any]]) -> dict[str, Any]:
 
         if with_moments:
             _zero_optimizer_state(engine, steps)
-        # The module's own (bf16 or fp32) weights; ZeRO 3 partitions them, so they are gathered to be set.
-        stage3 = hasattr(named[0][1], "ds_id")
+        stage3 = hasattr(named[0][1], "ds_id")  # the module's weights, partitioned: gathered to be set
         with deepspeed.zero.GatheredParameters([p for _, p in named], modifier_rank=0, enabled=stage3):
             for name, param in named:
                 param.data.copy_(params[name]["weight"])

@@ -1,11 +1,4 @@
-"""What a run remembers across its restarts, beside its metrics: output.dir/run_state.json.
-
-    {"starts": 3, "mlflow": {"tracking_uri": "sqlite:///...", "run_id": "9f2c..."}}
-
-`starts` counts the processes that started this run (restarts seen = starts - 1); `mlflow` names the MLflow
-run a resumed run continues. Only rank 0 reads and writes it (shared_files.write_replacing), under a lock:
-the tracking thread updates it too.
-"""
+"""output.dir/run_state.json: what a run remembers across restarts (starts, MLflow run); rank 0, locked."""
 
 from __future__ import annotations
 
@@ -21,8 +14,6 @@ RUN_STATE_FILE = "run_state.json"
 
 
 class RunState:
-    """output.dir/run_state.json: read once, updated atomically."""
-
     def __init__(self, output_dir: str | Path) -> None:
         self.path = Path(output_dir).expanduser() / RUN_STATE_FILE
         self._lock = threading.Lock()
@@ -49,7 +40,7 @@ class RunState:
             write_replacing(self.path, text.encode("utf-8"))
 
     def count_start(self) -> int:
-        """Records one more start of this run; the number of earlier starts (restarts seen)."""
+        """One more start recorded; returns the restarts seen."""
         restarts = int(self.get("starts", 0))
         self.update(starts=restarts + 1)
         return restarts

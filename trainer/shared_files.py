@@ -1,16 +1,5 @@
-"""Writes that are safe when several processes, pods or hosts write one shared volume (NFS, a hostPath, a disk):
-
-- `write_once`: content the same whoever writes it (the token cache): a unique temporary name (O_EXCL, a
-  random suffix: never the PID, 1 in every container), fsynced, published by link(2), which never replaces a
-  file a reader may have mapped.
-- `write_replacing`: a small file whose newest version wins (summary.json, run_state.json): the same
-  temporary name, then rename(2); readers see the old file or the new, whole.
-- `append_line`: one JSON line in one O_APPEND write(2) under an exclusive lock, which is what keeps lines
-  whole over NFS (clients revalidate the size on lock and flush before unlock).
-Locks are POSIX record locks (fcntl, which NFS carries to the server); a mount without a lock service refuses
-or localises them, so they only avoid duplicate work or order appends, never decide correctness.
-upstream: nfs(5) "Data and metadata coherence"
-"""
+"""Writes safe with several writers on one shared volume (NFS, hostPath); fcntl locks, refused or local on
+some mounts, only avoid duplicate work or order appends. upstream: nfs(5) "Data and metadata coherence"."""
 
 from __future__ import annotations
 
@@ -23,14 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-# errno values with which a filesystem says it cannot lock (rather than that the lock is taken)
-LOCKING_UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}
+LOCKING_UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}  # cannot lock, rather than taken
 LOCK_BUSY = {errno.EACCES, errno.EAGAIN}  # F_SETLK: another process holds a conflicting lock
 LockState = Literal["held", "busy", "unsupported"]
 
 
 def fsync_directory(path: Path) -> None:
-    """Make a rename or link inside `path` durable (POSIX: fsync the directory itself)."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -39,12 +26,11 @@ def fsync_directory(path: Path) -> None:
 
 
 def unique_temporary(path: Path) -> Path:
-    """A hidden sibling of `path` with a random suffix, for one writer's temporary copy."""
+    """A random suffix, never the PID (1 in every container)."""
     return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
 
 
 def _write_temporary(path: Path, data: bytes | memoryview) -> Path:
-    """`data` in a new unique temporary sibling of `path`, fsynced; its mode follows the umask."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = unique_temporary(path)
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -56,8 +42,7 @@ def _write_temporary(path: Path, data: bytes | memoryview) -> Path:
 
 
 def write_once(path: Path, data: bytes | memoryview) -> bool:
-    """Publish `data` at `path` unless a file is there already; True if this call published it. Either way
-    `path` then holds one writer's whole data (an NFS link(2) retried after success reads as another's)."""
+    """Same content whoever writes; True if published here. link(2) never replaces a file a reader maps."""
     temporary = _write_temporary(path, data)
     try:
         os.link(temporary, path)
@@ -70,7 +55,7 @@ def write_once(path: Path, data: bytes | memoryview) -> bool:
 
 
 def write_replacing(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` atomically; with concurrent writers the last rename wins, whole."""
+    """With concurrent writers the last rename wins, whole."""
     temporary = _write_temporary(path, data)
     try:
         os.replace(temporary, path)
@@ -81,7 +66,7 @@ def write_replacing(path: Path, data: bytes) -> None:
 
 
 def append_line(path: Path, line: str) -> None:
-    """Append one line (no newline inside) as a single write, under an exclusive lock on the file."""
+    """One O_APPEND write under an exclusive lock, which keeps lines whole over NFS (revalidate on lock)."""
     data = (line + "\n").encode("utf-8")
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
@@ -95,8 +80,7 @@ def append_line(path: Path, line: str) -> None:
 
 @contextlib.contextmanager
 def _locked(descriptor: int) -> Iterator[bool]:
-    """Wait for an exclusive lock on an open file and hold it while inside; yields whether it is held
-    (False: the filesystem cannot lock)."""
+    """Yields whether the lock is held (False: the filesystem cannot lock)."""
     try:
         fcntl.lockf(descriptor, fcntl.LOCK_EX)
     except OSError as error:
@@ -112,8 +96,7 @@ def _locked(descriptor: int) -> Iterator[bool]:
 
 @contextlib.contextmanager
 def exclusive_lock(path: Path) -> Iterator[bool]:
-    """Wait for an exclusive lock on `path` (created if missing) and hold it while inside. Yields False,
-    without waiting, where the filesystem cannot lock: the caller must be correct without the lock."""
+    """Yields False, at once, where the filesystem cannot lock: the caller must be correct without it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
@@ -124,15 +107,13 @@ def exclusive_lock(path: Path) -> Iterator[bool]:
 
 
 class HeldLock:
-    """An exclusive lock on `path` held from `acquire` until `release` (e.g. for a process's lifetime);
-    POSIX locks belong to the process and go with it when it dies."""
+    """An exclusive lock held from `acquire` to `release`; it goes with the process when it dies."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.descriptor: int | None = None
 
     def acquire(self) -> LockState:
-        """Take the lock without waiting: "held", "busy" (another process holds it) or "unsupported"."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
@@ -148,7 +129,7 @@ class HeldLock:
         return "held"
 
     def release(self, remove: bool = False) -> None:
-        """Give the lock up; remove=True also deletes the file (first, so nobody locks a name being freed)."""
+        """remove=True deletes the file first, so nobody locks a name being freed."""
         if self.descriptor is None:
             return
         if remove:

@@ -1,13 +1,5 @@
-"""The checkpoint layout, its manifest and the rules that verify it, for every Storage (no torch).
-
-step_000100/                 a published checkpoint
-    shard_00000.pt           rank 0's share of the parameters by name (fp32 weight, AdamW exp_avg and
-                             exp_avg_sq, whole), its RNG state and the run state; shard_00001.pt rank 1's ...
-    manifest.json            written last: format, step, world size, ZeRO stage, model, each file's size
-                             and sha256
-step_000150.tmp-<run>/       being written by run <run> (or abandoned by a crash): never read
-.run-<run>.lock              locked by rank 0 of run <run> while it lives
-"""
+"""The layout every Storage verifies (no torch): step_N/ holds a shard per rank, manifest.json written last;
+step_N.tmp-<run>/ is being written or abandoned, never read; a live run's rank 0 holds .run-<run>.lock."""
 
 from __future__ import annotations
 
@@ -48,7 +40,6 @@ def sha256_of(path: Path) -> str:
 
 
 def file_record(path: Path) -> dict[str, Any]:
-    """A manifest entry: the file's size in bytes and its sha256."""
     return {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
 
 
@@ -65,8 +56,7 @@ def unsupported(manifest: dict[str, Any]) -> str | None:
 def files_problem(
     files: dict[str, Any], size_of: Callable[[str], int | None], sha256: Callable[[str], str] | None
 ) -> str | None:
-    """Why the files a manifest lists do not match it, or None: the first file that is missing (size_of
-    None), of another size in bytes, or (with sha256) of another sha256. The one rule for every Storage."""
+    """The first listed file missing (size_of None), of another size or checksum (sha256), or None."""
     for name, expected in files.items():
         size = size_of(name)
         if size is None:
@@ -79,16 +69,12 @@ def files_problem(
 
 
 def run_gone(run: str | None, own_run: str, alive: Callable[[str], bool]) -> bool:
-    """Whether what run `run` left is another run's that is not alive (`alive(run)`, asked only about other
-    runs); None (a name of the trainer before run ids) always is. A directory's run holds its lock while it
-    lives, an object store's renews its lease."""
+    """Whether run `run`'s leftovers are another run's that is not alive; None (before run ids) always is."""
     return run != own_run and (run is None or not alive(run))
 
 
 def abandoned(name: str, own_run: str, alive: Callable[[str], bool]) -> bool:
-    """Whether the entry `name` of checkpoint.dir is an unpublished directory or a run lock of a run that is
-    gone (run_gone). Published checkpoints and other names never are. An object store asks it about the
-    staging name whose files an object is."""
+    """Whether checkpoint.dir's `name` is a gone run's staging or lock; a published checkpoint never is."""
     match = UNPUBLISHED_PATTERN.match(name) or RUN_LOCK_PATTERN.match(name)
     if match is None:
         return False
@@ -96,8 +82,7 @@ def abandoned(name: str, own_run: str, alive: Callable[[str], bool]) -> bool:
 
 
 def superseded(published: list[tuple[int, str]], step: int, keep_last: int) -> list[str]:
-    """The tags to delete once checkpoint `step` is published: all but the keep_last - 1 newest of those older
-    than it (newer ones, another run's, are not this save's to judge). published: (step, tag), newest first."""
+    """All but the keep_last - 1 newest older than `step` (newer ones are another run's, not this save's)."""
     older = [tag for saved, tag in published if saved < step]
     return older[keep_last - 1 :]
 
@@ -106,40 +91,24 @@ class RunLock(Protocol):
     """Held by rank 0 of a run while it lives: another run then leaves its unpublished files alone."""
 
     def acquire(self) -> LockState: ...
-
     def release(self, remove: bool = False) -> None: ...
 
 
 class Storage(Protocol):
-    """What CheckpointStore does to checkpoint.dir. Tags are `step_N`, staging names `step_N.tmp-<run>`.
-    Every backend promises: `publish` makes a checkpoint appear whole or not at all and never over a complete
-    one (False if the tag is there); a checkpoint is trusted only while `verify` matches its files to its
-    manifest ((manifest, None), else (None, why)); `remove` never leaves a half-deleted checkpoint that looks
-    published, and a name already gone is fine. `published` is newest first; `manifest` is unverified (None
-    if unreadable); `staged_problem` checks sizes only; `read_shard` loads weights only, on the CPU."""
+    """Every backend: `publish` is whole or nothing, never over a complete checkpoint (False then); trusted
+    only while `verify` matches its files; `remove` never leaves a half-deleted one looking published."""
 
     def describe(self, name: str) -> str: ...  # where a tag or staging name lives, for messages
-
-    def published(self) -> list[tuple[int, str]]: ...
-
+    def published(self) -> list[tuple[int, str]]: ...  # newest first
     def published_at(self, tag: str) -> float: ...  # seconds since the epoch; OSError if it is gone
-
     def manifest(self, tag: str) -> dict[str, Any] | None: ...
-
     def verify(self, tag: str) -> tuple[dict[str, Any] | None, str | None]: ...
-
     def write_shard(self, staging: str, name: str, state: dict[str, Any]) -> dict[str, Any]: ...
-
-    def read_shard(self, tag: str, name: str) -> dict[str, Any]: ...
-
-    def staged_problem(self, staging: str, files: dict[str, Any]) -> str | None: ...
-
+    def read_shard(self, tag: str, name: str) -> dict[str, Any]: ...  # weights only, on the CPU
+    def staged_problem(self, staging: str, files: dict[str, Any]) -> str | None: ...  # sizes only
     def publish(self, staging: str, tag: str, manifest: dict[str, Any]) -> bool: ...
-
-    def remove(self, name: str, run: str) -> None: ...
-
+    def remove(self, name: str, run: str) -> None: ...  # a name already gone is fine
     def run_lock(self, run: str) -> RunLock: ...
-
     def remove_abandoned(
         self, own_run: str
-    ) -> list[str]: ...  # removes dead runs' leftovers; other live runs
+    ) -> list[str]: ...  # dead runs' leftovers; returns other live runs

@@ -1,5 +1,4 @@
-"""Checkpoints in a POSIX directory (local disk, hostPath or NFS volume): staging directories published by
-rename(2), which never replaces a non-empty directory; torch only where a shard is written or read."""
+"""Checkpoints in a directory (disk, hostPath, NFS): staging published by rename(2), never over a full one."""
 
 from __future__ import annotations
 
@@ -23,7 +22,6 @@ from trainer.shared_files import HeldLock, fsync_directory
 
 
 def read_manifest(directory: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(manifest, None) if a published checkpoint's files match its manifest, else (None, the problem)."""
     try:
         manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
         files = manifest["files"]
@@ -44,8 +42,6 @@ def _files_problem(directory: Path, files: dict[str, Any], checksums: bool) -> s
 
 
 class LocalStorage:
-    """trainer.checkpoint.layout.Storage on a directory."""
-
     def __init__(self, directory: str) -> None:
         self.root = Path(directory).expanduser()
 
@@ -63,7 +59,6 @@ class LocalStorage:
         return sorted(found, reverse=True)
 
     def published_at(self, tag: str) -> float:
-        """Its directory's last change."""
         return os.stat(self.root / tag).st_mtime
 
     def manifest(self, tag: str) -> dict[str, Any] | None:
@@ -89,8 +84,7 @@ class LocalStorage:
         return file_record(path)
 
     def read_shard(self, tag: str, name: str) -> dict[str, Any]:
-        """Memory-mapped: tensors are read as they are used."""
-        import torch
+        import torch  # memory-mapped: tensors are read as they are used
 
         return torch.load(self.root / tag / name, map_location="cpu", mmap=True, weights_only=True)
 
@@ -98,7 +92,6 @@ class LocalStorage:
         return _files_problem(self.root / staging, files, checksums=False)
 
     def publish(self, staging: str, tag: str, manifest: dict[str, Any]) -> bool:
-        """The manifest into the staging directory, then its rename to the tag."""
         directory = self.root / staging
         with open(directory / MANIFEST, "w", encoding="utf-8") as handle:
             json.dump(manifest, handle, indent=1, sort_keys=True)
@@ -126,13 +119,10 @@ class LocalStorage:
         shutil.rmtree(aside, ignore_errors=True)
 
     def run_lock(self, run: str) -> HeldLock:
-        """A POSIX lock on .run-<run>.lock, which goes with the process that holds it."""
         return HeldLock(self.root / f".run-{run}.lock")
 
     def remove_abandoned(self, own_run: str) -> list[str]:
-        """A run is alive while its rank 0 holds its lock. Where the volume cannot lock (NFS with nolock)
-        every other run counts as dead: its staging may go, and its publish then fails (never a partial
-        checkpoint)."""
+        """Where the volume cannot lock (NFS nolock) other runs count as dead: their publish fails, whole."""
         if not self.root.is_dir():
             return []
         alive: dict[str, bool] = {}

@@ -1,19 +1,5 @@
-"""Checkpoints in an S3-compatible object store: checkpoint.dir = s3://bucket/prefix.
-
-    step_000100/manifest.json         uploaded last, with If-None-Match: * (a second publisher gets 412, or
-                                      409 racing it): the checkpoint exists from then on, while its files
-                                      match it; "objects" names their prefix
-    step_000100/<run>/shard_00000.pt  run <run>'s files of step 100 (one per rank); nothing moves to publish
-    .run-<run>.lease                  rewritten every RENEW_SECONDS by rank 0 of run <run> while it lives
-
-An object store has no rename and no lock that dies with a process: publishing is the manifest's conditional
-PUT (a store answering 501 to the header gets look-then-write), and a run is alive while its lease is younger
-than LEASE_SECONDS by the store's clock; a later run removes dead runs' files and aborts their uploads.
-Deleting a checkpoint deletes its manifest first. Shards go through a temporary file (TMPDIR) both ways.
-Credentials and endpoint: boto3's own AWS_* variables (path-style addressing with an endpoint).
-upstream: S3 User Guide "How to prevent object overwrites with conditional writes" (412, 409) @ 2024-08
-upstream: versitygw backend/posix/posix.go PutObject (precondition under the publish lock) @ v1.8.0
-"""
+"""Checkpoints in an S3-compatible store (boto3's AWS_* variables): run <run> uploads step_N/<run>/shard_*.pt,
+then publishes step_N/manifest.json by a conditional PUT (no rename); a run lives while its lease is fresh."""
 
 from __future__ import annotations
 
@@ -47,16 +33,13 @@ from trainer.checkpoint.layout import (
 from trainer.config import ConfigError, parse_s3_url
 from trainer.sources import s3_client
 
-# Multipart uploads above this size, in parts of this size (S3: at least 5 MiB a part, at most 10,000 parts:
-# shards up to 640 GB).
+# Multipart above this size, in parts of it (S3: 5 MiB to 10,000 parts a file: shards up to 640 GB).
 MULTIPART_CHUNK_BYTES = 64 * 1024 * 1024
-# step_N/<run>/<file>: a run's files of step N.
 DATA_PATTERN = re.compile(r"^(?P<tag>step_\d+)/(?P<run>[0-9a-f]+)/")
-# A manifest's "objects": the run prefix of its files.
-OBJECTS_PATTERN = re.compile(r"[0-9a-f]+/")
+OBJECTS_PATTERN = re.compile(r"[0-9a-f]+/")  # a manifest's "objects": its files' run prefix
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 STAGING_PATTERN = re.compile(r"^(?P<tag>step_\d+)\.tmp-(?P<run>[0-9a-f]+)$")
-# Error codes with which a store refuses a conditional write (412), or a concurrent one (409, Amazon S3).
+# A conditional write refused (412), or a concurrent one (409, Amazon S3).
 REFUSED_CONDITION = {"PreconditionFailed", "ConditionalRequestConflict"}
 NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 
@@ -70,8 +53,6 @@ def error_code(error: ClientError) -> str:
 
 
 class S3Storage:
-    """trainer.checkpoint.layout.Storage on s3://bucket/prefix."""
-
     def __init__(self, url: str) -> None:
         """ConfigError (one line) for a URL that is not s3://bucket/prefix or an endpoint URL boto3 rejects."""
         self.url = url.rstrip("/")
@@ -82,7 +63,6 @@ class S3Storage:
         self.manifests: dict[str, dict[str, Any]] = {}
 
     def key(self, name: str) -> str:
-        """The object key of a name relative to the prefix."""
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def relative(self, key: str) -> str:
@@ -101,8 +81,7 @@ class S3Storage:
         return f"s3://{self.bucket}/{self.key(name)}"
 
     def check(self) -> None:
-        """That the endpoint answers and the credentials may list, write and delete there (a probe object);
-        ConfigError naming the URL, the endpoint and what failed otherwise."""
+        """ConfigError (URL, endpoint, what failed) unless the credentials may list, write and delete there."""
         probe = self.key(f".probe-{uuid.uuid4().hex}")
         try:
             self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.key(""), MaxKeys=1)
@@ -136,7 +115,6 @@ class S3Storage:
         return found, now
 
     def sizes(self, prefix: str) -> dict[str, int]:
-        """Sizes in bytes of the objects under a relative prefix, by name relative to it."""
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.key(prefix)
         )
@@ -162,7 +140,6 @@ class S3Storage:
         return float(head["LastModified"].timestamp())
 
     def read_manifest(self, tag: str) -> tuple[dict[str, Any] | None, str | None]:
-        """(the manifest as written, None), or (None, why it cannot be used: missing, unreadable, unsupported)."""
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self.key(f"{tag}/{MANIFEST}"))["Body"]
             manifest = json.loads(body.read())
@@ -182,14 +159,13 @@ class S3Storage:
         return self.read_manifest(tag)[0]
 
     def files_of(self, tag: str, manifest: dict[str, Any]) -> str:
-        """The names' prefix of a published checkpoint's files: step_N/<run>/."""
         objects = str(manifest.get("objects", ""))
         if not OBJECTS_PATTERN.fullmatch(objects):
             raise CheckpointError(f'{self.describe(tag)}/{MANIFEST}: no valid "objects" prefix')
         return f"{tag}/{objects}"
 
     def verify(self, tag: str) -> tuple[dict[str, Any] | None, str | None]:
-        """As on a volume; the files are downloaded to check them, and kept for read_shard."""
+        """The files are downloaded to check them, and kept for read_shard."""
         manifest, problem = self.read_manifest(tag)
         if manifest is None:
             return None, problem
@@ -199,7 +175,7 @@ class S3Storage:
             return None, str(error)
         files = manifest["files"]
 
-        def sha256(name: str) -> str:  # the manifest's when the download matches it
+        def sha256(name: str) -> str:  # the manifest's if the download matches it
             matched = self.download(f"{prefix}{name}", files[name]["sha256"]) is not None
             return str(files[name]["sha256"]) if matched else "another"
 
@@ -210,9 +186,7 @@ class S3Storage:
         return manifest, None
 
     def download(self, name: str, sha256: str) -> Path | None:
-        """An object into this process's download directory, kept (named by object and sha256: other ranks
-        read the object itself) if it matches sha256, else None; None too if sha256 is not 64 hex digits (a
-        damaged manifest must not name a local path)."""
+        """Kept if it matches sha256, else None; None if sha256 is not 64 hex digits (it names a path)."""
         if not SHA256_PATTERN.fullmatch(str(sha256)):
             return None
         if self.downloads is None:
@@ -236,13 +210,11 @@ class S3Storage:
         return kept
 
     def transfer(self) -> TransferConfig:
-        """s3transfer's settings: multipart (and ranged GETs) in MULTIPART_CHUNK_BYTES parts."""
         return TransferConfig(
             multipart_threshold=MULTIPART_CHUNK_BYTES, multipart_chunksize=MULTIPART_CHUNK_BYTES
         )
 
     def local_copy(self, tag: str, name: str) -> Path:
-        """A published checkpoint's file, downloaded and checked against its manifest's sha256."""
         manifest = self.manifests.get(tag) or self.manifest(tag)
         if manifest is None:
             raise CheckpointError(f"{self.describe(tag)}: no readable {MANIFEST}")
@@ -258,7 +230,6 @@ class S3Storage:
         return torch.load(self.local_copy(tag, name), map_location="cpu", mmap=True, weights_only=True)
 
     def write_shard(self, staging: str, name: str, state: dict[str, Any]) -> dict[str, Any]:
-        """torch.save to a temporary file, its record, then the upload (multipart for large files)."""
         if self.downloads is not None:  # the run is past resuming: the files it loaded are not needed
             for path in self.downloads.iterdir():
                 path.unlink(missing_ok=True)
@@ -279,7 +250,8 @@ class S3Storage:
         return files_problem(files, self.sizes(self.data_prefix(staging)).get, None)
 
     def publish(self, staging: str, tag: str, manifest: dict[str, Any]) -> bool:
-        """Upload the manifest, naming the staged files' prefix, under the tag unless one is there."""
+        """upstream: S3 User Guide "How to prevent object overwrites with conditional writes" @ 2024-08
+        upstream: versitygw backend/posix/posix.go PutObject (precondition under the publish lock) @ v1.8.0"""
         run = STAGING_PATTERN.match(staging)
         assert run is not None
         body = json.dumps({**manifest, "objects": f"{run['run']}/"}, indent=1, sort_keys=True).encode()
@@ -306,7 +278,7 @@ class S3Storage:
         return True
 
     def delete(self, names: list[str]) -> None:
-        """Delete objects by relative name, 1,000 a request (DeleteObjects' most); a per-key Error raises."""
+        """1,000 a request (DeleteObjects' most); a per-key Error raises."""
         for start in range(0, len(names), 1000):
             batch = [{"Key": self.key(name)} for name in names[start : start + 1000]]
             answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
@@ -314,13 +286,11 @@ class S3Storage:
                 raise S3Error(f"cannot delete s3://{self.bucket}/{error.get('Key')}: {error.get('Code')}")
 
     def delete_under(self, prefix: str) -> None:
-        """Delete the objects and abort the multipart uploads under a relative prefix."""
         self.delete([f"{prefix}{name}" for name in self.sizes(prefix)])
         for upload in self.uploads(prefix):
             self.abort(upload)
 
     def uploads(self, prefix: str = "") -> list[dict[str, Any]]:
-        """The incomplete multipart uploads under a relative prefix (Key as the store names it)."""
         pages = self.client.get_paginator("list_multipart_uploads").paginate(
             Bucket=self.bucket, Prefix=self.key(prefix)
         )
@@ -336,14 +306,13 @@ class S3Storage:
                 raise
 
     def remove(self, name: str, run: str) -> None:
-        """A staging name: its run's objects and uploads. A tag: its manifest first, then the files it names."""
+        """A tag's manifest first (never half-deleted yet published); files it cannot name await run_gone."""
         if STAGING_PATTERN.match(name):
             self.delete_under(self.data_prefix(name))
             return
         manifest = self.manifest(name)
         self.client.delete_object(Bucket=self.bucket, Key=self.key(f"{name}/{MANIFEST}"))
         self.manifests.pop(name, None)
-        # Without a valid prefix in it, its files are left for the abandoned-run rule.
         if manifest is not None and OBJECTS_PATTERN.fullmatch(str(manifest.get("objects", ""))):
             self.delete_under(self.files_of(name, manifest))
 
@@ -351,10 +320,7 @@ class S3Storage:
         return s3_lease.Lease(self.client, self.bucket, self.key(f".run-{run}.lease"))
 
     def remove_abandoned(self, own_run: str) -> list[str]:
-        """Delete the files, uploads and leases of runs that are not alive, except files a published manifest
-        names; the ids of other live runs. Only what is older than the listing's clock (the Date header) can be
-        abandoned: a run starting meanwhile writes its lease first, and may be missing from the listing while
-        its later files are in it; a lagging Date header only removes less."""
+        """Only unpublished files older than the listing's Date go (a starting run's lease may miss it)."""
         objects, now = self.objects()
         leases = {}
         for item in objects:
@@ -370,8 +336,7 @@ class S3Storage:
                 published[tag] = str(manifest.get("objects", "")).rstrip("/")
 
         def left_behind(relative_key: str, created: Any) -> bool:
-            """A run's file of step N is its staging name's (step_N.tmp-<run>): the volume's rule decides,
-            with the run of a published manifest's files counted alive for that step."""
+            """The volume's rule on step_N.tmp-<run>, a published manifest's run counted alive for step N."""
             match = DATA_PATTERN.match(relative_key)
             if match is None or created is None or created.timestamp() >= clock:
                 return False

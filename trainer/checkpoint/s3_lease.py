@@ -1,6 +1,4 @@
-"""A run's lease in an object store, S3Storage's RunLock: an object store has no lock that goes with a dead
-process, so rank 0 rewrites .run-<run>.lease every RENEW_SECONDS, and a run is alive while its lease is younger
-than LEASE_SECONDS by the store's clock (S3Storage.remove_abandoned)."""
+"""S3Storage's RunLock (no lock dies with a process there): a run lives while its lease is fresh."""
 
 from __future__ import annotations
 
@@ -19,8 +17,6 @@ LEASE_PATTERN = re.compile(r"^\.run-(?P<run>[0-9a-f]+)\.lease$")
 
 
 class Lease:
-    """A run's lease object, rewritten every RENEW_SECONDS by a thread from acquire to release."""
-
     def __init__(self, client: Any, bucket: str, key: str) -> None:
         self.client, self.bucket, self.key = client, bucket, key
         self.stopped = threading.Event()
@@ -30,7 +26,7 @@ class Lease:
         self.client.put_object(Bucket=self.bucket, Key=self.key, Body=b"")
 
     def acquire(self) -> LockState:
-        """Write the lease and keep it fresh; always "held" (each run's lease is its own)."""
+        """Always "held": each run's lease is its own."""
         self.renew()
         self.thread = threading.Thread(target=self.keep, name="checkpoint-lease", daemon=True)
         self.thread.start()
@@ -48,8 +44,7 @@ class Lease:
                 failing = True
 
     def release(self, remove: bool = False) -> None:
-        """Stop renewing; remove=True also deletes the lease (the run is over). A store that cannot be
-        reached then is a warning, not an error: the lease goes stale within LEASE_SECONDS anyway."""
+        """An unreachable store is a warning, not an error: the lease goes stale in LEASE_SECONDS anyway."""
         if self.thread is None:
             return
         self.stopped.set()

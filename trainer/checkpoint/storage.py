@@ -11,8 +11,7 @@ from trainer.metrics import warn
 
 
 def open_storage(directory: str, check: bool = False) -> Storage:
-    """S3Storage for s3://bucket/prefix, else LocalStorage. check: for S3, that the endpoint answers and the
-    credentials may list and write there now (ConfigError, one line, if not); a directory needs none."""
+    """check: that an object store may be used now (ConfigError, one line, if not)."""
     if not is_s3_url(directory):
         return LocalStorage(directory)
     from trainer.checkpoint.s3 import S3Storage  # boto3: only for an object store
@@ -24,8 +23,7 @@ def open_storage(directory: str, check: bool = False) -> Storage:
 
 
 def newest_manifest(directory: str) -> tuple[Storage, str, dict[str, Any]] | None:
-    """The newest published checkpoint whose manifest reads (no checksums), as (its Storage, tag, manifest);
-    None when there is none. ConfigError (one line) for an object store that cannot be used."""
+    """The newest published checkpoint whose manifest reads (no checksums); None if none."""
     storage = open_storage(directory, check=True)
     for _, tag in storage.published():
         manifest = storage.manifest(tag)
@@ -35,9 +33,7 @@ def newest_manifest(directory: str) -> tuple[Storage, str, dict[str, Any]] | Non
 
 
 def resume_problem(directory: str) -> str | None:
-    """Why a run cannot start on checkpoint.dir (one line), or None: an object store that cannot be used, or
-    a newest checkpoint of a layout this trainer does not read. For `launch` before any worker starts and for
-    `train` before it builds the engine."""
+    """Why a run cannot start on checkpoint.dir (one line), or None; for `launch` and `train`, before work."""
     try:
         newest = newest_manifest(directory)
     except ConfigError as error:
@@ -49,8 +45,7 @@ def resume_problem(directory: str) -> str | None:
 
 
 def newest_verified(storage: Storage) -> tuple[str, dict[str, Any]] | None:
-    """The newest published checkpoint whose files match its manifest, as (tag, manifest); a warning names
-    each newer one skipped and why. None when no checkpoint is complete."""
+    """The newest complete checkpoint; a warning names each newer one skipped and why."""
     for _, tag in storage.published():
         manifest, problem = storage.verify(tag)
         if manifest is not None:

@@ -1,14 +1,6 @@
-"""CheckpointStore: saves a DeepSpeed engine's state in the background, finds and loads the newest complete
-checkpoint, on any world size and ZeRO stage.
-
-Every parameter's state is saved whole and by name (trainer.engine_state), each by one rank (a balanced split
-by bytes), so a checkpoint resumes at any world size and stage. `save` blocks the step loop only for the
-snapshot to host memory; a writer thread per rank writes its shard, the ranks agree over a gloo group of their
-own, and rank 0 publishes the manifest (layout and Storage: trainer.checkpoint.layout). A save while one is in
-flight waits for it (every rank must choose alike). A crash leaves at most an unpublished staging name, never
-read; concurrent runs stage under their own run id, and publishing never replaces a complete checkpoint.
-upstream: deepspeed runtime/engine.py save_checkpoint (per-rank ZeRO partitions, fixed world size) @ 0.19.8
-"""
+"""CheckpointStore: each rank writes its share of every parameter's state, whole by name, in the background;
+rank 0 publishes. A crash leaves an unpublished staging name, never read; runs never replace a complete one.
+upstream: deepspeed runtime/engine.py save_checkpoint (per-rank ZeRO partitions, fixed world size) @ 0.19.8"""
 
 from __future__ import annotations
 
@@ -38,8 +30,6 @@ from trainer.metrics import warn
 
 @dataclass
 class Write:
-    """One checkpoint being written in the background, and what became of it."""
-
     step: int
     tag: str
     staging: str
@@ -53,8 +43,7 @@ class Write:
 
 
 class CheckpointStore:
-    """Saves (in the background), finds and loads the checkpoints of one checkpoint.dir. Every method is
-    called on every rank at the same point of the run."""
+    """The checkpoints of one checkpoint.dir; every method is called on every rank at the same point."""
 
     def __init__(
         self,
@@ -77,10 +66,7 @@ class CheckpointStore:
         if self.lock is not None:
             self.lock.acquire()
 
-    # -- resuming --
-
     def remove_abandoned(self) -> None:
-        """Delete unpublished directories left by runs that are gone (before this run writes any)."""
         if self.context.is_main:
             others = self.storage.remove_abandoned(self.run)
             if others:
@@ -91,15 +77,12 @@ class CheckpointStore:
         dist.barrier()
 
     def newest_complete(self) -> tuple[str, dict[str, Any]] | None:
-        """(tag, manifest) to resume from, decided by rank 0 and the same on every rank."""
         return broadcast_from_main(newest_verified(self.storage) if self.context.is_main else None)
 
     def published_count(self) -> int:
-        """How many checkpoints are published, verified or not (rank 0's count, the same on every rank)."""
         return int(broadcast_from_main(len(self.storage.published()) if self.context.is_main else None))
 
     def load(self, engine: Any, tag: str, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Load a verified checkpoint into the engine and this rank's RNG; returns the client state."""
         shards = [self.storage.read_shard(tag, name) for name in manifest["shards"]]
         run = restore(engine, shards)
         saved_world = manifest["world_size"]
@@ -109,10 +92,8 @@ class CheckpointStore:
             warn(f"rank {self.context.rank}: {tag} was written by {saved_world} rank(s): RNG starts fresh")
         return dict(run["client_state"])
 
-    # -- saving --
-
     def prepare(self, engine: Any) -> None:
-        """Decide which rank writes which parameter; on a GPU start allocating this rank's pinned buffers."""
+        """Which rank writes which parameter; on a GPU, start allocating this rank's pinned buffers."""
         named = list(engine.module.named_parameters())
         shapes = {name: tuple(getattr(p, "ds_shape", p.shape)) for name, p in named}  # ZeRO 3: ds_shape
         sizes = [(name, math.prod(shape)) for name, shape in shapes.items()]
@@ -126,8 +107,7 @@ class CheckpointStore:
     def save(
         self, engine: Any, step: int, client_state: dict[str, Any], manifest_extra: dict[str, Any]
     ) -> None:
-        """Snapshot the state to host memory and write it in the background, after the write in flight
-        (CheckpointError if that one failed)."""
+        """Blocks for the snapshot to host memory (and the write in flight: CheckpointError if it failed)."""
         start = time.perf_counter()
         self._finish_in_flight()
         waited = time.perf_counter() - start
@@ -146,19 +126,18 @@ class CheckpointStore:
         thread.start()
 
     def poll(self) -> list[Write]:
-        """The writes finished since the last call, without waiting (raises if one failed)."""
+        """The writes finished since the last call (raises if one failed)."""
         if self.in_flight is not None and self.in_flight.done.is_set():
             self._finish_in_flight()
         finished, self.finished = self.finished, []
         return finished
 
     def wait(self) -> list[Write]:
-        """Wait for the write in flight; the writes finished since the last call (raises if one failed)."""
         self._finish_in_flight()
         return self.poll()
 
     def close(self, wait: bool) -> None:
-        """End of the run: wait for the write in flight (a failing run abandons it) and free the run lock."""
+        """wait: False for a failing run, which abandons the write in flight."""
         if wait:
             self._finish_in_flight()
         if self.lock is not None and self.in_flight is None:
@@ -176,7 +155,7 @@ class CheckpointStore:
             )
 
     def _write(self, write: Write, shard: dict[str, Any], manifest_extra: dict[str, Any]) -> None:
-        """The writer thread: this rank's shard, then the ranks agree, rank 0 publishes."""
+        """The writer thread: this rank's shard, the ranks agree over their gloo group, rank 0 publishes."""
         rank = self.context.rank
         try:
             report: tuple[dict[str, Any] | None, str | None]
@@ -206,7 +185,7 @@ class CheckpointStore:
     def _publish(
         self, write: Write, reports: list[Any], manifest_extra: dict[str, Any]
     ) -> tuple[str | None, str | None]:
-        """Rank 0's writer: publish, then remove superseded checkpoints; (path, None) or (None, why not)."""
+        """Then remove superseded checkpoints; (path, None) or (None, why not)."""
         storage = self.storage
         errors = [error for _, error in reports if error]
         if errors:
