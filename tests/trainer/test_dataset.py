@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -403,3 +404,47 @@ def test_two_nodes_build_one_shared_cache_at_once(tmp_path: Path, locking: str) 
     prepared = cache_dir / reports[0]["cache"]
     assert np.array_equal(np.fromfile(prepared / "shard_000000.bin", dtype=np.uint16), expected)  # whole
     assert sorted(p.name for p in prepared.iterdir()) == [".locks", "manifest.json", "shard_000000.bin"]
+
+
+def test_a_cache_of_another_encoding_is_refused_naming_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = TokenCache(data_section(tmp_path, path=SAMPLE), block_size=16)
+    manifest = cache.prepare()
+    other = "bytes" if manifest.encoding != "bytes" else "gpt2"
+    monkeypatch.setattr(
+        "trainer.dataset.read_manifest", lambda _: dataclasses.replace(manifest, encoding=other)
+    )
+    with pytest.raises(DataError) as error:
+        cache.open()
+    assert (
+        str(error.value)
+        == f"data: {cache.directory} holds {other} tokens, data.encoding is {cache.data.encoding}"
+    )
+
+
+# (what is called, the call prepare gets: its workers, or None where the rank waits for the manifest instead)
+READY_CASES = [
+    ("ready(0)", lambda cache: cache.ready(0), 0),
+    ("ready(1)", lambda cache: cache.ready(1), None),
+    ("ready(3)", lambda cache: cache.ready(3), None),
+    ("prepare()", lambda cache: cache.prepare(), 0),
+    ("prepare(3)", lambda cache: cache.prepare(3), 3),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "workers"), [case[1:] for case in READY_CASES], ids=[case[0] for case in READY_CASES]
+)
+def test_local_rank_0_prepares_with_the_listed_source_and_the_others_wait_for_its_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: Any, workers: int | None
+) -> None:
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(
+        "trainer.prepare.prepare", lambda *args: calls.append(("prepare", *args)) or ("manifest", 0)
+    )
+    monkeypatch.setattr("trainer.prepare.wait_for_manifest", lambda *args: calls.append(("wait", *args)))
+    cache = TokenCache(data_section(tmp_path, path=SAMPLE), block_size=16)
+    call(cache)
+    waited = [("wait", cache.directory)]
+    assert calls == (waited if workers is None else [("prepare", cache.data, workers, cache.source)])
