@@ -116,7 +116,7 @@ def at_least(values: Values, key: str, minimum: int) -> int:
 
 def matching(values: Values, key: str, pattern: re.Pattern[str], what: str) -> str:
     value = str(values[key])
-    if not pattern.match(value):
+    if not pattern.fullmatch(value):
         raise error(key, f"must be {what}, got {value!r}")
     return value
 

@@ -30,7 +30,7 @@ def _priority(values: Values, job_name: str) -> tuple[str, PriorityClassSpec | N
     name = str(values["priorityClassName"])
     value = int(values["priorityClassValue"])
     policy = settings.one_of(values, "priorityPreemptionPolicy", list(PREEMPTION_POLICIES))
-    if name and not settings.DNS_LABEL.match(name):
+    if name and not settings.DNS_LABEL.fullmatch(name):
         raise error("priorityClassName", f"must be {settings.DNS_LABEL_RULE}, got {name!r}")
     if value == 0:
         if policy != PREEMPTION_POLICIES[0]:

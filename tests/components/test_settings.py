@@ -204,6 +204,19 @@ def test_an_existing_cluster_with_an_older_jobset_crd_is_refused_before_anything
             {"memoryPerNode": "lots"},
             "trainstack:memoryPerNode: must be a Kubernetes quantity such as 2, 500m, 8Gi, got 'lots'",
         ),
+        # A trailing newline (a YAML block scalar) is no match: `$` alone would let it through.
+        (
+            {"memoryPerNode": "8Gi\n"},
+            "trainstack:memoryPerNode: must be a Kubernetes quantity such as 2, 500m, 8Gi, got '8Gi\\n'",
+        ),
+        (
+            {"trainJobName": "gpt\n"},
+            "trainstack:trainJobName: must be a DNS-1123 label (lowercase letters, digits, '-'), got 'gpt\\n'",
+        ),
+        (
+            {"priorityClassName": "high\n", "priorityClassValue": "100"},
+            "trainstack:priorityClassName: must be a DNS-1123 label (lowercase letters, digits, '-'), got 'high\\n'",
+        ),
         ({"k3sAgentHosts": "[1, 2]"}, "trainstack:k3sAgentHosts: must be a list of strings, got '[1, 2]'"),
         (
             {"clusterKind": "k3s", "k3sMode": "docker", "gpusPerNode": "1"},
