@@ -107,6 +107,7 @@ MODULES: dict[str, Module] = {
         ),
         (
             "tests/components/test_settings.py",
+            "tests/components/test_settings_gpu.py",
             "tests/components/test_training_job_config.py",
             "tests/test_main.py",
         ),
@@ -252,6 +253,7 @@ EQUIVALENT: dict[str, str] = {
     ),
     "components.cluster.k3s.x_rewrite_kubeconfig_server__mutmut_13": _SORT_KEYS_NONE,
     "components.cluster.kind.x_render_kind_config__mutmut_66": _SORT_KEYS_NONE,
+    "components.cluster.kubeconfig.x_with_namespace__mutmut_29": _SORT_KEYS_NONE,
     "components.cluster.kind.x_render_kind_config__mutmut_40": (
         "node('control-plane', None) instead of []: node() adds extraMounts only `if mounts:`, and None is "
         "false like [], so the control plane's entry is the same {role, image}."
