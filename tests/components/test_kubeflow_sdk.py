@@ -171,4 +171,3 @@ def test_every_sdk_call_works_on_our_job(
     assert all(
         f"/namespaces/{NAMESPACE}/" in p for p in asked if "/namespaces/" in p and "kubeflow-system" not in p
     )
-

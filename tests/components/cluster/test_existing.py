@@ -10,8 +10,8 @@ import pytest
 from components.cluster import Cluster, ClusterArgs, ExistingCluster, read_kubeconfig
 from components.cluster.existing import ask_api
 from components.cluster.kubeconfig import KUBECONFIG_KEY, parse_kubeconfig
-from tests.support.fake_apiserver import fake_api_server
 from components.shell import kubectl_command
+from tests.support.fake_apiserver import fake_api_server
 from tests.support.shell_stubs import run_text, stub_tools
 from tests.support.stack_helpers import FAKE_KUBECONFIG, contains_secret, evaluate, reveal
 

@@ -71,7 +71,9 @@ def test_gpu_kind_cluster_mounts_the_gpus_into_its_one_node() -> None:
     ]
     with pytest.raises(ValueError) as raised:
         render_kind_config(kind_args(node_count=2, gpus=1))
-    assert str(raised.value) == "kind gives GPUs to one node only: every node would get all of the host's GPUs"
+    assert (
+        str(raised.value) == "kind gives GPUs to one node only: every node would get all of the host's GPUs"
+    )
 
 
 # nvidia-smi stubs: (its sh body, the GPUs counted). It lists one index a line only when asked exactly so.
