@@ -114,13 +114,18 @@ def test_the_kubeconfig_secret_takes_the_context_too(server: FakeApiServer) -> N
         )
 
 
+def client_files(server: FakeApiServer, directory: Path) -> None:
+    """pki/ca.crt, pki/client.crt, pki/client.key and token in directory, for file references to them."""
+    (directory / "pki").mkdir()
+    for name in ("ca.crt", "client.crt", "client.key"):
+        (directory / "pki" / name).write_bytes(server.certs.pem(name))
+    (directory / "token").write_text(TOKEN + "\n")
+
+
 def test_certificate_files_are_inlined_relative_to_the_kubeconfig_and_token_files_made_absolute(
     server: FakeApiServer, tmp_path: Path
 ) -> None:
-    (tmp_path / "pki").mkdir()
-    for name in ("ca.crt", "client.crt", "client.key"):
-        (tmp_path / "pki" / name).write_bytes(server.certs.pem(name))
-    (tmp_path / "token").write_text(TOKEN + "\n")
+    client_files(server, tmp_path)
     kubeconfig = tmp_path / "config"
     kubeconfig.write_text(
         server.kubeconfig(
@@ -747,10 +752,7 @@ RELATIVE_REFERENCES = [
 def test_any_one_relative_reference_keeps_the_inlined_copy_instead_of_the_path(
     server: FakeApiServer, tmp_path: Path, cluster: dict[str, str] | None, user: dict[str, str] | None
 ) -> None:
-    (tmp_path / "pki").mkdir()
-    for name in ("ca.crt", "client.crt", "client.key"):
-        (tmp_path / "pki" / name).write_bytes(server.certs.pem(name))
-    (tmp_path / "token").write_text(TOKEN + "\n")
+    client_files(server, tmp_path)
     kubeconfig = tmp_path / "config"
     ca = {"certificate-authority-data": server.certs.data("ca.crt")}
     kubeconfig.write_text(server.kubeconfig(cluster={"server": server.url, **(cluster or ca)}, user=user))
