@@ -107,6 +107,7 @@ MODULES: dict[str, Module] = {
         ),
         (
             "tests/components/test_settings.py",
+            "tests/components/test_settings_gpu.py",
             "tests/components/test_training_job_config.py",
             "tests/test_main.py",
         ),
@@ -252,6 +253,7 @@ EQUIVALENT: dict[str, str] = {
     ),
     "components.cluster.k3s.x_rewrite_kubeconfig_server__mutmut_13": _SORT_KEYS_NONE,
     "components.cluster.kind.x_render_kind_config__mutmut_66": _SORT_KEYS_NONE,
+    "components.cluster.kubeconfig.x_with_namespace__mutmut_29": _SORT_KEYS_NONE,
     "components.cluster.kind.x_render_kind_config__mutmut_40": (
         "node('control-plane', None) instead of []: node() adds extraMounts only `if mounts:`, and None is "
         "false like [], so the control plane's entry is the same {role, image}."
@@ -307,6 +309,18 @@ EQUIVALENT: dict[str, str] = {
         "getattr(self, '_tunnel_host') without the default None: _Connection is an http.client.HTTPSConnection "
         "made through its __init__, which sets self._tunnel_host = None (http/client.py, HTTPConnection.__init__, "
         "on every Python 3.10 to 3.13), so the attribute always exists and the default is never used."
+    ),
+    "components.settings.x_quantity_bytes__mutmut_5": (
+        "The characters rstrip removes from a quantity are joined with 'XXXX' instead of '': the set gains only "
+        "'X'. quantity_bytes is called only on values that matched QUANTITY (training_job_config.quantities, "
+        "through settings.matching), whose characters are digits, '.' and the suffix letters, never 'X', so the "
+        "same number is split off and the same suffix looked up."
+    ),
+    "components.training_job_config.x__data_source__mutmut_37": (
+        "source.rstrip() (whitespace) instead of rstrip('/') in the bundled test: the source was strip()ped, so "
+        "rstrip() leaves it as it is and the test reads source == BUNDLED_DATA or source.startswith(BUNDLED_DATA + "
+        "'/'). The original's first clause holds only for BUNDLED_DATA followed by one or more '/', which the "
+        "second clause accepts anyway: both accept exactly the same sources."
     ),
     "components.cluster.kubeconfig.xǁ_HTTPSHandlerǁ__init____mutmut_1": (
         "HTTPSHandler.__init__(context=None): the handler's own _context is read only by HTTPSHandler.https_open "

@@ -171,12 +171,3 @@ def test_every_sdk_call_works_on_our_job(
     assert all(
         f"/namespaces/{NAMESPACE}/" in p for p in asked if "/namespaces/" in p and "kubeflow-system" not in p
     )
-
-
-def test_with_namespace_sets_the_current_context_s_namespace_only() -> None:
-    text = yaml.safe_dump(
-        {"current-context": "b", "contexts": [{"name": "a", "context": {}}, {"name": "b", "context": {}}]}
-    )
-    contexts = yaml.safe_load(with_namespace(text, "trainstack"))["contexts"]
-    assert contexts == [{"name": "a", "context": {}}, {"name": "b", "context": {"namespace": "trainstack"}}]
-    assert with_namespace("clusters: []\n", "trainstack") == "clusters: []\n"

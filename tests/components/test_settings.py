@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from components.cluster import RemoteHosts
-from components.settings import StackConfigError, declared_keys, resolve_values
+from components.settings import StackConfigError, declared_keys, label_value, resolve_values
 from components.stack import load_settings, parse_settings
-from components.trainer_image import CPU_BUILD_ARGS, K3sImport, KindLoad
+from components.trainer_image import CPU_BUILD_ARGS, DockerNodesImport, K3sImport, KindLoad
 from tests.support.stack_helpers import evaluate, is_secret, reveal
 
 
@@ -263,6 +263,7 @@ def test_ssh_port_65535_is_the_last_one(tmp_path: Path) -> None:
         "sshPrivateKeyPath": str(key),
     }
     assert parse_settings({**remote, "sshPort": "65535"}).cluster.remote.port == 65535  # type: ignore[union-attr]
+    assert parse_settings({**remote, "sshPort": "1"}).cluster.remote.port == 1  # type: ignore[union-attr]
     with pytest.raises(StackConfigError) as error:
         parse_settings({**remote, "sshPort": "65536"})
     assert str(error.value) == "trainstack:sshPort: must be a port number between 1 and 65535, got 65536"
@@ -272,6 +273,9 @@ def test_k3s_in_docker_nodes_get_the_release_image_or_the_configured_one(tmp_pat
     docker = {"clusterKind": "k3s", "k3sMode": "docker"}
     nodes = parse_settings(docker).cluster.docker
     assert nodes is not None and nodes.image == "rancher/k3s:v1.33.6-k3s1" and nodes.airgap_images is None
+    # An unpushed image goes into every container node, found by the label the nodes carry.
+    delivery = parse_settings(docker).image.delivery
+    assert delivery == DockerNodesImport("trainstack", "dev.trainstack.cluster")
     (tmp_path / "images").mkdir()
     nodes = parse_settings(
         {**docker, "k3sImage": "mirror/k3s:v1", "k3sAirgapImages": str(tmp_path / "images")}
@@ -378,3 +382,43 @@ def test_the_mlflow_server_lives_beside_the_job() -> None:
     assert str(error.value) == (
         "trainstack:mlflowStorageSize: must be a Kubernetes quantity such as 5Gi, got 'big'"
     )
+
+
+def test_the_node_image_and_the_k3s_version_reach_the_cluster() -> None:
+    cluster = parse_settings(
+        {"clusterKind": "k3s", "kindNodeImage": "mirror/node:v1.33.1", "k3sVersion": "v1.32.9+k3s1"}
+    ).cluster
+    assert (cluster.kind_node_image, cluster.k3s_version) == ("mirror/node:v1.33.1", "v1.32.9+k3s1")
+
+
+def test_the_metrics_select_the_job_s_rank_0_pod() -> None:
+    monitoring = parse_settings({"trainJobName": "gpt-small", "metricsPort": "9090"}).monitoring
+    assert monitoring is not None and dict(monitoring.rank0_labels) == {
+        "jobset.sigs.k8s.io/jobset-name": "gpt-small",
+        "batch.kubernetes.io/job-completion-index": "0",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("trainstack.dev-1_a", "trainstack.dev-1_a"),  # every allowed character kept, either case
+        ("Train Stack/prod:v2", "Train-Stack-prod-v2"),
+        ("_-.stack.-_", "stack"),  # alphanumeric at both ends
+        ("a" * 62 + "/b", "a" * 62),  # at most 63 characters, then trimmed
+    ],
+)
+def test_a_label_value_keeps_what_kubernetes_allows(text: str, value: str) -> None:
+    assert label_value(text) == value
+
+
+def test_the_gpu_operator_s_owner_is_the_project_and_stack() -> None:
+    """load_settings names the stack that installs the GPU Operator (its namespace's owner label)."""
+
+    def program() -> None:
+        gpu = load_settings().gpu
+        assert gpu is not None and gpu.operator is not None
+        pulumi.export("owner", gpu.operator.owner)
+
+    run = evaluate(program, stack="team/gpu", config={"clusterKind": "k3s", "gpusPerNode": "1"})
+    assert run.outputs["owner"] == "trainstack.team-gpu"

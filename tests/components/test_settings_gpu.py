@@ -159,3 +159,16 @@ def test_an_existing_cluster_without_gpu_software_gets_the_operator(tmp_path: Pa
     )
     assert settings.gpu is not None and settings.gpu.operator is not None
     assert settings.gpu.operator.owner == "trainstack.existing" and settings.gpu.runtime_class == "nvidia"
+
+
+def test_check_stack_asks_an_existing_cluster_nothing_and_leaves_the_operator_to_up(tmp_path: Path) -> None:
+    """parse_settings(ask_api_server=False), as check_stack runs it: the API server is not asked (no version,
+    CRD or inventory), so gpuOperator auto is decided by `up`; install is still taken as said."""
+    with fake_api_server(objects={"/api/v1/nodes": GPU_NODES}) as server:
+        config = {**server.stack_values(tmp_path), "gpusPerNode": "1"}
+        auto = parse_settings(config, ask_api_server=False)
+        install = parse_settings({**config, "gpuOperator": "install"}, ask_api_server=False)
+    assert server.requests == []
+    assert auto.gpu is not None and (auto.gpu.operator, auto.gpu.runtime_class) == (None, None)
+    assert auto.gpu.summary == "GPU Operator: decided by `up` from what the cluster offers (gpuOperator auto)"
+    assert install.gpu is not None and install.gpu.operator is not None

@@ -98,6 +98,13 @@ def test_a_created_priority_class_is_named_after_the_job() -> None:
     assert job.priority_class == "trainstack-gpt-small"
 
 
+@pytest.mark.parametrize("policy", ["PreemptLowerPriority", "Never"])
+def test_a_created_priority_class_has_the_value_and_preemption_policy_asked(policy: str) -> None:
+    job = parse_settings({"priorityClassValue": "1000", "priorityPreemptionPolicy": policy}).job
+    assert job.priority is not None
+    assert (job.priority.value, job.priority.preemption_policy) == (1000, policy)
+
+
 def test_restarts_and_shared_storage_reach_the_job() -> None:
     job = parse_settings({"maxRestarts": "3", "nodeCount": "2"}).job
     assert (job.max_restarts, job.shared_storage_path) == (3, SHARED_STORAGE_PATH)
@@ -220,7 +227,8 @@ def test_data_source_names_the_corpus_and_an_s3_one_reads_with_the_checkpoint_st
     for values, message in [
         (
             {"dataSource": "s3://team-bucket/corpus"},
-            "dataSource: an s3:// source is read with the checkpoint",
+            "trainstack:dataSource: an s3:// source is read with the checkpoint object store's credentials: set"
+            " checkpointS3Url and checkpointS3Secret (and checkpointS3Endpoint for a store other than Amazon S3)",
         ),
         ({**S3, "dataSource": "s3://Team_Bucket/x"}, "dataSource: must be s3://bucket/prefix"),
         ({"dataSource": " "}, "dataSource: must name the corpus: trainer/data (the bundled sample)"),
@@ -261,5 +269,9 @@ def test_an_hf_source_names_a_dataset_and_the_scheme_is_the_trainers() -> None:
     from trainer.sources import HF_SCHEME
 
     assert STACK_HF_SCHEME == HF_SCHEME
-    with pytest.raises(StackConfigError, match="dataSource: must be hf://name"):
-        parse_settings({"dataSource": "hf://"})
+    for source in ("hf://", "hf:///", "hf://org/ name"):  # no dataset name, or a space in it
+        with pytest.raises(StackConfigError) as error:
+            parse_settings({"dataSource": source})
+        assert str(error.value) == (
+            f"trainstack:dataSource: must be hf://name (a Hugging Face dataset), got {source!r}"
+        )

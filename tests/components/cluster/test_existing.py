@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pulumi
+import pytest
 
 from components.cluster import Cluster, ClusterArgs, ExistingCluster, read_kubeconfig
+from components.cluster.existing import ask_api
+from components.cluster.kubeconfig import KUBECONFIG_KEY, parse_kubeconfig
 from components.shell import kubectl_command
+from tests.support.fake_apiserver import fake_api_server
 from tests.support.shell_stubs import run_text, stub_tools
 from tests.support.stack_helpers import FAKE_KUBECONFIG, contains_secret, evaluate, reveal
 
@@ -75,3 +79,28 @@ def test_destroy_uses_the_credentials_the_kubeconfig_file_holds_then(tmp_path: P
     assert (
         log.read_text().splitlines()[0] == f"kubectl config view --raw --minify --flatten --context {context}"
     )
+
+
+def test_the_api_is_asked_each_path_and_answers_its_status_and_json_object() -> None:
+    nodes = {"kind": "NodeList", "items": [{"metadata": {"name": "gpu-1"}}]}
+    paths = {"nodes": "/api/v1/nodes", "classes": "/apis/node.k8s.io/v1/runtimeclasses", "list": "/x/list"}
+    with fake_api_server(objects={"/api/v1/nodes": nodes, "/x/list": [1, 2]}) as server:
+        cluster = parse_kubeconfig(server.kubeconfig(), key=KUBECONFIG_KEY, context="", base_dir=None)
+        answers = ask_api(cluster, paths)
+    assert answers == {
+        "nodes": (200, nodes),
+        "classes": (404, {}),  # an error status: its body is not read (api_get)
+        "list": (200, {}),  # JSON, but not an object
+    }
+    assert server.requests == [(path, "token") for path in paths.values()]
+
+
+@pytest.mark.parametrize(
+    ("body", "document"), [(b"", {}), (b"<html>proxy</html>", {}), (b'"text"', {}), (b'{"a": 1}', {"a": 1})]
+)
+def test_an_answer_that_is_no_json_object_is_an_empty_one(
+    monkeypatch: pytest.MonkeyPatch, body: bytes, document: dict[str, int]
+) -> None:
+    monkeypatch.setattr("components.cluster.existing.api_get", lambda cluster, path: (503, body))
+    existing = ExistingCluster(kubeconfig=FAKE_KUBECONFIG, context="default", source_key="kubeconfigPath")
+    assert ask_api(existing, {"version": "/version"}) == {"version": (503, document)}

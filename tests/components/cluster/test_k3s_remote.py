@@ -174,6 +174,8 @@ def test_remote_multi_node_storage_is_an_nfs_export_of_the_server_mounted_on_eve
     assert (directory.inputs["create"], directory.inputs["delete"]) == (scripts["shared"], scripts["remove"])
     assert "triggers" not in directory.inputs or not directory.inputs["triggers"]
     assert run_.depends_on(export, directory)
+    # The shared directory too goes after k3s is on the server (and is removed before it is uninstalled).
+    assert run_.depends_on(directory, run_.one("command:remote:Command", "c-k3s-server"))
     for index, mount in enumerate(mounts):
         assert (mount.inputs["create"], mount.inputs["delete"]) == (scripts["mount"], scripts["unmount"])
         assert run_.depends_on(mount, export)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pulumi
@@ -13,6 +14,7 @@ from components.cluster.kind import (
     CREATE_SCRIPT,
     DELETE_SCRIPT,
     NVIDIA_DEVICES_MOUNT,
+    host_gpu_count,
     kind_shared_directory,
     render_kind_config,
 )
@@ -67,8 +69,47 @@ def test_gpu_kind_cluster_mounts_the_gpus_into_its_one_node() -> None:
             "extraMounts": [{"hostPath": "/dev/null", "containerPath": NVIDIA_DEVICES_MOUNT}],
         }
     ]
-    with pytest.raises(ValueError, match="one node only"):
+    with pytest.raises(ValueError) as raised:
         render_kind_config(kind_args(node_count=2, gpus=1))
+    assert (
+        str(raised.value) == "kind gives GPUs to one node only: every node would get all of the host's GPUs"
+    )
+
+
+# nvidia-smi stubs: (its sh body, the GPUs counted). It lists one index a line only when asked exactly so.
+NVIDIA_SMI = [
+    ('[ "$*" = "--query-gpu=index --format=csv,noheader" ] && printf "0\\n1\\n\\n2\\n" || exit 9', 3),
+    ('[ "$*" = "--query-gpu=index --format=csv,noheader" ] && echo 0 || exit 9', 1),
+    ("exit 0", 0),
+    ("echo 'NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver'; exit 9", 0),
+]
+
+
+@pytest.mark.parametrize(("body", "count"), NVIDIA_SMI)
+def test_the_host_s_gpus_are_the_lines_nvidia_smi_lists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, count: int
+) -> None:
+    environment, _ = stub_tools(tmp_path, {"nvidia-smi": body})
+    monkeypatch.setenv("PATH", environment["PATH"])
+    assert host_gpu_count() == count
+
+
+def test_no_nvidia_smi_is_no_gpu_and_a_hung_one_is_given_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi on it
+    assert host_gpu_count() == 0
+    environment, _ = stub_tools(tmp_path, {"nvidia-smi": "echo 0"})
+    monkeypatch.setenv("PATH", environment["PATH"])
+    asked: list[float | None] = []
+
+    def hung(*args: object, timeout: float | None = None, **kwargs: object) -> None:
+        asked.append(timeout)
+        raise subprocess.TimeoutExpired("nvidia-smi", timeout or 0)
+
+    monkeypatch.setattr("components.cluster.kind.subprocess.run", hung)
+    assert host_gpu_count() == 0
+    assert asked and asked[0] is not None and asked[0] <= 60  # a preview never waits forever on it
 
 
 def fake_kind(

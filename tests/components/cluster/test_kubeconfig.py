@@ -24,10 +24,13 @@ from components.cluster.kubeconfig import (
     _proxies,
     check_api_server,
     parse_kubeconfig,
+    read_custom_resource_definition,
     read_kubeconfig,
+    with_namespace,
 )
 from tests.support.fake_apiserver import (
     GIT_VERSION,
+    JOBSET_CRD_PATH,
     NO_PASSWORD_USERNAME,
     PASSWORD,
     TOKEN,
@@ -111,13 +114,18 @@ def test_the_kubeconfig_secret_takes_the_context_too(server: FakeApiServer) -> N
         )
 
 
+def client_files(server: FakeApiServer, directory: Path) -> None:
+    """pki/ca.crt, pki/client.crt, pki/client.key and token in directory, for file references to them."""
+    (directory / "pki").mkdir()
+    for name in ("ca.crt", "client.crt", "client.key"):
+        (directory / "pki" / name).write_bytes(server.certs.pem(name))
+    (directory / "token").write_text(TOKEN + "\n")
+
+
 def test_certificate_files_are_inlined_relative_to_the_kubeconfig_and_token_files_made_absolute(
     server: FakeApiServer, tmp_path: Path
 ) -> None:
-    (tmp_path / "pki").mkdir()
-    for name in ("ca.crt", "client.crt", "client.key"):
-        (tmp_path / "pki" / name).write_bytes(server.certs.pem(name))
-    (tmp_path / "token").write_text(TOKEN + "\n")
+    client_files(server, tmp_path)
     kubeconfig = tmp_path / "config"
     kubeconfig.write_text(
         server.kubeconfig(
@@ -729,3 +737,123 @@ def test_a_user_name_without_a_password_is_sent_with_an_empty_one(server: FakeAp
 def test_a_version_without_git_version_is_an_empty_version() -> None:
     with fake_api_server(git_version=None) as server:
         assert check(server.kubeconfig()) == ""
+
+
+# A relative file reference of each kind, alone: the kubeconfig file is not handed to the provider (its path
+# stays ""), since pulumi-kubernetes would not resolve it against the file.
+RELATIVE_REFERENCES = [
+    ({"certificate-authority": "pki/ca.crt"}, None),  # a cluster's file
+    (None, {"client-certificate": "pki/client.crt", "client-key": "pki/client.key"}),  # a user's files
+    (None, {"tokenFile": "token"}),
+]
+
+
+@pytest.mark.parametrize(("cluster", "user"), RELATIVE_REFERENCES)
+def test_any_one_relative_reference_keeps_the_inlined_copy_instead_of_the_path(
+    server: FakeApiServer, tmp_path: Path, cluster: dict[str, str] | None, user: dict[str, str] | None
+) -> None:
+    client_files(server, tmp_path)
+    kubeconfig = tmp_path / "config"
+    ca = {"certificate-authority-data": server.certs.data("ca.crt")}
+    kubeconfig.write_text(server.kubeconfig(cluster={"server": server.url, **(cluster or ca)}, user=user))
+    assert read_kubeconfig(secret=None, path=str(kubeconfig), context="").path == ""
+    # The same references made absolute: the file itself is read again by every run.
+    absolute = {key: str(tmp_path / value) for key, value in {**(cluster or {}), **(user or {})}.items()}
+    kubeconfig.write_text(
+        server.kubeconfig(
+            cluster={"server": server.url, **({k: absolute[k] for k in cluster} if cluster else ca)},
+            user={k: absolute[k] for k in user} if user else None,
+        )
+    )
+    assert read_kubeconfig(secret=None, path=str(kubeconfig), context="").path == str(kubeconfig)
+
+
+def test_an_error_names_the_server_without_its_trailing_slash() -> None:
+    """The server as the kubeconfig writes it, less the trailing slash: Rancher's proxy path stays whole."""
+    with fake_api_server(status=500) as server:
+        base = f"{server.url}/k8s/clusters/c-m-X9ZX"
+        ca = server.certs.data("ca.crt")
+        with pytest.raises(KubeconfigError) as raised:
+            check(server.kubeconfig(cluster={"server": base + "/", "certificate-authority-data": ca}))
+    assert (
+        raised.value.problem == f"the API server {base} (context 'fake') answers GET /version with HTTP 500"
+    )
+
+
+JOBSET_CRD = "jobsets.jobset.x-k8s.io"
+
+
+def test_a_custom_resource_definition_is_read_or_none_when_absent() -> None:
+    crd = {"kind": "CustomResourceDefinition", "metadata": {"name": JOBSET_CRD}}
+    with fake_api_server(objects={JOBSET_CRD_PATH: crd}) as server:
+        cluster = parse_kubeconfig(server.kubeconfig(), key=KUBECONFIG_KEY, context="", base_dir=None)
+        assert read_custom_resource_definition(cluster, JOBSET_CRD) == crd
+        assert read_custom_resource_definition(cluster, "trainjobs.trainer.kubeflow.org") is None  # 404
+    assert server.requests == [
+        (JOBSET_CRD_PATH, "token"),
+        ("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/trainjobs.trainer.kubeflow.org", "token"),
+    ]
+    with fake_api_server(objects={JOBSET_CRD_PATH: ["not", "a", "crd"]}) as server:
+        cluster = parse_kubeconfig(server.kubeconfig(), key=KUBECONFIG_KEY, context="", base_dir=None)
+        assert read_custom_resource_definition(cluster, JOBSET_CRD) is None  # JSON, but no object
+
+
+def test_a_custom_resource_definition_that_is_not_json_stops_the_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 200 whose body is no JSON (a proxy's page, say) is one line naming the kubeconfig key."""
+    monkeypatch.setattr("components.cluster.kubeconfig.api_get", lambda *args: (200, b"<html>proxy</html>"))
+    text = (
+        "current-context: a\ncontexts:\n- {name: a, context: {cluster: a, user: u}}\nusers:\n- {name: u, user: {}}\n"
+        "clusters:\n- {name: a, cluster: {server: 'https://192.0.2.1:6443/'}}\n"
+    )
+    cluster = parse_kubeconfig(text, key=KUBECONFIG_PATH_KEY, context="", base_dir=None)
+    with pytest.raises(KubeconfigError) as raised:
+        read_custom_resource_definition(cluster, JOBSET_CRD)
+    assert raised.value.key == KUBECONFIG_PATH_KEY
+    assert raised.value.problem == (
+        f"the API server https://192.0.2.1:6443 (context 'a') answers GET {JOBSET_CRD_PATH} with no JSON"
+    )
+
+
+# with_namespace: (kubeconfig, what it becomes). Only the current context gets the namespace; anything else
+# (no current-context, no such context, not a mapping) is returned as it is, text unchanged.
+WITH_NAMESPACE = [
+    (
+        {"current-context": "b", "contexts": [{"name": "a", "context": {}}, {"name": "b", "context": {}}]},
+        {
+            "current-context": "b",
+            "contexts": [{"name": "a", "context": {}}, {"name": "b", "context": {"namespace": "trainstack"}}],
+        },
+    ),
+    (  # a context without its mapping gets one
+        {"current-context": "b", "contexts": [{"name": "b"}]},
+        {"current-context": "b", "contexts": [{"name": "b", "context": {"namespace": "trainstack"}}]},
+    ),
+    (  # the namespace replaced; kubectl's key order kept
+        {
+            "kind": "Config",
+            "current-context": "b",
+            "contexts": [{"name": "b", "context": {"user": "u", "namespace": "default", "cluster": "c"}}],
+        },
+        {
+            "kind": "Config",
+            "current-context": "b",
+            "contexts": [{"name": "b", "context": {"user": "u", "namespace": "trainstack", "cluster": "c"}}],
+        },
+    ),
+    ({"contexts": [{"context": {}}]}, None),  # no current-context: nothing to set
+    ({"current-context": "gone", "contexts": [{"name": "a", "context": {}}]}, None),
+    (["a", "list"], None),
+    ({"clusters": []}, None),
+]
+
+
+@pytest.mark.parametrize(("document", "expected"), WITH_NAMESPACE)
+def test_with_namespace_sets_the_current_context_s_namespace_only(document: Any, expected: Any) -> None:
+    text = yaml.safe_dump(document, sort_keys=False)
+    result = with_namespace(text, "trainstack")
+    if expected is None:
+        assert result == text
+    else:
+        assert result == yaml.safe_dump(expected, sort_keys=False)
