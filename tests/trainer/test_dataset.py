@@ -440,9 +440,12 @@ def test_local_rank_0_prepares_with_the_listed_source_and_the_others_wait_for_it
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: Any, workers: int | None
 ) -> None:
     calls: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(
-        "trainer.prepare.prepare", lambda *args: calls.append(("prepare", *args)) or ("manifest", 0)
-    )
+
+    def prepare(*args: Any) -> tuple[str, int]:
+        calls.append(("prepare", *args))
+        return "manifest", 0
+
+    monkeypatch.setattr("trainer.prepare.prepare", prepare)
     monkeypatch.setattr("trainer.prepare.wait_for_manifest", lambda *args: calls.append(("wait", *args)))
     cache = TokenCache(data_section(tmp_path, path=SAMPLE), block_size=16)
     call(cache)
