@@ -1,6 +1,11 @@
 """The product's lines at a commit (components/, trainer/, __main__.py: .py and .sh), and how many are prose.
 
-    .venv/bin/python scripts/product_lines.py [REF ...]   (default HEAD)
+    .venv/bin/python scripts/product_lines.py [REF ...]               (default HEAD)
+    .venv/bin/python scripts/product_lines.py --code-changed BASE [HEAD]
+
+The second form lists the product files whose code differs between two commits beyond docstrings, comments and
+blank lines (Python: the AST without docstrings; shell: the lines that are neither blank nor comments), and
+exits 1 if any does: a prose-only change leaves the program as it was.
 
 Docstrings are found with `ast` (a module's, class's or function's first statement when it is a string);
 comments are whole `#` lines other than a shebang; code is every other non-blank line.
@@ -29,10 +34,38 @@ def docstring_lines(source: str) -> int:
     return lines
 
 
+def files_at(ref: str) -> set[str]:
+    names = git("ls-tree", "-r", "--name-only", ref, "--", "components", "trainer", "__main__.py").split()
+    return {name for name in names if name.endswith((".py", ".sh"))}
+
+
+def code(name: str, source: str) -> object:
+    """What of a file runs: the AST without docstrings (Python), the non-blank, non-comment lines (shell)."""
+    if name.endswith(".sh"):
+        return [
+            line.strip() for line in source.splitlines() if line.strip() and not line.lstrip().startswith("#")
+        ]
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, DOCUMENTED) and node.body and isinstance(node.body[0], ast.Expr):
+            value = node.body[0].value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def code_changed(base: str, head: str) -> list[str]:
+    before, after = files_at(base), files_at(head)
+    changed = sorted(before ^ after)
+    for name in sorted(before & after):
+        if code(name, git("show", f"{base}:{name}")) != code(name, git("show", f"{head}:{name}")):
+            changed.append(name)
+    return changed
+
+
 def count(ref: str) -> dict[str, int]:
-    files = git("ls-tree", "-r", "--name-only", ref, "--", "components", "trainer", "__main__.py").split()
     totals = dict.fromkeys(("total", "docstring", "comment", "blank"), 0)
-    for name in (name for name in files if name.endswith((".py", ".sh"))):
+    for name in sorted(files_at(ref)):
         source = git("show", f"{ref}:{name}")
         lines = source.splitlines()
         totals["total"] += len(lines)
@@ -46,5 +79,9 @@ def count(ref: str) -> dict[str, int]:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--code-changed"]:
+        changed = code_changed(sys.argv[2], (sys.argv[3:] or ["HEAD"])[0])
+        print("\n".join(changed) or "no product code changed")
+        sys.exit(1 if changed else 0)
     for ref in sys.argv[1:] or ["HEAD"]:
         print(ref, " ".join(f"{key} {value}" for key, value in count(ref).items()))
