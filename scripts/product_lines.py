@@ -13,6 +13,7 @@ comments are whole `#` lines other than a shebang; code is every other non-blank
 
 from __future__ import annotations
 
+import argparse
 import ast
 import subprocess
 import sys
@@ -78,10 +79,24 @@ def count(ref: str) -> dict[str, int]:
     return totals
 
 
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["--code-changed"]:
-        changed = code_changed(sys.argv[2], (sys.argv[3:] or ["HEAD"])[0])
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("refs", nargs="*", default=["HEAD"], help="commits to count (default HEAD)")
+    parser.add_argument("--code-changed", metavar="BASE", help="list the files whose code differs from BASE")
+    args = parser.parse_args()
+    for ref in [args.code_changed or "HEAD", *args.refs]:
+        if subprocess.run(
+            ["git", "rev-parse", "--verify", "-q", f"{ref}^{{commit}}"], capture_output=True
+        ).returncode:
+            parser.error(f"{ref!r} is not a commit of this repository")
+    if args.code_changed:
+        changed = code_changed(args.code_changed, args.refs[0])
         print("\n".join(changed) or "no product code changed")
-        sys.exit(1 if changed else 0)
-    for ref in sys.argv[1:] or ["HEAD"]:
+        return 1 if changed else 0
+    for ref in args.refs:
         print(ref, " ".join(f"{key} {value}" for key, value in count(ref).items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,16 @@ def test_code_is_what_runs_without_docstrings_comments_and_blank_lines(
 
 def test_docstring_lines_count_every_documented_node() -> None:
     assert product_lines.docstring_lines(PY) == 2
+
+
+@pytest.mark.parametrize(
+    "args", [["no-such-ref"], ["--code-changed", "no-such-ref"], ["HEAD", "no-such-ref"]]
+)
+def test_a_ref_that_is_no_commit_gets_one_line_and_exit_2(args: list[str]) -> None:
+    answer = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
+    assert answer.returncode == 2 and not answer.stdout
+    assert (
+        answer.stderr.splitlines()[-1]
+        == "product_lines.py: error: 'no-such-ref' is not a commit of this repository"
+    )
+    assert "Traceback" not in answer.stderr

@@ -10,7 +10,9 @@ After the test cluster's phases, once it is down, the `dev` stack's own kind clu
 
 Writes runs/e2e/report.json (after every phase) and prints a short summary. Exits 1 when any check failed
 (each is listed under `failures`), 2 when the toolchain `make e2e-toolchain` builds is not complete, 3 when
-Docker's filesystem lacks the free space the run needs (`MIN_FREE_GIB`, `KIND_MIN_FREE_GIB` with kind); those two before anything starts.
+another run holds this machine's lock or Docker's filesystem lacks the free space the run needs (`MIN_FREE_GIB`,
+`KIND_MIN_FREE_GIB` with kind); those before anything starts. What an interrupted earlier run left (its test
+cluster, its kind clusters) is removed first, so its gigabytes do not count against this run.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ from tests.e2e.harness import (
     DiskWatch,
     disk_problem,
     docker_root,
+    hold_run_lock,
+    remove_test_cluster,
     toolchain_complete,
 )
-from tests.e2e.kind_run import KIND_MIN_FREE_GIB, kind_run
+from tests.e2e.kind_run import KIND_MIN_FREE_GIB, kind_cleanup, kind_run
 from tests.e2e.object_storage import object_storage
 from tests.e2e.real_run import Run
 
@@ -67,6 +71,15 @@ def main() -> int:
     if not complete:
         print(f"e2e: the toolchain is not complete ({answer or 'run make e2e-toolchain'})", file=sys.stderr)
         return 2
+    lock = hold_run_lock()
+    if lock is None:
+        print(
+            f"e2e: not started: another run holds {CACHE / 'e2e.lock'}; wait for it to end", file=sys.stderr
+        )
+        return 3
+    left = remove_test_cluster() + kind_cleanup()
+    if left:
+        print(f"e2e: removed what an interrupted earlier run left: {', '.join(left)}")
     docker_disk = docker_root()
     problem = disk_problem(docker_disk, KIND_MIN_FREE_GIB if args.only in (None, "kind") else MIN_FREE_GIB)
     if problem:

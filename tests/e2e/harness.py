@@ -8,23 +8,27 @@ the checkout is touched. Every command and its output go to <run dir>/commands.l
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shlex
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SCRIPTS = Path(__file__).resolve().parent / "cluster"
 CACHE = Path(os.environ.get("TRAINSTACK_E2E_CACHE", Path.home() / ".cache" / "trainstack" / "e2e"))
 REPORT_PATH = REPO_ROOT / "runs" / "e2e" / "report.json"
+# The test cluster's name: the label on its Docker objects (tests/e2e/cluster/up.sh) and its nodes' prefix.
+E2E_CLUSTER = "trainstack-e2e"
 # Never a real secret: the throwaway stack's passphrase.
 PASSPHRASE = "trainstack-e2e-throwaway"
 # Free space the run needs on Docker's filesystem before it starts: the most it took at once, measured by
@@ -192,6 +196,40 @@ class DiskWatch(threading.Thread):
             "least_free_gib": round(self.least, 1),
             "peak_used_gib": round(self.at_start - self.least, 1),
         }
+
+
+def hold_run_lock() -> IO[str] | None:
+    """This machine's e2e lock (CACHE/e2e.lock), held until the process exits; None while another run holds it:
+    the run removes what an earlier one left, which must not be a live one's clusters."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    handle = open(CACHE / "e2e.lock", "a")  # noqa: SIM115 -- held open for the life of the run
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def remove_test_cluster(cluster: str = E2E_CLUSTER) -> list[str]:
+    """Removes a test cluster an interrupted run left (down.sh); what of it was there."""
+    listed = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=dev.trainstack.e2e-cluster={cluster}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    if not listed:
+        return []
+    with tempfile.TemporaryDirectory() as state:
+        env = {
+            **os.environ,
+            "E2E_CLUSTER": cluster,
+            "E2E_STATE": f"{state}/cluster",
+            "TRAINSTACK_E2E_CACHE": str(CACHE),
+        }
+        subprocess.run(["bash", str(CLUSTER_SCRIPTS / "down.sh")], env=env, capture_output=True, check=False)
+    return [f"test cluster {cluster} ({len(listed)} containers)"]
 
 
 def toolchain_env(run_dir: Path) -> dict[str, str]:

@@ -250,16 +250,27 @@ def kind_run(run: Run, base_image: str | None = None) -> None:
     try:
         kind_phases(run, base_image or run.base_image())
     finally:
-        kind_cleanup(run)
+        kind_cleanup()
 
 
-def kind_cleanup(run: Run) -> None:
-    """Removes whatever a failed kind phase left (the clusters, kind's network), so the machine is as found."""
-    for cluster in (KIND_CLUSTER, MULTINODE_CLUSTER):
-        subprocess.run(
-            ["kind", "delete", "cluster", "--name", cluster],
-            env={**run.sh.env, "PATH": f"{KIND_FIXTURE}:{run.sh.env['PATH']}"},
-            capture_output=True,
-            check=False,
-        )
-    subprocess.run(["docker", "network", "rm", "kind"], capture_output=True, check=False)
+def kind_cleanup(
+    clusters: tuple[str, ...] = (KIND_CLUSTER, MULTINODE_CLUSTER), network: bool = True
+) -> list[str]:
+    """Removes the e2e's kind clusters (their node containers and volumes, as `kind delete cluster` does), their
+    shared directories and kind's network (in use by another cluster, it stays): after the kind phases, and
+    before a run, what an interrupted one left. What of them was there."""
+    found = []
+    for cluster in clusters:
+        label = f"label={KIND_CLUSTER_LABEL}={cluster}"
+        nodes = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True, check=False
+        ).stdout.split()
+        if nodes:
+            found.append(f"kind cluster {cluster}")
+            subprocess.run(["docker", "rm", "-f", "-v", *nodes], capture_output=True, check=False)
+        if kind_shared_directory(cluster).exists():
+            found.append(f"directory {kind_shared_directory(cluster)}")
+            shutil.rmtree(kind_shared_directory(cluster))
+    if network:
+        subprocess.run(["docker", "network", "rm", "kind"], capture_output=True, check=False)
+    return found

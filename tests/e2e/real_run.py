@@ -32,6 +32,7 @@ import yaml
 from tests.e2e.harness import (
     CACHE,
     CLUSTER_SCRIPTS,
+    E2E_CLUSTER,
     REPO_ROOT,
     E2EFailure,
     Report,
@@ -98,7 +99,7 @@ class Run:
         self.project = project_copy(run_dir / "project")
         self.sh = Shell(run_dir, toolchain_env(run_dir), cwd=self.project)
         self.cluster_env: dict[str, str] = {
-            "E2E_CLUSTER": "trainstack-e2e",
+            "E2E_CLUSTER": E2E_CLUSTER,
             "E2E_NODES": str(nodes),
             "E2E_STATE": str(run_dir / "cluster"),
             "TRAINSTACK_E2E_CACHE": str(CACHE),

@@ -13,7 +13,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from tests.e2e import faults, harness, object_storage
+from tests.e2e import faults, harness, kind_run, object_storage
 from tests.e2e.harness import E2EFailure, Report
 from tests.e2e.real_run import NO_SPACE, Run
 from tests.support.k8s_validation import KUBERNETES_VERSION
@@ -190,6 +190,62 @@ def test_down_removes_the_images_pushed_to_its_registry_and_no_other(tmp_path: P
         assert not state.exists()
     finally:
         subprocess.run(["docker", "image", "rm", "-f", ours, other_port], capture_output=True)
+
+
+def test_a_second_run_is_refused_while_one_holds_the_machines_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(harness, "CACHE", tmp_path)
+    first = harness.hold_run_lock()
+    assert first is not None
+    assert harness.hold_run_lock() is None
+    first.close()
+    again = harness.hold_run_lock()
+    assert again is not None
+    again.close()
+
+
+@pytest.mark.docker
+def test_a_run_first_removes_the_clusters_an_interrupted_run_left_and_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    problem = engine_problem()
+    if problem:
+        docker_unavailable(problem)
+    monkeypatch.setenv("HOME", str(tmp_path))  # kind's shared directories live under it
+    (tmp_path / "context").mkdir()
+    (tmp_path / "context" / "Dockerfile").write_text("FROM scratch\nLABEL dev.trainstack.test=leftovers\n")
+    image = "trainstack-test-leftovers:1"
+    docker("build", "-q", "-t", image, str(tmp_path / "context"))
+    labels = {
+        "test": "dev.trainstack.e2e-cluster=trainstack-test-left",
+        "kind": f"{kind_run.KIND_CLUSTER_LABEL}=trainstack-test-left-kind",
+        "other": f"{kind_run.KIND_CLUSTER_LABEL}=trainstack-test-other",
+    }
+    ids = {
+        name: docker("create", "--label", label, image, "run").stdout.strip()
+        for name, label in labels.items()
+    }
+    shared = kind_run.kind_shared_directory("trainstack-test-left-kind")
+    shared.mkdir(parents=True)
+    (shared / "step_000040").write_text("an earlier run's checkpoint")
+    try:
+        assert harness.remove_test_cluster("trainstack-test-left") == [
+            "test cluster trainstack-test-left (1 containers)"
+        ]
+        assert kind_run.kind_cleanup(("trainstack-test-left-kind",), network=False) == [
+            "kind cluster trainstack-test-left-kind",
+            f"directory {shared}",
+        ]
+        left = docker(
+            "ps", "-aq", "--no-trunc", "--filter", "label=dev.trainstack.test=leftovers"
+        ).stdout.split()
+        assert left == [ids["other"]] and not shared.exists()
+        assert harness.remove_test_cluster("trainstack-test-left") == []
+        assert kind_run.kind_cleanup(("trainstack-test-left-kind",), network=False) == []
+    finally:
+        subprocess.run(["docker", "rm", "-f", *ids.values()], capture_output=True)
+        subprocess.run(["docker", "image", "rm", "-f", image], capture_output=True)
 
 
 def test_the_in_cluster_s3_server_is_valid_kubernetes_and_keeps_its_credentials_in_a_secret() -> None:

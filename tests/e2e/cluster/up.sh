@@ -46,11 +46,6 @@ load_image() {
     docker image inspect "$1" >/dev/null 2>&1 || docker load -i "$2" >/dev/null
 }
 
-# free_port: a free TCP port on the loopback interface.
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 if docker ps -aq --filter "label=$LABEL" | grep -q .; then
     echo "e2e cluster $CLUSTER exists already: run tests/e2e/cluster/down.sh first" >&2
     exit 1
@@ -64,11 +59,11 @@ load_image "$REGISTRY_IMAGE" "$CACHE/node/registry.tar"
 
 log "network $CLUSTER ($PREFIX.0/24) and the registry"
 docker network create --label "$LABEL" --subnet "$PREFIX.0/24" "$CLUSTER" >/dev/null
-registry_port=$(free_port)
 docker volume create --label "$LABEL" "$CLUSTER-registry" >/dev/null
+# A loopback port Docker picks (the run reads it once; the registry is not restarted while it lives).
 docker run -d --name "$CLUSTER-registry" --label "$LABEL" --network "$CLUSTER" --ip "$REGISTRY_IP" \
-    -p "127.0.0.1:$registry_port:5000" -v "$CLUSTER-registry:/var/lib/registry" "$REGISTRY_IMAGE" >/dev/null
-REGISTRY=127.0.0.1:$registry_port
+    -p "127.0.0.1::5000" -v "$CLUSTER-registry:/var/lib/registry" "$REGISTRY_IMAGE" >/dev/null
+REGISTRY=$(docker port "$CLUSTER-registry" 5000/tcp | head -n 1)
 
 node_ips=()
 for ((i = 1; i <= NODES; i++)); do node_ips+=("$PREFIX.$((i + 1))"); done
