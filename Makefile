@@ -27,7 +27,7 @@ LOCAL_RUN ?= runs/train-local
 .PHONY: venv stack-venv trainer-venv check lint typecheck test up down kubeconfig logs check-prereqs train-local e2e-toolchain e2e mutation
 
 # One virtualenv (.venv, the one Pulumi.yaml names), filled in layers so each target installs only what it uses:
-#   stack   requirements.txt: what `pulumi up` runs (make up, make down, make check): about 150 MB, seconds
+#   stack   requirements.txt: what `pulumi up` runs (make up, make down, make check): about 160 MB, under a minute
 #   trainer + torch and trainer/requirements.txt: what training on this machine needs (make train-local)
 #   dev     + requirements-dev.txt: tests, linters, mutation testing (make test, make e2e, make mutation)
 # PyPI's torch 2.13.0 for Linux is the CUDA build (about 3 GB with its nvidia-* wheels); it runs on CPU too.
