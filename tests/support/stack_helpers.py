@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import runpy
+import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,8 +57,14 @@ users:
 
 
 def stack_files() -> list[Path]:
-    """Every Pulumi.<stack>.yaml in the repository."""
-    return sorted(REPO_ROOT.glob("Pulumi.*.yaml"))
+    """Every Pulumi.<stack>.yaml the repository tracks: not a user's own stack (`pulumi stack init` writes one
+    beside them, perhaps with secrets under another passphrase). Outside a git checkout, every one there."""
+    listed = subprocess.run(
+        ["git", "ls-files", "Pulumi.*.yaml"], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
+    if listed.returncode:
+        return sorted(REPO_ROOT.glob("Pulumi.*.yaml"))
+    return sorted(REPO_ROOT / name for name in listed.stdout.split())
 
 
 def stack_name(path: Path) -> str:
