@@ -205,13 +205,14 @@ class TrainerImage(pulumi.ComponentResource):
         super().__init__("trainstack:index:TrainerImage", name, None, opts)
         image_name = f"{args.repository}:{content_tag(args.context, args.platform, args.build_args)}"
         registry = None
+        login: dict[str, pulumi.Input[str]] = {}  # for the registry delete
         if args.push and args.registry is not None:
             # The password stays a secret in the state, never on a command line or in a file.
+            password = pulumi.Output.secret(args.registry.password)
             registry = docker.RegistryArgs(
-                server=args.registry.server,
-                username=args.registry.username,
-                password=pulumi.Output.secret(args.registry.password),
+                server=args.registry.server, username=args.registry.username, password=password
             )
+            login = {"REGISTRY_USERNAME": args.registry.username, "REGISTRY_PASSWORD": password}
         self.image = docker.Image(
             name,
             image_name=image_name,
@@ -237,15 +238,8 @@ class TrainerImage(pulumi.ComponentResource):
         )
         digest = self.image.repo_digest
         if args.push:
-            self.reference = digest
-            self.pinned = digest
+            self.reference = self.pinned = digest
             # pulumi-docker never deletes what it pushed: this does, once a new image replaced it (or on destroy).
-            login: dict[str, pulumi.Input[str]] = {}
-            if args.registry is not None:
-                login = {
-                    "REGISTRY_USERNAME": args.registry.username,
-                    "REGISTRY_PASSWORD": pulumi.Output.secret(args.registry.password),
-                }
             local.Command(
                 f"{name}-registry-delete",
                 delete=REGISTRY_DELETE_SCRIPT,
