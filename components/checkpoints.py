@@ -107,12 +107,9 @@ class ObjectStore:
     def environment(self) -> list[dict[str, Any]]:
         """Credentials by secretKeyRef (never a literal), endpoint and region."""
         env: list[dict[str, Any]] = [
-            {"name": key, "valueFrom": {"secretKeyRef": {"name": self.secret, "key": key}}}
-            for key in S3_SECRET_KEYS
-        ]
-        env += [
-            {"name": key, "valueFrom": {"secretKeyRef": {"name": self.secret, "key": key, "optional": True}}}
-            for key in S3_OPTIONAL_SECRET_KEYS
+            {"name": key, "valueFrom": {"secretKeyRef": {"name": self.secret, "key": key, **optional}}}
+            for keys, optional in ((S3_SECRET_KEYS, {}), (S3_OPTIONAL_SECRET_KEYS, {"optional": True}))
+            for key in keys
         ]
         if self.endpoint:
             env.append({"name": "AWS_ENDPOINT_URL_S3", "value": self.endpoint})

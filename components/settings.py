@@ -4,6 +4,7 @@ A bad value raises one StackConfigError naming the key and what is allowed. Impo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Mapping
@@ -69,12 +70,10 @@ def _coerce(key: str, spec: ConfigKey, raw: Any) -> Any:
     if spec.type == "string":
         return str(raw)
     if spec.type == "integer":
-        if isinstance(raw, bool):
-            raise error(key, f"must be an integer, got {raw!r}")
-        try:
-            return int(raw)
-        except (TypeError, ValueError):
-            raise error(key, f"must be an integer, got {raw!r}") from None
+        if not isinstance(raw, bool):
+            with contextlib.suppress(TypeError, ValueError):
+                return int(raw)
+        raise error(key, f"must be an integer, got {raw!r}")
     if spec.type == "boolean":
         text = str(raw).lower()
         if text not in ("true", "false"):
