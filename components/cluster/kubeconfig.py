@@ -99,7 +99,7 @@ def _inline_files(
     for field, data_field in files.items():
         if field not in entry:
             continue
-        reference = Path(str(entry.pop(field))).expanduser()
+        reference = entry.pop(field)
         if data_field in entry:
             continue  # client-go: the data field wins
         file = _resolve(reference, f"{where}.{field}", key, base_dir)
@@ -109,7 +109,8 @@ def _inline_files(
             raise KubeconfigError(key, f"{where}.{field}: cannot read {file}: {error.strerror}") from None
 
 
-def _resolve(reference: Path, where: str, key: str, base_dir: Path | None) -> Path:
+def _resolve(value: Any, where: str, key: str, base_dir: Path | None) -> Path:
+    reference = Path(str(value)).expanduser()
     if reference.is_absolute():
         return reference
     if base_dir is None:
@@ -160,11 +161,7 @@ def parse_kubeconfig(text: str, *, key: str, context: str, base_dir: Path | None
     _inline_files(cluster, _CLUSTER_FILES, f"clusters[{cluster_name}]", key, base_dir)
     _inline_files(user, _USER_FILES, f"users[{user_name}]", key, base_dir)
     if "tokenFile" in user:
-        user["tokenFile"] = str(
-            _resolve(
-                Path(str(user["tokenFile"])).expanduser(), f"users[{user_name}].tokenFile", key, base_dir
-            )
-        )
+        user["tokenFile"] = str(_resolve(user["tokenFile"], f"users[{user_name}].tokenFile", key, base_dir))
     reduced = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -193,12 +190,10 @@ class _Connection(http.client.HTTPSConnection):
 class _HTTPSHandler(urllib.request.HTTPSHandler):
     def __init__(self, context: ssl.SSLContext, server_name: str | None) -> None:
         super().__init__(context=context)
-        self._tls = context
-        self._server_name = server_name
+        self._connection = functools.partial(_Connection, context=context, server_name=server_name)
 
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        connection = functools.partial(_Connection, context=self._tls, server_name=self._server_name)
-        return self.do_open(connection, req)
+        return self.do_open(self._connection, req)
 
 
 def _tls_context(cluster: Mapping[str, Any], user: Mapping[str, Any], private: Path) -> ssl.SSLContext:
