@@ -145,13 +145,11 @@ def trainer_args(values: Values, on_k3s: bool) -> KubeflowTrainerArgs:
         chart = str(chart_file.parent)
     try:
         extra = yaml.safe_load(str(values["trainerChartValues"])) or {}
+        problem = "" if isinstance(extra, dict) else f", got {extra!r}"
     except yaml.YAMLError as failure:
-        raise error(
-            "trainerChartValues",
-            f"must be a YAML or JSON mapping of chart values: {' '.join(str(failure).split())}",
-        ) from None
-    if not isinstance(extra, dict):
-        raise error("trainerChartValues", f"must be a YAML or JSON mapping of chart values, got {extra!r}")
+        problem = f": {' '.join(str(failure).split())}"
+    if problem:
+        raise error("trainerChartValues", f"must be a YAML or JSON mapping of chart values{problem}")
     if values["trainJobProgress"]:
         extra = merged_values(TRAINJOB_STATUS_VALUES, extra)  # trainerChartValues may still turn it off
     return KubeflowTrainerArgs(version=version, ignore_webhook_failures=on_k3s, chart=chart, values=extra)

@@ -93,14 +93,14 @@ def _train_config(
     paths = job_paths(job_name)
     if store is not None:
         paths["checkpoint.dir"] = store.url
+    sources = {
+        **{key: f"from {source}" for key, (_, source) in stack_keys.items()},
+        **{key: f"({path})" for key, path in paths.items()},
+    }
     for override in overrides:
         key = override.partition("=")[0].strip()
-        if key in paths:
-            raise error("trainingOverrides", f"may not set {key}: the stack sets it ({paths[key]})")
-        if key in stack_keys:
-            raise error(
-                "trainingOverrides", f"may not set {key}: the stack sets it from {stack_keys[key][1]}"
-            )
+        if key in sources:
+            raise error("trainingOverrides", f"may not set {key}: the stack sets it {sources[key]}")
     stack_settings = {**paths, **{key: value for key, (value, _) in stack_keys.items() if value}}
     try:
         return load_config(
