@@ -132,26 +132,22 @@ def parse_kubeconfig(text: str, *, key: str, context: str, base_dir: Path | None
     contexts = _named(document, "contexts", "context", key)
     users = _named(document, "users", "user", key)
     name = context or str(document.get("current-context") or "")
+    listed = ", ".join(sorted(contexts)) or "none"
     if not name:
         raise KubeconfigError(
             KUBE_CONTEXT_KEY,
-            f"must name a context: the kubeconfig ({key}) has no current-context; its contexts: "
-            + (", ".join(sorted(contexts)) or "none"),
+            f"must name a context: the kubeconfig ({key}) has no current-context; its contexts: {listed}",
         )
     if name not in contexts:
         raise KubeconfigError(
             KUBE_CONTEXT_KEY if context else key,
-            f"context {name!r} is not in the kubeconfig ({key}); its contexts: "
-            + (", ".join(sorted(contexts)) or "none"),
+            f"context {name!r} is not in the kubeconfig ({key}); its contexts: {listed}",
         )
     chosen = contexts[name]
     cluster_name, user_name = str(chosen.get("cluster") or ""), str(chosen.get("user") or "")
-    if cluster_name not in clusters:
-        raise KubeconfigError(
-            key, f"context {name!r} names cluster {cluster_name!r}, which is not in clusters"
-        )
-    if user_name not in users:
-        raise KubeconfigError(key, f"context {name!r} names user {user_name!r}, which is not in users")
+    for field, wanted, named in (("cluster", cluster_name, clusters), ("user", user_name, users)):
+        if wanted not in named:
+            raise KubeconfigError(key, f"context {name!r} names {field} {wanted!r}, which is not in {field}s")
     cluster, user = clusters[cluster_name], users[user_name]
     server = urlsplit(str(cluster.get("server") or ""))
     if server.scheme not in ("https", "http") or not server.hostname:
