@@ -137,55 +137,45 @@ def gpu_setup(mode: str, args: GpuOperatorArgs, inventory: GpuInventory | None) 
         return GpuSetup(
             None, None, "GPU Operator: not installed (gpuOperator skip); pods name no RuntimeClass"
         )
-    ours = bool(args.owner) and inventory.namespace_owner == args.owner
-    if ours:  # a later `up` of the stack that installed it
+    if args.owner and inventory.namespace_owner == args.owner:  # a later `up` of the stack that installed it
         if mode == "skip":
             raise GpuSetupError(
                 "may not be skip while this stack's own GPU Operator is installed: destroy the stack to remove"
                 " it, or keep auto"
             )
         return install
-    if mode == "install":
+    if mode == "install" or (mode == "auto" and not (inventory.has_operator or inventory.gpu_nodes)):
+        # auto gets here only where the first two cannot hold
+        but = "install, but" if mode == "install" else "auto would install the GPU Operator, but"
         if inventory.has_operator:
             raise GpuSetupError(
-                "install, but the cluster already runs the GPU Operator (a ClusterPolicy exists): set auto or"
-                " skip to use it"
+                f"{but} the cluster already runs the GPU Operator (a ClusterPolicy exists): set auto or skip to"
+                " use it"
             )
         if inventory.gpu_nodes:
             raise GpuSetupError(
-                f"install, but nodes already advertise {GPU_RESOURCE} ({', '.join(sorted(inventory.gpu_nodes))}):"
+                f"{but} nodes already advertise {GPU_RESOURCE} ({', '.join(sorted(inventory.gpu_nodes))}):"
                 " another device plugin runs there; set auto or skip to use it"
             )
         if inventory.namespace_owner is not None:
             raise GpuSetupError(
-                f"install, but the namespace {GPU_OPERATOR_NAMESPACE} exists and is not this stack's: delete it"
-                " or set skip"
+                f"{but} the namespace {GPU_OPERATOR_NAMESPACE} exists and is not this stack's: delete it or set"
+                " skip"
             )
-        return install
-    found = inventory.has_operator or bool(inventory.gpu_nodes)
-    if mode == "auto" and not found:
-        if inventory.namespace_owner is not None:
-            raise GpuSetupError(
-                f"auto would install the GPU Operator, but the namespace {GPU_OPERATOR_NAMESPACE} exists and is"
-                " not this stack's: delete it, or set skip"
-            )
+        if mode == "install":
+            return install
         return GpuSetup(
             args, RUNTIME_CLASS, f"{installed}; no node advertises {GPU_RESOURCE} and no ClusterPolicy exists"
         )
     wanted = inventory.operator_runtime_class or RUNTIME_CLASS
     runtime_class = wanted if wanted in inventory.runtime_classes else None
-    what = (
-        "the cluster's GPU Operator"
-        if inventory.has_operator
-        else f"the cluster's {GPU_RESOURCE} device plugin"
-    )
+    what = "GPU Operator" if inventory.has_operator else f"{GPU_RESOURCE} device plugin"
     nodes = ", ".join(f"{name}={count}" for name, count in sorted(inventory.gpu_nodes.items())) or "none yet"
     pods = f"RuntimeClass {runtime_class}" if runtime_class else "no RuntimeClass"
-    return GpuSetup(
-        None,
-        runtime_class,
-        f"GPU Operator: not installed, using {what} (GPU nodes: {nodes}); pods name {pods}",
+    summary = (
+        f"GPU Operator: not installed, using the cluster's {what} (GPU nodes: {nodes}); pods name {pods}"
     )
+    return GpuSetup(None, runtime_class, summary)
 
 
 def gpu_operator_args(
