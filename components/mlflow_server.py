@@ -4,7 +4,7 @@ mlflow-skinny, SQLite and artifacts on a claim, the Service `mlflow` on port 500
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -142,19 +142,17 @@ class MlflowServer(pulumi.ComponentResource):
         }
         if image_pull_secret is not None:
             pod_spec["image_pull_secrets"] = [{"name": image_pull_secret}]
+        spec: Any = {  # the SDK's TypedDicts do not take a plain dict
+            "replicas": 1,
+            # One writer of the SQLite file on a ReadWriteOnce claim: the old pod goes before the new one.
+            "strategy": {"type": "Recreate"},
+            "selector": {"match_labels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        }
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata={"name": SERVICE_NAME, "namespace": args.namespace, "labels": labels},
-            spec=cast(
-                Any,
-                {
-                    "replicas": 1,
-                    # One writer of the SQLite file on a ReadWriteOnce claim: the old pod goes before the new one.
-                    "strategy": {"type": "Recreate"},
-                    "selector": {"match_labels": labels},
-                    "template": {"metadata": {"labels": labels}, "spec": pod_spec},
-                },
-            ),
+            spec=spec,
             # Pulumi waits for the rollout: the TrainJob starts only once the server answers /health.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[claim, *start_after]),
         )
