@@ -212,15 +212,6 @@ def _tls_context(cluster: Mapping[str, Any], user: Mapping[str, Any], private: P
     return context
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _proxies(cluster: Mapping[str, Any], host: str, key: str) -> dict[str, str] | None:
     """proxy-url; else none for loopback; else the environment's (None), as client-go's."""
     proxy = str(cluster.get("proxy-url") or "")
@@ -230,7 +221,11 @@ def _proxies(cluster: Mapping[str, Any], host: str, key: str) -> dict[str, str] 
                 key, f"proxy-url {proxy!r}: the stack's check supports http:// and https:// proxies"
             )
         return {"https": proxy, "http": proxy}
-    return {} if _is_loopback(host) else None
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        loopback = False
+    return {} if loopback else None
 
 
 def _credentials(cluster: ExistingCluster) -> tuple[dict[str, str], bool, bool]:
