@@ -36,10 +36,6 @@ def install_environment(
     return environment
 
 
-def uninstall_environment(role: str) -> dict[str, str]:
-    return {"K3S_ROLE": role}
-
-
 def rewrite_kubeconfig_server(kubeconfig: str, server_url: str) -> str:
     """Every cluster's API server set to server_url (k3s writes https://127.0.0.1:6443)."""
     document = yaml.safe_load(kubeconfig)

@@ -12,7 +12,6 @@ from components.cluster.k3s import (
     install_environment,
     k3s_server_flags,
     rewrite_kubeconfig_server,
-    uninstall_environment,
 )
 from components.cluster.provider import (
     SHARED_STORAGE_PATH,
@@ -32,7 +31,7 @@ def install_script(version: str, role: str, flags: list[str], *, join_url: str |
 
 
 def uninstall_script(role: str) -> str:
-    return remote_script(uninstall_environment(role), ROOT_PRELUDE, "k3s_uninstall.sh")
+    return remote_script({"K3S_ROLE": role}, ROOT_PRELUDE, "k3s_uninstall.sh")
 
 
 def nfs_scripts(hosts: RemoteHosts) -> dict[str, str]:
