@@ -265,9 +265,9 @@ class TrainerImage(pulumi.ComponentResource):
         digest: pulumi.Output[str],
         cluster_identity: pulumi.Input[str],
         deliver_after: list[pulumi.Resource],
-    ) -> list[local.Command]:
-        def command(suffix: str, script_text: str, environment: dict[str, str]) -> local.Command:
-            return local.Command(
+    ) -> None:
+        def command(suffix: str, script_text: str, environment: dict[str, str]) -> None:
+            local.Command(
                 f"{name}-{suffix}",
                 create=script_text,
                 interpreter=BASH,
@@ -277,13 +277,13 @@ class TrainerImage(pulumi.ComponentResource):
             )
 
         if isinstance(delivery, KindLoad):
-            return [command("kind-load", KIND_LOAD_SCRIPT, {"KIND_CLUSTER": delivery.cluster_name})]
-        if isinstance(delivery, DockerNodesImport):
+            command("kind-load", KIND_LOAD_SCRIPT, {"KIND_CLUSTER": delivery.cluster_name})
+        elif isinstance(delivery, DockerNodesImport):
             labels = {"CLUSTER_LABEL": delivery.label, "CLUSTER": delivery.cluster_name}
-            return [command("node-import", DOCKER_NODES_IMPORT_SCRIPT, labels)]
-        if isinstance(delivery, K3sImport) and delivery.hosts is None:
-            return [command("k3s-import", K3S_IMPORT_SCRIPT, {"NODE_IMPORT": K3S_NODE_IMPORT_SCRIPT})]
-        if isinstance(delivery, K3sImport) and delivery.hosts is not None:
+            command("node-import", DOCKER_NODES_IMPORT_SCRIPT, labels)
+        elif isinstance(delivery, K3sImport) and delivery.hosts is None:
+            command("k3s-import", K3S_IMPORT_SCRIPT, {"NODE_IMPORT": K3S_NODE_IMPORT_SCRIPT})
+        elif isinstance(delivery, K3sImport) and delivery.hosts is not None:
             hosts = delivery.hosts
             login = {
                 "NODE_IMPORT": K3S_NODE_IMPORT_SCRIPT,
@@ -291,13 +291,10 @@ class TrainerImage(pulumi.ComponentResource):
                 "SSH_PORT": str(hosts.port),
                 "SSH_KEY": str(hosts.private_key_path),
             }
-            return [
+            for index, host in enumerate(hosts.all):
                 command(f"k3s-import-{index}", K3S_IMPORT_SCRIPT, {**login, "SSH_HOST": host})
-                for index, host in enumerate(hosts.all)
-            ]
-        return []
 
-    def _prepull(self, name: str, prepull: PrePull) -> k8s.apps.v1.DaemonSet:
+    def _prepull(self, name: str, prepull: PrePull) -> None:
         """Pods pulling the pushed image on every node the job may use; `up` does not wait (skipAwait)."""
 
         pod: dict[str, Any] = {
@@ -338,7 +335,7 @@ class TrainerImage(pulumi.ComponentResource):
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%"}},
             "template": {"metadata": {"labels": labels}, "spec": pod},
         }
-        return k8s.apps.v1.DaemonSet(
+        k8s.apps.v1.DaemonSet(
             f"{name}-prepull",
             metadata=metadata,
             spec=spec,
