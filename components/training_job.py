@@ -89,10 +89,6 @@ class TrainingJobArgs:
     def shared_volume(self) -> str:
         return f"trainstack-{self.job_name}-checkpoints"
 
-    @property
-    def processes_per_node(self) -> int:
-        return max(self.gpus_per_node, 1)
-
 
 def train_job_spec(
     args: TrainingJobArgs,
@@ -166,7 +162,7 @@ def train_job_spec(
             "args": TRAINER_ARGS,
             "env": env,
             "numNodes": args.num_nodes,
-            "numProcPerNode": args.processes_per_node,
+            "numProcPerNode": max(args.gpus_per_node, 1),  # one process per GPU, or one on CPU
             "resourcesPerNode": {"requests": requests, "limits": limits},
         },
         "runtimePatches": [
