@@ -13,13 +13,12 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from components.settings import Values, error
+from components.settings import REPO_ROOT, Values, error
 from components.shell import KubeconfigFile, kubectl_command, script
 
 TRAINER_NAMESPACE = "kubeflow-system"
 TRAINER_CHART = "oci://ghcr.io/kubeflow/charts/kubeflow-trainer"
 TRAINER_CHART_NAME = "kubeflow-trainer"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Helm's post-renderer (components/webhook_patch.py), relative to the project so a moved checkout changes
 # nothing; the patch's content hash goes into the Release, so editing it upgrades.
 K3S_WEBHOOK_POSTRENDER = Path("components") / "k3s_webhook_postrender.sh"
@@ -158,7 +157,7 @@ def trainer_args(values: Values, on_k3s: bool) -> KubeflowTrainerArgs:
 def webhook_patch_digest() -> str:
     digest = hashlib.sha256()
     for path in WEBHOOK_PATCH_FILES:
-        digest.update((PROJECT_ROOT / path).read_bytes())
+        digest.update((REPO_ROOT / path).read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -16,7 +16,6 @@ from components.kubeflow_trainer import (
     CRDS_DELETE_SCRIPT,
     CRDS_RECORD_SCRIPT,
     K3S_WEBHOOK_POSTRENDER,
-    PROJECT_ROOT,
     READINESS_SCRIPT,
     TRAINER_NAMESPACE,
     WEBHOOK_CONFIGURATIONS,
@@ -26,6 +25,7 @@ from components.kubeflow_trainer import (
     merged_values,
     webhook_patch_digest,
 )
+from components.settings import REPO_ROOT
 from components.shell import KUBECONFIG_PRELUDE, script
 from tests.support.shell_stubs import run_file, run_text, stub_tools
 from tests.support.stack_helpers import contains_secret, evaluate, reveal, without_secrets
@@ -69,7 +69,7 @@ def test_extra_values_merge_over_the_stack_values_key_by_key() -> None:
 
 
 def test_post_renderer_is_an_executable_file_of_the_project() -> None:
-    path = PROJECT_ROOT / K3S_WEBHOOK_POSTRENDER
+    path = REPO_ROOT / K3S_WEBHOOK_POSTRENDER
     assert not K3S_WEBHOOK_POSTRENDER.is_absolute()
     assert path.is_file() and os.access(path, os.X_OK)
 
@@ -85,8 +85,8 @@ def test_an_edited_webhook_patch_upgrades_the_release_and_a_moved_checkout_does_
     moved = tmp_path / "elsewhere"
     for path in WEBHOOK_PATCH_FILES:
         (moved / path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(PROJECT_ROOT / path, moved / path)
-    monkeypatch.setattr("components.kubeflow_trainer.PROJECT_ROOT", moved)
+        shutil.copy(REPO_ROOT / path, moved / path)
+    monkeypatch.setattr("components.kubeflow_trainer.REPO_ROOT", moved)
     assert release_inputs(args) == before
     # An edited patch: another description, so the provider upgrades the release and Helm re-renders.
     (moved / "components" / "webhook_patch.py").write_text("# edited\n")
@@ -116,7 +116,7 @@ def test_readiness_gate_waits_for_the_release_controllers_and_webhooks() -> None
 
 # The admission webhook configurations and the Services they call, as the Trainer 2.3.0 chart (with its JobSet
 # 0.12.0 subchart) renders them with the stack's values (tests/upstream/kubeflow-trainer/README.md).
-UPSTREAM_WEBHOOKS = PROJECT_ROOT / "tests" / "upstream" / "kubeflow-trainer" / "webhooks.yaml"
+UPSTREAM_WEBHOOKS = REPO_ROOT / "tests" / "upstream" / "kubeflow-trainer" / "webhooks.yaml"
 
 
 def upstream_webhook_services() -> dict[str, list[str]]:
@@ -306,7 +306,7 @@ def test_the_jobset_check_holds_the_runtime_against_the_upstream_crds() -> None:
     from components.training_runtime import training_runtime_spec
     from tests.components.test_training_job import job_args
 
-    upstream = PROJECT_ROOT / "tests" / "upstream" / "jobset"
+    upstream = REPO_ROOT / "tests" / "upstream" / "jobset"
     spec = training_runtime_spec(job_args(), "image")["template"]["spec"]
     current, older = (
         yaml.safe_load((upstream / f"jobsets-{release}.yaml").read_text())

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from components.kubeflow_trainer import K3S_WEBHOOK_POSTRENDER, PROJECT_ROOT
+from components.kubeflow_trainer import K3S_WEBHOOK_POSTRENDER
+from components.settings import REPO_ROOT
 from components.webhook_patch import (
     ignore_webhook_failures,
     is_webhook_configuration,
@@ -205,7 +206,7 @@ def test_manifest_stream_patches_webhooks_and_keeps_the_rest() -> None:
 def test_helm_post_renderer_executable_patches_stdin(tmp_path: Any) -> None:
     """Helm runs the file itself, from an arbitrary directory, with no arguments."""
     result = subprocess.run(
-        [str(PROJECT_ROOT / K3S_WEBHOOK_POSTRENDER)],
+        [str(REPO_ROOT / K3S_WEBHOOK_POSTRENDER)],
         input=yaml.safe_dump_all([jobset_validating(), deployment()]),
         capture_output=True,
         text=True,
