@@ -18,7 +18,7 @@ from components.cluster import (
     provider_for,
     read_kubeconfig,
 )
-from components.settings import DNS_LABEL, DNS_LABEL_RULE, Values, at_least, error, matching, one_of
+from components.settings import DNS_LABEL, DNS_LABEL_RULE, Values, at_least, error, matching, one_of, port
 
 T = TypeVar("T")
 K3S_VERSION = re.compile(r"^v[0-9]+\.[0-9]+\.[0-9]+\+k3s[0-9]+$")
@@ -41,10 +41,8 @@ def _remote_hosts(values: Values, node_count: int) -> RemoteHosts:
     key_path = Path(str(values["sshPrivateKeyPath"])).expanduser()
     if not key_path.is_file():
         raise error("sshPrivateKeyPath", f"must be an existing private key file, {key_path} does not exist")
-    port = at_least(values, "sshPort", 1)
-    if port > 65535:
-        raise error("sshPort", f"must be a port number between 1 and 65535, got {port}")
-    return RemoteHosts(server, agents, str(values["sshUser"]), port, key_path)
+    ssh_port = port(values, "sshPort", off=False)
+    return RemoteHosts(server, agents, str(values["sshUser"]), ssh_port, key_path)
 
 
 def _docker_nodes(values: Values, gpus_per_node: int) -> DockerNodes:

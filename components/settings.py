@@ -120,10 +120,11 @@ def matching(values: Values, key: str, pattern: re.Pattern[str], what: str) -> s
     return value
 
 
-def port(values: Values, key: str) -> int:
-    number = at_least(values, key, 0)
+def port(values: Values, key: str, *, off: bool = True) -> int:
+    number = at_least(values, key, 0 if off else 1)
     if number > 65535:
-        raise error(key, f"must be 0 (off) or a port number between 1 and 65535, got {number}")
+        allowed = "0 (off) or a port number" if off else "a port number"
+        raise error(key, f"must be {allowed} between 1 and 65535, got {number}")
     return number
 
 
