@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 
 from components.cluster.kubeconfig import api_get
-from components.cluster.provider import ClusterArgs, ClusterProvider, ExistingCluster, Provisioned
+from components.cluster.provider import ClusterProvider, ExistingCluster, Provisioned
 from components.shell import KubeconfigFile
 
 
+@dataclass
 class Existing(ClusterProvider):
     """Creates: nothing; with kubeconfigPath the file is read at every run (destroy uses its current
     credentials). Node identity: none (the cluster pulls the image). Shared storage: none (a multi-node job
     names a ReadWriteMany checkpointStorageClass). Teardown: nothing of the cluster, only what was installed."""
 
     shared_storage = None
-
-    def __init__(self, args: ClusterArgs, cluster: ExistingCluster) -> None:
-        super().__init__(args)
-        self.cluster = cluster
+    cluster: ExistingCluster
 
     def provision(self, name: str, parent: pulumi.Resource) -> Provisioned:
         cluster = self.cluster

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 
 from components.cluster.k3s import k3s_server_flags
 from components.cluster.provider import (
     SHARED_STORAGE_PATH,
-    ClusterArgs,
     ClusterProvider,
     DockerNodes,
     Provisioned,
@@ -22,6 +23,7 @@ SHARED_CREATE_SCRIPT = cluster_script("k3s_docker_shared_create.sh")
 SHARED_DELETE_SCRIPT = cluster_script("k3s_docker_shared_delete.sh")
 
 
+@dataclass
 class K3sDocker(ClusterProvider):
     """Creates: one `local.Command` running k3s_docker_create.sh (network, privileged server and agent
     containers; stdout the kubeconfig on a pinned loopback port). Node identity: that command. Shared storage:
@@ -30,10 +32,7 @@ class K3sDocker(ClusterProvider):
     Teardown: every labelled container, volume and network, then the shared volume."""
 
     shared_storage = "the Docker volume <clusterName>-shared, mounted into every node container"
-
-    def __init__(self, args: ClusterArgs, docker: DockerNodes) -> None:
-        super().__init__(args)
-        self.docker = docker
+    docker: DockerNodes
 
     def provision(self, name: str, parent: pulumi.Resource) -> Provisioned:
         args, docker = self.args, self.docker

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pulumi
 from pulumi_command import remote
@@ -15,7 +16,6 @@ from components.cluster.k3s import (
 )
 from components.cluster.provider import (
     SHARED_STORAGE_PATH,
-    ClusterArgs,
     ClusterProvider,
     Provisioned,
     RemoteHosts,
@@ -54,6 +54,7 @@ def nfs_scripts(hosts: RemoteHosts) -> dict[str, str]:
     }
 
 
+@dataclass
 class K3sRemote(ClusterProvider):
     """Over SSH: a `remote.Command` installing k3s per host, one reading the node token (the agents' stdin),
     and the server's directory over NFS to the agents. The directory has no triggers and the export's delete
@@ -64,10 +65,7 @@ class K3sRemote(ClusterProvider):
         "the server's directory, exported over NFS (nfs-kernel-server) to the agents, which mount it"
         " (nfs-common, /etc/fstab); Debian/Ubuntu hosts"
     )
-
-    def __init__(self, args: ClusterArgs, hosts: RemoteHosts) -> None:
-        super().__init__(args)
-        self.hosts = hosts
+    hosts: RemoteHosts
 
     def provision(self, name: str, parent: pulumi.Resource) -> Provisioned:
         args, hosts = self.args, self.hosts

@@ -83,15 +83,14 @@ class Provisioned:
         return pulumi.Output.all(*(node.id for node in self.nodes)).apply(",".join)
 
 
+@dataclass
 class ClusterProvider(ABC):
     """One cluster kind: its nodes (declared under the Cluster component), kubeconfig and shared storage.
     Teardown is the `delete` of every resource in Provisioned.nodes."""
 
     # What backs SHARED_STORAGE_PATH; None: the kind cannot (the stack must name a StorageClass).
     shared_storage: ClassVar[str | None]
-
-    def __init__(self, args: ClusterArgs) -> None:
-        self.args = args
+    args: ClusterArgs
 
     @abstractmethod
     def provision(self, name: str, parent: pulumi.Resource) -> Provisioned:
