@@ -28,10 +28,8 @@ QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 QUANTITY_RULE = "a Kubernetes quantity such as 2, 500m, 8Gi"
 # upstream: kubernetes/apimachinery pkg/api/resource/quantity.go (binary, decimal and milli suffixes)
 _QUANTITY_SUFFIXES = {
-    **{
-        suffix: 1024**power for power, suffix in enumerate(("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei")) if suffix
-    },
     **{suffix: 1000**power for power, suffix in enumerate(("", "k", "M", "G", "T", "P", "E"))},
+    **{suffix: 1024**power for power, suffix in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"), start=1)},
     "m": 0.001,
 }
 
