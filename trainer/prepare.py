@@ -1,5 +1,5 @@
-"""A source tokenized once, before any rank trains, into shards and a manifest (written last) under
-data.cache_dir/tokens-<hash of what decides them>. Resumable (shards published whole) and safe on a shared
+"""The tokenizer, and a source tokenized once, before any rank trains, into shards and a manifest (written
+last) under data.cache_dir/tokens-<hash of what decides them>. Resumable (shards published whole) and safe on a shared
 directory (a lock per shard; without locks the first to publish the same bytes wins)."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import multiprocessing
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,8 +17,7 @@ from typing import Any
 import numpy as np
 import tiktoken
 
-from trainer.config import DataSection
-from trainer.dataset import get_encoding, token_dtype
+from trainer.config import BYTES_ENCODING, DataSection
 from trainer.shards import (
     MANIFEST,
     MANIFEST_FORMAT,
@@ -35,6 +35,39 @@ from trainer.sources import Source, Unit, documents, read_bytes, resolve_source,
 
 BUSY_POLL_SECONDS = 0.5
 CHECK_CHUNK_TOKENS = 1 << 22  # token ids hashed and checked at a time
+END_OF_TEXT = "<|endoftext|>"
+
+
+def byte_encoding() -> tiktoken.Encoding:
+    """256 single-byte tokens + end-of-text, no download; every byte its own rank, so no merge applies."""
+    return tiktoken.Encoding(
+        name=BYTES_ENCODING,
+        pat_str=r"[\s\S]",
+        mergeable_ranks={bytes([i]): i for i in range(256)},
+        special_tokens={END_OF_TEXT: 256},
+    )
+
+
+def get_encoding(name: str) -> tiktoken.Encoding:
+    if name == BYTES_ENCODING:
+        return byte_encoding()
+    known = tiktoken.list_encoding_names()
+    if name not in known:
+        raise DataError(
+            f"data.encoding: unknown encoding {name!r}; allowed: {', '.join([BYTES_ENCODING, *known])}"
+        )
+    try:
+        return tiktoken.get_encoding(name)
+    except Exception as error:  # tiktoken downloads the vocabulary unless TIKTOKEN_CACHE_DIR holds it
+        raise DataError(
+            f"data.encoding: cannot load {name!r} ({type(error).__name__}); it needs a download or a "
+            f"TIKTOKEN_CACHE_DIR that holds it (currently {os.environ.get('TIKTOKEN_CACHE_DIR', 'unset')}); "
+            f"'{BYTES_ENCODING}' needs neither"
+        ) from None
+
+
+def token_dtype(encoding: tiktoken.Encoding) -> type[np.unsignedinteger]:
+    return np.uint16 if encoding.n_vocab <= 2**16 else np.uint32
 
 
 def prepared_directory(data: DataSection, source: Source) -> Path:

@@ -17,8 +17,8 @@ import tiktoken
 from tests.support.s3_server import S3Server
 from trainer import prepare as prepare_module
 from trainer.config import load_config
-from trainer.dataset import DataError, TokenCache, byte_encoding, train_batch, val_batch
-from trainer.prepare import prepare, prepared_directory, shard_path
+from trainer.dataset import DataError, TokenCache, train_batch, val_batch
+from trainer.prepare import byte_encoding, prepare, prepared_directory, shard_path
 from trainer.shards import LLMC_HEADER_BYTES, LLMC_MAGIC, OPEN_MAPS, Shard, TokenView, read_manifest
 from trainer.sources import resolve_source
 
