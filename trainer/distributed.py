@@ -11,7 +11,6 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from types import EllipsisType
 from typing import Any
 
 import torch
@@ -128,11 +127,10 @@ def import_deepspeed() -> Any:
     return deepspeed
 
 
-def init_distributed(identity: ProcessIdentity | EllipsisType | None = ...) -> DistContext:
-    """Join (alone: create) the group and pick the device. identity None: a world of one; not given: checked here."""
+def init_distributed() -> DistContext:
+    """Join the group torchrun's variables name (not under torchrun: create a world of one); pick the device."""
     cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if isinstance(identity, EllipsisType):
-        identity = process_identity(os.environ, cuda_devices)
+    identity = process_identity(os.environ, cuda_devices)
     local_rank = 0 if identity is None else identity.local_rank
     if identity is None:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
@@ -143,11 +141,11 @@ def init_distributed(identity: ProcessIdentity | EllipsisType | None = ...) -> D
     else:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed reads it when first imported
         device = torch.device("cpu")
+        if "OMP_NUM_THREADS" not in os.environ:
+            # One thread, as torchrun gives: torch's default ran 10x slower on a busy 2-core machine
+            # (docs/benchmarks.md, "CPU threads").
+            torch.set_num_threads(1)
     deepspeed = import_deepspeed()
-    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        # One thread, as torchrun gives: torch's default ran 10x slower on a busy 2-core machine
-        # (docs/benchmarks.md, "CPU threads").
-        torch.set_num_threads(1)
     if device.type == "cpu":
         # its JIT-compiled shm all-reduce needs a C++ compiler, which the images lack; gloo does the job
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
