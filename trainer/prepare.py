@@ -30,7 +30,7 @@ from trainer.shards import (
     shard_of_bytes,
     write_manifest_bytes,
 )
-from trainer.shared_files import HeldLock, write_once
+from trainer.shared_files import HeldLock, sha256_of, write_once
 from trainer.sources import Source, Unit, documents, read_bytes, resolve_source, unit_split
 
 BUSY_POLL_SECONDS = 0.5
@@ -105,15 +105,6 @@ def tokenize_unit(source: Source, unit: Unit, encoding_name: str) -> np.ndarray:
     )  # ids < n_vocab: loses nothing
 
 
-def _sha256_of(path: Path, offset: int = 0) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        handle.seek(offset)
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _scan_token_file(shard: Shard, vocab_size: int, describe: str) -> str:
     """A token file's sha256, its ids checked against the vocabulary, in one pass of bounded memory."""
     digest = hashlib.sha256()
@@ -140,7 +131,7 @@ def _token_file(source: Source, unit: Unit, target: Path, vocab_size: int) -> tu
         return Shard(shard.path, shard.offset, shard.tokens, shard.dtype, split, sha256), False
     if target.exists():
         found = shard_of_bytes(str(target), target.read_bytes()[:1024], target.stat().st_size, split)
-        return Shard(str(target), found.offset, found.tokens, found.dtype, split, _sha256_of(target)), False
+        return Shard(str(target), found.offset, found.tokens, found.dtype, split, sha256_of(target)), False
     content = read_bytes(source, unit)
     shard = shard_of_bytes(f"{source.s3_url} {unit.location}", content[:1024], len(content), split)
     dtype = np.dtype(shard.dtype)
@@ -170,7 +161,7 @@ def prepare_unit(
             return _token_file(source, unit, target, encoding.n_vocab)
         if target.exists():
             count = target.stat().st_size // np.dtype(dtype).itemsize
-            return Shard(str(target), 0, count, dtype, "", _sha256_of(target)), False
+            return Shard(str(target), 0, count, dtype, "", sha256_of(target)), False
         tokens = tokenize_unit(source, unit, encoding_name)
         content = tokens.data.cast("B")
         write_once(target, content)

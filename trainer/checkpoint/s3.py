@@ -27,10 +27,10 @@ from trainer.checkpoint.layout import (
     file_record,
     files_problem,
     run_gone,
-    sha256_of,
     unsupported,
 )
 from trainer.config import ConfigError, parse_s3_url
+from trainer.shared_files import sha256_of
 from trainer.sources import s3_client
 
 # Multipart above this size, in parts of it (S3: 5 MiB to 10,000 parts a file: shards up to 640 GB).
