@@ -4,6 +4,7 @@ a resumed run continues exactly where its checkpoint left off."""
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import sys
 import time
@@ -52,16 +53,6 @@ def open_data(cache: TokenCache) -> TokenData:
     return data
 
 
-def model_identity(config: TrainConfig, vocab_size: int) -> dict[str, Any]:
-    """What a checkpoint's weights must match to be loaded into this run's model."""
-    return {
-        **config.model_shape(),
-        "block_size": config.model.block_size,
-        "bias": config.model.bias,
-        "vocab_size": vocab_size,
-    }
-
-
 class Trainer:
     def __init__(
         self,
@@ -80,7 +71,8 @@ class Trainer:
         self.clock.lap("data")
         torch.manual_seed(train.seed)  # the same initial weights on every rank
         self.model = GPT(model_config(config, self.data.vocab_size))
-        self.identity = model_identity(config, self.data.vocab_size)
+        # what a checkpoint's weights must match to be loaded into this model: its shape (dropout is not)
+        self.identity = {k: v for k, v in dataclasses.asdict(self.model.config).items() if k != "dropout"}
         if context.device.type == "cuda":
             enable_tf32()
         # rank 0's look at checkpoint.dir decides for every rank
