@@ -186,16 +186,11 @@ def mean_over_ranks(value: float, device: torch.device) -> float:
     return float(total.item()) / dist.get_world_size()
 
 
-def gather_objects(item: Any) -> list[Any]:
-    """Every rank's item, on every rank (also a barrier)."""
-    items: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(items, item)
-    return items
-
-
 def first_problem(problem: str | None) -> str | None:
-    """The first rank's problem, on every rank: they all stop on the same line."""
-    return next((p for p in gather_objects(problem) if p), None)
+    """The first rank's problem, on every rank (also a barrier): they all stop on the same line."""
+    problems: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(problems, problem)
+    return next((p for p in problems if p), None)
 
 
 def broadcast_from_main(item: Any) -> Any:
