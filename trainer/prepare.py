@@ -24,7 +24,6 @@ from trainer.shards import (
     DataError,
     Manifest,
     Shard,
-    environment_workers,
     inspect_bin,
     read_manifest,
     shard_of_bytes,
@@ -105,6 +104,14 @@ def tokenize_unit(source: Source, unit: Unit, encoding_name: str) -> np.ndarray:
     )  # ids < n_vocab: loses nothing
 
 
+def _check_ids(ids: np.ndarray, vocab_size: int, where: str) -> None:
+    largest = int(ids.max())
+    if largest >= vocab_size:
+        raise DataError(
+            f"data.path: {where} holds id {largest}, outside the {vocab_size}-token vocabulary of data.encoding"
+        )
+
+
 def _scan_token_file(shard: Shard, vocab_size: int, describe: str) -> str:
     """A token file's sha256, its ids checked against the vocabulary, in one pass of bounded memory."""
     digest = hashlib.sha256()
@@ -113,12 +120,7 @@ def _scan_token_file(shard: Shard, vocab_size: int, describe: str) -> str:
         digest.update(handle.read(shard.offset))
         while chunk := handle.read(CHECK_CHUNK_TOKENS * dtype.itemsize):
             digest.update(chunk)
-            largest = int(np.frombuffer(chunk, dtype=dtype).max())
-            if largest >= vocab_size:
-                raise DataError(
-                    f"data.path: {describe}: token file {shard.path} holds id {largest}, outside the "
-                    f"{vocab_size}-token vocabulary of data.encoding"
-                )
+            _check_ids(np.frombuffer(chunk, dtype=dtype), vocab_size, f"{describe}: token file {shard.path}")
     return digest.hexdigest()
 
 
@@ -127,23 +129,14 @@ def _token_file(source: Source, unit: Unit, target: Path, vocab_size: int) -> tu
     split = unit_split(unit)
     if source.s3_url is None:
         shard = inspect_bin(Path(unit.location), split)
-        sha256 = _scan_token_file(shard, vocab_size, source.describe)
-        return Shard(shard.path, shard.offset, shard.tokens, shard.dtype, split, sha256), False
+        return dataclasses.replace(shard, sha256=_scan_token_file(shard, vocab_size, source.describe)), False
     if target.exists():
-        found = shard_of_bytes(str(target), target.read_bytes()[:1024], target.stat().st_size, split)
-        return Shard(str(target), found.offset, found.tokens, found.dtype, split, sha256_of(target)), False
+        return dataclasses.replace(inspect_bin(target, split), sha256=sha256_of(target)), False
     content = read_bytes(source, unit)
     shard = shard_of_bytes(f"{source.s3_url} {unit.location}", content[:1024], len(content), split)
-    dtype = np.dtype(shard.dtype)
-    largest = int(np.frombuffer(content, dtype=dtype, offset=shard.offset).max())
-    if largest >= vocab_size:
-        raise DataError(
-            f"data.path: {unit.location} holds id {largest}, outside the {vocab_size}-token vocabulary"
-        )
+    _check_ids(np.frombuffer(content, dtype=shard.dtype, offset=shard.offset), vocab_size, unit.location)
     write_once(target, content)
-    return Shard(
-        str(target), shard.offset, shard.tokens, shard.dtype, split, hashlib.sha256(content).hexdigest()
-    ), True
+    return dataclasses.replace(shard, path=str(target), sha256=hashlib.sha256(content).hexdigest()), True
 
 
 def prepare_unit(
@@ -168,6 +161,11 @@ def prepare_unit(
         return Shard(str(target), 0, len(tokens), dtype, "", hashlib.sha256(content).hexdigest()), True
     finally:
         lock.release()
+
+
+def environment_workers() -> int:
+    """The CPUs this process may use (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _run_pool(
@@ -234,17 +232,15 @@ def wait_for_manifest(directory: Path, poll_seconds: float = 1.0) -> None:
         time.sleep(poll_seconds)
 
 
-def report(manifest: Manifest, tokenized: int, seconds: float) -> str:
-    return (
-        f"prepared {manifest.directory}: {manifest.tokens} tokens in {len(manifest.shards)} shard(s) from "
-        f"{manifest.source} ({tokenized} tokenized now, {len(manifest.shards) - tokenized} found prepared)"
-        f" in {seconds:.1f} s"
-    )
-
-
 def run_prepare(data: DataSection, workers: int = 0) -> Manifest:
     """Prepare and say so in one line on stderr."""
     start = time.perf_counter()
     manifest, tokenized = prepare(data, workers)
-    print(report(manifest, tokenized, time.perf_counter() - start), file=sys.stderr, flush=True)
+    print(
+        f"prepared {manifest.directory}: {manifest.tokens} tokens in {len(manifest.shards)} shard(s) from "
+        f"{manifest.source} ({tokenized} tokenized now, {len(manifest.shards) - tokenized} found prepared)"
+        f" in {time.perf_counter() - start:.1f} s",
+        file=sys.stderr,
+        flush=True,
+    )
     return manifest
