@@ -21,7 +21,7 @@ from trainer.config import ConfigError, TrainConfig
 from trainer.dataset import DataError, TokenCache, TokenData, train_batch, val_batch
 from trainer.distributed import DistContext, any_rank, broadcast_from_main, first_problem, mean_over_ranks
 from trainer.engine import Engine, build_engine, enable_tf32, model_config
-from trainer.metrics import MetricsLog, MetricsSink, Outcome, closing_line, mfu, peak_flops
+from trainer.metrics import MetricsLog, Outcome, closing_line, mfu, peak_flops
 from trainer.model import GPT
 from trainer.progress import TrainJobStatusReporter
 from trainer.run_state import RunState
@@ -217,7 +217,7 @@ class Trainer:
         if self.log is None or self.run_state is None:
             return
         restarts = self.run_state.count_start()
-        sinks: list[MetricsSink] = []
+        sinks = self.log.sinks
         if self.exporter is not None:
             self.exporter.restarts(restarts)
             sinks.append(self.exporter)
@@ -227,7 +227,6 @@ class Trainer:
             sinks.append(MlflowTracker(self.config, self.run_state, self.step))
         if (reporter := TrainJobStatusReporter.from_environment(self.config.train.max_steps)) is not None:
             sinks.append(reporter)
-        self.log.sinks.extend(sinks)
 
     def check_stop(self, metric: str, value: float | None) -> bool:
         """Whether train.stop_at is reached by this measurement, the same answer on every rank."""
