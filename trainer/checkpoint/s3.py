@@ -35,6 +35,9 @@ from trainer.sources import s3_client
 
 # Multipart above this size, in parts of it (S3: 5 MiB to 10,000 parts a file: shards up to 640 GB).
 MULTIPART_CHUNK_BYTES = 64 * 1024 * 1024
+TRANSFER = TransferConfig(
+    multipart_threshold=MULTIPART_CHUNK_BYTES, multipart_chunksize=MULTIPART_CHUNK_BYTES
+)
 DATA_PATTERN = re.compile(r"^(?P<tag>step_\d+)/(?P<run>[0-9a-f]+)/")
 OBJECTS_PATTERN = re.compile(r"[0-9a-f]+/")  # a manifest's "objects": its files' run prefix
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
@@ -197,7 +200,7 @@ class S3Storage:
             return kept
         partial = self.downloads / f"{uuid.uuid4().hex}.part"
         try:
-            self.client.download_file(self.bucket, self.key(name), str(partial), Config=self.transfer())
+            self.client.download_file(self.bucket, self.key(name), str(partial), Config=TRANSFER)
         except ClientError as error:
             partial.unlink(missing_ok=True)
             if error_code(error) in NOT_FOUND:  # deleted since it was listed
@@ -208,11 +211,6 @@ class S3Storage:
             return None
         partial.rename(kept)
         return kept
-
-    def transfer(self) -> TransferConfig:
-        return TransferConfig(
-            multipart_threshold=MULTIPART_CHUNK_BYTES, multipart_chunksize=MULTIPART_CHUNK_BYTES
-        )
 
     def local_copy(self, tag: str, name: str) -> Path:
         manifest = self.manifests.get(tag) or self.manifest(tag)
@@ -241,7 +239,7 @@ class S3Storage:
             torch.save(state, spooled)
             record = file_record(Path(spooled))
             key = self.key(f"{self.data_prefix(staging)}{name}")
-            self.client.upload_file(spooled, self.bucket, key, Config=self.transfer())
+            self.client.upload_file(spooled, self.bucket, key, Config=TRANSFER)
         finally:
             os.unlink(spooled)
         return record
