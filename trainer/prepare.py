@@ -197,9 +197,6 @@ def prepare(data: DataSection, workers: int = 0, source: Source | None = None) -
     directory = prepared_directory(data, source)
     if (directory / MANIFEST).exists():
         return read_manifest(directory), 0
-    if not source.units:
-        raise DataError(f"data.path: {source.describe} is empty")
-    directory.mkdir(parents=True, exist_ok=True)
     workers = workers or data.workers or environment_workers()
     pending = list(range(len(source.units)))
     shards: dict[int, Shard] = {}
