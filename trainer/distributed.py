@@ -141,11 +141,11 @@ def init_distributed() -> DistContext:
     else:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed reads it when first imported
         device = torch.device("cpu")
-        if "OMP_NUM_THREADS" not in os.environ:
-            # One thread, as torchrun gives: torch's default ran 10x slower on a busy 2-core machine
-            # (docs/benchmarks.md, "CPU threads").
-            torch.set_num_threads(1)
     deepspeed = import_deepspeed()
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # One thread, as torchrun gives: torch's default ran 10x slower on a busy 2-core machine
+        # (docs/benchmarks.md, "CPU threads").
+        torch.set_num_threads(1)
     if device.type == "cpu":
         # its JIT-compiled shm all-reduce needs a C++ compiler, which the images lack; gloo does the job
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
