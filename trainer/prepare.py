@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import multiprocessing
 import os
@@ -175,19 +176,12 @@ def _run_pool(
     if workers <= 1 or len(indices) <= 1:
         return {i: prepare_unit(directory, source, i, units[i], encoding) for i in indices}
     source = dataclasses.replace(source, units=())  # each task carries its own unit only
-    results: dict[int, Any] = {}
     # fork: no caller's threads are needed (torch's start later); spawn would re-run the caller's __main__
     context = multiprocessing.get_context("fork")
     with concurrent.futures.ProcessPoolExecutor(min(workers, len(indices)), mp_context=context) as pool:
-        futures = {pool.submit(prepare_unit, directory, source, i, units[i], encoding): i for i in indices}
-        try:
-            for future in concurrent.futures.as_completed(futures):
-                results[futures[future]] = future.result()
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-    return results
+        # map cancels the tasks not yet started once one fails (or the wait is interrupted)
+        task = functools.partial(prepare_unit, directory, source, encoding_name=encoding)
+        return dict(zip(indices, pool.map(task, indices, [units[i] for i in indices]), strict=True))
 
 
 def prepare(data: DataSection, workers: int = 0, source: Source | None = None) -> tuple[Manifest, int]:

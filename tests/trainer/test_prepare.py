@@ -355,6 +355,17 @@ def test_bad_text_is_one_line_naming_the_source_and_no_manifest(
     assert not list(tmp_path.rglob("manifest.json")) and not list(tmp_path.rglob("*.tmp"))
 
 
+def test_a_bad_unit_fails_a_pool_of_workers_with_its_line_and_no_manifest(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for index in range(3):
+        (corpus / f"good{index}.txt").write_text("some text\n" * 50)
+    (corpus / "n.jsonl").write_text('{"text": 3}\n')
+    with pytest.raises(DataError, match="field 'text' is not a string"):
+        prepare(section(tmp_path, corpus), 2)
+    assert not list(tmp_path.rglob("manifest.json"))
+
+
 def test_a_damaged_shard_is_named_when_the_data_is_opened(tmp_path: Path) -> None:
     cache = TokenCache(section(tmp_path, SAMPLE, shard_bytes=100_000), block_size=16)
     manifest = cache.prepare()
