@@ -22,23 +22,20 @@ def model_config(config: TrainConfig, vocab_size: int) -> GPTConfig:
     )
 
 
-def lr_multiplier(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 @dataclass
 class Schedule:
-    """horizon: the first train.max_steps, kept on resume: raising it extends the run at min_lr."""
+    """Linear warmup, then cosine to min_ratio at horizon: the first train.max_steps, kept on resume (raising
+    it extends the run at min_lr)."""
 
     warmup_steps: int
     horizon: int
     min_ratio: float
 
     def __call__(self, step: int) -> float:
-        return lr_multiplier(step, self.warmup_steps, self.horizon, self.min_ratio)
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.horizon - self.warmup_steps))
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def use_bf16(config: TrainConfig, device: torch.device) -> bool:
