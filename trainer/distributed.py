@@ -78,15 +78,13 @@ def process_identity(env: Mapping[str, str], cuda_devices: int) -> ProcessIdenti
         0,
         world_size - 1,
     )
-    local_world = world_size
-    if "LOCAL_WORLD_SIZE" in value:
-        local_world = whole_number(
-            "LOCAL_WORLD_SIZE",
-            value["LOCAL_WORLD_SIZE"],
-            f"a process count from 1 to WORLD_SIZE={world_size}",
-            1,
-            world_size,
-        )
+    local_world = whole_number(  # unset: the whole world is local
+        "LOCAL_WORLD_SIZE",
+        value.get("LOCAL_WORLD_SIZE", str(world_size)),
+        f"a process count from 1 to WORLD_SIZE={world_size}",
+        1,
+        world_size,
+    )
     local_rank = whole_number(
         "LOCAL_RANK",
         value["LOCAL_RANK"],
