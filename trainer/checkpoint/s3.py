@@ -133,13 +133,19 @@ class S3Storage:
                 found.append((int(match.group(1)), tag))
         return sorted(found, reverse=True)
 
-    def published_at(self, tag: str) -> float:
+    def head(self, key: str) -> dict[str, Any] | None:
+        """The object's metadata; None if there is none."""
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self.key(f"{tag}/{MANIFEST}"))
+            return dict(self.client.head_object(Bucket=self.bucket, Key=key))
         except ClientError as error:
             if error_code(error) in NOT_FOUND:
-                raise FileNotFoundError(self.describe(f"{tag}/{MANIFEST}")) from None
+                return None
             raise
+
+    def published_at(self, tag: str) -> float:
+        head = self.head(self.key(f"{tag}/{MANIFEST}"))
+        if head is None:
+            raise FileNotFoundError(self.describe(f"{tag}/{MANIFEST}"))
         return float(head["LastModified"].timestamp())
 
     def read_manifest(self, tag: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -261,18 +267,9 @@ class S3Storage:
                 return False
             if error_code(error) != "NotImplemented":
                 raise
-            if self.exists(key):  # a store without conditional writes: look, then write
+            if self.head(key) is not None:  # a store without conditional writes: look, then write
                 return False
             self.client.put_object(Bucket=self.bucket, Key=key, Body=body)
-        return True
-
-    def exists(self, key: str) -> bool:
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as error:
-            if error_code(error) in NOT_FOUND:
-                return False
-            raise
         return True
 
     def delete(self, names: list[str]) -> None:
