@@ -63,6 +63,7 @@ SAMPLING = tuple(
     f"trainer.dataset.x_{function}__mutmut_*"
     for function in ("_split", "sample_windows", "train_batch", "val_batch")
 )
+TOKENIZER = ("byte_encoding", "get_encoding", "token_dtype")
 CHECKPOINT = ("layout", "local", "storage", "store")  # trainer/checkpoint/ less s3.py (see below)
 MODULES: dict[str, Module] = {
     "webhook_patch": Module(
@@ -70,10 +71,14 @@ MODULES: dict[str, Module] = {
         ("components.webhook_patch.*",),
         ("tests/components/test_webhook_patch.py",),
     ),
-    # trainer/dataset.py in two parts: batch sampling (the split and the windows) and the token cache.
+    # trainer/dataset.py in two parts: batch sampling (the split and the windows) and the token cache, with
+    # the tokenizer it loads (in trainer/prepare.py).
     "sampling": Module(("trainer/dataset.py",), SAMPLING, ("tests/trainer/test_dataset.py",)),
     "token_cache": Module(
-        ("trainer/dataset.py",), ("trainer.dataset.*",), ("tests/trainer/test_dataset.py",), exclude=SAMPLING
+        ("trainer/dataset.py", "trainer/prepare.py"),
+        ("trainer.dataset.*", *(f"trainer.prepare.x_{f}__mutmut_*" for f in TOKENIZER)),
+        ("tests/trainer/test_dataset.py",),
+        exclude=SAMPLING,
     ),
     # The checkpoint package, and the choice of the checkpoint to resume from in Trainer.resume. Not
     # trainer/checkpoint/s3.py: every test of S3Storage (tests/trainer/checkpoint/test_s3.py, the `s3` backend of

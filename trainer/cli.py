@@ -38,7 +38,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     config = _config(args)
     check_writable(config)
-    from trainer.dataset import get_encoding
+    from trainer.prepare import get_encoding
     from trainer.sources import resolve_source
 
     get_encoding(config.data.encoding)

@@ -53,8 +53,8 @@ TRACKING_URI_SCHEMES = ("http", "https", "sqlite")
 
 # upstream: Amazon S3 User Guide, "Bucket naming rules" (general purpose buckets)
 S3_SCHEME = "s3://"
-_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_IPV4 = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+# 3-63 of a-z 0-9 . -, a letter or digit at each end; no ".." and not an IPv4 address
+_S3_BUCKET = re.compile(r"^(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 S3_URL_SHAPE = (
     "s3://bucket/prefix (bucket: 3-63 lowercase letters, digits, '.' or '-'; prefix: '/'-separated names, "
     "none empty, '.' or '..')"
@@ -72,13 +72,7 @@ def parse_s3_url(text: str) -> tuple[str, str]:
     prefix = prefix.rstrip("/")
     names = prefix.split("/") if prefix else []
     bad_name = any(name in ("", ".", "..") or not name.isprintable() for name in names)
-    if (
-        not is_s3_url(text)
-        or not _S3_BUCKET.match(bucket)
-        or ".." in bucket
-        or _IPV4.match(bucket)
-        or bad_name
-    ):
+    if not is_s3_url(text) or not _S3_BUCKET.match(bucket) or bad_name:
         raise ConfigError(f"checkpoint.dir: expected {S3_URL_RULE}, got {text!r}")
     return bucket, prefix
 

@@ -1,55 +1,22 @@
-"""The tokenizer, the prepared shards and batch sampling: every rank draws windows from a generator seeded by
+"""The prepared shards and batch sampling: every rank draws windows from a generator seeded by
 (seed, rank, step, micro-step), so a resumed run sees exactly the batches an uninterrupted one would."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import tiktoken
 
-from trainer.config import BYTES_ENCODING, DataSection
+from trainer.config import DataSection
+from trainer.prepare import get_encoding, prepare, prepared_directory, wait_for_manifest
 from trainer.shards import MANIFEST, DataError, Manifest, TokenView, read_manifest, split_views
+from trainer.sources import resolve_source
 
-__all__ = ["DataError", "TokenCache", "TokenData", "get_encoding", "train_batch", "val_batch"]
+__all__ = ["DataError", "TokenCache", "TokenData", "train_batch", "val_batch"]
 
-END_OF_TEXT = "<|endoftext|>"
 TRAIN_STREAM, VAL_STREAM = 0, 1  # separate random streams for training and validation windows
-
-
-def byte_encoding() -> tiktoken.Encoding:
-    """256 single-byte tokens + end-of-text, no download; every byte its own rank, so no merge applies."""
-    return tiktoken.Encoding(
-        name=BYTES_ENCODING,
-        pat_str=r"[\s\S]",
-        mergeable_ranks={bytes([i]): i for i in range(256)},
-        special_tokens={END_OF_TEXT: 256},
-    )
-
-
-def get_encoding(name: str) -> tiktoken.Encoding:
-    if name == BYTES_ENCODING:
-        return byte_encoding()
-    known = tiktoken.list_encoding_names()
-    if name not in known:
-        raise DataError(
-            f"data.encoding: unknown encoding {name!r}; allowed: {', '.join([BYTES_ENCODING, *known])}"
-        )
-    try:
-        return tiktoken.get_encoding(name)
-    except Exception as error:  # tiktoken downloads the vocabulary unless TIKTOKEN_CACHE_DIR holds it
-        raise DataError(
-            f"data.encoding: cannot load {name!r} ({type(error).__name__}); it needs a download or a "
-            f"TIKTOKEN_CACHE_DIR that holds it (currently {os.environ.get('TIKTOKEN_CACHE_DIR', 'unset')}); "
-            f"'{BYTES_ENCODING}' needs neither"
-        ) from None
-
-
-def token_dtype(encoding: tiktoken.Encoding) -> type[np.unsignedinteger]:
-    return np.uint16 if encoding.n_vocab <= 2**16 else np.uint32
 
 
 @dataclass(frozen=True)
@@ -64,9 +31,6 @@ class TokenCache:
     """A data config's prepared shards; constructing it lists the source (a missing one fails here, every rank)."""
 
     def __init__(self, data: DataSection, block_size: int) -> None:
-        from trainer.prepare import prepared_directory
-        from trainer.sources import resolve_source
-
         self.data, self.block_size = data, block_size
         self.encoding = get_encoding(data.encoding)
         self.source = resolve_source(data)
@@ -74,8 +38,6 @@ class TokenCache:
         self.path = self.directory / MANIFEST
 
     def prepare(self, workers: int = 0) -> Manifest:
-        from trainer.prepare import prepare
-
         manifest, _ = prepare(self.data, workers, self.source)
         return manifest
 
@@ -84,8 +46,6 @@ class TokenCache:
         if local_rank == 0:
             self.prepare()
         else:
-            from trainer.prepare import wait_for_manifest
-
             wait_for_manifest(self.directory)
 
     def open(self) -> TokenData:

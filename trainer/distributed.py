@@ -11,7 +11,6 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from types import EllipsisType
 from typing import Any
 
 import torch
@@ -79,15 +78,13 @@ def process_identity(env: Mapping[str, str], cuda_devices: int) -> ProcessIdenti
         0,
         world_size - 1,
     )
-    local_world = world_size
-    if "LOCAL_WORLD_SIZE" in value:
-        local_world = whole_number(
-            "LOCAL_WORLD_SIZE",
-            value["LOCAL_WORLD_SIZE"],
-            f"a process count from 1 to WORLD_SIZE={world_size}",
-            1,
-            world_size,
-        )
+    local_world = whole_number(  # unset: the whole world is local
+        "LOCAL_WORLD_SIZE",
+        value.get("LOCAL_WORLD_SIZE", str(world_size)),
+        f"a process count from 1 to WORLD_SIZE={world_size}",
+        1,
+        world_size,
+    )
     local_rank = whole_number(
         "LOCAL_RANK",
         value["LOCAL_RANK"],
@@ -128,11 +125,10 @@ def import_deepspeed() -> Any:
     return deepspeed
 
 
-def init_distributed(identity: ProcessIdentity | EllipsisType | None = ...) -> DistContext:
-    """Join (alone: create) the group and pick the device. identity None: a world of one; not given: checked here."""
+def init_distributed() -> DistContext:
+    """Join the group torchrun's variables name (not under torchrun: create a world of one); pick the device."""
     cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if isinstance(identity, EllipsisType):
-        identity = process_identity(os.environ, cuda_devices)
+    identity = process_identity(os.environ, cuda_devices)
     local_rank = 0 if identity is None else identity.local_rank
     if identity is None:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
@@ -188,16 +184,11 @@ def mean_over_ranks(value: float, device: torch.device) -> float:
     return float(total.item()) / dist.get_world_size()
 
 
-def gather_objects(item: Any) -> list[Any]:
-    """Every rank's item, on every rank (also a barrier)."""
-    items: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(items, item)
-    return items
-
-
 def first_problem(problem: str | None) -> str | None:
-    """The first rank's problem, on every rank: they all stop on the same line."""
-    return next((p for p in gather_objects(problem) if p), None)
+    """The first rank's problem, on every rank (also a barrier): they all stop on the same line."""
+    problems: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(problems, problem)
+    return next((p for p in problems if p), None)
 
 
 def broadcast_from_main(item: Any) -> Any:

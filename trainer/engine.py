@@ -16,35 +16,26 @@ from trainer.model import GPT, GPTConfig
 
 
 def model_config(config: TrainConfig, vocab_size: int) -> GPTConfig:
-    shape = config.model_shape()
+    model = config.model
     return GPTConfig(
-        vocab_size=vocab_size,
-        block_size=config.model.block_size,
-        n_layer=shape["n_layer"],
-        n_head=shape["n_head"],
-        n_embd=shape["n_embd"],
-        dropout=config.model.dropout,
-        bias=config.model.bias,
+        vocab_size, model.block_size, **config.model_shape(), dropout=model.dropout, bias=model.bias
     )
-
-
-def lr_multiplier(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @dataclass
 class Schedule:
-    """horizon: the first train.max_steps, kept on resume: raising it extends the run at min_lr."""
+    """Linear warmup, then cosine to min_ratio at horizon: the first train.max_steps, kept on resume (raising
+    it extends the run at min_lr)."""
 
     warmup_steps: int
     horizon: int
     min_ratio: float
 
     def __call__(self, step: int) -> float:
-        return lr_multiplier(step, self.warmup_steps, self.horizon, self.min_ratio)
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.horizon - self.warmup_steps))
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def use_bf16(config: TrainConfig, device: torch.device) -> bool:
@@ -92,7 +83,6 @@ class Engine:
     engine: Any  # deepspeed.DeepSpeedEngine
     model: GPT
     device: torch.device
-    bf16: bool
     clip_norm: float | None  # set when the loop clips (see clips_itself); 0 means measure only
     zero_stage: int  # the stage the engine runs (zero_stage(): 0 on one rank whatever train.zero_stage says)
     compiled: bool = False  # torch.compile in effect (train.compile on a GPU with a C compiler for Triton)
@@ -143,12 +133,11 @@ def build_engine(
     )
     shape = Schedule(train.warmup_steps, train.max_steps, train.min_lr / train.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, shape)
-    bf16 = use_bf16(config, device)
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         optimizer=optimizer,
         lr_scheduler=schedule,
-        config=deepspeed_config(config, world_size, bf16, stage),
+        config=deepspeed_config(config, world_size, use_bf16(config, device), stage),
     )
     if stage == 0 and world_size == 1:
         # ZeRO 0 all-reduces every gradient even alone, the identity: skip it (_backward_epilogue, step()).
@@ -165,7 +154,7 @@ def build_engine(
                 f"warning: train.compile=true ignored, running eager: {problem}", file=sys.stderr, flush=True
             )
     clip_norm = train.grad_clip if clips_itself(stage) else None
-    return Engine(engine, model, device, bf16, clip_norm, stage, compiled, shape)
+    return Engine(engine, model, device, clip_norm, stage, compiled, shape)
 
 
 def compile_problem() -> str | None:

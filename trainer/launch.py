@@ -19,7 +19,7 @@ from typing import IO, TextIO
 
 from trainer import PREEMPTED_EXIT_CODE, SHUTDOWN_TIMEOUT_ENV, STATUS_DIR_ENV, USAGE_EXIT_CODE
 from trainer.checkpoint.storage import resume_problem
-from trainer.config import ConfigError, TrainConfig, is_s3_url, load_config, whole_number
+from trainer.config import ConfigError, TrainConfig, load_config, whole_number
 from trainer.startup import LAUNCH_START_ENV, process_start
 from trainer.writable import check_writable
 
@@ -102,12 +102,9 @@ def node_identity(env: Mapping[str, str]) -> NodeIdentity:
 
 
 def shutdown_timeout(env: Mapping[str, str]) -> int | None:
-    value = env.get(SHUTDOWN_TIMEOUT_ENV)
-    return (
-        None
-        if value is None
-        else whole_number(SHUTDOWN_TIMEOUT_ENV, value.strip(), "a whole number of seconds >= 0", 0)
-    )
+    if (value := env.get(SHUTDOWN_TIMEOUT_ENV)) is None:
+        return None
+    return whole_number(SHUTDOWN_TIMEOUT_ENV, value.strip(), "a whole number of seconds >= 0", 0)
 
 
 def torchrun_has_shutdown_timeout() -> bool:
@@ -215,17 +212,9 @@ def relay_stderr(source: IO[str], sink: TextIO) -> None:
     sink.flush()
 
 
-def check_resumable(config: TrainConfig, identity: NodeIdentity) -> None:
+def check_resumable(config: TrainConfig) -> None:
     """An unresumable checkpoint or unusable store: one line before any worker (manifests only, no torch)."""
-    nproc, directory = identity.nproc_per_node, config.checkpoint.dir
-    if (
-        ":" in identity.nnodes
-        or not nproc.isdigit()
-        or not (is_s3_url(directory) or Path(directory).expanduser().is_dir())
-    ):
-        return
-    problem = resume_problem(directory)
-    if problem:
+    if problem := resume_problem(config.checkpoint.dir):
         raise ConfigError(problem)
 
 
@@ -233,7 +222,7 @@ def launch(config_path: str, overrides: list[str]) -> int:
     config = load_config(config_path, overrides)  # a bad config fails here, once, not in every worker
     check_writable(config)
     command, worker_env = worker_start(config_path, overrides, os.environ)  # every PET_* value checked first
-    check_resumable(config, node_identity(os.environ))
+    check_resumable(config)
     from trainer.prepare import run_prepare  # the node's data before any worker: no rank waits on it
 
     run_prepare(config.data)

@@ -7,7 +7,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol, TextIO
 
@@ -98,12 +98,7 @@ class MetricsLog:
     """Rank 0's metrics: each record one JSON line on stdout and in output.dir/metrics.jsonl, then to each sink."""
 
     def __init__(
-        self,
-        output_dir: str,
-        show_progress: bool,
-        max_steps: int,
-        stream: TextIO = sys.stdout,
-        sinks: Sequence[MetricsSink] = (),
+        self, output_dir: str, show_progress: bool, max_steps: int, stream: TextIO = sys.stdout
     ) -> None:
         self.dir = Path(output_dir).expanduser()
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -111,7 +106,7 @@ class MetricsLog:
         self.path = self.dir / "metrics.jsonl"  # appended to across resumes
         self.bar = ProgressBar(max_steps, stream) if show_progress else None
         self.last_loss: float | None = None
-        self.sinks = list(sinks)
+        self.sinks: list[MetricsSink] = []  # added once the run's start step is known (Trainer.start_sinks)
 
     def record(self, **fields: Any) -> None:
         cleaned = {key: clean(value) for key, value in fields.items()}

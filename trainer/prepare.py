@@ -1,13 +1,15 @@
-"""A source tokenized once, before any rank trains, into shards and a manifest (written last) under
-data.cache_dir/tokens-<hash of what decides them>. Resumable (shards published whole) and safe on a shared
+"""The tokenizer, and a source tokenized once, before any rank trains, into shards and a manifest (written
+last) under data.cache_dir/tokens-<hash of what decides them>. Resumable (shards published whole) and safe on a shared
 directory (a lock per shard; without locks the first to publish the same bytes wins)."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import multiprocessing
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,25 +18,56 @@ from typing import Any
 import numpy as np
 import tiktoken
 
-from trainer.config import DataSection
-from trainer.dataset import get_encoding, token_dtype
+from trainer.config import BYTES_ENCODING, DataSection
 from trainer.shards import (
     MANIFEST,
     MANIFEST_FORMAT,
     DataError,
     Manifest,
     Shard,
-    environment_workers,
     inspect_bin,
     read_manifest,
     shard_of_bytes,
     write_manifest_bytes,
 )
-from trainer.shared_files import HeldLock, write_once
+from trainer.shared_files import HeldLock, sha256_of, write_once
 from trainer.sources import Source, Unit, documents, read_bytes, resolve_source, unit_split
 
 BUSY_POLL_SECONDS = 0.5
 CHECK_CHUNK_TOKENS = 1 << 22  # token ids hashed and checked at a time
+END_OF_TEXT = "<|endoftext|>"
+
+
+def byte_encoding() -> tiktoken.Encoding:
+    """256 single-byte tokens + end-of-text, no download; every byte its own rank, so no merge applies."""
+    return tiktoken.Encoding(
+        name=BYTES_ENCODING,
+        pat_str=r"[\s\S]",
+        mergeable_ranks={bytes([i]): i for i in range(256)},
+        special_tokens={END_OF_TEXT: 256},
+    )
+
+
+def get_encoding(name: str) -> tiktoken.Encoding:
+    if name == BYTES_ENCODING:
+        return byte_encoding()
+    known = tiktoken.list_encoding_names()
+    if name not in known:
+        raise DataError(
+            f"data.encoding: unknown encoding {name!r}; allowed: {', '.join([BYTES_ENCODING, *known])}"
+        )
+    try:
+        return tiktoken.get_encoding(name)
+    except Exception as error:  # tiktoken downloads the vocabulary unless TIKTOKEN_CACHE_DIR holds it
+        raise DataError(
+            f"data.encoding: cannot load {name!r} ({type(error).__name__}); it needs a download or a "
+            f"TIKTOKEN_CACHE_DIR that holds it (currently {os.environ.get('TIKTOKEN_CACHE_DIR', 'unset')}); "
+            f"'{BYTES_ENCODING}' needs neither"
+        ) from None
+
+
+def token_dtype(encoding: tiktoken.Encoding) -> type[np.unsignedinteger]:
+    return np.uint16 if encoding.n_vocab <= 2**16 else np.uint32
 
 
 def prepared_directory(data: DataSection, source: Source) -> Path:
@@ -72,13 +105,12 @@ def tokenize_unit(source: Source, unit: Unit, encoding_name: str) -> np.ndarray:
     )  # ids < n_vocab: loses nothing
 
 
-def _sha256_of(path: Path, offset: int = 0) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        handle.seek(offset)
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _check_ids(ids: np.ndarray, vocab_size: int, where: str) -> None:
+    largest = int(ids.max())
+    if largest >= vocab_size:
+        raise DataError(
+            f"data.path: {where} holds id {largest}, outside the {vocab_size}-token vocabulary of data.encoding"
+        )
 
 
 def _scan_token_file(shard: Shard, vocab_size: int, describe: str) -> str:
@@ -89,12 +121,7 @@ def _scan_token_file(shard: Shard, vocab_size: int, describe: str) -> str:
         digest.update(handle.read(shard.offset))
         while chunk := handle.read(CHECK_CHUNK_TOKENS * dtype.itemsize):
             digest.update(chunk)
-            largest = int(np.frombuffer(chunk, dtype=dtype).max())
-            if largest >= vocab_size:
-                raise DataError(
-                    f"data.path: {describe}: token file {shard.path} holds id {largest}, outside the "
-                    f"{vocab_size}-token vocabulary of data.encoding"
-                )
+            _check_ids(np.frombuffer(chunk, dtype=dtype), vocab_size, f"{describe}: token file {shard.path}")
     return digest.hexdigest()
 
 
@@ -103,23 +130,14 @@ def _token_file(source: Source, unit: Unit, target: Path, vocab_size: int) -> tu
     split = unit_split(unit)
     if source.s3_url is None:
         shard = inspect_bin(Path(unit.location), split)
-        sha256 = _scan_token_file(shard, vocab_size, source.describe)
-        return Shard(shard.path, shard.offset, shard.tokens, shard.dtype, split, sha256), False
+        return dataclasses.replace(shard, sha256=_scan_token_file(shard, vocab_size, source.describe)), False
     if target.exists():
-        found = shard_of_bytes(str(target), target.read_bytes()[:1024], target.stat().st_size, split)
-        return Shard(str(target), found.offset, found.tokens, found.dtype, split, _sha256_of(target)), False
+        return dataclasses.replace(inspect_bin(target, split), sha256=sha256_of(target)), False
     content = read_bytes(source, unit)
     shard = shard_of_bytes(f"{source.s3_url} {unit.location}", content[:1024], len(content), split)
-    dtype = np.dtype(shard.dtype)
-    largest = int(np.frombuffer(content, dtype=dtype, offset=shard.offset).max())
-    if largest >= vocab_size:
-        raise DataError(
-            f"data.path: {unit.location} holds id {largest}, outside the {vocab_size}-token vocabulary"
-        )
+    _check_ids(np.frombuffer(content, dtype=shard.dtype, offset=shard.offset), vocab_size, unit.location)
     write_once(target, content)
-    return Shard(
-        str(target), shard.offset, shard.tokens, shard.dtype, split, hashlib.sha256(content).hexdigest()
-    ), True
+    return dataclasses.replace(shard, path=str(target), sha256=hashlib.sha256(content).hexdigest()), True
 
 
 def prepare_unit(
@@ -137,13 +155,18 @@ def prepare_unit(
             return _token_file(source, unit, target, encoding.n_vocab)
         if target.exists():
             count = target.stat().st_size // np.dtype(dtype).itemsize
-            return Shard(str(target), 0, count, dtype, "", _sha256_of(target)), False
+            return Shard(str(target), 0, count, dtype, "", sha256_of(target)), False
         tokens = tokenize_unit(source, unit, encoding_name)
         content = tokens.data.cast("B")
         write_once(target, content)
         return Shard(str(target), 0, len(tokens), dtype, "", hashlib.sha256(content).hexdigest()), True
     finally:
         lock.release()
+
+
+def environment_workers() -> int:
+    """The CPUs this process may use (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _run_pool(
@@ -153,19 +176,12 @@ def _run_pool(
     if workers <= 1 or len(indices) <= 1:
         return {i: prepare_unit(directory, source, i, units[i], encoding) for i in indices}
     source = dataclasses.replace(source, units=())  # each task carries its own unit only
-    results: dict[int, Any] = {}
     # fork: no caller's threads are needed (torch's start later); spawn would re-run the caller's __main__
     context = multiprocessing.get_context("fork")
     with concurrent.futures.ProcessPoolExecutor(min(workers, len(indices)), mp_context=context) as pool:
-        futures = {pool.submit(prepare_unit, directory, source, i, units[i], encoding): i for i in indices}
-        try:
-            for future in concurrent.futures.as_completed(futures):
-                results[futures[future]] = future.result()
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-    return results
+        # map cancels the tasks not yet started once one fails (or the wait is interrupted)
+        task = functools.partial(prepare_unit, directory, source, encoding_name=encoding)
+        return dict(zip(indices, pool.map(task, indices, [units[i] for i in indices]), strict=True))
 
 
 def prepare(data: DataSection, workers: int = 0, source: Source | None = None) -> tuple[Manifest, int]:
@@ -175,9 +191,6 @@ def prepare(data: DataSection, workers: int = 0, source: Source | None = None) -
     directory = prepared_directory(data, source)
     if (directory / MANIFEST).exists():
         return read_manifest(directory), 0
-    if not source.units:
-        raise DataError(f"data.path: {source.describe} is empty")
-    directory.mkdir(parents=True, exist_ok=True)
     workers = workers or data.workers or environment_workers()
     pending = list(range(len(source.units)))
     shards: dict[int, Shard] = {}
@@ -210,17 +223,15 @@ def wait_for_manifest(directory: Path, poll_seconds: float = 1.0) -> None:
         time.sleep(poll_seconds)
 
 
-def report(manifest: Manifest, tokenized: int, seconds: float) -> str:
-    return (
-        f"prepared {manifest.directory}: {manifest.tokens} tokens in {len(manifest.shards)} shard(s) from "
-        f"{manifest.source} ({tokenized} tokenized now, {len(manifest.shards) - tokenized} found prepared)"
-        f" in {seconds:.1f} s"
-    )
-
-
 def run_prepare(data: DataSection, workers: int = 0) -> Manifest:
     """Prepare and say so in one line on stderr."""
     start = time.perf_counter()
     manifest, tokenized = prepare(data, workers)
-    print(report(manifest, tokenized, time.perf_counter() - start), file=sys.stderr, flush=True)
+    print(
+        f"prepared {manifest.directory}: {manifest.tokens} tokens in {len(manifest.shards)} shard(s) from "
+        f"{manifest.source} ({tokenized} tokenized now, {len(manifest.shards) - tokenized} found prepared)"
+        f" in {time.perf_counter() - start:.1f} s",
+        file=sys.stderr,
+        flush=True,
+    )
     return manifest

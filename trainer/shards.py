@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import mmap
-import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,8 +234,3 @@ def split_of_name(name: str) -> str:
     """nanoGPT's val.bin and llm.c's <name>_val_<n>.bin hold the validation split."""
     stem = Path(name).stem
     return "val" if stem == "val" or "_val_" in f"_{stem}_" else ""
-
-
-def environment_workers() -> int:
-    """The CPUs this process may use (its affinity, not the machine's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

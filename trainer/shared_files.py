@@ -3,12 +3,11 @@ some mounts, only avoid duplicate work or order appends. upstream: nfs(5) "Data 
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
+import hashlib
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +22,11 @@ def fsync_directory(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def sha256_of(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def unique_temporary(path: Path) -> Path:
@@ -70,40 +74,16 @@ def append_line(path: Path, line: str) -> None:
     data = (line + "\n").encode("utf-8")
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
-        with _locked(descriptor):
-            written = os.write(descriptor, data)
-            if written != len(data):  # a regular file takes it whole unless the disk is full
-                raise OSError(errno.ENOSPC, f"short write appending to {path}")
+        try:
+            fcntl.lockf(descriptor, fcntl.LOCK_EX)
+        except OSError as error:
+            if error.errno not in LOCKING_UNSUPPORTED:  # a filesystem that cannot lock: append all the same
+                raise
+        written = os.write(descriptor, data)
+        if written != len(data):  # a regular file takes it whole unless the disk is full
+            raise OSError(errno.ENOSPC, f"short write appending to {path}")
     finally:
-        os.close(descriptor)
-
-
-@contextlib.contextmanager
-def _locked(descriptor: int) -> Iterator[bool]:
-    """Yields whether the lock is held (False: the filesystem cannot lock)."""
-    try:
-        fcntl.lockf(descriptor, fcntl.LOCK_EX)
-    except OSError as error:
-        if error.errno in LOCKING_UNSUPPORTED:
-            yield False
-            return
-        raise
-    try:
-        yield True
-    finally:
-        fcntl.lockf(descriptor, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def exclusive_lock(path: Path) -> Iterator[bool]:
-    """Yields False, at once, where the filesystem cannot lock: the caller must be correct without it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        with _locked(descriptor) as held:
-            yield held
-    finally:
-        os.close(descriptor)
+        os.close(descriptor)  # closing releases the lock
 
 
 class HeldLock:

@@ -4,6 +4,7 @@ a resumed run continues exactly where its checkpoint left off."""
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import sys
 import time
@@ -20,7 +21,7 @@ from trainer.config import ConfigError, TrainConfig
 from trainer.dataset import DataError, TokenCache, TokenData, train_batch, val_batch
 from trainer.distributed import DistContext, any_rank, broadcast_from_main, first_problem, mean_over_ranks
 from trainer.engine import Engine, build_engine, enable_tf32, model_config
-from trainer.metrics import MetricsLog, MetricsSink, Outcome, closing_line, mfu, peak_flops
+from trainer.metrics import MetricsLog, Outcome, closing_line, mfu, peak_flops
 from trainer.model import GPT
 from trainer.progress import TrainJobStatusReporter
 from trainer.run_state import RunState
@@ -52,16 +53,6 @@ def open_data(cache: TokenCache) -> TokenData:
     return data
 
 
-def model_identity(config: TrainConfig, vocab_size: int) -> dict[str, Any]:
-    """What a checkpoint's weights must match to be loaded into this run's model."""
-    return {
-        **config.model_shape(),
-        "block_size": config.model.block_size,
-        "bias": config.model.bias,
-        "vocab_size": vocab_size,
-    }
-
-
 class Trainer:
     def __init__(
         self,
@@ -80,7 +71,8 @@ class Trainer:
         self.clock.lap("data")
         torch.manual_seed(train.seed)  # the same initial weights on every rank
         self.model = GPT(model_config(config, self.data.vocab_size))
-        self.identity = model_identity(config, self.data.vocab_size)
+        # what a checkpoint's weights must match to be loaded into this model: its shape (dropout is not)
+        self.identity = {k: v for k, v in dataclasses.asdict(self.model.config).items() if k != "dropout"}
         if context.device.type == "cuda":
             enable_tf32()
         # rank 0's look at checkpoint.dir decides for every rank
@@ -225,7 +217,7 @@ class Trainer:
         if self.log is None or self.run_state is None:
             return
         restarts = self.run_state.count_start()
-        sinks: list[MetricsSink] = []
+        sinks = self.log.sinks
         if self.exporter is not None:
             self.exporter.restarts(restarts)
             sinks.append(self.exporter)
@@ -235,7 +227,6 @@ class Trainer:
             sinks.append(MlflowTracker(self.config, self.run_state, self.step))
         if (reporter := TrainJobStatusReporter.from_environment(self.config.train.max_steps)) is not None:
             sinks.append(reporter)
-        self.log.sinks.extend(sinks)
 
     def check_stop(self, metric: str, value: float | None) -> bool:
         """Whether train.stop_at is reached by this measurement, the same answer on every rank."""

@@ -33,7 +33,7 @@ def train(config: TrainConfig) -> int:
     # waits on a collective (with its timeout) however long it takes
     identity = process_identity(os.environ, torch.cuda.device_count() if torch.cuda.is_available() else 0)
     cache.ready(identity.local_rank if identity else 0)
-    context = init_distributed(identity)
+    context = init_distributed()  # the same identity, from the same variables
     clock.mark("rendezvous")
     try:
         exporter = start_exporter(config, context)

@@ -17,15 +17,8 @@ import pytest
 import tiktoken
 
 from trainer.config import load_config
-from trainer.dataset import (
-    DataError,
-    TokenCache,
-    byte_encoding,
-    get_encoding,
-    token_dtype,
-    train_batch,
-    val_batch,
-)
+from trainer.dataset import DataError, TokenCache, train_batch, val_batch
+from trainer.prepare import byte_encoding, get_encoding, token_dtype
 from trainer.shards import TokenView
 from trainer.sources import find_text_files
 
@@ -445,8 +438,8 @@ def test_local_rank_0_prepares_with_the_listed_source_and_the_others_wait_for_it
         calls.append(("prepare", *args))
         return "manifest", 0
 
-    monkeypatch.setattr("trainer.prepare.prepare", prepare)
-    monkeypatch.setattr("trainer.prepare.wait_for_manifest", lambda *args: calls.append(("wait", *args)))
+    monkeypatch.setattr("trainer.dataset.prepare", prepare)
+    monkeypatch.setattr("trainer.dataset.wait_for_manifest", lambda *args: calls.append(("wait", *args)))
     cache = TokenCache(data_section(tmp_path, path=SAMPLE), block_size=16)
     call(cache)
     waited = [("wait", cache.directory)]

@@ -17,8 +17,8 @@ import tiktoken
 from tests.support.s3_server import S3Server
 from trainer import prepare as prepare_module
 from trainer.config import load_config
-from trainer.dataset import DataError, TokenCache, byte_encoding, train_batch, val_batch
-from trainer.prepare import prepare, prepared_directory, shard_path
+from trainer.dataset import DataError, TokenCache, train_batch, val_batch
+from trainer.prepare import byte_encoding, prepare, prepared_directory, shard_path
 from trainer.shards import LLMC_HEADER_BYTES, LLMC_MAGIC, OPEN_MAPS, Shard, TokenView, read_manifest
 from trainer.sources import resolve_source
 
@@ -353,6 +353,17 @@ def test_bad_text_is_one_line_naming_the_source_and_no_manifest(
         TokenCache(section(tmp_path, corpus, **settings), block_size=2).prepare()
     assert message in str(error.value) and "\n" not in str(error.value)
     assert not list(tmp_path.rglob("manifest.json")) and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_bad_unit_fails_a_pool_of_workers_with_its_line_and_no_manifest(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for index in range(3):
+        (corpus / f"good{index}.txt").write_text("some text\n" * 50)
+    (corpus / "n.jsonl").write_text('{"text": 3}\n')
+    with pytest.raises(DataError, match="field 'text' is not a string"):
+        prepare(section(tmp_path, corpus), 2)
+    assert not list(tmp_path.rglob("manifest.json"))
 
 
 def test_a_damaged_shard_is_named_when_the_data_is_opened(tmp_path: Path) -> None:

@@ -3,13 +3,12 @@ step_N.tmp-<run>/ is being written or abandoned, never read; a live run's rank 0
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from trainer.shared_files import LockState
+from trainer.shared_files import LockState, sha256_of
 
 FORMAT = 2  # manifest "format"; absent: DeepSpeed's per-rank layout of an earlier trainer, not read
 MANIFEST = "manifest.json"
@@ -29,14 +28,6 @@ def tag_for(step: int) -> str:
 
 def shard_name(rank: int) -> str:
     return f"shard_{rank:05d}.pt"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_record(path: Path) -> dict[str, Any]:

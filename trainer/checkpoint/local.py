@@ -15,10 +15,9 @@ from trainer.checkpoint.layout import (
     abandoned,
     file_record,
     files_problem,
-    sha256_of,
     unsupported,
 )
-from trainer.shared_files import HeldLock, fsync_directory
+from trainer.shared_files import HeldLock, fsync_directory, sha256_of
 
 
 def read_manifest(directory: Path) -> tuple[dict[str, Any] | None, str | None]:

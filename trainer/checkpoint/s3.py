@@ -27,14 +27,17 @@ from trainer.checkpoint.layout import (
     file_record,
     files_problem,
     run_gone,
-    sha256_of,
     unsupported,
 )
 from trainer.config import ConfigError, parse_s3_url
+from trainer.shared_files import sha256_of
 from trainer.sources import s3_client
 
 # Multipart above this size, in parts of it (S3: 5 MiB to 10,000 parts a file: shards up to 640 GB).
 MULTIPART_CHUNK_BYTES = 64 * 1024 * 1024
+TRANSFER = TransferConfig(
+    multipart_threshold=MULTIPART_CHUNK_BYTES, multipart_chunksize=MULTIPART_CHUNK_BYTES
+)
 DATA_PATTERN = re.compile(r"^(?P<tag>step_\d+)/(?P<run>[0-9a-f]+)/")
 OBJECTS_PATTERN = re.compile(r"[0-9a-f]+/")  # a manifest's "objects": its files' run prefix
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
@@ -130,13 +133,19 @@ class S3Storage:
                 found.append((int(match.group(1)), tag))
         return sorted(found, reverse=True)
 
-    def published_at(self, tag: str) -> float:
+    def head(self, key: str) -> dict[str, Any] | None:
+        """The object's metadata; None if there is none."""
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self.key(f"{tag}/{MANIFEST}"))
+            return dict(self.client.head_object(Bucket=self.bucket, Key=key))
         except ClientError as error:
             if error_code(error) in NOT_FOUND:
-                raise FileNotFoundError(self.describe(f"{tag}/{MANIFEST}")) from None
+                return None
             raise
+
+    def published_at(self, tag: str) -> float:
+        head = self.head(self.key(f"{tag}/{MANIFEST}"))
+        if head is None:
+            raise FileNotFoundError(self.describe(f"{tag}/{MANIFEST}"))
         return float(head["LastModified"].timestamp())
 
     def read_manifest(self, tag: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -197,7 +206,7 @@ class S3Storage:
             return kept
         partial = self.downloads / f"{uuid.uuid4().hex}.part"
         try:
-            self.client.download_file(self.bucket, self.key(name), str(partial), Config=self.transfer())
+            self.client.download_file(self.bucket, self.key(name), str(partial), Config=TRANSFER)
         except ClientError as error:
             partial.unlink(missing_ok=True)
             if error_code(error) in NOT_FOUND:  # deleted since it was listed
@@ -208,11 +217,6 @@ class S3Storage:
             return None
         partial.rename(kept)
         return kept
-
-    def transfer(self) -> TransferConfig:
-        return TransferConfig(
-            multipart_threshold=MULTIPART_CHUNK_BYTES, multipart_chunksize=MULTIPART_CHUNK_BYTES
-        )
 
     def local_copy(self, tag: str, name: str) -> Path:
         manifest = self.manifests.get(tag) or self.manifest(tag)
@@ -241,7 +245,7 @@ class S3Storage:
             torch.save(state, spooled)
             record = file_record(Path(spooled))
             key = self.key(f"{self.data_prefix(staging)}{name}")
-            self.client.upload_file(spooled, self.bucket, key, Config=self.transfer())
+            self.client.upload_file(spooled, self.bucket, key, Config=TRANSFER)
         finally:
             os.unlink(spooled)
         return record
@@ -263,18 +267,9 @@ class S3Storage:
                 return False
             if error_code(error) != "NotImplemented":
                 raise
-            if self.exists(key):  # a store without conditional writes: look, then write
+            if self.head(key) is not None:  # a store without conditional writes: look, then write
                 return False
             self.client.put_object(Bucket=self.bucket, Key=key, Body=body)
-        return True
-
-    def exists(self, key: str) -> bool:
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as error:
-            if error_code(error) in NOT_FOUND:
-                return False
-            raise
         return True
 
     def delete(self, names: list[str]) -> None:

@@ -248,8 +248,7 @@ from trainer.cli import main
 settings = dict(item.split("=") for item in sys.argv[1].split(",") if item)
 s3_lease.LEASE_SECONDS = float(settings.pop("lease", s3_lease.LEASE_SECONDS))
 part = 5 * 1024 * 1024
-s3.S3Storage.transfer = lambda self: TransferConfig(multipart_threshold=part, multipart_chunksize=part,
-                                                    max_concurrency=1)
+s3.TRANSFER = TransferConfig(multipart_threshold=part, multipart_chunksize=part, max_concurrency=1)
 real_upload_file = s3.S3Storage.write_shard
 
 def write_shard(self, staging, name, state):
