@@ -144,8 +144,9 @@ def gpu_setup(mode: str, args: GpuOperatorArgs, inventory: GpuInventory | None) 
                 " it, or keep auto"
             )
         return install
-    if mode == "install" or (mode == "auto" and not (inventory.has_operator or inventory.gpu_nodes)):
-        # auto gets here only where the first two cannot hold
+    found = inventory.has_operator or bool(inventory.gpu_nodes)
+    if mode == "install" or (mode == "auto" and not found):
+        # The stack installs the operator unless something is in the way (for auto only the namespace can be).
         but = "install, but" if mode == "install" else "auto would install the GPU Operator, but"
         if inventory.has_operator:
             raise GpuSetupError(
@@ -169,11 +170,19 @@ def gpu_setup(mode: str, args: GpuOperatorArgs, inventory: GpuInventory | None) 
         )
     wanted = inventory.operator_runtime_class or RUNTIME_CLASS
     runtime_class = wanted if wanted in inventory.runtime_classes else None
-    what = "GPU Operator" if inventory.has_operator else f"{GPU_RESOURCE} device plugin"
-    nodes = ", ".join(f"{name}={count}" for name, count in sorted(inventory.gpu_nodes.items())) or "none yet"
     pods = f"RuntimeClass {runtime_class}" if runtime_class else "no RuntimeClass"
+    if not found:  # skip on a cluster with no GPU software yet: GPU pods wait for a node that offers GPUs
+        return GpuSetup(
+            None,
+            runtime_class,
+            f"GPU Operator: not installed (gpuOperator skip); the cluster has none and no node advertises"
+            f" {GPU_RESOURCE} yet, so GPU pods stay Pending until one does; pods name {pods}",
+        )
+    what = "GPU Operator" if inventory.has_operator else f"{GPU_RESOURCE} device plugin"
+    nodes = ", ".join(f"{name}={count}" for name, count in sorted(inventory.gpu_nodes.items()))
     summary = (
-        f"GPU Operator: not installed, using the cluster's {what} (GPU nodes: {nodes}); pods name {pods}"
+        f"GPU Operator: not installed, using the cluster's {what} (GPU nodes: {nodes or 'none yet'}); pods name"
+        f" {pods}"
     )
     return GpuSetup(None, runtime_class, summary)
 

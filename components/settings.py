@@ -4,7 +4,7 @@ A bad value raises one StackConfigError naming the key and what is allowed. Impo
 
 from __future__ import annotations
 
-import contextlib
+import difflib
 import json
 import re
 from collections.abc import Mapping
@@ -68,18 +68,25 @@ def _coerce(key: str, spec: ConfigKey, raw: Any) -> Any:
     if spec.type == "string":
         return str(raw)
     if spec.type == "integer":
-        if not isinstance(raw, bool):
-            with contextlib.suppress(TypeError, ValueError):
-                return int(raw)
-        raise error(key, f"must be an integer, got {raw!r}")
+        # Whole digits only: Pulumi passes a YAML 22.5 as "22.5", which `make check` must refuse as `up` does.
+        if isinstance(raw, bool) or not re.fullmatch(r"\s*[-+]?[0-9]+\s*", str(raw)):
+            raise error(key, f"must be an integer, got {raw!r}")
+        return int(raw)
     if spec.type == "boolean":
         text = str(raw).lower()
         if text not in ("true", "false"):
             raise error(key, f"must be true or false, got {raw!r}")
         return text == "true"
-    values = json.loads(raw) if isinstance(raw, str) else raw
+    try:
+        values = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        values = None  # a plain string, as `pulumi config set KEY VALUE` writes
     if not isinstance(values, list) or not all(isinstance(item, str) for item in values):
-        raise error(key, f"must be a list of strings, got {raw!r}")
+        raise error(
+            key,
+            f"must be a list of strings (in the stack file [a, b]; from the CLI `pulumi config set --path"
+            f" '{key}[0]' a`), got {raw!r}",
+        )
     return values
 
 
@@ -88,7 +95,11 @@ def resolve_values(stack_values: Values) -> dict[str, Any]:
     keys = declared_keys()
     unknown = sorted(set(stack_values) - set(keys) - set(SECRET_KEYS))
     if unknown:
-        raise error(unknown[0], f"unknown key; allowed keys: {', '.join(sorted([*keys, *SECRET_KEYS]))}")
+        allowed = sorted([*keys, *SECRET_KEYS])
+        near = [key for key in allowed if key.lower() == unknown[0].lower()]
+        near = near or difflib.get_close_matches(unknown[0], allowed, n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        raise error(unknown[0], f"unknown key{hint}; allowed keys: {', '.join(allowed)}")
     return {
         key: _coerce(key, spec, stack_values[key]) if key in stack_values else spec.default
         for key, spec in keys.items()
@@ -119,8 +130,8 @@ def matching(values: Values, key: str, pattern: re.Pattern[str], what: str) -> s
 
 
 def port(values: Values, key: str, *, off: bool = True) -> int:
-    number = at_least(values, key, 0 if off else 1)
-    if number > 65535:
+    number = int(values[key])
+    if not (0 if off else 1) <= number <= 65535:
         allowed = "0 (off) or a port number" if off else "a port number"
         raise error(key, f"must be {allowed} between 1 and 65535, got {number}")
     return number

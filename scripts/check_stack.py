@@ -14,6 +14,7 @@ out, since it comes from the default that stood in). Not checked here: an existi
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,26 @@ from components.training_job_config import BUNDLED_DATA, HF_SCHEME  # noqa: E402
 USAGE_EXIT_CODE = 2
 
 
+class PulumiYamlLoader(yaml.SafeLoader):
+    """Booleans as Pulumi reads a stack file (YAML 1.2, go-yaml v3): true and false only; yes, no, on and off
+    stay strings, which `up` refuses for a boolean key, so `check` must too.
+    upstream: pulumi/pulumi sdk/go/common/encoding/marshal.go @ v3.259.0 (gopkg.in/yaml.v3)"""
+
+
+PulumiYamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+PulumiYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def read_stack_file(path: Path) -> tuple[dict[str, Any], list[str], list[str]]:
     """(plain values without the project prefix, secret keys it holds, problems with the file itself; main
     puts the file's name before each)."""
     try:
-        document = yaml.safe_load(path.read_text()) or {}
+        document = yaml.load(path.read_text(), Loader=PulumiYamlLoader) or {}
     except OSError as error:
         return {}, [], [f"cannot be read: {error.strerror}"]
     except yaml.YAMLError as error:

@@ -133,3 +133,22 @@ def test_a_plaintext_kubeconfig_gets_the_settings_refusal_and_an_encrypted_one_i
     assert check({"clusterKind": "existing"}, ["kubeconfig"]) == (None, [])
     settings, problems = check({"clusterKind": "existing"}, [])
     assert [p.split(":")[1] for p in problems] == ["kubeconfigPath"]  # neither: the path is what is missing
+
+
+def test_values_read_as_pulumi_reads_the_stack_file(tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
+    """YAML 1.2 as Pulumi's go-yaml v3: `yes` is a string, which `up` refuses for a boolean; a 1.5 is no integer."""
+    for text, refused in (
+        (
+            "  trainstack:hostHasGpuDriver: yes\n",
+            "trainstack:hostHasGpuDriver: must be true or false, got 'yes'",
+        ),
+        ("  trainstack:gpusPerNode: 1.5\n", "trainstack:gpusPerNode: must be an integer, got 1.5"),
+        (
+            "  trainstack:trainingOverrides: train.max_steps=5\n",
+            "trainstack:trainingOverrides: must be a list",
+        ),
+    ):
+        code, _, err = check_file(f"config:\n{text}", tmp_path, monkeypatch, capsys)
+        assert code == 2 and err.startswith(f"Pulumi.s.yaml: {refused}") and err.count("\n") == 1, err
+    code, out, _ = check_file("config:\n  trainstack:hostHasGpuDriver: True\n", tmp_path, monkeypatch, capsys)
+    assert code == 0, out

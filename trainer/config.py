@@ -56,8 +56,8 @@ S3_SCHEME = "s3://"
 # 3-63 of a-z 0-9 . -, a letter or digit at each end; no ".." and not an IPv4 address
 _S3_BUCKET = re.compile(r"^(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 S3_URL_SHAPE = (
-    "s3://bucket/prefix (bucket: 3-63 lowercase letters, digits, '.' or '-'; prefix: '/'-separated names, "
-    "none empty, '.' or '..')"
+    "s3://bucket/prefix (bucket: 3-63 lowercase letters, digits, '.' or '-', a letter or digit at each end, "
+    "no '..', not an IP address; prefix: '/'-separated names, none empty, '.' or '..')"
 )
 S3_URL_RULE = f"a directory, or {S3_URL_SHAPE}"
 

@@ -191,6 +191,15 @@ def test_a_managed_device_plugin_is_used_without_a_runtime_class() -> None:
     assert "nvidia.com/gpu device plugin" in setup.summary and "pool-a-1=1" in setup.summary
 
 
+def test_skip_on_a_cluster_with_no_gpu_software_says_so_instead_of_naming_a_device_plugin() -> None:
+    setup = gpu_setup("skip", args("existing"), inventory())
+    assert setup.operator is None and setup.runtime_class is None
+    assert setup.summary == (
+        "GPU Operator: not installed (gpuOperator skip); the cluster has none and no node advertises"
+        " nvidia.com/gpu yet, so GPU pods stay Pending until one does; pods name no RuntimeClass"
+    )
+
+
 def test_an_existing_k3s_or_rke2_cluster_gets_the_toolkit_pointed_at_its_own_containerd() -> None:
     """The whole kind of case 6: an existing cluster may be k3s or RKE2, whose containerd is their own."""
     node = {"metadata": {"name": "n1"}, "status": {"nodeInfo": {"kubeletVersion": "v1.33.6+rke2r1"}}}

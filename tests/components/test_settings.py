@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from components.cluster import RemoteHosts
-from components.settings import StackConfigError, declared_keys, label_value, resolve_values
+from components.settings import SECRET_KEYS, StackConfigError, declared_keys, label_value, resolve_values
 from components.stack import load_settings, parse_settings
 from components.trainer_image import CPU_BUILD_ARGS, DockerNodesImport, K3sImport, KindLoad
 from tests.support.stack_helpers import evaluate, is_secret, reveal
@@ -217,7 +217,27 @@ def test_an_existing_cluster_with_an_older_jobset_crd_is_refused_before_anything
             {"priorityClassName": "high\n", "priorityClassValue": "100"},
             "trainstack:priorityClassName: must be a DNS-1123 label (lowercase letters, digits, '-'), got 'high\\n'",
         ),
-        ({"k3sAgentHosts": "[1, 2]"}, "trainstack:k3sAgentHosts: must be a list of strings, got '[1, 2]'"),
+        (
+            {"k3sAgentHosts": "[1, 2]"},
+            "trainstack:k3sAgentHosts: must be a list of strings (in the stack file [a, b]; from the CLI"
+            " `pulumi config set --path 'k3sAgentHosts[0]' a`), got '[1, 2]'",
+        ),
+        (  # `pulumi config set trainingOverrides train.max_steps=5`: a plain string, not JSON (was a traceback)
+            {"trainingOverrides": "train.max_steps=5"},
+            "trainstack:trainingOverrides: must be a list of strings (in the stack file [a, b]; from the CLI"
+            " `pulumi config set --path 'trainingOverrides[0]' a`), got 'train.max_steps=5'",
+        ),
+        ({"nodeCount": 1.5}, "trainstack:nodeCount: must be an integer, got 1.5"),  # was cut to 1
+        ({"sshPort": "22.5"}, "trainstack:sshPort: must be an integer, got '22.5'"),
+        (
+            {"metricsPort": -1},
+            "trainstack:metricsPort: must be 0 (off) or a port number between 1 and 65535, got -1",
+        ),
+        (
+            {"nodecount": 2},
+            "trainstack:nodecount: unknown key (did you mean nodeCount?); allowed keys: "
+            + ", ".join(sorted([*declared_keys(), *SECRET_KEYS])),
+        ),
         (
             {"clusterKind": "k3s", "k3sMode": "docker", "gpusPerNode": "1"},
             "trainstack:gpusPerNode: must be 0 when k3sMode is docker (its nodes get no GPU), got 1;"
@@ -267,6 +287,9 @@ def test_ssh_port_65535_is_the_last_one(tmp_path: Path) -> None:
     with pytest.raises(StackConfigError) as error:
         parse_settings({**remote, "sshPort": "65536"})
     assert str(error.value) == "trainstack:sshPort: must be a port number between 1 and 65535, got 65536"
+    with pytest.raises(StackConfigError) as error:  # the same line below the range as above it
+        parse_settings({**remote, "sshPort": "0"})
+    assert str(error.value) == "trainstack:sshPort: must be a port number between 1 and 65535, got 0"
 
 
 def test_k3s_in_docker_nodes_get_the_release_image_or_the_configured_one(tmp_path: Path) -> None:

@@ -154,7 +154,8 @@ def test_checkpoints_in_an_object_store_keep_outputs_and_cache_on_the_claim() ->
         (
             {**S3, "checkpointS3Url": "s3://Team_Bucket/x"},
             "trainstack:checkpointS3Url: must be s3://bucket/prefix (bucket: 3-63 lowercase letters, digits, '.'"
-            " or '-'; prefix: '/'-separated names, none empty, '.' or '..'), got 's3://Team_Bucket/x'",
+            " or '-', a letter or digit at each end, no '..', not an IP address; prefix: '/'-separated names,"
+            " none empty, '.' or '..'), got 's3://Team_Bucket/x'",
         ),
         (
             {**S3, "checkpointS3Url": "gs://team-bucket/x"},
