@@ -175,7 +175,6 @@ class Trainer:
         )
         client_state = {
             "step": self.step,
-            "data_position": {"step": self.step, "seed": self.config.train.seed},
             "loss": self.last_loss,
             "stopped_early": stopped,
         }
