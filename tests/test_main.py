@@ -414,7 +414,7 @@ def test_a_local_trainer_chart_must_hold_the_pinned_release(tmp_path: Path) -> N
 # The observability and scheduling keys: each bad value, the key named, what is allowed.
 BAD_OBSERVABILITY_CONFIGS = [
     ({"metricsPort": 70000}, "trainstack:metricsPort", "between 1 and 65535"),
-    ({"metricsPort": -1}, "trainstack:metricsPort", ">= 0"),
+    ({"metricsPort": -1}, "trainstack:metricsPort", "0 (off) or a port number between 1 and 65535, got -1"),
     (
         {"metricsPort": 0, "prometheusPodMonitor": True},
         "trainstack:prometheusPodMonitor",
