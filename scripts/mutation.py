@@ -131,11 +131,6 @@ _NO_API_VERSION = (
     "'None'), 'XXXX' or no default, an object without apiVersion never starts with "
     "'admissionregistration.k8s.io/', so the answer is False in every case."
 )
-_CACHE_NAME = (
-    "Only the cache file's name changes, the same way in every process of the same code (the key is a hash of "
-    "CACHE_FORMAT, the encoding and the content): caches are found, reused and rebuilt exactly as before; the "
-    "data is read with self.dtype, not with the name."
-)
 _MANIFEST_ASCII = (
     "The manifest's text encoding: json.dump writes it with ensure_ascii (its default), so manifest.json is pure "
     "ASCII (every trainer version wrote it with json.dump, same default); 'UTF-8' is the same codec as "
@@ -154,7 +149,7 @@ _SORT_KEYS_NONE = (
 )
 _CLIENT_FILE_NAME = (
     "Another name for one of the two client files _tls_context writes into its private directory (a fresh "
-    "TemporaryDirectory of check_api_server's, holding nothing else): the names stay distinct, and the same "
+    "TemporaryDirectory of api_get's, holding nothing else): the names stay distinct, and the same "
     "variables name the file written and the file load_cert_chain reads, so the same certificate and key load."
 )
 _STRICT_DEFAULT = (
@@ -223,28 +218,6 @@ EQUIVALENT: dict[str, str] = {
         "never called (its body is `...`); calls go to the implementations, HeldLock.release and "
         "S3Storage's Lease.release, whose own defaults apply. Only mypy reads the stub's signature."
     ),
-    "trainer.dataset.x_file_source__mutmut_11": (
-        "read_text(encoding='UTF-8') instead of 'utf-8': codecs.lookup normalizes the name, the same codec."
-    ),
-    "trainer.dataset.x_file_source__mutmut_8": (
-        "read_text() without encoding: the locale's encoding, as for mutmut_6 (UTF-8 on every supported machine)."
-    ),
-    "trainer.dataset.x_file_source__mutmut_6": (
-        "read_text(encoding=None) decodes with the locale's encoding: UTF-8 wherever this runs (the image, CI, "
-        "every developer machine: Python coerces the C locale to UTF-8, PEP 538). It would differ only under a "
-        "non-UTF-8 locale such as latin-1, which no supported machine has; no fast test can set one."
-    ),
-    "trainer.dataset.xǁTokenCacheǁ__init____mutmut_17": _CACHE_NAME,
-    "trainer.dataset.xǁTokenCacheǁ__init____mutmut_18": _CACHE_NAME,
-    "trainer.dataset.xǁTokenCacheǁprepare__mutmut_22": (
-        "tokens.data.cast('b') instead of cast('B'): the memoryview's item format changes, not its bytes; "
-        "write_once hands it to a binary file's write(), which writes the same raw bytes for either."
-    ),
-    "trainer.dataset.xǁTokenCacheǁopen__mutmut_14": (
-        "_split's description only appears in its error, and open() can only fail the split check on a file "
-        "that prepare() checked with the same tokens (the file is named by a hash of its content and published "
-        "whole), so the error cannot happen in open()."
-    ),
     "trainer.dataset.x_sample_windows__mutmut_8": (
         "rng.integers(len(tokens) - block_size) instead of rng.integers(0, len(tokens) - block_size): numpy's "
         "Generator.integers(low, high=None) draws from [0, low) when high is None, the same call."
@@ -257,9 +230,9 @@ EQUIVALENT: dict[str, str] = {
         "(yaml/representer.py, represent_mapping: `if self.sort_keys:`), and None is false like False."
     ),
     "components.cluster.k3s.x_rewrite_kubeconfig_server__mutmut_13": _SORT_KEYS_NONE,
-    "components.cluster.kind.x_render_kind_config__mutmut_66": _SORT_KEYS_NONE,
+    "components.cluster.kind.x_render_kind_config__mutmut_73": _SORT_KEYS_NONE,
     "components.cluster.kubeconfig.x_with_namespace__mutmut_29": _SORT_KEYS_NONE,
-    "components.cluster.kind.x_render_kind_config__mutmut_40": (
+    "components.cluster.kind.x_render_kind_config__mutmut_47": (
         "node('control-plane', None) instead of []: node() adds extraMounts only `if mounts:`, and None is "
         "false like [], so the control plane's entry is the same {role, image}."
     ),
@@ -267,7 +240,7 @@ EQUIVALENT: dict[str, str] = {
     "components.cluster.kubeconfig.x__tls_context__mutmut_39": _CLIENT_FILE_NAME,
     "components.cluster.kubeconfig.x__tls_context__mutmut_41": _CLIENT_FILE_NAME,
     "components.cluster.kubeconfig.x__tls_context__mutmut_42": _CLIENT_FILE_NAME,
-    "components.cluster.kubeconfig.x_parse_kubeconfig__mutmut_218": _SORT_KEYS_NONE,
+    "components.cluster.kubeconfig.x_parse_kubeconfig__mutmut_208": _SORT_KEYS_NONE,
     "components.cluster.kubeconfig.x__tls_context__mutmut_16": _STRICT_DEFAULT,
     "components.cluster.kubeconfig.x__tls_context__mutmut_19": _STRICT_DEFAULT,
     "components.cluster.kubeconfig.x__tls_context__mutmut_22": _STRICT_DEFAULT,
@@ -276,7 +249,7 @@ EQUIVALENT: dict[str, str] = {
         "truth (Modules/_ssl.c, set_check_hostname: PyObject_IsTrue), so None sets it False."
     ),
     "components.cluster.kubeconfig.x__tls_context__mutmut_48": (
-        "touch(mode=385) (0o601) instead of 0o600: the files are in check_api_server's TemporaryDirectory, "
+        "touch(mode=385) (0o601) instead of 0o600: the files are in api_get's TemporaryDirectory, "
         "made 0o700 by mkdtemp, so no other user can reach them whatever their own bits; the extra bit is "
         "execute for others, which grants no read either; the owner's read and write are the same."
     ),
@@ -284,31 +257,33 @@ EQUIVALENT: dict[str, str] = {
     "components.cluster.kubeconfig.xǁ_Connectionǁ__init____mutmut_4": _CONNECTION_CONTEXT,
     "components.cluster.kubeconfig.x__proxies__mutmut_19": _PROXY_KEY_CASE,
     "components.cluster.kubeconfig.x__proxies__mutmut_21": _PROXY_KEY_CASE,
-    "components.cluster.kubeconfig.x_check_api_server__mutmut_30": _HEADER_CASE,
-    "components.cluster.kubeconfig.x_check_api_server__mutmut_31": _HEADER_CASE,
-    "components.cluster.kubeconfig.x_check_api_server__mutmut_127": (
-        "urlsplit(server).hostname or 'XXXX' instead of or '': the kubeconfig reached check_api_server through "
+    "components.cluster.kubeconfig.x__credentials__mutmut_16": _HEADER_CASE,
+    "components.cluster.kubeconfig.x__credentials__mutmut_17": _HEADER_CASE,
+    "components.cluster.kubeconfig.x_api_get__mutmut_56": (
+        "urlsplit(server).hostname or 'XXXX' instead of or '' in api_get: its ExistingCluster is made only by "
         "parse_kubeconfig, which rejects a server without a host name (`not server.hostname`), so hostname is "
         "never empty and the default is never used."
     ),
-    "components.cluster.kubeconfig.x_parse_kubeconfig__mutmut_123": (
+    "components.cluster.kubeconfig.x_parse_kubeconfig__mutmut_115": (
         "str(cluster.get('server') or 'XXXX') instead of or '': a cluster without a server is rejected either "
         "way (urlsplit gives neither a scheme nor a host name for '' or 'XXXX'), with the same message, which "
         "quotes cluster.get('server') (None), not the default."
     ),
-    "components.cluster.k3s_remote.xǁK3sRemoteǁ_nfs__mutmut_55": _AGENTS_ZIP,
-    "components.cluster.k3s_remote.xǁK3sRemoteǁ_nfs__mutmut_58": _AGENTS_ZIP,
-    "components.cluster.k3s_remote.xǁK3sRemoteǁ_nfs__mutmut_59": _AGENTS_ZIP,
-    "components.cluster.k3s_remote.x_nfs_scripts__mutmut_28": _NFS_LIBRARY,
-    "components.cluster.k3s_remote.x_nfs_scripts__mutmut_54": _NFS_LIBRARY,
+    "components.cluster.k3s_remote.xǁK3sRemoteǁ_nfs__mutmut_76": _AGENTS_ZIP,
+    "components.cluster.k3s_remote.xǁK3sRemoteǁ_nfs__mutmut_79": _AGENTS_ZIP,
+    "components.cluster.k3s_remote.xǁK3sRemoteǁ_nfs__mutmut_80": _AGENTS_ZIP,
+    "components.cluster.k3s_remote.x_nfs_scripts__mutmut_48": _NFS_LIBRARY,
+    "components.cluster.k3s_remote.x_nfs_scripts__mutmut_74": _NFS_LIBRARY,
     "components.cluster.k3s_remote.xǁK3sRemoteǁprovision__mutmut_72": _IMPLIED_DEPENDENCY,
     "components.cluster.k3s_remote.xǁK3sRemoteǁprovision__mutmut_75": _IMPLIED_DEPENDENCY,
     "components.cluster.k3s_remote.xǁK3sRemoteǁprovision__mutmut_116": _IMPLIED_DEPENDENCY,
     "components.cluster.k3s_remote.xǁK3sRemoteǁprovision__mutmut_119": _IMPLIED_DEPENDENCY,
-    "components.cluster.kubeconfig.x_check_api_server__mutmut_144": (
-        "The body kept from an HTTPError is b'XXXX' instead of b'': it is read only when the check goes on (a "
-        "401 with plugin credentials, or a 403), by json.loads, which rejects both with a ValueError, so the "
-        "version is '' either way; every other error status raises before."
+    "components.cluster.kubeconfig.x_api_get__mutmut_70": (
+        "api_get's body for an HTTPError is b'XXXX' instead of b'': urllib raises HTTPError only for a status "
+        "outside 200-299, so read_custom_resource_definition (body read only after a 200) never sees it; "
+        "check_api_server reads it only after a 401 with plugin credentials or a 403, with json.loads, which "
+        "rejects both ('' as the version either way); existing.ask_api makes {} of both (b'' by its `if body`, "
+        "b'XXXX' by json.loads' ValueError)."
     ),
     "components.cluster.kubeconfig.xǁ_Connectionǁconnect__mutmut_9": (
         "getattr(self, '_tunnel_host') without the default None: _Connection is an http.client.HTTPSConnection "
@@ -436,14 +411,19 @@ def commit() -> str:
     return head.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
 
 
+def counts_in(mutant: str, module: Module) -> bool:
+    """Whether a mutant name is one of the module's (its patterns, less another module's)."""
+    return any(fnmatch.fnmatch(mutant, p) for p in module.mutants) and not any(
+        fnmatch.fnmatch(mutant, p) for p in module.exclude
+    )
+
+
 def results(name: str, module: Module) -> dict[str, int | None]:
     """Exit code by mutant name, for the mutants that count (None: not checked)."""
     codes: dict[str, int | None] = {}
     for meta in (RUNS / name / "mutants").rglob("*.py.meta"):
         for mutant, code in json.loads(meta.read_text())["exit_code_by_key"].items():
-            if any(fnmatch.fnmatch(mutant, p) for p in module.mutants) and not any(
-                fnmatch.fnmatch(mutant, p) for p in module.exclude
-            ):
+            if counts_in(mutant, module):
                 codes[mutant] = code
     return codes
 
@@ -521,8 +501,7 @@ def report(selected: list[str], fractions: dict[str, float], command: str) -> tu
     stale = sorted(
         m
         for m in EQUIVALENT
-        if any(fnmatch.fnmatch(m, p) for n in selected for p in MODULES[n].mutants)
-        and not any(m in known[n] for n in selected)
+        if any(counts_in(m, MODULES[n]) for n in selected) and not any(m in known[n] for n in selected)
     )
     if stale:
         details += ["## Stale equivalence arguments (no such mutant now)", "", *[f"- {m}" for m in stale], ""]
