@@ -187,7 +187,19 @@ _IMPLIED_DEPENDENCY = (
     "input's Outputs to the registration's dependencies (pulumi/runtime/resource.py, prepare_resource), so "
     "the engine gets the same dependencies and order."
 )
+_ZERO_RETURNED_FIRST = (
+    "outcome's last test of torchrun's code as <= 0 or < 1 instead of < 0: they differ only for 0, which "
+    "outcome returns at its first line (`if torchrun_code == 0: return 0`), so 0 never reaches it."
+)
 EQUIVALENT: dict[str, tuple[str, str]] = {
+    "trainer.launch.x_outcome__mutmut_13": (
+        "return 128 - torchrun_code if torchrun_code <= 0 else torchrun_code",
+        _ZERO_RETURNED_FIRST,
+    ),
+    "trainer.launch.x_outcome__mutmut_14": (
+        "return 128 - torchrun_code if torchrun_code < 1 else torchrun_code",
+        _ZERO_RETURNED_FIRST,
+    ),
     "trainer.checkpoint.local.x_read_manifest__mutmut_3": (
         "manifest = json.loads((directory / MANIFEST).read_text(encoding=None))",
         _MANIFEST_ASCII,
