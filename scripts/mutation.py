@@ -115,6 +115,8 @@ MODULES: dict[str, Module] = {
             "tests/components/test_settings_gpu.py",
             "tests/components/test_training_job_config.py",
             "tests/test_main.py",
+            # checkpoints.ObjectStore's variables as the pods get them (the S3 secret by reference only)
+            "tests/components/test_training_job.py::test_an_object_store_reaches_the_pods_by_secret_reference_only",
         ),
         sample=0.25,
     ),
@@ -124,17 +126,16 @@ MODULES: dict[str, Module] = {
     ),
 }
 
-# Surviving mutants argued equivalent (no input can tell them from the original), by mutmut's name, with why.
-# The report lists them apart; a name that no longer exists is reported as stale.
+# Surviving mutants argued equivalent (no input can tell them from the original), by mutmut's name: the line the
+# mutant writes (its diff's added line, stripped) and why. mutmut numbers a function's mutants in order, so a
+# change to the function gives the number to another mutant: an argument counts only while its line is the
+# mutant's (`fits`), else the report lists it as not fitting and counts the mutant by its result; a name that
+# no longer exists is reported as stale. tests/test_mutation.py checks every entry against mutmut's mutants
+# of the current code.
 _NO_API_VERSION = (
     "is_webhook_configuration's default for a missing apiVersion: with '' (the original), None (str(None) is "
     "'None'), 'XXXX' or no default, an object without apiVersion never starts with "
     "'admissionregistration.k8s.io/', so the answer is False in every case."
-)
-_CACHE_NAME = (
-    "Only the cache file's name changes, the same way in every process of the same code (the key is a hash of "
-    "CACHE_FORMAT, the encoding and the content): caches are found, reused and rebuilt exactly as before; the "
-    "data is read with self.dtype, not with the name."
 )
 _MANIFEST_ASCII = (
     "The manifest's text encoding: json.dump writes it with ensure_ascii (its default), so manifest.json is pure "
@@ -154,7 +155,7 @@ _SORT_KEYS_NONE = (
 )
 _CLIENT_FILE_NAME = (
     "Another name for one of the two client files _tls_context writes into its private directory (a fresh "
-    "TemporaryDirectory of check_api_server's, holding nothing else): the names stay distinct, and the same "
+    "TemporaryDirectory of api_get's, holding nothing else): the names stay distinct, and the same "
     "variables name the file written and the file load_cert_chain reads, so the same certificate and key load."
 )
 _STRICT_DEFAULT = (
@@ -188,149 +189,309 @@ _IMPLIED_DEPENDENCY = (
     "input's Outputs to the registration's dependencies (pulumi/runtime/resource.py, prepare_resource), so "
     "the engine gets the same dependencies and order."
 )
-EQUIVALENT: dict[str, str] = {
-    "trainer.checkpoint.local.x_read_manifest__mutmut_3": _MANIFEST_ASCII,
-    "trainer.checkpoint.local.x_read_manifest__mutmut_6": _MANIFEST_ASCII,
-    "trainer.checkpoint.local.xǁLocalStorageǁmanifest__mutmut_3": _MANIFEST_ASCII,
-    "trainer.checkpoint.local.xǁLocalStorageǁmanifest__mutmut_7": _MANIFEST_ASCII,
-    "trainer.checkpoint.local.xǁLocalStorageǁpublish__mutmut_5": _MANIFEST_ASCII,
-    "trainer.checkpoint.local.xǁLocalStorageǁpublish__mutmut_8": _MANIFEST_ASCII,
-    "trainer.checkpoint.local.xǁLocalStorageǁpublish__mutmut_13": _MANIFEST_ASCII,
-    "trainer.checkpoint.local.xǁLocalStorageǁpublish__mutmut_16": _MANIFEST_INDENT,
-    "trainer.checkpoint.local.xǁLocalStorageǁpublish__mutmut_20": _MANIFEST_INDENT,
-    "trainer.checkpoint.local.xǁLocalStorageǁpublish__mutmut_22": _MANIFEST_INDENT,
+_ZERO_RETURNED_FIRST = (
+    "outcome's last test of torchrun's code as <= 0 or < 1 instead of < 0: they differ only for 0, which "
+    "outcome returns at its first line (`if torchrun_code == 0: return 0`), so 0 never reaches it."
+)
+EQUIVALENT: dict[str, tuple[str, str]] = {
+    "trainer.launch.x_outcome__mutmut_13": (
+        "return 128 - torchrun_code if torchrun_code <= 0 else torchrun_code",
+        _ZERO_RETURNED_FIRST,
+    ),
+    "trainer.launch.x_outcome__mutmut_14": (
+        "return 128 - torchrun_code if torchrun_code < 1 else torchrun_code",
+        _ZERO_RETURNED_FIRST,
+    ),
+    "trainer.checkpoint.local.x_read_manifest__mutmut_3": (
+        "manifest = json.loads((directory / MANIFEST).read_text(encoding=None))",
+        _MANIFEST_ASCII,
+    ),
+    "trainer.checkpoint.local.x_read_manifest__mutmut_6": (
+        'manifest = json.loads((directory / MANIFEST).read_text(encoding="UTF-8"))',
+        _MANIFEST_ASCII,
+    ),
+    "trainer.checkpoint.local.xǁLocalStorageǁmanifest__mutmut_3": (
+        "manifest = json.loads((self.root / tag / MANIFEST).read_text(encoding=None))",
+        _MANIFEST_ASCII,
+    ),
+    "trainer.checkpoint.local.xǁLocalStorageǁmanifest__mutmut_7": (
+        'manifest = json.loads((self.root / tag / MANIFEST).read_text(encoding="UTF-8"))',
+        _MANIFEST_ASCII,
+    ),
+    "trainer.checkpoint.local.xǁLocalStorageǁpublish__mutmut_5": (
+        'with open(directory / MANIFEST, "w", encoding=None) as handle:',
+        _MANIFEST_ASCII,
+    ),
+    "trainer.checkpoint.local.xǁLocalStorageǁpublish__mutmut_8": (
+        'with open(directory / MANIFEST, "w", ) as handle:',
+        _MANIFEST_ASCII,
+    ),
+    "trainer.checkpoint.local.xǁLocalStorageǁpublish__mutmut_13": (
+        'with open(directory / MANIFEST, "w", encoding="UTF-8") as handle:',
+        _MANIFEST_ASCII,
+    ),
+    "trainer.checkpoint.local.xǁLocalStorageǁpublish__mutmut_16": (
+        "json.dump(manifest, handle, indent=None, sort_keys=True)",
+        _MANIFEST_INDENT,
+    ),
+    "trainer.checkpoint.local.xǁLocalStorageǁpublish__mutmut_20": (
+        "json.dump(manifest, handle, sort_keys=True)",
+        _MANIFEST_INDENT,
+    ),
+    "trainer.checkpoint.local.xǁLocalStorageǁpublish__mutmut_22": (
+        "json.dump(manifest, handle, indent=2, sort_keys=True)",
+        _MANIFEST_INDENT,
+    ),
     "trainer.checkpoint.local.xǁLocalStorageǁstaged_problem__mutmut_3": (
-        "_files_problem(checksums=None) instead of False: it only tests the flag's truth (`if checksums and "
-        "...`), and None is false like False."
+        "return _files_problem(self.root / staging, files, checksums=None)",
+        (
+            "_files_problem(checksums=None) instead of False: it only tests the flag's truth (`if checksums and "
+            "...`), and None is false like False."
+        ),
     ),
     "trainer.checkpoint.local.xǁLocalStorageǁwrite_shard__mutmut_18": (
-        "open(path) (text mode 'r') instead of 'rb' before os.fsync: the file is opened only for its "
-        "descriptor, nothing is read or decoded, and fsync(2) flushes the file's data through any descriptor "
-        "of it, whatever its access mode."
+        "with open(path, ) as handle:",
+        (
+            "open(path) (text mode 'r') instead of 'rb' before os.fsync: the file is opened only for its "
+            "descriptor, nothing is read or decoded, and fsync(2) flushes the file's data through any descriptor "
+            "of it, whatever its access mode."
+        ),
     ),
     "trainer.checkpoint.store.xǁCheckpointStoreǁ_publish__mutmut_38": (
-        "storage.remove(write.staging, None) instead of self.run: LocalStorage.remove uses the run id only to "
-        "name the aside of a published checkpoint (a name without '.tmp-'); a staging name always has '.tmp-' "
-        "(f'{tag}.tmp-{self.run}', Write.staging), so it is deleted in place and the run id is never read."
+        "storage.remove(write.staging, None)",
+        (
+            "storage.remove(write.staging, None) instead of self.run: LocalStorage.remove uses the run id only to "
+            "name the aside of a published checkpoint (a name without '.tmp-'); a staging name always has '.tmp-' "
+            "(f'{tag}.tmp-{self.run}', Write.staging), so it is deleted in place and the run id is never read."
+        ),
     ),
     "trainer.checkpoint.store.xǁCheckpointStoreǁ_write__mutmut_26": (
-        "outcome's initial value (None, None) replaced by None: it is never read. Rank 0 always assigns it (the "
-        "_publish call or its except branch); on every other rank broadcast_object_list replaces box[0] with rank "
-        "0's outcome, and if the broadcast raises, the except branch sets the error without reading box."
+        "outcome: tuple[str | None, str | None] = None",
+        (
+            "outcome's initial value (None, None) replaced by None: it is never read. Rank 0 always assigns it (the "
+            "_publish call or its except branch); on every other rank broadcast_object_list replaces box[0] with rank "
+            "0's outcome, and if the broadcast raises, the except branch sets the error without reading box."
+        ),
     ),
     "trainer.checkpoint.layout.xǁRunLockǁrelease__mutmut_1": (
-        "The default of `remove` in the RunLock Protocol's stub (True instead of False): a Protocol's method is "
-        "never called (its body is `...`); calls go to the implementations, HeldLock.release and "
-        "S3Storage's Lease.release, whose own defaults apply. Only mypy reads the stub's signature."
-    ),
-    "trainer.dataset.x_file_source__mutmut_11": (
-        "read_text(encoding='UTF-8') instead of 'utf-8': codecs.lookup normalizes the name, the same codec."
-    ),
-    "trainer.dataset.x_file_source__mutmut_8": (
-        "read_text() without encoding: the locale's encoding, as for mutmut_6 (UTF-8 on every supported machine)."
-    ),
-    "trainer.dataset.x_file_source__mutmut_6": (
-        "read_text(encoding=None) decodes with the locale's encoding: UTF-8 wherever this runs (the image, CI, "
-        "every developer machine: Python coerces the C locale to UTF-8, PEP 538). It would differ only under a "
-        "non-UTF-8 locale such as latin-1, which no supported machine has; no fast test can set one."
-    ),
-    "trainer.dataset.xǁTokenCacheǁ__init____mutmut_17": _CACHE_NAME,
-    "trainer.dataset.xǁTokenCacheǁ__init____mutmut_18": _CACHE_NAME,
-    "trainer.dataset.xǁTokenCacheǁprepare__mutmut_22": (
-        "tokens.data.cast('b') instead of cast('B'): the memoryview's item format changes, not its bytes; "
-        "write_once hands it to a binary file's write(), which writes the same raw bytes for either."
-    ),
-    "trainer.dataset.xǁTokenCacheǁopen__mutmut_14": (
-        "_split's description only appears in its error, and open() can only fail the split check on a file "
-        "that prepare() checked with the same tokens (the file is named by a hash of its content and published "
-        "whole), so the error cannot happen in open()."
+        "def release(self, remove: bool = True) -> None: ...",
+        (
+            "The default of `remove` in the RunLock Protocol's stub (True instead of False): a Protocol's method is "
+            "never called (its body is `...`); calls go to the implementations, HeldLock.release and "
+            "S3Storage's Lease.release, whose own defaults apply. Only mypy reads the stub's signature."
+        ),
     ),
     "trainer.dataset.x_sample_windows__mutmut_8": (
-        "rng.integers(len(tokens) - block_size) instead of rng.integers(0, len(tokens) - block_size): numpy's "
-        "Generator.integers(low, high=None) draws from [0, low) when high is None, the same call."
+        "starts = rng.integers(len(tokens) - block_size, size=batch_size)",
+        (
+            "rng.integers(len(tokens) - block_size) instead of rng.integers(0, len(tokens) - block_size): numpy's "
+            "Generator.integers(low, high=None) draws from [0, low) when high is None, the same call."
+        ),
     ),
-    "components.webhook_patch.x_is_webhook_configuration__mutmut_4": _NO_API_VERSION,
-    "components.webhook_patch.x_is_webhook_configuration__mutmut_6": _NO_API_VERSION,
-    "components.webhook_patch.x_is_webhook_configuration__mutmut_10": _NO_API_VERSION,
+    "components.webhook_patch.x_is_webhook_configuration__mutmut_4": (
+        'api_version = str(manifest.get("apiVersion", None))',
+        _NO_API_VERSION,
+    ),
+    "components.webhook_patch.x_is_webhook_configuration__mutmut_6": (
+        'api_version = str(manifest.get("apiVersion", ))',
+        _NO_API_VERSION,
+    ),
+    "components.webhook_patch.x_is_webhook_configuration__mutmut_10": (
+        'api_version = str(manifest.get("apiVersion", "XXXX"))',
+        _NO_API_VERSION,
+    ),
     "components.webhook_patch.x_patch_manifest_stream__mutmut_5": (
-        "yaml.safe_dump_all(sort_keys=None) instead of False: PyYAML only tests the flag's truth "
-        "(yaml/representer.py, represent_mapping: `if self.sort_keys:`), and None is false like False."
+        "return yaml.safe_dump_all(documents, sort_keys=None)",
+        (
+            "yaml.safe_dump_all(sort_keys=None) instead of False: PyYAML only tests the flag's truth "
+            "(yaml/representer.py, represent_mapping: `if self.sort_keys:`), and None is false like False."
+        ),
     ),
-    "components.cluster.k3s.x_rewrite_kubeconfig_server__mutmut_13": _SORT_KEYS_NONE,
-    "components.cluster.kind.x_render_kind_config__mutmut_66": _SORT_KEYS_NONE,
-    "components.cluster.kubeconfig.x_with_namespace__mutmut_29": _SORT_KEYS_NONE,
-    "components.cluster.kind.x_render_kind_config__mutmut_40": (
-        "node('control-plane', None) instead of []: node() adds extraMounts only `if mounts:`, and None is "
-        "false like [], so the control plane's entry is the same {role, image}."
+    "components.cluster.k3s.x_rewrite_kubeconfig_server__mutmut_13": (
+        "return yaml.safe_dump(document, sort_keys=None)",
+        _SORT_KEYS_NONE,
     ),
-    "components.cluster.kubeconfig.x__tls_context__mutmut_38": _CLIENT_FILE_NAME,
-    "components.cluster.kubeconfig.x__tls_context__mutmut_39": _CLIENT_FILE_NAME,
-    "components.cluster.kubeconfig.x__tls_context__mutmut_41": _CLIENT_FILE_NAME,
-    "components.cluster.kubeconfig.x__tls_context__mutmut_42": _CLIENT_FILE_NAME,
-    "components.cluster.kubeconfig.x_parse_kubeconfig__mutmut_218": _SORT_KEYS_NONE,
-    "components.cluster.kubeconfig.x__tls_context__mutmut_16": _STRICT_DEFAULT,
-    "components.cluster.kubeconfig.x__tls_context__mutmut_19": _STRICT_DEFAULT,
-    "components.cluster.kubeconfig.x__tls_context__mutmut_22": _STRICT_DEFAULT,
+    "components.cluster.kind.x_render_kind_config__mutmut_73": (
+        "return yaml.safe_dump(config, sort_keys=None)",
+        _SORT_KEYS_NONE,
+    ),
+    "components.cluster.kubeconfig.x_with_namespace__mutmut_29": (
+        "return yaml.safe_dump(document, sort_keys=None)",
+        _SORT_KEYS_NONE,
+    ),
+    "components.cluster.kind.x_render_kind_config__mutmut_47": (
+        'node("control-plane", None),',
+        (
+            "node('control-plane', None) instead of []: node() adds extraMounts only `if mounts:`, and None is "
+            "false like [], so the control plane's entry is the same {role, image}."
+        ),
+    ),
+    "components.cluster.kubeconfig.x__tls_context__mutmut_38": (
+        'certificate, key = private / "XXclient.crtXX", private / "client.key"',
+        _CLIENT_FILE_NAME,
+    ),
+    "components.cluster.kubeconfig.x__tls_context__mutmut_39": (
+        'certificate, key = private / "CLIENT.CRT", private / "client.key"',
+        _CLIENT_FILE_NAME,
+    ),
+    "components.cluster.kubeconfig.x__tls_context__mutmut_41": (
+        'certificate, key = private / "client.crt", private / "XXclient.keyXX"',
+        _CLIENT_FILE_NAME,
+    ),
+    "components.cluster.kubeconfig.x__tls_context__mutmut_42": (
+        'certificate, key = private / "client.crt", private / "CLIENT.KEY"',
+        _CLIENT_FILE_NAME,
+    ),
+    "components.cluster.kubeconfig.x_parse_kubeconfig__mutmut_208": (
+        "return ExistingCluster(kubeconfig=yaml.safe_dump(reduced, sort_keys=None), context=name, source_key=key)",
+        _SORT_KEYS_NONE,
+    ),
+    "components.cluster.kubeconfig.x__tls_context__mutmut_16": (
+        'context.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", None)',
+        _STRICT_DEFAULT,
+    ),
+    "components.cluster.kubeconfig.x__tls_context__mutmut_19": (
+        'context.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", )',
+        _STRICT_DEFAULT,
+    ),
+    "components.cluster.kubeconfig.x__tls_context__mutmut_22": (
+        'context.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 1)',
+        _STRICT_DEFAULT,
+    ),
     "components.cluster.kubeconfig.x__tls_context__mutmut_26": (
-        "check_hostname = None instead of False: ssl.SSLContext's check_hostname setter takes the value's "
-        "truth (Modules/_ssl.c, set_check_hostname: PyObject_IsTrue), so None sets it False."
+        "context.check_hostname = None",
+        (
+            "check_hostname = None instead of False: ssl.SSLContext's check_hostname setter takes the value's "
+            "truth (Modules/_ssl.c, set_check_hostname: PyObject_IsTrue), so None sets it False."
+        ),
     ),
     "components.cluster.kubeconfig.x__tls_context__mutmut_48": (
-        "touch(mode=385) (0o601) instead of 0o600: the files are in check_api_server's TemporaryDirectory, "
-        "made 0o700 by mkdtemp, so no other user can reach them whatever their own bits; the extra bit is "
-        "execute for others, which grants no read either; the owner's read and write are the same."
+        "file.touch(mode=385)",
+        (
+            "touch(mode=385) (0o601) instead of 0o600: the files are in api_get's TemporaryDirectory, "
+            "made 0o700 by mkdtemp, so no other user can reach them whatever their own bits; the extra bit is "
+            "execute for others, which grants no read either; the owner's read and write are the same."
+        ),
     ),
-    "components.cluster.kubeconfig.xǁ_Connectionǁ__init____mutmut_2": _CONNECTION_CONTEXT,
-    "components.cluster.kubeconfig.xǁ_Connectionǁ__init____mutmut_4": _CONNECTION_CONTEXT,
-    "components.cluster.kubeconfig.x__proxies__mutmut_19": _PROXY_KEY_CASE,
-    "components.cluster.kubeconfig.x__proxies__mutmut_21": _PROXY_KEY_CASE,
-    "components.cluster.kubeconfig.x_check_api_server__mutmut_30": _HEADER_CASE,
-    "components.cluster.kubeconfig.x_check_api_server__mutmut_31": _HEADER_CASE,
-    "components.cluster.kubeconfig.x_check_api_server__mutmut_127": (
-        "urlsplit(server).hostname or 'XXXX' instead of or '': the kubeconfig reached check_api_server through "
-        "parse_kubeconfig, which rejects a server without a host name (`not server.hostname`), so hostname is "
-        "never empty and the default is never used."
+    "components.cluster.kubeconfig.xǁ_Connectionǁ__init____mutmut_2": (
+        "super().__init__(host, context=None, **kwargs)",
+        _CONNECTION_CONTEXT,
     ),
-    "components.cluster.kubeconfig.x_parse_kubeconfig__mutmut_123": (
-        "str(cluster.get('server') or 'XXXX') instead of or '': a cluster without a server is rejected either "
-        "way (urlsplit gives neither a scheme nor a host name for '' or 'XXXX'), with the same message, which "
-        "quotes cluster.get('server') (None), not the default."
+    "components.cluster.kubeconfig.xǁ_Connectionǁ__init____mutmut_4": (
+        "super().__init__(host, **kwargs)",
+        _CONNECTION_CONTEXT,
     ),
-    "components.cluster.k3s_remote.xǁK3sRemoteǁ_nfs__mutmut_55": _AGENTS_ZIP,
-    "components.cluster.k3s_remote.xǁK3sRemoteǁ_nfs__mutmut_58": _AGENTS_ZIP,
-    "components.cluster.k3s_remote.xǁK3sRemoteǁ_nfs__mutmut_59": _AGENTS_ZIP,
-    "components.cluster.k3s_remote.x_nfs_scripts__mutmut_28": _NFS_LIBRARY,
-    "components.cluster.k3s_remote.x_nfs_scripts__mutmut_54": _NFS_LIBRARY,
-    "components.cluster.k3s_remote.xǁK3sRemoteǁprovision__mutmut_72": _IMPLIED_DEPENDENCY,
-    "components.cluster.k3s_remote.xǁK3sRemoteǁprovision__mutmut_75": _IMPLIED_DEPENDENCY,
-    "components.cluster.k3s_remote.xǁK3sRemoteǁprovision__mutmut_116": _IMPLIED_DEPENDENCY,
-    "components.cluster.k3s_remote.xǁK3sRemoteǁprovision__mutmut_119": _IMPLIED_DEPENDENCY,
-    "components.cluster.kubeconfig.x_check_api_server__mutmut_144": (
-        "The body kept from an HTTPError is b'XXXX' instead of b'': it is read only when the check goes on (a "
-        "401 with plugin credentials, or a 403), by json.loads, which rejects both with a ValueError, so the "
-        "version is '' either way; every other error status raises before."
+    "components.cluster.kubeconfig.x__proxies__mutmut_19": (
+        'return {"HTTPS": proxy, "http": proxy}',
+        _PROXY_KEY_CASE,
+    ),
+    "components.cluster.kubeconfig.x__proxies__mutmut_21": (
+        'return {"https": proxy, "HTTP": proxy}',
+        _PROXY_KEY_CASE,
+    ),
+    "components.cluster.kubeconfig.x__credentials__mutmut_16": (
+        'headers = {"accept": "application/json"}',
+        _HEADER_CASE,
+    ),
+    "components.cluster.kubeconfig.x__credentials__mutmut_17": (
+        'headers = {"ACCEPT": "application/json"}',
+        _HEADER_CASE,
+    ),
+    "components.cluster.kubeconfig.x_api_get__mutmut_56": (
+        'proxies = _proxies(entry, urlsplit(server).hostname or "XXXX", cluster.source_key)',
+        (
+            "urlsplit(server).hostname or 'XXXX' instead of or '' in api_get: its ExistingCluster is made only by "
+            "parse_kubeconfig, which rejects a server without a host name (`not server.hostname`), so hostname is "
+            "never empty and the default is never used."
+        ),
+    ),
+    "components.cluster.kubeconfig.x_parse_kubeconfig__mutmut_115": (
+        'server = urlsplit(str(cluster.get("server") or "XXXX"))',
+        (
+            "str(cluster.get('server') or 'XXXX') instead of or '': a cluster without a server is rejected either "
+            "way (urlsplit gives neither a scheme nor a host name for '' or 'XXXX'), with the same message, which "
+            "quotes cluster.get('server') (None), not the default."
+        ),
+    ),
+    "components.cluster.k3s_remote.xǁK3sRemoteǁ_nfs__mutmut_76": (
+        "for index, (host, agent) in enumerate(zip(hosts.agents, agents, strict=None))",
+        _AGENTS_ZIP,
+    ),
+    "components.cluster.k3s_remote.xǁK3sRemoteǁ_nfs__mutmut_79": (
+        "for index, (host, agent) in enumerate(zip(hosts.agents, agents, ))",
+        _AGENTS_ZIP,
+    ),
+    "components.cluster.k3s_remote.xǁK3sRemoteǁ_nfs__mutmut_80": (
+        "for index, (host, agent) in enumerate(zip(hosts.agents, agents, strict=False))",
+        _AGENTS_ZIP,
+    ),
+    "components.cluster.k3s_remote.x_nfs_scripts__mutmut_48": (
+        '"unexport": remote_script(storage, ROOT_PRELUDE, "k3s_remote_nfs_unexport.sh"),',
+        _NFS_LIBRARY,
+    ),
+    "components.cluster.k3s_remote.x_nfs_scripts__mutmut_74": (
+        '"unmount": remote_script(storage, ROOT_PRELUDE, "k3s_remote_nfs_unmount.sh"),',
+        _NFS_LIBRARY,
+    ),
+    "components.cluster.k3s_remote.xǁK3sRemoteǁprovision__mutmut_72": (
+        'parent=parent, depends_on=None, additional_secret_outputs=["stdout"]',
+        _IMPLIED_DEPENDENCY,
+    ),
+    "components.cluster.k3s_remote.xǁK3sRemoteǁprovision__mutmut_75": (
+        'parent=parent, additional_secret_outputs=["stdout"]',
+        _IMPLIED_DEPENDENCY,
+    ),
+    "components.cluster.k3s_remote.xǁK3sRemoteǁprovision__mutmut_116": (
+        "opts=pulumi.ResourceOptions(parent=parent, depends_on=None, delete_before_replace=True),",
+        _IMPLIED_DEPENDENCY,
+    ),
+    "components.cluster.k3s_remote.xǁK3sRemoteǁprovision__mutmut_119": (
+        "opts=pulumi.ResourceOptions(parent=parent, delete_before_replace=True),",
+        _IMPLIED_DEPENDENCY,
+    ),
+    "components.cluster.kubeconfig.x_api_get__mutmut_70": (
+        'return error.code, b"XXXX"',
+        (
+            "api_get's body for an HTTPError is b'XXXX' instead of b'': urllib raises HTTPError only for a status "
+            "outside 200-299, so read_custom_resource_definition (body read only after a 200) never sees it; "
+            "check_api_server reads it only after a 401 with plugin credentials or a 403, with json.loads, which "
+            "rejects both ('' as the version either way); existing.ask_api makes {} of both (b'' by its `if body`, "
+            "b'XXXX' by json.loads' ValueError)."
+        ),
     ),
     "components.cluster.kubeconfig.xǁ_Connectionǁconnect__mutmut_9": (
-        "getattr(self, '_tunnel_host') without the default None: _Connection is an http.client.HTTPSConnection "
-        "made through its __init__, which sets self._tunnel_host = None (http/client.py, HTTPConnection.__init__, "
-        "on every Python 3.10 to 3.13), so the attribute always exists and the default is never used."
+        'name = self._server_name or getattr(self, "_tunnel_host", ) or self.host',
+        (
+            "getattr(self, '_tunnel_host') without the default None: _Connection is an http.client.HTTPSConnection "
+            "made through its __init__, which sets self._tunnel_host = None (http/client.py, HTTPConnection.__init__, "
+            "on every Python 3.10 to 3.13), so the attribute always exists and the default is never used."
+        ),
     ),
     "components.settings.x_quantity_bytes__mutmut_5": (
-        "The characters rstrip removes from a quantity are joined with 'XXXX' instead of '': the set gains only "
-        "'X'. quantity_bytes is called only on values that matched QUANTITY (training_job_config.quantities, "
-        "through settings.matching), whose characters are digits, '.' and the suffix letters, never 'X', so the "
-        "same number is split off and the same suffix looked up."
+        'number = quantity.rstrip("XXXX".join({c for suffix in _QUANTITY_SUFFIXES for c in suffix}))',
+        (
+            "The characters rstrip removes from a quantity are joined with 'XXXX' instead of '': the set gains only "
+            "'X'. quantity_bytes is called only on values that matched QUANTITY (training_job_config.quantities, "
+            "through settings.matching), whose characters are digits, '.' and the suffix letters, never 'X', so the "
+            "same number is split off and the same suffix looked up."
+        ),
     ),
     "components.training_job_config.x__data_source__mutmut_37": (
-        "source.rstrip() (whitespace) instead of rstrip('/') in the bundled test: the source was strip()ped, so "
-        "rstrip() leaves it as it is and the test reads source == BUNDLED_DATA or source.startswith(BUNDLED_DATA + "
-        "'/'). The original's first clause holds only for BUNDLED_DATA followed by one or more '/', which the "
-        "second clause accepts anyway: both accept exactly the same sources."
+        'bundled = source.rstrip(None) == BUNDLED_DATA or source.startswith(f"{BUNDLED_DATA}/")',
+        (
+            "source.rstrip() (whitespace) instead of rstrip('/') in the bundled test: the source was strip()ped, so "
+            "rstrip() leaves it as it is and the test reads source == BUNDLED_DATA or source.startswith(BUNDLED_DATA + "
+            "'/'). The original's first clause holds only for BUNDLED_DATA followed by one or more '/', which the "
+            "second clause accepts anyway: both accept exactly the same sources."
+        ),
     ),
     "components.cluster.kubeconfig.xǁ_HTTPSHandlerǁ__init____mutmut_1": (
-        "HTTPSHandler.__init__(context=None): the handler's own _context is read only by HTTPSHandler.https_open "
-        "(urllib/request.py), which _HTTPSHandler overrides to open a _Connection with self._tls, the context "
-        "given; on 3.12+ a None context makes a default one that is likewise never used."
+        "super().__init__(context=None)",
+        (
+            "HTTPSHandler.__init__(context=None): the handler's own _context is read only by HTTPSHandler.https_open "
+            "(urllib/request.py), which _HTTPSHandler overrides to open a _Connection with self._tls, the context "
+            "given; on 3.12+ a None context makes a default one that is likewise never used."
+        ),
     ),
 }
 
@@ -436,14 +597,19 @@ def commit() -> str:
     return head.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
 
 
+def counts_in(mutant: str, module: Module) -> bool:
+    """Whether a mutant name is one of the module's (its patterns, less another module's)."""
+    return any(fnmatch.fnmatch(mutant, p) for p in module.mutants) and not any(
+        fnmatch.fnmatch(mutant, p) for p in module.exclude
+    )
+
+
 def results(name: str, module: Module) -> dict[str, int | None]:
     """Exit code by mutant name, for the mutants that count (None: not checked)."""
     codes: dict[str, int | None] = {}
     for meta in (RUNS / name / "mutants").rglob("*.py.meta"):
         for mutant, code in json.loads(meta.read_text())["exit_code_by_key"].items():
-            if any(fnmatch.fnmatch(mutant, p) for p in module.mutants) and not any(
-                fnmatch.fnmatch(mutant, p) for p in module.exclude
-            ):
+            if counts_in(mutant, module):
                 codes[mutant] = code
     return codes
 
@@ -465,6 +631,16 @@ def diffs(name: str, mutants: list[str]) -> dict[str, str]:
     if shown.returncode != 0:
         return dict.fromkeys(mutants, f"(no diff: {shown.stderr.strip()[-300:]})")
     return dict(json.loads(shown.stdout))
+
+
+def added_lines(diff: str) -> list[str]:
+    """A mutant's diff's added lines, stripped (after the ---/+++/@@ header)."""
+    return [line[1:].strip() for line in diff.splitlines()[3:] if line.startswith("+")]
+
+
+def fits(diff: str, line: str) -> bool:
+    """Whether the mutant with this diff is the one an equivalence argument was written for."""
+    return added_lines(diff) == [line]
 
 
 def status(code: int | None) -> str:
@@ -494,8 +670,10 @@ def report(selected: list[str], fractions: dict[str, float], command: str) -> tu
     for name in selected:
         every = results(name, MODULES[name])
         codes = {mutant: code for mutant, code in every.items() if sampled(mutant, fractions[name])}
-        counts = Counter(status(code) for mutant, code in codes.items() if mutant not in EQUIVALENT)
-        equivalent = sorted(mutant for mutant in codes if mutant in EQUIVALENT)
+        argued = [mutant for mutant in codes if mutant in EQUIVALENT]
+        shown = diffs(name, argued)
+        equivalent = sorted(mutant for mutant in argued if fits(shown[mutant], EQUIVALENT[mutant][0]))
+        counts = Counter(status(code) for mutant, code in codes.items() if mutant not in equivalent)
         counted = len(codes) - len(equivalent)
         score = counts["killed"] / counted if counted else 0.0
         met = met and counted > 0 and score >= GOAL
@@ -508,21 +686,30 @@ def report(selected: list[str], fractions: dict[str, float], command: str) -> tu
             f"| {name} | {len(every)} | {len(codes)} | {counts['killed']} | {counts['survived']} | {counts['no fast test']} "
             f"| {counts['not checked']} | {len(equivalent)} | {score:.1%} | {run_text} |"
         )
-        left = sorted(m for m, c in codes.items() if m not in EQUIVALENT and status(c) != "killed")
-        if left or equivalent:
+        left = sorted(m for m, c in codes.items() if m not in equivalent and status(c) != "killed")
+        misfits = sorted(set(argued) - set(equivalent))
+        if left or argued:
             details += [f"## {name}", ""]
-        shown = diffs(name, left)
+        shown |= diffs(name, [mutant for mutant in left if mutant not in shown])
         for mutant in left:
             details += [f"### {mutant}: {status(codes[mutant])}", "", "```diff", shown[mutant], "```", ""]
         for mutant in equivalent:
-            details += [f"### {mutant}: equivalent", "", EQUIVALENT[mutant], ""]
+            details += [f"### {mutant}: equivalent", "", EQUIVALENT[mutant][1], ""]
+        for mutant in misfits:
+            details += [
+                f"### {mutant}: argued equivalent for `{EQUIVALENT[mutant][0]}`, not this mutant ({status(codes[mutant])})",
+                "",
+                "```diff",
+                shown[mutant],
+                "```",
+                "",
+            ]
     # Arguments for mutants of the selected modules that those modules no longer have (the code moved on).
     known = {n: results(n, MODULES[n]) for n in selected}
     stale = sorted(
         m
         for m in EQUIVALENT
-        if any(fnmatch.fnmatch(m, p) for n in selected for p in MODULES[n].mutants)
-        and not any(m in known[n] for n in selected)
+        if any(counts_in(m, MODULES[n]) for n in selected) and not any(m in known[n] for n in selected)
     )
     if stale:
         details += ["## Stale equivalence arguments (no such mutant now)", "", *[f"- {m}" for m in stale], ""]

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.util
+import json
+import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -63,7 +66,7 @@ def test_sampling_and_token_cache_share_no_mutant() -> None:
 
 
 def test_every_equivalence_argument_names_a_counted_mutant_and_says_why() -> None:
-    for mutant, why in MUTATION.EQUIVALENT.items():
+    for mutant, (line, why) in MUTATION.EQUIVALENT.items():
         owners = [
             name
             for name, module in MUTATION.MODULES.items()
@@ -71,7 +74,50 @@ def test_every_equivalence_argument_names_a_counted_mutant_and_says_why() -> Non
             and not any(fnmatch.fnmatch(mutant, p) for p in module.exclude)
         ]
         assert len(owners) == 1, mutant
-        assert len(why) > 40, mutant
+        assert len(why) > 40 and line, mutant
+
+
+# Prints {mutant name: diff} of every mutant mutmut makes of the given repository files, as `mutmut run` names
+# and numbers them, without running any test (mutmut reads its settings from the working directory's pyproject).
+GENERATE = """
+import json, sys
+from difflib import unified_diff
+from pathlib import Path
+import libcst
+from mutmut.mutation.diff_apply import read_mutant_function, read_original_function
+from mutmut.mutation.file_mutation import mutate_file_contents
+from mutmut.utils.format_utils import get_mutant_name
+repo, diffs = Path(sys.argv[1]), {}
+for path in sys.argv[2:]:
+    mutated = mutate_file_contents(path, (repo / path).read_text())
+    module = libcst.parse_module(mutated.code)
+    for short in mutated.mutant_names:
+        name = get_mutant_name(Path(path), short)
+        a, b = (libcst.Module([f]).code.strip().split("\\n") for f in (read_original_function(module, name), read_mutant_function(module, name)))
+        diffs[name] = "\\n".join(unified_diff(a, b, path, path, lineterm=""))
+print(json.dumps(diffs))
+"""
+
+
+@pytest.mark.slow
+def test_every_equivalence_argument_names_the_mutant_it_was_written_for(tmp_path: Path) -> None:
+    # A change to a function renumbers its mutants: an argument's name may come to name another mutant, a real one.
+    files = sorted({re.split(r"\.x[_ǁ]", name)[0].replace(".", "/") + ".py" for name in MUTATION.EQUIVALENT})
+    (tmp_path / "pyproject.toml").write_text('[tool.mutmut]\nsource_paths = ["."]\n')
+    generated = subprocess.run(
+        [sys.executable, "-c", GENERATE, str(REPO), *files],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    diffs = json.loads(generated.stdout)
+    wrong = {
+        name: MUTATION.added_lines(diffs[name]) if name in diffs else "no such mutant"
+        for name, (line, _) in MUTATION.EQUIVALENT.items()
+        if name not in diffs or not MUTATION.fits(diffs[name], line)
+    }
+    assert not wrong, wrong
 
 
 @pytest.mark.parametrize(

@@ -58,11 +58,12 @@ users:
 
 def stack_files() -> list[Path]:
     """Every Pulumi.<stack>.yaml the repository tracks: not a user's own stack (`pulumi stack init` writes one
-    beside them, perhaps with secrets under another passphrase). Outside a git checkout, every one there."""
+    beside them, perhaps with secrets under another passphrase). Outside a git checkout, or in an untracked copy
+    of one (mutmut's, under runs/mutation/), every one there."""
     listed = subprocess.run(
         ["git", "ls-files", "Pulumi.*.yaml"], cwd=REPO_ROOT, capture_output=True, text=True, check=False
     )
-    if listed.returncode:
+    if listed.returncode or not listed.stdout.split():
         return sorted(REPO_ROOT.glob("Pulumi.*.yaml"))
     return sorted(REPO_ROOT / name for name in listed.stdout.split())
 

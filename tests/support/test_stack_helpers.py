@@ -29,3 +29,15 @@ def test_outside_a_git_checkout_every_stack_file_there(
     monkeypatch.setattr(stack_helpers, "REPO_ROOT", tmp_path)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     assert stack_helpers.stack_files() == [tmp_path / "Pulumi.dev.yaml", tmp_path / "Pulumi.gpu.yaml"]
+
+
+def test_in_an_untracked_copy_inside_a_checkout_every_stack_file_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # mutmut's copy of the repository under runs/mutation/ (ignored): git lists no stack file there.
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    copy = tmp_path / "runs" / "mutants"
+    copy.mkdir(parents=True)
+    (copy / "Pulumi.dev.yaml").write_text("config: {}\n")
+    monkeypatch.setattr(stack_helpers, "REPO_ROOT", copy)
+    assert stack_helpers.stack_files() == [copy / "Pulumi.dev.yaml"]

@@ -375,6 +375,8 @@ def launcher(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
 
 STOP_TRACEBACK = ["Traceback (most recent call last):\n", '  File "run.py", line 9, in main\n',
                   f"{TORCHRUN_STOPPED} Process 7 got signal: 15\n"]  # fmt: skip
+# A frame indented by a tab.
+TAB_STOP_TRACEBACK = [STOP_TRACEBACK[0], '\tFile "run.py", line 9\n', STOP_TRACEBACK[2]]
 OTHER_TRACEBACK = ["Traceback (most recent call last):\n", '\tFile "train.py", line 3\n', "ValueError: bad\n"]
 
 
@@ -383,6 +385,7 @@ OTHER_TRACEBACK = ["Traceback (most recent call last):\n", '\tFile "train.py", l
     [
         (["a\n", "b\n"], ["a\n", "b\n"]),
         (["a\n", *STOP_TRACEBACK, "b\n"], ["a\n", "b\n"]),
+        (["a\n", *TAB_STOP_TRACEBACK, "b\n"], ["a\n", "b\n"]),
         (["a\n", *OTHER_TRACEBACK, "b\n"], ["a\n", *OTHER_TRACEBACK, "b\n"]),
         (["a\n", *STOP_TRACEBACK[:2]], ["a\n", *STOP_TRACEBACK[:2]]),  # cut off: what was held is shown
     ],
