@@ -18,22 +18,30 @@ import ast
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 
 DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+DocumentedNode = ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef
 
 
 def git(*args: str) -> str:
     return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
 
 
-def docstring_lines(source: str) -> int:
-    lines = 0
-    for node in ast.walk(ast.parse(source)):
+def documented(tree: ast.AST) -> Iterator[DocumentedNode]:
+    """The modules, classes and functions whose first statement is a docstring."""
+    for node in ast.walk(tree):
         if isinstance(node, DOCUMENTED) and node.body and isinstance(node.body[0], ast.Expr):
             value = node.body[0].value
             if isinstance(value, ast.Constant) and isinstance(value.value, str):
-                lines += (node.body[0].end_lineno or node.body[0].lineno) - node.body[0].lineno + 1
-    return lines
+                yield node
+
+
+def docstring_lines(source: str) -> int:
+    return sum(
+        (node.body[0].end_lineno or node.body[0].lineno) - node.body[0].lineno + 1
+        for node in documented(ast.parse(source))
+    )
 
 
 def files_at(ref: str) -> set[str]:
@@ -48,11 +56,8 @@ def code(name: str, source: str) -> object:
             line.strip() for line in source.splitlines() if line.strip() and not line.lstrip().startswith("#")
         ]
     tree = ast.parse(source)
-    for node in ast.walk(tree):
-        if isinstance(node, DOCUMENTED) and node.body and isinstance(node.body[0], ast.Expr):
-            value = node.body[0].value
-            if isinstance(value, ast.Constant) and isinstance(value.value, str):
-                node.body = node.body[1:] or [ast.Pass()]
+    for node in list(documented(tree)):
+        node.body = node.body[1:] or [ast.Pass()]
     return ast.dump(tree)
 
 
