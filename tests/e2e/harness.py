@@ -211,14 +211,16 @@ def hold_run_lock() -> IO[str] | None:
     return handle
 
 
+def labelled_containers(label: str) -> list[str]:
+    """The IDs of this engine's containers, running or not, that carry label (KEY=VALUE)."""
+    return subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label={label}"], capture_output=True, text=True, check=False
+    ).stdout.split()
+
+
 def remove_test_cluster(cluster: str = E2E_CLUSTER) -> list[str]:
     """Removes a test cluster an interrupted run left (down.sh); what of it was there."""
-    listed = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=dev.trainstack.e2e-cluster={cluster}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
+    listed = labelled_containers(f"dev.trainstack.e2e-cluster={cluster}")
     if not listed:
         return []
     with tempfile.TemporaryDirectory() as state:

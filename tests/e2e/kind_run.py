@@ -28,7 +28,7 @@ import yaml
 from components.cluster.kind import kind_shared_directory
 from components.cluster.provider import SHARED_STORAGE_PATH
 from tests.e2e.faults import LOSS_TOLERANCE, reference_loss
-from tests.e2e.harness import CACHE, check, read_env_file
+from tests.e2e.harness import CACHE, check, labelled_containers, read_env_file
 from tests.e2e.real_run import NAMESPACE, Run, training_settings
 
 KIND_FIXTURE = Path(__file__).resolve().parent / "kind"
@@ -261,10 +261,7 @@ def kind_cleanup(
     before a run, what an interrupted one left. What of them was there."""
     found = []
     for cluster in clusters:
-        label = f"label={KIND_CLUSTER_LABEL}={cluster}"
-        nodes = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True, check=False
-        ).stdout.split()
+        nodes = labelled_containers(f"{KIND_CLUSTER_LABEL}={cluster}")
         if nodes:
             found.append(f"kind cluster {cluster}")
             subprocess.run(["docker", "rm", "-f", "-v", *nodes], capture_output=True, check=False)
