@@ -18,7 +18,11 @@ from trainer.model import GPT, GPTConfig
 def model_config(config: TrainConfig, vocab_size: int) -> GPTConfig:
     model = config.model
     return GPTConfig(
-        vocab_size, model.block_size, **config.model_shape(), dropout=model.dropout, bias=model.bias
+        vocab_size=vocab_size,
+        block_size=model.block_size,
+        **config.model_shape(),
+        dropout=model.dropout,
+        bias=model.bias,
     )
 
 
