@@ -283,7 +283,6 @@ def gpu_operator_values(args: GpuOperatorArgs) -> dict[str, Any]:
 class GpuOperator(pulumi.ComponentResource):
     """The GPU Operator Helm release, its namespace, the time-slicing config and a readiness gate."""
 
-    release: k8s.helm.v3.Release
     # Ready once the toolkit restarted containerd and the validator passed: all else on the cluster waits.
     ready: pulumi.Resource
 
@@ -332,7 +331,7 @@ class GpuOperator(pulumi.ComponentResource):
             )
         # helm.v3.Release: a v4 Chart renders at preview, before the cluster exists (pulumi-kubernetes#3027).
         values = gpu_operator_values(args)
-        self.release = k8s.helm.v3.Release(
+        release = k8s.helm.v3.Release(
             name,
             name="gpu-operator",
             chart="gpu-operator",
@@ -350,6 +349,6 @@ class GpuOperator(pulumi.ComponentResource):
             environment=environment,
             # A new chart version or new values restart the toolkit: wait again.
             triggers=[args.version, json.dumps(values, sort_keys=True)],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[release]),
         )
-        self.register_outputs({"status": self.release.status})
+        self.register_outputs({"status": release.status})

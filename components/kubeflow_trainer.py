@@ -164,8 +164,6 @@ def webhook_patch_digest() -> str:
 class KubeflowTrainer(pulumi.ComponentResource):
     """The Trainer Helm release and a readiness gate that TrainJobs wait for."""
 
-    release: k8s.helm.v3.Release
-
     def __init__(
         self,
         name: str,
@@ -193,7 +191,7 @@ class KubeflowTrainer(pulumi.ComponentResource):
             environment={"CHART_CRDS": " ".join(CHART_CRDS)},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
         )
-        self.release = k8s.helm.v3.Release(
+        release = k8s.helm.v3.Release(
             name,
             name=TRAINER_CHART_NAME,
             **chart_source(args.chart, args.version),
@@ -210,7 +208,7 @@ class KubeflowTrainer(pulumi.ComponentResource):
             kubeconfig=kubeconfig,
             script=READINESS_SCRIPT,
             environment={"NAMESPACE": TRAINER_NAMESPACE, "WEBHOOKS": " ".join(WEBHOOK_CONFIGURATIONS)},
-            triggers=[self.release.version],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
+            triggers=[release.version],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[release]),
         )
-        self.register_outputs({"status": self.release.status})
+        self.register_outputs({"status": release.status})

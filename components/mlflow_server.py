@@ -70,8 +70,6 @@ def mlflow_args(values: Values, namespace: str) -> MlflowServerArgs | None:
 class MlflowServer(pulumi.ComponentResource):
     """PersistentVolumeClaim, Deployment and Service of an MLflow tracking server."""
 
-    tracking_uri: pulumi.Output[str]
-
     def __init__(
         self,
         name: str,
@@ -163,5 +161,4 @@ class MlflowServer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=start_after),
         )
         self.ready = [deployment, service]
-        self.tracking_uri = service.metadata.apply(lambda _: tracking_uri(args.namespace))
-        self.register_outputs({"trackingUri": self.tracking_uri})
+        self.register_outputs({})

@@ -57,15 +57,13 @@ def monitoring_args(
 class TrainingMonitoring(pulumi.ComponentResource):
     """The metrics Service and the optional PodMonitor."""
 
-    service_name: pulumi.Output[str]
-
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("trainstack:index:TrainingMonitoring", name, None, opts)
         labels = {
             "app.kubernetes.io/name": f"{args.job_name}-metrics",
             "app.kubernetes.io/part-of": "trainstack",
         }
-        service = k8s.core.v1.Service(
+        k8s.core.v1.Service(
             f"{name}-service",
             metadata={"name": f"{args.job_name}-metrics", "namespace": args.namespace, "labels": labels},
             spec={
@@ -74,7 +72,6 @@ class TrainingMonitoring(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.service_name = service.metadata.name
         if args.pod_monitor:
             k8s.apiextensions.CustomResource(
                 f"{name}-pod-monitor",
@@ -84,4 +81,4 @@ class TrainingMonitoring(pulumi.ComponentResource):
                 spec=pod_monitor_spec(args),
                 opts=pulumi.ResourceOptions(parent=self),
             )
-        self.register_outputs({"serviceName": self.service_name})
+        self.register_outputs({})

@@ -185,7 +185,6 @@ K3S_NODE_IMPORT_SCRIPT = script("root.sh", "trainer_image_k3s_node_import.sh")
 
 
 class TrainerImage(pulumi.ComponentResource):
-    image: docker.Image
     # What the TrainJob runs: the registry digest when pushed, else the content tag; pinned: tag@image ID.
     reference: pulumi.Output[str]
     pinned: pulumi.Output[str]
@@ -213,7 +212,7 @@ class TrainerImage(pulumi.ComponentResource):
                 server=args.registry.server, username=args.registry.username, password=password
             )
             login = {"REGISTRY_USERNAME": args.registry.username, "REGISTRY_PASSWORD": password}
-        self.image = docker.Image(
+        image = docker.Image(
             name,
             image_name=image_name,
             build=docker.DockerBuildArgs(
@@ -234,9 +233,9 @@ class TrainerImage(pulumi.ComponentResource):
             interpreter=BASH,
             environment={"IMAGE": image_name},
             triggers=[image_name],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.image]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[image]),
         )
-        digest = self.image.repo_digest
+        digest = image.repo_digest
         if args.push:
             self.reference = self.pinned = digest
             # pulumi-docker never deletes what it pushed: this does, once a new image replaced it (or on destroy).
@@ -246,13 +245,13 @@ class TrainerImage(pulumi.ComponentResource):
                 interpreter=BASH,
                 environment={"IMAGE_DIGEST": digest, **login},
                 triggers=[digest],
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.image]),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[image]),
             )
         else:
             # Unpushed, the digest is the local image ID: not pullable, but it pins what was loaded.
             self.reference = digest.apply(lambda _: image_name)
             self.pinned = digest.apply(lambda image_id: f"{image_name}@{image_id}")
-        self._deliver(name, args.delivery, image_name, digest, cluster_identity, list(deliver_after))
+        self._deliver(name, args.delivery, image_name, digest, cluster_identity, [image, *deliver_after])
         if args.push and prepull is not None:
             self._prepull(name, prepull)
         self.register_outputs({"image": self.pinned})
@@ -273,7 +272,7 @@ class TrainerImage(pulumi.ComponentResource):
                 interpreter=BASH,
                 environment={"IMAGE": image_name, **environment},
                 triggers=[digest, cluster_identity],  # a new cluster has no images
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.image, *deliver_after]),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=deliver_after),
             )
 
         if isinstance(delivery, KindLoad):
