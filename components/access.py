@@ -97,15 +97,14 @@ class Access(pulumi.ComponentResource):
         self.image_pull_secret = None
         if args.registry is not None:
             registry = args.registry
-            payload: pulumi.Output[str] = pulumi.Output.from_input(registry.password).apply(
+            payload = pulumi.Output.secret(registry.password).apply(
                 lambda password: docker_config_json(registry.server, registry.username, password)
             )
-            secret_payload: pulumi.Output[str] = pulumi.Output.secret(payload)
             pull = k8s.core.v1.Secret(
                 f"{name}-registry",
                 metadata={"name": REGISTRY_SECRET, "namespace": args.namespace},
                 type="kubernetes.io/dockerconfigjson",
-                string_data={".dockerconfigjson": secret_payload},
+                string_data={".dockerconfigjson": payload},
                 opts=in_namespace,
             )
             self.image_pull_secret = pull.metadata.name
