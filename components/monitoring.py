@@ -44,9 +44,8 @@ def metrics_port(values: Values) -> int:
 
 
 def monitoring_args(
-    values: Values, *, namespace: str, job_name: str, rank0_labels: Mapping[str, str]
+    values: Values, number: int, *, namespace: str, job_name: str, rank0_labels: Mapping[str, str]
 ) -> MonitoringArgs | None:
-    number = metrics_port(values)
     if not number:
         return None
     return MonitoringArgs(

@@ -93,7 +93,7 @@ def parse_settings(
     )
     rank0 = training_job.rank0_labels(job.job_name)
     metrics = monitoring.monitoring_args(
-        values, namespace=namespace, job_name=job.job_name, rank0_labels=rank0
+        values, port, namespace=namespace, job_name=job.job_name, rank0_labels=rank0
     )
     trainer = kubeflow_trainer.trainer_args(values, on_k3s=cluster.kind == "k3s")
     existing = cluster.existing if ask_api_server else None
