@@ -15,6 +15,7 @@ from typing import Any
 
 import pulumi
 import yaml
+from pulumi.runtime import config as runtime_config
 
 PROJECT = "trainstack"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -150,16 +151,12 @@ def label_value(text: str) -> str:
 
 # pulumi.Config reads one key it is asked for; finding unknown keys needs them all, which only the runtime lists.
 def stack_values() -> dict[str, Any]:
-    from pulumi.runtime import config as runtime_config
-
     prefix = f"{PROJECT}:"
     merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     return {key[len(prefix) :]: value for key, value in merged.items() if key.startswith(prefix)}
 
 
 def is_secret(key: str) -> bool:
-    from pulumi.runtime import config as runtime_config
-
     # upstream: pulumi/pulumi sdk/python/cmd/pulumi-language-python/main.go @ v3.259.0 (PULUMI_CONFIG_SECRET_KEYS)
     full_key = f"{PROJECT}:{key}"
     return full_key in runtime_config.get_config_secret_keys_env() or runtime_config.is_config_secret(
