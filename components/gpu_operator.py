@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import pulumi
@@ -81,10 +82,6 @@ class GpuSetup:
     summary: str  # one line saying which, logged at every preview and update
 
 
-class GpuSetupError(ValueError):
-    """gpuOperator cannot be honoured on this cluster; the message says why and what to set."""
-
-
 def inventory_from_api(answers: Mapping[str, tuple[int, Any]]) -> GpuInventory | None:
     """From (HTTP status, JSON body) per INVENTORY_PATHS key; None on 401/403 (exec-plugin credentials, RBAC)."""
     if any(status in (401, 403) for status, _ in answers.values()):
@@ -114,6 +111,7 @@ def inventory_from_api(answers: Mapping[str, tuple[int, Any]]) -> GpuInventory |
 
 def gpu_setup(mode: str, args: GpuOperatorArgs, inventory: GpuInventory | None) -> GpuSetup:
     """inventory: an existing cluster's; None for one the stack creates or whose API would not tell."""
+    refuse = partial(error, "gpuOperator")  # why it cannot be honoured and what to set
     installed = f"GPU Operator {args.version}: installed by the stack"
     if inventory is not None and inventory.distribution:
         args = replace(args, distribution=inventory.distribution)
@@ -121,14 +119,14 @@ def gpu_setup(mode: str, args: GpuOperatorArgs, inventory: GpuInventory | None) 
     install = GpuSetup(args, RUNTIME_CLASS, installed)
     if args.cluster_kind != "existing":
         if mode == "skip":
-            raise GpuSetupError(
+            raise refuse(
                 "may be skip only when clusterKind is existing: a cluster the stack creates has no device"
                 " plugin but the operator's (allowed here: auto, install)"
             )
         return install
     if inventory is None:
         if mode == "auto":
-            raise GpuSetupError(
+            raise refuse(
                 "auto cannot tell whether the cluster already offers GPUs (its API refused to list nodes,"
                 " ClusterPolicies or RuntimeClasses with these credentials): set install or skip"
             )
@@ -139,7 +137,7 @@ def gpu_setup(mode: str, args: GpuOperatorArgs, inventory: GpuInventory | None) 
         )
     if args.owner and inventory.namespace_owner == args.owner:  # a later `up` of the stack that installed it
         if mode == "skip":
-            raise GpuSetupError(
+            raise refuse(
                 "may not be skip while this stack's own GPU Operator is installed: destroy the stack to remove"
                 " it, or keep auto"
             )
@@ -149,17 +147,17 @@ def gpu_setup(mode: str, args: GpuOperatorArgs, inventory: GpuInventory | None) 
         # The stack installs the operator unless something is in the way (for auto only the namespace can be).
         but = "install, but" if mode == "install" else "auto would install the GPU Operator, but"
         if inventory.has_operator:
-            raise GpuSetupError(
+            raise refuse(
                 f"{but} the cluster already runs the GPU Operator (a ClusterPolicy exists): set auto or skip to"
                 " use it"
             )
         if inventory.gpu_nodes:
-            raise GpuSetupError(
+            raise refuse(
                 f"{but} nodes already advertise {GPU_RESOURCE} ({', '.join(sorted(inventory.gpu_nodes))}):"
                 " another device plugin runs there; set auto or skip to use it"
             )
         if inventory.namespace_owner is not None:
-            raise GpuSetupError(
+            raise refuse(
                 f"{but} the namespace {GPU_OPERATOR_NAMESPACE} exists and is not this stack's: delete it or set"
                 " skip"
             )
@@ -216,15 +214,12 @@ def gpu_operator_args(
 def checked_gpu_setup(
     mode: str, operator: GpuOperatorArgs, inventory: GpuInventory | None, decided_by_up: bool = False
 ) -> GpuSetup:
-    """gpu_setup as a StackConfigError. decided_by_up: the cluster was not asked (check_stack); auto waits."""
+    """gpu_setup, time slicing checked against it. decided_by_up: the cluster was not asked (check_stack); auto waits."""
     if decided_by_up and mode == "auto":
         return GpuSetup(
             None, None, "GPU Operator: decided by `up` from what the cluster offers (gpuOperator auto)"
         )
-    try:
-        setup = gpu_setup(mode, operator, inventory)
-    except GpuSetupError as failure:
-        raise error("gpuOperator", str(failure)) from None
+    setup = gpu_setup(mode, operator, inventory)
     if setup.operator is None and operator.time_slicing_replicas:
         raise error(
             "gpuTimeSlicingReplicas",

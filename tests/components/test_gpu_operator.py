@@ -24,11 +24,11 @@ from components.gpu_operator import (
     GpuInventory,
     GpuOperator,
     GpuOperatorArgs,
-    GpuSetupError,
     gpu_operator_values,
     gpu_setup,
     inventory_from_api,
 )
+from components.settings import StackConfigError
 from tests.support.shell_stubs import run_file, stub_tools
 from tests.support.stack_helpers import evaluate
 
@@ -234,7 +234,7 @@ def test_a_cluster_without_gpu_software_gets_the_operator() -> None:
 def test_the_stacks_own_operator_is_kept_on_a_later_up() -> None:
     ours = inventory({"n1": 1}, "nvidia", ("nvidia",), owner="trainstack.gpu")
     assert gpu_setup("auto", args("existing"), ours).operator is not None
-    with pytest.raises(GpuSetupError, match="this stack's own GPU Operator"):
+    with pytest.raises(StackConfigError, match="this stack's own GPU Operator"):
         gpu_setup("skip", args("existing"), ours)
 
 
@@ -253,7 +253,7 @@ def test_the_stacks_own_operator_is_kept_on_a_later_up() -> None:
 def test_gpu_operator_choices_that_cannot_work_are_refused(
     mode: str, kind: str, found: GpuInventory | None, message: str
 ) -> None:
-    with pytest.raises(GpuSetupError, match=message):
+    with pytest.raises(StackConfigError, match=message):
         gpu_setup(mode, args(kind), found)
 
 
