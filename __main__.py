@@ -84,12 +84,7 @@ job = TrainingJob(
     hf_token_key=HF_TOKEN_KEY,
     image_pull_secret=access.image_pull_secret,
     kubeconfig=cluster.kubectl_kubeconfig,
-    start_after=[
-        trainer,
-        image,
-        *([gpu_operator] if gpu_operator else []),
-        *(mlflow.ready if mlflow else []),
-    ],
+    start_after=[trainer, image, *(mlflow.ready if mlflow else [])],
     runtime_class=settings.gpu.runtime_class if settings.gpu else None,
     opts=on_cluster,
 )

@@ -198,7 +198,7 @@ class TrainingJob(pulumi.ComponentResource):
         runtime_class: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """start_after: what must be ready before the TrainJob (Trainer, GPU Operator, image);
+        """start_after: what must be ready before the TrainJob (Trainer, image, MLflow server);
         runtime_class: the one the training pods name (the GPU Operator's), None for none."""
         super().__init__("trainstack:index:TrainingJob", name, None, opts)
         access_modes = [args.checkpoint_access_mode]
