@@ -155,10 +155,8 @@ def trainer_args(values: Values, on_k3s: bool) -> KubeflowTrainerArgs:
 
 
 def webhook_patch_digest() -> str:
-    digest = hashlib.sha256()
-    for path in WEBHOOK_PATCH_FILES:
-        digest.update((REPO_ROOT / path).read_bytes())
-    return digest.hexdigest()[:16]
+    content = b"".join((REPO_ROOT / path).read_bytes() for path in WEBHOOK_PATCH_FILES)
+    return hashlib.sha256(content).hexdigest()[:16]
 
 
 class KubeflowTrainer(pulumi.ComponentResource):
