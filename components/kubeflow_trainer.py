@@ -196,7 +196,6 @@ class KubeflowTrainer(pulumi.ComponentResource):
             namespace=TRAINER_NAMESPACE,
             values=merged_values(BASE_VALUES, args.values),
             postrender=f"./{K3S_WEBHOOK_POSTRENDER.as_posix()}" if patched else None,
-            # Diffed: a changed patch upgrades the release.
             description=f"trainstack webhook patch {webhook_patch_digest()}" if patched else None,
             timeout=600,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, crds]),
