@@ -184,6 +184,30 @@ K3S_IMPORT_SCRIPT = script("trainer_image_k3s_import.sh")
 K3S_NODE_IMPORT_SCRIPT = script("root.sh", "trainer_image_k3s_node_import.sh")
 
 
+def delivery_commands(delivery: Delivery | None) -> list[tuple[str, str, dict[str, str]]]:
+    """What brings an unpushed image into the nodes: (name suffix, script, environment) per command."""
+    if isinstance(delivery, KindLoad):
+        return [("kind-load", KIND_LOAD_SCRIPT, {"KIND_CLUSTER": delivery.cluster_name})]
+    if isinstance(delivery, DockerNodesImport):
+        labels = {"CLUSTER_LABEL": delivery.label, "CLUSTER": delivery.cluster_name}
+        return [("node-import", DOCKER_NODES_IMPORT_SCRIPT, labels)]
+    if isinstance(delivery, K3sImport) and delivery.hosts is None:
+        return [("k3s-import", K3S_IMPORT_SCRIPT, {"NODE_IMPORT": K3S_NODE_IMPORT_SCRIPT})]
+    if isinstance(delivery, K3sImport) and delivery.hosts is not None:
+        hosts = delivery.hosts
+        login = {
+            "NODE_IMPORT": K3S_NODE_IMPORT_SCRIPT,
+            "SSH_USER": hosts.user,
+            "SSH_PORT": str(hosts.port),
+            "SSH_KEY": str(hosts.private_key_path),
+        }
+        return [
+            (f"k3s-import-{i}", K3S_IMPORT_SCRIPT, {**login, "SSH_HOST": host})
+            for i, host in enumerate(hosts.all)
+        ]
+    return []
+
+
 class TrainerImage(pulumi.ComponentResource):
     # What the TrainJob runs: the registry digest when pushed, else the content tag; pinned: tag@image ID.
     reference: pulumi.Output[str]
@@ -251,47 +275,18 @@ class TrainerImage(pulumi.ComponentResource):
             # Unpushed, the digest is the local image ID: not pullable, but it pins what was loaded.
             self.reference = digest.apply(lambda _: image_name)
             self.pinned = digest.apply(lambda image_id: f"{image_name}@{image_id}")
-        self._deliver(name, args.delivery, image_name, digest, cluster_identity, [image, *deliver_after])
-        if args.push and prepull is not None:
-            self._prepull(name, prepull)
-        self.register_outputs({"image": self.pinned})
-
-    def _deliver(
-        self,
-        name: str,
-        delivery: Delivery | None,
-        image_name: str,
-        digest: pulumi.Output[str],
-        cluster_identity: pulumi.Input[str],
-        deliver_after: list[pulumi.Resource],
-    ) -> None:
-        def command(suffix: str, script_text: str, environment: dict[str, str]) -> None:
+        for suffix, script_text, environment in delivery_commands(args.delivery):
             local.Command(
                 f"{name}-{suffix}",
                 create=script_text,
                 interpreter=BASH,
                 environment={"IMAGE": image_name, **environment},
                 triggers=[digest, cluster_identity],  # a new cluster has no images
-                opts=pulumi.ResourceOptions(parent=self, depends_on=deliver_after),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[image, *deliver_after]),
             )
-
-        if isinstance(delivery, KindLoad):
-            command("kind-load", KIND_LOAD_SCRIPT, {"KIND_CLUSTER": delivery.cluster_name})
-        elif isinstance(delivery, DockerNodesImport):
-            labels = {"CLUSTER_LABEL": delivery.label, "CLUSTER": delivery.cluster_name}
-            command("node-import", DOCKER_NODES_IMPORT_SCRIPT, labels)
-        elif isinstance(delivery, K3sImport) and delivery.hosts is None:
-            command("k3s-import", K3S_IMPORT_SCRIPT, {"NODE_IMPORT": K3S_NODE_IMPORT_SCRIPT})
-        elif isinstance(delivery, K3sImport) and delivery.hosts is not None:
-            hosts = delivery.hosts
-            login = {
-                "NODE_IMPORT": K3S_NODE_IMPORT_SCRIPT,
-                "SSH_USER": hosts.user,
-                "SSH_PORT": str(hosts.port),
-                "SSH_KEY": str(hosts.private_key_path),
-            }
-            for index, host in enumerate(hosts.all):
-                command(f"k3s-import-{index}", K3S_IMPORT_SCRIPT, {**login, "SSH_HOST": host})
+        if args.push and prepull is not None:
+            self._prepull(name, prepull)
+        self.register_outputs({"image": self.pinned})
 
     def _prepull(self, name: str, prepull: PrePull) -> None:
         """Pods pulling the pushed image on every node the job may use; `up` does not wait (skipAwait)."""
