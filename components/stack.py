@@ -30,8 +30,6 @@ from components.cluster import (
     check_api_server,
     read_custom_resource_definition,
 )
-from components.cluster_config import asked
-from components.settings import error
 
 
 @dataclass(frozen=True)
@@ -98,13 +96,13 @@ def parse_settings(
     trainer = kubeflow_trainer.trainer_args(values, on_k3s=cluster.kind == "k3s")
     existing = cluster.existing if ask_api_server else None
     if existing is not None:
-        asked(check_api_server, existing)
-        crd = asked(read_custom_resource_definition, existing, kubeflow_trainer.JOBSET_CRD)
+        cluster_config.asked(check_api_server, existing)
+        crd = cluster_config.asked(read_custom_resource_definition, existing, kubeflow_trainer.JOBSET_CRD)
         runtime = training_runtime.training_runtime_spec(job, "image")["template"]["spec"]
         kubeflow_trainer.check_jobset_crd(crd, runtime, existing.source_key)
     gpu_setup = None
     if gpu is not None:
-        answers = asked(ask_api, existing, gpu_operator.INVENTORY_PATHS) if existing else None
+        answers = cluster_config.asked(ask_api, existing, gpu_operator.INVENTORY_PATHS) if existing else None
         inventory = gpu_operator.inventory_from_api(answers) if answers else None
         undecided = cluster.existing is not None and not ask_api_server
         gpu_setup = gpu_operator.checked_gpu_setup(*gpu, inventory, decided_by_up=undecided)
@@ -119,7 +117,7 @@ def load_settings() -> StackSettings:
     raw = settings.stack_values()
     kubeconfig = raw.get("kubeconfig")
     if kubeconfig is not None and not settings.is_secret("kubeconfig"):
-        raise error("kubeconfig", settings.KUBECONFIG_NOT_SECRET)
+        raise settings.error("kubeconfig", settings.KUBECONFIG_NOT_SECRET)
     return parse_settings(
         {key: value for key, value in raw.items() if key not in settings.SECRET_KEYS},
         hf_token=config.get_secret("hfToken"),
