@@ -90,6 +90,7 @@ def training_runtime_spec(
                     "spec": {
                         "restartPolicy": "Never",
                         **({"runtimeClassName": runtime_class} if runtime_class else {}),
+                        **({"priorityClassName": args.priority_class} if args.priority_class else {}),
                         "securityContext": pod_security,
                         "containers": [
                             {
@@ -112,8 +113,6 @@ def training_runtime_spec(
         pod_template["containers"][0]["ports"] = [
             {"name": METRICS_PORT_NAME, "containerPort": args.metrics_port, "protocol": "TCP"}
         ]
-    if args.priority_class:
-        pod_template["priorityClassName"] = args.priority_class
     return {
         "mlPolicy": {"numNodes": 1, "torch": {}},
         "template": {
