@@ -112,10 +112,6 @@ def _train_config(
         ) from None
 
 
-def job_name(values: Values) -> str:
-    return settings.matching(values, "trainJobName", settings.DNS_LABEL, settings.DNS_LABEL_RULE)
-
-
 def quantities(values: Values) -> dict[str, str]:
     found = {
         key: settings.matching(values, key, settings.QUANTITY, settings.QUANTITY_RULE)
@@ -140,7 +136,7 @@ def job_args(
     stack_keys: Mapping[str, tuple[str, str]],
 ) -> TrainingJobArgs:
     """shared_storage_path: "" for none; stack_keys: training keys other components set (value, stack key)."""
-    name = job_name(values)
+    name = settings.matching(values, "trainJobName", settings.DNS_LABEL, settings.DNS_LABEL_RULE)
     sizes = quantities(values)
     priority_class, priority = _priority(values, name)
     store = checkpoints.object_store(values, name)
