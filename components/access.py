@@ -78,11 +78,8 @@ class Access(pulumi.ComponentResource):
         )
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
         self.namespace = namespace.metadata.name
-        account = k8s.core.v1.ServiceAccount(
-            f"{name}-service-account",
-            metadata={"name": args.service_account, "namespace": args.namespace},
-            opts=in_namespace,
-        )
+        identity = k8s.meta.v1.ObjectMetaArgs(name=args.service_account, namespace=args.namespace)
+        account = k8s.core.v1.ServiceAccount(f"{name}-service-account", metadata=identity, opts=in_namespace)
         self.service_account = account.metadata.name
         self.hf_token_secret = None
         if args.hf_token is not None:
@@ -118,15 +115,10 @@ class Access(pulumi.ComponentResource):
             )
             for kind, name in readable
         ]
-        role = k8s.rbac.v1.Role(
-            f"{name}-role",
-            metadata={"name": args.service_account, "namespace": args.namespace},
-            rules=rules,
-            opts=in_namespace,
-        )
+        role = k8s.rbac.v1.Role(f"{name}-role", metadata=identity, rules=rules, opts=in_namespace)
         k8s.rbac.v1.RoleBinding(
             f"{name}-role-binding",
-            metadata={"name": args.service_account, "namespace": args.namespace},
+            metadata=identity,
             role_ref={"api_group": "rbac.authorization.k8s.io", "kind": "Role", "name": args.service_account},
             subjects=[{"kind": "ServiceAccount", "name": args.service_account, "namespace": args.namespace}],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[role, account]),
