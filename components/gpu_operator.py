@@ -278,7 +278,6 @@ def gpu_operator_values(args: GpuOperatorArgs) -> dict[str, Any]:
 class GpuOperator(pulumi.ComponentResource):
     """The GPU Operator Helm release, its namespace, the time-slicing config and a readiness gate."""
 
-    # Ready once the toolkit restarted containerd and the validator passed: all else on the cluster waits.
     ready: pulumi.Resource
 
     def __init__(
