@@ -62,8 +62,9 @@ image = TrainerImage(
     ),
 )
 # Optional: a tracking server the job logs to (it must answer before the job starts).
-mlflow = (
-    MlflowServer(
+mlflow = None
+if settings.mlflow_server:
+    mlflow = MlflowServer(
         "mlflow",
         settings.mlflow_server,
         image=image.reference,
@@ -71,9 +72,6 @@ mlflow = (
         start_after=[access, image],
         opts=on_cluster,
     )
-    if settings.mlflow_server
-    else None
-)
 job = TrainingJob(
     "training",
     settings.job,
