@@ -99,6 +99,7 @@ class MlflowServer(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self, depends_on=start_after),
         )
+        health = {"path": HEALTH_PATH, "port": "http"}
         pod_spec: dict[str, Any] = {
             "security_context": {
                 "run_as_non_root": True,
@@ -115,15 +116,8 @@ class MlflowServer(pulumi.ComponentResource):
                     "env": [{"name": key, "value": value} for key, value in SERVER_ENVIRONMENT.items()],
                     "ports": [{"name": "http", "container_port": PORT}],
                     # The first start creates and migrates the SQLite schema, which takes a while.
-                    "startup_probe": {
-                        "http_get": {"path": HEALTH_PATH, "port": "http"},
-                        "period_seconds": 5,
-                        "failure_threshold": 60,
-                    },
-                    "readiness_probe": {
-                        "http_get": {"path": HEALTH_PATH, "port": "http"},
-                        "period_seconds": 10,
-                    },
+                    "startup_probe": {"http_get": health, "period_seconds": 5, "failure_threshold": 60},
+                    "readiness_probe": {"http_get": health, "period_seconds": 10},
                     "resources": {
                         "requests": {"cpu": "100m", "memory": "512Mi"},
                         "limits": {"memory": "2Gi"},
