@@ -137,12 +137,9 @@ def object_store(values: Values, job_name: str) -> ObjectStore | None:
             f"must name the Secret in the namespace that holds {' and '.join(S3_SECRET_KEYS)} when"
             " checkpointS3Url is set",
         )
-    if not _DNS_SUBDOMAIN.fullmatch(secret):
-        raise error("checkpointS3Secret", f"must be a Secret name (a DNS-1123 subdomain), got {secret!r}")
+    matching(values, "checkpointS3Secret", _DNS_SUBDOMAIN, "a Secret name (a DNS-1123 subdomain)")
     endpoint = str(values["checkpointS3Endpoint"])
-    if endpoint and not _ENDPOINT.fullmatch(endpoint):
-        raise error(
-            "checkpointS3Endpoint",
-            f"must be an http:// or https:// URL such as http://minio.storage.svc:9000 (no credentials in it), got {endpoint!r}",
-        )
+    if endpoint:
+        rule = "an http:// or https:// URL such as http://minio.storage.svc:9000 (no credentials in it)"
+        matching(values, "checkpointS3Endpoint", _ENDPOINT, rule)
     return ObjectStore(job_paths(job_name, url)["checkpoint.dir"], secret, endpoint, region)
