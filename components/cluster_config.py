@@ -8,16 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from components.cluster import (
-    ClusterArgs,
-    DockerNodes,
-    ExistingCluster,
-    KubeconfigError,
-    RemoteHosts,
-    host_gpu_count,
-    provider_for,
-    read_kubeconfig,
-)
+from components.cluster import provider_for
+from components.cluster.kind import host_gpu_count
+from components.cluster.kubeconfig import KubeconfigError, read_kubeconfig
+from components.cluster.provider import ClusterArgs, DockerNodes, ExistingCluster, RemoteHosts
 from components.settings import DNS_LABEL, DNS_LABEL_RULE, Values, at_least, error, matching, one_of, port
 
 T = TypeVar("T")

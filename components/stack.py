@@ -22,14 +22,10 @@ from components import (
     training_job_config,
     training_runtime,
 )
-from components.cluster import (
-    DOCKER_CLUSTER_LABEL,
-    SHARED_STORAGE_PATH,
-    ClusterArgs,
-    ask_api,
-    check_api_server,
-    read_custom_resource_definition,
-)
+from components.cluster.existing import ask_api
+from components.cluster.k3s_docker import DOCKER_CLUSTER_LABEL
+from components.cluster.kubeconfig import check_api_server, read_custom_resource_definition
+from components.cluster.provider import SHARED_STORAGE_PATH, ClusterArgs
 
 
 @dataclass(frozen=True)

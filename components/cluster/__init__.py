@@ -7,43 +7,13 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.cluster.existing import Existing, ask_api
-from components.cluster.k3s_docker import DOCKER_CLUSTER_LABEL, K3sDocker
+from components.cluster.existing import Existing
+from components.cluster.k3s_docker import K3sDocker
 from components.cluster.k3s_local import K3sLocal
 from components.cluster.k3s_remote import K3sRemote
-from components.cluster.kind import Kind, host_gpu_count
-from components.cluster.kubeconfig import (
-    KubeconfigError,
-    check_api_server,
-    read_custom_resource_definition,
-    read_kubeconfig,
-)
-from components.cluster.provider import (
-    SHARED_STORAGE_PATH,
-    ClusterArgs,
-    ClusterProvider,
-    DockerNodes,
-    ExistingCluster,
-    RemoteHosts,
-)
+from components.cluster.kind import Kind
+from components.cluster.provider import ClusterArgs, ClusterProvider
 from components.shell import KubeconfigFile
-
-__all__ = [
-    "DOCKER_CLUSTER_LABEL",
-    "SHARED_STORAGE_PATH",
-    "Cluster",
-    "ClusterArgs",
-    "DockerNodes",
-    "ExistingCluster",
-    "KubeconfigError",
-    "RemoteHosts",
-    "ask_api",
-    "check_api_server",
-    "host_gpu_count",
-    "provider_for",
-    "read_custom_resource_definition",
-    "read_kubeconfig",
-]
 
 
 def provider_for(args: ClusterArgs) -> ClusterProvider:

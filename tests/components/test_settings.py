@@ -9,7 +9,7 @@ import pulumi
 import pytest
 import yaml
 
-from components.cluster import RemoteHosts
+from components.cluster.provider import RemoteHosts
 from components.settings import SECRET_KEYS, StackConfigError, declared_keys, label_value, resolve_values
 from components.stack import load_settings, parse_settings
 from components.trainer_image import CPU_BUILD_ARGS, DockerNodesImport, K3sImport, KindLoad

@@ -10,7 +10,8 @@ import pulumi
 import pytest
 
 from components.access import RegistryCredentials
-from components.cluster import DOCKER_CLUSTER_LABEL, RemoteHosts
+from components.cluster.k3s_docker import DOCKER_CLUSTER_LABEL
+from components.cluster.provider import RemoteHosts
 from components.shell import BASH, script
 from components.trainer_image import (
     DOCKER_NODES_IMPORT_SCRIPT,

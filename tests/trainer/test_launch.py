@@ -598,17 +598,17 @@ def test_the_launcher_checks_a_checkpoint_before_any_worker(tmp_path: Path) -> N
 
 
 def test_the_launcher_checks_an_object_store_before_any_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    """checkpoint.dir = s3://bucket/prefix is no directory to look for: the store is asked (newest_manifest: it
+    """checkpoint.dir = s3://bucket/prefix is no directory to look for: the store is asked (open_storage's check: it
     answers, the credentials may write there)."""
     refused = "checkpoint.dir: s3://bucket/ckpt (endpoint http://store): access denied"
     asked: list[str] = []
 
-    def newest_manifest(directory: str) -> None:
-        asked.append(directory)
+    def open_storage(directory: str, check: bool = False) -> None:
+        asked.append(f"{directory} check={check}")
         raise ConfigError(refused)
 
-    monkeypatch.setattr("trainer.checkpoint.storage.newest_manifest", newest_manifest)
+    monkeypatch.setattr("trainer.checkpoint.storage.open_storage", open_storage)
     config = load_config(str(TINY_CONFIG), ["checkpoint.dir=s3://bucket/ckpt", "output.dir=x"])
     with pytest.raises(ConfigError) as raised:
         check_resumable(config)
-    assert str(raised.value) == refused and asked == ["s3://bucket/ckpt"]
+    assert str(raised.value) == refused and asked == ["s3://bucket/ckpt check=True"]

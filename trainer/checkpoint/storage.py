@@ -22,26 +22,19 @@ def open_storage(directory: str, check: bool = False) -> Storage:
     return storage
 
 
-def newest_manifest(directory: str) -> tuple[Storage, str, dict[str, Any]] | None:
-    """The newest published checkpoint whose manifest reads (no checksums); None if none."""
-    storage = open_storage(directory, check=True)
+def resume_problem(directory: str) -> str | None:
+    """Why a run cannot start on checkpoint.dir (one line), or None; for `launch` and `train`, before work:
+    the store usable now, the newest readable manifest (no checksums) of a layout this trainer reads."""
+    try:
+        storage = open_storage(directory, check=True)
+    except ConfigError as error:
+        return str(error)
     for _, tag in storage.published():
         manifest = storage.manifest(tag)
         if manifest is not None:
-            return storage, tag, manifest
+            problem = unsupported(manifest)
+            return f"checkpoint.dir: {storage.describe(tag)} is {problem}" if problem else None
     return None
-
-
-def resume_problem(directory: str) -> str | None:
-    """Why a run cannot start on checkpoint.dir (one line), or None; for `launch` and `train`, before work."""
-    try:
-        newest = newest_manifest(directory)
-    except ConfigError as error:
-        return str(error)
-    if newest is None or not unsupported(newest[2]):
-        return None
-    storage, tag, manifest = newest
-    return f"checkpoint.dir: {storage.describe(tag)} is {unsupported(manifest)}"
 
 
 def newest_verified(storage: Storage) -> tuple[str, dict[str, Any]] | None:

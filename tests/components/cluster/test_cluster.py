@@ -10,13 +10,19 @@ import pulumi
 import pytest
 import yaml
 
-from components.cluster import Cluster, ClusterArgs, DockerNodes, ExistingCluster, RemoteHosts, provider_for
+from components.cluster import Cluster, provider_for
 from components.cluster.existing import Existing
 from components.cluster.k3s_docker import K3sDocker
 from components.cluster.k3s_local import K3sLocal
 from components.cluster.k3s_remote import K3sRemote
 from components.cluster.kind import Kind
-from components.cluster.provider import ClusterProvider
+from components.cluster.provider import (
+    ClusterArgs,
+    ClusterProvider,
+    DockerNodes,
+    ExistingCluster,
+    RemoteHosts,
+)
 from components.cluster.scripts import PACKAGE
 from components.shell import COMPONENTS_DIR
 from tests.components.cluster.stubs import package_scripts

@@ -7,9 +7,10 @@ from pathlib import Path
 import pulumi
 import pytest
 
-from components.cluster import Cluster, ClusterArgs, ExistingCluster, read_kubeconfig
+from components.cluster import Cluster
 from components.cluster.existing import ask_api
-from components.cluster.kubeconfig import KUBECONFIG_KEY, parse_kubeconfig
+from components.cluster.kubeconfig import KUBECONFIG_KEY, parse_kubeconfig, read_kubeconfig
+from components.cluster.provider import ClusterArgs, ExistingCluster
 from components.shell import kubectl_command
 from tests.support.fake_apiserver import fake_api_server
 from tests.support.shell_stubs import run_text, stub_tools

@@ -8,7 +8,7 @@ import pulumi
 import pytest
 import yaml
 
-from components.cluster import Cluster, ClusterArgs
+from components.cluster import Cluster
 from components.cluster.k3s import (
     INSTALL_SCRIPT,
     UNINSTALL_SCRIPT,
@@ -16,6 +16,7 @@ from components.cluster.k3s import (
     k3s_server_flags,
     rewrite_kubeconfig_server,
 )
+from components.cluster.provider import ClusterArgs
 from tests.components.cluster.stubs import (
     FAKE_INSTALLER,
     POSIX_SH,

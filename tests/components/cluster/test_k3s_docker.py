@@ -8,9 +8,9 @@ from pathlib import Path
 import pulumi
 import yaml
 
-from components.cluster import DOCKER_CLUSTER_LABEL, Cluster, ClusterArgs, DockerNodes
-from components.cluster.k3s_docker import CREATE_SCRIPT, DELETE_SCRIPT
-from components.cluster.provider import SHARED_STORAGE_PATH
+from components.cluster import Cluster
+from components.cluster.k3s_docker import CREATE_SCRIPT, DELETE_SCRIPT, DOCKER_CLUSTER_LABEL
+from components.cluster.provider import SHARED_STORAGE_PATH, ClusterArgs, DockerNodes
 from tests.components.cluster.stubs import calls, run, stub_tools
 from tests.support.stack_helpers import contains_secret, evaluate
 

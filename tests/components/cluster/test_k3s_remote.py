@@ -8,9 +8,9 @@ import pulumi
 import pytest
 import yaml
 
-from components.cluster import Cluster, ClusterArgs, RemoteHosts
+from components.cluster import Cluster
 from components.cluster.k3s_remote import install_script, nfs_scripts, uninstall_script
-from components.cluster.provider import SHARED_STORAGE_PATH
+from components.cluster.provider import SHARED_STORAGE_PATH, ClusterArgs, RemoteHosts
 from tests.components.cluster.stubs import FAKE_INSTALLER, POSIX_SH, ROOT_ID, USER_ID, calls, run, stub_tools
 from tests.support.stack_helpers import contains_secret, evaluate, reveal
 

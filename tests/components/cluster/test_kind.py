@@ -9,7 +9,7 @@ import pulumi
 import pytest
 import yaml
 
-from components.cluster import Cluster, ClusterArgs
+from components.cluster import Cluster
 from components.cluster.kind import (
     CREATE_SCRIPT,
     DELETE_SCRIPT,
@@ -18,7 +18,7 @@ from components.cluster.kind import (
     kind_shared_directory,
     render_kind_config,
 )
-from components.cluster.provider import SHARED_STORAGE_PATH
+from components.cluster.provider import SHARED_STORAGE_PATH, ClusterArgs
 from tests.components.cluster.stubs import calls, run, stub_tools
 from tests.support.stack_helpers import contains_secret, evaluate
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from components.cluster import Cluster, ClusterArgs, DockerNodes, RemoteHosts
+from components.cluster import Cluster
 from components.cluster.kind import kind_shared_directory
-from components.cluster.provider import SHARED_STORAGE_PATH
+from components.cluster.provider import SHARED_STORAGE_PATH, ClusterArgs, DockerNodes, RemoteHosts
 from tests.components.cluster.stubs import POSIX_SH, ROOT_ID, calls, run, stub_tools
 from tests.support.stack_helpers import Registration, evaluate, reveal
 
