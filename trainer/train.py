@@ -21,7 +21,7 @@ from trainer.config import ConfigError, TrainConfig
 from trainer.dataset import DataError, TokenCache, TokenData, train_batch, val_batch
 from trainer.distributed import DistContext, any_rank, broadcast_from_main, first_problem, mean_over_ranks
 from trainer.engine import Engine, build_engine, enable_tf32, model_config
-from trainer.metrics import MetricsLog, Outcome, closing_line, mfu, peak_flops
+from trainer.metrics import MetricsLog, Outcome, duration, mfu, peak_flops
 from trainer.model import GPT
 from trainer.progress import TrainJobStatusReporter
 from trainer.run_state import RunState
@@ -359,20 +359,29 @@ class Trainer:
         val_loss: float | None = None,
         checkpoint: str | None = None,
     ) -> None:
+        """Rank 0's last line, for a person. outcome: finished, nothing (already done) or the signal's name."""
         if self.log is None:
             return
-        line = closing_line(
-            outcome,
-            start_step=start_step,
-            step=self.step,
-            max_steps=self.config.train.max_steps,
-            seconds=time.time() - self.clock.origin,
-            loss=self.last_loss,
-            val_loss=val_loss,
-            tokens_per_sec=tokens_per_sec,
-            checkpoint_dir=self.config.checkpoint.dir,
-            checkpoint=checkpoint or tag_for(self.step),
-            metrics_path=self.log.path,
-            reason=self.stop_reason,
-        )
+        step, max_steps, reason = self.step, self.config.train.max_steps, self.stop_reason
+        measured = (("loss", self.last_loss), ("val_loss", val_loss))
+        losses = ", ".join(f"{name} {value:.4f}" for name, value in measured if value is not None)
+        took = duration(time.time() - self.clock.origin)
+        rate = f", {tokens_per_sec:,.0f} tokens/s" if tokens_per_sec else ""
+        where = f"checkpoints in {self.config.checkpoint.dir} (newest {checkpoint or tag_for(step)})"
+        path = self.log.path
+        curve = f"metrics in {path} (the curve: python -m trainer plot --metrics {path} --out loss.png)"
+        if outcome == "nothing":
+            why = reason or f"train.max_steps ({max_steps}) was already reached"
+            line = (
+                f"nothing to train: resumed at step {step} and {why}; raise train.max_steps to train on"
+                f" ({losses}); {where}; {curve}"
+            )
+        elif outcome == "finished":
+            what = f"trained steps {start_step}→{step}" + (f" ({reason})" if reason else f" of {max_steps}")
+            line = f"done: {what} in {took}{rate}; {losses or 'no loss measured'}; {where}; {curve}"
+        else:
+            line = (
+                f"stopped by {outcome} at step {step} of {max_steps} after {took}{rate}"
+                f"{'; ' + losses if losses else ''}; {where}; run the same command again to resume"
+            )
         print(line, file=sys.stderr, flush=True)
