@@ -100,9 +100,8 @@ def tokenize_unit(source: Source, unit: Unit, encoding_name: str) -> np.ndarray:
             parts.append(end_of_text)
     if not parts:
         return np.zeros(0, dtype=token_dtype(encoding))
-    return np.concatenate(
-        parts, dtype=token_dtype(encoding), casting="unsafe"
-    )  # ids < n_vocab: loses nothing
+    # ids < n_vocab: the unsafe cast loses nothing
+    return np.concatenate(parts, dtype=token_dtype(encoding), casting="unsafe")
 
 
 def _check_ids(ids: np.ndarray, vocab_size: int, where: str) -> None:
