@@ -18,8 +18,8 @@ from trainer.checkpoint.layout import tag_for
 from trainer.checkpoint.storage import resume_problem
 from trainer.checkpoint.store import CheckpointStore, Write
 from trainer.config import ConfigError, TrainConfig
-from trainer.dataset import DataError, TokenCache, TokenData, train_batch, val_batch
-from trainer.distributed import DistContext, any_rank, broadcast_from_main, first_problem, mean_over_ranks
+from trainer.dataset import TokenCache, train_batch, val_batch
+from trainer.distributed import DistContext, any_rank, broadcast_from_main, mean_over_ranks, on_every_rank
 from trainer.engine import Engine, build_engine, enable_tf32, model_config
 from trainer.metrics import MetricsLog, Outcome, duration, mfu, peak_flops
 from trainer.model import GPT
@@ -40,19 +40,6 @@ def to_device(
     return torch.from_numpy(batch[0]), torch.from_numpy(batch[1])
 
 
-def open_data(cache: TokenCache) -> TokenData:
-    """The prepared shards; one a rank cannot use stops every rank with the same line."""
-    data, problem = None, None
-    try:
-        data = cache.open()
-    except DataError as error:
-        problem = str(error)
-    if (problem := first_problem(problem)) is not None:
-        raise DataError(problem)
-    assert data is not None
-    return data
-
-
 class Trainer:
     def __init__(
         self,
@@ -67,7 +54,7 @@ class Trainer:
         self.clock = clock or StartupClock()
         self.clock.lap("startup")
         train = config.train
-        self.data = open_data(cache)
+        self.data = on_every_rank(cache.open)  # data a rank cannot use stops every rank
         self.clock.lap("data")
         torch.manual_seed(train.seed)  # the same initial weights on every rank
         self.model = GPT(model_config(config, self.data.vocab_size))
