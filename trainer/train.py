@@ -15,12 +15,12 @@ import torch
 
 from trainer import PREEMPTED_EXIT_CODE
 from trainer.checkpoint.layout import tag_for
-from trainer.checkpoint.storage import resume_problem
 from trainer.checkpoint.store import CheckpointStore, Write
 from trainer.config import ConfigError, TrainConfig
 from trainer.dataset import TokenCache, train_batch, val_batch
-from trainer.distributed import DistContext, any_rank, broadcast_from_main, mean_over_ranks, on_every_rank
+from trainer.distributed import DistContext, any_rank, mean_over_ranks, on_every_rank
 from trainer.engine import Engine, build_engine, enable_tf32, model_config
+from trainer.launch import check_resumable
 from trainer.metrics import MetricsLog, Outcome, duration, mfu, peak_flops
 from trainer.model import GPT
 from trainer.progress import TrainJobStatusReporter
@@ -63,9 +63,7 @@ class Trainer:
         if context.device.type == "cuda":
             enable_tf32()
         # rank 0's look at checkpoint.dir decides for every rank
-        problem = broadcast_from_main(resume_problem(config.checkpoint.dir) if context.is_main else None)
-        if problem:
-            raise ConfigError(problem)
+        on_every_rank(lambda: check_resumable(config) if context.is_main else None)
         self.engine: Engine = build_engine(self.model, config, context.device, context.world_size)
         self.clock.lap("engine")
         torch.manual_seed(train.seed + context.rank)  # dropout differs between ranks
