@@ -47,8 +47,7 @@ def free_port() -> int:
 
 
 # upstream: pytorch/pytorch torch/distributed/elastic/agent/server/local_elastic_agent.py @ v2.13.0
-IDENTITY_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-REQUIRED_IDENTITY = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+REQUIRED_IDENTITY = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")  # + LOCAL_WORLD_SIZE
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ def process_identity(env: Mapping[str, str], cuda_devices: int) -> ProcessIdenti
             raise ConfigError(
                 f"{name} {state}: under torchrun every process needs all of {', '.join(REQUIRED_IDENTITY)}"
             )
-    value = {name: env[name].strip() for name in IDENTITY_VARIABLES if env.get(name, "").strip()}
+    value = {name: env[name].strip() for name in REQUIRED_IDENTITY}
     world_size = whole_number("WORLD_SIZE", value["WORLD_SIZE"], "a process count >= 1", 1)
     rank = whole_number(
         "RANK",
@@ -81,7 +80,7 @@ def process_identity(env: Mapping[str, str], cuda_devices: int) -> ProcessIdenti
     )
     local_world = whole_number(  # unset: the whole world is local
         "LOCAL_WORLD_SIZE",
-        value.get("LOCAL_WORLD_SIZE", str(world_size)),
+        env.get("LOCAL_WORLD_SIZE", "").strip() or str(world_size),
         f"a process count from 1 to WORLD_SIZE={world_size}",
         1,
         world_size,
