@@ -58,7 +58,7 @@ def test_cache_is_built_once_and_keyed_by_content(tmp_path: Path) -> None:
     cache = TokenCache(section, block_size=16)
     cache.prepare()
     data = cache.open()
-    tokens = np.concatenate([data.train, data.val])
+    tokens = np.concatenate([data.train[:], data.val[:]])
     encoding = byte_encoding()
     expected = [*encoding.encode_ordinary((corpus / "a.txt").read_text()), 256]
     assert tokens[: len(expected)].tolist() == expected
@@ -130,7 +130,7 @@ def test_each_split_needs_one_window_plus_its_target_and_the_smallest_one_is_sam
     cache.prepare()
     data = cache.open()
     tokens = [*text.encode(), 256]
-    assert (np.asarray(data.train).tolist(), np.asarray(data.val).tolist()) == (tokens[:17], tokens[17:])
+    assert (data.train[:].tolist(), data.val[:].tolist()) == (tokens[:17], tokens[17:])
     inputs, targets = train_batch(data, 2, 16, seed=1, rank=0, step=0, micro_step=0)
     assert inputs.tolist() == [tokens[:16]] * 2 and targets.tolist() == [tokens[1:17]] * 2
     val_inputs, val_targets = val_batch(data, 2, 16, seed=1, rank=0, index=0)
@@ -170,7 +170,7 @@ def test_files_are_read_as_utf_8_with_bad_bytes_replaced_and_globs_recurse(tmp_p
     cache.prepare()
     data = cache.open()
     replacement = list("\ufffd".encode())  # U+FFFD in UTF-8
-    assert np.concatenate([data.train, data.val]).tolist() == [*([*b"caf", *replacement, 32] * 20), 256]
+    assert np.concatenate([data.train[:], data.val[:]]).tolist() == [*([*b"caf", *replacement, 32] * 20), 256]
     assert data.describe == f"1 file(s) at {nested / 'scene.txt'}"
     assert data.vocab_size == 257
     assert isinstance(data.train, TokenView) and isinstance(data.val, TokenView)
@@ -259,7 +259,7 @@ def test_a_hugging_face_dataset_is_loaded_with_its_config_split_and_token(
     cache.prepare()
     assert set(loaded) == {("user/plays", "small", "train", "hf_not_a_real_token")}
     data = cache.open()
-    assert np.concatenate([data.train, data.val]).tolist() == [*b"to be", 256, *b"or not", 256]
+    assert np.concatenate([data.train[:], data.val[:]]).tolist() == [*b"to be", 256, *b"or not", 256]
     assert data.describe == "Hugging Face dataset user/plays"
     assert TokenCache(data_section(tmp_path, **settings), block_size=2).path == cache.path
     fingerprint[0] = "fingerprint-2"  # the dataset changed upstream: another cache

@@ -36,7 +36,7 @@ def section(tmp_path: Path, path: Any, **settings: Any) -> Any:
 
 def all_tokens(cache: TokenCache) -> list[int]:
     data = cache.open()
-    return [*np.asarray(data.train).tolist(), *np.asarray(data.val).tolist()]
+    return [*data.train[:].tolist(), *data.val[:].tolist()]
 
 
 def files_of(directory: Path) -> dict[str, bytes]:
@@ -160,8 +160,8 @@ def test_llmc_bins_are_read_past_their_header(tmp_path: Path) -> None:
     manifest = cache.prepare()
     assert [s.offset for s in manifest.shards] == [LLMC_HEADER_BYTES] * 3
     data = cache.open()
-    assert np.asarray(data.train).tolist() == list(range(1, 201))
-    assert np.asarray(data.val).tolist() == [255] * 50
+    assert data.train[:].tolist() == list(range(1, 201))
+    assert data.val[:].tolist() == [255] * 50
 
 
 @pytest.mark.parametrize(
