@@ -28,10 +28,11 @@ from trainer.shards import (
     inspect_bin,
     read_manifest,
     shard_of_bytes,
+    split_of_name,
     write_manifest_bytes,
 )
 from trainer.shared_files import HeldLock, sha256_of, write_once
-from trainer.sources import Source, Unit, documents, read_bytes, resolve_source, unit_split
+from trainer.sources import Source, Unit, documents, read_bytes, resolve_source
 
 BUSY_POLL_SECONDS = 0.5
 CHECK_CHUNK_TOKENS = 1 << 22  # token ids hashed and checked at a time
@@ -126,7 +127,7 @@ def _scan_token_file(shard: Shard, vocab_size: int, describe: str) -> str:
 
 def _token_file(source: Source, unit: Unit, target: Path, vocab_size: int) -> tuple[Shard, bool]:
     """A *.bin unit: named in place (a local file) or copied in whole (from a bucket)."""
-    split = unit_split(unit)
+    split = split_of_name(unit.location)
     if source.s3_url is None:
         shard = inspect_bin(Path(unit.location), split)
         return dataclasses.replace(shard, sha256=_scan_token_file(shard, vocab_size, source.describe)), False

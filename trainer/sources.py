@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import S3_URL_SHAPE, ConfigError, DataSection, parse_s3_url
-from trainer.shards import DataError, split_of_name
+from trainer.shards import DataError
 
 HF_SCHEME = "hf://"
 TEXT_SUFFIXES = {".txt": "text", ".jsonl": "jsonl", ".bin": "bin"}
@@ -274,7 +274,3 @@ def documents(source: Source, unit: Unit) -> list[tuple[str, bool]]:
         if value:
             pieces.append((value, True))
     return pieces
-
-
-def unit_split(unit: Unit) -> str:
-    return split_of_name(unit.location) if unit.kind == "bin" else ""
