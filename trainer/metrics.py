@@ -44,9 +44,9 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def clean(value: Any) -> Any:
+def clean(fields: Mapping[str, Any]) -> dict[str, Any]:
     """JSON has no NaN or infinity: null."""
-    return None if isinstance(value, float) and not math.isfinite(value) else value
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in fields.items()}
 
 
 class ProgressBar:
@@ -109,7 +109,7 @@ class MetricsLog:
         self.sinks: list[MetricsSink] = []  # added once the run's start step is known (Trainer.start_sinks)
 
     def record(self, **fields: Any) -> None:
-        cleaned = {key: clean(value) for key, value in fields.items()}
+        cleaned = clean(fields)
         line = json.dumps(cleaned)
         if self.bar:
             self.bar.clear()
@@ -128,7 +128,7 @@ class MetricsLog:
     def summary(self, **fields: Any) -> None:
         if self.bar:
             self.bar.clear()
-        cleaned = {key: clean(value) for key, value in fields.items()}
+        cleaned = clean(fields)
         write_replacing(self.dir / "summary.json", (json.dumps(cleaned, indent=2) + "\n").encode("utf-8"))
         for sink in self.sinks:
             sink.summary(cleaned)
