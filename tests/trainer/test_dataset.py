@@ -19,7 +19,7 @@ import tiktoken
 from trainer.config import load_config
 from trainer.dataset import DataError, TokenCache, train_batch, val_batch
 from trainer.prepare import byte_encoding, get_encoding, token_dtype
-from trainer.shards import TokenView
+from trainer.shards import MANIFEST, TokenView
 from trainer.sources import find_text_files
 
 from .conftest import REPO, TINY_CONFIG, trainer_env
@@ -69,11 +69,11 @@ def test_cache_is_built_once_and_keyed_by_content(tmp_path: Path) -> None:
     names = sorted(p.name for p in cache.directory.iterdir())
     assert names == [".locks", "manifest.json", "shard_000000.bin", "shard_000001.bin"]
 
-    mtime = cache.path.stat().st_mtime_ns
+    mtime = (cache.directory / MANIFEST).stat().st_mtime_ns
     TokenCache(section, block_size=16).prepare()
-    assert cache.path.stat().st_mtime_ns == mtime  # reused, not rebuilt
+    assert (cache.directory / MANIFEST).stat().st_mtime_ns == mtime  # reused, not rebuilt
     (corpus / "b.txt").write_text("a different play " * 60)
-    assert TokenCache(section, block_size=16).path != cache.path
+    assert TokenCache(section, block_size=16).directory != cache.directory
 
 
 def test_glob_selects_files(tmp_path: Path) -> None:
@@ -207,7 +207,7 @@ def test_caches_go_into_a_new_nested_directory_and_share_an_existing_one(tmp_pat
         (tmp_path / "corpus.txt").write_text(word * 20)
         cache = TokenCache(data_section(tmp_path, path=tmp_path / "corpus.txt", cache_dir=cache_dir), 16)
         cache.prepare()
-        paths.append(cache.path)
+        paths.append(cache.directory / MANIFEST)
     assert sorted(p.name for p in cache_dir.iterdir()) == sorted(p.parent.name for p in paths)
     assert paths[0] != paths[1] and all(p.is_file() for p in paths)
 
@@ -261,9 +261,9 @@ def test_a_hugging_face_dataset_is_loaded_with_its_config_split_and_token(
     data = cache.open()
     assert np.concatenate([data.train[:], data.val[:]]).tolist() == [*b"to be", 256, *b"or not", 256]
     assert data.describe == "Hugging Face dataset user/plays"
-    assert TokenCache(data_section(tmp_path, **settings), block_size=2).path == cache.path
+    assert TokenCache(data_section(tmp_path, **settings), block_size=2).directory == cache.directory
     fingerprint[0] = "fingerprint-2"  # the dataset changed upstream: another cache
-    assert TokenCache(data_section(tmp_path, **settings), block_size=2).path != cache.path
+    assert TokenCache(data_section(tmp_path, **settings), block_size=2).directory != cache.directory
 
     with pytest.raises(DataError) as error:
         TokenCache(data_section(tmp_path, **{**settings, "text_field": "body"}), block_size=2)

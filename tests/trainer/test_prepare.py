@@ -19,7 +19,7 @@ from trainer import prepare as prepare_module
 from trainer.config import load_config
 from trainer.dataset import DataError, TokenCache, train_batch, val_batch
 from trainer.prepare import byte_encoding, prepare, prepared_directory, shard_path
-from trainer.shards import LLMC_HEADER_BYTES, LLMC_MAGIC, OPEN_MAPS, Shard, TokenView, read_manifest
+from trainer.shards import LLMC_HEADER_BYTES, LLMC_MAGIC, MANIFEST, OPEN_MAPS, Shard, TokenView, read_manifest
 from trainer.sources import resolve_source
 
 from .conftest import REPO, TINY_CONFIG, trainer_env
@@ -181,7 +181,7 @@ def test_a_bad_token_file_is_one_line_and_nothing_is_published(
     with pytest.raises(DataError) as error:
         cache.prepare()
     assert message in str(error.value) and "\n" not in str(error.value)
-    assert not cache.path.exists()
+    assert not (cache.directory / MANIFEST).exists()
 
 
 def test_text_and_token_files_do_not_mix(tmp_path: Path) -> None:
