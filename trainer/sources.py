@@ -211,7 +211,7 @@ def hf_source(data: DataSection) -> Source:
 
 
 def resolve_source(data: DataSection) -> Source:
-    if data.path.startswith("s3://") or data.path.lower().startswith("s3:"):
+    if data.path.lower().startswith("s3:"):  # s3://, and a mistyped S3:// or s3:/ too
         return s3_source(data)
     if data.hf_dataset or data.path.startswith(HF_SCHEME) or _is_saved_dataset(Path(data.path).expanduser()):
         return hf_source(data)
