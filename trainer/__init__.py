@@ -8,5 +8,3 @@ USAGE_EXIT_CODE = 2  # bad config or data (one line on stderr)
 STATUS_DIR_ENV = "TRAINSTACK_STATUS_DIR"
 # torchrun's wait from SIGTERM to SIGKILL of its workers (30 s unset); the stack matches the pod's grace period
 SHUTDOWN_TIMEOUT_ENV = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"
-
-__all__ = ["PREEMPTED_EXIT_CODE", "SHUTDOWN_TIMEOUT_ENV", "STATUS_DIR_ENV", "USAGE_EXIT_CODE"]

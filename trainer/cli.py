@@ -10,16 +10,12 @@ from pathlib import Path
 import yaml
 
 from trainer import USAGE_EXIT_CODE
-from trainer.config import ConfigError, TrainConfig, load_config
+from trainer.config import ConfigError, load_config
 from trainer.writable import check_writable, directory_problem
 
 
-def _config(args: argparse.Namespace) -> TrainConfig:
-    return load_config(args.config, args.overrides)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = load_config(args.config, args.overrides)
     check_writable(config)  # before anything is written
     from trainer.launch import shutdown_timeout_warning
     from trainer.worker import report_exit_code, train
@@ -36,7 +32,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = load_config(args.config, args.overrides)
     check_writable(config)
     from trainer.prepare import get_encoding
     from trainer.sources import resolve_source
@@ -49,7 +45,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = load_config(args.config, args.overrides)
     from trainer.prepare import run_prepare
 
     run_prepare(config.data, args.workers)
@@ -57,7 +53,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_print_config(args: argparse.Namespace) -> int:
-    print(yaml.safe_dump(_config(args).to_dict(), sort_keys=False), end="")
+    print(yaml.safe_dump(load_config(args.config, args.overrides).to_dict(), sort_keys=False), end="")
     return 0
 
 

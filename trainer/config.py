@@ -128,7 +128,7 @@ class _Section(BaseModel):
 
 
 class ModelSection(_Section):
-    preset: Literal["tiny", "mini", "small", "gpt2-124m", "gpt2-350m", "gpt2-774m", "gpt2-1558m"]
+    preset: Literal[tuple(MODEL_PRESETS)]  # type: ignore[valid-type]  # MODEL_PRESETS' names, stated once
     n_layer: Positive | None = None  # None: the preset's value
     n_head: Positive | None = None
     n_embd: Positive | None = None

@@ -11,7 +11,7 @@ import numpy as np
 
 from trainer.config import DataSection
 from trainer.prepare import get_encoding, prepare, prepared_directory, wait_for_manifest
-from trainer.shards import MANIFEST, DataError, Manifest, TokenView, read_manifest, split_views
+from trainer.shards import DataError, Manifest, TokenView, read_manifest, split_views
 from trainer.sources import resolve_source
 
 __all__ = ["DataError", "TokenCache", "TokenData", "train_batch", "val_batch"]
@@ -35,7 +35,6 @@ class TokenCache:
         self.encoding = get_encoding(data.encoding)
         self.source = resolve_source(data)
         self.directory = prepared_directory(data, self.source)
-        self.path = self.directory / MANIFEST
 
     def prepare(self, workers: int = 0) -> Manifest:
         manifest, _ = prepare(self.data, workers, self.source)

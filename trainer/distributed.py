@@ -8,10 +8,10 @@ import gc
 import os
 import socket
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -22,6 +22,7 @@ import torch.distributed.nn.functional
 
 from trainer.config import ConfigError, whole_number
 
+T = TypeVar("T")
 PROCESS_GROUP_TIMEOUT = timedelta(minutes=30)  # rank 0 may tokenize a corpus while the others wait
 
 
@@ -46,8 +47,7 @@ def free_port() -> int:
 
 
 # upstream: pytorch/pytorch torch/distributed/elastic/agent/server/local_elastic_agent.py @ v2.13.0
-IDENTITY_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-REQUIRED_IDENTITY = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+REQUIRED_IDENTITY = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")  # + LOCAL_WORLD_SIZE
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def process_identity(env: Mapping[str, str], cuda_devices: int) -> ProcessIdenti
             raise ConfigError(
                 f"{name} {state}: under torchrun every process needs all of {', '.join(REQUIRED_IDENTITY)}"
             )
-    value = {name: env[name].strip() for name in IDENTITY_VARIABLES if env.get(name, "").strip()}
+    value = {name: env[name].strip() for name in REQUIRED_IDENTITY}
     world_size = whole_number("WORLD_SIZE", value["WORLD_SIZE"], "a process count >= 1", 1)
     rank = whole_number(
         "RANK",
@@ -80,7 +80,7 @@ def process_identity(env: Mapping[str, str], cuda_devices: int) -> ProcessIdenti
     )
     local_world = whole_number(  # unset: the whole world is local
         "LOCAL_WORLD_SIZE",
-        value.get("LOCAL_WORLD_SIZE", str(world_size)),
+        env.get("LOCAL_WORLD_SIZE", "").strip() or str(world_size),
         f"a process count from 1 to WORLD_SIZE={world_size}",
         1,
         world_size,
@@ -184,11 +184,18 @@ def mean_over_ranks(value: float, device: torch.device) -> float:
     return float(total.item()) / dist.get_world_size()
 
 
-def first_problem(problem: str | None) -> str | None:
-    """The first rank's problem, on every rank (also a barrier): they all stop on the same line."""
-    problems: list[str | None] = [None] * dist.get_world_size()
+def on_every_rank(attempt: Callable[[], T]) -> T:
+    """attempt()'s result; the first rank's ConfigError raised on every rank (also a barrier): one line for all."""
+    result, problem = None, None
+    try:
+        result = attempt()
+    except ConfigError as error:
+        problem = error
+    problems: list[ConfigError | None] = [None] * dist.get_world_size()
     dist.all_gather_object(problems, problem)
-    return next((p for p in problems if p), None)
+    if (first := next((p for p in problems if p is not None), None)) is not None:
+        raise first
+    return result  # type: ignore[return-value]  # attempt() returned: no problem on this rank
 
 
 def broadcast_from_main(item: Any) -> Any:

@@ -135,9 +135,9 @@ def worker_start(
 ) -> tuple[list[str], dict[str, str]]:
     """(command, variables): one process per fixed node is the worker itself (torchrun costs an import)."""
     identity = node_identity(env)
-    if identity.nproc_per_node != "1" or ":" in identity.nnodes:
-        return torchrun_command(config_path, overrides, env), {}
     shutdown_timeout(env)
+    if identity.nproc_per_node != "1" or ":" in identity.nnodes:
+        return torchrun_command(config_path, overrides, identity), {}
     command = [sys.executable, *train_arguments(config_path, overrides)]
     if identity.master_port is None:
         return command, {}
@@ -154,11 +154,9 @@ def worker_start(
     }
 
 
-def torchrun_command(config_path: str, overrides: list[str], env: Mapping[str, str]) -> list[str]:
+def torchrun_command(config_path: str, overrides: list[str], identity: NodeIdentity) -> list[str]:
     """torchrun reads TORCH_ELASTIC_SHUTDOWN_TIMEOUT itself, so no option is passed.
     upstream: pytorch/pytorch torch/distributed/launcher/api.py LaunchConfig.__post_init__ @ v2.13.0"""
-    identity = node_identity(env)
-    shutdown_timeout(env)
     port = identity.master_port
     if port is None:
         from trainer.distributed import free_port  # imports torch

@@ -44,9 +44,9 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def clean(value: Any) -> Any:
+def clean(fields: Mapping[str, Any]) -> dict[str, Any]:
     """JSON has no NaN or infinity: null."""
-    return None if isinstance(value, float) and not math.isfinite(value) else value
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in fields.items()}
 
 
 class ProgressBar:
@@ -109,7 +109,7 @@ class MetricsLog:
         self.sinks: list[MetricsSink] = []  # added once the run's start step is known (Trainer.start_sinks)
 
     def record(self, **fields: Any) -> None:
-        cleaned = {key: clean(value) for key, value in fields.items()}
+        cleaned = clean(fields)
         line = json.dumps(cleaned)
         if self.bar:
             self.bar.clear()
@@ -128,7 +128,7 @@ class MetricsLog:
     def summary(self, **fields: Any) -> None:
         if self.bar:
             self.bar.clear()
-        cleaned = {key: clean(value) for key, value in fields.items()}
+        cleaned = clean(fields)
         write_replacing(self.dir / "summary.json", (json.dumps(cleaned, indent=2) + "\n").encode("utf-8"))
         for sink in self.sinks:
             sink.summary(cleaned)
@@ -147,40 +147,3 @@ def duration(seconds: float) -> str:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
-
-
-def closing_line(
-    outcome: str,
-    *,
-    start_step: int,
-    step: int,
-    max_steps: int,
-    seconds: float,
-    loss: float | None,
-    val_loss: float | None,
-    tokens_per_sec: float | None,
-    checkpoint_dir: str,
-    checkpoint: str | None,
-    metrics_path: Path,
-    reason: str | None = None,
-) -> str:
-    """The run's last line, for a person. outcome: finished, nothing (already done) or the signal's name."""
-    losses = ", ".join(
-        f"{name} {value:.4f}" for name, value in (("loss", loss), ("val_loss", val_loss)) if value is not None
-    )
-    rate = f", {tokens_per_sec:,.0f} tokens/s" if tokens_per_sec else ""
-    where = f"checkpoints in {checkpoint_dir}" + (f" (newest {checkpoint})" if checkpoint else "")
-    curve = f"metrics in {metrics_path} (the curve: python -m trainer plot --metrics {metrics_path} --out loss.png)"
-    if outcome == "nothing":
-        why = reason or f"train.max_steps ({max_steps}) was already reached"
-        return (
-            f"nothing to train: resumed at step {step} and {why}; raise train.max_steps to train on"
-            f" ({losses}); {where}; {curve}"
-        )
-    if outcome == "finished":
-        what = f"trained steps {start_step}→{step}" + (f" ({reason})" if reason else f" of {max_steps}")
-        return f"done: {what} in {duration(seconds)}{rate}; {losses or 'no loss measured'}; {where}; {curve}"
-    return (
-        f"stopped by {outcome} at step {step} of {max_steps} after {duration(seconds)}{rate}"
-        f"{'; ' + losses if losses else ''}; {where}; run the same command again to resume"
-    )

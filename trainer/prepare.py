@@ -28,10 +28,11 @@ from trainer.shards import (
     inspect_bin,
     read_manifest,
     shard_of_bytes,
+    split_of_name,
     write_manifest_bytes,
 )
 from trainer.shared_files import HeldLock, sha256_of, write_once
-from trainer.sources import Source, Unit, documents, read_bytes, resolve_source, unit_split
+from trainer.sources import Source, Unit, documents, read_bytes, resolve_source
 
 BUSY_POLL_SECONDS = 0.5
 CHECK_CHUNK_TOKENS = 1 << 22  # token ids hashed and checked at a time
@@ -100,9 +101,8 @@ def tokenize_unit(source: Source, unit: Unit, encoding_name: str) -> np.ndarray:
             parts.append(end_of_text)
     if not parts:
         return np.zeros(0, dtype=token_dtype(encoding))
-    return np.concatenate(
-        parts, dtype=token_dtype(encoding), casting="unsafe"
-    )  # ids < n_vocab: loses nothing
+    # ids < n_vocab: the unsafe cast loses nothing
+    return np.concatenate(parts, dtype=token_dtype(encoding), casting="unsafe")
 
 
 def _check_ids(ids: np.ndarray, vocab_size: int, where: str) -> None:
@@ -127,7 +127,7 @@ def _scan_token_file(shard: Shard, vocab_size: int, describe: str) -> str:
 
 def _token_file(source: Source, unit: Unit, target: Path, vocab_size: int) -> tuple[Shard, bool]:
     """A *.bin unit: named in place (a local file) or copied in whole (from a bucket)."""
-    split = unit_split(unit)
+    split = split_of_name(unit.location)
     if source.s3_url is None:
         shard = inspect_bin(Path(unit.location), split)
         return dataclasses.replace(shard, sha256=_scan_token_file(shard, vocab_size, source.describe)), False

@@ -27,11 +27,6 @@ REQUEST_TIMEOUT_SECONDS = 5.0
 MAX_METRIC_TEXT = 64  # the API's limit for a metric's name and its value
 
 
-def rfc3339_now() -> str:
-    """metav1.Time's JSON form: RFC 3339, UTC, whole seconds."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def status_request(
     step: int, max_steps: int, metrics: Mapping[str, float | int | None], remaining_seconds: float | None
 ) -> dict[str, Any]:
@@ -44,7 +39,7 @@ def status_request(
     trainer_status: dict[str, Any] = {
         "progressPercentage": max(0, min(100, (100 * step) // max_steps)),
         "metrics": shown,
-        "lastUpdatedTime": rfc3339_now(),
+        "lastUpdatedTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),  # metav1.Time: RFC 3339, UTC
     }
     if remaining_seconds is not None:
         trainer_status["estimatedRemainingSeconds"] = max(0, int(remaining_seconds))

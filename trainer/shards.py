@@ -206,10 +206,6 @@ class TokenView:
             return np.empty(0, dtype=self.dtype)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        whole = self[0 : len(self)]
-        return whole if dtype is None else whole.astype(dtype)
-
 
 def split_views(manifest: Manifest, val_fraction: float) -> tuple[TokenView, TokenView]:
     """(train, val): val is the shards marked val if any, else the last val_fraction of all tokens."""

@@ -29,14 +29,9 @@ def sha256_of(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def unique_temporary(path: Path) -> Path:
-    """A random suffix, never the PID (1 in every container)."""
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-
-
 def _write_temporary(path: Path, data: bytes | memoryview) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = unique_temporary(path)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # random: PIDs are 1 in containers
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(data)

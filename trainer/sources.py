@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import S3_URL_SHAPE, ConfigError, DataSection, parse_s3_url
-from trainer.shards import DataError, split_of_name
+from trainer.shards import DataError
 
 HF_SCHEME = "hf://"
 TEXT_SUFFIXES = {".txt": "text", ".jsonl": "jsonl", ".bin": "bin"}
@@ -211,7 +211,7 @@ def hf_source(data: DataSection) -> Source:
 
 
 def resolve_source(data: DataSection) -> Source:
-    if data.path.startswith("s3://") or data.path.lower().startswith("s3:"):
+    if data.path.lower().startswith("s3:"):  # s3://, and a mistyped S3:// or s3:/ too
         return s3_source(data)
     if data.hf_dataset or data.path.startswith(HF_SCHEME) or _is_saved_dataset(Path(data.path).expanduser()):
         return hf_source(data)
@@ -274,7 +274,3 @@ def documents(source: Source, unit: Unit) -> list[tuple[str, bool]]:
         if value:
             pieces.append((value, True))
     return pieces
-
-
-def unit_split(unit: Unit) -> str:
-    return split_of_name(unit.location) if unit.kind == "bin" else ""

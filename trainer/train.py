@@ -15,13 +15,13 @@ import torch
 
 from trainer import PREEMPTED_EXIT_CODE
 from trainer.checkpoint.layout import tag_for
-from trainer.checkpoint.storage import resume_problem
 from trainer.checkpoint.store import CheckpointStore, Write
 from trainer.config import ConfigError, TrainConfig
-from trainer.dataset import DataError, TokenCache, TokenData, train_batch, val_batch
-from trainer.distributed import DistContext, any_rank, broadcast_from_main, first_problem, mean_over_ranks
+from trainer.dataset import TokenCache, train_batch, val_batch
+from trainer.distributed import DistContext, any_rank, mean_over_ranks, on_every_rank
 from trainer.engine import Engine, build_engine, enable_tf32, model_config
-from trainer.metrics import MetricsLog, Outcome, closing_line, mfu, peak_flops
+from trainer.launch import check_resumable
+from trainer.metrics import MetricsLog, Outcome, duration, mfu, peak_flops
 from trainer.model import GPT
 from trainer.progress import TrainJobStatusReporter
 from trainer.run_state import RunState
@@ -40,19 +40,6 @@ def to_device(
     return torch.from_numpy(batch[0]), torch.from_numpy(batch[1])
 
 
-def open_data(cache: TokenCache) -> TokenData:
-    """The prepared shards; one a rank cannot use stops every rank with the same line."""
-    data, problem = None, None
-    try:
-        data = cache.open()
-    except DataError as error:
-        problem = str(error)
-    if (problem := first_problem(problem)) is not None:
-        raise DataError(problem)
-    assert data is not None
-    return data
-
-
 class Trainer:
     def __init__(
         self,
@@ -67,7 +54,7 @@ class Trainer:
         self.clock = clock or StartupClock()
         self.clock.lap("startup")
         train = config.train
-        self.data = open_data(cache)
+        self.data = on_every_rank(cache.open)  # data a rank cannot use stops every rank
         self.clock.lap("data")
         torch.manual_seed(train.seed)  # the same initial weights on every rank
         self.model = GPT(model_config(config, self.data.vocab_size))
@@ -76,9 +63,7 @@ class Trainer:
         if context.device.type == "cuda":
             enable_tf32()
         # rank 0's look at checkpoint.dir decides for every rank
-        problem = broadcast_from_main(resume_problem(config.checkpoint.dir) if context.is_main else None)
-        if problem:
-            raise ConfigError(problem)
+        on_every_rank(lambda: check_resumable(config) if context.is_main else None)
         self.engine: Engine = build_engine(self.model, config, context.device, context.world_size)
         self.clock.lap("engine")
         torch.manual_seed(train.seed + context.rank)  # dropout differs between ranks
@@ -359,20 +344,29 @@ class Trainer:
         val_loss: float | None = None,
         checkpoint: str | None = None,
     ) -> None:
+        """Rank 0's last line, for a person. outcome: finished, nothing (already done) or the signal's name."""
         if self.log is None:
             return
-        line = closing_line(
-            outcome,
-            start_step=start_step,
-            step=self.step,
-            max_steps=self.config.train.max_steps,
-            seconds=time.time() - self.clock.origin,
-            loss=self.last_loss,
-            val_loss=val_loss,
-            tokens_per_sec=tokens_per_sec,
-            checkpoint_dir=self.config.checkpoint.dir,
-            checkpoint=checkpoint or tag_for(self.step),
-            metrics_path=self.log.path,
-            reason=self.stop_reason,
-        )
+        step, max_steps, reason = self.step, self.config.train.max_steps, self.stop_reason
+        measured = (("loss", self.last_loss), ("val_loss", val_loss))
+        losses = ", ".join(f"{name} {value:.4f}" for name, value in measured if value is not None)
+        took = duration(time.time() - self.clock.origin)
+        rate = f", {tokens_per_sec:,.0f} tokens/s" if tokens_per_sec else ""
+        where = f"checkpoints in {self.config.checkpoint.dir} (newest {checkpoint or tag_for(step)})"
+        path = self.log.path
+        curve = f"metrics in {path} (the curve: python -m trainer plot --metrics {path} --out loss.png)"
+        if outcome == "nothing":
+            why = reason or f"train.max_steps ({max_steps}) was already reached"
+            line = (
+                f"nothing to train: resumed at step {step} and {why}; raise train.max_steps to train on"
+                f" ({losses}); {where}; {curve}"
+            )
+        elif outcome == "finished":
+            what = f"trained steps {start_step}→{step}" + (f" ({reason})" if reason else f" of {max_steps}")
+            line = f"done: {what} in {took}{rate}; {losses or 'no loss measured'}; {where}; {curve}"
+        else:
+            line = (
+                f"stopped by {outcome} at step {step} of {max_steps} after {took}{rate}"
+                f"{'; ' + losses if losses else ''}; {where}; run the same command again to resume"
+            )
         print(line, file=sys.stderr, flush=True)

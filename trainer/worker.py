@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 import torch
 
 from trainer import STATUS_DIR_ENV
-from trainer.config import ConfigError, TrainConfig
+from trainer.config import TrainConfig
 from trainer.dataset import TokenCache
-from trainer.distributed import DistContext, first_problem, init_distributed, process_identity, shutdown
+from trainer.distributed import DistContext, init_distributed, on_every_rank, process_identity, shutdown
 from trainer.startup import StartupClock
 from trainer.train import Trainer
 
@@ -48,17 +48,15 @@ def train(config: TrainConfig) -> int:
 
 def start_exporter(config: TrainConfig, context: DistContext) -> PrometheusExporter | None:
     """Rank 0's /metrics before anything is written; a port it cannot bind fails every rank (exit 2 together)."""
-    exporter, problem = None, None
-    if context.is_main and config.output.metrics_port is not None:
+
+    def start() -> PrometheusExporter | None:
+        if not context.is_main or config.output.metrics_port is None:
+            return None
         from trainer.prometheus import PrometheusExporter
 
-        try:
-            exporter = PrometheusExporter(config.output.metrics_port, config.train.max_steps)
-        except ConfigError as error:
-            problem = str(error)
-    if (problem := first_problem(problem)) is not None:
-        raise ConfigError(problem)
-    return exporter
+        return PrometheusExporter(config.output.metrics_port, config.train.max_steps)
+
+    return on_every_rank(start)
 
 
 def _train(

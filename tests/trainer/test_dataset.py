@@ -19,7 +19,7 @@ import tiktoken
 from trainer.config import load_config
 from trainer.dataset import DataError, TokenCache, train_batch, val_batch
 from trainer.prepare import byte_encoding, get_encoding, token_dtype
-from trainer.shards import TokenView
+from trainer.shards import MANIFEST, TokenView
 from trainer.sources import find_text_files
 
 from .conftest import REPO, TINY_CONFIG, trainer_env
@@ -58,7 +58,7 @@ def test_cache_is_built_once_and_keyed_by_content(tmp_path: Path) -> None:
     cache = TokenCache(section, block_size=16)
     cache.prepare()
     data = cache.open()
-    tokens = np.concatenate([data.train, data.val])
+    tokens = np.concatenate([data.train[:], data.val[:]])
     encoding = byte_encoding()
     expected = [*encoding.encode_ordinary((corpus / "a.txt").read_text()), 256]
     assert tokens[: len(expected)].tolist() == expected
@@ -69,11 +69,11 @@ def test_cache_is_built_once_and_keyed_by_content(tmp_path: Path) -> None:
     names = sorted(p.name for p in cache.directory.iterdir())
     assert names == [".locks", "manifest.json", "shard_000000.bin", "shard_000001.bin"]
 
-    mtime = cache.path.stat().st_mtime_ns
+    mtime = (cache.directory / MANIFEST).stat().st_mtime_ns
     TokenCache(section, block_size=16).prepare()
-    assert cache.path.stat().st_mtime_ns == mtime  # reused, not rebuilt
+    assert (cache.directory / MANIFEST).stat().st_mtime_ns == mtime  # reused, not rebuilt
     (corpus / "b.txt").write_text("a different play " * 60)
-    assert TokenCache(section, block_size=16).path != cache.path
+    assert TokenCache(section, block_size=16).directory != cache.directory
 
 
 def test_glob_selects_files(tmp_path: Path) -> None:
@@ -130,7 +130,7 @@ def test_each_split_needs_one_window_plus_its_target_and_the_smallest_one_is_sam
     cache.prepare()
     data = cache.open()
     tokens = [*text.encode(), 256]
-    assert (np.asarray(data.train).tolist(), np.asarray(data.val).tolist()) == (tokens[:17], tokens[17:])
+    assert (data.train[:].tolist(), data.val[:].tolist()) == (tokens[:17], tokens[17:])
     inputs, targets = train_batch(data, 2, 16, seed=1, rank=0, step=0, micro_step=0)
     assert inputs.tolist() == [tokens[:16]] * 2 and targets.tolist() == [tokens[1:17]] * 2
     val_inputs, val_targets = val_batch(data, 2, 16, seed=1, rank=0, index=0)
@@ -170,7 +170,7 @@ def test_files_are_read_as_utf_8_with_bad_bytes_replaced_and_globs_recurse(tmp_p
     cache.prepare()
     data = cache.open()
     replacement = list("\ufffd".encode())  # U+FFFD in UTF-8
-    assert np.concatenate([data.train, data.val]).tolist() == [*([*b"caf", *replacement, 32] * 20), 256]
+    assert np.concatenate([data.train[:], data.val[:]]).tolist() == [*([*b"caf", *replacement, 32] * 20), 256]
     assert data.describe == f"1 file(s) at {nested / 'scene.txt'}"
     assert data.vocab_size == 257
     assert isinstance(data.train, TokenView) and isinstance(data.val, TokenView)
@@ -207,7 +207,7 @@ def test_caches_go_into_a_new_nested_directory_and_share_an_existing_one(tmp_pat
         (tmp_path / "corpus.txt").write_text(word * 20)
         cache = TokenCache(data_section(tmp_path, path=tmp_path / "corpus.txt", cache_dir=cache_dir), 16)
         cache.prepare()
-        paths.append(cache.path)
+        paths.append(cache.directory / MANIFEST)
     assert sorted(p.name for p in cache_dir.iterdir()) == sorted(p.parent.name for p in paths)
     assert paths[0] != paths[1] and all(p.is_file() for p in paths)
 
@@ -259,11 +259,11 @@ def test_a_hugging_face_dataset_is_loaded_with_its_config_split_and_token(
     cache.prepare()
     assert set(loaded) == {("user/plays", "small", "train", "hf_not_a_real_token")}
     data = cache.open()
-    assert np.concatenate([data.train, data.val]).tolist() == [*b"to be", 256, *b"or not", 256]
+    assert np.concatenate([data.train[:], data.val[:]]).tolist() == [*b"to be", 256, *b"or not", 256]
     assert data.describe == "Hugging Face dataset user/plays"
-    assert TokenCache(data_section(tmp_path, **settings), block_size=2).path == cache.path
+    assert TokenCache(data_section(tmp_path, **settings), block_size=2).directory == cache.directory
     fingerprint[0] = "fingerprint-2"  # the dataset changed upstream: another cache
-    assert TokenCache(data_section(tmp_path, **settings), block_size=2).path != cache.path
+    assert TokenCache(data_section(tmp_path, **settings), block_size=2).directory != cache.directory
 
     with pytest.raises(DataError) as error:
         TokenCache(data_section(tmp_path, **{**settings, "text_field": "body"}), block_size=2)

@@ -41,7 +41,7 @@ from .conftest import REPO, TINY_CONFIG
 def test_command_from_kubeflow_variables() -> None:
     env = {"PET_NNODES": "2", "PET_NPROC_PER_NODE": "4", "PET_NODE_RANK": "1",
            "PET_MASTER_ADDR": "job-node-0-0.job", "PET_MASTER_PORT": "29400"}  # fmt: skip
-    assert torchrun_command("/etc/trainstack/train.yaml", ["train.max_steps=5"], env) == [
+    assert torchrun_command("/etc/trainstack/train.yaml", ["train.max_steps=5"], node_identity(env)) == [
         sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=4", "--node-rank=1",
         "--master-addr=job-node-0-0.job", "--master-port=29400",
         "-m", "trainer", "train", "--config", "/etc/trainstack/train.yaml", "--set", "train.max_steps=5",
@@ -49,7 +49,7 @@ def test_command_from_kubeflow_variables() -> None:
 
 
 def test_single_local_process_without_variables() -> None:
-    command = torchrun_command("c.yaml", [], {})
+    command = torchrun_command("c.yaml", [], node_identity({}))
     assert command[3:8][:4] == [
         "--nnodes=1",
         "--nproc-per-node=1",
@@ -114,7 +114,7 @@ def test_launch_starts_a_one_process_node_s_worker_itself(launcher: Any) -> None
 )
 def test_bad_variable_is_named(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"{name}: expected .*, got '{value}'"):
-        torchrun_command("c.yaml", [], {name: value})
+        worker_start("c.yaml", [], {name: value})
 
 
 # Issue 18 case 3: JobSet's webhook (failurePolicy Ignore on k3s) did not make the Jobs Indexed, so Kubeflow's
@@ -127,7 +127,7 @@ def test_an_empty_node_rank_is_an_error_not_rank_0() -> None:
         "PET_MASTER_PORT": "29500",
     }
     with pytest.raises(ConfigError, match=r"PET_NODE_RANK is set but empty.*completion-index.*Indexed"):
-        torchrun_command("c.yaml", [], env)
+        worker_start("c.yaml", [], env)
 
 
 @pytest.mark.parametrize(
@@ -135,7 +135,7 @@ def test_an_empty_node_rank_is_an_error_not_rank_0() -> None:
 )
 def test_every_identity_variable_set_but_empty_is_an_error(name: str) -> None:
     with pytest.raises(ConfigError, match=f"^{name} is set but empty"):
-        torchrun_command("c.yaml", [], {name: " "})
+        worker_start("c.yaml", [], {name: " "})
 
 
 @pytest.mark.parametrize("missing", ["PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT"])
@@ -148,26 +148,26 @@ def test_several_nodes_need_rank_address_and_port(missing: str) -> None:
     }
     del env[missing]
     with pytest.raises(ConfigError, match=f"^{missing} is not set: with PET_NNODES=2"):
-        torchrun_command("c.yaml", [], env)
+        worker_start("c.yaml", [], env)
 
 
 @pytest.mark.parametrize(("nnodes", "rank"), [("2", "2"), ("1", "1"), ("1:3", "3")])
 def test_node_rank_must_be_below_the_node_count(nnodes: str, rank: str) -> None:
     env = {"PET_NNODES": nnodes, "PET_NODE_RANK": rank, "PET_MASTER_ADDR": "a", "PET_MASTER_PORT": "29500"}
     with pytest.raises(ConfigError, match=f"PET_NODE_RANK: expected an integer from 0 to .*, got '{rank}'"):
-        torchrun_command("c.yaml", [], env)
+        worker_start("c.yaml", [], env)
 
 
 def test_a_node_count_range_allows_ranks_below_its_maximum() -> None:
     env = {"PET_NNODES": "1:3", "PET_NODE_RANK": "2", "PET_MASTER_ADDR": "a", "PET_MASTER_PORT": "29500"}
-    assert "--node-rank=2" in torchrun_command("c.yaml", [], env)
+    assert "--node-rank=2" in torchrun_command("c.yaml", [], node_identity(env))
 
 
 def test_the_shutdown_timeout_is_checked_and_left_to_torchrun_in_its_environment() -> None:
     env = {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "170"}
-    assert not any(arg.startswith("--shutdown") for arg in torchrun_command("c.yaml", [], env))
+    assert not any(arg.startswith("--shutdown") for arg in torchrun_command("c.yaml", [], node_identity(env)))
     with pytest.raises(ConfigError, match="TORCH_ELASTIC_SHUTDOWN_TIMEOUT: expected a whole number"):
-        torchrun_command("c.yaml", [], {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "-1"})
+        worker_start("c.yaml", [], {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "-1"})
 
 
 def test_this_torchrun_reads_the_shutdown_timeout_from_its_environment(
@@ -179,7 +179,7 @@ def test_this_torchrun_reads_the_shutdown_timeout_from_its_environment(
 
     assert torchrun_has_shutdown_timeout()
     monkeypatch.setenv("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "170")
-    command = torchrun_command("c.yaml", [], {**NODE, "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "170"})
+    command = torchrun_command("c.yaml", [], node_identity({**NODE, "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "170"}))
     config, _, _ = config_from_args(get_args_parser().parse_args(command[3:]))
     assert config.shutdown_timeout == 170
 
@@ -261,7 +261,7 @@ def test_outcome_of_a_run_that_finished_or_started_its_worker_directly(
 )  # fmt: skip
 def test_identity_errors_say_what_is_allowed(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as error:
-        torchrun_command("c.yaml", [], env)
+        worker_start("c.yaml", [], env)
     assert str(error.value) == message
 
 

@@ -19,7 +19,7 @@ from trainer import prepare as prepare_module
 from trainer.config import load_config
 from trainer.dataset import DataError, TokenCache, train_batch, val_batch
 from trainer.prepare import byte_encoding, prepare, prepared_directory, shard_path
-from trainer.shards import LLMC_HEADER_BYTES, LLMC_MAGIC, OPEN_MAPS, Shard, TokenView, read_manifest
+from trainer.shards import LLMC_HEADER_BYTES, LLMC_MAGIC, MANIFEST, OPEN_MAPS, Shard, TokenView, read_manifest
 from trainer.sources import resolve_source
 
 from .conftest import REPO, TINY_CONFIG, trainer_env
@@ -36,7 +36,7 @@ def section(tmp_path: Path, path: Any, **settings: Any) -> Any:
 
 def all_tokens(cache: TokenCache) -> list[int]:
     data = cache.open()
-    return [*np.asarray(data.train).tolist(), *np.asarray(data.val).tolist()]
+    return [*data.train[:].tolist(), *data.val[:].tolist()]
 
 
 def files_of(directory: Path) -> dict[str, bytes]:
@@ -160,8 +160,8 @@ def test_llmc_bins_are_read_past_their_header(tmp_path: Path) -> None:
     manifest = cache.prepare()
     assert [s.offset for s in manifest.shards] == [LLMC_HEADER_BYTES] * 3
     data = cache.open()
-    assert np.asarray(data.train).tolist() == list(range(1, 201))
-    assert np.asarray(data.val).tolist() == [255] * 50
+    assert data.train[:].tolist() == list(range(1, 201))
+    assert data.val[:].tolist() == [255] * 50
 
 
 @pytest.mark.parametrize(
@@ -181,7 +181,7 @@ def test_a_bad_token_file_is_one_line_and_nothing_is_published(
     with pytest.raises(DataError) as error:
         cache.prepare()
     assert message in str(error.value) and "\n" not in str(error.value)
-    assert not cache.path.exists()
+    assert not (cache.directory / MANIFEST).exists()
 
 
 def test_text_and_token_files_do_not_mix(tmp_path: Path) -> None:

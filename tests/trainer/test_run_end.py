@@ -7,16 +7,20 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
 
 from trainer import PREEMPTED_EXIT_CODE
+from trainer.config import load_config
 from trainer.engine import Schedule
 from trainer.launch import relay_stderr
-from trainer.metrics import ProgressBar, closing_line, duration
+from trainer.metrics import ProgressBar, duration
+from trainer.train import Trainer
 
 from .conftest import (
     REPO,
@@ -33,23 +37,29 @@ SETTINGS = {"train__max_steps": 30, "checkpoint__every_steps": 10, "output__log_
 MIN_LR = 3.0e-4  # tiny.yaml's train.min_lr
 
 
-def test_closing_lines() -> None:
-    common: dict[str, Any] = {
-        "checkpoint_dir": "runs/c",
-        "metrics_path": Path("runs/o/metrics.jsonl"),
-        "max_steps": 200,
-    }
-    done = closing_line("finished", start_step=0, step=200, seconds=12.34, loss=2.5, val_loss=2.61,
-                        tokens_per_sec=5123.4, checkpoint="step_000200", **common)  # fmt: skip
+def closing_line(
+    capsys: pytest.CaptureFixture[str], outcome: str, step: int, seconds: float, **fields: Any
+) -> str:
+    """Trainer.close_with's line for a run of 200 steps from step 0 that has taken `seconds` so far."""
+    trainer: Any = object.__new__(Trainer)  # only what close_with reads
+    trainer.config = load_config(TINY_CONFIG, ["train.max_steps=200", "checkpoint.dir=runs/c"])
+    trainer.step, trainer.last_loss, trainer.stop_reason = step, fields.pop("loss"), None
+    trainer.clock = SimpleNamespace(origin=time.time() - seconds)
+    trainer.log = SimpleNamespace(path=Path("runs/o/metrics.jsonl"))
+    trainer.close_with(outcome, 0, **fields)
+    return capsys.readouterr().err.rstrip("\n")
+
+
+def test_closing_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    done = closing_line(capsys, "finished", 200, 12.34, loss=2.5, val_loss=2.61, tokens_per_sec=5123.4)
     assert done == (
         "done: trained steps 0→200 of 200 in 12.3 s, 5,123 tokens/s; loss 2.5000, val_loss 2.6100; checkpoints in"
         " runs/c (newest step_000200); metrics in runs/o/metrics.jsonl (the curve: python -m trainer plot"
         " --metrics runs/o/metrics.jsonl --out loss.png)"
     )
-    stopped = closing_line("SIGINT", start_step=0, step=57, seconds=75, loss=3.0, val_loss=None,
-                           tokens_per_sec=None, checkpoint="step_000057", **common)  # fmt: skip
+    stopped = closing_line(capsys, "SIGINT", 57, 75, loss=3.0, tokens_per_sec=None)
     assert stopped.startswith(
-        "stopped by SIGINT at step 57 of 200 after 1m15s; loss 3.0000; checkpoints in runs/c"
+        "stopped by SIGINT at step 57 of 200 after 1m15s; loss 3.0000; checkpoints in runs/c (newest step_000057)"
     )
     assert stopped.endswith("run the same command again to resume")
     assert duration(7384) == "2h03m"
