@@ -59,7 +59,7 @@ class TrainJobStatusReporter:
         self.step = 0
         self.values: dict[str, float | int | None] = {"loss": None, "val_loss": None}
         self.step_time: float | None = None
-        self.sent = 0  # successful posts, for the log line at the end and for tests
+        self.sent = 0  # successful posts (tests read it)
         self._thread = threading.Thread(target=self._run, name="trainjob-status", daemon=True)
         self._thread.start()
 
