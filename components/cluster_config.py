@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,20 @@ from components.settings import DNS_LABEL, DNS_LABEL_RULE, Values, at_least, err
 T = TypeVar("T")
 K3S_VERSION = re.compile(r"^v[0-9]+\.[0-9]+\.[0-9]+\+k3s[0-9]+$")
 K3S_IMAGE_REPOSITORY = "rancher/k3s"
+HOST_NAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+
+
+def _host(key: str, value: str) -> str:
+    """A host name (RFC 1123) or an IPv4 address: one word for SSH, k3s's --tls-san and /etc/exports; an IPv6
+    literal would need brackets in the join URL and the NFS mount, which the scripts do not write."""
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        if not HOST_NAME.fullmatch(value):
+            raise error(key, f"must be a host name or IPv4 address, got {value!r}") from None
+    return value
 
 
 def _remote_hosts(values: Values, node_count: int) -> RemoteHosts:
@@ -24,9 +39,16 @@ def _remote_hosts(values: Values, node_count: int) -> RemoteHosts:
     if not server:
         raise error(
             "k3sServerHost",
-            "must name the k3s server's address when k3sMode is remote (allowed: a host name or IP)",
+            "must name the k3s server's address when k3sMode is remote (allowed: a host name or IPv4 address)",
         )
-    agents = tuple(values["k3sAgentHosts"])
+    _host("k3sServerHost", server)
+    agents = tuple(
+        _host(f"k3sAgentHosts[{i}]", str(host).strip()) for i, host in enumerate(values["k3sAgentHosts"])
+    )
+    if twice := sorted({host for host in agents if (server, *agents).count(host) > 1}):
+        raise error(
+            "k3sAgentHosts", f"must name each host once, the server included; {twice[0]} is there twice"
+        )
     if node_count > 1 + len(agents):
         raise error(
             "nodeCount",

@@ -104,6 +104,64 @@ def test_more_nodes_than_remote_hosts_is_an_error(tmp_path: Path) -> None:
         )
 
 
+# Remote hosts go into SSH, k3s's --tls-san (one word: a space was a traceback at `up`) and /etc/exports.
+@pytest.mark.parametrize(
+    ("server", "agents", "message"),
+    [
+        (
+            "192.0.2.1 x",
+            "[]",
+            "trainstack:k3sServerHost: must be a host name or IPv4 address, got '192.0.2.1 x'",
+        ),
+        (
+            "ubuntu@gpu1",
+            "[]",
+            "trainstack:k3sServerHost: must be a host name or IPv4 address, got 'ubuntu@gpu1'",
+        ),
+        (
+            "gpu1",
+            '["gpu2", "-x"]',
+            "trainstack:k3sAgentHosts[1]: must be a host name or IPv4 address, got '-x'",
+        ),
+        ("gpu1", '[""]', "trainstack:k3sAgentHosts[0]: must be a host name or IPv4 address, got ''"),
+        (
+            "2001:db8::1",
+            "[]",
+            "trainstack:k3sServerHost: must be a host name or IPv4 address, got '2001:db8::1'",
+        ),
+        (
+            "gpu1",
+            '["gpu2", " gpu1"]',
+            "trainstack:k3sAgentHosts: must name each host once, the server included; gpu1 is there twice",
+        ),
+        (
+            "gpu1",
+            '["gpu2", "gpu2"]',
+            "trainstack:k3sAgentHosts: must name each host once, the server included; gpu2 is there twice",
+        ),
+    ],
+)
+def test_remote_hosts_are_host_names_or_addresses_each_once(
+    tmp_path: Path, server: str, agents: str, message: str
+) -> None:
+    key = tmp_path / "id"
+    key.write_text("key")
+    values = {"clusterKind": "k3s", "k3sMode": "remote", "sshPrivateKeyPath": str(key)}
+    with pytest.raises(StackConfigError) as raised:
+        parse_settings({**values, "k3sServerHost": server, "k3sAgentHosts": agents})
+    assert str(raised.value) == message
+
+
+def test_remote_hosts_take_names_and_ipv4_addresses(tmp_path: Path) -> None:
+    key = tmp_path / "id"
+    key.write_text("key")
+    values = {"clusterKind": "k3s", "k3sMode": "remote", "sshPrivateKeyPath": str(key)}
+    hosts = '["gpu-2.example.com", "gpu3"]'
+    settings = parse_settings({**values, "k3sServerHost": "192.0.2.1", "k3sAgentHosts": hosts})
+    assert settings.cluster.remote is not None
+    assert settings.cluster.remote.all == ("192.0.2.1", "gpu-2.example.com", "gpu3")
+
+
 def test_secrets_pass_through_to_access_and_image() -> None:
     settings = parse_settings(
         {
