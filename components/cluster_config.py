@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -18,19 +19,22 @@ from components.settings import DNS_LABEL, DNS_LABEL_RULE, Values, at_least, err
 T = TypeVar("T")
 K3S_VERSION = re.compile(r"^v[0-9]+\.[0-9]+\.[0-9]+\+k3s[0-9]+$")
 K3S_IMAGE_REPOSITORY = "rancher/k3s"
+# RFC 1123 labels, the last not all digits (RFC 1123 2.1: that is an address, and 192.0.2.011 no valid one)
 HOST_NAME = re.compile(
-    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+    r"(?=.{1,253}$)(?!(?:.*\.)?[0-9]+$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
+USER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}")
 
 
-def _host(key: str, value: str) -> str:
+def _host(key: str, value: str, where: str = "") -> str:
     """A host name (RFC 1123) or an IPv4 address: one word for SSH, k3s's --tls-san and /etc/exports; an IPv6
     literal would need brackets in the join URL and the NFS mount, which the scripts do not write."""
     try:
         ipaddress.IPv4Address(value)
     except ValueError:
         if not HOST_NAME.fullmatch(value):
-            raise error(key, f"must be a host name or IPv4 address, got {value!r}") from None
+            raise error(key, f"{where}must be a host name or IPv4 address, got {value!r}") from None
     return value
 
 
@@ -43,9 +47,11 @@ def _remote_hosts(values: Values, node_count: int) -> RemoteHosts:
         )
     _host("k3sServerHost", server)
     agents = tuple(
-        _host(f"k3sAgentHosts[{i}]", str(host).strip()) for i, host in enumerate(values["k3sAgentHosts"])
+        _host("k3sAgentHosts", str(host).strip(), f"entry {i}: ")
+        for i, host in enumerate(values["k3sAgentHosts"])
     )
-    if twice := sorted({host for host in agents if (server, *agents).count(host) > 1}):
+    names = [host.lower() for host in (server, *agents)]  # host names ignore case
+    if twice := sorted({host for host in agents if names.count(host.lower()) > 1}):
         raise error(
             "k3sAgentHosts", f"must name each host once, the server included; {twice[0]} is there twice"
         )
@@ -54,11 +60,12 @@ def _remote_hosts(values: Values, node_count: int) -> RemoteHosts:
             "nodeCount",
             f"must be at most the number of remote hosts (k3sServerHost + k3sAgentHosts = {1 + len(agents)}), got {node_count}",
         )
-    key_path = Path(str(values["sshPrivateKeyPath"])).expanduser()
+    key_path = Path(os.path.expanduser(str(values["sshPrivateKeyPath"])))  # pathlib's raises for ~unknown
     if not key_path.is_file():
         raise error("sshPrivateKeyPath", f"must be an existing private key file, {key_path} does not exist")
     ssh_port = port(values, "sshPort", off=False)
-    return RemoteHosts(server, agents, str(values["sshUser"]), ssh_port, key_path)
+    user = matching(values, "sshUser", USER_NAME, "a user name (letters, digits, '_', '.', '-'; at most 32)")
+    return RemoteHosts(server, agents, user, ssh_port, key_path)
 
 
 def _docker_nodes(values: Values, gpus_per_node: int) -> DockerNodes:
@@ -72,7 +79,7 @@ def _docker_nodes(values: Values, gpus_per_node: int) -> DockerNodes:
     image = str(values["k3sImage"]) or f"{K3S_IMAGE_REPOSITORY}:{str(values['k3sVersion']).replace('+', '-')}"
     airgap_images: Path | None = None
     if values["k3sAirgapImages"]:
-        airgap_images = Path(str(values["k3sAirgapImages"])).expanduser().resolve()
+        airgap_images = Path(os.path.expanduser(str(values["k3sAirgapImages"]))).resolve()
         if not airgap_images.is_dir():
             raise error(
                 "k3sAirgapImages",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,7 +129,7 @@ def trainer_args(values: Values, on_k3s: bool) -> KubeflowTrainerArgs:
     version = str(values["trainerVersion"])
     chart = str(values["trainerChart"])
     if not chart.startswith(("oci://", "http://", "https://")):
-        chart_file = Path(chart).expanduser().resolve() / "Chart.yaml"
+        chart_file = Path(os.path.expanduser(chart)).resolve() / "Chart.yaml"  # pathlib's raises for ~unknown
         if not chart_file.is_file():
             raise error(
                 "trainerChart",

@@ -39,9 +39,20 @@ USAGE_EXIT_CODE = 2
 
 
 class PulumiYamlLoader(yaml.SafeLoader):
-    """Booleans as Pulumi reads a stack file (YAML 1.2, go-yaml v3): true and false only; yes, no, on and off
-    stay strings, which `up` refuses for a boolean key, so `check` must too.
-    upstream: pulumi/pulumi sdk/go/common/encoding/marshal.go @ v3.259.0 (gopkg.in/yaml.v3)"""
+    """A stack file as Pulumi reads it (YAML 1.2, go-yaml v3): true and false only are booleans (yes, no, on and
+    off stay strings, which `up` refuses for a boolean key), and a key twice in a mapping is an error.
+    upstream: pulumi/pulumi sdk/go/common/encoding/marshal.go @ v3.259.0 (gopkg.in/yaml.v3)
+    upstream: go-yaml/yaml decode.go d.mapping ("mapping key %#v already defined at line %d") @ v3.0.1"""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                problem = f"mapping key {key!r} already defined at line {seen[key] + 1}"
+                raise yaml.constructor.ConstructorError(None, None, problem, key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
 
 
 PulumiYamlLoader.yaml_implicit_resolvers = {

@@ -99,6 +99,14 @@ def test_a_file_problem_names_the_file_once_and_a_yaml_error_its_line(
     )
     assert code == 2 and err.startswith("Pulumi.s.yaml: not valid YAML: line 3, column "), err
     assert err.count("\n") == 1
+    # Pulumi (go-yaml v3) refuses a key written twice; PyYAML alone would take the last one
+    code, _, err = check_file(
+        "config:\n  trainstack:nodeCount: 1\n  trainstack:nodeCount: 2\n", tmp_path, monkeypatch, capsys
+    )
+    assert code == 2 and err == (
+        "Pulumi.s.yaml: not valid YAML: line 3, column 3: mapping key 'trainstack:nodeCount' already defined"
+        " at line 2\n"
+    )
 
 
 def test_the_plan_names_the_data_source(tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:

@@ -3,6 +3,7 @@ or value is one ConfigError line naming the dotted key and what is allowed. No t
 
 from __future__ import annotations
 
+import os
 import re
 import types
 import typing
@@ -77,6 +78,21 @@ def parse_s3_url(text: str) -> tuple[str, str]:
     return bucket, prefix
 
 
+def _local_path(value: str) -> str:
+    """~user/... must name a user this machine knows: pathlib's expanduser raises for any other."""
+    if value.startswith("~") and os.path.expanduser(value) == value:
+        raise ValueError(
+            "starts with ~ but no home directory is known for it (allowed: ~/path, or a path without ~)"
+        )
+    return value
+
+
+def _directory(value: str) -> str:
+    if "://" in value or value.lower().startswith("s3:"):
+        raise ValueError("must be a local directory (an object store is for checkpoint.dir only)")
+    return _local_path(value)
+
+
 def _checkpoint_dir(value: str) -> str:
     if not value.strip():
         raise ValueError("must name a directory or an s3://bucket/prefix")
@@ -86,7 +102,7 @@ def _checkpoint_dir(value: str) -> str:
             parse_s3_url(value)
         except ConfigError:
             raise ValueError(f"must be {S3_URL_RULE}") from None
-    return value
+    return value if is_s3_url(value) else _local_path(value)
 
 
 def _tracking_uri(value: str) -> str:
@@ -124,7 +140,7 @@ Text = Annotated[str, AfterValidator(_not_blank)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class ModelSection(_Section):
@@ -138,9 +154,13 @@ class ModelSection(_Section):
 
 
 class DataSection(_Section):
-    path: str  # a file, directory or glob, s3://bucket/prefix, hf://name, a save_to_disk dir; or hf_dataset
+    path: Annotated[
+        str, AfterValidator(_local_path)
+    ]  # a file, directory or glob, s3://bucket/prefix, hf://name, a save_to_disk dir; or hf_dataset
     encoding: str = "gpt2"  # a tiktoken encoding name, or "bytes" (built in, no download)
-    cache_dir: str = "runs/cache"  # prepared token shards (trainer.prepare)
+    cache_dir: Annotated[str, AfterValidator(_directory)] = (
+        "runs/cache"  # prepared token shards (trainer.prepare)
+    )
     val_fraction: Annotated[Number, Field(gt=0, lt=1)] = 0.1
     text_field: Text = "text"  # the text of a JSONL line or a Hugging Face dataset row
     workers: NonNegative = 0  # preparation processes; 0: every CPU the process may use
@@ -184,7 +204,7 @@ class CheckpointSection(_Section):
 
 
 class OutputSection(_Section):
-    dir: str
+    dir: Annotated[str, AfterValidator(_directory)]
     log_every: Positive = 10
     progress: Literal["auto", "on", "off"] = "auto"  # auto: a progress bar when stdout is a terminal
     peak_tflops: PositiveNumber | None = None  # per-device peak for MFU; None: the GPU table
@@ -269,6 +289,8 @@ def _error_line(error: ErrorDetails) -> str:
     field = SECTIONS[str(loc[0])].model_fields[str(loc[1])]
     if kind == "value_error":
         return f"{dotted}: {error.get('ctx', {}).get('error')}, got {value!r}"
+    if kind == "finite_number":
+        return f"{dotted}: must be a finite number, got {value!r}"
     if kind == "literal_error":
         return f"{dotted}: must be {_type_name(field.annotation)}, got {value!r}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):

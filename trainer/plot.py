@@ -39,6 +39,12 @@ def plot_loss(metrics_path: Path, out_path: Path) -> None:
     except ImportError:
         raise ConfigError("plot needs matplotlib: pip install matplotlib") from None
     figure, axes = plt.subplots(figsize=(8, 5))
+    written = out_path.suffix.lstrip(".").lower() or "png"  # no suffix: a PNG under exactly that name
+    if written not in (formats := figure.canvas.get_supported_filetypes()):
+        plt.close(figure)
+        raise ConfigError(
+            f"--out: matplotlib cannot write .{written} files; allowed: {', '.join(sorted(formats))}"
+        )
     axes.plot(*zip(*train, strict=True), label="train loss")
     if val:
         axes.plot(*zip(*val, strict=True), marker="o", label="validation loss")
@@ -46,5 +52,5 @@ def plot_loss(metrics_path: Path, out_path: Path) -> None:
     axes.grid(alpha=0.3)
     axes.legend()
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out_path, dpi=120, bbox_inches="tight")
+    figure.savefig(out_path, dpi=120, bbox_inches="tight", format=written)
     plt.close(figure)

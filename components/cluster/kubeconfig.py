@@ -10,6 +10,7 @@ import functools
 import http.client
 import ipaddress
 import json
+import os
 import socket
 import ssl
 import tempfile
@@ -56,7 +57,7 @@ def read_kubeconfig(*, secret: str | None, path: str, context: str) -> ExistingC
             "must name a kubeconfig file when clusterKind is existing"
             ' (or: pulumi config set --secret kubeconfig "$(cat ~/.kube/config)")',
         )
-    file = Path(path).expanduser()
+    file = Path(os.path.expanduser(path))  # pathlib's expanduser raises for ~unknown
     try:
         text = file.read_text()
     except OSError as error:
@@ -74,7 +75,7 @@ def _relative_references(text: str) -> bool:
         for entry in document.get(section) or []:
             for name in fields:
                 value = str((entry.get(field) or {}).get(name) or "")
-                if value and not Path(value).expanduser().is_absolute():
+                if value and not Path(os.path.expanduser(value)).is_absolute():
                     return True
     return False
 
@@ -110,7 +111,7 @@ def _inline_files(
 
 
 def _resolve(value: Any, where: str, key: str, base_dir: Path | None) -> Path:
-    reference = Path(str(value)).expanduser()
+    reference = Path(os.path.expanduser(str(value)))
     if reference.is_absolute():
         return reference
     if base_dir is None:

@@ -121,9 +121,25 @@ def test_more_nodes_than_remote_hosts_is_an_error(tmp_path: Path) -> None:
         (
             "gpu1",
             '["gpu2", "-x"]',
-            "trainstack:k3sAgentHosts[1]: must be a host name or IPv4 address, got '-x'",
+            "trainstack:k3sAgentHosts: entry 1: must be a host name or IPv4 address, got '-x'",
         ),
-        ("gpu1", '[""]', "trainstack:k3sAgentHosts[0]: must be a host name or IPv4 address, got ''"),
+        ("gpu1", '[""]', "trainstack:k3sAgentHosts: entry 0: must be a host name or IPv4 address, got ''"),
+        # not a host name (the last label all digits) and no IPv4 address: ssh would read 011 as octal
+        (
+            "192.0.2.011",
+            "[]",
+            "trainstack:k3sServerHost: must be a host name or IPv4 address, got '192.0.2.011'",
+        ),
+        (
+            "192.0.2.300",
+            "[]",
+            "trainstack:k3sServerHost: must be a host name or IPv4 address, got '192.0.2.300'",
+        ),
+        (  # host names ignore case: the same host twice
+            "gpu-1.example.com",
+            '["GPU-1.example.com"]',
+            "trainstack:k3sAgentHosts: must name each host once, the server included; GPU-1.example.com is there twice",
+        ),
         (
             "2001:db8::1",
             "[]",
@@ -150,6 +166,55 @@ def test_remote_hosts_are_host_names_or_addresses_each_once(
     with pytest.raises(StackConfigError) as raised:
         parse_settings({**values, "k3sServerHost": server, "k3sAgentHosts": agents})
     assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"sshUser": "my user"},
+            "trainstack:sshUser: must be a user name (letters, digits, '_', '.', '-'; at most 32)",
+        ),
+        ({"sshUser": "ubuntu@gpu1"}, "trainstack:sshUser: must be a user name"),
+        # pathlib's expanduser raised RuntimeError (a traceback) for a user this machine does not know
+        (
+            {"sshPrivateKeyPath": "~nosuchuser-x/.ssh/id"},
+            "trainstack:sshPrivateKeyPath: must be an existing private key file, ~nosuchuser-x/.ssh/id does not exist",
+        ),
+    ],
+)
+def test_ssh_user_and_key_path_give_one_line(tmp_path: Path, values: dict[str, str], message: str) -> None:
+    key = tmp_path / "id"
+    key.write_text("key")
+    remote = {
+        "clusterKind": "k3s",
+        "k3sMode": "remote",
+        "k3sServerHost": "gpu1",
+        "sshPrivateKeyPath": str(key),
+    }
+    with pytest.raises(StackConfigError) as raised:
+        parse_settings({**remote, **values})
+    assert str(raised.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"clusterKind": "k3s", "k3sMode": "docker", "k3sAirgapImages": "~nosuchuser-x/images"},
+            "trainstack:k3sAirgapImages: must be an existing directory of image archives",
+        ),
+        (
+            {"clusterKind": "existing", "kubeconfigPath": "~nosuchuser-x/.kube/config"},
+            "trainstack:kubeconfigPath: cannot read ~nosuchuser-x/.kube/config: No such file or directory",
+        ),
+        ({"trainerChart": "~nosuchuser-x/chart"}, "trainstack:trainerChart: must be an oci:// reference"),
+    ],
+)
+def test_a_path_under_an_unknown_users_home_is_one_line(values: dict[str, str], message: str) -> None:
+    with pytest.raises(StackConfigError) as raised:
+        parse_settings(values)
+    assert str(raised.value).startswith(message)
 
 
 def test_remote_hosts_take_names_and_ipv4_addresses(tmp_path: Path) -> None:

@@ -116,3 +116,13 @@ def test_train_without_its_packages_names_make_trainer_venv(tmp_path: Path) -> N
     assert result.stderr.split()[1] in {"numpy", "torch"}, result.stderr
     printed = run([sys.executable, "-c", WITHOUT_TORCH, "print-config", "--config", str(TINY_CONFIG)])
     assert printed.returncode == 0 and "max_steps" in printed.stdout, printed.stderr  # needs neither
+
+
+def test_prepare_refuses_a_negative_worker_count() -> None:
+    """--workers -1 ran with every CPU while data.workers=-1 is refused."""
+    result = run(trainer_command("prepare", TINY_CONFIG, ["--workers", "-1"]))
+    assert (
+        result.returncode == 2
+        and "argument --workers: expected a process count >= 0, got '-1'" in result.stderr
+    )
+    assert "Traceback" not in result.stderr

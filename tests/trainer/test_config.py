@@ -107,6 +107,23 @@ def test_minimal_config_from_overrides_alone() -> None:
         (["output.metrics_port=0"], r"output\.metrics_port: must be >= 1 and <= 65535, got 0"),
         (["output.metrics_port=70000"], r"output\.metrics_port: must be >= 1 and <= 65535, got 70000"),
         (["output.metrics_port=http"], r"output\.metrics_port: expected integer or null, got str 'http'"),
+        # a NaN step size trained to NaN weights and published them
+        (["train.lr=.inf"], r"^train\.lr: must be a finite number, got inf$"),
+        (["train.weight_decay=.nan"], r"^train\.weight_decay: must be a finite number, got nan$"),
+        # an object store is for checkpoints only: output.dir=s3://b/x wrote to ./s3:/b/x
+        (
+            ["output.dir=s3://b/out"],
+            r"^output\.dir: must be a local directory \(an object store is for checkpoint",
+        ),
+        (["data.cache_dir=S3:/b/c"], r"^data\.cache_dir: must be a local directory"),
+        # pathlib's expanduser raised RuntimeError (a traceback) for a user this machine does not know
+        (
+            ["output.dir=~nosuchuser-x/o"],
+            r"^output\.dir: starts with ~ but no home directory is known for it",
+        ),
+        (["checkpoint.dir=~nosuchuser-x/c"], r"^checkpoint\.dir: starts with ~ but no home directory"),
+        (["data.cache_dir=~nosuchuser-x/c"], r"^data\.cache_dir: starts with ~ but no home directory"),
+        (["data.path=~nosuchuser-x/*.txt"], r"^data\.path: starts with ~ but no home directory"),
     ],
 )
 def test_bad_values_name_the_key(overrides: list[str], message: str) -> None:

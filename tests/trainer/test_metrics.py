@@ -15,7 +15,7 @@ import pytest
 
 from trainer.config import ConfigError
 from trainer.metrics import MetricsLog, mfu, peak_flops
-from trainer.plot import read_series
+from trainer.plot import plot_loss, read_series
 
 from .conftest import REPO
 
@@ -111,6 +111,20 @@ def test_plot_writes_png(tmp_path: Path) -> None:
                             cwd=REPO, capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_refuses_a_format_matplotlib_cannot_write_and_writes_exactly_the_name_given(
+    tmp_path: Path,
+) -> None:
+    """--out x.txt was matplotlib's ValueError traceback; --out noext wrote noext.png but said noext."""
+    metrics = write_metrics(tmp_path)
+    with pytest.raises(ConfigError, match=r"^--out: matplotlib cannot write \.txt files; allowed: .*png"):
+        plot_loss(metrics, tmp_path / "loss.txt")
+    assert not (tmp_path / "loss.txt").exists()
+    plot_loss(metrics, tmp_path / "noext")
+    assert (tmp_path / "noext").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not (
+        tmp_path / "noext.png"
+    ).exists()
 
 
 def test_plot_without_records(tmp_path: Path) -> None:
