@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from trainer import USAGE_EXIT_CODE
-from trainer.config import ConfigError, load_config, whole_number
+from trainer.config import ConfigError, load_config
 from trainer.writable import check_writable, directory_problem
 
 
@@ -46,6 +46,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
+    if args.workers < 0:
+        raise ConfigError(f"--workers: expected a process count >= 0, got {args.workers}")
     from trainer.prepare import run_prepare
 
     run_prepare(config.data, args.workers)
@@ -73,13 +75,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _workers(text: str) -> int:
-    try:
-        return whole_number("--workers", text, "a process count >= 0", 0)
-    except ConfigError as error:
-        raise argparse.ArgumentTypeError(str(error).removeprefix("--workers: ")) from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer", description="GPT pre-training on DeepSpeed.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -100,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(handler=handler)
         if name == "prepare":
             command.add_argument(
-                "--workers", type=_workers, default=0, metavar="N",
+                "--workers", type=int, default=0, metavar="N",
                 help="tokenizing processes (default: data.workers, else every CPU this process may use)",
             )  # fmt: skip
     plot = commands.add_parser("plot", help="plot the loss curve of a metrics.jsonl to a PNG")
