@@ -105,7 +105,6 @@ class MetricsLog:
         self.stream = stream
         self.path = self.dir / "metrics.jsonl"  # appended to across resumes
         self.bar = ProgressBar(max_steps, stream) if show_progress else None
-        self.last_loss: float | None = None
         self.sinks: list[MetricsSink] = []  # added once the run's start step is known (Trainer.start_sinks)
 
     def record(self, **fields: Any) -> None:
@@ -116,14 +115,12 @@ class MetricsLog:
         self.stream.write(line + "\n")
         self.stream.flush()
         append_line(self.path, line)  # whole lines even if two runs share output.dir (see shared_files)
-        if fields.get("loss") is not None:
-            self.last_loss = fields["loss"]
         for sink in self.sinks:
             sink.record(cleaned)
 
-    def progress(self, step: int) -> None:
+    def progress(self, step: int, loss: float | None) -> None:
         if self.bar:
-            self.bar.draw(step, self.last_loss)
+            self.bar.draw(step, loss)
 
     def summary(self, **fields: Any) -> None:
         if self.bar:

@@ -303,7 +303,7 @@ class Trainer:
             else:
                 self.record_checkpoints(self.store.poll())
             if self.log:
-                self.log.progress(self.step)
+                self.log.progress(self.step, self.last_loss)
             if stopping:  # exit only once the stop's checkpoint is published
                 self.record_checkpoints(self.store.wait())
                 self.record(event="preempted", step=self.step, signal=stop.received,

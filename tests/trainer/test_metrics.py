@@ -84,7 +84,7 @@ def test_progress_bar_is_redrawn_in_place(tmp_path: Path) -> None:
     stream = io.StringIO()
     log = MetricsLog(str(tmp_path), show_progress=True, max_steps=10, stream=stream)
     log.record(event="train", step=5, loss=1.25)
-    log.progress(5)
+    log.progress(5, 1.25)
     # the first draw has no pace yet (no ETA); the rest of the line is cleared (an ETA shortens)
     assert stream.getvalue().endswith("\r[###############---------------] 5/10 loss 1.2500\033[K")
 
