@@ -68,7 +68,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from trainer.plot import plot_loss
 
-    if problem := directory_problem("--out", str(Path(args.out).expanduser().absolute().parent)):
+    if problem := directory_problem("--out", os.path.dirname(os.path.abspath(os.path.expanduser(args.out)))):
         raise ConfigError(problem)
     plot_loss(Path(args.metrics), Path(args.out))
     print(f"wrote {args.out}")

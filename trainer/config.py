@@ -81,9 +81,7 @@ def parse_s3_url(text: str) -> tuple[str, str]:
 def _local_path(value: str) -> str:
     """~user/... must name a user this machine knows: pathlib's expanduser raises for any other."""
     if value.startswith("~") and os.path.expanduser(value) == value:
-        raise ValueError(
-            "starts with ~ but no home directory is known for it (allowed: ~/path, or a path without ~)"
-        )
+        raise ValueError("names a user this machine does not know after ~ (allowed: ~/path, or no ~)")
     return value
 
 
@@ -137,6 +135,8 @@ PositiveNumber = Annotated[Number, Field(gt=0)]
 NonNegativeNumber = Annotated[Number, Field(ge=0)]
 UnitInterval = Annotated[Number, Field(ge=0, lt=1)]
 Text = Annotated[str, AfterValidator(_not_blank)]
+LocalPath = Annotated[str, AfterValidator(_local_path)]
+Directory = Annotated[str, AfterValidator(_directory)]  # a local one: no URL
 
 
 class _Section(BaseModel):
@@ -154,13 +154,9 @@ class ModelSection(_Section):
 
 
 class DataSection(_Section):
-    path: Annotated[
-        str, AfterValidator(_local_path)
-    ]  # a file, directory or glob, s3://bucket/prefix, hf://name, a save_to_disk dir; or hf_dataset
+    path: LocalPath  # a file, directory or glob, s3://bucket/prefix, hf://name, a save_to_disk dir; or hf_dataset
     encoding: str = "gpt2"  # a tiktoken encoding name, or "bytes" (built in, no download)
-    cache_dir: Annotated[str, AfterValidator(_directory)] = (
-        "runs/cache"  # prepared token shards (trainer.prepare)
-    )
+    cache_dir: Directory = "runs/cache"  # prepared token shards (trainer.prepare)
     val_fraction: Annotated[Number, Field(gt=0, lt=1)] = 0.1
     text_field: Text = "text"  # the text of a JSONL line or a Hugging Face dataset row
     workers: NonNegative = 0  # preparation processes; 0: every CPU the process may use
@@ -204,7 +200,7 @@ class CheckpointSection(_Section):
 
 
 class OutputSection(_Section):
-    dir: Annotated[str, AfterValidator(_directory)]
+    dir: Directory
     log_every: Positive = 10
     progress: Literal["auto", "on", "off"] = "auto"  # auto: a progress bar when stdout is a terminal
     peak_tflops: PositiveNumber | None = None  # per-device peak for MFU; None: the GPU table

@@ -119,11 +119,17 @@ def test_minimal_config_from_overrides_alone() -> None:
         # pathlib's expanduser raised RuntimeError (a traceback) for a user this machine does not know
         (
             ["output.dir=~nosuchuser-x/o"],
-            r"^output\.dir: starts with ~ but no home directory is known for it",
+            r"^output\.dir: names a user this machine does not know after ~",
         ),
-        (["checkpoint.dir=~nosuchuser-x/c"], r"^checkpoint\.dir: starts with ~ but no home directory"),
-        (["data.cache_dir=~nosuchuser-x/c"], r"^data\.cache_dir: starts with ~ but no home directory"),
-        (["data.path=~nosuchuser-x/*.txt"], r"^data\.path: starts with ~ but no home directory"),
+        (
+            ["checkpoint.dir=~nosuchuser-x/c"],
+            r"^checkpoint\.dir: names a user this machine does not know after ~",
+        ),
+        (
+            ["data.cache_dir=~nosuchuser-x/c"],
+            r"^data\.cache_dir: names a user this machine does not know after ~",
+        ),
+        (["data.path=~nosuchuser-x/*.txt"], r"^data\.path: names a user this machine does not know after ~"),
     ],
 )
 def test_bad_values_name_the_key(overrides: list[str], message: str) -> None:
