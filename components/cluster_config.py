@@ -28,8 +28,7 @@ USER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}")
 
 
 def _host(key: str, value: str, where: str = "") -> str:
-    """A host name (RFC 1123) or an IPv4 address: one word for SSH, k3s's --tls-san and /etc/exports; an IPv6
-    literal would need brackets in the join URL and the NFS mount, which the scripts do not write."""
+    """A host name (RFC 1123) or IPv4 address (an IPv6 one would need brackets in the join URL and NFS mount)."""
     try:
         ipaddress.IPv4Address(value)
     except ValueError:
