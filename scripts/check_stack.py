@@ -110,6 +110,15 @@ def _stand_in_named(problem: str, key: str, values: dict[str, Any], named: set[s
     return problem
 
 
+def _follows_stand_in(problem: str, named: set[str]) -> bool:
+    """A rule between keys that names one already found bad judges its default, not the stack's value (e.g.
+    nodeCount against the hosts once k3sAgentHosts was refused): not the stack's problem, so not shown."""
+    body = problem.removeprefix(f"{PROJECT}:").split(":", 1)[-1]
+    if "unknown key" in body:  # its list of allowed keys names them all
+        return False
+    return any(re.search(rf"\b{re.escape(key)}\b", body) for key in named)
+
+
 def check(values: dict[str, Any], secrets: list[str]) -> tuple[StackSettings | None, list[str]]:
     """The settings (None when a problem remains) and every problem, one line each."""
     remaining = dict(values)
@@ -131,7 +140,7 @@ def check(values: dict[str, Any], secrets: list[str]) -> tuple[StackSettings | N
                 and "kubeconfigPath" not in remaining
             ):
                 return None, problems  # the secret is what the cluster is read from: not checkable here
-            if key not in named:
+            if key not in named and not _follows_stand_in(str(error), named):
                 problems.append(_stand_in_named(str(error), key, values, named))
             named.add(key)
             if key not in remaining:  # a default (or a combination of defaults) is the problem: stop here

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 # A script, not a package module: loaded from its file (as tests/test_mutation.py loads scripts/mutation.py).
 _spec = importlib.util.spec_from_file_location("check_stack", REPO / "scripts" / "check_stack.py")
@@ -70,6 +72,28 @@ def test_every_bad_key_is_named_once_each(tmp_path: Path) -> None:
     keys = [problem.split(":")[1] for problem in problems]
     assert sorted(keys) == ["cpuPerNode", "gpusPerNode", "namespace", "nodeCount", "trainingPreset"], problems
     assert all(problem.count("\n") == 0 for problem in problems)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"k3sMode": "Remote"}, "k3sMode"),  # nodeCount 3 was then judged against k3sMode local
+        ({"memoryPerNode": "lots"}, "memoryPerNode"),  # shmSize was then judged against the default 4Gi
+        ({"k3sAgentHosts": ["192.0.2.11", "192.0.2.11"]}, "k3sAgentHosts"),  # nodeCount against no agents
+    ],
+)
+def test_a_rule_judging_a_stand_in_default_is_not_reported(
+    tmp_path: Path, change: dict[str, Any], named: str
+) -> None:
+    key = tmp_path / "id"
+    key.write_text("key")
+    values = {
+        "clusterKind": "k3s", "k3sMode": "remote", "k3sServerHost": "192.0.2.10",
+        "k3sAgentHosts": ["192.0.2.11", "192.0.2.12"], "sshPrivateKeyPath": str(key), "nodeCount": 3,
+        "memoryPerNode": "32Gi", "shmSize": "8Gi", "checkpointStorageClass": "nfs",
+    }  # fmt: skip
+    settings, problems = check({**values, **change}, [])
+    assert settings is None and [problem.split(":")[1] for problem in problems] == [named], problems
 
 
 def test_a_key_of_another_project_and_an_encrypted_secret(tmp_path: Path) -> None:
