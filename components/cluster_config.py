@@ -135,6 +135,11 @@ def cluster_args(values: Values, kubeconfig: str | None = None) -> ClusterArgs:
                 "nodeCount",
                 f"must be 1 when k3sMode is local (one machine), got {node_count}; use k3sMode remote or docker for more nodes",
             )
+    if remote is None and (hosts := [key for key in ("k3sServerHost", "k3sAgentHosts") if values[key]]):
+        where = f"k3sMode is {values['k3sMode']}" if kind == "k3s" else f"clusterKind is {kind}"
+        raise error(
+            hosts[0], f"is set while {where}: only k3sMode remote uses it; set k3sMode remote or remove it"
+        )
     if kind == "kind" and gpus_per_node:
         _kind_gpus(node_count, gpus_per_node)
     args = ClusterArgs(

@@ -217,6 +217,27 @@ def test_a_path_under_an_unknown_users_home_is_one_line(values: dict[str, str], 
     assert str(raised.value).startswith(message)
 
 
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [  # the hosts were ignored: k3s went onto this machine (or kind came up) where hosts were meant
+        (
+            {"clusterKind": "k3s", "k3sServerHost": "192.0.2.10"},
+            "trainstack:k3sServerHost: is set while k3sMode is local: only k3sMode remote uses it;"
+            " set k3sMode remote or remove it",
+        ),
+        (
+            {"k3sAgentHosts": '["192.0.2.11"]'},
+            "trainstack:k3sAgentHosts: is set while clusterKind is kind: only k3sMode remote uses it;"
+            " set k3sMode remote or remove it",
+        ),
+    ],
+)
+def test_remote_hosts_without_k3s_mode_remote_are_refused(values: dict[str, str], message: str) -> None:
+    with pytest.raises(StackConfigError) as raised:
+        parse_settings(values)
+    assert str(raised.value) == message
+
+
 def test_remote_hosts_take_names_and_ipv4_addresses(tmp_path: Path) -> None:
     key = tmp_path / "id"
     key.write_text("key")
