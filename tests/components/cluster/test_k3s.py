@@ -92,11 +92,6 @@ def test_agent_joins_with_the_token_from_stdin_with_or_without_a_trailing_newlin
         )
 
 
-def test_flags_with_whitespace_are_refused() -> None:
-    with pytest.raises(ValueError, match="single words"):
-        install_environment(VERSION, "server", ["--tls-san=a b"])
-
-
 @pytest.mark.parametrize(
     ("role", "uninstaller"), [("server", "k3s-uninstall.sh"), ("agent", "k3s-agent-uninstall.sh")]
 )
