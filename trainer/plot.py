@@ -42,9 +42,7 @@ def plot_loss(metrics_path: Path, out_path: Path) -> None:
     written = out_path.suffix.lstrip(".").lower() or "png"  # no suffix: a PNG under exactly that name
     if written not in (formats := figure.canvas.get_supported_filetypes()):
         plt.close(figure)
-        raise ConfigError(
-            f"--out: matplotlib cannot write .{written} files; allowed: {', '.join(sorted(formats))}"
-        )
+        raise ConfigError(f"--out: matplotlib cannot write .{written}; allowed: {', '.join(sorted(formats))}")
     axes.plot(*zip(*train, strict=True), label="train loss")
     if val:
         axes.plot(*zip(*val, strict=True), marker="o", label="validation loss")

@@ -118,7 +118,7 @@ def test_plot_refuses_a_format_matplotlib_cannot_write_and_writes_exactly_the_na
 ) -> None:
     """--out x.txt was matplotlib's ValueError traceback; --out noext wrote noext.png but said noext."""
     metrics = write_metrics(tmp_path)
-    with pytest.raises(ConfigError, match=r"^--out: matplotlib cannot write \.txt files; allowed: .*png"):
+    with pytest.raises(ConfigError, match=r"^--out: matplotlib cannot write \.txt; allowed: .*png"):
         plot_loss(metrics, tmp_path / "loss.txt")
     assert not (tmp_path / "loss.txt").exists()
     plot_loss(metrics, tmp_path / "noext")
