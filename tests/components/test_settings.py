@@ -90,7 +90,9 @@ def test_more_nodes_than_remote_hosts_is_an_error(tmp_path: Path) -> None:
     key = tmp_path / "id"
     key.write_text("key")
     with pytest.raises(
-        StackConfigError, match=r"^trainstack:nodeCount: must be at most the number of remote hosts"
+        StackConfigError,
+        match=r"^trainstack:nodeCount: must be at most the number of remote hosts \(k3sServerHost \+"
+        r" k3sAgentHosts = 1\), got 2$",
     ):
         parse_settings(
             {

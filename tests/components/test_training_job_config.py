@@ -108,6 +108,15 @@ def test_a_created_priority_class_has_the_value_and_preemption_policy_asked(poli
 def test_restarts_and_shared_storage_reach_the_job() -> None:
     job = parse_settings({"maxRestarts": "3", "nodeCount": "2"}).job
     assert (job.max_restarts, job.shared_storage_path) == (3, SHARED_STORAGE_PATH)
+    assert parse_settings({"maxRestarts": "0"}).job.max_restarts == 0  # no restart: the first failure ends it
+
+
+def test_the_pods_training_config_keeps_the_sections_in_the_configs_order() -> None:
+    """The ConfigMap a user reads (kubectl get configmap -o yaml): model, data, train, checkpoint, output,
+    each key in the schema's order, as `python -m trainer print-config` prints it."""
+    text = parse_settings({}).job.train_config
+    assert list(yaml.safe_load(text)) == ["model", "data", "train", "checkpoint", "output"]
+    assert text.startswith("model:\n  preset: ") and "\n  n_layer: " in text
 
 
 @pytest.mark.parametrize("kind", [{}, {"clusterKind": "k3s", "k3sMode": "docker"}])
