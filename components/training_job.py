@@ -247,7 +247,8 @@ class TrainingJob(pulumi.ComponentResource):
                 else args.checkpoint_storage_class or None,
                 "volume_name": args.shared_volume if args.shared_storage_path else None,
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=claim_dependencies),
+            # destroy: deleted before the Trainer, waiting out the pods the GC removes only while its CRDs exist
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*claim_dependencies, *start_after]),
         )
         config = k8s.core.v1.ConfigMap(
             f"{name}-config",

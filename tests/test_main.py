@@ -169,6 +169,12 @@ def test_train_job_waits_for_trainer_image_and_gpu_operator(runs: dict[str, Stac
         assert gpu_operators == []
     pods = run.one(LOCAL_COMMAND, "training-pods")
     assert run.depends_on(pods, job)
+    # destroy deletes the claim (waiting for the pods) before the Trainer and its CRDs: the garbage collector
+    # cannot remove a JobSet's Jobs once the JobSet kind is gone, and their pods would hold the claim for good
+    claim = run.one("kubernetes:core/v1:PersistentVolumeClaim", "training-checkpoints")
+    assert run.depends_on(claim, trainer) and run.depends_on(
+        claim, run.one(LOCAL_COMMAND, "kubeflow-trainer-crds")
+    )
 
 
 @pytest.mark.parametrize("stack", STACKS)

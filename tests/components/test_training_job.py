@@ -454,7 +454,7 @@ def test_component_graph(num_nodes: int, mode: str) -> None:
     gate = run.one("test:index:Gate")
     for dependency in (claim, config, runtime, gate):
         assert run.depends_on(job, dependency)
-    assert run.depends_on(runtime, gate)
+    assert run.depends_on(runtime, gate) and run.depends_on(claim, gate)  # destroy: the claim before the gate
     assert job.replace_on_changes == ["spec"] and job.delete_before_replace
     pods = run.one("command:local:Command", "job-pods")
     assert run.depends_on(pods, job)

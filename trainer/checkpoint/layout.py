@@ -67,9 +67,7 @@ def run_gone(run: str | None, own_run: str, alive: Callable[[str], bool]) -> boo
 def abandoned(name: str, own_run: str, alive: Callable[[str], bool]) -> bool:
     """Whether checkpoint.dir's `name` is a gone run's staging or lock; a published checkpoint never is."""
     match = UNPUBLISHED_PATTERN.match(name) or RUN_LOCK_PATTERN.match(name)
-    if match is None:
-        return False
-    return run_gone(match.group("run"), own_run, alive)
+    return match is not None and run_gone(match.group("run"), own_run, alive)
 
 
 def superseded(published: list[tuple[int, str]], step: int, keep_last: int) -> list[str]:
