@@ -20,7 +20,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 DocumentedNode = ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef
 
 
@@ -31,7 +30,7 @@ def git(*args: str) -> str:
 def documented(tree: ast.AST) -> Iterator[DocumentedNode]:
     """The modules, classes and functions whose first statement is a docstring."""
     for node in ast.walk(tree):
-        if isinstance(node, DOCUMENTED) and node.body and isinstance(node.body[0], ast.Expr):
+        if isinstance(node, DocumentedNode) and node.body and isinstance(node.body[0], ast.Expr):
             value = node.body[0].value
             if isinstance(value, ast.Constant) and isinstance(value.value, str):
                 yield node

@@ -68,10 +68,11 @@ def cmd_launch(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from trainer.plot import plot_loss
 
-    if problem := directory_problem("--out", os.path.dirname(os.path.abspath(os.path.expanduser(args.out)))):
+    out = Path(os.path.expanduser(args.out))  # checked where it is written; pathlib's raises for ~unknown
+    if problem := directory_problem("--out", str(out.absolute().parent)):
         raise ConfigError(problem)
-    plot_loss(Path(args.metrics), Path(args.out))
-    print(f"wrote {args.out}")
+    plot_loss(Path(args.metrics), out)
+    print(f"wrote {out}")
     return 0
 
 
